@@ -1,0 +1,1 @@
+"""mailer: honours unsubscribe requests from the inbox and sends consent-aware campaigns."""
