@@ -1,0 +1,143 @@
+"""Reading a customers CSV: pure validation of each row, streaming, one problem per bad line.
+
+The file has a header row naming `name` and `email` and optionally `company`, `phone`,
+`announcements`, `offers`. Preference values are true/false/yes/no/1/0 (any case); an empty
+cell or a missing column leaves the choice to the store (opted in for a new customer,
+unchanged for a known one). Rows stream: a million-row file never sits in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO
+
+from mailer.names import normalise_company, normalise_name
+
+REQUIRED_COLUMNS = ("name", "email")
+OPTIONAL_COLUMNS = ("company", "phone", "announcements", "offers")
+_TRUE = frozenset({"true", "yes", "1", "y"})
+_FALSE = frozenset({"false", "no", "0", "n"})
+# A practical addr-spec check: one @, no spaces or controls, a dotted domain.
+_EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+
+
+class HeaderError(Exception):
+    """The CSV header cannot be used; the message is one line."""
+
+
+@dataclass(frozen=True)
+class CustomerRow:
+    line: int
+    email: str
+    name: str
+    company: str
+    phone: str
+    name_key: str
+    company_key: str
+    announcements: bool | None
+    offers: bool | None
+
+
+@dataclass(frozen=True)
+class BadRow:
+    line: int
+    reason: str
+
+
+def is_valid_email(value: str) -> bool:
+    return len(value) <= 254 and _EMAIL.match(value) is not None
+
+
+def parse_flag(value: str) -> bool | None:
+    """true/false/yes/no/1/0 -> bool; empty -> None; anything else -> ValueError."""
+    text = value.strip().lower()
+    if not text:
+        return None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(value)
+
+
+def read_rows(stream: IO[str]) -> Iterator[CustomerRow | BadRow]:
+    """Yield a CustomerRow or a BadRow for each data line; raise HeaderError for a bad header."""
+    reader = csv.reader(stream, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise HeaderError("the file is empty (expected a header row with name,email)") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise HeaderError(f"line 1: unreadable header: {exc}") from exc
+    columns = [h.strip().lower() for h in header]
+    for required in REQUIRED_COLUMNS:
+        if required not in columns:
+            raise HeaderError(f"line 1: header has no '{required}' column")
+    for column in columns:
+        if column not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
+            raise HeaderError(
+                f"line 1: unknown column '{column}' (expected name, email, company, phone, "
+                "announcements, offers)"
+            )
+    if len(set(columns)) != len(columns):
+        raise HeaderError("line 1: a column is named twice")
+    index = {name: i for i, name in enumerate(columns)}
+    line = 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            line = reader.line_num
+            yield BadRow(line, f"malformed CSV: {exc}")
+            continue
+        except UnicodeDecodeError:
+            yield BadRow(reader.line_num + 1, "not valid UTF-8; stopped reading here")
+            return
+        line = reader.line_num
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        yield _row(line, cells, index, len(columns))
+
+
+def _row(line: int, cells: list[str], index: dict[str, int], width: int) -> CustomerRow | BadRow:
+    if len(cells) != width:
+        return BadRow(line, f"expected {width} columns, found {len(cells)}")
+
+    def cell(name: str) -> str:
+        i = index.get(name)
+        return cells[i].strip() if i is not None else ""
+
+    email = cell("email")
+    if not email:
+        return BadRow(line, "missing email")
+    if not is_valid_email(email):
+        return BadRow(line, f"malformed email '{email}'")
+    name = cell("name")
+    if any(ord(c) < 32 for c in name + cell("company") + cell("phone")):
+        return BadRow(line, "control character in a field")
+    flags: dict[str, bool | None] = {}
+    for category in ("announcements", "offers"):
+        try:
+            flags[category] = parse_flag(cell(category))
+        except ValueError:
+            return BadRow(
+                line,
+                f"unknown {category} value '{cell(category)}' (expected true/false/yes/no/1/0)",
+            )
+    company = cell("company")
+    return CustomerRow(
+        line=line,
+        email=email,
+        name=name,
+        company=company,
+        phone=cell("phone"),
+        name_key=normalise_name(name),
+        company_key=normalise_company(company),
+        announcements=flags["announcements"],
+        offers=flags["offers"],
+    )

@@ -1,0 +1,114 @@
+"""Sending the confirmations queued in the outbox.
+
+The opt-out has already committed when a confirmation is queued, so nothing here can undo it.
+Each item is sent at most once it succeeds; a transient failure (4xx, dropped connection,
+timeout) is retried with exponential backoff, a permanent one (5xx) is marked failed with the
+server's reply. One connection serves the whole batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiosmtplib
+import aiosqlite
+
+from mailer import smtp
+from mailer.campaigns.templates import render_confirmation
+from mailer.outgoing import build_confirmation
+from mailer.store import inbox as inbox_store
+from mailer.store.db import transaction
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 20
+_BACKOFF_BASE_S = 30.0
+_BACKOFF_MAX_S = 3600.0
+
+
+@dataclass(frozen=True)
+class ConfirmationSettings:
+    sender: str
+    templates_dir: Path
+    smtp: smtp.SmtpConfig
+
+
+@dataclass
+class OutboxReport:
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+
+def retry_at(attempts: int, now: datetime) -> datetime | None:
+    """When to try again after `attempts` failed tries, or None to give up."""
+    if attempts >= MAX_ATTEMPTS:
+        return None
+    delay = min(_BACKOFF_BASE_S * 2 ** max(attempts - 1, 0), _BACKOFF_MAX_S)
+    return now + timedelta(seconds=delay)
+
+
+def confirmation_message_id(item_id: int, sender: str) -> str:
+    domain = sender.rpartition("@")[2] or "localhost"
+    digest = hashlib.sha256(f"{item_id}:{sender}".encode()).hexdigest()[:12]
+    return f"<confirm.{item_id}.{digest}@{domain}>"
+
+
+async def send_due(conn: aiosqlite.Connection, settings: ConfirmationSettings) -> OutboxReport:
+    """Send every due confirmation; return counts. Never raises for SMTP trouble."""
+    report = OutboxReport()
+    items = await inbox_store.due_confirmations(conn)
+    if not items:
+        return report
+    client: aiosmtplib.SMTP | None = None
+    try:
+        for item in items:
+            now = datetime.now(UTC)
+            subject, text, html = render_confirmation(
+                settings.templates_dir, customer_name=item.to_name,
+                categories=item.categories, request_subject=item.request_subject)
+            message = build_confirmation(
+                sender=settings.sender, to_address=item.to_address, to_name=item.to_name,
+                subject=subject, text=text, html=html,
+                in_reply_to=item.in_reply_to or None, references=item.refs,
+                message_id=confirmation_message_id(item.id, settings.sender), date=now)
+            try:
+                if client is None:
+                    client = await smtp.connect(settings.smtp)
+                await smtp.send(client, settings.sender, item.to_address, message,
+                                settings.smtp.timeout_s)
+            except smtp.PermanentSmtpError as exc:
+                async with transaction(conn):
+                    await inbox_store.mark_confirmation_failed(
+                        conn, item.id, error=str(exc), retry_at=None)
+                report.failed += 1
+                log.warning("confirmation %s to customer %s failed: %s",
+                            item.id, item.customer_id, exc)
+                continue
+            except smtp.TransientSmtpError as exc:
+                when = retry_at(item.attempts + 1, now)
+                async with transaction(conn):
+                    await inbox_store.mark_confirmation_failed(
+                        conn, item.id, error=str(exc), retry_at=when)
+                if when is None:
+                    report.failed += 1
+                else:
+                    report.retrying += 1
+                log.warning("confirmation %s to customer %s not sent (%s); retry at %s",
+                            item.id, item.customer_id, exc, when)
+                if client is not None:
+                    await smtp.close(client)
+                    client = None
+                continue
+            async with transaction(conn):
+                await inbox_store.mark_confirmation_sent(conn, item.id)
+            report.sent += 1
+            log.info("confirmation %s sent to customer %s", item.id, item.customer_id)
+    finally:
+        if client is not None:
+            await smtp.close(client)
+    return report

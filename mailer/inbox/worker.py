@@ -1,0 +1,121 @@
+"""The inbox worker's lifecycles: one burst pass (`mailer inbox process`) and the watch loop
+that `mailer run` owns (connect, pass, IDLE, pass, ... reconnecting after any failure).
+
+Both go through `processor.run_pass`, so a request is handled the same way in both. The loop
+re-issues IDLE before RFC 2177's 29-minute limit and polls where the server lacks IDLE. A lost
+connection, a BYE or a server restart only costs a reconnect with backoff; nothing is lost
+because the database, not the connection, knows where the worker got to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiosqlite
+
+from mailer.inbox.imap import ImapClient, ImapConfig, ImapError
+from mailer.inbox.processor import InboxRules, PassReport, prepare_folders, run_pass
+from mailer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_RECONNECT_MIN_S = 1.0
+_RECONNECT_MAX_S = 60.0
+
+
+@dataclass(frozen=True)
+class WatchTiming:
+    idle_timeout_s: float
+    poll_interval_s: float
+
+
+def imap_config(settings: Settings) -> ImapConfig:
+    s = settings.imap
+    return ImapConfig(host=s.host, port=s.port, security=s.security, username=s.username,
+                      password=s.password, ca_file=str(s.ca_file) if s.ca_file else None,
+                      timeout_s=s.timeout_s)
+
+
+def inbox_rules(settings: Settings) -> InboxRules:
+    return InboxRules(
+        folder=settings.imap.folder,
+        processed_folder=settings.imap.processed_folder,
+        review_folder=settings.imap.review_folder,
+        subject=settings.unsubscribe.subject,
+        categories=settings.unsubscribe.categories,
+        own_addresses=settings.own_addresses,
+        max_message_bytes=settings.imap.max_message_bytes,
+        fetch_batch=settings.imap.fetch_batch,
+        confirmation_interval_h=settings.unsubscribe.confirmation_interval_h,
+    )
+
+
+async def process_once(
+    conn: aiosqlite.Connection, config: ImapConfig, rules: InboxRules
+) -> PassReport:
+    """Connect, make one pass, disconnect."""
+    client = await ImapClient.connect(config)
+    try:
+        await prepare_folders(client, rules)
+        return await run_pass(client, conn, rules)
+    finally:
+        await client.close()
+
+
+async def watch(
+    conn: aiosqlite.Connection,
+    config: ImapConfig,
+    rules: InboxRules,
+    timing: WatchTiming,
+    stop: asyncio.Event,
+    on_pass: Callable[[PassReport], None] = lambda report: None,
+) -> None:
+    """Keep the inbox processed until `stop` is set; survives any IMAP failure."""
+    delay = _RECONNECT_MIN_S
+    while not stop.is_set():
+        client: ImapClient | None = None
+        try:
+            client = await ImapClient.connect(config)
+            await prepare_folders(client, rules)
+            log.info("watching %s on %s:%s (%s)", rules.folder, config.host, config.port,
+                     "IDLE" if "IDLE" in client.capabilities else "polling")
+            delay = _RECONNECT_MIN_S
+            while not stop.is_set():
+                on_pass(await run_pass(client, conn, rules))
+                if "IDLE" in client.capabilities:
+                    await _until_stopped(client.idle(timing.idle_timeout_s), stop)
+                else:
+                    await _until_stopped(asyncio.sleep(timing.poll_interval_s), stop)
+        except ImapError as exc:
+            log.warning("IMAP: %s; reconnecting in %.0f s", exc, delay)
+            await _sleep_unless_stopped(delay, stop)
+            delay = min(delay * 2, _RECONNECT_MAX_S)
+        finally:
+            if client is not None:
+                await client.close()
+
+
+async def _until_stopped(awaitable: object, stop: asyncio.Event) -> None:
+    """Await `awaitable` unless `stop` is set first, in which case it is cancelled."""
+    task = asyncio.ensure_future(awaitable)  # type: ignore[arg-type]
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        leftovers = {t for t in (task, stopper) if not t.done()}
+        for pending in leftovers:
+            pending.cancel()
+        if leftovers:
+            # asyncio.wait never raises the children's CancelledError, only our own.
+            await asyncio.wait(leftovers)
+    if task.done() and not task.cancelled():
+        task.result()  # re-raise ConnectionLost and friends
+
+
+async def _sleep_unless_stopped(seconds: float, stop: asyncio.Event) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,118 @@
+"""SMTP: connecting with aiosmtplib and sorting its failures into ours.
+
+Errors are split the way a sender must act on them (RFC 5321 §4.2.1): `TransientSmtpError`
+(4xx replies, dropped connections, timeouts: try again later) and `PermanentSmtpError`
+(5xx for this recipient or message: do not retry). Both carry the server's reply in one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import aiosmtplib
+
+log = logging.getLogger(__name__)
+
+
+class SmtpError(Exception):
+    """Any failure to hand a message to the SMTP server; str() is one line."""
+
+
+class TransientSmtpError(SmtpError):
+    """Worth retrying: a 4xx reply, a dropped connection or a timeout."""
+
+
+class PermanentSmtpError(SmtpError):
+    """Not worth retrying: a 5xx reply for the recipient or the message."""
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    security: Literal["tls", "starttls", "none"]
+    username: str = ""
+    password: str = ""
+    ca_file: Path | None = None
+    timeout_s: float = 30.0
+
+
+def _tls_context(config: SmtpConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
+    return context
+
+
+async def connect(config: SmtpConfig) -> aiosmtplib.SMTP:
+    """Open, secure and (if a username is set) authenticate one SMTP connection."""
+    client = aiosmtplib.SMTP(
+        hostname=config.host,
+        port=config.port,
+        timeout=config.timeout_s,
+        use_tls=config.security == "tls",
+        start_tls=config.security == "starttls",
+        tls_context=None if config.security == "none" else _tls_context(config),
+    )
+    where = f"{config.host}:{config.port}"
+    try:
+        await client.connect()
+        if config.username:
+            await client.login(config.username, config.password)
+    except aiosmtplib.SMTPAuthenticationError as exc:
+        await close(client)
+        raise PermanentSmtpError(f"SMTP {where}: login refused: {_reply(exc)}") from exc
+    except aiosmtplib.SMTPResponseException as exc:
+        await close(client)
+        raise classify_error(exc, f"SMTP {where}: connect") from exc
+    except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+        await close(client)
+        raise TransientSmtpError(f"SMTP {where}: cannot connect: {exc}") from exc
+    return client
+
+
+async def close(client: aiosmtplib.SMTP) -> None:
+    """QUIT politely, or just drop the connection; never raises."""
+    try:
+        if client.is_connected:
+            await client.quit(timeout=5)
+    except Exception:  # noqa: BLE001 - closing is best effort by design
+        client.close()
+
+
+def _reply(exc: aiosmtplib.SMTPResponseException) -> str:
+    return f"{exc.code} {' '.join(str(exc.message).split())}"
+
+
+def classify_error(exc: BaseException, what: str) -> SmtpError:
+    """Map an aiosmtplib/OS error to Transient or Permanent, keeping the reply in one line."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        replies = [r for r in exc.recipients]
+        if replies and all(500 <= r.code < 600 for r in replies):
+            return PermanentSmtpError(f"{what}: {_reply(replies[0])}")
+        if replies:
+            return TransientSmtpError(f"{what}: {_reply(replies[0])}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        if 500 <= exc.code < 600:
+            return PermanentSmtpError(f"{what}: {_reply(exc)}")
+        return TransientSmtpError(f"{what}: {_reply(exc)}")
+    return TransientSmtpError(f"{what}: {type(exc).__name__}: {exc}".rstrip(": "))
+
+
+async def send(
+    client: aiosmtplib.SMTP, sender: str, recipient: str, message: bytes, timeout_s: float
+) -> str:
+    """Send one message to one recipient; return the server's reply to DATA."""
+    try:
+        errors, reply = await client.sendmail(sender, [recipient], message, timeout=timeout_s)
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        raise classify_error(exc, f"SMTP to <{recipient}>") from exc
+    if errors:
+        code_reply = next(iter(errors.values()))
+        raise classify_error(
+            aiosmtplib.SMTPResponseException(code_reply.code, code_reply.message),
+            f"SMTP to <{recipient}>",
+        )
+    return " ".join(reply.split())

@@ -1,0 +1,219 @@
+"""Opening the SQLite database and migrating its schema.
+
+The database is both the truth and the queue. Migrations live here, as an ordered list of SQL
+scripts; `PRAGMA user_version` records how many have been applied, and `open_db` applies the
+rest, each in its own transaction, every time a connection is opened.
+
+Connections run in WAL mode (readers never block the writer, a crash never corrupts) with a
+busy timeout, so the daemon and a CLI command can share one file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+
+
+class StoreError(Exception):
+    """The database cannot be opened or used; the message is one line."""
+
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: customers, consent, inbox bookkeeping, review queue, outbox, campaigns, leases.
+    """
+    CREATE TABLE customers (
+        id            INTEGER PRIMARY KEY,
+        email         TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        name          TEXT NOT NULL,
+        company       TEXT NOT NULL DEFAULT '',
+        phone         TEXT NOT NULL DEFAULT '',
+        name_key      TEXT NOT NULL DEFAULT '',
+        company_key   TEXT NOT NULL DEFAULT '',
+        announcements INTEGER NOT NULL DEFAULT 1 CHECK (announcements IN (0, 1)),
+        offers        INTEGER NOT NULL DEFAULT 1 CHECK (offers IN (0, 1)),
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL
+    );
+    CREATE INDEX customers_name_key ON customers (name_key) WHERE name_key != '';
+    CREATE INDEX customers_company_key ON customers (company_key) WHERE company_key != '';
+
+    -- Every change of a preference, kept forever (GDPR art. 7(1): consent must be provable).
+    CREATE TABLE consent_events (
+        id          INTEGER PRIMARY KEY,
+        customer_id INTEGER NOT NULL REFERENCES customers (id),
+        at          TEXT NOT NULL,
+        category    TEXT NOT NULL CHECK (category IN ('announcements', 'offers')),
+        old_value   INTEGER CHECK (old_value IN (0, 1)),
+        new_value   INTEGER NOT NULL CHECK (new_value IN (0, 1)),
+        source      TEXT NOT NULL CHECK (source IN ('import', 'email', 'operator', 'one-click')),
+        reference   TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX consent_events_customer ON consent_events (customer_id, id);
+    CREATE TRIGGER consent_events_are_never_updated BEFORE UPDATE ON consent_events
+    BEGIN SELECT RAISE(ABORT, 'consent events are permanent'); END;
+    CREATE TRIGGER consent_events_are_never_deleted BEFORE DELETE ON consent_events
+    BEGIN SELECT RAISE(ABORT, 'consent events are permanent'); END;
+
+    -- Where the inbox worker has got to in each folder (RFC 3501 §2.3.1.1: UIDs are only
+    -- comparable under one UIDVALIDITY).
+    CREATE TABLE mailbox_state (
+        folder      TEXT PRIMARY KEY,
+        uidvalidity INTEGER NOT NULL,
+        last_uid    INTEGER NOT NULL
+    );
+
+    -- One row per request message decided on: the idempotency key is the Message-ID (or a
+    -- digest of the message when it has none). `moved` says whether it has left the inbox.
+    CREATE TABLE inbound (
+        id           INTEGER PRIMARY KEY,
+        message_key  TEXT NOT NULL UNIQUE,
+        message_id   TEXT NOT NULL DEFAULT '',
+        folder       TEXT NOT NULL,
+        uidvalidity  INTEGER NOT NULL,
+        uid          INTEGER NOT NULL,
+        outcome      TEXT NOT NULL CHECK (outcome IN ('unsubscribed', 'review', 'duplicate')),
+        destination  TEXT NOT NULL,
+        moved        INTEGER NOT NULL DEFAULT 0,
+        detail       TEXT NOT NULL DEFAULT '',
+        decided_at   TEXT NOT NULL
+    );
+    CREATE INDEX inbound_unmoved ON inbound (folder, moved) WHERE moved = 0;
+
+    CREATE TABLE review_items (
+        id          INTEGER PRIMARY KEY,
+        inbound_id  INTEGER REFERENCES inbound (id),
+        message_id  TEXT NOT NULL DEFAULT '',
+        sender      TEXT NOT NULL DEFAULT '',
+        subject     TEXT NOT NULL DEFAULT '',
+        reason      TEXT NOT NULL,
+        status      TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved', 'dismissed')),
+        created_at  TEXT NOT NULL,
+        settled_at  TEXT,
+        settlement  TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX review_items_open ON review_items (status, id);
+
+    -- Durable outbox for transactional mail (confirmations): written in the same transaction
+    -- as the change that caused it, sent later, retried with backoff.
+    CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY,
+        customer_id     INTEGER NOT NULL REFERENCES customers (id),
+        to_address      TEXT NOT NULL,
+        to_name         TEXT NOT NULL DEFAULT '',
+        categories      TEXT NOT NULL,
+        request_subject TEXT NOT NULL DEFAULT '',
+        in_reply_to     TEXT NOT NULL DEFAULT '',
+        refs            TEXT NOT NULL DEFAULT '',
+        status          TEXT NOT NULL DEFAULT 'pending'
+                        CHECK (status IN ('pending', 'sent', 'failed', 'suppressed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error      TEXT NOT NULL DEFAULT '',
+        created_at      TEXT NOT NULL,
+        sent_at         TEXT
+    );
+    CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
+    CREATE INDEX outbox_customer_sent ON outbox (customer_id, sent_at);
+
+    CREATE TABLE campaigns (
+        id            INTEGER PRIMARY KEY,
+        kind          TEXT NOT NULL CHECK (kind IN ('announcements', 'offers')),
+        template      TEXT NOT NULL,
+        subject       TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN
+                      ('draft', 'scheduled', 'sending', 'paused', 'sent', 'cancelled', 'failed')),
+        scheduled_at  TEXT,
+        created_at    TEXT NOT NULL,
+        started_at    TEXT,
+        finished_at   TEXT,
+        status_reason TEXT NOT NULL DEFAULT '',
+        audience_at   TEXT
+    );
+    CREATE INDEX campaigns_due ON campaigns (status, scheduled_at);
+
+    -- Per-recipient ledger: the truth about who has been mailed.
+    CREATE TABLE campaign_recipients (
+        campaign_id     INTEGER NOT NULL REFERENCES campaigns (id),
+        customer_id     INTEGER NOT NULL REFERENCES customers (id),
+        status          TEXT NOT NULL DEFAULT 'pending'
+                        CHECK (status IN ('pending', 'sending', 'sent', 'failed', 'skipped')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        last_reply      TEXT NOT NULL DEFAULT '',
+        next_attempt_at TEXT,
+        updated_at      TEXT,
+        PRIMARY KEY (campaign_id, customer_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX campaign_recipients_status ON campaign_recipients (campaign_id, status, customer_id);
+
+    -- Leases: one holder at a time for work that must not run twice (e.g. sending a campaign).
+    CREATE TABLE leases (
+        name       TEXT PRIMARY KEY,
+        holder     TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    """,
+)
+
+
+def utcnow() -> str:
+    """The store's timestamp format: ISO 8601 UTC with microseconds (sorts as text)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+async def _configure(conn: aiosqlite.Connection) -> None:
+    await conn.execute("PRAGMA journal_mode = WAL")
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    await conn.execute("PRAGMA foreign_keys = ON")
+    await conn.execute("PRAGMA busy_timeout = 10000")
+
+
+async def migrate(conn: aiosqlite.Connection) -> None:
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    applied = int(row[0]) if row else 0
+    if applied > len(MIGRATIONS):
+        raise StoreError(
+            f"database schema version {applied} is newer than this mailer ({len(MIGRATIONS)})"
+        )
+    for number, script in enumerate(MIGRATIONS[applied:], start=applied + 1):
+        # executescript commits first; wrap the script so it applies entirely or not at all.
+        await conn.executescript(
+            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+        )
+
+
+@asynccontextmanager
+async def open_db(path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    """Open (creating and migrating as needed) the database at `path`."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(str(path), isolation_level=None)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot open database {path}: {exc}") from exc
+    try:
+        conn.row_factory = aiosqlite.Row
+        try:
+            await _configure(conn)
+            await migrate(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot prepare database {path}: {exc}") from exc
+        yield conn
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (cancellation included)."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
