@@ -1,0 +1,28 @@
+# The two newcomer commands (README): `make demo` and `make test`. Both set everything up in a
+# virtual environment first; neither needs root or an external server.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test check bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) scripts/demo.py
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check mailer tests bench scripts
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) bench/inbox_bench.py
+	$(PY) bench/campaign_bench.py
+
+clean:
+	rm -rf $(VENV) demo-run
