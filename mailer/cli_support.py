@@ -80,9 +80,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail("interrupted", 130)
 
 
-def configure_logging(verbose: bool) -> None:
+def configure_logging(verbose: bool, *, quiet: bool) -> None:
+    """Log to stderr: debug with -v, warnings only for one-shot commands, info for `run`."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

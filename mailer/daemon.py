@@ -19,28 +19,15 @@ import signal
 from collections.abc import Awaitable
 
 from mailer.campaigns.scheduler import scheduler_loop
-from mailer.inbox.confirmations import ConfirmationSettings, send_due
+from mailer.inbox.confirmations import confirmation_settings, send_due
 from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import WatchTiming, imap_config, inbox_rules, watch
 from mailer.settings import Settings
-from mailer.smtp import SmtpConfig
 from mailer.store.db import open_db
 
 log = logging.getLogger(__name__)
 
 OUTBOX_INTERVAL_S = 30.0
-
-
-def smtp_config(settings: Settings) -> SmtpConfig:
-    s = settings.smtp
-    return SmtpConfig(host=s.host, port=s.port, security=s.security, username=s.username,
-                      password=s.password, ca_file=s.ca_file, timeout_s=s.timeout_s)
-
-
-def confirmation_settings(settings: Settings) -> ConfirmationSettings:
-    return ConfirmationSettings(sender=settings.smtp.sender,
-                                templates_dir=settings.templates.dir,
-                                smtp=smtp_config(settings))
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -13,6 +13,7 @@ Passwords and the campaign secret may come from the environment instead of the f
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import os
 import tomllib
 import types
@@ -69,6 +70,11 @@ class SmtpSettings:
     rate_limit: float = 0.0
     max_attempts: int = 5
 
+    @property
+    def sender_address(self) -> str:
+        """The envelope sender (MAIL FROM): the bare address of `sender`."""
+        return address_of(self.sender)
+
 
 @dataclass(frozen=True)
 class UnsubscribeSettings:
@@ -108,10 +114,8 @@ class Settings:
     @property
     def own_addresses(self) -> frozenset[str]:
         """Addresses that are ours: mail from them is never a request (RFC 3834 loops)."""
-        return frozenset(
-            a.lower() for a in (self.smtp.sender, self.unsubscribe.address, self.imap.username)
-            if "@" in a
-        )
+        candidates = (self.smtp.sender, self.unsubscribe.address, self.imap.username)
+        return frozenset(address_of(a) for a in candidates if "@" in a)
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -191,6 +195,8 @@ def _build_section(name: str, cls: type[Any], table: dict[str, Any], base_dir: P
         if key not in table:
             if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
                 raise SettingsError(f"{where}: missing value")
+            if isinstance(spec.default, Path):  # default paths are relative to the file too
+                values[key] = base_dir / spec.default
             continue
         values[key] = _convert(where, hints[key], table[key], base_dir)
     try:
@@ -296,6 +302,14 @@ def _check_relations(settings: Settings) -> None:
              "folder, processed_folder and review_folder must all differ")
 
 
+def address_of(value: str) -> str:
+    """The bare addr-spec of `Name <addr>` or `addr`, lower-cased."""
+    return email.utils.parseaddr(value)[1].lower()
+
+
 def _looks_like_address(value: str) -> bool:
-    local, at, domain = value.rpartition("@")
-    return bool(at and local and "." in domain and not any(c.isspace() for c in value))
+    if "\n" in value or "\r" in value:
+        return False
+    address = address_of(value)
+    local, at, domain = address.rpartition("@")
+    return bool(at and local and "." in domain and not any(c.isspace() for c in address))

@@ -15,6 +15,8 @@ from typing import Literal
 
 import aiosmtplib
 
+from mailer.settings import Settings
+
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +41,12 @@ class SmtpConfig:
     password: str = ""
     ca_file: Path | None = None
     timeout_s: float = 30.0
+
+
+def smtp_config(settings: Settings) -> SmtpConfig:
+    s = settings.smtp
+    return SmtpConfig(host=s.host, port=s.port, security=s.security, username=s.username,
+                      password=s.password, ca_file=s.ca_file, timeout_s=s.timeout_s)
 
 
 def _tls_context(config: SmtpConfig) -> ssl.SSLContext:

@@ -20,6 +20,7 @@ import aiosqlite
 from mailer import smtp
 from mailer.campaigns.templates import render_confirmation
 from mailer.outgoing import build_confirmation
+from mailer.settings import Settings
 from mailer.store import inbox as inbox_store
 from mailer.store.db import transaction
 
@@ -32,9 +33,17 @@ _BACKOFF_MAX_S = 3600.0
 
 @dataclass(frozen=True)
 class ConfirmationSettings:
-    sender: str
+    sender: str            # the From header, may carry a display name
+    envelope_sender: str   # MAIL FROM: the bare address
     templates_dir: Path
     smtp: smtp.SmtpConfig
+
+
+def confirmation_settings(settings: Settings) -> ConfirmationSettings:
+    return ConfirmationSettings(sender=settings.smtp.sender,
+                                envelope_sender=settings.smtp.sender_address,
+                                templates_dir=settings.templates.dir,
+                                smtp=smtp.smtp_config(settings))
 
 
 @dataclass
@@ -75,11 +84,11 @@ async def send_due(conn: aiosqlite.Connection, settings: ConfirmationSettings) -
                 sender=settings.sender, to_address=item.to_address, to_name=item.to_name,
                 subject=subject, text=text, html=html,
                 in_reply_to=item.in_reply_to or None, references=item.refs,
-                message_id=confirmation_message_id(item.id, settings.sender), date=now)
+                message_id=confirmation_message_id(item.id, settings.envelope_sender), date=now)
             try:
                 if client is None:
                     client = await smtp.connect(settings.smtp)
-                await smtp.send(client, settings.sender, item.to_address, message,
+                await smtp.send(client, settings.envelope_sender, item.to_address, message,
                                 settings.smtp.timeout_s)
             except smtp.PermanentSmtpError as exc:
                 async with transaction(conn):

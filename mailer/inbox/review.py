@@ -1,0 +1,70 @@
+"""Settling the review queue by hand: a person names the customer, or dismisses the request.
+
+Resolving goes through `processor.honour`, so it opts out, records consent events (source
+`email`, reference: the request's Message-ID) and queues the confirmation exactly as an
+automatic match would.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiosqlite
+
+from mailer.inbox.parse import Headers
+from mailer.inbox.processor import InboxRules, PassReport, honour
+from mailer.store import customers as customer_store
+from mailer.store import inbox as inbox_store
+from mailer.store.db import transaction
+
+log = logging.getLogger(__name__)
+
+
+class ReviewError(Exception):
+    """The item or customer does not exist, or the item is already settled."""
+
+
+async def resolve(
+    conn: aiosqlite.Connection, rules: InboxRules, item_id: int, customer_email: str
+) -> PassReport:
+    report = PassReport()
+    async with transaction(conn):
+        item = await inbox_store.review_item(conn, item_id)
+        if item is None:
+            raise ReviewError(f"review item {item_id} does not exist")
+        if item.status != "open":
+            raise ReviewError(f"review item {item_id} is already {item.status}")
+        customer = await customer_store.get_by_email(conn, customer_email)
+        if customer is None:
+            raise ReviewError(f"no customer with email {customer_email}")
+        headers = await _request_headers(conn, item)
+        await honour(conn, rules, (customer.id,), headers, report)
+        await inbox_store.settle_review(
+            conn, item_id, status="resolved", settlement=f"customer {customer.id}")
+    log.info("review item %s resolved: customer %s", item_id, customer.id)
+    return report
+
+
+async def dismiss(conn: aiosqlite.Connection, item_id: int) -> None:
+    async with transaction(conn):
+        item = await inbox_store.review_item(conn, item_id)
+        if item is None:
+            raise ReviewError(f"review item {item_id} does not exist")
+        if not await inbox_store.settle_review(conn, item_id, status="dismissed",
+                                               settlement="dismissed"):
+            raise ReviewError(f"review item {item_id} is already {item.status}")
+    log.info("review item %s dismissed", item_id)
+
+
+async def _request_headers(conn: aiosqlite.Connection, item: inbox_store.ReviewItem) -> Headers:
+    return Headers(
+        message_id=item.message_id or None,
+        subject=item.subject,
+        from_address=item.sender or None,
+        from_name="",
+        auto_submitted=None,
+        precedence=None,
+        has_autoreply_header=False,
+        content_type="text/plain",
+        references=(),
+    )
