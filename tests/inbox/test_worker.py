@@ -1,0 +1,153 @@
+"""The long-running worker: IDLE, reconnects after server trouble, kill -9, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from mailer.inbox.processor import PassReport
+from mailer.inbox.worker import WatchTiming, watch
+from mailer.store.db import open_db
+from tests.helpers import ROOT
+from tests.inbox.world import World, make_world
+from tests.servers import ImapTestServer, SmtpSink, sample_message
+
+SUBJECT = "Unsubscribe special offers"
+
+
+@pytest.fixture
+async def world(tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+                ) -> AsyncIterator[World]:
+    yield await make_world(tmp_path, imap_server, smtp_sink)
+
+
+def request(sender: str) -> bytes:
+    return sample_message(subject=SUBJECT, sender=sender, body="Please stop.\n")
+
+
+async def eventually(check: Callable[[], bool], within_s: float = 20.0) -> None:
+    """Wait for a condition the worker should bring about (a liveness bound, not a timing)."""
+    deadline = time.monotonic() + within_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.05)
+
+
+class Watcher:
+    def __init__(self, world: World, idle_timeout_s: float = 60.0) -> None:
+        self.world = world
+        self.stop = asyncio.Event()
+        self.passes: list[PassReport] = []
+        self.timing = WatchTiming(idle_timeout_s=idle_timeout_s, poll_interval_s=1.0)
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Watcher:
+        async def body() -> None:
+            async with open_db(self.world.db_path) as conn:
+                await watch(conn, self.world.imap, self.world.rules, self.timing, self.stop,
+                            self.passes.append)
+        self.task = asyncio.create_task(body())
+        await eventually(lambda: len(self.passes) >= 1)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, timeout=15)
+
+
+async def test_idle_honours_a_request_soon_after_it_arrives(world: World) -> None:
+    async with Watcher(world) as watcher:
+        await asyncio.sleep(0.2)  # let it settle into IDLE
+        world.deliver(request("ann@example.com"))
+        await eventually(lambda: world.opted_out() == {"ann@example.com"})
+        assert sum(p.unsubscribed for p in watcher.passes) == 1
+
+
+async def test_idle_is_reissued_before_its_timeout_and_keeps_working(world: World) -> None:
+    async with Watcher(world, idle_timeout_s=0.3) as watcher:
+        await eventually(lambda: len(watcher.passes) >= 4)
+        world.deliver(request("bob@example.com"))
+        await eventually(lambda: world.opted_out() == {"bob@example.com"})
+
+
+async def test_server_restart_during_idle_is_survived(world: World) -> None:
+    async with Watcher(world):
+        await asyncio.sleep(0.2)
+        world.server.restart()
+        world.deliver(request("carol@example.com"))
+        await eventually(lambda: world.opted_out() == {"carol@example.com"}, within_s=30)
+
+
+async def test_server_down_for_a_while_is_survived(world: World) -> None:
+    async with Watcher(world):
+        world.server.stop()
+        await asyncio.sleep(1.5)
+        world.server.start()
+        world.deliver(request("dan@example.com"))
+        await eventually(lambda: world.opted_out() == {"dan@example.com"}, within_s=30)
+
+
+def run_process(world: World) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mailer", "--settings", str(world.settings_path), "inbox",
+         "process", "--json"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def test_kill_9_at_any_point_loses_no_request_and_repeats_no_change(world: World) -> None:
+    customers = ["ann@example.com", "bob@example.com", "carol@example.com", "dan@example.com",
+                 "eve@example.com", "frank@example.com", "grace@example.com", "zoe@example.com"]
+    messages = []
+    for i in range(160):
+        if i % 2:
+            messages.append(sample_message(subject=f"other {i}"))
+        else:
+            messages.append(request(customers[(i // 2) % len(customers)]))
+    world.deliver(*messages)
+
+    # Kill the worker at a spread of moments, each time before it can finish.
+    for delay_s in (0.3, 0.5, 0.7, 0.9, 1.1, 1.3):
+        process = run_process(world)
+        await asyncio.sleep(delay_s)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    final = run_process(world)
+    assert final.wait(timeout=120) == 0
+
+    assert world.opted_out() == set(customers)
+    # Each customer's two preferences changed exactly once, whatever was interrupted.
+    assert world.query(
+        "SELECT count(*), count(DISTINCT customer_id || category) FROM consent_events "
+        "WHERE source = 'email'") == [(16, 16)]
+    assert len(world.folder_subjects("INBOX")) == 80
+    assert len(world.folder_subjects("Processed")) == 80
+    assert world.folder_subjects("Review") == []
+    # One confirmation per customer, however many attempts were killed mid-way.
+    assert world.query("SELECT count(*) FROM outbox WHERE status = 'pending' OR "
+                       "status = 'sent'") == [(len(customers),)]
+
+
+async def test_mailer_run_stops_cleanly_on_sigterm(world: World) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailer", "--settings", str(world.settings_path), "run"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "MAILER_SECRET": "s3cret"})
+    try:
+        world.deliver(request("grace@example.com"))
+        await eventually(lambda: world.opted_out() == {"grace@example.com"}, within_s=30)
+        await eventually(lambda: len(world.sink.messages) == 1, within_s=30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr
