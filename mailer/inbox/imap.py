@@ -1,0 +1,574 @@
+"""The IMAP client the inbox worker talks through: a thin async wrapper over aioimaplib.
+
+It owns the connection (TLS, STARTTLS, LOGIN), puts a timeout on every command, and turns every
+failure into one of two exceptions, each a single line naming host:port and the command:
+
+    ImapError            any failure: refused connection, TLS, NO/BAD, a malformed response
+     +-- ConnectionLost  the connection is gone or unusable (dropped, BYE, a command timed out):
+                         the caller throws this client away and connects a new one
+
+The workarounds for aioimaplib's own bugs live in `mailer.inbox.aioimaplib_fixes`. One client
+serves one task at a time; `close()` may be called from another task to end a running `idle()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import functools
+import logging
+import os
+import re
+import ssl
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from aioimaplib import aioimaplib as upstream
+
+from mailer.inbox.aioimaplib_fixes import ConnectionLostError, PatchedProtocol
+
+__all__ = [
+    "ConnectionLost",
+    "FetchedHeader",
+    "ImapClient",
+    "ImapConfig",
+    "ImapError",
+    "encode_mailbox_name",
+]
+
+log = logging.getLogger(__name__)
+
+_LOGOUT_TIMEOUT_S = 5.0
+_FETCH_START_RE = re.compile(rb"^\d+ FETCH \(", re.IGNORECASE)
+_UID_RE = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
+_SIZE_RE = re.compile(rb"\bRFC822\.SIZE (\d+)", re.IGNORECASE)
+# A literal is replaced by "\0<index>\0" right after its "{size}" when a FETCH is parsed.
+_HEADER_RE = re.compile(rb'BODY\[HEADER\] (?:\{\d+\}\0(\d+)\0|"((?:[^"\\]|\\.)*)"|NIL)', re.I)
+_BODY_RE = re.compile(rb'BODY\[\] (?:\{\d+\}\0(\d+)\0|"((?:[^"\\]|\\.)*)"|NIL)', re.IGNORECASE)
+_UIDVALIDITY_RE = re.compile(rb"\[UIDVALIDITY (\d+)\]", re.IGNORECASE)
+
+
+class ImapError(Exception):
+    """Any IMAP failure: connection, protocol, NO/BAD, timeout. str() is one line."""
+
+
+class ConnectionLost(ImapError):
+    """The connection is gone (dropped, BYE, timed out); connect a new client."""
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    host: str
+    port: int
+    security: Literal["tls", "starttls", "none"]
+    username: str
+    password: str = field(repr=False)  # kept out of logs and tracebacks
+    ca_file: str | None = None  # replaces the system CA store when given
+    timeout_s: float = 30.0  # for each command, and for each step of connecting
+
+
+@dataclass(frozen=True)
+class FetchedHeader:
+    uid: int
+    size: int
+    header: bytes  # the header block (BODY.PEEK[HEADER]), blank line included
+
+
+def encode_mailbox_name(name: str) -> str:
+    """A mailbox name as an IMAP quoted string, non-ASCII in modified UTF-7 (RFC 3501 5.1.3)."""
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            raw = base64.b64encode("".join(pending).encode("utf-16-be")).rstrip(b"=")
+            out.append("&" + raw.replace(b"/", b",").decode("ascii") + "-")
+            pending.clear()
+
+    for char in name:
+        if 0x20 <= ord(char) <= 0x7E:
+            flush()
+            out.append("&-" if char == "&" else char)
+        else:
+            pending.append(char)
+    flush()
+    return str(upstream.quoted("".join(out)))
+
+
+def _uid_set(uids: Sequence[int]) -> str:
+    """The UID set "1:3,7" for [1, 2, 3, 7]: keeps command lines short."""
+    ordered = sorted(set(uids))
+    runs: list[str] = []
+    start = prev = ordered[0]
+    for uid in ordered[1:]:
+        if uid != prev + 1:
+            runs.append(f"{start}:{prev}" if prev != start else str(start))
+            start = uid
+        prev = uid
+    runs.append(f"{start}:{prev}" if prev != start else str(start))
+    return ",".join(runs)
+
+
+def _one_line(value: object) -> str:
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", "replace")
+    return " ".join(str(value).split())
+
+
+def _fetch_responses(lines: Sequence[Any]) -> list[tuple[bytes, list[bytes]]]:
+    """Group the untagged lines of a FETCH into (text, literals) per message.
+
+    aioimaplib hands over text lines as `bytes` and literals as `bytearray`. In the text a literal
+    is replaced by "\\0<index>\\0", so the regexes above can tell which item it belongs to.
+    """
+    messages: list[tuple[bytearray, list[bytes]]] = []
+    for line in lines[:-1]:  # the last line is the tagged status text
+        if isinstance(line, bytearray):
+            if messages:
+                text, literals = messages[-1]
+                text.extend(b"\0%d\0" % len(literals))
+                literals.append(bytes(line))
+        elif _FETCH_START_RE.match(line):
+            messages.append((bytearray(line), []))
+        elif messages:
+            messages[-1][0].extend(line)
+    return [(bytes(text), literals) for text, literals in messages]
+
+
+def _item(match: re.Match[bytes] | None, literals: list[bytes]) -> bytes | None:
+    if match is None:
+        return None
+    if match.group(1) is not None:
+        return literals[int(match.group(1))]
+    if match.group(2) is not None:
+        return re.sub(rb"\\(.)", rb"\1", match.group(2))
+    return b""
+
+
+def _ssl_context(config: ImapConfig) -> ssl.SSLContext:
+    # Certificates and host names are always verified; a private CA comes in as ca_file.
+    return ssl.create_default_context(cafile=config.ca_file)
+
+
+class ImapClient:
+    """One logged-in IMAP connection. Create with `await ImapClient.connect(config)`."""
+
+    capabilities: frozenset[str]
+
+    def __init__(self, config: ImapConfig, protocol: PatchedProtocol) -> None:
+        self._config = config
+        self._protocol = protocol
+        self._where = f"IMAP {config.host}:{config.port}"
+        self._busy: str | None = None
+        self._closed = False
+        self.capabilities = frozenset()
+
+    # -- connecting ---------------------------------------------------------------------------
+
+    @classmethod
+    async def connect(cls, config: ImapConfig, *, force_no_move: bool = False) -> ImapClient:
+        """Connect, secure, LOGIN (unless username is ""), then learn the capabilities.
+
+        `force_no_move` hides MOVE so tests can exercise the COPY/STORE/EXPUNGE fallback.
+        """
+        loop = asyncio.get_running_loop()
+        protocol = PatchedProtocol(loop)
+        client = cls(config, protocol)
+        context = _ssl_context(config) if config.security in ("tls", "starttls") else None
+        try:
+            await client._run(
+                "connect",
+                lambda: loop.create_connection(
+                    lambda: protocol,
+                    config.host,
+                    config.port,
+                    ssl=context if config.security == "tls" else None,
+                ),
+            )
+            await client._run("greeting", client._greeting)
+            if config.security == "starttls":
+                if "STARTTLS" not in client._server_capabilities():
+                    raise ImapError(f"{client._where}: server does not offer STARTTLS")
+                assert context is not None
+                await client._ok("STARTTLS", lambda: protocol.starttls(context, config.host))
+            if config.username and protocol.state == upstream.NONAUTH:
+                if "LOGINDISABLED" in client._server_capabilities():
+                    raise ImapError(
+                        f"{client._where}: server refuses LOGIN on this connection "
+                        "(LOGINDISABLED); use security tls or starttls"
+                    )
+                await client._ok(
+                    f"LOGIN as {config.username!r}",
+                    lambda: protocol.login(config.username, config.password),
+                )
+            await client._run("CAPABILITY", protocol.capability)
+        except BaseException:
+            client._abort()
+            raise
+        caps = client._server_capabilities()
+        client.capabilities = caps - {"MOVE"} if force_no_move else caps
+        log.info(
+            "IMAP connected to %s:%s as %r (%s)",
+            config.host,
+            config.port,
+            config.username,
+            config.security,
+        )
+        log.debug("IMAP capabilities: %s", " ".join(sorted(client.capabilities)))
+        return client
+
+    async def _greeting(self) -> None:
+        # aioimaplib reads the greeting (and CAPABILITY) in a task of its own; a BYE greeting or
+        # a dropped connection would leave us waiting, so race it against the loss.
+        waiter = asyncio.ensure_future(self._protocol.wait("AUTH|NONAUTH"))
+        lost = asyncio.ensure_future(self._protocol.lost.wait())
+        try:
+            await asyncio.wait({waiter, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            lost.cancel()
+        if self._protocol.lost.is_set():
+            raise ConnectionLostError(self._protocol.lost_reason or "connection closed")
+
+    def _server_capabilities(self) -> frozenset[str]:
+        return frozenset(str(c).upper() for c in self._protocol.capabilities)
+
+    async def __aenter__(self) -> ImapClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- commands -----------------------------------------------------------------------------
+
+    async def ensure_folder(self, name: str) -> None:
+        """CREATE the folder unless it exists already."""
+        mailbox = encode_mailbox_name(name)
+        with self._exclusive("CREATE"):
+            response = await self._run(
+                f"CREATE {mailbox}", lambda: self._protocol.simple_command("CREATE", mailbox)
+            )
+            if response.result == "OK":
+                log.info("IMAP created folder %r", name)
+                return
+            # [ALREADYEXISTS] (RFC 5530) is not sent by every server: ask LIST instead.
+            listed = await self._ok(
+                f"LIST {mailbox}", lambda: self._protocol.simple_command("LIST", '""', mailbox)
+            )
+            if len(listed.lines) < 2:  # no "* LIST" line before the tagged status
+                raise ImapError(self._refused(f"CREATE {mailbox}", response))
+
+    async def select(self, folder: str) -> int:
+        """SELECT the folder; returns its UIDVALIDITY."""
+        mailbox = encode_mailbox_name(folder)
+        with self._exclusive("SELECT"):
+            response = await self._ok(f"SELECT {mailbox}", lambda: self._protocol.select(mailbox))
+        # SELECT's EXISTS describes the mailbox as it is, not news (see `idle`).
+        self._protocol.new_mail_hint = False
+        for line in response.lines:
+            match = _UIDVALIDITY_RE.search(bytes(line))
+            if match:
+                return int(match.group(1))
+        raise ImapError(f"{self._where}: SELECT {mailbox} returned no UIDVALIDITY")
+
+    async def uids_above(self, last_uid: int) -> list[int]:
+        """UIDs greater than last_uid in the selected folder, ascending."""
+        criteria = f"{last_uid + 1}:*"
+        uids: set[int] = set()
+        with self._exclusive("UID SEARCH"):
+            # A server may announce mail that arrived since the last command only after the
+            # SEARCH results (Dovecot does), leaving it out of them: search again once it has.
+            for _ in range(3):
+                self._protocol.new_mail_hint = False
+                response = await self._ok(
+                    f"UID SEARCH UID {criteria}",
+                    lambda: self._protocol.search("UID", criteria, charset=None, by_uid=True),
+                )
+                # aioimaplib strips the "* SEARCH" in front of the numbers.
+                uids = {int(t) for line in response.lines[:-1] for t in line.split() if t.isdigit()}
+                if not self._protocol.new_mail_hint:
+                    break
+        # "N:*" always includes the highest UID even when it is below N (RFC 3501 6.4.8).
+        return sorted(uid for uid in uids if uid > last_uid)
+
+    async def fetch_headers(self, uids: Sequence[int], batch: int = 200) -> list[FetchedHeader]:
+        """Header block and size of each UID still present, ascending; never sets \\Seen.
+
+        Fetched `batch` UIDs at a time: aioimaplib cannot take very long responses (see
+        aioimaplib_fixes, fix 1) and a batch bounds the memory one response takes.
+        """
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        wanted = sorted(set(uids))
+        result: list[FetchedHeader] = []
+        with self._exclusive("UID FETCH"):
+            for start in range(0, len(wanted), batch):
+                chunk = wanted[start : start + batch]
+                uid_set = _uid_set(chunk)
+                label = f"UID FETCH {uid_set} (BODY.PEEK[HEADER])"
+                response = await self._ok(
+                    label,
+                    functools.partial(
+                        self._protocol.fetch,
+                        uid_set,
+                        "(UID RFC822.SIZE BODY.PEEK[HEADER])",
+                        by_uid=True,
+                    ),
+                )
+                found: dict[int, FetchedHeader] = {}
+                for text, literals in _fetch_responses(response.lines):
+                    uid, size = _UID_RE.search(text), _SIZE_RE.search(text)
+                    header = _item(_HEADER_RE.search(text), literals)
+                    if uid is None or size is None or header is None:
+                        continue  # an unsolicited FETCH, e.g. flags changed by another client
+                    number = int(uid.group(1))
+                    if number in chunk:
+                        found[number] = FetchedHeader(number, int(size.group(1)), header)
+                result.extend(found[uid] for uid in sorted(found))
+        log.debug("IMAP fetched %d of %d headers", len(result), len(wanted))
+        return result
+
+    async def fetch_message(self, uid: int) -> bytes | None:
+        """The whole raw message (BODY.PEEK[], never sets \\Seen); None if the UID is gone."""
+        label = f"UID FETCH {uid} (BODY.PEEK[])"
+        with self._exclusive("UID FETCH"):
+            response = await self._ok(
+                label, lambda: self._protocol.fetch(str(uid), "(UID BODY.PEEK[])", by_uid=True)
+            )
+        for text, literals in _fetch_responses(response.lines):
+            match = _UID_RE.search(text)
+            body = _item(_BODY_RE.search(text), literals)
+            if match is not None and int(match.group(1)) == uid and body is not None:
+                return body
+        return None
+
+    async def move(self, uid: int, folder: str) -> None:
+        """Move one message; a UID that no longer exists is a no-op (RFC 3501 6.4.8).
+
+        UID MOVE (RFC 6851) where offered; otherwise UID COPY, then UID STORE \\Deleted, then
+        UID EXPUNGE of that one UID (RFC 4315) -- a plain EXPUNGE would also remove messages
+        other clients flagged, so without UIDPLUS the original is left flagged \\Deleted.
+        """
+        mailbox = encode_mailbox_name(folder)
+        with self._exclusive("UID MOVE"):
+            if "MOVE" in self.capabilities:
+                await self._ok(
+                    f"UID MOVE {uid} {mailbox}",
+                    lambda: self._protocol.move(str(uid), mailbox, by_uid=True),
+                )
+                return
+            await self._ok(
+                f"UID COPY {uid} {mailbox}",
+                lambda: self._protocol.copy(str(uid), mailbox, by_uid=True),
+            )
+            await self._ok(
+                f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)",
+                lambda: self._protocol.store(str(uid), "+FLAGS.SILENT", r"(\Deleted)", by_uid=True),
+            )
+            if "UIDPLUS" in self.capabilities:
+                await self._ok(
+                    f"UID EXPUNGE {uid}",
+                    lambda: self._protocol.expunge(str(uid), by_uid=True),
+                )
+            else:
+                log.warning(
+                    "IMAP %s:%s has no UIDPLUS: UID %d copied to %r and left flagged \\Deleted",
+                    self._config.host,
+                    self._config.port,
+                    uid,
+                    folder,
+                )
+
+    async def append(self, folder: str, message: bytes) -> None:
+        """APPEND a raw message (for tests, the demo and benchmarks)."""
+        mailbox = encode_mailbox_name(folder)
+        with self._exclusive("APPEND"):
+            await self._ok(
+                f"APPEND {mailbox} ({len(message)} bytes)",
+                lambda: self._protocol.append(message, mailbox),
+            )
+
+    async def noop(self) -> None:
+        with self._exclusive("NOOP"):
+            await self._ok("NOOP", lambda: self._protocol.simple_command("NOOP"))
+
+    async def idle(self, timeout_s: float) -> bool:
+        """Wait in IDLE (RFC 2177) until the server announces new mail (True) or timeout_s.
+
+        New mail is an EXISTS that makes the mailbox grow; expunges and RECENT alone are not.
+        Ends with DONE and the tagged OK. Raises ConnectionLost on BYE or a dropped connection.
+        Mail announced while another command ran since the last `uids_above` counts as news
+        too: it returns True at once, since the server will not announce it a second time.
+        The caller keeps timeout_s under RFC 2177's 29 minutes.
+        """
+        if "IDLE" not in self.capabilities:
+            raise ImapError(f"{self._where}: server does not support IDLE")
+        protocol = self._protocol
+        with self._exclusive("IDLE"):
+            if protocol.new_mail_hint:
+                protocol.new_mail_hint = False
+                return True
+            while not protocol.idle_queue.empty():  # leftovers from an earlier IDLE
+                protocol.idle_queue.get_nowait()
+            idle_task = await self._run("IDLE", self._start_idle)
+            try:
+                news = await self._wait_for_news(idle_task, timeout_s)
+            except asyncio.CancelledError:
+                # No awaiting here: the next command waits for IDLE's tagged OK by itself.
+                if not idle_task.done() and not protocol.lost.is_set():
+                    protocol.idle_done()
+                raise
+            except BaseException:
+                self._abort()
+                raise
+            if not idle_task.done():
+                protocol.idle_done()
+            await self._ok("DONE", lambda: idle_task)
+        if news:
+            protocol.new_mail_hint = False
+        return news
+
+    async def _start_idle(self) -> asyncio.Future[Any]:
+        protocol = self._protocol
+        idle_task: asyncio.Future[Any] = asyncio.ensure_future(protocol.idle())
+        idle_task.add_done_callback(_consume_exception)
+        accepted = asyncio.ensure_future(protocol.wait_for_idle_response())
+        try:
+            await asyncio.wait({idle_task, accepted}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            # Half-started IDLE: the connection's state is unknown, so it is dropped.
+            idle_task.cancel()
+            self._abort()
+            raise
+        finally:
+            accepted.cancel()
+        if idle_task.done():  # no "+ idling": refused, or the connection went
+            response = idle_task.result()
+            raise ImapError(self._refused("IDLE", response))
+        return idle_task
+
+    async def _wait_for_news(self, idle_task: asyncio.Future[Any], timeout_s: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        queue = self._protocol.idle_queue
+        while (remaining := deadline - loop.time()) > 0:
+            getter = asyncio.ensure_future(queue.get())
+            try:
+                await asyncio.wait(
+                    {getter, idle_task}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                getter.cancel()
+            if getter.done() and not getter.cancelled():
+                lines = [bytes(line) for line in getter.result()]
+                bye = next((line for line in lines if line.upper().startswith(b"BYE")), None)
+                if bye is not None:
+                    raise ConnectionLost(f"{self._where}: server said {_one_line(bye)} during IDLE")
+                if self._protocol.new_mail_hint:  # EXISTS grew
+                    return True
+                continue  # "* OK Still here", EXPUNGE, RECENT, flag changes: not new mail
+            if idle_task.done():  # IDLE ended without our DONE
+                if idle_task.cancelled():
+                    raise ConnectionLost(f"{self._where}: IDLE was cancelled")
+                error = idle_task.exception()
+                if error is not None:
+                    raise self._translate("IDLE", error) from error
+                raise ConnectionLost(self._refused("IDLE ended by the server", idle_task.result()))
+        return False
+
+    async def close(self) -> None:
+        """LOGOUT with a short timeout and drop the connection; never raises.
+
+        Called while another task is in `idle()`, it drops the connection, which ends that
+        `idle()` with ConnectionLost.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        protocol = self._protocol
+        try:
+            if self._busy is None and not protocol.lost.is_set() and protocol.transport:
+                async with asyncio.timeout(min(_LOGOUT_TIMEOUT_S, self._config.timeout_s)):
+                    await protocol.logout()
+        except Exception as exc:  # closing must not fail; CancelledError still propagates
+            log.debug("%s: LOGOUT failed: %s", self._where, _one_line(exc))
+        finally:
+            self._abort()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _exclusive(self, command: str) -> Iterator[None]:
+        if self._closed:
+            raise ConnectionLost(f"{self._where}: {command} on a closed client")
+        if self._busy is not None:
+            raise ImapError(
+                f"{self._where}: {command} while {self._busy} is running; "
+                "an ImapClient serves one task at a time"
+            )
+        self._busy = command
+        try:
+            yield
+        finally:
+            self._busy = None
+
+    async def _ok(self, label: str, start: Callable[[], Awaitable[Any]]) -> Any:
+        response = await self._run(label, start)
+        if response.result != "OK":
+            raise ImapError(self._refused(label, response))
+        return response
+
+    async def _run(self, label: str, start: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one step under the command timeout, translating every failure."""
+        if self._protocol.lost.is_set():
+            raise ConnectionLost(f"{self._where}: {label}: {self._protocol.lost_reason}")
+        try:
+            async with asyncio.timeout(self._config.timeout_s):
+                return await start()
+        except TimeoutError as exc:
+            # The command may still complete later; the connection's state is unknown.
+            self._abort()
+            raise ConnectionLost(
+                f"{self._where}: {label} timed out after {self._config.timeout_s:g} s"
+            ) from exc
+        except (upstream.AioImapException, OSError, ValueError) as exc:
+            raise self._translate(label, exc) from exc
+
+    def _translate(self, label: str, exc: BaseException) -> ImapError:
+        if isinstance(exc, ssl.SSLError):  # before the loss it causes
+            self._abort()
+            return ImapError(f"{self._where}: {label}: TLS failed: {_one_line(exc)}")
+        if isinstance(exc, ConnectionLostError) or self._protocol.lost.is_set():
+            self._abort()
+            reason = self._protocol.lost_reason or _one_line(exc)
+            return ConnectionLost(f"{self._where}: {label}: {reason}")
+        detail = _one_line(exc) or type(exc).__name__
+        if isinstance(exc, OSError) and exc.errno:
+            detail = os.strerror(exc.errno)  # asyncio's own text is "Connect call failed (...)"
+        if isinstance(exc, OSError) and self._protocol.transport is not None:
+            self._abort()
+            return ConnectionLost(f"{self._where}: {label}: {detail}")
+        return ImapError(f"{self._where}: {label}: {detail}")
+
+    def _refused(self, label: str, response: Any) -> str:
+        text = _one_line(response.lines[-1]) if response.lines else ""
+        return f"{self._where}: {label} failed: {response.result} {text}".rstrip()
+
+    def _abort(self) -> None:
+        transport = self._protocol.transport
+        if transport is not None and not transport.is_closing():
+            transport.abort()
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    # IDLE's own future fails when the connection drops; that is reported by `idle` instead.
+    if not future.cancelled():
+        future.exception()

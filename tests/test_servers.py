@@ -1,0 +1,166 @@
+"""The test servers themselves: the SMTP sink's fault knobs (driven by aiosmtplib, the client
+mailer sends with) and the IMAP server launchers."""
+
+from __future__ import annotations
+
+import socket
+import time
+from email.message import EmailMessage
+
+import aiosmtplib
+import pytest
+
+from tests.servers import (
+    DovecotServer,
+    ImapTestServer,
+    PymapServer,
+    RawImap,
+    SmtpSink,
+    free_port,
+    imap_server_class,
+    sample_message,
+)
+
+
+def message(to: str = "bob@example.com") -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = "news@imperial.test"
+    mail["To"] = to
+    mail["Subject"] = "Special offers"
+    mail.set_content("Hello.\n")
+    return mail
+
+
+async def send(sink: SmtpSink, *recipients: str, timeout_s: float = 5) -> None:
+    await aiosmtplib.send(
+        message(),
+        hostname=sink.host,
+        port=sink.port,
+        sender="news@imperial.test",
+        recipients=list(recipients) or ["bob@example.com"],
+        timeout=timeout_s,
+    )
+
+
+# -- SmtpSink -----------------------------------------------------------------------------------
+
+
+async def test_sink_records_envelope_and_raw_content(smtp_sink: SmtpSink) -> None:
+    await send(smtp_sink, "bob@example.com", "carol@example.com")
+    (received,) = smtp_sink.messages
+    assert received.mail_from == "news@imperial.test"
+    assert received.rcpt_tos == ("bob@example.com", "carol@example.com")
+    assert b"Subject: Special offers\r\n" in received.content
+    assert received.content.endswith(b"Hello.\r\n")
+    assert smtp_sink.transactions == 1
+
+
+async def test_rejected_recipient_gets_550_and_the_others_still_receive(
+    smtp_sink: SmtpSink,
+) -> None:
+    smtp_sink.reject_recipients = {"Gone@Example.com"}
+    errors, _ = await aiosmtplib.send(
+        message(),
+        hostname=smtp_sink.host,
+        port=smtp_sink.port,
+        sender="news@imperial.test",
+        recipients=["bob@example.com", "gone@example.com"],
+        timeout=5,
+    )
+    assert errors["gone@example.com"].code == 550
+    assert [m.rcpt_tos for m in smtp_sink.messages] == [("bob@example.com",)]
+
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
+        await send(smtp_sink, "gone@example.com")
+
+
+async def test_fail_next_451_fails_that_many_transactions_then_accepts(
+    smtp_sink: SmtpSink,
+) -> None:
+    smtp_sink.fail_next(2, code=451)
+    for _ in range(2):
+        with pytest.raises(aiosmtplib.SMTPDataError) as caught:
+            await send(smtp_sink)
+        assert caught.value.code == 451
+    await send(smtp_sink)
+    assert len(smtp_sink.messages) == 1
+    assert smtp_sink.transactions == 3
+
+
+async def test_fail_next_421_answers_and_closes_the_connection(smtp_sink: SmtpSink) -> None:
+    smtp_sink.fail_next(1, code=421)
+    client = aiosmtplib.SMTP(hostname=smtp_sink.host, port=smtp_sink.port, timeout=5)
+    await client.connect()
+    with pytest.raises(aiosmtplib.SMTPResponseException) as caught:
+        await client.send_message(message())
+    assert caught.value.code == 421
+    assert not client.is_connected
+    await send(smtp_sink)
+    assert len(smtp_sink.messages) == 1
+
+
+def test_fail_next_takes_only_421_or_451(smtp_sink: SmtpSink) -> None:
+    with pytest.raises(ValueError, match="421, 451"):
+        smtp_sink.fail_next(1, code=550)
+
+
+async def test_delay_holds_the_reply_to_data(smtp_sink: SmtpSink) -> None:
+    smtp_sink.delay_s = 0.5
+    started = time.monotonic()
+    await send(smtp_sink)
+    assert time.monotonic() - started >= 0.5
+    with pytest.raises(aiosmtplib.SMTPTimeoutError):
+        await send(smtp_sink, timeout_s=0.2)
+
+
+async def test_drop_next_loses_the_connection_mid_data(smtp_sink: SmtpSink) -> None:
+    smtp_sink.drop_next(1)
+    with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+        await send(smtp_sink)
+    assert smtp_sink.messages == []
+    await send(smtp_sink)
+    assert len(smtp_sink.messages) == 1
+
+
+# -- IMAP servers and helpers -------------------------------------------------------------------
+
+
+def test_free_port_is_bindable() -> None:
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+def test_imap_server_class_honours_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILER_TEST_IMAP", "pymap")
+    assert imap_server_class() is PymapServer
+    monkeypatch.setenv("MAILER_TEST_IMAP", "dovecot")
+    assert imap_server_class() is DovecotServer
+    monkeypatch.setenv("MAILER_TEST_IMAP", "exchange")
+    with pytest.raises(RuntimeError, match="expected dovecot or pymap"):
+        imap_server_class()
+
+
+def test_imap_server_restarts_on_the_same_port(imap_server: ImapTestServer) -> None:
+    port = imap_server.port
+    with RawImap.for_server(imap_server) as raw:
+        raw.append_many("INBOX", [sample_message(subject="before")])
+    imap_server.restart(kill=True)
+    assert imap_server.port == port and imap_server.running
+    with RawImap.for_server(imap_server) as raw:
+        expected = ["before"] if imap_server.persistent else []
+        assert raw.subjects("INBOX") == expected
+
+
+@pytest.mark.skipif(imap_server_class() is not DovecotServer, reason="needs Dovecot")
+def test_dovecot_starts_fast_and_keeps_to_its_temp_dir() -> None:
+    server = DovecotServer()
+    try:
+        started = time.monotonic()
+        server.start()
+        assert time.monotonic() - started < 1
+        config = (server.dir / "dovecot.conf").read_text()
+        assert "/etc/dovecot" not in config and "/var/" not in config
+    finally:
+        server.close()
+    assert not server.dir.exists()
