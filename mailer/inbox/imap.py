@@ -338,52 +338,76 @@ class ImapClient:
 
     async def fetch_message(self, uid: int) -> bytes | None:
         """The whole raw message (BODY.PEEK[], never sets \\Seen); None if the UID is gone."""
-        label = f"UID FETCH {uid} (BODY.PEEK[])"
+        return (await self.fetch_messages([uid])).get(uid)
+
+    async def fetch_messages(self, uids: Sequence[int], batch: int = 200) -> dict[int, bytes]:
+        """Whole raw messages by UID (BODY.PEEK[]), `batch` per command; gone UIDs are absent."""
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        wanted = sorted(set(uids))
+        result: dict[int, bytes] = {}
         with self._exclusive("UID FETCH"):
-            response = await self._ok(
-                label, lambda: self._protocol.fetch(str(uid), "(UID BODY.PEEK[])", by_uid=True)
-            )
-        for text, literals in _fetch_responses(response.lines):
-            match = _UID_RE.search(text)
-            body = _item(_BODY_RE.search(text), literals)
-            if match is not None and int(match.group(1)) == uid and body is not None:
-                return body
-        return None
+            for start in range(0, len(wanted), batch):
+                chunk = wanted[start : start + batch]
+                uid_set = _uid_set(chunk)
+                response = await self._ok(
+                    f"UID FETCH {uid_set} (BODY.PEEK[])",
+                    functools.partial(
+                        self._protocol.fetch, uid_set, "(UID BODY.PEEK[])", by_uid=True
+                    ),
+                )
+                members = set(chunk)
+                for text, literals in _fetch_responses(response.lines):
+                    match = _UID_RE.search(text)
+                    body = _item(_BODY_RE.search(text), literals)
+                    if match is not None and body is not None and int(match.group(1)) in members:
+                        result[int(match.group(1))] = body
+        return result
 
     async def move(self, uid: int, folder: str) -> None:
-        """Move one message; a UID that no longer exists is a no-op (RFC 3501 6.4.8).
+        """Move one message; see move_many."""
+        await self.move_many([uid], folder)
+
+    async def move_many(self, uids: Sequence[int], folder: str) -> None:
+        """Move messages; UIDs that no longer exist are a no-op (RFC 3501 6.4.8).
 
         UID MOVE (RFC 6851) where offered; otherwise UID COPY, then UID STORE \\Deleted, then
-        UID EXPUNGE of that one UID (RFC 4315) -- a plain EXPUNGE would also remove messages
-        other clients flagged, so without UIDPLUS the original is left flagged \\Deleted.
+        UID EXPUNGE of just those UIDs (RFC 4315) -- a plain EXPUNGE would also remove messages
+        other clients flagged, so without UIDPLUS the originals are left flagged \\Deleted.
         """
+        if not uids:
+            return
         mailbox = encode_mailbox_name(folder)
+        uid_set = _uid_set(sorted(set(uids)))
         with self._exclusive("UID MOVE"):
             if "MOVE" in self.capabilities:
                 await self._ok(
-                    f"UID MOVE {uid} {mailbox}",
-                    lambda: self._protocol.move(str(uid), mailbox, by_uid=True),
+                    f"UID MOVE {uid_set} {mailbox}",
+                    lambda: self._protocol.move(uid_set, mailbox, by_uid=True),
                 )
                 return
             await self._ok(
-                f"UID COPY {uid} {mailbox}",
-                lambda: self._protocol.copy(str(uid), mailbox, by_uid=True),
+                f"UID COPY {uid_set} {mailbox}",
+                lambda: self._protocol.copy(uid_set, mailbox, by_uid=True),
             )
             await self._ok(
-                f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)",
-                lambda: self._protocol.store(str(uid), "+FLAGS.SILENT", r"(\Deleted)", by_uid=True),
+                f"UID STORE {uid_set} +FLAGS.SILENT (\\Deleted)",
+                lambda: self._protocol.store(
+                    uid_set, "+FLAGS.SILENT", r"(\Deleted)", by_uid=True
+                ),
             )
             if "UIDPLUS" in self.capabilities:
                 await self._ok(
-                    f"UID EXPUNGE {uid}",
-                    lambda: self._protocol.expunge(str(uid), by_uid=True),
+                    f"UID EXPUNGE {uid_set}",
+                    lambda: self._protocol.expunge(uid_set, by_uid=True),
                 )
             else:
                 log.warning(
-                    "IMAP %s:%s has no UIDPLUS: UID %d copied to %r and left flagged \\Deleted",
+                    "IMAP %s:%s has no UIDPLUS: %d message(s) copied to %r and left flagged "
+                    "\\Deleted",
                     self._config.host,
                     self._config.port,
-                    uid,
+                    len(uids),
                     folder,
                 )
 

@@ -100,38 +100,79 @@ async def run_pass(
     uids = await client.uids_above(last_uid)
     for start in range(0, len(uids), rules.fetch_batch):
         batch = uids[start : start + rules.fetch_batch]
-        fetched = sorted(await client.fetch_headers(batch, batch=rules.fetch_batch),
-                         key=lambda f: f.uid)
-        for item in fetched:
-            report.seen += 1
-            headers = parse_headers(item.header)
-            verdict = classify(headers, configured_subject=rules.subject,
-                               own_addresses=rules.own_addresses)
-            if verdict is not Verdict.REQUEST:
-                report.ignored += 1
-                continue
-            report.requests += 1
-            await _handle_request(client, conn, rules, uidvalidity, item, headers, report)
-        # Everything in the batch is now decided (requests committed their own marks).
-        async with transaction(conn):
-            current = await inbox_store.mailbox_state(conn, rules.folder)
-            high = max([*batch, current.last_uid if current else 0])
-            await inbox_store.set_mailbox_state(conn, rules.folder, uidvalidity, high)
+        await _process_batch(client, conn, rules, uidvalidity, batch, report)
     if report.seen or report.failed:
         log.info("pass over %s: %s", rules.folder, report.as_json())
     return report
 
 
+async def _process_batch(
+    client: ImapClient,
+    conn: aiosqlite.Connection,
+    rules: InboxRules,
+    uidvalidity: int,
+    batch: list[int],
+    report: PassReport,
+) -> None:
+    """Headers for the batch, bodies of its requests, one transaction, then the moves.
+
+    The decisions and the high-water mark commit together; the moves follow. A crash before
+    the commit redoes the batch; a crash after it leaves `inbound` rows with moved = 0, which
+    the next pass moves first (`_finish_moves`) without deciding anything again.
+    """
+    requests: list[tuple[FetchedHeader, Headers]] = []
+    for item in await client.fetch_headers(batch, batch=rules.fetch_batch):
+        report.seen += 1
+        headers = parse_headers(item.header)
+        verdict = classify(headers, configured_subject=rules.subject,
+                           own_addresses=rules.own_addresses)
+        if verdict is Verdict.REQUEST:
+            report.requests += 1
+            requests.append((item, headers))
+        else:
+            report.ignored += 1
+    wanted = [item.uid for item, _ in requests if item.size <= rules.max_message_bytes]
+    bodies = await client.fetch_messages(wanted, batch=rules.fetch_batch) if wanted else {}
+
+    destinations: dict[int, str] = {}
+    async with transaction(conn):
+        for item, headers in requests:
+            if item.size > rules.max_message_bytes:
+                raw: bytes | None = item.header
+                problem: str | None = (
+                    f"message is {item.size} bytes, over the {rules.max_message_bytes}-byte cap")
+            else:
+                raw = bodies.get(item.uid)
+                problem = None
+            if raw is None:  # expunged by another client between the two fetches
+                continue
+            destinations[item.uid] = await _decide_one(
+                conn, rules, uidvalidity, item.uid, headers, raw, problem, report)
+        await _advance(conn, rules.folder, uidvalidity, max(batch))
+
+    for folder in sorted(set(destinations.values())):
+        uids = sorted(uid for uid, dest in destinations.items() if dest == folder)
+        await client.move_many(uids, folder)
+    if destinations:
+        async with transaction(conn):
+            await inbox_store.mark_moved_uids(conn, rules.folder, uidvalidity,
+                                              sorted(destinations))
+
+
 async def _finish_moves(
     client: ImapClient, conn: aiosqlite.Connection, rules: InboxRules, uidvalidity: int
 ) -> None:
-    for item in await inbox_store.unmoved(conn, rules.folder, uidvalidity):
-        # UID MOVE of a UID that is already gone is a no-op (RFC 3501 §6.4.8), so a crash
-        # between the move and this mark is harmless.
-        await client.move(item.uid, item.destination)
+    pending = await inbox_store.unmoved(conn, rules.folder, uidvalidity)
+    for folder in sorted({item.destination for item in pending}):
+        uids = [item.uid for item in pending if item.destination == folder]
+        # UID MOVE of UIDs already gone is a no-op (RFC 3501 §6.4.8), so a crash between the
+        # move and the mark below is harmless.
+        await client.move_many(uids, folder)
+        log.info("finished interrupted move of %d message(s) to %s", len(uids), folder)
+    if pending:
         async with transaction(conn):
-            await inbox_store.mark_moved(conn, item.id)
-        log.info("finished interrupted move of uid %s to %s", item.uid, item.destination)
+            await inbox_store.mark_moved_uids(conn, rules.folder, uidvalidity,
+                                              [item.uid for item in pending])
 
 
 def _message_key(headers: Headers, raw: bytes) -> str:
@@ -140,50 +181,54 @@ def _message_key(headers: Headers, raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-async def _handle_request(
-    client: ImapClient,
+async def _decide_one(
     conn: aiosqlite.Connection,
     rules: InboxRules,
     uidvalidity: int,
-    item: FetchedHeader,
+    uid: int,
     headers: Headers,
+    raw: bytes,
+    problem: str | None,
     report: PassReport,
-) -> None:
-    raw: bytes | None
-    problem: str | None = None
-    parsed: ParsedMessage | None = None
-    if item.size > rules.max_message_bytes:
-        raw = item.header
-        problem = (f"message is {item.size} bytes, over the {rules.max_message_bytes}-byte cap")
-    else:
-        raw = await client.fetch_message(item.uid)
-        if raw is None:  # expunged by someone else between the two fetches
-            return
-        try:
-            parsed = parse_message(raw, max_bytes=rules.max_message_bytes)
-        except MalformedMessage as exc:
-            problem = f"malformed message: {exc}"
+) -> str:
+    """Decide one request inside the batch's transaction; return its destination folder.
+
+    A savepoint isolates it: if deciding it fails unexpectedly, its half-done changes are
+    rolled back and the message is shunted to review (Mailman's "shunt" queue), so one bad
+    message never blocks the rest.
+    """
     key = _message_key(headers, raw)
+    await conn.execute("SAVEPOINT request")
     try:
-        destination = await _decide_and_commit(
-            conn, rules, uidvalidity, item.uid, key, headers, parsed, problem, report
-        )
-    except (ImapError, aiosqlite.Error):
+        parsed: ParsedMessage | None = None
+        if problem is None:
+            try:
+                parsed = parse_message(raw, max_bytes=rules.max_message_bytes)
+            except MalformedMessage as exc:
+                problem = f"malformed message: {exc}"
+        destination = await _decide(conn, rules, uidvalidity, uid, key, headers, parsed,
+                                    problem, report)
+    except aiosqlite.Error:
         raise
     except Exception as exc:  # noqa: BLE001 - shunt the message, keep the worker going
-        log.exception("uid %s: processing failed; moving to review", item.uid)
+        log.exception("uid %s: processing failed; moving to review", uid)
+        await conn.execute("ROLLBACK TO request")
         report.failed += 1
-        destination = await _shunt(conn, rules, uidvalidity, item.uid, key, headers,
-                                   f"processing failed: {type(exc).__name__}: {exc}")
-    await client.move(item.uid, destination)
-    async with transaction(conn):
-        await conn.execute(
-            "UPDATE inbound SET moved = 1 WHERE folder = ? AND uidvalidity = ? AND uid = ?",
-            (rules.folder, uidvalidity, item.uid),
-        )
+        common = _common(rules, uidvalidity, uid, headers)
+        if not await inbox_store.inbound_exists(conn, key):
+            await _to_review(conn, rules, key, headers,
+                             f"processing failed: {type(exc).__name__}: {exc}", common)
+        destination = rules.review_folder
+    await conn.execute("RELEASE request")
+    return destination
 
 
-async def _decide_and_commit(
+def _common(rules: InboxRules, uidvalidity: int, uid: int, headers: Headers) -> dict[str, Any]:
+    return {"message_id": headers.message_id or "", "folder": rules.folder,
+            "uidvalidity": uidvalidity, "uid": uid}
+
+
+async def _decide(
     conn: aiosqlite.Connection,
     rules: InboxRules,
     uidvalidity: int,
@@ -194,38 +239,34 @@ async def _decide_and_commit(
     problem: str | None,
     report: PassReport,
 ) -> str:
-    message_id = headers.message_id or ""
-    common: dict[str, Any] = {"message_id": message_id, "folder": rules.folder,
-                              "uidvalidity": uidvalidity, "uid": uid}
-    async with transaction(conn):
-        await _advance(conn, rules.folder, uidvalidity, uid)
-        if await inbox_store.inbound_exists(conn, key):
-            # The same request again (a duplicate copy, or re-delivered): change nothing.
-            await inbox_store.record_inbound(
-                conn, message_key=f"{key}#dup:{uidvalidity}:{uid}", outcome="duplicate",
-                destination=rules.processed_folder, detail=f"duplicate of {key}", **common)
-            report.duplicates += 1
-            log.info("uid %s: duplicate request %s; nothing changed", uid, key)
-            return rules.processed_folder
-        if problem is not None or parsed is None:
-            reason = problem or "message could not be read"
-            await _to_review(conn, rules, key, headers, reason, common)
-            report.review += 1
-            log.info("uid %s: to review: %s", uid, reason)
-            return rules.review_folder
-        decision = await _match(conn, rules, parsed)
-        if decision.review_reason is not None:
-            await _to_review(conn, rules, key, headers, decision.review_reason, common)
-            report.review += 1
-            log.info("uid %s: to review: %s", uid, decision.review_reason)
-            return rules.review_folder
-        await honour(conn, rules, decision.customer_ids, headers, report)
+    common = _common(rules, uidvalidity, uid, headers)
+    if await inbox_store.inbound_exists(conn, key):
+        # The same request again (a duplicate copy, or re-delivered): change nothing.
         await inbox_store.record_inbound(
-            conn, message_key=key, outcome="unsubscribed", destination=rules.processed_folder,
-            detail=f"{decision.method}: customers {list(decision.customer_ids)}", **common)
-        log.info("uid %s: unsubscribed customers %s by %s", uid, list(decision.customer_ids),
-                 decision.method)
+            conn, message_key=f"{key}#dup:{uidvalidity}:{uid}", outcome="duplicate",
+            destination=rules.processed_folder, detail=f"duplicate of {key}", **common)
+        report.duplicates += 1
+        log.info("uid %s: duplicate request %s; nothing changed", uid, key)
         return rules.processed_folder
+    if problem is not None or parsed is None:
+        reason = problem or "message could not be read"
+        await _to_review(conn, rules, key, headers, reason, common)
+        report.review += 1
+        log.info("uid %s: to review: %s", uid, reason)
+        return rules.review_folder
+    decision = await _match(conn, rules, parsed)
+    if decision.review_reason is not None:
+        await _to_review(conn, rules, key, headers, decision.review_reason, common)
+        report.review += 1
+        log.info("uid %s: to review: %s", uid, decision.review_reason)
+        return rules.review_folder
+    await honour(conn, rules, decision.customer_ids, headers, report)
+    await inbox_store.record_inbound(
+        conn, message_key=key, outcome="unsubscribed", destination=rules.processed_folder,
+        detail=f"{decision.method}: customers {list(decision.customer_ids)}", **common)
+    log.info("uid %s: unsubscribed customers %s by %s", uid, list(decision.customer_ids),
+             decision.method)
+    return rules.processed_folder
 
 
 async def honour(
@@ -286,24 +327,6 @@ async def _to_review(
     await inbox_store.add_review(
         conn, inbound_id=inbound_id, message_id=headers.message_id or "",
         sender=headers.from_address or "", subject=headers.subject, reason=reason)
-
-
-async def _shunt(
-    conn: aiosqlite.Connection,
-    rules: InboxRules,
-    uidvalidity: int,
-    uid: int,
-    key: str,
-    headers: Headers,
-    reason: str,
-) -> str:
-    common: dict[str, Any] = {"message_id": headers.message_id or "", "folder": rules.folder,
-                              "uidvalidity": uidvalidity, "uid": uid}
-    async with transaction(conn):
-        await _advance(conn, rules.folder, uidvalidity, uid)
-        if not await inbox_store.inbound_exists(conn, key):
-            await _to_review(conn, rules, key, headers, reason, common)
-    return rules.review_folder
 
 
 async def _advance(conn: aiosqlite.Connection, folder: str, uidvalidity: int, uid: int) -> None:

@@ -39,8 +39,8 @@ MIGRATIONS: tuple[str, ...] = (
         created_at    TEXT NOT NULL,
         updated_at    TEXT NOT NULL
     );
-    CREATE INDEX customers_name_key ON customers (name_key) WHERE name_key != '';
-    CREATE INDEX customers_company_key ON customers (company_key) WHERE company_key != '';
+    CREATE INDEX customers_name_key ON customers (name_key);
+    CREATE INDEX customers_company_key ON customers (company_key);
 
     -- Every change of a preference, kept forever (GDPR art. 7(1): consent must be provable).
     CREATE TABLE consent_events (
@@ -83,6 +83,7 @@ MIGRATIONS: tuple[str, ...] = (
         decided_at   TEXT NOT NULL
     );
     CREATE INDEX inbound_unmoved ON inbound (folder, moved) WHERE moved = 0;
+    CREATE INDEX inbound_uid ON inbound (folder, uidvalidity, uid);
 
     CREATE TABLE review_items (
         id          INTEGER PRIMARY KEY,

@@ -119,8 +119,13 @@ async def forget_stale_moves(conn: aiosqlite.Connection, folder: str, uidvalidit
     )
 
 
-async def mark_moved(conn: aiosqlite.Connection, inbound_id: int) -> None:
-    await conn.execute("UPDATE inbound SET moved = 1 WHERE id = ?", (inbound_id,))
+async def mark_moved_uids(
+    conn: aiosqlite.Connection, folder: str, uidvalidity: int, uids: Sequence[int]
+) -> None:
+    await conn.executemany(
+        "UPDATE inbound SET moved = 1 WHERE folder = ? AND uidvalidity = ? AND uid = ?",
+        [(folder, uidvalidity, uid) for uid in uids],
+    )
 
 
 # --- review queue ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import email
 import email.policy
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -295,9 +295,9 @@ async def test_connection_lost_after_commit_finishes_the_move_next_pass_without_
     world.deliver(request("ann@example.com"))
 
     class DropConnectionBeforeMove(ImapClient):
-        async def move(self, uid: int, folder: str) -> None:
+        async def move_many(self, uids: Sequence[int], folder: str) -> None:
             await self.close()
-            await super().move(uid, folder)
+            await super().move_many(uids, folder)
 
     client = await DropConnectionBeforeMove.connect(world.imap)
     async with open_db(world.db_path) as conn:
