@@ -203,7 +203,7 @@ async def _decide_one(
         parsed: ParsedMessage | None = None
         if problem is None:
             try:
-                parsed = parse_message(raw, max_bytes=rules.max_message_bytes)
+                parsed = parse_message(raw, max_bytes=rules.max_message_bytes, headers=headers)
             except MalformedMessage as exc:
                 problem = f"malformed message: {exc}"
         destination = await _decide(conn, rules, uidvalidity, uid, key, headers, parsed,

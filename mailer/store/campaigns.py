@@ -190,29 +190,46 @@ async def claim_batch(conn: aiosqlite.Connection, campaign_id: int, limit: int) 
 
     One statement, so it is its own transaction when no other is open.
     """
-    async with conn.execute(
+    rows = await conn.execute_fetchall(
         "UPDATE campaign_recipients SET status = 'sending', updated_at = ? "
         "WHERE campaign_id = ? AND status = 'pending' AND customer_id IN ("
         "  SELECT customer_id FROM campaign_recipients WHERE campaign_id = ? "
         "  AND status = 'pending' ORDER BY customer_id LIMIT ?) "
         "RETURNING customer_id",
         (utcnow(), campaign_id, campaign_id, limit),
-    ) as cur:
-        ids = [int(r[0]) for r in await cur.fetchall()]
-    ids.sort()
-    return ids
+    )
+    return sorted(int(r[0]) for r in rows)
+
+
+# SQLite allows 32766 parameters per statement; four per result, and some headroom.
+_RESULTS_PER_STATEMENT = 1000
 
 
 async def record_results(
     conn: aiosqlite.Connection, campaign_id: int, results: Sequence[RecipientResult]
 ) -> None:
-    """Settle claimed rows; run inside the caller's transaction."""
+    """Settle claimed rows ('sent', 'failed', 'skipped', or back to 'pending').
+
+    One UPDATE ... FROM (VALUES ...) statement per thousand results: each is atomic on its
+    own (an implicit transaction outside an explicit one) and costs one round trip to the
+    database thread, which matters at thousands of messages a second.
+    """
     now = utcnow()
-    await conn.executemany(
-        "UPDATE campaign_recipients SET status = ?, attempts = attempts + ?, last_reply = ?, "
-        "updated_at = ? WHERE campaign_id = ? AND customer_id = ? AND status = 'sending'",
-        [(r.status, r.attempts, r.reply, now, campaign_id, r.customer_id) for r in results],
-    )
+    for start in range(0, len(results), _RESULTS_PER_STATEMENT):
+        chunk = results[start : start + _RESULTS_PER_STATEMENT]
+        values = ",".join("(?, ?, ?, ?)" for _ in chunk)
+        parameters: list[object] = []
+        for r in chunk:
+            parameters += (r.customer_id, r.status, r.attempts, r.reply)
+        await conn.execute_fetchall(
+            f"WITH r (customer_id, status, attempts, reply) AS (VALUES {values}) "
+            "UPDATE campaign_recipients SET status = r.status, "
+            "attempts = campaign_recipients.attempts + r.attempts, last_reply = r.reply, "
+            "updated_at = ? FROM r WHERE campaign_recipients.campaign_id = ? "
+            "AND campaign_recipients.customer_id = r.customer_id "
+            "AND campaign_recipients.status = 'sending'",
+            (*parameters, now, campaign_id),
+        )
 
 
 async def requeue_in_flight(conn: aiosqlite.Connection, campaign_id: int) -> int:

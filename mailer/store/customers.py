@@ -81,10 +81,9 @@ async def get_many(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[Custo
     if not ids:
         return []
     marks = ",".join("?" * len(ids))
-    async with conn.execute(
-        f"SELECT * FROM customers WHERE id IN ({marks}) ORDER BY id", tuple(ids)
-    ) as cur:
-        return [_customer(r) for r in await cur.fetchall()]
+    rows = await conn.execute_fetchall(
+        f"SELECT * FROM customers WHERE id IN ({marks}) ORDER BY id", tuple(ids))
+    return [_customer(r) for r in rows]
 
 
 async def history(conn: aiosqlite.Connection, customer_id: int) -> list[ConsentEvent]:
@@ -121,10 +120,9 @@ async def ids_by_address(conn: aiosqlite.Connection, addresses: Iterable[str]) -
     if not wanted:
         return {}
     marks = ",".join("?" * len(wanted))
-    async with conn.execute(
-        f"SELECT id, email FROM customers WHERE email IN ({marks})", tuple(wanted)
-    ) as cur:
-        return {r["email"].lower(): r["id"] for r in await cur.fetchall()}
+    rows = await conn.execute_fetchall(
+        f"SELECT id, email FROM customers WHERE email IN ({marks})", tuple(wanted))
+    return {r["email"].lower(): r["id"] for r in rows}
 
 
 async def _ids_by_key(
@@ -135,12 +133,12 @@ async def _ids_by_key(
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        async with conn.execute(
+        rows = await conn.execute_fetchall(
             f"SELECT id, {column} AS k FROM customers WHERE {column} IN ({marks}) ORDER BY id",
             tuple(chunk),
-        ) as cur:
-            for r in await cur.fetchall():
-                found.setdefault(r["k"], []).append(r["id"])
+        )
+        for r in rows:
+            found.setdefault(r["k"], []).append(r["id"])
     return {k: tuple(v) for k, v in found.items()}
 
 
@@ -173,37 +171,45 @@ async def opt_out(
     changed. Never opts anyone in. Pending campaign mail of those categories is skipped in the
     same transaction, so no campaign can mail them after this commits.
     """
+    for category in categories:
+        if category not in CATEGORIES:
+            raise ValueError(f"unknown category {category!r}")
+    if not customer_ids:
+        return {}
     now = utcnow()
+    marks = ",".join("?" * len(customer_ids))
+    rows = await conn.execute_fetchall(
+        f"SELECT id, announcements, offers FROM customers WHERE id IN ({marks})",
+        tuple(customer_ids),
+    )
     changed: dict[int, list[str]] = {}
-    for customer_id in customer_ids:
-        async with conn.execute(
-            "SELECT announcements, offers FROM customers WHERE id = ?", (customer_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
+    for row in rows:
+        turned_off = [c for c in categories if row[c]]
+        if turned_off:
+            changed[row["id"]] = turned_off
+    if not changed:
+        return changed
+    await conn.executemany(
+        "INSERT INTO consent_events (customer_id, at, category, old_value, new_value, source, "
+        "reference) VALUES (?, ?, ?, 1, 0, ?, ?)",
+        [(cid, now, c, source, reference) for cid, cats in changed.items() for c in cats],
+    )
+    for category in categories:
+        ids = [cid for cid, cats in changed.items() if category in cats]
+        if not ids:
             continue
-        for category in categories:
-            if category not in CATEGORIES:
-                raise ValueError(f"unknown category {category!r}")
-            if not row[category]:
-                continue
-            await conn.execute(
-                f"UPDATE customers SET {category} = 0, updated_at = ? WHERE id = ?",
-                (now, customer_id),
-            )
-            await conn.execute(
-                "INSERT INTO consent_events (customer_id, at, category, old_value, new_value, "
-                "source, reference) VALUES (?, ?, ?, 1, 0, ?, ?)",
-                (customer_id, now, category, source, reference),
-            )
-            await conn.execute(
-                "UPDATE campaign_recipients SET status = 'skipped', updated_at = ?, "
-                "last_reply = 'opted out before sending' "
-                "WHERE customer_id = ? AND status = 'pending' AND campaign_id IN "
-                "(SELECT id FROM campaigns WHERE kind = ?)",
-                (now, customer_id, category),
-            )
-            changed.setdefault(customer_id, []).append(category)
+        id_marks = ",".join("?" * len(ids))
+        await conn.execute(
+            f"UPDATE customers SET {category} = 0, updated_at = ? WHERE id IN ({id_marks})",
+            (now, *ids),
+        )
+        await conn.execute(
+            "UPDATE campaign_recipients SET status = 'skipped', updated_at = ?, "
+            "last_reply = 'opted out before sending' "
+            f"WHERE customer_id IN ({id_marks}) AND status = 'pending' AND campaign_id IN "
+            "(SELECT id FROM campaigns WHERE kind = ?)",
+            (now, *ids, category),
+        )
     return changed
 
 

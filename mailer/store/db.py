@@ -119,7 +119,7 @@ MIGRATIONS: tuple[str, ...] = (
         sent_at         TEXT
     );
     CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
-    CREATE INDEX outbox_customer_sent ON outbox (customer_id, sent_at);
+    CREATE INDEX outbox_customer_created ON outbox (customer_id, created_at);
 
     CREATE TABLE campaigns (
         id            INTEGER PRIMARY KEY,

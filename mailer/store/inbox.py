@@ -56,11 +56,9 @@ class OutboxItem:
 
 
 async def mailbox_state(conn: aiosqlite.Connection, folder: str) -> MailboxState | None:
-    async with conn.execute(
-        "SELECT uidvalidity, last_uid FROM mailbox_state WHERE folder = ?", (folder,)
-    ) as cur:
-        row = await cur.fetchone()
-    return MailboxState(row["uidvalidity"], row["last_uid"]) if row else None
+    rows = await conn.execute_fetchall(
+        "SELECT uidvalidity, last_uid FROM mailbox_state WHERE folder = ?", (folder,))
+    return MailboxState(rows[0]["uidvalidity"], rows[0]["last_uid"]) if rows else None
 
 
 async def set_mailbox_state(
@@ -75,8 +73,9 @@ async def set_mailbox_state(
 
 
 async def inbound_exists(conn: aiosqlite.Connection, message_key: str) -> bool:
-    async with conn.execute("SELECT 1 FROM inbound WHERE message_key = ?", (message_key,)) as cur:
-        return await cur.fetchone() is not None
+    rows = await conn.execute_fetchall(
+        "SELECT 1 FROM inbound WHERE message_key = ?", (message_key,))
+    return bool(rows)
 
 
 async def record_inbound(
@@ -202,12 +201,11 @@ async def enqueue_confirmation(
     """
     now = datetime.now(UTC)
     since = (now - timedelta(hours=interval_h)).isoformat(timespec="microseconds")
-    async with conn.execute(
+    recent = bool(await conn.execute_fetchall(
         "SELECT 1 FROM outbox WHERE customer_id = ? AND status IN ('pending', 'sent') "
         "AND created_at > ? LIMIT 1",
         (customer_id, since),
-    ) as cur:
-        recent = await cur.fetchone() is not None
+    ))
     stamp = now.isoformat(timespec="microseconds")
     await conn.execute(
         "INSERT INTO outbox (customer_id, to_address, to_name, categories, request_subject, "
