@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiosqlite
 
 from mailer.inbox.classify import Verdict, classify
-from mailer.inbox.imap import FetchedHeader, ImapClient, ImapError
-from mailer.inbox.match import Decision, Lookup, decide, extract_clues
-from mailer.inbox.parse import Headers, MalformedMessage, ParsedMessage, parse_headers, parse_message
+from mailer.inbox.imap import FetchedHeader, ImapClient
+from mailer.inbox.match import Clues, Lookup, decide, extract_clues
+from mailer.inbox.parse import (
+    Headers,
+    MalformedMessage,
+    parse_headers,
+    parse_message,
+)
 from mailer.store import customers as customer_store
 from mailer.store import inbox as inbox_store
 from mailer.store.db import transaction
@@ -106,6 +111,30 @@ async def run_pass(
     return report
 
 
+@dataclass(frozen=True)
+class Examined:
+    """A request message after the pure stages: its clues, or why it cannot be decided."""
+
+    uid: int
+    headers: Headers
+    key: str
+    clues: Clues | None
+    problem: str | None
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happens to one request; decided without I/O by `plan`."""
+
+    uid: int
+    headers: Headers
+    key: str
+    kind: str  # "unsubscribed" | "review" | "duplicate"
+    customer_ids: tuple[int, ...]
+    detail: str
+
+
 async def _process_batch(
     client: ImapClient,
     conn: aiosqlite.Connection,
@@ -134,29 +163,129 @@ async def _process_batch(
     wanted = [item.uid for item, _ in requests if item.size <= rules.max_message_bytes]
     bodies = await client.fetch_messages(wanted, batch=rules.fetch_batch) if wanted else {}
 
-    destinations: dict[int, str] = {}
-    async with transaction(conn):
-        for item, headers in requests:
-            if item.size > rules.max_message_bytes:
-                raw: bytes | None = item.header
-                problem: str | None = (
-                    f"message is {item.size} bytes, over the {rules.max_message_bytes}-byte cap")
-            else:
-                raw = bodies.get(item.uid)
-                problem = None
-            if raw is None:  # expunged by another client between the two fetches
-                continue
-            destinations[item.uid] = await _decide_one(
-                conn, rules, uidvalidity, item.uid, headers, raw, problem, report)
-        await _advance(conn, rules.folder, uidvalidity, max(batch))
+    examined: list[Examined] = []
+    for item, headers in requests:
+        if item.size > rules.max_message_bytes:
+            examined.append(Examined(
+                item.uid, headers, _message_key(headers, item.header), None,
+                f"message is {item.size} bytes, over the {rules.max_message_bytes}-byte cap"))
+            continue
+        raw = bodies.get(item.uid)
+        if raw is not None:  # None: expunged by another client between the two fetches
+            examined.append(examine(item.uid, headers, raw, rules))
 
+    outcomes: list[Outcome] = []
+    async with transaction(conn):
+        if examined:
+            known = await inbox_store.existing_keys(conn, [e.key for e in examined])
+            outcomes = plan(examined, known, await _lookup(conn, examined), rules)
+            await _apply(conn, rules, uidvalidity, outcomes, report)
+        await _advance(conn, rules.folder, uidvalidity, max(batch))
+    report.failed += sum(e.failed for e in examined)
+    for outcome in outcomes:
+        log.info("uid %s: %s%s", outcome.uid, outcome.kind,
+                 f": {outcome.detail}" if outcome.detail else "")
+
+    destinations = {o.uid: _destination(o, rules) for o in outcomes}
     for folder in sorted(set(destinations.values())):
-        uids = sorted(uid for uid, dest in destinations.items() if dest == folder)
-        await client.move_many(uids, folder)
+        await client.move_many(sorted(u for u, d in destinations.items() if d == folder), folder)
     if destinations:
         async with transaction(conn):
             await inbox_store.mark_moved_uids(conn, rules.folder, uidvalidity,
                                               sorted(destinations))
+
+
+def examine(uid: int, headers: Headers, raw: bytes, rules: InboxRules) -> Examined:
+    """Parse a request and extract its clues; never raises.
+
+    A malformed message becomes a problem for review. Anything else that breaks here is a bug
+    meeting hostile input: the message is shunted to review (Mailman's "shunt" queue) and
+    counted as failed, so one bad message never blocks the rest.
+    """
+    key = _message_key(headers, raw)
+    try:
+        parsed = parse_message(raw, max_bytes=rules.max_message_bytes, headers=headers)
+        clues = extract_clues(parsed, own_addresses=rules.own_addresses)
+    except MalformedMessage as exc:
+        return Examined(uid, headers, key, None, f"malformed message: {exc}")
+    except Exception as exc:
+        log.exception("uid %s: processing failed; moving to review", uid)
+        return Examined(uid, headers, key, None,
+                        f"processing failed: {type(exc).__name__}: {exc}", failed=True)
+    return Examined(uid, headers, key, clues, None)
+
+
+def plan(
+    examined: Sequence[Examined], known: set[str], lookup: Lookup, rules: InboxRules
+) -> list[Outcome]:
+    """Decide every request of a batch from the database's answers; pure."""
+    seen = set(known)
+    outcomes: list[Outcome] = []
+    for e in examined:
+        if e.key in seen:
+            # The same request again (a duplicate copy, re-delivered): change nothing.
+            outcomes.append(Outcome(e.uid, e.headers, e.key, "duplicate", (),
+                                    f"duplicate of {e.key}"))
+            continue
+        seen.add(e.key)
+        if e.clues is None:
+            outcomes.append(Outcome(e.uid, e.headers, e.key, "review", (),
+                                    e.problem or "message could not be read"))
+            continue
+        decision = decide(e.clues, lookup)
+        if decision.review_reason is not None:
+            outcomes.append(Outcome(e.uid, e.headers, e.key, "review", (),
+                                    decision.review_reason))
+        else:
+            outcomes.append(Outcome(e.uid, e.headers, e.key, "unsubscribed",
+                                    decision.customer_ids,
+                                    f"{decision.method}: customers {list(decision.customer_ids)}"))
+    return outcomes
+
+
+def _destination(outcome: Outcome, rules: InboxRules) -> str:
+    return rules.review_folder if outcome.kind == "review" else rules.processed_folder
+
+
+async def _lookup(conn: aiosqlite.Connection, examined: Sequence[Examined]) -> Lookup:
+    """One query per kind of clue for the whole batch."""
+    clues = [e.clues for e in examined if e.clues is not None]
+    addresses = [a for c in clues for a in (c.from_address, *c.body_addresses) if a]
+    return Lookup(
+        by_address=await customer_store.ids_by_address(conn, addresses),
+        by_name=await customer_store.ids_by_name_key(conn, [k for c in clues for k in c.name_keys]),
+        by_company=await customer_store.ids_by_company_key(
+            conn, [k for c in clues for k in c.company_keys]),
+    )
+
+
+async def _apply(
+    conn: aiosqlite.Connection,
+    rules: InboxRules,
+    uidvalidity: int,
+    outcomes: Sequence[Outcome],
+    report: PassReport,
+) -> None:
+    """Write a batch's outcomes: opt-outs, consent events, confirmations, inbound rows and
+    review items, in the caller's transaction."""
+    await honour(conn, rules, [(o.customer_ids, o.headers) for o in outcomes
+                               if o.kind == "unsubscribed"], report)
+    await inbox_store.record_inbound_many(conn, rules.folder, uidvalidity, [
+        inbox_store.InboundRow(
+            message_key=o.key if o.kind != "duplicate" else f"{o.key}#dup:{uidvalidity}:{o.uid}",
+            message_id=o.headers.message_id or "", uid=o.uid, outcome=o.kind,
+            destination=_destination(o, rules), detail=o.detail)
+        for o in outcomes
+    ])
+    reviews = [o for o in outcomes if o.kind == "review"]
+    await inbox_store.add_reviews(conn, [
+        inbox_store.NewReview(message_key=o.key, message_id=o.headers.message_id or "",
+                              sender=o.headers.from_address or "", subject=o.headers.subject,
+                              reason=o.detail)
+        for o in reviews
+    ])
+    report.review += len(reviews)
+    report.duplicates += sum(o.kind == "duplicate" for o in outcomes)
 
 
 async def _finish_moves(
@@ -181,152 +310,44 @@ def _message_key(headers: Headers, raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-async def _decide_one(
-    conn: aiosqlite.Connection,
-    rules: InboxRules,
-    uidvalidity: int,
-    uid: int,
-    headers: Headers,
-    raw: bytes,
-    problem: str | None,
-    report: PassReport,
-) -> str:
-    """Decide one request inside the batch's transaction; return its destination folder.
-
-    A savepoint isolates it: if deciding it fails unexpectedly, its half-done changes are
-    rolled back and the message is shunted to review (Mailman's "shunt" queue), so one bad
-    message never blocks the rest.
-    """
-    key = _message_key(headers, raw)
-    await conn.execute("SAVEPOINT request")
-    try:
-        parsed: ParsedMessage | None = None
-        if problem is None:
-            try:
-                parsed = parse_message(raw, max_bytes=rules.max_message_bytes, headers=headers)
-            except MalformedMessage as exc:
-                problem = f"malformed message: {exc}"
-        destination = await _decide(conn, rules, uidvalidity, uid, key, headers, parsed,
-                                    problem, report)
-    except aiosqlite.Error:
-        raise
-    except Exception as exc:  # noqa: BLE001 - shunt the message, keep the worker going
-        log.exception("uid %s: processing failed; moving to review", uid)
-        await conn.execute("ROLLBACK TO request")
-        report.failed += 1
-        common = _common(rules, uidvalidity, uid, headers)
-        if not await inbox_store.inbound_exists(conn, key):
-            await _to_review(conn, rules, key, headers,
-                             f"processing failed: {type(exc).__name__}: {exc}", common)
-        destination = rules.review_folder
-    await conn.execute("RELEASE request")
-    return destination
-
-
-def _common(rules: InboxRules, uidvalidity: int, uid: int, headers: Headers) -> dict[str, Any]:
-    return {"message_id": headers.message_id or "", "folder": rules.folder,
-            "uidvalidity": uidvalidity, "uid": uid}
-
-
-async def _decide(
-    conn: aiosqlite.Connection,
-    rules: InboxRules,
-    uidvalidity: int,
-    uid: int,
-    key: str,
-    headers: Headers,
-    parsed: ParsedMessage | None,
-    problem: str | None,
-    report: PassReport,
-) -> str:
-    common = _common(rules, uidvalidity, uid, headers)
-    if await inbox_store.inbound_exists(conn, key):
-        # The same request again (a duplicate copy, or re-delivered): change nothing.
-        await inbox_store.record_inbound(
-            conn, message_key=f"{key}#dup:{uidvalidity}:{uid}", outcome="duplicate",
-            destination=rules.processed_folder, detail=f"duplicate of {key}", **common)
-        report.duplicates += 1
-        log.info("uid %s: duplicate request %s; nothing changed", uid, key)
-        return rules.processed_folder
-    if problem is not None or parsed is None:
-        reason = problem or "message could not be read"
-        await _to_review(conn, rules, key, headers, reason, common)
-        report.review += 1
-        log.info("uid %s: to review: %s", uid, reason)
-        return rules.review_folder
-    decision = await _match(conn, rules, parsed)
-    if decision.review_reason is not None:
-        await _to_review(conn, rules, key, headers, decision.review_reason, common)
-        report.review += 1
-        log.info("uid %s: to review: %s", uid, decision.review_reason)
-        return rules.review_folder
-    await honour(conn, rules, decision.customer_ids, headers, report)
-    await inbox_store.record_inbound(
-        conn, message_key=key, outcome="unsubscribed", destination=rules.processed_folder,
-        detail=f"{decision.method}: customers {list(decision.customer_ids)}", **common)
-    log.info("uid %s: unsubscribed customers %s by %s", uid, list(decision.customer_ids),
-             decision.method)
-    return rules.processed_folder
-
-
 async def honour(
     conn: aiosqlite.Connection,
     rules: InboxRules,
-    customer_ids: tuple[int, ...],
-    headers: Headers,
+    requests: Sequence[tuple[tuple[int, ...], Headers]],
     report: PassReport,
 ) -> None:
-    """Opt the customers out and queue their confirmations; the caller holds the transaction.
+    """Opt customers out and queue their confirmations; the caller holds the transaction.
 
-    Shared by automatic matching and `review resolve`, so both act exactly alike.
+    `requests` pairs the customers a request identified with that request's headers. Shared
+    by automatic matching and `review resolve`, so both act exactly alike.
     """
-    message_id = headers.message_id or ""
-    changed = await customer_store.opt_out(
-        conn, customer_ids, rules.categories, source="email", reference=message_id)
+    if not requests:
+        return
+    changed = await customer_store.opt_out_many(
+        conn, [(cid, headers.message_id or "") for ids, headers in requests for cid in ids],
+        rules.categories, source="email")
     report.changed_customers.extend(changed)
-    for customer in await customer_store.get_many(conn, customer_ids):
-        report.unsubscribed += 1
-        queued = await inbox_store.enqueue_confirmation(
-            conn,
-            customer_id=customer.id,
-            to_address=customer.email,  # the address on file, never the (maybe unknown) sender
-            to_name=customer.name,
-            categories=rules.categories,
-            request_subject=headers.subject,
-            in_reply_to=message_id,
-            refs=(*headers.references, message_id) if message_id else headers.references,
-            interval_h=rules.confirmation_interval_h,
-        )
-        report.confirmations += int(queued)
-
-
-async def _match(
-    conn: aiosqlite.Connection, rules: InboxRules, parsed: ParsedMessage
-) -> Decision:
-    clues = extract_clues(parsed, own_addresses=rules.own_addresses)
-    addresses = [a for a in (clues.from_address, *clues.body_addresses) if a]
-    lookup = Lookup(
-        by_address=await customer_store.ids_by_address(conn, addresses),
-        by_name=await customer_store.ids_by_name_key(conn, clues.name_keys),
-        by_company=await customer_store.ids_by_company_key(conn, clues.company_keys),
-    )
-    return decide(clues, lookup)
-
-
-async def _to_review(
-    conn: aiosqlite.Connection,
-    rules: InboxRules,
-    key: str,
-    headers: Headers,
-    reason: str,
-    common: dict[str, Any],
-) -> None:
-    inbound_id = await inbox_store.record_inbound(
-        conn, message_key=key, outcome="review", destination=rules.review_folder,
-        detail=reason, **common)
-    await inbox_store.add_review(
-        conn, inbound_id=inbound_id, message_id=headers.message_id or "",
-        sender=headers.from_address or "", subject=headers.subject, reason=reason)
+    customers = {c.id: c for c in await customer_store.get_many(
+        conn, sorted({cid for ids, _ in requests for cid in ids}))}
+    confirmations: list[inbox_store.NewConfirmation] = []
+    for ids, headers in requests:
+        message_id = headers.message_id or ""
+        for cid in ids:
+            customer = customers.get(cid)
+            if customer is None:
+                continue
+            report.unsubscribed += 1
+            confirmations.append(inbox_store.NewConfirmation(
+                customer_id=customer.id,
+                to_address=customer.email,  # the address on file, never the unknown sender
+                to_name=customer.name,
+                categories=rules.categories,
+                request_subject=headers.subject,
+                in_reply_to=message_id,
+                refs=(*headers.references, message_id) if message_id else headers.references,
+            ))
+    report.confirmations += await inbox_store.enqueue_confirmations(
+        conn, confirmations, interval_h=rules.confirmation_interval_h)
 
 
 async def _advance(conn: aiosqlite.Connection, folder: str, uidvalidity: int, uid: int) -> None:

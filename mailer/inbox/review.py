@@ -38,7 +38,7 @@ async def resolve(
         if customer is None:
             raise ReviewError(f"no customer with email {customer_email}")
         headers = await _request_headers(conn, item)
-        await honour(conn, rules, (customer.id,), headers, report)
+        await honour(conn, rules, [((customer.id,), headers)], report)
         await inbox_store.settle_review(
             conn, item_id, status="resolved", settlement=f"customer {customer.id}")
     log.info("review item %s resolved: customer %s", item_id, customer.id)

@@ -205,23 +205,18 @@ async def claim_batch(conn: aiosqlite.Connection, campaign_id: int, limit: int) 
 _RESULTS_PER_STATEMENT = 1000
 
 
-async def record_results(
-    conn: aiosqlite.Connection, campaign_id: int, results: Sequence[RecipientResult]
-) -> None:
-    """Settle claimed rows ('sent', 'failed', 'skipped', or back to 'pending').
-
-    One UPDATE ... FROM (VALUES ...) statement per thousand results: each is atomic on its
-    own (an implicit transaction outside an explicit one) and costs one round trip to the
-    database thread, which matters at thousands of messages a second.
-    """
+def _results_statements(
+    campaign_id: int, results: Sequence[RecipientResult]
+) -> list[tuple[str, tuple[object, ...]]]:
     now = utcnow()
+    statements = []
     for start in range(0, len(results), _RESULTS_PER_STATEMENT):
         chunk = results[start : start + _RESULTS_PER_STATEMENT]
         values = ",".join("(?, ?, ?, ?)" for _ in chunk)
         parameters: list[object] = []
         for r in chunk:
             parameters += (r.customer_id, r.status, r.attempts, r.reply)
-        await conn.execute_fetchall(
+        statements.append((
             f"WITH r (customer_id, status, attempts, reply) AS (VALUES {values}) "
             "UPDATE campaign_recipients SET status = r.status, "
             "attempts = campaign_recipients.attempts + r.attempts, last_reply = r.reply, "
@@ -229,7 +224,31 @@ async def record_results(
             "AND campaign_recipients.customer_id = r.customer_id "
             "AND campaign_recipients.status = 'sending'",
             (*parameters, now, campaign_id),
-        )
+        ))
+    return statements
+
+
+async def record_results(
+    conn: aiosqlite.Connection, campaign_id: int, results: Sequence[RecipientResult]
+) -> None:
+    """Settle claimed rows ('sent', 'failed', 'skipped', or back to 'pending').
+
+    One UPDATE ... FROM (VALUES ...) statement per thousand results: each is atomic on its
+    own (an implicit transaction outside an explicit one) and costs one round trip to the
+    database thread.
+    """
+    for sql, parameters in _results_statements(campaign_id, results):
+        await conn.execute_fetchall(sql, parameters)
+
+
+def record_results_now(
+    conn: sqlite3.Connection, campaign_id: int, results: Sequence[RecipientResult]
+) -> None:
+    """`record_results` on a plain sqlite3 connection, for the sender's fast path; raises
+    sqlite3.OperationalError (SQLITE_BUSY) at once if another writer holds the lock and the
+    connection's busy timeout is 0."""
+    for sql, parameters in _results_statements(campaign_id, results):
+        conn.execute(sql, parameters).fetchall()
 
 
 async def requeue_in_flight(conn: aiosqlite.Connection, campaign_id: int) -> int:

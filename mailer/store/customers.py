@@ -165,7 +165,20 @@ async def opt_out(
     source: str,
     reference: str,
 ) -> dict[int, list[str]]:
-    """Turn `categories` off for each customer, recording a consent event per actual change.
+    """Turn `categories` off for each customer; see opt_out_many."""
+    return await opt_out_many(conn, [(cid, reference) for cid in customer_ids], categories,
+                              source=source)
+
+
+async def opt_out_many(
+    conn: aiosqlite.Connection,
+    requests: Sequence[tuple[int, str]],
+    categories: Sequence[str],
+    *,
+    source: str,
+) -> dict[int, list[str]]:
+    """Turn `categories` off for each (customer id, reference), in order, recording a consent
+    event per actual change (the first request to change a preference is its reference).
 
     Must run inside the caller's transaction. Returns, per customer, the categories that
     changed. Never opts anyone in. Pending campaign mail of those categories is skipped in the
@@ -174,41 +187,49 @@ async def opt_out(
     for category in categories:
         if category not in CATEGORIES:
             raise ValueError(f"unknown category {category!r}")
-    if not customer_ids:
+    ids = sorted({cid for cid, _ in requests})
+    if not ids:
         return {}
     now = utcnow()
-    marks = ",".join("?" * len(customer_ids))
-    rows = await conn.execute_fetchall(
-        f"SELECT id, announcements, offers FROM customers WHERE id IN ({marks})",
-        tuple(customer_ids),
-    )
+    current: dict[int, dict[str, bool]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows = await conn.execute_fetchall(
+            "SELECT id, announcements, offers FROM customers "
+            f"WHERE id IN ({','.join('?' * len(chunk))})",
+            tuple(chunk),
+        )
+        current.update({r["id"]: {c: bool(r[c]) for c in CATEGORIES} for r in rows})
     changed: dict[int, list[str]] = {}
-    for row in rows:
-        turned_off = [c for c in categories if row[c]]
-        if turned_off:
-            changed[row["id"]] = turned_off
-    if not changed:
+    events: list[tuple[int, str, str, str, str]] = []
+    for customer_id, reference in requests:
+        prefs = current.get(customer_id)
+        if prefs is None:
+            continue
+        for category in categories:
+            if prefs[category]:
+                prefs[category] = False
+                changed.setdefault(customer_id, []).append(category)
+                events.append((customer_id, now, category, source, reference))
+    if not events:
         return changed
     await conn.executemany(
         "INSERT INTO consent_events (customer_id, at, category, old_value, new_value, source, "
         "reference) VALUES (?, ?, ?, 1, 0, ?, ?)",
-        [(cid, now, c, source, reference) for cid, cats in changed.items() for c in cats],
+        events,
     )
     for category in categories:
-        ids = [cid for cid, cats in changed.items() if category in cats]
-        if not ids:
+        for_category = [(now, cid) for cid, cats in changed.items() if category in cats]
+        if not for_category:
             continue
-        id_marks = ",".join("?" * len(ids))
-        await conn.execute(
-            f"UPDATE customers SET {category} = 0, updated_at = ? WHERE id IN ({id_marks})",
-            (now, *ids),
-        )
-        await conn.execute(
+        await conn.executemany(
+            f"UPDATE customers SET {category} = 0, updated_at = ? WHERE id = ?", for_category)
+        await conn.executemany(
             "UPDATE campaign_recipients SET status = 'skipped', updated_at = ?, "
             "last_reply = 'opted out before sending' "
-            f"WHERE customer_id IN ({id_marks}) AND status = 'pending' AND campaign_id IN "
-            "(SELECT id FROM campaigns WHERE kind = ?)",
-            (now, *ids, category),
+            "WHERE customer_id = ? AND status = 'pending' AND campaign_id IN "
+            f"(SELECT id FROM campaigns WHERE kind = '{category}')",
+            for_category,
         )
     return changed
 

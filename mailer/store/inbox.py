@@ -72,32 +72,40 @@ async def set_mailbox_state(
     )
 
 
-async def inbound_exists(conn: aiosqlite.Connection, message_key: str) -> bool:
-    rows = await conn.execute_fetchall(
-        "SELECT 1 FROM inbound WHERE message_key = ?", (message_key,))
-    return bool(rows)
+async def existing_keys(conn: aiosqlite.Connection, keys: Sequence[str]) -> set[str]:
+    """Which of these message keys have been decided already."""
+    found: set[str] = set()
+    wanted = sorted(set(keys))
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = await conn.execute_fetchall(
+            f"SELECT message_key FROM inbound WHERE message_key IN ({','.join('?' * len(chunk))})",
+            tuple(chunk),
+        )
+        found.update(r["message_key"] for r in rows)
+    return found
 
 
-async def record_inbound(
-    conn: aiosqlite.Connection,
-    *,
-    message_key: str,
-    message_id: str,
-    folder: str,
-    uidvalidity: int,
-    uid: int,
-    outcome: str,
-    destination: str,
-    detail: str,
-) -> int:
-    cursor = await conn.execute(
+@dataclass(frozen=True)
+class InboundRow:
+    message_key: str
+    message_id: str
+    uid: int
+    outcome: str
+    destination: str
+    detail: str
+
+
+async def record_inbound_many(
+    conn: aiosqlite.Connection, folder: str, uidvalidity: int, rows: Sequence[InboundRow]
+) -> None:
+    now = utcnow()
+    await conn.executemany(
         "INSERT INTO inbound (message_key, message_id, folder, uidvalidity, uid, outcome, "
         "destination, detail, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (message_key, message_id, folder, uidvalidity, uid, outcome, destination, detail,
-         utcnow()),
+        [(r.message_key, r.message_id, folder, uidvalidity, r.uid, r.outcome, r.destination,
+          r.detail, now) for r in rows],
     )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
 
 
 async def unmoved(conn: aiosqlite.Connection, folder: str, uidvalidity: int) -> list[Unmoved]:
@@ -130,22 +138,22 @@ async def mark_moved_uids(
 # --- review queue ---------------------------------------------------------------------------
 
 
-async def add_review(
-    conn: aiosqlite.Connection,
-    *,
-    inbound_id: int | None,
-    message_id: str,
-    sender: str,
-    subject: str,
-    reason: str,
-) -> int:
-    cursor = await conn.execute(
+@dataclass(frozen=True)
+class NewReview:
+    message_key: str  # the inbound row it belongs to
+    message_id: str
+    sender: str
+    subject: str
+    reason: str
+
+
+async def add_reviews(conn: aiosqlite.Connection, items: Sequence[NewReview]) -> None:
+    now = utcnow()
+    await conn.executemany(
         "INSERT INTO review_items (inbound_id, message_id, sender, subject, reason, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (inbound_id, message_id, sender, subject, reason, utcnow()),
+        "VALUES ((SELECT id FROM inbound WHERE message_key = ?), ?, ?, ?, ?, ?)",
+        [(i.message_key, i.message_id, i.sender, i.subject, i.reason, now) for i in items],
     )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
 
 
 def _review(row: aiosqlite.Row) -> ReviewItem:
@@ -183,38 +191,56 @@ async def settle_review(
 # --- outbox ---------------------------------------------------------------------------------
 
 
-async def enqueue_confirmation(
-    conn: aiosqlite.Connection,
-    *,
-    customer_id: int,
-    to_address: str,
-    to_name: str,
-    categories: Sequence[str],
-    request_subject: str,
-    in_reply_to: str,
-    refs: Sequence[str],
-    interval_h: float,
-) -> bool:
-    """Queue a confirmation, unless this customer had one within `interval_h` hours.
+@dataclass(frozen=True)
+class NewConfirmation:
+    customer_id: int
+    to_address: str
+    to_name: str
+    categories: tuple[str, ...]
+    request_subject: str
+    in_reply_to: str
+    refs: tuple[str, ...]
 
-    Returns True when queued; a suppressed one is still recorded, for the audit trail.
-    """
+
+async def enqueue_confirmations(
+    conn: aiosqlite.Connection, items: Sequence[NewConfirmation], *, interval_h: float
+) -> int:
+    """Queue confirmations, at most one per customer within `interval_h` hours (counting those
+    queued or sent before, and earlier items of this same call). A suppressed one is still
+    recorded, for the audit trail. Returns how many were queued to send."""
+    if not items:
+        return 0
     now = datetime.now(UTC)
     since = (now - timedelta(hours=interval_h)).isoformat(timespec="microseconds")
-    recent = bool(await conn.execute_fetchall(
-        "SELECT 1 FROM outbox WHERE customer_id = ? AND status IN ('pending', 'sent') "
-        "AND created_at > ? LIMIT 1",
-        (customer_id, since),
-    ))
+    ids = sorted({i.customer_id for i in items})
+    recent: set[int] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows = await conn.execute_fetchall(
+            "SELECT DISTINCT customer_id FROM outbox WHERE status IN ('pending', 'sent') "
+            f"AND created_at > ? AND customer_id IN ({','.join('?' * len(chunk))})",
+            (since, *chunk),
+        )
+        recent.update(r["customer_id"] for r in rows)
     stamp = now.isoformat(timespec="microseconds")
-    await conn.execute(
+    rows_out = []
+    queued = 0
+    for item in items:
+        suppressed = item.customer_id in recent
+        recent.add(item.customer_id)
+        queued += not suppressed
+        rows_out.append((
+            item.customer_id, item.to_address, item.to_name, ",".join(item.categories),
+            item.request_subject, item.in_reply_to, " ".join(item.refs),
+            "suppressed" if suppressed else "pending", stamp, stamp,
+        ))
+    await conn.executemany(
         "INSERT INTO outbox (customer_id, to_address, to_name, categories, request_subject, "
         "in_reply_to, refs, status, next_attempt_at, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (customer_id, to_address, to_name, ",".join(categories), request_subject, in_reply_to,
-         " ".join(refs), "suppressed" if recent else "pending", stamp, stamp),
+        rows_out,
     )
-    return not recent
+    return queued
 
 
 async def due_confirmations(conn: aiosqlite.Connection, limit: int = 50) -> list[OutboxItem]:
