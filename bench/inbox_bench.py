@@ -141,7 +141,7 @@ async def latency(server: ImapTestServer, config: ImapConfig, db: Path, count: i
 
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 async def main() -> None:

@@ -152,8 +152,7 @@ def inbox_process(ctx: click.Context, as_json: bool) -> None:
     configure_logging(state(ctx).verbose, quiet=not state(ctx).verbose)
 
     async def body() -> None:
-        from mailer.inbox.confirmations import confirmation_settings
-        from mailer.inbox.confirmations import send_due
+        from mailer.inbox.confirmations import confirmation_settings, send_due
         from mailer.inbox.worker import imap_config, inbox_rules, process_once
 
         async with open_db(settings.database.path) as conn:

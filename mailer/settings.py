@@ -281,7 +281,8 @@ def _check_section(name: str, section: Any) -> None:
         elif spec.name == "failure_threshold":
             _require(0 < value <= 1, where, f"expected a share between 0 and 1, got {value}")
         elif spec.name in ("sender", "address"):
-            _require(_looks_like_address(value), where, f"expected an email address, got \"{value}\"")
+            _require(_looks_like_address(value), where,
+                     f'expected an email address, got "{value}"')
         elif spec.name == "categories":
             _require(bool(value), where, "expected at least one category")
             for category in value:

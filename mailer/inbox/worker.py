@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiosqlite
@@ -99,9 +99,9 @@ async def watch(
                 await client.close()
 
 
-async def _until_stopped(awaitable: object, stop: asyncio.Event) -> None:
+async def _until_stopped(awaitable: Awaitable[object], stop: asyncio.Event) -> None:
     """Await `awaitable` unless `stop` is set first, in which case it is cancelled."""
-    task = asyncio.ensure_future(awaitable)  # type: ignore[arg-type]
+    task = asyncio.ensure_future(awaitable)
     stopper = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)

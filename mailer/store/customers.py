@@ -329,7 +329,8 @@ async def _apply_import(
     conn: aiosqlite.Connection, report: ImportReport, now: str, reference: str
 ) -> None:
     await conn.execute(
-        "UPDATE import_rows SET customer_id = c.id FROM customers c WHERE c.email = import_rows.email"
+        "UPDATE import_rows SET customer_id = c.id FROM customers c "
+        "WHERE c.email = import_rows.email"
     )
     for category in CATEGORIES:
         # An opt-in in the file never reverses an opt-out whose latest event is a request.

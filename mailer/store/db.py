@@ -92,7 +92,8 @@ MIGRATIONS: tuple[str, ...] = (
         sender      TEXT NOT NULL DEFAULT '',
         subject     TEXT NOT NULL DEFAULT '',
         reason      TEXT NOT NULL,
-        status      TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved', 'dismissed')),
+        status      TEXT NOT NULL DEFAULT 'open'
+                    CHECK (status IN ('open', 'resolved', 'dismissed')),
         created_at  TEXT NOT NULL,
         settled_at  TEXT,
         settlement  TEXT NOT NULL DEFAULT ''
@@ -149,7 +150,8 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at      TEXT,
         PRIMARY KEY (campaign_id, customer_id)
     ) WITHOUT ROWID;
-    CREATE INDEX campaign_recipients_status ON campaign_recipients (campaign_id, status, customer_id);
+    CREATE INDEX campaign_recipients_status
+        ON campaign_recipients (campaign_id, status, customer_id);
 
     -- Leases: one holder at a time for work that must not run twice (e.g. sending a campaign).
     CREATE TABLE leases (

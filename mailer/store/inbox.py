@@ -56,8 +56,8 @@ class OutboxItem:
 
 
 async def mailbox_state(conn: aiosqlite.Connection, folder: str) -> MailboxState | None:
-    rows = await conn.execute_fetchall(
-        "SELECT uidvalidity, last_uid FROM mailbox_state WHERE folder = ?", (folder,))
+    rows = list(await conn.execute_fetchall(
+        "SELECT uidvalidity, last_uid FROM mailbox_state WHERE folder = ?", (folder,)))
     return MailboxState(rows[0]["uidvalidity"], rows[0]["last_uid"]) if rows else None
 
 
