@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -75,7 +76,7 @@ from mailer.campaigns.templates import CampaignTemplate, RenderContext, Template
 from mailer.outgoing import CampaignHeaders, CampaignMessageBuilder, HeaderInjection
 from mailer.settings import Settings
 from mailer.store import campaigns as store
-from mailer.store.campaigns import RecipientResult
+from mailer.store.campaigns import Recipient, RecipientResult
 from mailer.store.db import StoreError, transaction
 
 log = logging.getLogger(__name__)
@@ -306,6 +307,9 @@ async def send_campaign(
     return await run.run()
 
 
+_MAX_GROUP = 200
+
+
 class _Ledger:
     """Group commit of results: each flush writes, in one statement, every result recorded
     since the last flush.
@@ -337,10 +341,20 @@ class _Ledger:
             raise StoreError(f"cannot open database {db_path}: {exc}") from exc
 
     def record(self, result: RecipientResult) -> asyncio.Future[None]:
-        """Queue a result; the future resolves once it is committed."""
+        """Queue a result; the future resolves once it is committed. The flush happens when
+        a worker waits for it (`wait`), so results from several connections share it."""
         self._buffer.append(result)
-        self._wake.set()
+        if len(self._buffer) >= _MAX_GROUP:
+            self._wake.set()
         return self._flushed
+
+    async def wait(self, flushed: asyncio.Future[None]) -> None:
+        if not flushed.done():
+            self._wake.set()
+            # Shielded: a worker cancelled while waiting must not cancel the flush.
+            await asyncio.shield(flushed)
+        else:
+            flushed.result()
 
     def close(self) -> None:
         self._closing = True
@@ -612,6 +626,41 @@ class _Worker:
                 await _sleep_unless(run.halted, delay)
         return self.client
 
+    async def _prepare(
+        self, customer_id: int
+    ) -> tuple[Recipient, bytes] | RecipientResult | None:
+        """Decide consent and build the message, right before the send; a result (skipped,
+        failed) instead, or None if the run is stopping."""
+        run = self.run
+        assert run.gate is not None
+        while True:
+            if not await run._lease_ok():
+                return None
+            # The consent check: from here to the SMTP transaction, only building the
+            # message and (usually) one turn of the event loop for the previous commit.
+            verdict = run.gate.check(customer_id)
+            if verdict.stop_reason:
+                run.halt("leave", verdict.stop_reason)
+                return None
+            recipient = verdict.recipient
+            if recipient is None:
+                return RecipientResult(customer_id, "skipped", 0, verdict.skip_reason)
+            try:
+                message = run.messages.build(customer_id=customer_id, email=recipient.email,
+                                             name=recipient.name, company=recipient.company)
+            except (TemplateError, HeaderInjection) as exc:
+                return RecipientResult(customer_id, "failed", 0, f"not sent: {exc}")
+            if self.committed is None:
+                return recipient, message
+            # At most one delivered-but-unrecorded message per connection: wait for the
+            # previous one's commit before this one goes out.
+            waited_from = time.monotonic()
+            await run.ledger.wait(self.committed)
+            self.committed = None
+            if time.monotonic() - waited_from <= _FRESH_S:
+                return recipient, message
+            # The database was busy and the wait long: decide consent again.
+
     async def deliver(self, customer_id: int) -> RecipientResult | None:
         """Send to one claimed recipient; the result to record, or None to leave the row
         claimed (the run is stopping; it goes back to pending at the end)."""
@@ -619,29 +668,16 @@ class _Worker:
         attempts = 0
         last_reply = ""
         while True:
-            if self.committed is not None and not os.environ.get("ABL_NOWAIT"):
-                await asyncio.shield(self.committed)
-                self.committed = None
             client = await self._connect()
-            if client is None or not await run._lease_ok():
+            if client is None:
                 return _unsent(customer_id, attempts, last_reply)
             await run.rate.acquire()
-            if run.halted.is_set():
+            prepared = await self._prepare(customer_id)
+            if prepared is None:
                 return _unsent(customer_id, attempts, last_reply)
-            # The consent check: from here to the SMTP transaction, only rendering.
-            assert run.gate is not None
-            verdict = run.gate.check(customer_id)
-            if verdict.stop_reason:
-                run.halt("leave", verdict.stop_reason)
-                return _unsent(customer_id, attempts, last_reply)
-            recipient = verdict.recipient
-            if recipient is None:
-                return RecipientResult(customer_id, "skipped", attempts, verdict.skip_reason)
-            try:
-                message = run.messages.build(customer_id=customer_id, email=recipient.email,
-                                             name=recipient.name, company=recipient.company)
-            except (TemplateError, HeaderInjection) as exc:
-                return RecipientResult(customer_id, "failed", attempts, f"not sent: {exc}")
+            if isinstance(prepared, RecipientResult):
+                return dataclasses.replace(prepared, attempts=attempts)
+            recipient, message = prepared
             attempts += 1
             try:
                 reply = await smtp.send(client, config.envelope_from, recipient.email, message,
@@ -661,6 +697,10 @@ class _Worker:
                 await _sleep_unless(run.halted, delay)
                 continue
             return RecipientResult(customer_id, "sent", attempts, reply)
+
+
+# How old a consent decision may be when its message goes out, at most (plus rendering).
+_FRESH_S = 0.005
 
 
 def _unsent(customer_id: int, attempts: int, last_reply: str) -> RecipientResult | None:

@@ -1,14 +1,20 @@
-"""One pass over the inbox folder: the per-message pipeline, shared by `inbox process` and `run`.
+"""One pass over the inbox folder: the request pipeline, shared by `inbox process` and `run`.
 
-    new UIDs -> headers (BODY.PEEK[HEADER]) -> classify -> body (BODY.PEEK[]) -> parse
-             -> match -> one transaction (opt-out + consent events + confirmation + inbound row
-             + high-water mark) -> move to Processed or Review
+New UIDs are taken in batches of `fetch_batch`; for each batch:
 
-Ordering makes it crash-safe: the decision commits before the move, and the `inbound` row
-remembers the destination, so a pass first finishes any move an earlier crash left undone.
-Ordinary mail is only ever read with BODY.PEEK and never touched. A message that cannot be
-decided safely goes to review; one that breaks the pipeline is moved to review too (Mailman's
-"shunt"), so one bad message never blocks the queue.
+    headers (one FETCH BODY.PEEK[HEADER]) -> parse_headers -> classify
+    -> bodies of the requests (one FETCH BODY.PEEK[]) -> examine (parse, extract clues)
+    -> one transaction: look the clues up (one query per kind), plan (pure: decide each
+       request, spot duplicates), write opt-outs + consent events + confirmations + inbound
+       rows + review items + the UID high-water mark
+    -> one UID MOVE per destination (Processed, Review) -> mark moved
+
+Ordering makes it crash-safe: the decisions commit before the moves, and each `inbound` row
+remembers its destination, so a pass first finishes any move an earlier crash left undone and
+a request is never decided twice (its Message-ID is the idempotency key). Ordinary mail is only
+read with BODY.PEEK and never touched. A request that cannot be decided safely goes to review;
+one that breaks parsing is moved to review too (Mailman's "shunt"), so one bad message never
+blocks the queue.
 """
 
 from __future__ import annotations
