@@ -1,0 +1,588 @@
+"""Campaign sending benchmark, into Postfix's `smtp-sink` on loopback.
+
+World: N customers opted in to offers and N opted out (default N = 100,000, interleaved), one
+`welcome-offer` campaign of kind offers, 4 SMTP connections. Every figure is a ratio against
+baselines measured in the same run, each in its own process (so its peak RSS is its own) and
+each into a fresh `smtp-sink -c 127.0.0.1:PORT 1000`, whose own counter confirms the delivery:
+
+- mailer: `send_campaign` timed from the call to its return (audience snapshot, consent check
+  per message, rendering, SMTP, ledger), messages/s = messages the ledger records as sent / s.
+  The ledger and smtp-sink must both count exactly the opted-in customers.
+(a) transport limit: aiosmtplib pushing one already-built message of the same size over the
+    same number of connections, N times. Target: mailer at least 0.6 of it.
+(b) naive loop: `email.message.EmailMessage` built per message (the same text and HTML,
+    multipart/alternative) and sent with `smtplib`, one connection per message (a smaller
+    count: it is slow). Target: mailer at least 5 times it.
+(c) C ceiling, for reference: `smtp-source -s 8 -d` with the same count, `-l` the message
+    size (smtp-source adds its few headers to that).
+Peak RSS of the mailer process: under 150 MB, and within 1.2 times that of a 10,000-recipient
+campaign (10,000 opted in + 10,000 opted out) sent the same way.
+
+Seeding the databases happens before any timing and is not measured. Targets missed are
+reported as MISS and the exit code is still 0 (this is a measurement); 1 only if a measurement
+could not be made, or the ledger or smtp-sink counted other than the opted-in customers.
+
+Everything is measured `--rounds` times (default 2), alternating, each send from a fresh copy
+of the seeded database; the best rate of each and the highest peak RSS are compared, so a
+burst of other work on the machine in one round does not decide a ratio. Each round's rate
+is shown beside it.
+
+Run: `python bench/campaign_bench.py [--recipients N] [--small N] [--naive N] [--rounds N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import email.policy
+import io
+import json
+import os
+import re
+import resource
+import shutil
+import smtplib
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiosmtplib  # noqa: E402
+
+from mailer.campaigns.sender import (  # noqa: E402
+    CampaignMessages,
+    SendConfig,
+    send_campaign,
+    send_config,
+)
+from mailer.importer import BadRow, CustomerRow, read_rows  # noqa: E402
+from mailer.settings import from_mapping  # noqa: E402
+from mailer.store import campaigns as store  # noqa: E402
+from mailer.store.customers import import_customers_atomically  # noqa: E402
+from mailer.store.db import open_db  # noqa: E402
+
+CONNECTIONS = 4
+SOURCE_SESSIONS = 8
+SENDER = "Imperial Telecom <news@imperial.test>"
+ENVELOPE_FROM = "news@imperial.test"
+TEMPLATE = "welcome-offer"
+SUBJECT = "A special offer for {{ customer.name }}"
+SINK_BACKLOG = 1000
+CHILD_TIMEOUT_S = 1800.0
+MIN_RATE_PER_S = 200
+MB = 1024 * 1024
+
+# --- the world ----------------------------------------------------------------------------
+
+
+def customer_email(index: int) -> str:
+    return f"customer{index}@example.com"
+
+
+def customers_csv(opted_in: int) -> str:
+    """`opted_in` customers opted in to offers and as many opted out, interleaved by id."""
+    lines = ["name,email,company,offers\n"]
+    for i in range(2 * opted_in):
+        offers = "no" if i % 2 else "yes"
+        company = f"Company {i}" if i % 3 else ""
+        lines.append(f"Customer{i} Surname{i % 977},{customer_email(i)},{company},{offers}\n")
+    return "".join(lines)
+
+
+async def seed(db: Path, opted_in: int) -> int:
+    """Customers and one draft campaign; the campaign's id."""
+
+    async def rows() -> AsyncIterator[CustomerRow | BadRow]:
+        for row in read_rows(io.StringIO(customers_csv(opted_in))):
+            yield row
+
+    async with open_db(db) as conn:
+        report = await import_customers_atomically(conn, rows(), reference="bench")
+        assert report.ok, report
+        campaign_id = await store.insert_campaign(conn, kind="offers", template=TEMPLATE,
+                                                  subject=SUBJECT, scheduled_at=None)
+        assert await store.opted_in_count(conn, "offers") == opted_in
+    return campaign_id
+
+
+def config_for(db: Path, port: int) -> SendConfig:
+    settings = from_mapping(
+        {
+            "database": {"path": str(db)},
+            "imap": {"host": "127.0.0.1", "port": 1, "security": "none"},
+            "smtp": {"host": "127.0.0.1", "port": port, "security": "none", "sender": SENDER,
+                     "timeout_s": 30.0, "max_connections": CONNECTIONS},
+            "unsubscribe": {"address": "unsubscribe@imperial.test"},
+            "templates": {"dir": str(ROOT / "templates")},
+            "campaigns": {"secret": "bench-secret-0123456789abcdef",
+                          "unsubscribe_url": "https://www.imperial.test/unsubscribe"},
+        },
+        base_dir=ROOT,
+        environ={},
+    )
+    return send_config(settings)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size, from VmHWM: unlike ru_maxrss, which Linux
+    carries across exec from the parent's, it is this program's own."""
+    status = Path("/proc/self/status").read_text(encoding="ascii")
+    found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    if found is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return int(found.group(1)) * 1024
+
+
+# --- children: each measured thing runs alone in its own process ---------------------------
+
+
+def emit(result: dict[str, Any]) -> None:
+    print(json.dumps(result), flush=True)
+
+
+async def child_sample(db: Path, campaign_id: int, count: int) -> bytes:
+    """Build `count` of the campaign's real messages the way the sender does; the one
+    closest to their mean size (the baselines send that one)."""
+    config = config_for(db, port=1)
+    async with open_db(db) as conn:
+        campaign = await store.get_campaign(conn, campaign_id)
+        assert campaign is not None
+        rows = await conn.execute_fetchall(
+            "SELECT id, email, name, company FROM customers WHERE offers = 1 ORDER BY id "
+            "LIMIT ?", (count,))
+    messages = CampaignMessages(campaign, config, date=datetime.now(UTC))
+    built = [(r[1], messages.build(customer_id=r[0], email=r[1], name=r[2], company=r[3]))
+             for r in rows]
+    mean = statistics.fmean(len(m) for _, m in built)
+    to, chosen = min(built, key=lambda item: abs(len(item[1]) - mean))
+    emit({"mean_bytes": mean, "bytes": len(chosen), "to": to})
+    return chosen
+
+
+def dump_tasks(reason: str) -> None:
+    """What every asyncio task is waiting on, to stderr: the diagnosis of a hung send."""
+    print(f"{reason}; asyncio tasks:", file=sys.stderr)
+    for task in asyncio.all_tasks() - {asyncio.current_task()}:
+        print(f"--- {task.get_name()}: {task.get_coro()}", file=sys.stderr)
+        task.print_stack(limit=12, file=sys.stderr)
+
+
+async def child_mailer(db: Path, campaign_id: int, port: int, deadline_s: float) -> None:
+    config = config_for(db, port)
+    async with open_db(db) as conn:
+        opted_in = await store.opted_in_count(conn, "offers")
+        rss_before = peak_rss_bytes()
+        start = time.perf_counter()
+        sending = asyncio.create_task(
+            send_campaign(conn, config, campaign_id, stop=asyncio.Event()))
+        done, _ = await asyncio.wait([sending], timeout=deadline_s)
+        if not done:
+            counts = await store.counts(conn, campaign_id)
+            dump_tasks(f"send_campaign has not returned after {deadline_s:g} s ({counts})")
+            raise SystemExit(f"send_campaign hung: no return after {deadline_s:g} s with "
+                             f"{counts.sent:,} of {counts.audience:,} sent")
+        outcome = sending.result()
+        seconds = time.perf_counter() - start
+        ledger = await store.counts(conn, campaign_id)
+    emit({"seconds": seconds, "sent": outcome.sent, "failed": outcome.failed,
+          "skipped": outcome.skipped, "status": outcome.status, "reason": outcome.reason,
+          "ledger_sent": ledger.sent, "ledger_audience": ledger.audience,
+          "ledger_pending": ledger.pending, "opted_in": opted_in,
+          "peak_rss": peak_rss_bytes(), "peak_rss_before": rss_before})
+
+
+async def child_aiosmtplib(port: int, message: bytes, count: int, connections: int) -> None:
+    """The transport limit: one built message, `count` times over `connections` clients."""
+
+    async def push(share: range) -> int:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30,
+                                 use_tls=False, start_tls=False)
+        await client.connect()
+        for i in share:
+            await client.sendmail(ENVELOPE_FROM, [customer_email(2 * i)], message)
+        await client.quit()
+        return len(share)
+
+    start = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(push(range(k, count, connections)))
+                 for k in range(connections)]
+    seconds = time.perf_counter() - start
+    emit({"seconds": seconds, "sent": sum(t.result() for t in tasks),
+          "peak_rss": peak_rss_bytes()})
+
+
+def child_naive(port: int, message_path: Path, count: int) -> None:
+    """The naive loop: build each message with EmailMessage, one smtplib connection each."""
+    sample = email.message_from_bytes(message_path.read_bytes(), policy=email.policy.default)
+    assert isinstance(sample, EmailMessage)
+    text_part, html_part = sample.get_body(("plain",)), sample.get_body(("html",))
+    assert text_part is not None
+    text = text_part.get_content()
+    html = html_part.get_content() if html_part is not None else None
+    subject, unsubscribe = str(sample["Subject"]), str(sample["List-Unsubscribe"])
+    start = time.perf_counter()
+    for i in range(count):
+        message = EmailMessage()
+        message["From"] = SENDER
+        message["To"] = f"Customer{2 * i} <{customer_email(2 * i)}>"
+        message["Subject"] = subject
+        message["Date"] = formatdate(usegmt=True)
+        message["Message-ID"] = make_msgid(domain="imperial.test")
+        message["List-Unsubscribe"] = unsubscribe
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        message.set_content(text)
+        if html is not None:
+            message.add_alternative(html, subtype="html")
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            client.send_message(message)
+    seconds = time.perf_counter() - start
+    emit({"seconds": seconds, "sent": count, "peak_rss": peak_rss_bytes()})
+
+
+def run_child(args: argparse.Namespace) -> None:
+    if args.child == "sample":
+        args.message.write_bytes(asyncio.run(child_sample(args.db, args.campaign, args.count)))
+    elif args.child == "mailer":
+        asyncio.run(child_mailer(args.db, args.campaign, args.port, args.deadline_s))
+    elif args.child == "aiosmtplib":
+        message = args.message.read_bytes()
+        asyncio.run(child_aiosmtplib(args.port, message, args.count, CONNECTIONS))
+    elif args.child == "naive":
+        child_naive(args.port, args.message, args.count)
+    else:
+        raise SystemExit(f"unknown child {args.child!r}")
+
+
+# --- the orchestrator ----------------------------------------------------------------------
+
+
+class MeasurementFailed(Exception):
+    """A measurement could not be made; str() is one line."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Sink:
+    """One `smtp-sink -c` on loopback; its running counters go to `log`."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def delivered(self) -> int:
+        """Messages the sink received ('.' acknowledged), from its last counter line."""
+        counters = re.findall(rb"mesg=(\d+)", self.log.read_bytes()[-4096:])
+        return int(counters[-1]) if counters else 0
+
+
+@contextlib.contextmanager
+def smtp_sink(work: Path, label: str) -> Iterator[Sink]:
+    port = free_port()
+    log = work / f"sink-{label}.out"
+    # smtp-sink refuses to run as root without dropping privileges (-u).
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            ["smtp-sink", *user, "-c", f"127.0.0.1:{port}", str(SINK_BACKLOG)],
+            stdout=out, stderr=subprocess.PIPE)
+    sink = Sink(port, process, log)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if process.poll() is not None:
+                assert process.stderr is not None
+                raise MeasurementFailed(f"smtp-sink exited: {process.stderr.read().decode()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                    probe.recv(512)  # the 220 greeting: it is ready
+                    probe.sendall(b"QUIT\r\n")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise MeasurementFailed(f"smtp-sink not listening on {port}") from None
+                time.sleep(0.05)
+        yield sink
+    finally:
+        time.sleep(0.2)  # let it write its last counters
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def child(kind: str, *options: str) -> dict[str, Any]:
+    """Run `--child kind options` in a fresh interpreter; its JSON result."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, *options]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                              timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise MeasurementFailed(f"{kind}: no result within {CHILD_TIMEOUT_S:.0f} s") from None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        errors = done.stderr.strip().splitlines() or ["(no output)"]
+        print(f"{kind} failed; the end of its stderr:", file=sys.stderr)
+        for line in errors[-60:]:
+            print(f"    {line}", file=sys.stderr)
+        raise MeasurementFailed(f"{kind}: exit code {done.returncode}: {errors[-1]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measurement of one thing."""
+
+    messages: int
+    seconds: float
+    peak_rss: int | None = None
+
+    @property
+    def per_s(self) -> float:
+        return self.messages / self.seconds
+
+
+@dataclass
+class Measurement:
+    """One thing measured once per round; the best round's rate, the worst round's RSS."""
+
+    label: str
+    runs: list[Run] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> Run | None:
+        return max(self.runs, key=lambda r: r.per_s, default=None)
+
+    @property
+    def per_s(self) -> float:
+        return self.best.per_s if self.best else 0.0
+
+    @property
+    def peak_rss(self) -> int:
+        return max((r.peak_rss or 0 for r in self.runs), default=0)
+
+    def attempt(self, measure: Callable[[], Run]) -> None:
+        try:
+            self.runs.append(measure())
+        except MeasurementFailed as exc:
+            self.errors.append(str(exc))
+
+    def row(self) -> str:
+        best = self.best
+        if best is None:
+            return f"  {self.label:<44} FAILED"
+        rss = f"{self.peak_rss / MB:.1f} MB" if self.peak_rss else "-"
+        rounds = " / ".join(f"{r.per_s:,.0f}" for r in self.runs)
+        return (f"  {self.label:<44} {best.messages:>9,} {best.seconds:>8.2f} "
+                f"{best.per_s:>8,.0f} {rss:>9}   {rounds}")
+
+
+def measure_smtp_source(work: Path, count: int, size: int, problems: list[str]) -> Run:
+    with smtp_sink(work, "source") as sink:
+        start = time.perf_counter()
+        done = subprocess.run(
+            ["smtp-source", "-s", str(SOURCE_SESSIONS), "-d", "-m", str(count), "-l", str(size),
+             "-f", ENVELOPE_FROM, "-t", customer_email(0), f"127.0.0.1:{sink.port}"],
+            capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+        seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise MeasurementFailed(f"smtp-source: exit code {done.returncode}: "
+                                f"{done.stderr.strip()}")
+    check_sink("smtp-source", sink, count, problems)
+    return Run(count, seconds)
+
+
+def measure_child(work: Path, kind: str, options: list[str], problems: list[str]
+                  ) -> tuple[Run, dict[str, Any]]:
+    with smtp_sink(work, kind) as sink:
+        result = child(kind, "--port", str(sink.port), *options)
+    run = Run(int(result["sent"]), float(result["seconds"]), int(result["peak_rss"]))
+    check_sink(kind, sink, run.messages, problems)
+    return run, result
+
+
+def check_sink(what: str, sink: Sink, expected: int, problems: list[str]) -> None:
+    counted = sink.delivered()
+    if counted != expected:
+        problems.append(f"{what}: smtp-sink counted {counted:,} messages, not {expected:,}")
+
+
+def measure_mailer(work: Path, seeded: Path, campaign_id: int, opted_in: int,
+                   problems: list[str]) -> Run:
+    """Send the seeded campaign from a fresh copy of its database; check the ledger."""
+    db = work / "sending.db"
+    copy_db(seeded, db)
+    # A hung send is reported (with its tasks' stacks) instead of waited on forever.
+    deadline_s = 60 + opted_in / MIN_RATE_PER_S
+    try:
+        run, result = measure_child(work, "mailer", [
+            "--db", str(db), "--campaign", str(campaign_id), "--deadline-s", str(deadline_s),
+        ], problems)
+    finally:
+        for path in work.glob("sending.db*"):
+            path.unlink()
+    if not (result["sent"] == result["ledger_sent"] == opted_in
+            and result["failed"] == result["skipped"] == result["ledger_pending"] == 0
+            and result["status"] == "sent"):
+        problems.append(
+            f"mailer {opted_in:,}: status {result['status']} {result['reason']!r}, sent "
+            f"{result['sent']:,}, ledger sent {result['ledger_sent']:,} of audience "
+            f"{result['ledger_audience']:,}, failed {result['failed']}, skipped "
+            f"{result['skipped']}, pending {result['ledger_pending']}; expected "
+            f"{opted_in:,} sent")
+    return run
+
+
+def copy_db(source: Path, target: Path) -> None:
+    with contextlib.closing(sqlite3.connect(source)) as src, \
+            contextlib.closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text(encoding="ascii").split()[:3])
+    except OSError:
+        return "?"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--recipients", type=int, default=100_000,
+                        help="customers opted in (as many again opted out)")
+    parser.add_argument("--small", type=int, default=10_000,
+                        help="opted-in customers of the RSS comparison run")
+    parser.add_argument("--naive", type=int, default=3_000,
+                        help="messages sent by the naive EmailMessage + smtplib loop")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="measure everything this many times; report the best rate")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--campaign", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--message", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--deadline-s", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_child(args)
+        return 0
+    if shutil.which("smtp-sink") is None or shutil.which("smtp-source") is None:
+        print("smtp-sink and smtp-source are needed (Debian package postfix)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="mailer-campaign-bench-"))
+    try:
+        return run_all(work, args.recipients, args.small, min(args.naive, args.recipients),
+                       max(args.rounds, 1))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_all(work: Path, n: int, small: int, naive_count: int, rounds: int) -> int:
+    big_db, small_db, message = work / "big.db", work / "small.db", work / "sample.eml"
+    t0 = time.perf_counter()
+    big_id = asyncio.run(seed(big_db, n))
+    small_id = asyncio.run(seed(small_db, small))
+    print(f"campaign bench: {n:,} opted in + {n:,} opted out; {CONNECTIONS} SMTP connections; "
+          f"smtp-sink on 127.0.0.1; {os.cpu_count()} CPUs, load average {load_average()}")
+    print(f"seeded {2 * n:,} + {2 * small:,} customers in {time.perf_counter() - t0:.1f} s "
+          "(not measured); each send starts from a fresh copy")
+    sampled = min(n, 1000)
+    sample = child("sample", "--db", str(big_db), "--campaign", str(big_id),
+                   "--message", str(message), "--count", str(sampled))
+    size = int(sample["bytes"])
+    print(f"message: {size:,} bytes (mean of the first {sampled:,} recipients' "
+          f"{float(sample['mean_bytes']):,.0f}), template {TEMPLATE}, text + HTML")
+
+    source = Measurement(f"(c) smtp-source -s {SOURCE_SESSIONS} -d (C ceiling)")
+    transport = Measurement(f"(a) aiosmtplib, {CONNECTIONS} connections, prebuilt")
+    naive = Measurement("(b) EmailMessage + smtplib, 1 conn/message")
+    mailer = Measurement(f"mailer send_campaign, {n:,} recipients")
+    mailer_small = Measurement(f"mailer send_campaign, {small:,} recipients")
+    problems: list[str] = []
+    for _ in range(rounds):
+        source.attempt(lambda: measure_smtp_source(work, n, size, problems))
+        transport.attempt(lambda: measure_child(
+            work, "aiosmtplib", ["--message", str(message), "--count", str(n)], problems)[0])
+        naive.attempt(lambda: measure_child(
+            work, "naive", ["--message", str(message), "--count", str(naive_count)],
+            problems)[0])
+        mailer.attempt(lambda: measure_mailer(work, big_db, big_id, n, problems))
+        mailer_small.attempt(lambda: measure_mailer(work, small_db, small_id, small, problems))
+    everything = (source, transport, naive, mailer, mailer_small)
+
+    print()
+    print(f"  best of {rounds} round(s), load average now {load_average()}")
+    print(f"  {'':<44} {'messages':>9} {'seconds':>8} {'msg/s':>8} {'peak RSS':>9}   "
+          "msg/s per round")
+    for measurement in everything:
+        print(measurement.row())
+
+    print()
+    print("  ratios, all measured in this run")
+
+    def line(label: str, value: str, target: str, ok: bool | None) -> None:
+        outcome = "reference" if ok is None else verdict(ok)
+        print(f"  {label:<36} {value:>9}   {target:<16} {outcome}")
+
+    if mailer.per_s and transport.per_s:
+        ratio = mailer.per_s / transport.per_s
+        line("mailer msg/s / (a) transport limit", f"{ratio:.2f}", "target >= 0.6",
+             ratio >= 0.6)
+    if mailer.per_s and naive.per_s:
+        ratio = mailer.per_s / naive.per_s
+        line("mailer msg/s / (b) naive loop", f"{ratio:.2f}", "target >= 5", ratio >= 5)
+    if mailer.per_s and source.per_s:
+        line("mailer msg/s / (c) C ceiling", f"{mailer.per_s / source.per_s:.2f}", "", None)
+    if mailer.peak_rss and mailer_small.peak_rss:
+        ratio = mailer.peak_rss / mailer_small.peak_rss
+        line(f"mailer peak RSS {n:,} / {small:,}", f"{ratio:.2f}", "target <= 1.2",
+             ratio <= 1.2)
+    if mailer.peak_rss:
+        megabytes = mailer.peak_rss / MB
+        line(f"mailer peak RSS, {n:,} recipients", f"{megabytes:.1f} MB", "target < 150 MB",
+             megabytes < 150)
+
+    print()
+    errors = [f"{m.label}: {e}" for m in everything for e in m.errors]
+    if mailer.runs and not problems:
+        print(f"  delivery: every round, the ledger and smtp-sink each counted exactly the "
+              f"opted-in customers ({n:,} and {small:,}) and nobody else; campaign status sent")
+    for problem in problems:
+        print(f"  CHECK FAILED: {problem}")
+    for error in errors:
+        print(f"  MEASUREMENT FAILED: {error}")
+    return 1 if errors or problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
