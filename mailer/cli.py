@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from mailer import cli_support
+from mailer.campaigns.cli import campaign
 from mailer.cli_support import (
     EXIT_BAD_INPUT,
     EXIT_NOT_FOUND,
@@ -256,3 +257,4 @@ def run_daemon(ctx: click.Context) -> None:
     run(daemon_run(settings))
 
 
+main.add_command(campaign)

@@ -7,10 +7,10 @@ Two steps, both against the customers table, never a copy of it:
    Nobody outside the snapshot is ever mailed.
 2. Just before each recipient's SMTP transaction, `ConsentGate.check` reads that customer's
    row again (a primary-key SELECT on a dedicated read connection, microseconds, done
-   synchronously so nothing can run between the read and the send but building the message).
-   A customer who opted out since the snapshot is skipped. The same read returns the
-   campaign's status, so a pause or cancel made by another process stops the sender before
-   its next message.
+   synchronously; between the read and the send the sender only builds the message and
+   waits, briefly, for its previous result's commit: see `sender`). A customer who opted out
+   since the snapshot is skipped. The same read returns the campaign's status, so a pause or
+   cancel made by another process stops the sender before its next message.
 
 The gate's connection is a plain `sqlite3` one in WAL mode: readers never wait for a writer,
 so the read cannot stall the event loop behind an import or an opt-out, and each read sees

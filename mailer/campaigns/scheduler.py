@@ -1,0 +1,88 @@
+"""`mailer run`'s campaign task: send scheduled campaigns when they fall due.
+
+Every `poll_interval_s` the scheduler looks for campaigns that are due (scheduled, with
+`scheduled_at` passed) or left 'sending' by a process that stopped or crashed, and sends each
+in turn through `sender.send_campaign`. The sending lease decides who sends: a campaign another
+daemon is sending is skipped, and one whose holder died is taken over once its lease expires.
+
+When `stop` is set the sender finishes the messages in flight, returns the rest to pending and
+releases the lease, leaving the campaign 'sending' so that the next `mailer run` (or
+`campaign send`) carries on where this one stopped. A campaign that cannot be sent as it
+stands (its template broke, the unsubscribe secret is missing) is paused with the reason, so
+`campaign show` says why; SMTP trouble pauses it the same way, from inside the sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+
+import aiosqlite
+
+from mailer.campaigns.model import CampaignInvalid, CampaignRefused
+from mailer.campaigns.sender import (
+    SendConfig,
+    SendOutcome,
+    lease_name,
+    new_holder,
+    send_campaign,
+    send_config,
+)
+from mailer.settings import Settings
+from mailer.store import campaigns as store
+from mailer.store.db import StoreError, open_db, transaction, utcnow
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 5.0
+
+
+async def scheduler_loop(
+    settings: Settings, stop: asyncio.Event, *, poll_interval_s: float = POLL_INTERVAL_S
+) -> None:
+    """Send due campaigns until `stop` is set; opens its own database connection."""
+    config = send_config(settings)
+    holder = new_holder()
+    async with open_db(settings.database.path) as conn:
+        while not stop.is_set():
+            try:
+                await send_due(conn, config, stop, holder=holder)
+            except (StoreError, sqlite3.Error) as exc:
+                # A locked or unavailable database: try again on the next round.
+                log.error("campaigns: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(poll_interval_s):
+                    await stop.wait()
+    log.info("campaign scheduler stopped")
+
+
+async def send_due(
+    conn: aiosqlite.Connection, config: SendConfig, stop: asyncio.Event, *,
+    holder: str | None = None,
+) -> list[SendOutcome]:
+    """One round: send every campaign due now that no other process is sending."""
+    holder = holder or new_holder()
+    outcomes = []
+    for campaign in await store.due_campaigns(conn, utcnow()):
+        if stop.is_set():
+            break
+        lease = await store.lease_of(conn, lease_name(campaign.id))
+        if lease is not None and lease[0] != holder and lease[1] > time.time():
+            log.debug("campaign %s is being sent by %s", campaign.id, lease[0])
+            continue
+        log.info("campaign %s is due: sending", campaign.id)
+        try:
+            outcomes.append(await send_campaign(conn, config, campaign.id, stop=stop,
+                                                on_stop="leave", holder=holder))
+        except CampaignRefused as exc:
+            log.info("campaign %s: %s", campaign.id, exc)
+        except CampaignInvalid as exc:
+            log.error("campaign %s cannot be sent: %s", campaign.id, exc)
+            async with transaction(conn):
+                await store.set_status(conn, campaign.id, "paused",
+                                       reason=f"paused: cannot send: {exc}",
+                                       expected=("scheduled", "sending"))
+    return outcomes

@@ -1,0 +1,203 @@
+"""The campaign operations the CLI calls, one async function per command.
+
+    create_campaign   draft, or scheduled with --at; the template is compiled and checked first
+    list_campaigns / show_campaign   campaigns with their ledger counts (`report_json` for --json)
+    preview           the complete message one customer would get
+    send_test         one copy marked as a test to any address, recorded nowhere
+    send_now          the foreground send (Ctrl-C pauses); the daemon uses the scheduler instead
+    pause / resume / cancel   status changes, refused with one line where they do not apply
+
+Each takes an open connection and the values it needs; errors are `model.CampaignError`
+subclasses whose exit codes the model's docstring lists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from mailer import smtp
+from mailer.campaigns.model import (
+    Action,
+    Campaign,
+    CampaignInvalid,
+    CampaignNotFound,
+    CampaignRefused,
+    Counts,
+    check_kind,
+    next_status,
+    parse_schedule,
+)
+from mailer.campaigns.sender import (
+    CampaignMessages,
+    SendConfig,
+    SendOutcome,
+    SendProgress,
+    send_campaign,
+)
+from mailer.campaigns.templates import CampaignTemplate, TemplateError
+from mailer.store import campaigns as store
+from mailer.store import customers
+from mailer.store.db import transaction, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CampaignReport:
+    """A campaign with its ledger counts, and (before the audience is taken) how many
+    customers are opted in to its kind right now."""
+
+    campaign: Campaign
+    counts: Counts
+    opted_in_now: int | None = None
+
+
+async def create_campaign(
+    conn: aiosqlite.Connection, templates_dir: Path, *, kind: str, template: str, subject: str,
+    at: str | None = None,
+) -> Campaign:
+    """Create a draft (or, with `at`, a scheduled campaign) after compiling and checking its
+    template and subject; CampaignInvalid names the template, line and variable at fault."""
+    check_kind(kind)
+    if not subject.strip():
+        raise CampaignInvalid("--subject: must not be empty")
+    scheduled_at = parse_schedule(at) if at is not None else None
+    try:
+        CampaignTemplate.load(templates_dir, template, subject).check()
+    except TemplateError as exc:
+        raise CampaignInvalid(str(exc)) from exc
+    async with transaction(conn):
+        campaign_id = await store.insert_campaign(conn, kind=kind, template=template,
+                                                  subject=subject, scheduled_at=scheduled_at)
+    campaign = await store.get_campaign(conn, campaign_id)
+    assert campaign is not None
+    log.info("campaign %s created (%s, %s)", campaign.id, campaign.kind, campaign.status)
+    return campaign
+
+
+async def get(conn: aiosqlite.Connection, campaign_id: int) -> Campaign:
+    campaign = await store.get_campaign(conn, campaign_id)
+    if campaign is None:
+        raise CampaignNotFound(f"no campaign {campaign_id}")
+    return campaign
+
+
+async def _report(conn: aiosqlite.Connection, campaign: Campaign) -> CampaignReport:
+    counts = await store.counts(conn, campaign.id)
+    opted_in = None
+    if campaign.audience_at is None:
+        opted_in = await store.opted_in_count(conn, campaign.kind)
+    return CampaignReport(campaign, counts, opted_in)
+
+
+async def list_campaigns(conn: aiosqlite.Connection) -> list[CampaignReport]:
+    return [await _report(conn, c) for c in await store.list_campaigns(conn)]
+
+
+async def show_campaign(conn: aiosqlite.Connection, campaign_id: int) -> CampaignReport:
+    return await _report(conn, await get(conn, campaign_id))
+
+
+def report_json(report: CampaignReport) -> dict[str, Any]:
+    c, n = report.campaign, report.counts
+    return {
+        "id": c.id, "kind": c.kind, "subject": c.subject, "status": c.status,
+        "scheduled_at": c.scheduled_at,
+        "counts": {"audience": n.audience, "sent": n.sent, "failed": n.failed,
+                   "skipped": n.skipped, "pending": n.pending},
+    }
+
+
+async def preview(
+    conn: aiosqlite.Connection, config: SendConfig, campaign_id: int, email: str
+) -> tuple[bytes, bool]:
+    """The message the customer with `email` would get, and whether they are opted in to the
+    campaign's kind now (if not, they would get nothing)."""
+    campaign = await get(conn, campaign_id)
+    customer = await customers.get_by_email(conn, email)
+    if customer is None:
+        raise CampaignNotFound(f"no customer with email {email}")
+    messages = CampaignMessages(campaign, config, date=datetime.now(UTC))
+    try:
+        message = messages.build(customer_id=customer.id, email=customer.email,
+                                 name=customer.name, company=customer.company)
+    except TemplateError as exc:
+        raise CampaignInvalid(str(exc)) from exc
+    return message, customer.preferences.get(campaign.kind, False)
+
+
+async def send_test(
+    conn: aiosqlite.Connection, config: SendConfig, campaign_id: int, address: str
+) -> str:
+    """Send one copy marked as a test ([TEST] subject, its own Message-ID) to `address`;
+    rendered for the customer with that address if there is one, else for a sample customer.
+    Recorded nowhere. Returns the server's reply."""
+    campaign = await get(conn, campaign_id)
+    messages = CampaignMessages(campaign, config, date=datetime.now(UTC))
+    customer = await customers.get_by_email(conn, address)
+    try:
+        if customer is not None:
+            message = messages.build(customer_id=customer.id, email=address,
+                                     name=customer.name, company=customer.company, test=True)
+        else:
+            message = messages.build(customer_id=0, email=address, name="Test Recipient",
+                                     company="", test=True)
+    except TemplateError as exc:
+        raise CampaignInvalid(str(exc)) from exc
+    except ValueError as exc:  # HeaderInjection: not a plain address
+        raise CampaignInvalid(f"--to: {exc}") from exc
+    client = await smtp.connect(config.smtp)
+    try:
+        reply = await smtp.send(client, config.envelope_from, address, message,
+                                config.smtp.timeout_s)
+    finally:
+        await smtp.close(client)
+    log.info("campaign %s: test copy sent", campaign_id)
+    return reply
+
+
+async def send_now(
+    conn: aiosqlite.Connection, config: SendConfig, campaign_id: int, *,
+    stop: asyncio.Event, progress: SendProgress | None = None,
+) -> SendOutcome:
+    """Send in the foreground until done; `stop` (Ctrl-C) pauses the campaign cleanly."""
+    return await send_campaign(conn, config, campaign_id, stop=stop, on_stop="pause",
+                               progress=progress)
+
+
+async def _change(
+    conn: aiosqlite.Connection, campaign_id: int, action: Action, reason: str,
+    *, scheduled_at: str | None = None,
+) -> Campaign:
+    async with transaction(conn):
+        campaign = await get(conn, campaign_id)
+        target = next_status(campaign, action)
+        moved = await store.set_status(conn, campaign_id, target, reason=reason,
+                                       expected=(campaign.status,), scheduled_at=scheduled_at)
+        if not moved:  # pragma: no cover - the transaction holds the write lock
+            raise CampaignRefused(f"campaign {campaign_id} changed meanwhile; try again")
+    log.info("campaign %s: %s -> %s", campaign_id, campaign.status, target)
+    return await get(conn, campaign_id)
+
+
+async def pause(conn: aiosqlite.Connection, campaign_id: int) -> Campaign:
+    """Stop sending (a running sender stops before its next message) or hold a schedule."""
+    return await _change(conn, campaign_id, "pause", "paused by operator")
+
+
+async def resume(conn: aiosqlite.Connection, campaign_id: int) -> Campaign:
+    """Paused -> scheduled for now: `mailer run` picks it up, or `campaign send` does."""
+    return await _change(conn, campaign_id, "resume", "", scheduled_at=utcnow())
+
+
+async def cancel(conn: aiosqlite.Connection, campaign_id: int) -> Campaign:
+    """Nothing more goes out; unsent recipients stay pending, marked by the campaign's
+    status as never to be sent."""
+    return await _change(conn, campaign_id, "cancel", "cancelled by operator")

@@ -1,0 +1,234 @@
+"""`mailer campaign ...`: the commands as an operator uses them, exit codes and one-line errors.
+
+The commands run through click's CliRunner on the `campaign` group (with the settings file a
+real `mailer --settings` would load); the Ctrl-C test runs the group in a child process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from mailer.campaigns.cli import campaign
+from mailer.cli_support import CliState
+from tests.campaigns.world import ROOT, World, parse, settings_mapping
+from tests.helpers import write_settings
+from tests.servers import SmtpSink
+
+
+class Cli:
+    def __init__(self, world: World, settings_path: Path) -> None:
+        self.world = world
+        self.settings_path = settings_path
+
+    def __call__(self, *args: str) -> Result:
+        return CliRunner().invoke(campaign, list(args),
+                                  obj=CliState(self.settings_path, verbose=False))
+
+    def json(self, *args: str) -> Any:
+        result = self(*args, "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+
+def write(tmp_path: Path, port: int, **overrides: dict[str, Any]) -> Path:
+    return write_settings(tmp_path / "settings.toml",
+                          settings_mapping(tmp_path, port, **overrides))
+
+
+@pytest.fixture
+def world(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[World]:
+    yield World.build(tmp_path, smtp_sink)
+
+
+@pytest.fixture
+def cli(world: World) -> Cli:
+    return Cli(world, write(world.tmp, world.sink.port))
+
+
+def create(cli: Cli, *extra: str) -> int:
+    result = cli("create", "--kind", "offers", "--template", "welcome-offer",
+                 "--subject", "An offer for {{ customer.name }}", *extra)
+    assert result.exit_code == 0, result.output
+    return int(result.stdout.strip())
+
+
+def one_line_error(result: Result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("mailer: ")
+    return lines[0]
+
+
+def test_create_prints_the_id_of_a_draft_or_a_scheduled_campaign(cli: Cli) -> None:
+    draft = create(cli)
+    scheduled = create(cli, "--at", "2031-05-06T07:08")
+    shown = cli.json("show", str(scheduled))
+    assert shown == {
+        "id": scheduled, "kind": "offers", "subject": "An offer for {{ customer.name }}",
+        "status": "scheduled", "scheduled_at": "2031-05-06T07:08:00.000000+00:00",
+        "counts": {"audience": 0, "sent": 0, "failed": 0, "skipped": 0, "pending": 0},
+    }
+    assert cli.json("show", str(draft))["status"] == "draft"
+    assert [c["id"] for c in cli.json("list")] == [draft, scheduled]
+
+
+def test_a_template_error_is_refused_at_creation_naming_template_line_and_variable(
+    cli: Cli, world: World,
+) -> None:
+    world.write_template("typo.txt", '{% extends "base.txt" %}\n{% block content %}\n'
+                         'Dear {{ customer.name }},\n{{ customer.nmae }}\n{% endblock %}\n')
+    result = cli("create", "--kind", "offers", "--template", "typo", "--subject", "Hello")
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert "campaigns/typo.txt line 4" in line and "nmae" in line
+    assert cli.json("list") == []
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--template", "no-such-template", "--subject", "Hi"), "no-such-template"),
+    (("--template", "welcome-offer", "--subject", "{{ oops"), "subject"),
+    (("--template", "welcome-offer", "--subject", "Hi", "--at", "soon"), "--at"),
+])
+def test_bad_campaign_definitions_exit_2_with_one_line(
+    cli: Cli, args: tuple[str, ...], expected: str
+) -> None:
+    result = cli("create", "--kind", "offers", *args)
+    assert result.exit_code == 2
+    assert expected in one_line_error(result)
+    assert cli.json("list") == []
+
+
+def test_show_counts_the_ledger_and_says_why_a_campaign_is_paused(
+    cli: Cli, world: World
+) -> None:
+    asyncio.run(world.add_customers(6, offers_every=2))
+    campaign_id = create(cli)
+    assert "3 customer(s) opted in to offers now" in cli("show", str(campaign_id)).stdout
+    world.sink.reject_recipients = {"c0@example.com"}
+    result = cli("send", str(campaign_id))
+    assert result.exit_code == 0, result.output
+    assert cli.json("show", str(campaign_id))["counts"] == {
+        "audience": 3, "sent": 2, "failed": 1, "skipped": 0, "pending": 0}
+    world.rows("UPDATE campaigns SET status = 'paused', status_reason = 'paused: because'")
+    assert "status:    paused (paused: because)" in cli("show", str(campaign_id)).stdout
+
+
+def test_preview_prints_the_whole_message_that_customer_would_get(
+    cli: Cli, world: World
+) -> None:
+    asyncio.run(world.add_customers(2))
+    campaign_id = create(cli)
+    result = cli("preview", str(campaign_id), "--to", "C1@example.com")
+    assert result.exit_code == 0, result.output
+    message = parse(result.stdout_bytes)
+    assert message["To"].addresses[0].addr_spec == "c1@example.com"
+    assert message["Subject"] == "An offer for Customer 1"
+    assert "List-Unsubscribe" in message and "List-Unsubscribe-Post" in message
+    assert world.sink.messages == []
+    missing = cli("preview", str(campaign_id), "--to", "nobody@example.com")
+    assert missing.exit_code == 1
+    assert "no customer with email nobody@example.com" in one_line_error(missing)
+
+
+def test_a_test_send_goes_to_the_given_address_marked_and_counted_nowhere(
+    cli: Cli, world: World
+) -> None:
+    asyncio.run(world.add_customers(2))
+    campaign_id = create(cli)
+    result = cli("test", str(campaign_id), "--to", "marketing@imperial.test")
+    assert result.exit_code == 0, result.output
+    [received] = world.sink.messages
+    assert received.rcpt_tos == ("marketing@imperial.test",)
+    message = parse(received.content)
+    assert str(message["Subject"]).startswith("[TEST] ")
+    assert cli.json("show", str(campaign_id))["status"] == "draft"
+    assert world.rows("SELECT count(*) FROM campaign_recipients") == [(0,)]
+
+
+def test_send_mails_everyone_and_reports_without_a_terminal(cli: Cli, world: World) -> None:
+    asyncio.run(world.add_customers(20))
+    campaign_id = create(cli)
+    result = cli("send", str(campaign_id))
+    assert result.exit_code == 0, result.output
+    assert f"campaign {campaign_id}: sent; 20 sent, 0 failed, 0 skipped" in result.stdout
+    assert len(world.sink.messages) == 20 and set(world.received().values()) == {1}
+    again = cli("send", str(campaign_id))
+    assert again.exit_code == 1
+    assert f"campaign {campaign_id} is sent" in one_line_error(again)
+
+
+def test_send_without_a_secret_refuses_in_one_line(world: World) -> None:
+    cli = Cli(world, write(world.tmp, world.sink.port, campaigns={"secret": ""}))
+    asyncio.run(world.add_customers(2))
+    campaign_id = create(cli)
+    result = cli("send", str(campaign_id))
+    assert result.exit_code == 2
+    assert "[campaigns] secret" in one_line_error(result)
+    assert world.sink.messages == []
+
+
+def test_status_commands_move_the_campaign_or_refuse_in_one_line(cli: Cli) -> None:
+    draft = create(cli)
+    refused = cli("pause", str(draft))
+    assert refused.exit_code == 1
+    assert f"campaign {draft} is draft" in one_line_error(refused)
+    scheduled = create(cli, "--at", "2031-01-01T00:00")
+    assert cli("pause", str(scheduled)).stdout.strip() == f"campaign {scheduled} is paused"
+    resumed = cli("resume", str(scheduled))
+    assert resumed.exit_code == 0 and "is scheduled (scheduled for 20" in resumed.stdout
+    assert cli("cancel", str(scheduled)).stdout.strip() == f"campaign {scheduled} is cancelled"
+    assert cli("resume", str(scheduled)).exit_code == 1
+    missing = cli("show", "999")
+    assert missing.exit_code == 1 and "no campaign 999" in one_line_error(missing)
+
+
+_CHILD = """
+import sys
+from pathlib import Path
+from mailer.campaigns.cli import campaign
+from mailer.cli_support import CliState
+campaign.main(args=sys.argv[2:], obj=CliState(Path(sys.argv[1]), verbose=False),
+              prog_name="mailer campaign")
+"""
+
+
+def test_ctrl_c_during_send_pauses_cleanly_and_send_carries_on_exactly_once(
+    cli: Cli, world: World
+) -> None:
+    asyncio.run(world.add_customers(80))
+    campaign_id = create(cli)
+    world.sink.delay_s = 0.02
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(cli.settings_path), "send", str(campaign_id)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 20
+    while len(world.sink.messages) < 10 and child.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=20)
+    assert f"campaign {campaign_id}: paused" in stdout
+    assert child.returncode == 130, stderr
+    assert "paused" in stderr.strip().splitlines()[-1]
+    shown = cli.json("show", str(campaign_id))
+    assert shown["status"] == "paused"
+    assert "paused: interrupted" in cli("show", str(campaign_id)).stdout
+    assert shown["counts"]["sent"] == len(world.sink.messages) < 80
+    world.sink.delay_s = 0.0
+    result = cli("send", str(campaign_id))
+    assert result.exit_code == 0, result.output
+    assert len(world.sink.messages) == 80 and set(world.received().values()) == {1}

@@ -1,0 +1,161 @@
+"""`mailer run`'s campaign scheduler: due campaigns go out once, whoever runs it and however
+often it is stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mailer.campaigns.scheduler import scheduler_loop, send_due
+from mailer.campaigns.sender import lease_name
+from mailer.store import campaigns as store
+from mailer.store.db import open_db, transaction
+from tests.campaigns.world import World
+from tests.servers import SmtpSink
+
+
+@pytest.fixture
+def world(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[World]:
+    yield World.build(tmp_path, smtp_sink)
+
+
+def iso(delta_s: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=delta_s)).isoformat()
+
+
+def status(world: World, campaign_id: int) -> tuple[str, str]:
+    [(state, reason)] = world.rows(
+        "SELECT status, status_reason FROM campaigns WHERE id = ?", (campaign_id,))
+    return state, reason
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.01)
+
+
+def each_once(world: World, expected: set[str]) -> None:
+    received = world.received()
+    assert set(received) == expected
+    assert set(received.values()) == {1}
+
+
+async def test_a_due_campaign_is_sent_and_drafts_and_future_ones_are_left_alone(
+    world: World,
+) -> None:
+    await world.add_customers(10)
+    due = await world.create_campaign(at=iso(-60))
+    future = await world.create_campaign(at=iso(3600))
+    draft = await world.create_campaign()
+    stop = asyncio.Event()
+    loop = asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.05))
+    await wait_until(lambda: status(world, due)[0] == "sent")
+    stop.set()
+    await asyncio.wait_for(loop, 5)
+    assert status(world, future)[0] == "scheduled" and status(world, draft)[0] == "draft"
+    each_once(world, world.opted_in())
+
+
+async def test_a_campaign_falls_due_while_the_loop_runs(world: World) -> None:
+    await world.add_customers(3)
+    campaign_id = await world.create_campaign(at=iso(0.5))
+    stop = asyncio.Event()
+    loop = asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.05))
+    await asyncio.sleep(0.2)
+    assert world.sink.messages == []
+    await wait_until(lambda: status(world, campaign_id)[0] == "sent")
+    stop.set()
+    await asyncio.wait_for(loop, 5)
+    each_once(world, world.opted_in())
+
+
+async def test_stopping_mid_campaign_returns_promptly_and_the_next_run_finishes_it(
+    world: World,
+) -> None:
+    await world.add_customers(60)
+    campaign_id = await world.create_campaign(at=iso(-1))
+    world.sink.delay_s = 0.02
+    stop = asyncio.Event()
+    loop = asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.05))
+    await wait_until(lambda: len(world.sink.messages) >= 10)
+    stop.set()
+    stopped_at = time.monotonic()
+    await asyncio.wait_for(loop, 5)
+    assert time.monotonic() - stopped_at < 1.0
+    assert status(world, campaign_id)[0] == "sending"
+    assert world.rows("SELECT count(*) FROM leases") == [(0,)]
+    assert world.rows("SELECT count(*) FROM campaign_recipients WHERE status = 'sending'") == [
+        (0,)]
+    assert len(world.sink.messages) < 60
+    world.sink.delay_s = 0.0
+    stop = asyncio.Event()
+    loop = asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.05))
+    await wait_until(lambda: status(world, campaign_id)[0] == "sent")
+    stop.set()
+    await asyncio.wait_for(loop, 5)
+    each_once(world, world.opted_in())
+
+
+async def test_two_daemons_on_one_database_send_each_message_once(world: World) -> None:
+    await world.add_customers(80)
+    first = await world.create_campaign(at=iso(-1))
+    second = await world.create_campaign(kind="announcements", at=iso(-1))
+    world.sink.delay_s = 0.002
+    stop = asyncio.Event()
+    loops = [asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.02))
+             for _ in range(2)]
+    await wait_until(lambda: status(world, first)[0] == status(world, second)[0] == "sent")
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*loops), 5)
+    received = world.received()
+    assert set(received) == world.opted_in("offers") | world.opted_in("announcements")
+    assert set(received.values()) == {2}  # one offer and one announcement each
+    assert len(world.sink.messages) == 160
+
+
+async def test_a_crashed_senders_campaign_is_taken_over_only_after_its_lease_expires(
+    world: World,
+) -> None:
+    await world.add_customers(10)
+    campaign_id = await world.create_campaign(at=iso(-1))
+    # What a sender killed mid-campaign leaves behind: 'sending' rows and a live lease.
+    async with open_db(world.db) as conn:
+        campaign = await store.get_campaign(conn, campaign_id)
+        assert campaign is not None
+        async with transaction(conn):
+            await store.acquire_lease(conn, lease_name(campaign_id), "dead-pid1",
+                                      now_s=time.time(), ttl_s=0.6)
+            await store.snapshot_audience(conn, campaign)
+            await store.mark_started(conn, campaign_id)
+        await store.claim_batch(conn, campaign_id, 4)
+        stop = asyncio.Event()
+        assert await send_due(conn, world.config(), stop) == []
+        assert world.sink.messages == []
+        await asyncio.sleep(0.7)
+        [outcome] = await send_due(conn, world.config(), stop)
+    assert outcome.status == "sent"
+    each_once(world, world.opted_in())
+
+
+async def test_a_due_campaign_whose_template_broke_is_paused_with_the_reason(
+    world: World,
+) -> None:
+    await world.add_customers(3)
+    world.write_template("fragile.txt", '{% extends "base.txt" %}{% block content %}Hi'
+                         '{% endblock %}\n')
+    campaign_id = await world.create_campaign(template="fragile", at=iso(-1))
+    world.write_template("fragile.txt", '{% extends "base.txt" %}{% block content %}\n'
+                         '{{ customer.nmae }}{% endblock %}\n')
+    async with open_db(world.db) as conn:
+        assert await send_due(conn, world.config(), asyncio.Event()) == []
+    state, reason = status(world, campaign_id)
+    assert state == "paused"
+    assert "campaigns/fragile" in reason and "nmae" in reason
+    assert world.sink.messages == []

@@ -1,0 +1,419 @@
+"""Sending a campaign into a real SMTP server on loopback: exactly once, consent at the moment
+of sending, retries, failures, pauses, two senders and a kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mailer import tokens
+from mailer.campaigns import service
+from mailer.campaigns.model import CampaignInvalid, CampaignRefused
+from mailer.campaigns.sender import SendOutcome, send_campaign
+from mailer.store import customers
+from mailer.store.db import open_db, transaction
+from tests.campaigns.world import ROOT, SECRET, UNSUBSCRIBE_ADDRESS, UNSUBSCRIBE_URL, World
+from tests.servers import SmtpSink, free_port
+
+
+@pytest.fixture
+def world(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[World]:
+    yield World.build(tmp_path, smtp_sink)
+
+
+async def send(world: World, campaign_id: int, *, stop: asyncio.Event | None = None,
+               **config: object) -> SendOutcome:
+    async with open_db(world.db) as conn:
+        return await send_campaign(conn, world.config(**config), campaign_id,
+                                   stop=stop or asyncio.Event())
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.005)
+
+
+def each_once(world: World, expected: set[str]) -> None:
+    received = world.received()
+    assert set(received) == expected
+    assert set(received.values()) == {1}
+
+
+# --- the ordinary send ----------------------------------------------------------------------
+
+
+async def test_every_opted_in_customer_gets_exactly_one_message_and_no_one_else(
+    world: World,
+) -> None:
+    await world.add_customers(40, offers_every=3)
+    campaign_id = await world.create_campaign(kind="offers")
+    outcome = await send(world, campaign_id)
+    assert outcome.status == "sent"
+    each_once(world, world.opted_in("offers"))
+    assert outcome.counts.sent == 14 and outcome.counts.pending == 0
+    assert set(world.ledger(campaign_id).values()) == {"sent"}
+    [(finished_at,)] = world.rows("SELECT finished_at FROM campaigns")
+    assert finished_at
+
+
+async def test_every_message_carries_the_one_click_link_the_mailto_and_the_footer(
+    world: World,
+) -> None:
+    await world.add_customers(5)
+    campaign_id = await world.create_campaign(kind="offers")
+    await send(world, campaign_id)
+    ids = dict(world.rows("SELECT email, id FROM customers"))
+    assert len(world.sink.messages) == 5
+    for message in world.parsed():
+        address = message["To"].addresses[0].addr_spec
+        link = tokens.unsubscribe_link(
+            UNSUBSCRIBE_URL, tokens.unsubscribe_token(SECRET, ids[address], "offers"))
+        assert link.startswith("https://")
+        unsubscribe = " ".join(str(message["List-Unsubscribe"]).split())
+        assert f"<mailto:{UNSUBSCRIBE_ADDRESS}?subject=" in unsubscribe
+        assert f"<{link}>" in unsubscribe
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert tokens.verify_token(SECRET, link.rpartition("/")[2]) == (ids[address], "offers")
+        text = message.get_body(("plain",))
+        html = message.get_body(("html",))
+        assert text is not None and html is not None
+        assert "To stop receiving these emails" in text.get_content()
+        assert link in text.get_content() and UNSUBSCRIBE_ADDRESS in text.get_content()
+        assert link in html.get_content()
+        assert message["Subject"] == f"An offer for Customer {address[1:].split('@')[0]}"
+
+
+async def test_crlf_in_a_customer_name_cannot_add_headers_or_recipients(world: World) -> None:
+    await world.add_customers(2)
+    world.rows("UPDATE customers SET name = ? WHERE email = 'c0@example.com'",
+               ("Eve\r\nBcc: victim@evil.test\r\nSubject: pwned",))
+    world.rows("UPDATE customers SET name = ? WHERE email = 'c1@example.com'",
+               ('Mallory" <mallory@evil.test>, "x',))
+    campaign_id = await world.create_campaign(subject="Hi {{ customer.name }}")
+    outcome = await send(world, campaign_id)
+    assert outcome.status == "sent"
+    assert sorted(a for m in world.sink.messages for a in m.rcpt_tos) == [
+        "c0@example.com", "c1@example.com"]
+    for message in world.parsed():
+        assert "Bcc" not in message
+        assert len(message.get_all("Subject") or []) == 1
+        assert len(message["To"].addresses) == 1
+        assert message["To"].addresses[0].addr_spec in {"c0@example.com", "c1@example.com"}
+        assert "evil.test" not in message["To"].addresses[0].addr_spec
+
+
+async def test_sending_without_secret_or_https_link_is_refused_before_anything_goes_out(
+    world: World,
+) -> None:
+    await world.add_customers(2)
+    campaign_id = await world.create_campaign()
+    with pytest.raises(CampaignInvalid, match=r"\[campaigns\] secret"):
+        await send(world, campaign_id, secret="")
+    with pytest.raises(CampaignInvalid, match=r"\[campaigns\] unsubscribe_url"):
+        await send(world, campaign_id, unsubscribe_url="")
+    with pytest.raises(CampaignInvalid, match="https"):
+        await send(world, campaign_id, unsubscribe_url="http://imperial.test/u")
+    assert world.sink.messages == []
+    assert world.rows("SELECT status FROM campaigns") == [("draft",)]
+
+
+async def test_a_rate_limit_spaces_the_messages(world: World) -> None:
+    await world.add_customers(11)
+    campaign_id = await world.create_campaign()
+    started = time.monotonic()
+    await send(world, campaign_id, rate_limit=20.0)
+    assert time.monotonic() - started >= 0.45
+    assert len(world.sink.messages) == 11
+
+
+# --- SMTP trouble ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [421, 451])
+async def test_temporary_failures_are_retried_and_everyone_gets_one_copy(
+    world: World, code: int
+) -> None:
+    await world.add_customers(12)
+    campaign_id = await world.create_campaign()
+    world.sink.fail_next(6, code)
+    outcome = await send(world, campaign_id)
+    assert outcome.status == "sent"
+    each_once(world, world.opted_in())
+    [(attempts,)] = world.rows("SELECT sum(attempts) FROM campaign_recipients")
+    assert attempts == 12 + 6
+
+
+async def test_a_connection_dropped_mid_message_is_reopened_and_the_message_retried(
+    world: World,
+) -> None:
+    await world.add_customers(10)
+    campaign_id = await world.create_campaign()
+    world.sink.drop_next(3)
+    outcome = await send(world, campaign_id)
+    assert outcome.status == "sent"
+    each_once(world, world.opted_in())
+
+
+async def test_a_rejected_recipient_fails_with_the_servers_reply_and_the_rest_are_sent(
+    world: World,
+) -> None:
+    await world.add_customers(12)
+    world.sink.reject_recipients = {"c3@example.com", "c7@example.com"}
+    campaign_id = await world.create_campaign()
+    outcome = await send(world, campaign_id)
+    assert outcome.status == "sent"
+    assert (outcome.counts.sent, outcome.counts.failed) == (10, 2)
+    failed = world.rows(
+        "SELECT c.email, r.attempts, r.last_reply FROM campaign_recipients r "
+        "JOIN customers c ON c.id = r.customer_id WHERE r.status = 'failed' ORDER BY c.email")
+    assert [(email, attempts) for email, attempts, _ in failed] == [
+        ("c3@example.com", 1), ("c7@example.com", 1)]
+    assert all("550 5.1.1" in reply for _, _, reply in failed)
+    each_once(world, world.opted_in() - {"c3@example.com", "c7@example.com"})
+
+
+async def test_a_campaign_failing_past_the_threshold_pauses_itself_and_says_why(
+    world: World,
+) -> None:
+    await world.add_customers(30)
+    world.sink.reject_recipients = {f"c{i}@example.com" for i in range(0, 30, 3)} | {
+        f"c{i}@example.com" for i in range(1, 30, 3)}
+    campaign_id = await world.create_campaign()
+    outcome = await send(world, campaign_id, max_connections=1)
+    assert outcome.status == "paused"
+    assert outcome.reason.startswith("paused: ")
+    assert "failure threshold of 50%" in outcome.reason and "550 5.1.1" in outcome.reason
+    async with open_db(world.db) as conn:
+        report = await service.show_campaign(conn, campaign_id)
+    assert report.campaign.status_reason == outcome.reason
+    assert report.counts.pending > 0
+    assert world.rows("SELECT count(*) FROM campaign_recipients WHERE status = 'sending'") == [
+        (0,)]
+
+
+async def test_an_unreachable_server_pauses_the_campaign_without_failing_anyone(
+    world: World,
+) -> None:
+    await world.add_customers(5)
+    campaign_id = await world.create_campaign()
+    config = world.config()
+    unreachable = config.smtp.__class__(host="127.0.0.1", port=free_port(), security="none",
+                                        timeout_s=2.0)
+    async with open_db(world.db) as conn:
+        outcome = await send_campaign(conn, world.config(smtp=unreachable, max_attempts=2),
+                                      campaign_id, stop=asyncio.Event())
+    assert outcome.status == "paused"
+    assert "SMTP server unavailable" in outcome.reason
+    assert outcome.counts.failed == 0 and outcome.counts.pending == 5
+
+
+async def test_a_slow_server_is_fed_over_all_connections_at_once(world: World) -> None:
+    await world.add_customers(24)
+    campaign_id = await world.create_campaign()
+    world.sink.delay_s = 0.05
+    started = time.monotonic()
+    outcome = await send(world, campaign_id)
+    assert outcome.status == "sent"
+    assert time.monotonic() - started < 24 * 0.05 * 0.75  # 4 connections, not one
+    each_once(world, world.opted_in())
+
+
+async def test_a_server_that_stops_answering_times_out_and_the_message_is_retried(
+    world: World,
+) -> None:
+    await world.add_customers(3)
+    campaign_id = await world.create_campaign()
+    world.sink.delay_s = 1.0
+    asyncio.get_running_loop().call_later(0.5, setattr, world.sink, "delay_s", 0.0)
+    config = world.config()
+    quick = dataclasses.replace(config.smtp, timeout_s=0.3)
+    outcome = await send(world, campaign_id, smtp=quick, retry_base_s=0.3)
+    assert outcome.status == "sent"
+    # A timed-out transaction may still complete on the server: at least once, then.
+    assert set(world.received()) == world.opted_in()
+    assert all(a >= 2 for (a,) in world.rows("SELECT attempts FROM campaign_recipients"))
+
+
+# --- consent at the moment of sending -------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [5, 500])
+async def test_a_customer_who_opts_out_mid_campaign_receives_nothing_after(
+    world: World, batch_size: int
+) -> None:
+    """With batch 500 the opted-out row is already claimed ('sending'): only the check just
+    before its send stops it. With batch 5 it is still pending: opt_out skips it."""
+    await world.add_customers(40)
+    campaign_id = await world.create_campaign()
+    world.sink.delay_s = 0.02
+    task = asyncio.create_task(send(world, campaign_id, batch_size=batch_size))
+    await wait_until(lambda: len(world.sink.messages) >= 8)
+    [(last_id,)] = world.rows("SELECT id FROM customers WHERE email = 'c39@example.com'")
+    async with open_db(world.db) as conn, transaction(conn):
+        await customers.opt_out(conn, [last_id], ["offers"], source="email",
+                                reference="<request@example.com>")
+    outcome = await task
+    assert outcome.status == "sent"
+    assert "c39@example.com" not in world.received()
+    each_once(world, {f"c{i}@example.com" for i in range(39)})
+    assert world.ledger(campaign_id)["c39@example.com"] == "skipped"
+
+
+async def test_the_audience_is_taken_when_sending_starts_not_when_created(
+    world: World,
+) -> None:
+    await world.add_customers(6)
+    campaign_id = await world.create_campaign()
+    world.rows("UPDATE customers SET offers = 0 WHERE email = 'c1@example.com'")
+    await world.add_customers(2, start=50)
+    await send(world, campaign_id)
+    each_once(world, world.opted_in())
+    assert "c1@example.com" not in world.received() and "c50@example.com" in world.received()
+
+
+# --- pauses, stops, two senders -------------------------------------------------------------
+
+
+async def test_pause_and_resume_mail_everyone_exactly_once(world: World) -> None:
+    await world.add_customers(60)
+    campaign_id = await world.create_campaign()
+    world.sink.delay_s = 0.01
+    task = asyncio.create_task(send(world, campaign_id))
+    await wait_until(lambda: len(world.sink.messages) >= 10)
+    async with open_db(world.db) as conn:
+        paused = await service.pause(conn, campaign_id)
+    assert paused.status == "paused"
+    outcome = await task
+    assert outcome.status == "paused" and outcome.reason == "paused by operator"
+    after_pause = len(world.sink.messages)
+    assert after_pause < 60
+    await asyncio.sleep(0.1)
+    assert len(world.sink.messages) == after_pause
+    assert world.rows("SELECT count(*) FROM campaign_recipients WHERE status = 'sending'") == [
+        (0,)]
+    async with open_db(world.db) as conn:
+        resumed = await service.resume(conn, campaign_id)
+    assert resumed.status == "scheduled"
+    world.sink.delay_s = 0.0
+    assert (await send(world, campaign_id)).status == "sent"
+    each_once(world, world.opted_in())
+
+
+async def test_stop_pauses_cleanly_and_a_second_send_finishes_exactly_once(
+    world: World,
+) -> None:
+    await world.add_customers(50)
+    campaign_id = await world.create_campaign()
+    world.sink.delay_s = 0.01
+    stop = asyncio.Event()
+    task = asyncio.create_task(send(world, campaign_id, stop=stop))
+    await wait_until(lambda: len(world.sink.messages) >= 10)
+    stop.set()
+    outcome = await task
+    assert (outcome.status, outcome.reason) == ("paused", "paused: interrupted")
+    assert outcome.counts.sent == len(world.sink.messages) < 50
+    world.sink.delay_s = 0.0
+    assert (await send(world, campaign_id)).status == "sent"
+    each_once(world, world.opted_in())
+
+
+async def test_cancel_stops_the_sender_and_leaves_the_rest_pending(world: World) -> None:
+    await world.add_customers(50)
+    campaign_id = await world.create_campaign()
+    world.sink.delay_s = 0.01
+    task = asyncio.create_task(send(world, campaign_id))
+    await wait_until(lambda: len(world.sink.messages) >= 5)
+    async with open_db(world.db) as conn:
+        await service.cancel(conn, campaign_id)
+    outcome = await task
+    assert outcome.status == "cancelled"
+    delivered = len(world.sink.messages)
+    assert outcome.counts.pending == 50 - delivered > 0
+    assert set(world.ledger(campaign_id).values()) == {"sent", "pending"}
+    with pytest.raises(CampaignRefused, match="is cancelled"):
+        await send(world, campaign_id)
+    assert len(world.sink.messages) == delivered
+
+
+async def test_two_senders_on_one_database_mail_each_recipient_once(world: World) -> None:
+    await world.add_customers(80)
+    campaign_id = await world.create_campaign()
+    world.sink.delay_s = 0.002
+    results = await asyncio.gather(send(world, campaign_id), send(world, campaign_id),
+                                   return_exceptions=True)
+    refused = [r for r in results if isinstance(r, CampaignRefused)]
+    finished = [r for r in results if isinstance(r, SendOutcome)]
+    assert len(refused) == 1 and "being sent by another process" in str(refused[0])
+    assert len(finished) == 1 and finished[0].status == "sent"
+    each_once(world, world.opted_in())
+
+
+_CHILD = """
+import asyncio, json, sys
+from pathlib import Path
+from mailer.campaigns.sender import send_campaign
+from mailer.store.db import open_db
+from tests.campaigns.world import World
+from tests.servers import SmtpSink
+
+args = json.loads(sys.argv[1])
+sink = SmtpSink.__new__(SmtpSink)
+sink.port = args["port"]
+world = World.build(Path(args["tmp"]), sink)
+
+async def main():
+    async with open_db(world.db) as conn:
+        await send_campaign(conn, world.config(lease_ttl_s=1.0), args["campaign"],
+                            stop=asyncio.Event())
+
+asyncio.run(main())
+"""
+
+
+async def test_kill_9_mid_campaign_then_resume_misses_no_one_and_repeats_only_in_flight(
+    world: World,
+) -> None:
+    await world.add_customers(120)
+    campaign_id = await world.create_campaign()
+    world.sink.delay_s = 0.03
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD,
+         json.dumps({"port": world.sink.port, "tmp": str(world.tmp), "campaign": campaign_id})],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        await wait_until(lambda: len(world.sink.messages) >= 30 or child.poll() is not None)
+        assert child.poll() is None, "the sender ended before it could be killed"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(10)
+    await asyncio.sleep(0.2)  # the sink finishes the transactions it was in
+    before = len(world.sink.messages)
+    assert before < 120
+    [(left_sending,)] = world.rows(
+        "SELECT count(*) FROM campaign_recipients WHERE status = 'sending'")
+    assert left_sending > 0
+    # The dead sender's lease (1 s) must expire before anyone may take over.
+    with pytest.raises(CampaignRefused, match="being sent by another process"):
+        await send(world, campaign_id)
+    await asyncio.sleep(1.1)
+    world.sink.delay_s = 0.0
+    outcome = await send(world, campaign_id)
+    assert outcome.status == "sent"
+    received = world.received()
+    assert set(received) == world.opted_in()
+    duplicates = sum(n - 1 for n in received.values())
+    assert duplicates <= world.settings.smtp.max_connections
+    assert set(world.ledger(campaign_id).values()) == {"sent"}
