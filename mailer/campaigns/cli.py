@@ -161,9 +161,9 @@ def preview(ctx: click.Context, campaign_id: int, email: str) -> None:
     if not opted_in:
         click.echo(f"note: {email} is not opted in to this campaign's kind; they would not "
                    "receive it", err=True)
-    out = click.get_binary_stream("stdout")
-    out.write(message)
-    out.flush()
+    sys.stdout.flush()
+    sys.stdout.buffer.write(message)
+    sys.stdout.buffer.flush()
 
 
 @campaign.command("test")

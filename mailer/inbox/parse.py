@@ -36,6 +36,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 __all__ = [
+    "EMPTY_HEADERS",
     "MAX_HEADER_BLOCK_BYTES",
     "MAX_HEADER_CHARS",
     "MAX_HTML_CHARS",
@@ -113,11 +114,11 @@ def parse_headers(raw: bytes) -> Headers:
             raw[:MAX_HEADER_BLOCK_BYTES], headersonly=True
         )
     except Exception:  # the parser is meant to be lenient; a bug in it must not stop the inbox
-        return _EMPTY_HEADERS
+        return EMPTY_HEADERS
     return _headers_of(message)
 
 
-_EMPTY_HEADERS = Headers(
+EMPTY_HEADERS = Headers(
     message_id=None,
     subject="",
     from_address=None,

@@ -7,11 +7,12 @@ automatic match would.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import aiosqlite
 
-from mailer.inbox.parse import Headers
+from mailer.inbox.parse import EMPTY_HEADERS, Headers
 from mailer.inbox.processor import InboxRules, PassReport, honour
 from mailer.store import customers as customer_store
 from mailer.store import inbox as inbox_store
@@ -37,7 +38,7 @@ async def resolve(
         customer = await customer_store.get_by_email(conn, customer_email)
         if customer is None:
             raise ReviewError(f"no customer with email {customer_email}")
-        headers = await _request_headers(conn, item)
+        headers = _request_headers(item)
         await honour(conn, rules, [((customer.id,), headers)], report)
         await inbox_store.settle_review(
             conn, item_id, status="resolved", settlement=f"customer {customer.id}")
@@ -56,15 +57,8 @@ async def dismiss(conn: aiosqlite.Connection, item_id: int) -> None:
     log.info("review item %s dismissed", item_id)
 
 
-async def _request_headers(conn: aiosqlite.Connection, item: inbox_store.ReviewItem) -> Headers:
-    return Headers(
-        message_id=item.message_id or None,
-        subject=item.subject,
-        from_address=item.sender or None,
-        from_name="",
-        auto_submitted=None,
-        precedence=None,
-        has_autoreply_header=False,
-        content_type="text/plain",
-        references=(),
-    )
+def _request_headers(item: inbox_store.ReviewItem) -> Headers:
+    """The request as the review item remembers it: enough to thread the confirmation."""
+    return dataclasses.replace(
+        EMPTY_HEADERS, message_id=item.message_id or None, subject=item.subject,
+        from_address=item.sender or None)

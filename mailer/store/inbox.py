@@ -43,8 +43,9 @@ class ReviewItem:
 
 
 @dataclass(frozen=True)
-class OutboxItem:
-    id: int
+class NewConfirmation:
+    """A confirmation to queue: to the customer's address on file, threaded to the request."""
+
     customer_id: int
     to_address: str
     to_name: str
@@ -52,6 +53,13 @@ class OutboxItem:
     request_subject: str
     in_reply_to: str
     refs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OutboxItem(NewConfirmation):
+    """A queued confirmation as the sender reads it back."""
+
+    id: int
     attempts: int
 
 
@@ -189,17 +197,6 @@ async def settle_review(
 
 
 # --- outbox ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NewConfirmation:
-    customer_id: int
-    to_address: str
-    to_name: str
-    categories: tuple[str, ...]
-    request_subject: str
-    in_reply_to: str
-    refs: tuple[str, ...]
 
 
 async def enqueue_confirmations(
