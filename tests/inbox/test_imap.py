@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aioimaplib import aioimaplib as upstream
 
+from mailer.inbox import aioimaplib_fixes
 from mailer.inbox.aioimaplib_fixes import ConnectionLostError, PatchedProtocol
 from mailer.inbox.imap import (
     ConnectionLost,
@@ -659,3 +660,41 @@ def test_upstream_still_has_no_starttls() -> None:
     # When this fails, aioimaplib has STARTTLS of its own: consider dropping fix 4.
     assert not hasattr(upstream.IMAP4ClientProtocol, "starttls")
     assert not hasattr(upstream.IMAP4, "starttls")
+
+
+def _fetch_commands() -> tuple[Any, Any]:
+    upstream_command = upstream.FetchCommand("A1")
+    linear = upstream.FetchCommand("A1")
+    linear.__class__ = aioimaplib_fixes.LinearFetchCommand
+    return upstream_command, linear
+
+
+async def test_linear_fetch_wait_data_answers_as_upstream_does_line_by_line() -> None:
+    lines: list[bytes | bytearray] = [
+        b"1 FETCH (UID 5 RFC822.SIZE 10 BODY[HEADER] {4}", bytearray(b"abcd"), b")",
+        b"2 FETCH (UID 6 BODY[HEADER] {3}", bytearray(b"(x("), b" FLAGS (\\Seen))",
+        b"3 FETCH (UID 7 FLAGS (\\Seen)", b")",
+    ]
+    upstream_command, linear = _fetch_commands()
+    for line in lines:
+        upstream_command.append_to_resp(line)
+        linear.append_to_resp(line)
+        assert linear.wait_data() == upstream_command.wait_data()
+
+
+async def test_upstream_fetch_wait_data_still_rescans_every_line() -> None:
+    """When this fails, upstream's wait_data no longer rescans and fix 6 can go."""
+
+    class Counting(list[Any]):
+        reads = 0
+
+        def __iter__(self) -> Any:
+            Counting.reads += len(self)
+            return super().__iter__()
+
+    upstream_command, _ = _fetch_commands()
+    upstream_command._resp_lines = Counting()
+    for number in range(200):
+        upstream_command.append_to_resp(f"{number} FETCH (UID {number})".encode())
+        upstream_command.wait_data()
+    assert Counting.reads >= 200 * 199 // 2
