@@ -107,6 +107,9 @@ _POLICY = _CappedPolicy()
 
 def parse_headers(raw: bytes) -> Headers:
     """Decode the header block in `raw` (a header block or a whole message). Never raises."""
+    fast = _plain_fields(raw)
+    if fast is not None:
+        return _headers_from(*fast)
     try:
         # headersonly: a body given along with the headers is kept as one opaque string.
         # Past MAX_HEADER_BLOCK_BYTES there is only body or junk, never a field worth reading.
@@ -143,8 +146,65 @@ _READ_FIELDS = frozenset(
 )  # fmt: skip
 
 
+_PLAIN_BLOCK_BYTES = 64 * 1024
+_FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 §3.6.8 ftext: printable, no colon or space
+
+
+def _plain_fields(raw: bytes) -> tuple[dict[str, str], str] | None:
+    """The fields read here, and the content type, of an ordinary header block: ASCII, CRLF
+    line ends, well-formed field lines. None for anything else, which the full parser takes.
+
+    A fast path for the header-only stage, which sees every message in the inbox: it reads
+    what `_CappedPolicy` and `_first_fields` would, in a fraction of the time.
+    """
+    end = raw.find(b"\r\n\r\n", 0, _PLAIN_BLOCK_BYTES)
+    if end <= 0 or not raw[:end].isascii():
+        return None
+    text = raw[:end].decode("ascii")
+    if "\n" in text.replace("\r\n", "") or "\r" in text.replace("\r\n", ""):
+        return None
+    fields: dict[str, str] = {}
+    folded_content_type: str | None = None
+    name: str | None = None
+    parts: list[str] = []
+
+    def keep() -> None:
+        nonlocal folded_content_type
+        if name is not None and name in _READ_FIELDS and name not in fields:
+            if name == "content-type":  # as email.message reads it: folds included
+                folded_content_type = "\r\n".join(parts)
+            value = "".join(parts)
+            if len(value) > MAX_HEADER_CHARS:
+                value = value[-MAX_HEADER_CHARS:] if name == "references" else (
+                    value[:MAX_HEADER_CHARS])
+            fields[name] = value
+
+    for line in text.split("\r\n"):
+        if line[:1] in (" ", "\t"):
+            if name is None:
+                return None
+            parts.append(line)
+            continue
+        field, colon, value = line.partition(":")
+        if not colon or _FIELD_NAME.fullmatch(field) is None:
+            return None  # "From " lines, defects: the full parser knows what to do
+        keep()
+        name, parts = field.lower(), [value.lstrip(" \t")]
+    keep()
+    main = "text/plain"
+    if folded_content_type is not None:
+        candidate = folded_content_type.split(";", 1)[0].strip().lower()
+        # RFC 2045 §5.2: an unreadable Content-Type means text/plain.
+        if candidate.count("/") == 1:
+            main = candidate
+    return fields, main
+
+
 def _headers_of(message: Message) -> Headers:
-    fields = _first_fields(message)
+    return _headers_from(_first_fields(message), _content_type(message))
+
+
+def _headers_from(fields: dict[str, str], content_type: str) -> Headers:
     message_id = fields.get("message-id")
     from_name, from_address = _from(fields.get("from"))
     return Headers(
@@ -156,7 +216,7 @@ def _headers_of(message: Message) -> Headers:
         auto_submitted=_header("Auto-Submitted", fields.get("auto-submitted")),
         precedence=_header("Precedence", fields.get("precedence")),
         has_autoreply_header="x-autoreply" in fields or "x-autorespond" in fields,
-        content_type=_content_type(message),
+        content_type=content_type,
         references=tuple(
             "".join(m.split()) for m in _MSG_ID.findall(_clean(fields.get("references", "")))
         ),

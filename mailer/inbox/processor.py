@@ -7,7 +7,8 @@ New UIDs are taken in batches of `fetch_batch`; for each batch:
     -> one transaction: look the clues up (one query per kind), plan (pure: decide each
        request, spot duplicates), write opt-outs + consent events + confirmations + inbound
        rows + review items + the UID high-water mark
-    -> one UID MOVE per destination (Processed, Review) -> mark moved
+At the end of the pass: a few large UID MOVEs per destination (Processed, Review), each
+followed by marking those rows moved.
 
 Ordering makes it crash-safe: the decisions commit before the moves, and each `inbound` row
 remembers its destination, so a pass first finishes any move an earlier crash left undone and
@@ -112,6 +113,9 @@ async def run_pass(
     for start in range(0, len(uids), rules.fetch_batch):
         batch = uids[start : start + rules.fetch_batch]
         await _process_batch(client, conn, rules, uidvalidity, batch, report)
+    # Moves go last, a few large UID MOVEs for the whole pass: each MOVE makes the server
+    # rewrite the folder's index, so one per batch would cost more than all else together.
+    await _finish_moves(client, conn, rules, uidvalidity)
     if report.seen or report.failed:
         log.info("pass over %s: %s", rules.folder, report.as_json())
     return report
@@ -149,11 +153,11 @@ async def _process_batch(
     batch: list[int],
     report: PassReport,
 ) -> None:
-    """Headers for the batch, bodies of its requests, one transaction, then the moves.
+    """Headers for the batch, bodies of its requests, then one transaction.
 
-    The decisions and the high-water mark commit together; the moves follow. A crash before
-    the commit redoes the batch; a crash after it leaves `inbound` rows with moved = 0, which
-    the next pass moves first (`_finish_moves`) without deciding anything again.
+    The decisions and the high-water mark commit together, each decided request as an
+    `inbound` row with moved = 0 that `_finish_moves` acts on. A crash before the commit redoes
+    the batch; a crash after it is finished by the next pass's moves, deciding nothing again.
     """
     requests: list[tuple[FetchedHeader, Headers]] = []
     for item in await client.fetch_headers(batch, batch=rules.fetch_batch):
@@ -191,14 +195,6 @@ async def _process_batch(
     for outcome in outcomes:
         log.info("uid %s: %s%s", outcome.uid, outcome.kind,
                  f": {outcome.detail}" if outcome.detail else "")
-
-    destinations = {o.uid: _destination(o, rules) for o in outcomes}
-    for folder in sorted(set(destinations.values())):
-        await client.move_many(sorted(u for u, d in destinations.items() if d == folder), folder)
-    if destinations:
-        async with transaction(conn):
-            await inbox_store.mark_moved_uids(conn, rules.folder, uidvalidity,
-                                              sorted(destinations))
 
 
 def examine(uid: int, headers: Headers, raw: bytes, rules: InboxRules) -> Examined:
@@ -294,20 +290,24 @@ async def _apply(
     report.duplicates += sum(o.kind == "duplicate" for o in outcomes)
 
 
+_MOVE_CHUNK = 1000
+
+
 async def _finish_moves(
     client: ImapClient, conn: aiosqlite.Connection, rules: InboxRules, uidvalidity: int
 ) -> None:
+    """Move every decided request still in the folder to its destination, then mark it."""
     pending = await inbox_store.unmoved(conn, rules.folder, uidvalidity)
     for folder in sorted({item.destination for item in pending}):
         uids = [item.uid for item in pending if item.destination == folder]
-        # UID MOVE of UIDs already gone is a no-op (RFC 3501 §6.4.8), so a crash between the
-        # move and the mark below is harmless.
-        await client.move_many(uids, folder)
-        log.info("finished interrupted move of %d message(s) to %s", len(uids), folder)
-    if pending:
-        async with transaction(conn):
-            await inbox_store.mark_moved_uids(conn, rules.folder, uidvalidity,
-                                              [item.uid for item in pending])
+        for start in range(0, len(uids), _MOVE_CHUNK):
+            chunk = uids[start : start + _MOVE_CHUNK]
+            # UID MOVE of UIDs already gone is a no-op (RFC 3501 §6.4.8), so a crash between
+            # the move and the mark below is harmless.
+            await client.move_many(chunk, folder)
+            async with transaction(conn):
+                await inbox_store.mark_moved_uids(conn, rules.folder, uidvalidity, chunk)
+        log.debug("moved %d message(s) to %s", len(uids), folder)
 
 
 def _message_key(headers: Headers, raw: bytes) -> str:

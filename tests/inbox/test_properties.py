@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from email.message import EmailMessage
+from email.parser import BytesParser
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailer.inbox import parse
 from mailer.inbox.classify import Verdict, classify, normalise_subject
 from mailer.inbox.match import Decision, Lookup, decide, extract_clues
 from mailer.inbox.parse import (
@@ -129,3 +131,37 @@ def test_normalise_company_is_idempotent(text: str) -> None:
 def test_normalise_subject_is_idempotent(text: str) -> None:
     once = normalise_subject(text)
     assert normalise_subject(once) == once
+
+
+ascii_values = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=80
+)
+plain_header_lines = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "From", "Subject", "Message-ID", "References", "Content-Type", "content-type",
+                "Auto-Submitted", "Precedence", "X-Autoreply", "X-Autorespond", "Received",
+                "SUBJECT", "X-Spam: x",
+            ]
+        ),
+        ascii_values,
+        st.lists(ascii_values.map(lambda v: " " + v), max_size=2),
+    ),
+    max_size=10,
+)  # fmt: skip
+
+
+@modest
+@given(plain_header_lines, st.binary(max_size=40))
+def test_the_fast_header_path_reads_exactly_what_the_full_parser_reads(
+    lines: list[tuple[str, str, list[str]]], body: bytes
+) -> None:
+    block = "".join(
+        f"{name}: {value}\r\n" + "".join(f"{more}\r\n" for more in folds)
+        for name, value, folds in lines
+    )
+    raw = block.encode("ascii") + b"\r\n" + body
+    full = parse._headers_of(
+        BytesParser(policy=parse._POLICY).parsebytes(raw, headersonly=True))
+    assert parse_headers(raw) == full
