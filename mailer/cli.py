@@ -17,9 +17,8 @@ from mailer.cli_support import (
     EXIT_NOT_FOUND,
     CliState,
     CommandFailed,
-    configure_logging,
+    command_settings,
     run,
-    state,
 )
 from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
 from mailer.settings import default_path
@@ -51,8 +50,7 @@ def customers() -> None:
 @click.pass_context
 def customers_import(ctx: click.Context, csv_file: Path) -> None:
     """Upsert customers from CSV_FILE; all rows or none."""
-    settings = state(ctx).settings()
-    configure_logging(state(ctx).verbose, quiet=True)
+    settings = command_settings(ctx)
 
     async def body() -> None:
         try:
@@ -100,8 +98,7 @@ def customers_import(ctx: click.Context, csv_file: Path) -> None:
 @click.pass_context
 def customers_show(ctx: click.Context, email: str, as_json: bool) -> None:
     """Show one customer's details, preferences and consent history."""
-    settings = state(ctx).settings()
-    configure_logging(state(ctx).verbose, quiet=True)
+    settings = command_settings(ctx)
 
     async def body() -> None:
         from mailer.store import customers as store
@@ -149,8 +146,7 @@ def inbox() -> None:
 @click.pass_context
 def inbox_process(ctx: click.Context, as_json: bool) -> None:
     """Make one pass over the inbox, send due confirmations, and exit."""
-    settings = state(ctx).settings()
-    configure_logging(state(ctx).verbose, quiet=not state(ctx).verbose)
+    settings = command_settings(ctx)
 
     async def body() -> None:
         from mailer.inbox.confirmations import confirmation_settings, send_due
@@ -183,8 +179,7 @@ def review() -> None:
 @click.pass_context
 def review_list(ctx: click.Context, as_json: bool, include_settled: bool) -> None:
     """List open review items."""
-    settings = state(ctx).settings()
-    configure_logging(state(ctx).verbose, quiet=True)
+    settings = command_settings(ctx)
 
     async def body() -> None:
         from mailer.store import inbox as store
@@ -220,8 +215,7 @@ def review_resolve(
     if bool(customer_email) == dismiss:
         cli_support.fail("review resolve: give exactly one of --customer EMAIL or --dismiss",
                          EXIT_BAD_INPUT)
-    settings = state(ctx).settings()
-    configure_logging(state(ctx).verbose, quiet=True)
+    settings = command_settings(ctx)
 
     async def body() -> None:
         from mailer.inbox import review as review_ops
@@ -250,8 +244,7 @@ def review_resolve(
 @click.pass_context
 def run_daemon(ctx: click.Context) -> None:
     """Run the daemon: inbox (IMAP IDLE), confirmations and scheduled campaigns."""
-    settings = state(ctx).settings()
-    configure_logging(state(ctx).verbose, quiet=False)
+    settings = command_settings(ctx, quiet=False)
     from mailer.daemon import run as daemon_run
 
     run(daemon_run(settings))

@@ -53,6 +53,15 @@ class CliState:
         return self._settings
 
 
+def command_settings(ctx: click.Context, *, quiet: bool = True) -> Settings:
+    """The validated settings for a command (exit 2 on a bad file), with logging set up:
+    warnings only for one-shot commands (`quiet`), info for the daemon, debug with -v."""
+    cli = state(ctx)
+    settings = cli.settings()
+    configure_logging(cli.verbose, quiet=quiet)
+    return settings
+
+
 def fail(message: str, code: int) -> NoReturn:
     click.echo(f"mailer: {message}", err=True)
     sys.exit(code)

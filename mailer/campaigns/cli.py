@@ -36,10 +36,9 @@ from mailer.cli_support import (
     EXIT_NOT_FOUND,
     EXIT_UNAVAILABLE,
     CommandFailed,
-    configure_logging,
+    command_settings,
     fail,
     run,
-    state,
 )
 from mailer.settings import Settings
 from mailer.store.db import open_db
@@ -57,13 +56,6 @@ def _code(exc: CampaignError) -> int:
     if isinstance(exc, CampaignNotFound | CampaignRefused):
         return EXIT_NOT_FOUND
     return EXIT_NOT_FOUND  # pragma: no cover - every CampaignError is one of the above
-
-
-def _settings(ctx: click.Context, *, quiet: bool = True) -> Settings:
-    cli = state(ctx)
-    settings = cli.settings()
-    configure_logging(cli.verbose, quiet=quiet)
-    return settings
 
 
 def _run(settings: Settings, body: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
@@ -92,7 +84,7 @@ def campaign() -> None:
 @click.pass_context
 def create(ctx: click.Context, kind: str, template: str, subject: str, at: str | None) -> None:
     """Create a campaign and print its id: a draft, or scheduled with --at."""
-    settings = _settings(ctx)
+    settings = command_settings(ctx)
     created = _run(settings, lambda conn: service.create_campaign(
         conn, settings.templates.dir, kind=kind, template=template, subject=subject, at=at))
     click.echo(created.id)
@@ -103,7 +95,7 @@ def create(ctx: click.Context, kind: str, template: str, subject: str, at: str |
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
     """List campaigns with their counts."""
-    settings = _settings(ctx)
+    settings = command_settings(ctx)
     reports = _run(settings, service.list_campaigns)
     if as_json:
         click.echo(json.dumps([service.report_json(r) for r in reports], indent=2,
@@ -125,7 +117,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
     """Show one campaign: status (and why), schedule and ledger counts."""
-    settings = _settings(ctx)
+    settings = command_settings(ctx)
     report = _run(settings, lambda conn: service.show_campaign(conn, campaign_id))
     if as_json:
         click.echo(json.dumps(service.report_json(report), indent=2, ensure_ascii=False))
@@ -154,7 +146,7 @@ def show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
 @click.pass_context
 def preview(ctx: click.Context, campaign_id: int, email: str) -> None:
     """Print the complete message the customer with this email would get."""
-    settings = _settings(ctx)
+    settings = command_settings(ctx)
     config = send_config(settings)
     message, opted_in = _run(settings, lambda conn: service.preview(conn, config, campaign_id,
                                                                      email))
@@ -172,7 +164,7 @@ def preview(ctx: click.Context, campaign_id: int, email: str) -> None:
 @click.pass_context
 def test(ctx: click.Context, campaign_id: int, address: str) -> None:
     """Send one copy marked as a test to ADDRESS (counted nowhere)."""
-    settings = _settings(ctx)
+    settings = command_settings(ctx)
     config = send_config(settings)
     reply = _run(settings, lambda conn: service.send_test(conn, config, campaign_id, address))
     click.echo(f"test copy of campaign {campaign_id} sent to {address}: {reply}")
@@ -184,7 +176,7 @@ def test(ctx: click.Context, campaign_id: int, address: str) -> None:
 def send(ctx: click.Context, campaign_id: int) -> None:
     """Send now, in the foreground; Ctrl-C pauses cleanly."""
     terminal = sys.stderr.isatty()
-    settings = _settings(ctx, quiet=terminal)
+    settings = command_settings(ctx, quiet=terminal)
     config = send_config(settings)
 
     async def body(conn: aiosqlite.Connection) -> SendOutcome:
@@ -314,7 +306,7 @@ def _state_command(name: str, action: Callable[[aiosqlite.Connection, int],
     @click.argument("campaign_id", type=int)
     @click.pass_context
     def command(ctx: click.Context, campaign_id: int) -> None:
-        settings = _settings(ctx)
+        settings = command_settings(ctx)
         changed = _run(settings, lambda conn: action(conn, campaign_id))
         click.echo(f"campaign {changed.id} is {changed.status}"
                    + (f" (scheduled for {changed.scheduled_at})"
