@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -92,6 +93,12 @@ async def watch(
                     await _until_stopped(asyncio.sleep(timing.poll_interval_s), stop)
         except ImapError as exc:
             log.warning("IMAP: %s; reconnecting in %.0f s", exc, delay)
+            await _sleep_unless_stopped(delay, stop)
+            delay = min(delay * 2, _RECONNECT_MAX_S)
+        except sqlite3.OperationalError as exc:
+            # Locked for longer than the busy timeout, or the disk is full: the batch rolled
+            # back and nothing was moved, so the next pass simply redoes it.
+            log.warning("database: %s; retrying in %.0f s", exc, delay)
             await _sleep_unless_stopped(delay, stop)
             delay = min(delay * 2, _RECONNECT_MAX_S)
         finally:
