@@ -52,7 +52,7 @@ _ENCODED_WORD_OVERHEAD = len("=?utf-8?b??=")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # Controls and spaces alike collapse to one space: a header value is one line of text.
-_CONTROL_OR_SPACE_RUN = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]+")
+_CONTROL_OR_SPACE_RUN = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029\s]+")
 # RFC 5322 §3.2.3 atext; a phrase made only of atoms needs no quoting.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _ATOM_PHRASE = re.compile(f"{_ATEXT}(?: {_ATEXT})*")
@@ -104,7 +104,8 @@ def campaign_message_id(campaign_id: int, customer_id: int, domain: str) -> str:
 
 
 def _header_text(value: str) -> str:
-    """One line of header text: controls (CR, LF, ...) and runs of spaces become one space."""
+    """One line of header text: controls (CR, LF, ...) and runs of any white space (no-break
+    spaces too, which header parsers fold away) become one space."""
     return _CONTROL_OR_SPACE_RUN.sub(" ", value).strip()
 
 

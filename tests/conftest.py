@@ -6,12 +6,21 @@ Dovecot starts in about 20 ms and pymap in about 0.25 s, so each test gets its o
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from mailer.inbox.imap import ImapClient, ImapConfig
 from tests.servers import ImapTestServer, RawImap, SmtpSink, imap_server_class
+
+
+# CI explores the same examples on every run, so a red build is never a roll of the dice;
+# developers' runs stay random and keep finding new cases.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 @pytest.fixture

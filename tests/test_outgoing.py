@@ -76,8 +76,9 @@ SUBJECTS = [
 
 
 def _header_text(value: str) -> str:
-    """What the builder promises to keep of a name or subject: one line, controls as spaces."""
-    return re.sub(r"[\x00-\x20\x7f-\x9f\u2028\u2029]+", " ", value).strip()
+    """What the builder promises to keep of a name or subject: one line, controls and runs of
+    white space as one space."""
+    return re.sub(r"[\x00-\x20\x7f-\x9f\u2028\u2029\s]+", " ", value).strip()
 
 
 def _display_name(raw: bytes) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiosqlite
 
@@ -60,6 +60,8 @@ class InboxRules:
 
 @dataclass
 class PassReport:
+    """What one pass did; `as_json` is the `inbox process --json` output."""
+
     seen: int = 0
     requests: int = 0
     unsubscribed: int = 0
@@ -68,7 +70,6 @@ class PassReport:
     failed: int = 0
     duplicates: int = 0
     confirmations: int = 0
-    changed_customers: list[int] = field(default_factory=list)
 
     def as_json(self) -> dict[str, int]:
         return {
@@ -79,12 +80,6 @@ class PassReport:
             "ignored": self.ignored,
             "failed": self.failed,
         }
-
-    def add(self, other: PassReport) -> None:
-        for name in ("seen", "requests", "unsubscribed", "review", "ignored", "failed",
-                     "duplicates", "confirmations"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.changed_customers.extend(other.changed_customers)
 
 
 async def prepare_folders(client: ImapClient, rules: InboxRules) -> None:
@@ -329,10 +324,9 @@ async def honour(
     """
     if not requests:
         return
-    changed = await customer_store.opt_out_many(
+    await customer_store.opt_out_many(
         conn, [(cid, headers.message_id or "") for ids, headers in requests for cid in ids],
         rules.categories, source="email")
-    report.changed_customers.extend(changed)
     customers = {c.id: c for c in await customer_store.get_many(
         conn, sorted({cid for ids, _ in requests for cid in ids}))}
     confirmations: list[inbox_store.NewConfirmation] = []

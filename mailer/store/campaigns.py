@@ -273,16 +273,6 @@ async def unsettled(conn: aiosqlite.Connection, campaign_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-async def last_failure(conn: aiosqlite.Connection, campaign_id: int) -> str:
-    async with conn.execute(
-        "SELECT last_reply FROM campaign_recipients WHERE campaign_id = ? AND status = 'failed' "
-        "ORDER BY updated_at DESC LIMIT 1",
-        (campaign_id,),
-    ) as cur:
-        row = await cur.fetchone()
-    return str(row[0]) if row else ""
-
-
 def read_recipient(
     conn: sqlite3.Connection, campaign_id: int, kind: str, customer_id: int
 ) -> Recipient | None:

@@ -71,12 +71,6 @@ async def get_by_email(conn: aiosqlite.Connection, email: str) -> Customer | Non
     return _customer(row) if row else None
 
 
-async def get_by_id(conn: aiosqlite.Connection, customer_id: int) -> Customer | None:
-    async with conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)) as cur:
-        row = await cur.fetchone()
-    return _customer(row) if row else None
-
-
 async def get_many(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[Customer]:
     if not ids:
         return []

@@ -281,8 +281,3 @@ async def mark_confirmation_failed(
             "WHERE id = ?",
             (error, retry_at.isoformat(timespec="microseconds"), item_id),
         )
-
-
-async def outbox_counts(conn: aiosqlite.Connection) -> dict[str, int]:
-    async with conn.execute("SELECT status, count(*) AS n FROM outbox GROUP BY status") as cur:
-        return {r["status"]: r["n"] for r in await cur.fetchall()}
