@@ -15,7 +15,6 @@ from hypothesis import settings as hypothesis_settings
 from mailer.inbox.imap import ImapClient, ImapConfig
 from tests.servers import ImapTestServer, RawImap, SmtpSink, imap_server_class
 
-
 # CI explores the same examples on every run, so a red build is never a roll of the dice;
 # developers' runs stay random and keep finding new cases.
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
