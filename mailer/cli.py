@@ -219,20 +219,33 @@ def review_resolve(
 
     async def body() -> None:
         from mailer.inbox import review as review_ops
-        from mailer.inbox.worker import inbox_rules
+        from mailer.inbox.imap import ImapClient, ImapError
+        from mailer.inbox.worker import imap_config, inbox_rules
 
+        rules = inbox_rules(settings)
         async with open_db(settings.database.path) as conn:
             try:
                 if dismiss:
-                    await review_ops.dismiss(conn, item_id)
+                    item = await review_ops.dismiss(conn, item_id)
                     click.echo(f"review item {item_id} dismissed")
-                    return
-                assert customer_email is not None
-                await review_ops.resolve(conn, inbox_rules(settings), item_id, customer_email)
+                else:
+                    assert customer_email is not None
+                    item = await review_ops.resolve(conn, rules, item_id, customer_email)
+                    click.echo(f"review item {item_id} resolved: {customer_email} unsubscribed "
+                               f"from {', '.join(rules.categories)}; confirmation queued")
             except review_ops.ReviewError as exc:
                 raise CommandFailed(str(exc), EXIT_NOT_FOUND) from exc
-        click.echo(f"review item {item_id} resolved: {customer_email} unsubscribed from "
-                   f"{', '.join(settings.unsubscribe.categories)}; confirmation queued")
+        if not item.message_id:
+            return
+        try:
+            client = await ImapClient.connect(imap_config(settings))
+            try:
+                await review_ops.file_settled(client, rules, item.message_id)
+            finally:
+                await client.close()
+        except ImapError as exc:
+            click.echo(f"mailer: the message stays in {rules.review_folder} for now: {exc}",
+                       err=True)
 
     run(body())
 

@@ -299,6 +299,23 @@ class ImapClient:
         # "N:*" always includes the highest UID even when it is below N (RFC 3501 6.4.8).
         return sorted(uid for uid in uids if uid > last_uid)
 
+    async def uids_with_message_id(self, message_id: str) -> list[int]:
+        """UIDs in the selected folder whose Message-ID header holds `message_id`
+        (UID SEARCH HEADER, a substring match: RFC 3501 6.4.4)."""
+        if not message_id or not message_id.isascii() or any(c in message_id for c in "\r\n"):
+            return []
+        value = '"' + message_id.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        with self._exclusive("UID SEARCH"):
+            response = await self._ok(
+                f"UID SEARCH HEADER Message-ID {value}",
+                lambda: self._protocol.search(
+                    "HEADER", "Message-ID", value, charset=None, by_uid=True
+                ),
+            )
+        return sorted(
+            {int(t) for line in response.lines[:-1] for t in line.split() if t.isdigit()}
+        )
+
     async def fetch_headers(self, uids: Sequence[int], batch: int = 200) -> list[FetchedHeader]:
         """Header block and size of each UID still present, ascending; never sets \\Seen.
 

@@ -2,7 +2,9 @@
 
 Resolving goes through `processor.honour`, so it opts out, records consent events (source
 `email`, reference: the request's Message-ID) and queues the confirmation exactly as an
-automatic match would.
+automatic match would. Once settled (either way), the message is filed from the review folder
+into the processed folder, so the review folder holds only what still waits for a person; the
+settlement stands in the database even if the IMAP server cannot be reached at that moment.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 
 import aiosqlite
 
+from mailer.inbox.imap import ImapClient
 from mailer.inbox.parse import EMPTY_HEADERS, Headers
 from mailer.inbox.processor import InboxRules, PassReport, honour
 from mailer.store import customers as customer_store
@@ -27,7 +30,8 @@ class ReviewError(Exception):
 
 async def resolve(
     conn: aiosqlite.Connection, rules: InboxRules, item_id: int, customer_email: str
-) -> PassReport:
+) -> inbox_store.ReviewItem:
+    """Opt the named customer out for this request; return the item (for `file_settled`)."""
     report = PassReport()
     async with transaction(conn):
         item = await inbox_store.review_item(conn, item_id)
@@ -43,10 +47,21 @@ async def resolve(
         await inbox_store.settle_review(
             conn, item_id, status="resolved", settlement=f"customer {customer.id}")
     log.info("review item %s resolved: customer %s", item_id, customer.id)
-    return report
+    return item
 
 
-async def dismiss(conn: aiosqlite.Connection, item_id: int) -> None:
+async def file_settled(client: ImapClient, rules: InboxRules, message_id: str) -> int:
+    """Move a settled request from the review folder to the processed folder; how many moved
+    (0 when it has no Message-ID to find it by, or a person already moved it)."""
+    await client.ensure_folder(rules.processed_folder)
+    await client.select(rules.review_folder)
+    uids = await client.uids_with_message_id(message_id)
+    await client.move_many(uids, rules.processed_folder)
+    return len(uids)
+
+
+async def dismiss(conn: aiosqlite.Connection, item_id: int) -> inbox_store.ReviewItem:
+    """Close the item without changing anyone; return it (for `file_settled`)."""
     async with transaction(conn):
         item = await inbox_store.review_item(conn, item_id)
         if item is None:
@@ -55,6 +70,7 @@ async def dismiss(conn: aiosqlite.Connection, item_id: int) -> None:
                                                settlement="dismissed"):
             raise ReviewError(f"review item {item_id} is already {item.status}")
     log.info("review item %s dismissed", item_id)
+    return item
 
 
 def _request_headers(item: inbox_store.ReviewItem) -> Headers:

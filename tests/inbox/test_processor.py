@@ -342,17 +342,35 @@ async def test_review_resolve_applies_the_opt_out_like_an_automatic_match(world:
 
     assert again.code == 1 and "already resolved" in again.stderr
     assert world.opted_out() == {"jsmith@example.org"}
+    assert world.folder_subjects("Review") == []
+    assert world.folder_subjects("Processed") == [SUBJECT]
     assert world.query("SELECT count(*) FROM consent_events WHERE source = 'email'") == [(2,)]
     assert [m.rcpt_tos for m in world.sink.messages] == [("jsmith@example.org",)]
 
 
-async def test_review_dismiss_changes_no_one(world: World) -> None:
-    world.deliver(request("stranger@unknown.example"))
+async def test_review_dismiss_changes_no_one_and_files_the_message(world: World) -> None:
+    world.deliver(request("stranger@unknown.example"),
+                  request("other@unknown.example", subject="unsubscribe"))
     await world.process()
     result = run_cli(world.settings_path, "review", "resolve", "1", "--dismiss")
     assert result.code == 0, result.stderr
     assert world.opted_out() == set()
-    assert json.loads(run_cli(world.settings_path, "review", "list", "--json").stdout) == []
+    # Only the settled one leaves the review folder.
+    assert world.folder_subjects("Review") == ["unsubscribe"]
+    assert world.folder_subjects("Processed") == [SUBJECT]
+    (still_open,) = json.loads(run_cli(world.settings_path, "review", "list", "--json").stdout)
+    assert still_open["id"] == 2
+
+
+async def test_a_settled_review_stands_when_the_imap_server_is_down(world: World) -> None:
+    world.deliver(request("John Smith <js@unknown.example>"))
+    await world.process()
+    world.server.stop()
+    result = run_cli(world.settings_path, "review", "resolve", "1",
+                     "--customer", "john.smith@example.com")
+    assert result.code == 0
+    assert "the message stays in Review for now" in result.stderr
+    assert world.opted_out() == {"john.smith@example.com"}
 
 
 async def test_confirmation_that_fails_to_send_is_retried_and_never_undoes_the_opt_out(
