@@ -21,7 +21,7 @@ from mailer.cli_support import (
     run,
 )
 from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
-from mailer.settings import default_path
+from mailer.settings import Settings, default_path
 from mailer.store.db import open_db
 
 
@@ -152,6 +152,7 @@ def inbox_process(ctx: click.Context, as_json: bool) -> None:
         from mailer.inbox.confirmations import confirmation_settings, send_due
         from mailer.inbox.worker import imap_config, inbox_rules, process_once
 
+        check_confirmation_template(settings)
         async with open_db(settings.database.path) as conn:
             report = await process_once(conn, imap_config(settings), inbox_rules(settings))
             outbox = await send_due(conn, confirmation_settings(settings))
@@ -260,7 +261,19 @@ def run_daemon(ctx: click.Context) -> None:
     settings = command_settings(ctx, quiet=False)
     from mailer.daemon import run as daemon_run
 
+    check_confirmation_template(settings)
     run(daemon_run(settings))
 
 
 main.add_command(campaign)
+
+
+def check_confirmation_template(settings: Settings) -> None:
+    """Exit 2 with one line if the confirmation template cannot render."""
+    from mailer.campaigns.templates import TemplateError
+    from mailer.inbox.confirmations import check_templates, confirmation_settings
+
+    try:
+        check_templates(confirmation_settings(settings))
+    except TemplateError as exc:
+        cli_support.fail(str(exc), EXIT_BAD_INPUT)

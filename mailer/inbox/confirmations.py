@@ -53,6 +53,14 @@ class OutboxReport:
     failed: int = 0
 
 
+def check_templates(settings: ConfirmationSettings) -> None:
+    """Render the confirmation once with sample values; raises TemplateError (one line naming
+    the template and line) so a broken template stops the program at start, not mid-outbox."""
+    render_confirmation(settings.templates_dir, customer_name="Ann Example",
+                        categories=("announcements", "offers"),
+                        request_subject="Unsubscribe special offers")
+
+
 def retry_at(attempts: int, now: datetime) -> datetime | None:
     """When to try again after `attempts` failed tries, or None to give up."""
     if attempts >= MAX_ATTEMPTS:

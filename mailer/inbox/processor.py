@@ -188,8 +188,10 @@ async def _process_batch(
         await _advance(conn, rules.folder, uidvalidity, max(batch))
     report.failed += sum(e.failed for e in examined)
     for outcome in outcomes:
-        log.info("uid %s: %s%s", outcome.uid, outcome.kind,
-                 f": {outcome.detail}" if outcome.detail else "")
+        # A review reason can quote a name or an address: ids only at INFO.
+        shown = outcome.detail if outcome.kind != "review" else "see the review queue"
+        log.info("uid %s: %s: %s", outcome.uid, outcome.kind, shown)
+        log.debug("uid %s: %s", outcome.uid, outcome.detail)
 
 
 def examine(uid: int, headers: Headers, raw: bytes, rules: InboxRules) -> Examined:

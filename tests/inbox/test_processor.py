@@ -6,6 +6,7 @@ import email
 import email.policy
 import json
 import random
+import shutil
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from mailer.inbox.imap import ImapClient, ImapError
 from mailer.inbox.processor import prepare_folders, run_pass
 from mailer.store.db import open_db
-from tests.helpers import run_cli
+from tests.helpers import ROOT, run_cli
 from tests.inbox.world import World, make_world
 from tests.servers import ImapTestServer, SmtpSink, sample_message
 
@@ -387,3 +388,22 @@ async def test_confirmation_that_fails_to_send_is_retried_and_never_undoes_the_o
     second = await world.send_confirmations()
     assert second.sent == 1
     assert len(world.sink.messages) == 1
+
+
+async def test_a_broken_confirmation_template_stops_the_worker_at_start_naming_it(
+    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    (templates / "confirmation.txt").write_text("Dear {{ customer_nmae }},\n")
+    world = await make_world(tmp_path, imap_server, smtp_sink,
+                             templates={"dir": str(templates)})
+    world.deliver(request("ann@example.com"))
+
+    result = run_cli(world.settings_path, "inbox", "process")
+
+    assert result.code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "confirmation.txt" in line and "customer_nmae" in line
+    assert world.opted_out() == set()
+    assert world.folder_subjects("INBOX") == [SUBJECT]
