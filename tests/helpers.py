@@ -9,7 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.servers import DovecotServer, imap_server_class
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# Tests of what only Dovecot can be made to do (TLS, announcing fewer capabilities). CI always
+# has Dovecot; under pymap (a newcomer without root) these are the only tests that skip.
+dovecot_only = pytest.mark.skipif(
+    imap_server_class() is not DovecotServer, reason="needs Dovecot (TLS, capability override)"
+)
 
 
 def toml_value(value: Any) -> str:

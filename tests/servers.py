@@ -205,12 +205,13 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     process.wait(_STOP_TIMEOUT_S)
 
 
-# What Dovecot 2.3 announces after LOGIN, less MOVE; `imap_capability` replaces the whole list.
-_DOVECOT_CAPABILITIES_WITHOUT_MOVE = (
+# What Dovecot 2.3 announces after LOGIN; `imap_capability` replaces the whole list, so a
+# server without one capability announces this list less that one.
+_DOVECOT_CAPABILITIES = (
     "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES "
     "THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN "
     "NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES "
-    "WITHIN CONTEXT=SEARCH LIST-STATUS BINARY LITERAL+"
+    "WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE LITERAL+"
 )
 
 
@@ -220,13 +221,16 @@ class DovecotServer(ImapTestServer):
     Run as root, mail is stored as the `nobody` user (Dovecot refuses root as a mail user);
     otherwise as the current user. `tls=True` adds an implicit-TLS port (`tls_port`) and
     STARTTLS on `port`, with a fresh self-signed certificate for 127.0.0.1 (`ca_file`).
-    `without_move=True` announces every capability but MOVE.
+    `without_move=True` announces every capability but MOVE; `without_idle=True` every one
+    but IDLE.
     """
 
     name = "dovecot"
     persistent = True
 
-    def __init__(self, *, tls: bool = False, without_move: bool = False) -> None:
+    def __init__(
+        self, *, tls: bool = False, without_move: bool = False, without_idle: bool = False
+    ) -> None:
         super().__init__()
         binary = shutil.which("dovecot") or shutil.which("dovecot", path="/usr/sbin:/usr/bin")
         if binary is None:
@@ -235,9 +239,10 @@ class DovecotServer(ImapTestServer):
         self.tls_port = free_port() if tls else None
         self.ca_file: str | None = None
         self.maildir = self.dir / "Maildir"
-        self._write_config(without_move)
+        self._write_config({name for name, off in (("MOVE", without_move),
+                                                   ("IDLE", without_idle)) if off})
 
-    def _write_config(self, without_move: bool) -> None:
+    def _write_config(self, without: set[str]) -> None:
         base = self.dir
         account = pwd.getpwnam("nobody") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
         uid, gid = account.pw_uid, account.pw_gid
@@ -258,9 +263,8 @@ class DovecotServer(ImapTestServer):
             self.ca_file = str(cert)
             ssl_lines = f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}"
             imaps_port = self.tls_port
-        capability = (
-            f"imap_capability = {_DOVECOT_CAPABILITIES_WITHOUT_MOVE}" if without_move else ""
-        )
+        announced = " ".join(c for c in _DOVECOT_CAPABILITIES.split() if c not in without)
+        capability = f"imap_capability = {announced}" if without else ""
         (base / "dovecot.conf").write_text(
             f"""\
 # Written by tests/servers.py: a throwaway Dovecot on loopback.

@@ -27,17 +27,13 @@ from mailer.inbox.imap import (
     ImapError,
     encode_mailbox_name,
 )
+from tests.helpers import dovecot_only
 from tests.servers import (
     DovecotServer,
     ImapTestServer,
     RawImap,
     free_port,
-    imap_server_class,
     sample_message,
-)
-
-dovecot_only = pytest.mark.skipif(
-    imap_server_class() is not DovecotServer, reason="needs Dovecot (TLS, capability override)"
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -16,9 +17,9 @@ import pytest
 from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import WatchTiming, watch
 from mailer.store.db import open_db
-from tests.helpers import ROOT
+from tests.helpers import ROOT, dovecot_only
 from tests.inbox.world import World, make_world
-from tests.servers import ImapTestServer, SmtpSink, sample_message
+from tests.servers import DovecotServer, ImapTestServer, SmtpSink, sample_message
 
 SUBJECT = "Unsubscribe special offers"
 
@@ -151,3 +152,16 @@ async def test_mailer_run_stops_cleanly_on_sigterm(world: World) -> None:
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr.decode()
     assert b"Traceback" not in stderr
+
+
+@dovecot_only
+async def test_a_server_without_idle_is_polled(
+    tmp_path: Path, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mailer.inbox.worker")
+    with DovecotServer(without_idle=True) as server:
+        world = await make_world(tmp_path, server, smtp_sink)
+        async with Watcher(world):
+            world.deliver(request("eve@example.com"))
+            await eventually(lambda: world.opted_out() == {"eve@example.com"})
+    assert any("(polling)" in record.getMessage() for record in caplog.records)
