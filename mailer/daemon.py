@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 from collections.abc import Awaitable
 
 from mailer.campaigns.scheduler import scheduler_loop
@@ -43,7 +44,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(_inbox_task(settings, stop, wake_outbox), name="inbox")
-            group.create_task(_outbox_task(settings, stop, wake_outbox), name="outbox")
+            group.create_task(_guard("outbox", _outbox_task(settings, stop, wake_outbox)),
+                              name="outbox")
             group.create_task(_guard("campaigns", scheduler_loop(settings, stop)),
                               name="campaigns")
         log.info("mailer stopped")
@@ -83,10 +85,14 @@ async def _outbox_task(settings: Settings, stop: asyncio.Event, wake: asyncio.Ev
     config = confirmation_settings(settings)
     async with open_db(settings.database.path) as conn:
         while not stop.is_set():
-            report = await send_due(conn, config)
-            if report.sent or report.failed or report.retrying:
-                log.info("outbox: %s sent, %s to retry, %s failed",
-                         report.sent, report.retrying, report.failed)
+            try:
+                report = await send_due(conn, config)
+            except sqlite3.OperationalError as exc:  # locked or full: try again next round
+                log.warning("outbox: database: %s", exc)
+            else:
+                if report.sent or report.failed or report.retrying:
+                    log.info("outbox: %s sent, %s to retry, %s failed",
+                             report.sent, report.retrying, report.failed)
             await _wait_any(stop, wake, OUTBOX_INTERVAL_S)
             wake.clear()
 

@@ -18,7 +18,7 @@ import aiosmtplib
 import aiosqlite
 
 from mailer import smtp
-from mailer.campaigns.templates import render_confirmation
+from mailer.campaigns.templates import TemplateError, render_confirmation
 from mailer.outgoing import build_confirmation
 from mailer.settings import Settings
 from mailer.store import inbox as inbox_store
@@ -85,14 +85,26 @@ async def send_due(conn: aiosqlite.Connection, settings: ConfirmationSettings) -
     try:
         for item in items:
             now = datetime.now(UTC)
-            subject, text, html = render_confirmation(
-                settings.templates_dir, customer_name=item.to_name,
-                categories=item.categories, request_subject=item.request_subject)
-            message = build_confirmation(
-                sender=settings.sender, to_address=item.to_address, to_name=item.to_name,
-                subject=subject, text=text, html=html,
-                in_reply_to=item.in_reply_to or None, references=item.refs,
-                message_id=confirmation_message_id(item.id, settings.envelope_sender), date=now)
+            try:
+                subject, text, html = render_confirmation(
+                    settings.templates_dir, customer_name=item.to_name,
+                    categories=item.categories, request_subject=item.request_subject)
+                message = build_confirmation(
+                    sender=settings.sender, to_address=item.to_address, to_name=item.to_name,
+                    subject=subject, text=text, html=html,
+                    in_reply_to=item.in_reply_to or None, references=item.refs,
+                    message_id=confirmation_message_id(item.id, settings.envelope_sender),
+                    date=now)
+            except (TemplateError, ValueError) as exc:
+                # This one cannot be built (e.g. an address on file no header can carry):
+                # record why and go on with the rest, rather than stall the whole outbox.
+                async with transaction(conn):
+                    await inbox_store.mark_confirmation_failed(
+                        conn, item.id, error=f"cannot build the message: {exc}", retry_at=None)
+                report.failed += 1
+                log.error("confirmation %s to customer %s cannot be built: %s",
+                          item.id, item.customer_id, exc)
+                continue
             try:
                 if client is None:
                     client = await smtp.connect(settings.smtp)
