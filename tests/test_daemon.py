@@ -1,0 +1,91 @@
+"""`mailer run` as a whole: the inbox worker and the campaign sender in one daemon, real servers.
+
+The story the privacy policy promises: a campaign is going out when a customer emails
+"Unsubscribe special offers"; the daemon honours the request within seconds and that customer
+gets no campaign message from that moment on, while everyone else gets exactly one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.helpers import ROOT, run_cli
+from tests.inbox.world import make_world
+from tests.servers import ImapTestServer, SmtpSink, sample_message
+
+CUSTOMERS = 800
+
+
+async def eventually(check: Callable[[], bool], within_s: float = 60.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.05)
+
+
+def campaign_recipients(sink: SmtpSink) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for received in sink.messages:
+        parsed = email.message_from_bytes(received.content, policy=email.policy.default)
+        if parsed["X-Campaign"] is not None:
+            counts.update(received.rcpt_tos)
+    return counts
+
+
+def confirmation_recipients(sink: SmtpSink) -> list[str]:
+    return [r for m in sink.messages for r in m.rcpt_tos
+            if b"Auto-Submitted: auto-replied" in m.content]
+
+
+async def test_an_opt_out_by_email_during_a_campaign_stops_that_customers_mail_at_once(
+    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+) -> None:
+    csv_text = "name,email\n" + "".join(
+        f"Customer {i:04d},c{i:04d}@example.com\n" for i in range(CUSTOMERS))
+    world = await make_world(
+        tmp_path, imap_server, smtp_sink, csv_text=csv_text,
+        campaigns={"unsubscribe_url": "https://imperial.test/unsubscribe", "batch_size": 100},
+    )
+    env = {"MAILER_SECRET": "daemon-test-secret"}
+    created = run_cli(world.settings_path, "campaign", "create", "--kind", "offers",
+                      "--template", "welcome-offer", "--subject", "An offer",
+                      "--at", "2000-01-01T00:00:00Z", env=env)
+    assert created.code == 0, created.stderr
+    last = f"c{CUSTOMERS - 1:04d}@example.com"  # claimed and sent last
+    smtp_sink.delay_s = 0.02  # about five seconds of sending over four connections
+
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "mailer", "--settings", str(world.settings_path), "run"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, **env})
+    try:
+        await eventually(lambda: sum(campaign_recipients(smtp_sink).values()) >= 40)
+        world.deliver(sample_message(subject="Unsubscribe special offers", sender=last,
+                                     body="Please stop.\n"))
+        await eventually(lambda: world.preferences(last) == (False, False))
+        await eventually(lambda: world.query(
+            "SELECT status FROM campaigns WHERE id = ?", int(created.stdout)) == [("sent",)])
+        await eventually(lambda: last in confirmation_recipients(smtp_sink))
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, stderr.decode()
+
+    received = campaign_recipients(smtp_sink)
+    assert last not in received
+    assert set(received) == {f"c{i:04d}@example.com" for i in range(CUSTOMERS - 1)}
+    assert set(received.values()) == {1}
+    assert world.query("SELECT status, last_reply FROM campaign_recipients "
+                       "WHERE customer_id = (SELECT id FROM customers WHERE email = ?)",
+                       last)[0][0] == "skipped"
