@@ -6,7 +6,7 @@ import ssl
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -65,24 +65,14 @@ def implicit_tls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[int, _
         controller.stop()
 
 
-async def test_starttls_with_the_named_ca_file_delivers(
-    starttls_server: tuple[int, _Recorder], certificate: tuple[Path, Path]
+@pytest.mark.parametrize(("security", "server"), [("starttls", "starttls_server"),
+                                                ("tls", "implicit_tls_server")])
+async def test_tls_with_the_named_ca_file_delivers(
+    security: Literal["tls", "starttls"], server: str, certificate: tuple[Path, Path],
+    request: pytest.FixtureRequest,
 ) -> None:
-    port, recorder = starttls_server
-    client = await smtp.connect(SmtpConfig(host=HOST, port=port, security="starttls",
-                                           ca_file=certificate[0], timeout_s=10))
-    try:
-        await smtp.send(client, "news@imperial.test", "ann@example.com", MESSAGE, 10)
-    finally:
-        await smtp.close(client)
-    assert recorder.count == 1
-
-
-async def test_implicit_tls_with_the_named_ca_file_delivers(
-    implicit_tls_server: tuple[int, _Recorder], certificate: tuple[Path, Path]
-) -> None:
-    port, recorder = implicit_tls_server
-    client = await smtp.connect(SmtpConfig(host=HOST, port=port, security="tls",
+    port, recorder = request.getfixturevalue(server)
+    client = await smtp.connect(SmtpConfig(host=HOST, port=port, security=security,
                                            ca_file=certificate[0], timeout_s=10))
     try:
         await smtp.send(client, "news@imperial.test", "ann@example.com", MESSAGE, 10)
