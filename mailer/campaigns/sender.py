@@ -124,9 +124,7 @@ def send_config(settings: Settings) -> SendConfig:
     s, c = settings.smtp, settings.campaigns
     return SendConfig(
         db_path=settings.database.path,
-        smtp=smtp.SmtpConfig(host=s.host, port=s.port, security=s.security,
-                             username=s.username, password=s.password, ca_file=s.ca_file,
-                             timeout_s=s.timeout_s),
+        smtp=smtp.smtp_config(settings),
         sender=s.sender,
         unsubscribe_address=settings.unsubscribe.address,
         unsubscribe_url=c.unsubscribe_url,
