@@ -12,14 +12,8 @@ import click
 
 from mailer import cli_support
 from mailer.campaigns.cli import campaign
-from mailer.cli_support import (
-    EXIT_BAD_INPUT,
-    EXIT_NOT_FOUND,
-    CliState,
-    CommandFailed,
-    command_settings,
-    run,
-)
+from mailer.cli_support import CliState, command_settings, run
+from mailer.errors import EXIT_BAD_INPUT, BadInput, CsvError, NotFound
 from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
 from mailer.settings import Settings, default_path
 from mailer.store.db import open_db
@@ -56,15 +50,15 @@ def customers_import(ctx: click.Context, csv_file: Path) -> None:
         try:
             handle = csv_file.open(encoding="utf-8-sig", newline="")
         except OSError as exc:
-            raise CommandFailed(f"{csv_file}: {exc.strerror}", EXIT_BAD_INPUT) from exc
+            raise CsvError(f"{csv_file}: {exc.strerror}") from exc
         with handle:
             try:
                 rows = read_rows(handle)
                 first = next(rows, None)
             except HeaderError as exc:
-                raise CommandFailed(f"{csv_file}: {exc}", EXIT_BAD_INPUT) from exc
+                raise CsvError(f"{csv_file}: {exc}") from exc
             except UnicodeDecodeError as exc:
-                raise CommandFailed(f"{csv_file}: not valid UTF-8", EXIT_BAD_INPUT) from exc
+                raise CsvError(f"{csv_file}: not valid UTF-8") from exc
 
             async def stream() -> AsyncIterator[CustomerRow | BadRow]:
                 if first is not None:
@@ -80,9 +74,7 @@ def customers_import(ctx: click.Context, csv_file: Path) -> None:
         if not report.ok:
             for bad in report.bad_rows:
                 click.echo(f"{csv_file}: line {bad.line}: {bad.reason}", err=True)
-            raise CommandFailed(
-                f"{csv_file}: {len(report.bad_rows)} bad row(s); nothing was imported",
-                EXIT_BAD_INPUT)
+            raise BadInput(f"{csv_file}: {len(report.bad_rows)} bad row(s); nothing was imported")
         for line, email, category in report.kept_opt_outs:
             click.echo(f"{csv_file}: line {line}: kept {email} opted out of {category} "
                        "(the opt-out was made by request)", err=True)
@@ -106,7 +98,7 @@ def customers_show(ctx: click.Context, email: str, as_json: bool) -> None:
         async with open_db(settings.database.path) as conn:
             customer = await store.get_by_email(conn, email)
             if customer is None:
-                raise CommandFailed(f"no customer with email {email}", EXIT_NOT_FOUND)
+                raise NotFound(f"no customer with email {email}")
             events = await store.history(conn, customer.id)
         data: dict[str, Any] = {
             "email": customer.email, "name": customer.name, "company": customer.company,
@@ -225,17 +217,14 @@ def review_resolve(
 
         rules = inbox_rules(settings)
         async with open_db(settings.database.path) as conn:
-            try:
-                if dismiss:
-                    item = await review_ops.dismiss(conn, item_id)
-                    click.echo(f"review item {item_id} dismissed")
-                else:
-                    assert customer_email is not None
-                    item = await review_ops.resolve(conn, rules, item_id, customer_email)
-                    click.echo(f"review item {item_id} resolved: {customer_email} unsubscribed "
-                               f"from {', '.join(rules.categories)}; confirmation queued")
-            except review_ops.ReviewError as exc:
-                raise CommandFailed(str(exc), EXIT_NOT_FOUND) from exc
+            if dismiss:
+                item = await review_ops.dismiss(conn, item_id)
+                click.echo(f"review item {item_id} dismissed")
+            else:
+                assert customer_email is not None
+                item = await review_ops.resolve(conn, rules, item_id, customer_email)
+                click.echo(f"review item {item_id} resolved: {customer_email} unsubscribed "
+                           f"from {', '.join(rules.categories)}; confirmation queued")
         if not item.message_id:
             return
         try:

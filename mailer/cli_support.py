@@ -1,10 +1,7 @@
-"""What every CLI command shares: exit codes, one-line errors, settings loading, logging.
+"""What every CLI command shares: one-line errors, settings loading, logging.
 
-Exit codes (documented in the README):
-    0  success
-    1  the thing asked for does not exist, or the request was refused in its current state
-    2  bad input: arguments, settings, a CSV file, a template, a campaign definition
-    3  a server or the database could not be used (IMAP, SMTP, SQLite)
+Exit codes come from the error's class (`mailer.errors`, where the tree and its codes are
+drawn); `run` is the one place that turns an error into a line on stderr and an exit code.
 """
 
 from __future__ import annotations
@@ -20,22 +17,10 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from mailer import settings as settings_module
-from mailer.settings import Settings, SettingsError
-
-EXIT_OK = 0
-EXIT_NOT_FOUND = 1
-EXIT_BAD_INPUT = 2
-EXIT_UNAVAILABLE = 3
+from mailer.errors import EXIT_INTERRUPTED, MailerError, SettingsError
+from mailer.settings import Settings
 
 T = TypeVar("T")
-
-
-class CommandFailed(Exception):
-    """Raised by command bodies: a one-line message and the exit code to leave with."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass
@@ -49,7 +34,7 @@ class CliState:
             try:
                 self._settings = settings_module.load(self.settings_path)
             except SettingsError as exc:
-                fail(f"settings: {exc}", EXIT_BAD_INPUT)
+                fail(f"settings: {exc}", exc.exit_code)
         return self._settings
 
 
@@ -74,19 +59,14 @@ def state(ctx: click.Context) -> CliState:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine, turning the project's errors into one line and an exit code."""
-    from mailer.inbox.imap import ImapError
-    from mailer.smtp import SmtpError
-    from mailer.store.db import StoreError
-
+    """Run a command's coroutine, turning the project's errors into one line and the exit
+    code their class carries."""
     try:
         return asyncio.run(coro)
-    except CommandFailed as exc:
-        fail(str(exc), exc.code)
-    except (ImapError, SmtpError, StoreError) as exc:
-        fail(str(exc), EXIT_UNAVAILABLE)
+    except MailerError as exc:
+        fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        fail("interrupted", 130)
+        fail("interrupted", EXIT_INTERRUPTED)
 
 
 def configure_logging(verbose: bool, *, quiet: bool) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
+from mailer.errors import CsvError
 from mailer.names import normalise_company, normalise_name
 
 REQUIRED_COLUMNS = ("name", "email")
@@ -25,7 +26,7 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _EMAIL = re.compile(rf"^[^@\s<>(),;:\"\[\]\\]+@{_LABEL}(?:\.{_LABEL})+$")
 
 
-class HeaderError(Exception):
+class HeaderError(CsvError):
     """The CSV header cannot be used; the message is one line."""
 
 

@@ -30,6 +30,8 @@ from email.utils import format_datetime, parseaddr, quote
 from typing import TYPE_CHECKING
 from urllib.parse import quote as url_quote
 
+from mailer.errors import HeaderInjection as HeaderInjection
+
 if TYPE_CHECKING:
     # Imported for the annotation only, so that this module never imports the campaigns
     # package at run time (no cycle with the campaign sender, which imports this module).
@@ -76,10 +78,6 @@ _MAILTO_SUBJECT = "Unsubscribe%20special%20offers"
 # The stdlib encodes long msg-ids in References and In-Reply-To as RFC 2047 words, which
 # breaks threading; those two are set raw (pre-folded here) and must not be refolded.
 _CONFIRMATION_POLICY = policy.SMTP.clone(refold_source="none")
-
-
-class HeaderInjection(ValueError):
-    """An address, message id or URL cannot be put into a header safely as it is."""
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-CATEGORIES: tuple[str, ...] = ("announcements", "offers")
+from mailer.categories import CATEGORIES
+from mailer.errors import SettingsError as SettingsError
+
 Security = Literal["tls", "starttls", "none"]
 _SECURITY_VALUES = ("tls", "starttls", "none")
-
-
-class SettingsError(Exception):
-    """A settings file that cannot be used; the message is one line naming the key."""
 
 
 @dataclass(frozen=True)

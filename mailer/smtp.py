@@ -15,21 +15,12 @@ from typing import Literal
 
 import aiosmtplib
 
+from mailer.errors import PermanentSmtpError as PermanentSmtpError
+from mailer.errors import SmtpError as SmtpError
+from mailer.errors import TransientSmtpError as TransientSmtpError
 from mailer.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class SmtpError(Exception):
-    """Any failure to hand a message to the SMTP server; str() is one line."""
-
-
-class TransientSmtpError(SmtpError):
-    """Worth retrying: a 4xx reply, a dropped connection or a timeout."""
-
-
-class PermanentSmtpError(SmtpError):
-    """Not worth retrying: a 5xx reply for the recipient or the message."""
 
 
 @dataclass(frozen=True)

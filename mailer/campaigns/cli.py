@@ -22,51 +22,25 @@ import aiosqlite
 import click
 
 from mailer.campaigns import service
-from mailer.campaigns.model import (
-    KINDS,
-    Campaign,
-    CampaignError,
-    CampaignInvalid,
-    CampaignNotFound,
-    CampaignRefused,
-)
+from mailer.campaigns.model import KINDS, Campaign
 from mailer.campaigns.sender import SendOutcome, SendProgress, send_config
-from mailer.cli_support import (
-    EXIT_BAD_INPUT,
-    EXIT_NOT_FOUND,
-    EXIT_UNAVAILABLE,
-    CommandFailed,
-    command_settings,
-    fail,
-    run,
-)
+from mailer.cli_support import command_settings, fail, run
+from mailer.errors import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE
 from mailer.settings import Settings
 from mailer.store.db import open_db
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-EXIT_INTERRUPTED = 130
 _PROGRESS_INTERVAL_S = 0.2
 _LOG_INTERVAL_S = 5.0
 
 
-def _code(exc: CampaignError) -> int:
-    if isinstance(exc, CampaignInvalid):
-        return EXIT_BAD_INPUT
-    if isinstance(exc, CampaignNotFound | CampaignRefused):
-        return EXIT_NOT_FOUND
-    return EXIT_NOT_FOUND  # pragma: no cover - every CampaignError is one of the above
-
-
 def _run(settings: Settings, body: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-    """Open the database, run `body`, and turn campaign errors into one line and a code."""
+    """Open the database and run `body` (errors become one line and their class's code)."""
 
     async def main() -> T:
-        try:
-            async with open_db(settings.database.path) as conn:
-                return await body(conn)
-        except CampaignError as exc:
-            raise CommandFailed(str(exc), _code(exc)) from exc
+        async with open_db(settings.database.path) as conn:
+            return await body(conn)
 
     return run(main())
 

@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from mailer.settings import CATEGORIES
+from mailer.categories import CATEGORIES
+from mailer.errors import CampaignInvalid as CampaignInvalid
+from mailer.errors import CampaignNotFound as CampaignNotFound
+from mailer.errors import CampaignRefused as CampaignRefused
+
+# A campaign operation that cannot be done (any of the three below); str() is one line.
+CampaignError = CampaignInvalid | CampaignNotFound | CampaignRefused
 
 KINDS: tuple[str, ...] = CATEGORIES
 STATUSES: tuple[str, ...] = ("draft", "scheduled", "sending", "paused", "sent", "cancelled",
@@ -40,22 +46,6 @@ _TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "cancel": (frozenset({"draft", "scheduled", "paused", "sending"}), "cancelled"),
 }
 _ORDER = {status: i for i, status in enumerate(STATUSES)}
-
-
-class CampaignError(Exception):
-    """A campaign operation that cannot be done; str() is one line."""
-
-
-class CampaignNotFound(CampaignError):
-    """No such campaign (or customer)."""
-
-
-class CampaignRefused(CampaignError):
-    """The operation does not apply now: wrong status, or another process is sending."""
-
-
-class CampaignInvalid(CampaignError):
-    """Bad input: a kind, a time, a template, or settings a send needs."""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import escape
 
+from mailer import errors
+
 __all__ = [
     "CampaignTemplate",
     "RenderContext",
@@ -48,17 +50,8 @@ _CONFIRMATION_SUBJECT_MAX = 200
 _CATEGORY_LABELS = {"offers": "special offers"}
 
 
-class TemplateError(Exception):
-    """A template cannot be loaded or rendered.
-
-    ``str()`` is one line naming the template, the line when known, and the problem, e.g.
-    ``template campaigns/x.html line 3: 'customer' has no attribute 'nmae'``.
-    """
-
-    def __init__(self, message: str, *, template: str, line: int | None = None) -> None:
-        super().__init__(message)
-        self.template = template
-        self.line = line
+class TemplateError(errors.TemplateError):
+    """`errors.TemplateError` with the constructors this module uses."""
 
     @classmethod
     def at(cls, template: str, line: int | None, problem: str) -> "TemplateError":

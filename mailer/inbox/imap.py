@@ -28,6 +28,8 @@ from typing import Any, Literal
 
 from aioimaplib import aioimaplib as upstream
 
+from mailer.errors import ConnectionLost as ConnectionLost
+from mailer.errors import ImapError as ImapError
 from mailer.inbox.aioimaplib_fixes import ConnectionLostError, PatchedProtocol
 
 __all__ = [
@@ -49,14 +51,6 @@ _SIZE_RE = re.compile(rb"\bRFC822\.SIZE (\d+)", re.IGNORECASE)
 _HEADER_RE = re.compile(rb'BODY\[HEADER\] (?:\{\d+\}\0(\d+)\0|"((?:[^"\\]|\\.)*)"|NIL)', re.I)
 _BODY_RE = re.compile(rb'BODY\[\] (?:\{\d+\}\0(\d+)\0|"((?:[^"\\]|\\.)*)"|NIL)', re.IGNORECASE)
 _UIDVALIDITY_RE = re.compile(rb"\[UIDVALIDITY (\d+)\]", re.IGNORECASE)
-
-
-class ImapError(Exception):
-    """Any IMAP failure: connection, protocol, NO/BAD, timeout. str() is one line."""
-
-
-class ConnectionLost(ImapError):
-    """The connection is gone (dropped, BYE, timed out); connect a new client."""
 
 
 @dataclass(frozen=True)

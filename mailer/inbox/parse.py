@@ -35,6 +35,8 @@ from email.policy import Compat32
 from html.parser import HTMLParser
 from typing import Any
 
+from mailer.errors import MalformedMessage as MalformedMessage
+
 __all__ = [
     "EMPTY_HEADERS",
     "MAX_HEADER_BLOCK_BYTES",
@@ -78,10 +80,6 @@ class ParsedMessage:
 
     headers: Headers
     own_text: str
-
-
-class MalformedMessage(Exception):
-    """The message cannot be read; `str(exc)` is a one-line reason."""
 
 
 class _CappedPolicy(Compat32):

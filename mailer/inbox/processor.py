@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from mailer import optout
 from mailer.inbox.classify import Verdict, classify
 from mailer.inbox.imap import FetchedHeader, ImapClient
 from mailer.inbox.match import Clues, Lookup, decide, extract_clues
@@ -319,37 +320,20 @@ async def honour(
     requests: Sequence[tuple[tuple[int, ...], Headers]],
     report: PassReport,
 ) -> None:
-    """Opt customers out and queue their confirmations; the caller holds the transaction.
-
-    `requests` pairs the customers a request identified with that request's headers. Shared
-    by automatic matching and `review resolve`, so both act exactly alike.
-    """
-    if not requests:
-        return
-    await customer_store.opt_out_many(
-        conn, [(cid, headers.message_id or "") for ids, headers in requests for cid in ids],
-        rules.categories, source="email")
-    customers = {c.id: c for c in await customer_store.get_many(
-        conn, sorted({cid for ids, _ in requests for cid in ids}))}
-    confirmations: list[inbox_store.NewConfirmation] = []
-    for ids, headers in requests:
-        message_id = headers.message_id or ""
-        for cid in ids:
-            customer = customers.get(cid)
-            if customer is None:
-                continue
-            report.unsubscribed += 1
-            confirmations.append(inbox_store.NewConfirmation(
-                customer_id=customer.id,
-                to_address=customer.email,  # the address on file, never the unknown sender
-                to_name=customer.name,
-                categories=rules.categories,
-                request_subject=headers.subject,
-                in_reply_to=message_id,
-                refs=(*headers.references, message_id) if message_id else headers.references,
-            ))
-    report.confirmations += await inbox_store.enqueue_confirmations(
-        conn, confirmations, interval_h=rules.confirmation_interval_h)
+    """Opt customers out and queue their confirmations (`optout.opt_out`, source `email`);
+    the caller holds the transaction. Shared by automatic matching and `review resolve`, so
+    both act exactly alike."""
+    result = await optout.opt_out(
+        conn,
+        [optout.Refusal(customer_ids=ids, reference=headers.message_id or "",
+                        thread=optout.Thread(subject=headers.subject,
+                                             message_id=headers.message_id or "",
+                                             references=headers.references))
+         for ids, headers in requests],
+        rules.categories, source="email",
+        confirmation_interval_h=rules.confirmation_interval_h)
+    report.unsubscribed += result.honoured
+    report.confirmations += result.confirmations
 
 
 async def _advance(conn: aiosqlite.Connection, folder: str, uidvalidity: int, uid: int) -> None:

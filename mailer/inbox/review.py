@@ -14,6 +14,7 @@ import logging
 
 import aiosqlite
 
+from mailer.errors import NotFound, Refused
 from mailer.inbox.imap import ImapClient
 from mailer.inbox.parse import EMPTY_HEADERS, Headers
 from mailer.inbox.processor import InboxRules, PassReport, honour
@@ -24,10 +25,6 @@ from mailer.store.db import transaction
 log = logging.getLogger(__name__)
 
 
-class ReviewError(Exception):
-    """The item or customer does not exist, or the item is already settled."""
-
-
 async def resolve(
     conn: aiosqlite.Connection, rules: InboxRules, item_id: int, customer_email: str
 ) -> inbox_store.ReviewItem:
@@ -36,12 +33,12 @@ async def resolve(
     async with transaction(conn):
         item = await inbox_store.review_item(conn, item_id)
         if item is None:
-            raise ReviewError(f"review item {item_id} does not exist")
+            raise NotFound(f"review item {item_id} does not exist")
         if item.status != "open":
-            raise ReviewError(f"review item {item_id} is already {item.status}")
+            raise Refused(f"review item {item_id} is already {item.status}")
         customer = await customer_store.get_by_email(conn, customer_email)
         if customer is None:
-            raise ReviewError(f"no customer with email {customer_email}")
+            raise NotFound(f"no customer with email {customer_email}")
         headers = _request_headers(item)
         await honour(conn, rules, [((customer.id,), headers)], report)
         await inbox_store.settle_review(
@@ -65,10 +62,10 @@ async def dismiss(conn: aiosqlite.Connection, item_id: int) -> inbox_store.Revie
     async with transaction(conn):
         item = await inbox_store.review_item(conn, item_id)
         if item is None:
-            raise ReviewError(f"review item {item_id} does not exist")
+            raise NotFound(f"review item {item_id} does not exist")
         if not await inbox_store.settle_review(conn, item_id, status="dismissed",
                                                settlement="dismissed"):
-            raise ReviewError(f"review item {item_id} is already {item.status}")
+            raise Refused(f"review item {item_id} is already {item.status}")
     log.info("review item %s dismissed", item_id)
     return item
 

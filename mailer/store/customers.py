@@ -13,8 +13,8 @@ from typing import Any
 
 import aiosqlite
 
+from mailer.categories import CATEGORIES
 from mailer.importer import BadRow, CustomerRow
-from mailer.settings import CATEGORIES
 from mailer.store.db import transaction, utcnow
 
 _BATCH = 5000
@@ -38,6 +38,7 @@ class ConsentEvent:
     new_value: bool
     source: str
     reference: str
+    actor: str = ""
 
 
 @dataclass
@@ -82,7 +83,7 @@ async def get_many(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[Custo
 
 async def history(conn: aiosqlite.Connection, customer_id: int) -> list[ConsentEvent]:
     async with conn.execute(
-        "SELECT at, category, old_value, new_value, source, reference FROM consent_events "
+        "SELECT at, category, old_value, new_value, source, reference, actor FROM consent_events "
         "WHERE customer_id = ? ORDER BY id",
         (customer_id,),
     ) as cur:
@@ -95,6 +96,7 @@ async def history(conn: aiosqlite.Connection, customer_id: int) -> list[ConsentE
             new_value=bool(r["new_value"]),
             source=r["source"],
             reference=r["reference"],
+            actor=r["actor"],
         )
         for r in rows
     ]
@@ -170,6 +172,7 @@ async def opt_out_many(
     categories: Sequence[str],
     *,
     source: str,
+    actor: str = "",
 ) -> dict[int, list[str]]:
     """Turn `categories` off for each (customer id, reference), in order, recording a consent
     event per actual change (the first request to change a preference is its reference).
@@ -195,7 +198,7 @@ async def opt_out_many(
         )
         current.update({r["id"]: {c: bool(r[c]) for c in CATEGORIES} for r in rows})
     changed: dict[int, list[str]] = {}
-    events: list[tuple[int, str, str, str, str]] = []
+    events: list[tuple[int, str, str, str, str, str]] = []
     for customer_id, reference in requests:
         prefs = current.get(customer_id)
         if prefs is None:
@@ -204,12 +207,12 @@ async def opt_out_many(
             if prefs[category]:
                 prefs[category] = False
                 changed.setdefault(customer_id, []).append(category)
-                events.append((customer_id, now, category, source, reference))
+                events.append((customer_id, now, category, source, reference, actor))
     if not events:
         return changed
     await conn.executemany(
         "INSERT INTO consent_events (customer_id, at, category, old_value, new_value, source, "
-        "reference) VALUES (?, ?, ?, 1, 0, ?, ?)",
+        "reference, actor) VALUES (?, ?, ?, 1, 0, ?, ?, ?)",
         events,
     )
     for category in categories:

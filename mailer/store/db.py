@@ -18,10 +18,7 @@ from pathlib import Path
 
 import aiosqlite
 
-
-class StoreError(Exception):
-    """The database cannot be opened or used; the message is one line."""
-
+from mailer.errors import StoreError as StoreError
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: customers, consent, inbox bookkeeping, review queue, outbox, campaigns, leases.
@@ -159,6 +156,35 @@ MIGRATIONS: tuple[str, ...] = (
         holder     TEXT NOT NULL,
         expires_at REAL NOT NULL
     );
+    """,
+    # 2: consent events say who made a change (`actor`: a console user, an operator) and
+    # accept every source of consent change (SQLite cannot alter a CHECK: rebuild the table;
+    # DROP TABLE's implicit delete fires no trigger).
+    """
+    CREATE TABLE consent_events_2 (
+        id          INTEGER PRIMARY KEY,
+        customer_id INTEGER NOT NULL REFERENCES customers (id),
+        at          TEXT NOT NULL,
+        category    TEXT NOT NULL,
+        old_value   INTEGER CHECK (old_value IN (0, 1)),
+        new_value   INTEGER NOT NULL CHECK (new_value IN (0, 1)),
+        source      TEXT NOT NULL CHECK (source IN ('import', 'email', 'operator',
+                    'one-click', 'preference page', 'complaint', 'console')),
+        reference   TEXT NOT NULL DEFAULT '',
+        actor       TEXT NOT NULL DEFAULT ''
+    );
+    INSERT INTO consent_events_2 (id, customer_id, at, category, old_value, new_value, source,
+                                  reference)
+        SELECT id, customer_id, at, category, old_value, new_value, source, reference
+        FROM consent_events;
+    DROP TABLE consent_events;
+    ALTER TABLE consent_events_2 RENAME TO consent_events;
+    CREATE INDEX consent_events_customer ON consent_events (customer_id, id);
+    CREATE INDEX consent_events_source_at ON consent_events (source, at);
+    CREATE TRIGGER consent_events_are_never_updated BEFORE UPDATE ON consent_events
+    BEGIN SELECT RAISE(ABORT, 'consent events are permanent'); END;
+    CREATE TRIGGER consent_events_are_never_deleted BEFORE DELETE ON consent_events
+    BEGIN SELECT RAISE(ABORT, 'consent events are permanent'); END;
     """,
 )
 

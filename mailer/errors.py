@@ -1,0 +1,143 @@
+"""The one exception tree of `mailer`: every error a person can see, with its exit code.
+
+Each class carries the exit code the command line leaves with (`exit_code`), so the CLI maps
+errors by class in one place (`cli_support.run`) and never by reading messages. `str()` of
+every error is one line that names the thing at fault: the settings key, the CSV line, the
+template and line, the campaign, the server.
+
+    MailerError                      1  the root; never raised itself
+     ├── BadInput                    2  input that cannot be used as it is
+     │    ├── SettingsError             a settings key: `[imap] port: expected an integer, ...`
+     │    ├── CsvError                  a CSV file as a whole (its header, its encoding)
+     │    ├── TemplateError             a template file and line
+     │    ├── CampaignInvalid           a campaign's kind, time, template, or the send settings
+     │    ├── HeaderInjection           a value that cannot go into a mail header safely
+     │    └── MalformedMessage          an incoming message that cannot be parsed
+     ├── NotFound                    1  no such campaign, customer or review item
+     │    └── CampaignNotFound
+     ├── Refused                     1  it exists, but the action does not apply in its state
+     │    └── CampaignRefused           wrong status, or another process holds the lease
+     └── Unavailable                 3  a server or the database cannot be used (try later)
+          ├── StoreError                the SQLite database (locked, full, read-only, newer)
+          ├── ImapError                 the IMAP server
+          │    └── ConnectionLost           the connection dropped, or the server said BYE
+          └── SmtpError                 the SMTP server
+               ├── TransientSmtpError       4xx, a dropped connection, a timeout: try again
+               └── PermanentSmtpError       5xx: do not try again
+
+Library exceptions (sqlite3, aioimaplib, aiosmtplib, jinja2) are translated into these at the
+edge of the module that calls the library (`raise ... from exc`); nothing above `store/` ever
+sees a `sqlite3` exception.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 3
+EXIT_INTERRUPTED = 130
+
+
+class MailerError(Exception):
+    """The root of every error `mailer` raises on purpose; `str()` is one line."""
+
+    exit_code: int = EXIT_NOT_FOUND
+
+
+class BadInput(MailerError):
+    """Input that cannot be used as it is: arguments, settings, CSV, a template, a message."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class NotFound(MailerError):
+    """The thing asked for does not exist."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class Refused(MailerError):
+    """The thing exists, but the action does not apply to it in its current state."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class Unavailable(MailerError):
+    """A server or the database cannot be used right now; trying again later may work."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+class SettingsError(BadInput):
+    """A settings file that cannot be used; the message is one line naming the key."""
+
+
+class CsvError(BadInput):
+    """A CSV file that cannot be read as a whole (its header, its encoding)."""
+
+
+class TemplateError(BadInput):
+    """A template cannot be loaded or rendered.
+
+    `str()` is one line naming the template, the line when known, and the problem, e.g.
+    `template campaigns/x.html line 3: 'customer' has no attribute 'nmae'`.
+    """
+
+    def __init__(self, message: str, *, template: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.template = template
+        self.line = line
+
+
+class CampaignInvalid(BadInput):
+    """Bad input for a campaign: a kind, a time, a template, or settings a send needs."""
+
+
+class HeaderInjection(BadInput, ValueError):
+    """An address, message id or URL cannot be put into a header safely as it is."""
+
+
+class MalformedMessage(BadInput):
+    """An incoming message that cannot be parsed safely (it goes to review)."""
+
+
+# --- not found, refused ------------------------------------------------------------------
+
+
+class CampaignNotFound(NotFound):
+    """No such campaign (or no such customer to preview it for)."""
+
+
+class CampaignRefused(Refused):
+    """The campaign action does not apply now: wrong status, or another process sends it."""
+
+
+# --- unavailable -------------------------------------------------------------------------
+
+
+class StoreError(Unavailable):
+    """The database cannot be opened or used; the message is one line."""
+
+
+class ImapError(Unavailable):
+    """The IMAP server cannot be used: refused, timed out, or answered NO/BAD."""
+
+
+class ConnectionLost(ImapError):
+    """The IMAP connection dropped, or the server said BYE."""
+
+
+class SmtpError(Unavailable):
+    """The SMTP server cannot take a message."""
+
+
+class TransientSmtpError(SmtpError):
+    """Worth retrying: a 4xx reply, a dropped connection or a timeout."""
+
+
+class PermanentSmtpError(SmtpError):
+    """Not worth retrying: a 5xx reply."""
