@@ -67,14 +67,14 @@ def packaged_defaults() -> Path:
     return _PACKAGE.parent / "templates"
 
 
-def one_line(text: str) -> str:
+def _one_line(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip()
 
 
 def template_error(template: str, line: int | None, problem: str) -> TemplateError:
     """``template NAME[ line N]: problem``, on one line."""
     where = f"template {template}" if line is None else f"template {template} line {line}"
-    return TemplateError(f"{where}: {one_line(problem)}", template=template, line=line)
+    return TemplateError(f"{where}: {_one_line(problem)}", template=template, line=line)
 
 
 class Sandbox(ImmutableSandboxedEnvironment):
@@ -246,7 +246,7 @@ def _confirmation_sandbox(override: Path | None) -> Sandbox:
 
 def _confirmation_subject(request_subject: str) -> str:
     """``Re: <their subject>`` so the confirmation threads under the request in their client."""
-    subject = one_line(request_subject)[:_CONFIRMATION_SUBJECT_MAX]
+    subject = _one_line(request_subject)[:_CONFIRMATION_SUBJECT_MAX]
     if not subject:
         return "Your email preferences have been updated"
     if subject[:3].lower() == "re:":

@@ -74,8 +74,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         check=True, capture_output=True, timeout=300,
     )
     (site_packages,) = prefix.glob("lib/python*/site-packages")
+    paths = sysconfig.get_paths()
+    dependencies = dict.fromkeys((paths["purelib"], paths["platlib"]))
     (site_packages / "test_environment_dependencies.pth").write_text(
-        sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
+        "".join(f"{path}\n" for path in dependencies), encoding="utf-8")
     return Installed(wheel, prefix)
 
 
