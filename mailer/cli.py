@@ -12,6 +12,7 @@ import click
 
 from mailer import cli_support
 from mailer.campaigns.cli import campaign
+from mailer.cli_init import init
 from mailer.cli_support import CliState, command_settings, run
 from mailer.errors import EXIT_BAD_INPUT, BadInput, CsvError, NotFound
 from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
@@ -255,6 +256,7 @@ def run_daemon(ctx: click.Context) -> None:
 
 
 main.add_command(campaign)
+main.add_command(init)
 
 
 def check_confirmation_template(settings: Settings) -> None:

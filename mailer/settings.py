@@ -85,7 +85,9 @@ class UnsubscribeSettings:
 
 @dataclass(frozen=True)
 class TemplatesSettings:
-    dir: Path = Path("templates")
+    # A folder whose templates replace the packaged defaults of the same name (any subset) and
+    # hold marketing's own campaigns; None (an empty value): the packaged defaults only.
+    dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,9 @@ def _check_section(name: str, section: Any) -> None:
                      f'expected an http(s) URL, got "{value}"')
         elif spec.name == "ca_file" and value is not None:
             _require(value.is_file(), where, f"no such file: {value}")
+        elif name == "templates" and spec.name == "dir" and value is not None:
+            # A mistyped folder would otherwise fall back to the defaults without a word.
+            _require(value.is_dir(), where, f"no such folder: {value}")
 
 
 def _check_relations(settings: Settings) -> None:

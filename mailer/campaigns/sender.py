@@ -100,7 +100,7 @@ class SendConfig:
     unsubscribe_address: str
     unsubscribe_url: str
     secret: str
-    templates_dir: Path
+    templates_dir: Path | None
     max_connections: int = 4
     rate_limit: float = 0.0
     max_attempts: int = 5

@@ -60,8 +60,8 @@ class CampaignReport:
 
 
 async def create_campaign(
-    conn: aiosqlite.Connection, templates_dir: Path, *, kind: str, template: str, subject: str,
-    at: str | None = None,
+    conn: aiosqlite.Connection, templates_dir: Path | None, *, kind: str, template: str,
+    subject: str, at: str | None = None,
 ) -> Campaign:
     """Create a draft (or, with `at`, a scheduled campaign) after compiling and checking its
     template and subject; CampaignInvalid names the template, line and variable at fault."""

@@ -18,11 +18,11 @@ import aiosmtplib
 import aiosqlite
 
 from mailer import smtp
-from mailer.campaigns.templates import TemplateError, render_confirmation
 from mailer.outgoing import build_confirmation
 from mailer.settings import Settings
 from mailer.store import inbox as inbox_store
 from mailer.store.db import transaction
+from mailer.templates import TemplateError, render_confirmation
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ _BACKOFF_MAX_S = 3600.0
 class ConfirmationSettings:
     sender: str            # the From header, may carry a display name
     envelope_sender: str   # MAIL FROM: the bare address
-    templates_dir: Path
+    templates_dir: Path | None
     smtp: smtp.SmtpConfig
 
 

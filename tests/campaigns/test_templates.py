@@ -7,12 +7,8 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 
-from mailer.campaigns.templates import (
-    CampaignTemplate,
-    RenderContext,
-    TemplateError,
-    render_confirmation,
-)
+from mailer.campaigns.templates import CampaignTemplate, RenderContext, TemplateError
+from mailer.templates import render_confirmation
 
 REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 URL = "https://imperial.example/u/42.special_offers.AbCdEfGhIjKlMnOpQrStUv"
@@ -219,18 +215,37 @@ def test_missing_html_template_makes_a_text_only_campaign(
     assert template.render(_context()).html is None
 
 
-def test_missing_or_broken_base_is_refused_at_load(write: Write, templates_dir: Path) -> None:
+def test_base_missing_from_the_templates_folder_comes_from_the_packaged_defaults(
+    write: Write, templates_dir: Path
+) -> None:
     write("campaigns/x.txt", _campaign("Hello"))
     write("campaigns/x.html", _campaign("<p>Hello</p>", "base.html"))
     (templates_dir / "base.html").unlink()
 
-    with pytest.raises(TemplateError) as excinfo:
-        CampaignTemplate.load(templates_dir, "x", "Offer")
-    assert _error(excinfo) == f"template base.html not found in {templates_dir}/"
+    rendered = CampaignTemplate.load(templates_dir, "x", "Offer").render(_context())
 
-    write("base.html", "<p>\n{% block content %}\n</p>\n")
+    assert rendered.html is not None
+    assert f'href="{URL}"' in rendered.html
+
+
+def test_base_that_exists_nowhere_is_refused_at_load(write: Write, templates_dir: Path) -> None:
+    write("campaigns/x.txt", _campaign("Hello"))
+    write("campaigns/x.html", _campaign("<p>Hello</p>", "brand.html"))
+
     with pytest.raises(TemplateError) as excinfo:
         CampaignTemplate.load(templates_dir, "x", "Offer")
+
+    assert _error(excinfo) == f"template brand.html not found in {templates_dir}/"
+
+
+def test_broken_base_is_refused_at_load(write: Write, templates_dir: Path) -> None:
+    write("campaigns/x.txt", _campaign("Hello"))
+    write("campaigns/x.html", _campaign("<p>Hello</p>", "base.html"))
+    write("base.html", "<p>\n{% block content %}\n</p>\n")
+
+    with pytest.raises(TemplateError) as excinfo:
+        CampaignTemplate.load(templates_dir, "x", "Offer")
+
     assert _error(excinfo).startswith("template base.html line 3: syntax error:")
 
 
