@@ -28,15 +28,11 @@ from dataclasses import dataclass
 import aiosqlite
 
 from mailer import optout
+from mailer.inbox.body import MalformedMessage, parse_message
 from mailer.inbox.classify import Verdict, classify
+from mailer.inbox.headers import Headers, parse_headers
 from mailer.inbox.imap import FetchedHeader, ImapClient
 from mailer.inbox.match import Clues, Lookup, decide, extract_clues
-from mailer.inbox.parse import (
-    Headers,
-    MalformedMessage,
-    parse_headers,
-    parse_message,
-)
 from mailer.inbox.rules import InboxRules as InboxRules  # re-exported: callers built on it
 from mailer.store import customers as customer_store
 from mailer.store import inbox as inbox_store
