@@ -31,7 +31,8 @@ from mailer import optout
 from mailer.inbox.body import MalformedMessage, parse_message
 from mailer.inbox.classify import Verdict, classify
 from mailer.inbox.headers import Headers, parse_headers
-from mailer.inbox.imap import FetchedHeader, ImapClient
+from mailer.inbox.imap import ImapClient
+from mailer.inbox.imap_wire import FetchedHeader
 from mailer.inbox.match import Clues, Lookup, decide, extract_clues
 from mailer.inbox.rules import InboxRules as InboxRules  # re-exported: callers built on it
 from mailer.store import customers as customer_store

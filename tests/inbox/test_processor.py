@@ -15,9 +15,9 @@ import pytest
 from mailer.inbox.imap import ImapClient, ImapError
 from mailer.inbox.processor import prepare_folders, run_pass
 from mailer.store.db import open_db
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, dovecot_only, run_cli
 from tests.inbox.world import World, make_world
-from tests.servers import ImapTestServer, SmtpSink, sample_message
+from tests.servers import DovecotServer, ImapTestServer, SmtpSink, sample_message
 
 SUBJECT = "Unsubscribe special offers"
 
@@ -274,9 +274,18 @@ async def test_a_pass_costs_nothing_for_old_messages_already_seen(world: World) 
     assert (second.seen, second.unsubscribed) == (1, 1)
 
 
-async def test_server_without_move_gets_copy_delete_expunge(world: World) -> None:
+@dovecot_only
+async def test_server_without_move_gets_copy_delete_expunge(
+    tmp_path: Path, smtp_sink: SmtpSink
+) -> None:
+    with DovecotServer(without_move=True) as server:
+        world = await make_world(tmp_path, server, smtp_sink)
+        await without_move_pass(world)
+
+
+async def without_move_pass(world: World) -> None:
     world.deliver(request("ann@example.com"), sample_message(subject="keep me"))
-    client = await ImapClient.connect(world.imap, force_no_move=True)
+    client = await ImapClient.connect(world.imap)
     try:
         assert "MOVE" not in client.capabilities
         async with open_db(world.db_path) as conn:
