@@ -52,7 +52,6 @@ class PassReport:
     review: int = 0
     ignored: int = 0
     failed: int = 0
-    duplicates: int = 0
     confirmations: int = 0
 
     def as_json(self) -> dict[str, int]:
@@ -277,7 +276,6 @@ async def _apply(
         for o in reviews
     ])
     report.review += len(reviews)
-    report.duplicates += sum(o.kind == "duplicate" for o in outcomes)
 
 
 _MOVE_CHUNK = 1000
