@@ -8,9 +8,10 @@ caller's transaction:
 2. records one consent event per preference that really changed (source, reference, actor),
 3. skips that customer's pending campaign mail of those categories, so no campaign can mail
    them after the commit (`store.customers.opt_out_many` does 1-3 in bulk),
-4. queues a confirmation to the address on file when the source calls for one (an emailed
-   request does; one-click and a complaint do not: the mail provider already told them, and a
-   confirmation to someone who just reported us as spam makes it worse).
+4. queues a confirmation to the address on file (`store.outbox`; `mailer.outbox` sends it)
+   when the source calls for one (an emailed request does; one-click and a complaint do not:
+   the mail provider already told them, and a confirmation to someone who just reported us
+   as spam makes it worse).
 
 Because it is one transaction with the change that caused it, a crash leaves either all of it
 or none of it.
