@@ -240,3 +240,43 @@ async def test_a_confirmation_that_keeps_failing_gives_up_after_the_policys_atte
     assert (report.retrying, report.failed) == (0, 1)
     assert world.query("SELECT status, attempts FROM outbox") == [("failed", attempts)]
     assert world.sink.messages == []
+
+
+def request(sender: str) -> bytes:
+    return sample_message(subject=SUBJECT, sender=sender, to="unsubscribe@imperial.test",
+                          body="Please stop.\n")
+
+
+async def test_confirmation_that_fails_to_send_is_retried_and_never_undoes_the_opt_out(
+    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+) -> None:
+    world = await make_world(tmp_path, imap_server, smtp_sink)
+    world.deliver(request("ann@example.com"))
+    await world.process()
+    world.sink.fail_next(1, code=451)
+
+    first = await world.send_confirmations()
+    assert (first.sent, first.retrying) == (0, 1)
+    assert world.opted_out() == {"ann@example.com"}
+    world.query("UPDATE outbox SET next_attempt_at = '2000-01-01'")  # make the retry due now
+    second = await world.send_confirmations()
+    assert second.sent == 1
+    assert len(world.sink.messages) == 1
+
+
+async def test_a_confirmation_that_cannot_be_built_fails_alone_and_the_rest_go_out(
+    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+) -> None:
+    world = await make_world(tmp_path, imap_server, smtp_sink,
+                             csv_text="name,email\nZoë Brontë,zoë@example.com\n"
+                                      "Ann Lee,ann@example.com\n")
+    world.deliver(request("zoë@example.com"), request("ann@example.com"))
+    await world.process()
+
+    report = await world.send_confirmations()
+
+    assert world.opted_out() == {"zoë@example.com", "ann@example.com"}
+    assert (report.sent, report.failed) == (1, 1)
+    assert [m.rcpt_tos for m in world.sink.messages] == [("ann@example.com",)]
+    (error,) = world.query("SELECT last_error FROM outbox WHERE status = 'failed'")
+    assert str(error[0]).startswith("cannot build the message:")
