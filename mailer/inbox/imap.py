@@ -281,7 +281,8 @@ class ImapClient:
         await self.move_many([uid], folder)
 
     async def move_many(self, uids: Sequence[int], folder: str) -> None:
-        """Move messages; UIDs that no longer exist are a no-op (RFC 3501 6.4.8).
+        """Move messages; UIDs that no longer exist are a no-op (RFC 3501 6.4.8), also when
+        another session removed them a moment ago (see `_ok_synced`).
 
         UID MOVE (RFC 6851) where offered; otherwise UID COPY, then UID STORE \\Deleted, then
         UID EXPUNGE of just those UIDs (RFC 4315) -- a plain EXPUNGE would also remove messages
@@ -293,23 +294,23 @@ class ImapClient:
         selection = uid_set(sorted(set(uids)))
         with self._exclusive("UID MOVE"):
             if "MOVE" in self.capabilities:
-                await self._ok(
+                await self._ok_synced(
                     f"UID MOVE {selection} {mailbox}",
                     lambda: self._protocol.move(selection, mailbox, by_uid=True),
                 )
                 return
-            await self._ok(
+            await self._ok_synced(
                 f"UID COPY {selection} {mailbox}",
                 lambda: self._protocol.copy(selection, mailbox, by_uid=True),
             )
-            await self._ok(
+            await self._ok_synced(
                 f"UID STORE {selection} +FLAGS.SILENT (\\Deleted)",
                 lambda: self._protocol.store(
                     selection, "+FLAGS.SILENT", r"(\Deleted)", by_uid=True
                 ),
             )
             if "UIDPLUS" in self.capabilities:
-                await self._ok(
+                await self._ok_synced(
                     f"UID EXPUNGE {selection}",
                     lambda: self._protocol.expunge(selection, by_uid=True),
                 )
@@ -458,6 +459,27 @@ class ImapClient:
 
     async def _ok(self, label: str, start: Callable[[], Awaitable[Any]]) -> Any:
         response = await self._run(label, start)
+        if response.result != "OK":
+            raise ImapError(self._refused(label, response))
+        return response
+
+    async def _ok_synced(self, label: str, start: Callable[[], Awaitable[Any]]) -> Any:
+        """`_ok`, except that a NO [EXPUNGEISSUED] is answered with a NOOP and one more try.
+
+        That code (RFC 5530 section 3) says another session expunged some of the messages
+        named, and this session has not been told yet; Dovecot refuses the whole command then.
+        A NOOP delivers the pending EXPUNGEs (RFC 3501 section 6.1.2), after which the gone UIDs
+        are simply absent from the UID set (section 6.4.8): two processes filing the same
+        messages (a cron pass beside the daemon) both succeed.
+        """
+        response = await self._run(label, start)
+        if response.result == "NO" and response.lines and (
+            b"[EXPUNGEISSUED]" in bytes(response.lines[-1]).upper()
+        ):
+            log.debug("%s: %s: messages expunged by another session; NOOP and again",
+                      self._where, label)
+            await self._ok("NOOP", lambda: self._protocol.simple_command("NOOP"))
+            response = await self._run(label, start)
         if response.result != "OK":
             raise ImapError(self._refused(label, response))
         return response

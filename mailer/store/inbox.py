@@ -85,10 +85,13 @@ class InboundRow:
 async def record_inbound_many(
     conn: aiosqlite.Connection, folder: str, uidvalidity: int, rows: Sequence[InboundRow]
 ) -> None:
+    # A row whose key is there already is left as it is: two passes (cron beside the daemon)
+    # that both find one message already decided both record it as the same duplicate.
     now = utcnow()
     await conn.executemany(
         "INSERT INTO inbound (message_key, message_id, folder, uidvalidity, uid, outcome, "
-        "destination, detail, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "destination, detail, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (message_key) DO NOTHING",
         [(r.message_key, r.message_id, folder, uidvalidity, r.uid, r.outcome, r.destination,
           r.detail, now) for r in rows],
     )

@@ -361,6 +361,23 @@ async def test_move_of_a_vanished_uid_changes_nothing(
     assert raw_imap.subjects("Processed") == []
 
 
+async def test_move_of_messages_another_session_just_moved_moves_the_rest(
+    mover: tuple[ImapClient, RawImap]
+) -> None:
+    client, raw_imap = mover
+    raw_imap.append_many("INBOX", [sample_message(subject=f"m{i}") for i in range(3)])
+    await client.select("INBOX")
+    await client.ensure_folder("Processed")
+    uids = raw_imap.uids("INBOX")
+    raw_imap.command('SELECT "INBOX"')
+    raw_imap.command(f'UID MOVE {uids[1]} "Processed"')  # our session has not heard of it yet
+
+    await client.move_many(uids, "Processed")
+
+    assert raw_imap.subjects("INBOX") == []
+    assert sorted(raw_imap.subjects("Processed")) == ["m0", "m1", "m2"]
+
+
 async def test_move_to_a_missing_folder_fails_and_keeps_the_message(
     mover: tuple[ImapClient, RawImap]
 ) -> None:
