@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from mailer.importer import BadRow, CustomerRow, read_rows  # noqa: E402
 from mailer.inbox.imap import ImapClient, ImapConfig  # noqa: E402
-from mailer.inbox.processor import InboxRules, prepare_folders, run_pass  # noqa: E402
+from mailer.inbox.processor import prepare_folders, run_pass  # noqa: E402
+from mailer.inbox.rules import InboxRules  # noqa: E402
 from mailer.inbox.worker import WatchTiming, watch  # noqa: E402
 from mailer.store.customers import import_customers_atomically  # noqa: E402
 from mailer.store.db import open_db  # noqa: E402

@@ -142,8 +142,8 @@ def inbox_process(ctx: click.Context, as_json: bool) -> None:
     settings = command_settings(ctx)
 
     async def body() -> None:
-        from mailer.inbox.confirmations import confirmation_settings, send_due
         from mailer.inbox.worker import imap_config, inbox_rules, process_once
+        from mailer.outbox import confirmation_settings, send_due
 
         check_confirmation_template(settings)
         async with open_db(settings.database.path) as conn:
@@ -262,7 +262,7 @@ main.add_command(init)
 def check_confirmation_template(settings: Settings) -> None:
     """Exit 2 with one line if the confirmation template cannot render."""
     from mailer.campaigns.templates import TemplateError
-    from mailer.inbox.confirmations import check_templates, confirmation_settings
+    from mailer.outbox import check_templates, confirmation_settings
 
     try:
         check_templates(confirmation_settings(settings))

@@ -20,9 +20,9 @@ import sqlite3
 from collections.abc import Awaitable
 
 from mailer.campaigns.scheduler import scheduler_loop
-from mailer.inbox.confirmations import confirmation_settings, send_due
 from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import WatchTiming, imap_config, inbox_rules, watch
+from mailer.outbox import confirmation_settings, send_due
 from mailer.settings import Settings
 from mailer.store.db import open_db
 

@@ -8,9 +8,10 @@ caller's transaction:
 2. records one consent event per preference that really changed (source, reference, actor),
 3. skips that customer's pending campaign mail of those categories, so no campaign can mail
    them after the commit (`store.customers.opt_out_many` does 1-3 in bulk),
-4. queues a confirmation to the address on file when the source calls for one (an emailed
-   request does; one-click and a complaint do not: the mail provider already told them, and a
-   confirmation to someone who just reported us as spam makes it worse).
+4. queues a confirmation to the address on file (`store.outbox`; `mailer.outbox` sends it)
+   when the source calls for one (an emailed request does; one-click and a complaint do not:
+   the mail provider already told them, and a confirmation to someone who just reported us
+   as spam makes it worse).
 
 Because it is one transaction with the change that caused it, a crash leaves either all of it
 or none of it.
@@ -23,8 +24,9 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
+from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.store import customers as customer_store
-from mailer.store import inbox as inbox_store
+from mailer.store import outbox as outbox_store
 from mailer.store.db import transaction
 
 
@@ -65,8 +67,10 @@ async def opt_out(
     source: str,
     actor: str = "",
     confirmation_interval_h: float = 24.0,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> OptOutResult:
-    """Opt out everyone `refusals` name, inside the caller's transaction (see the module)."""
+    """Opt out everyone `refusals` name, inside the caller's transaction (see the module).
+    The confirmation window (`confirmation_interval_h`) ends at `clock.now()`."""
     result = OptOutResult()
     if not refusals:
         return result
@@ -75,7 +79,7 @@ async def opt_out(
         source=source, actor=actor)
     customers = {c.id: c for c in await customer_store.get_many(
         conn, sorted({cid for r in refusals for cid in r.customer_ids}))}
-    confirmations: list[inbox_store.NewConfirmation] = []
+    confirmations: list[outbox_store.NewConfirmation] = []
     for refusal in refusals:
         for cid in refusal.customer_ids:
             customer = customers.get(cid)
@@ -85,7 +89,7 @@ async def opt_out(
             thread = refusal.thread
             if thread is None:
                 continue
-            confirmations.append(inbox_store.NewConfirmation(
+            confirmations.append(outbox_store.NewConfirmation(
                 customer_id=customer.id,
                 to_address=customer.email,  # the address on file, never the unknown sender
                 to_name=customer.name,
@@ -96,8 +100,8 @@ async def opt_out(
                       else thread.references),
             ))
     if confirmations:
-        result.confirmations = await inbox_store.enqueue_confirmations(
-            conn, confirmations, interval_h=confirmation_interval_h)
+        result.confirmations = await outbox_store.enqueue_confirmations(
+            conn, confirmations, interval_h=confirmation_interval_h, now=clock.now())
     return result
 
 
@@ -109,8 +113,9 @@ async def opt_out_now(
     source: str,
     actor: str = "",
     confirmation_interval_h: float = 24.0,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> OptOutResult:
     """`opt_out` for one refusal in a transaction of its own (one-click, a complaint)."""
     async with transaction(conn):
         return await opt_out(conn, [refusal], categories, source=source, actor=actor,
-                             confirmation_interval_h=confirmation_interval_h)
+                             confirmation_interval_h=confirmation_interval_h, clock=clock)

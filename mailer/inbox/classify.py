@@ -12,7 +12,7 @@ import enum
 import re
 import unicodedata
 
-from mailer.inbox.parse import Headers
+from mailer.inbox.headers import Headers
 
 __all__ = ["Verdict", "classify", "is_request_subject", "normalise_subject"]
 

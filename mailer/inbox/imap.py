@@ -7,19 +7,23 @@ failure into one of two exceptions, each a single line naming host:port and the 
      +-- ConnectionLost  the connection is gone or unusable (dropped, BYE, a command timed out):
                          the caller throws this client away and connects a new one
 
-The workarounds for aioimaplib's own bugs live in `mailer.inbox.aioimaplib_fixes`. One client
-serves one task at a time; `close()` may be called from another task to end a running `idle()`.
+The workarounds for aioimaplib's own bugs live in `mailer.inbox.aioimaplib_fixes`, and what is
+sent and read on the wire (mailbox names, UID sets, FETCH items) in `mailer.inbox.imap_wire`.
+One client serves one task at a time; `close()` may be called from another task to end a
+running `idle()`.
+
+Why this module is over 400 lines: it is one class, one connection, whose state (the command
+in flight, the lost flag, a running IDLE) every command and the timeout/translation plumbing
+share; split across modules, that state would have to be reached from outside the class.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
 import logging
 import os
-import re
 import ssl
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,26 +35,22 @@ from aioimaplib import aioimaplib as upstream
 from mailer.errors import ConnectionLost as ConnectionLost
 from mailer.errors import ImapError as ImapError
 from mailer.inbox.aioimaplib_fixes import ConnectionLostError, PatchedProtocol
+from mailer.inbox.imap_wire import (
+    FetchedHeader,
+    encode_mailbox_name,
+    fetched_bodies,
+    fetched_headers,
+    one_line,
+    search_uids,
+    uid_set,
+    uidvalidity,
+)
 
-__all__ = [
-    "ConnectionLost",
-    "FetchedHeader",
-    "ImapClient",
-    "ImapConfig",
-    "ImapError",
-    "encode_mailbox_name",
-]
+__all__ = ["ConnectionLost", "ImapClient", "ImapConfig", "ImapError"]
 
 log = logging.getLogger(__name__)
 
 _LOGOUT_TIMEOUT_S = 5.0
-_FETCH_START_RE = re.compile(rb"^\d+ FETCH \(", re.IGNORECASE)
-_UID_RE = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
-_SIZE_RE = re.compile(rb"\bRFC822\.SIZE (\d+)", re.IGNORECASE)
-# A literal is replaced by "\0<index>\0" right after its "{size}" when a FETCH is parsed.
-_HEADER_RE = re.compile(rb'BODY\[HEADER\] (?:\{\d+\}\0(\d+)\0|"((?:[^"\\]|\\.)*)"|NIL)', re.I)
-_BODY_RE = re.compile(rb'BODY\[\] (?:\{\d+\}\0(\d+)\0|"((?:[^"\\]|\\.)*)"|NIL)', re.IGNORECASE)
-_UIDVALIDITY_RE = re.compile(rb"\[UIDVALIDITY (\d+)\]", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -62,84 +62,6 @@ class ImapConfig:
     password: str = field(repr=False)  # kept out of logs and tracebacks
     ca_file: str | None = None  # replaces the system CA store when given
     timeout_s: float = 30.0  # for each command, and for each step of connecting
-
-
-@dataclass(frozen=True)
-class FetchedHeader:
-    uid: int
-    size: int
-    header: bytes  # the header block (BODY.PEEK[HEADER]), blank line included
-
-
-def encode_mailbox_name(name: str) -> str:
-    """A mailbox name as an IMAP quoted string, non-ASCII in modified UTF-7 (RFC 3501 5.1.3)."""
-    out: list[str] = []
-    pending: list[str] = []
-
-    def flush() -> None:
-        if pending:
-            raw = base64.b64encode("".join(pending).encode("utf-16-be")).rstrip(b"=")
-            out.append("&" + raw.replace(b"/", b",").decode("ascii") + "-")
-            pending.clear()
-
-    for char in name:
-        if 0x20 <= ord(char) <= 0x7E:
-            flush()
-            out.append("&-" if char == "&" else char)
-        else:
-            pending.append(char)
-    flush()
-    return str(upstream.quoted("".join(out)))
-
-
-def _uid_set(uids: Sequence[int]) -> str:
-    """The UID set "1:3,7" for [1, 2, 3, 7]: keeps command lines short."""
-    ordered = sorted(set(uids))
-    runs: list[str] = []
-    start = prev = ordered[0]
-    for uid in ordered[1:]:
-        if uid != prev + 1:
-            runs.append(f"{start}:{prev}" if prev != start else str(start))
-            start = uid
-        prev = uid
-    runs.append(f"{start}:{prev}" if prev != start else str(start))
-    return ",".join(runs)
-
-
-def _one_line(value: object) -> str:
-    if isinstance(value, bytes | bytearray):
-        value = bytes(value).decode("utf-8", "replace")
-    return " ".join(str(value).split())
-
-
-def _fetch_responses(lines: Sequence[Any]) -> list[tuple[bytes, list[bytes]]]:
-    """Group the untagged lines of a FETCH into (text, literals) per message.
-
-    aioimaplib hands over text lines as `bytes` and literals as `bytearray`. In the text a literal
-    is replaced by "\\0<index>\\0", so the regexes above can tell which item it belongs to.
-    """
-    messages: list[tuple[bytearray, list[bytes]]] = []
-    for line in lines[:-1]:  # the last line is the tagged status text
-        if isinstance(line, bytearray):
-            if messages:
-                text, literals = messages[-1]
-                text.extend(b"\0%d\0" % len(literals))
-                literals.append(bytes(line))
-        elif _FETCH_START_RE.match(line):
-            messages.append((bytearray(line), []))
-        elif messages:
-            messages[-1][0].extend(line)
-    return [(bytes(text), literals) for text, literals in messages]
-
-
-def _item(match: re.Match[bytes] | None, literals: list[bytes]) -> bytes | None:
-    if match is None:
-        return None
-    if match.group(1) is not None:
-        return literals[int(match.group(1))]
-    if match.group(2) is not None:
-        return re.sub(rb"\\(.)", rb"\1", match.group(2))
-    return b""
 
 
 def _ssl_context(config: ImapConfig) -> ssl.SSLContext:
@@ -163,11 +85,8 @@ class ImapClient:
     # -- connecting ---------------------------------------------------------------------------
 
     @classmethod
-    async def connect(cls, config: ImapConfig, *, force_no_move: bool = False) -> ImapClient:
-        """Connect, secure, LOGIN (unless username is ""), then learn the capabilities.
-
-        `force_no_move` hides MOVE so tests can exercise the COPY/STORE/EXPUNGE fallback.
-        """
+    async def connect(cls, config: ImapConfig) -> ImapClient:
+        """Connect, secure, LOGIN (unless username is ""), then learn the capabilities."""
         loop = asyncio.get_running_loop()
         protocol = PatchedProtocol(loop)
         client = cls(config, protocol)
@@ -202,8 +121,7 @@ class ImapClient:
         except BaseException:
             client._abort()
             raise
-        caps = client._server_capabilities()
-        client.capabilities = caps - {"MOVE"} if force_no_move else caps
+        client.capabilities = client._server_capabilities()
         log.info(
             "IMAP connected to %s:%s as %r (%s)",
             config.host,
@@ -267,11 +185,10 @@ class ImapClient:
             response = await self._ok(f"SELECT {mailbox}", lambda: self._protocol.select(mailbox))
         # SELECT's EXISTS describes the mailbox as it is, not news (see `idle`).
         self._protocol.new_mail_hint = False
-        for line in response.lines:
-            match = _UIDVALIDITY_RE.search(bytes(line))
-            if match:
-                return int(match.group(1))
-        raise ImapError(f"{self._where}: SELECT {mailbox} returned no UIDVALIDITY")
+        validity = uidvalidity(response.lines)
+        if validity is None:
+            raise ImapError(f"{self._where}: SELECT {mailbox} returned no UIDVALIDITY")
+        return validity
 
     async def uids_above(self, last_uid: int) -> list[int]:
         """UIDs greater than last_uid in the selected folder, ascending."""
@@ -286,8 +203,7 @@ class ImapClient:
                     f"UID SEARCH UID {criteria}",
                     lambda: self._protocol.search("UID", criteria, charset=None, by_uid=True),
                 )
-                # aioimaplib strips the "* SEARCH" in front of the numbers.
-                uids = {int(t) for line in response.lines[:-1] for t in line.split() if t.isdigit()}
+                uids = search_uids(response.lines)
                 if not self._protocol.new_mail_hint:
                     break
         # "N:*" always includes the highest UID even when it is below N (RFC 3501 6.4.8).
@@ -306,9 +222,7 @@ class ImapClient:
                     "HEADER", "Message-ID", value, charset=None, by_uid=True
                 ),
             )
-        return sorted(
-            {int(t) for line in response.lines[:-1] for t in line.split() if t.isdigit()}
-        )
+        return sorted(search_uids(response.lines))
 
     async def fetch_headers(self, uids: Sequence[int], batch: int = 200) -> list[FetchedHeader]:
         """Header block and size of each UID still present, ascending; never sets \\Seen.
@@ -323,26 +237,18 @@ class ImapClient:
         with self._exclusive("UID FETCH"):
             for start in range(0, len(wanted), batch):
                 chunk = wanted[start : start + batch]
-                uid_set = _uid_set(chunk)
-                label = f"UID FETCH {uid_set} (BODY.PEEK[HEADER])"
+                selection = uid_set(chunk)
+                label = f"UID FETCH {selection} (BODY.PEEK[HEADER])"
                 response = await self._ok(
                     label,
                     functools.partial(
                         self._protocol.fetch,
-                        uid_set,
+                        selection,
                         "(UID RFC822.SIZE BODY.PEEK[HEADER])",
                         by_uid=True,
                     ),
                 )
-                found: dict[int, FetchedHeader] = {}
-                for text, literals in _fetch_responses(response.lines):
-                    uid, size = _UID_RE.search(text), _SIZE_RE.search(text)
-                    header = _item(_HEADER_RE.search(text), literals)
-                    if uid is None or size is None or header is None:
-                        continue  # an unsolicited FETCH, e.g. flags changed by another client
-                    number = int(uid.group(1))
-                    if number in chunk:
-                        found[number] = FetchedHeader(number, int(size.group(1)), header)
+                found = fetched_headers(response.lines, set(chunk))
                 result.extend(found[uid] for uid in sorted(found))
         log.debug("IMAP fetched %d of %d headers", len(result), len(wanted))
         return result
@@ -360,19 +266,14 @@ class ImapClient:
         with self._exclusive("UID FETCH"):
             for start in range(0, len(wanted), batch):
                 chunk = wanted[start : start + batch]
-                uid_set = _uid_set(chunk)
+                selection = uid_set(chunk)
                 response = await self._ok(
-                    f"UID FETCH {uid_set} (BODY.PEEK[])",
+                    f"UID FETCH {selection} (BODY.PEEK[])",
                     functools.partial(
-                        self._protocol.fetch, uid_set, "(UID BODY.PEEK[])", by_uid=True
+                        self._protocol.fetch, selection, "(UID BODY.PEEK[])", by_uid=True
                     ),
                 )
-                members = set(chunk)
-                for text, literals in _fetch_responses(response.lines):
-                    match = _UID_RE.search(text)
-                    body = _item(_BODY_RE.search(text), literals)
-                    if match is not None and body is not None and int(match.group(1)) in members:
-                        result[int(match.group(1))] = body
+                result.update(fetched_bodies(response.lines, set(chunk)))
         return result
 
     async def move(self, uid: int, folder: str) -> None:
@@ -380,7 +281,8 @@ class ImapClient:
         await self.move_many([uid], folder)
 
     async def move_many(self, uids: Sequence[int], folder: str) -> None:
-        """Move messages; UIDs that no longer exist are a no-op (RFC 3501 6.4.8).
+        """Move messages; UIDs that no longer exist are a no-op (RFC 3501 6.4.8), also when
+        another session removed them a moment ago (see `_ok_synced`).
 
         UID MOVE (RFC 6851) where offered; otherwise UID COPY, then UID STORE \\Deleted, then
         UID EXPUNGE of just those UIDs (RFC 4315) -- a plain EXPUNGE would also remove messages
@@ -389,28 +291,28 @@ class ImapClient:
         if not uids:
             return
         mailbox = encode_mailbox_name(folder)
-        uid_set = _uid_set(sorted(set(uids)))
+        selection = uid_set(sorted(set(uids)))
         with self._exclusive("UID MOVE"):
             if "MOVE" in self.capabilities:
-                await self._ok(
-                    f"UID MOVE {uid_set} {mailbox}",
-                    lambda: self._protocol.move(uid_set, mailbox, by_uid=True),
+                await self._ok_synced(
+                    f"UID MOVE {selection} {mailbox}",
+                    lambda: self._protocol.move(selection, mailbox, by_uid=True),
                 )
                 return
-            await self._ok(
-                f"UID COPY {uid_set} {mailbox}",
-                lambda: self._protocol.copy(uid_set, mailbox, by_uid=True),
+            await self._ok_synced(
+                f"UID COPY {selection} {mailbox}",
+                lambda: self._protocol.copy(selection, mailbox, by_uid=True),
             )
-            await self._ok(
-                f"UID STORE {uid_set} +FLAGS.SILENT (\\Deleted)",
+            await self._ok_synced(
+                f"UID STORE {selection} +FLAGS.SILENT (\\Deleted)",
                 lambda: self._protocol.store(
-                    uid_set, "+FLAGS.SILENT", r"(\Deleted)", by_uid=True
+                    selection, "+FLAGS.SILENT", r"(\Deleted)", by_uid=True
                 ),
             )
             if "UIDPLUS" in self.capabilities:
-                await self._ok(
-                    f"UID EXPUNGE {uid_set}",
-                    lambda: self._protocol.expunge(uid_set, by_uid=True),
+                await self._ok_synced(
+                    f"UID EXPUNGE {selection}",
+                    lambda: self._protocol.expunge(selection, by_uid=True),
                 )
             else:
                 log.warning(
@@ -506,7 +408,7 @@ class ImapClient:
                 lines = [bytes(line) for line in getter.result()]
                 bye = next((line for line in lines if line.upper().startswith(b"BYE")), None)
                 if bye is not None:
-                    raise ConnectionLost(f"{self._where}: server said {_one_line(bye)} during IDLE")
+                    raise ConnectionLost(f"{self._where}: server said {one_line(bye)} during IDLE")
                 if self._protocol.new_mail_hint:  # EXISTS grew
                     return True
                 continue  # "* OK Still here", EXPUNGE, RECENT, flag changes: not new mail
@@ -534,7 +436,7 @@ class ImapClient:
                 async with asyncio.timeout(min(_LOGOUT_TIMEOUT_S, self._config.timeout_s)):
                     await protocol.logout()
         except Exception as exc:  # closing must not fail; CancelledError still propagates
-            log.debug("%s: LOGOUT failed: %s", self._where, _one_line(exc))
+            log.debug("%s: LOGOUT failed: %s", self._where, one_line(exc))
         finally:
             self._abort()
 
@@ -561,6 +463,27 @@ class ImapClient:
             raise ImapError(self._refused(label, response))
         return response
 
+    async def _ok_synced(self, label: str, start: Callable[[], Awaitable[Any]]) -> Any:
+        """`_ok`, except that a NO [EXPUNGEISSUED] is answered with a NOOP and one more try.
+
+        That code (RFC 5530 section 3) says another session expunged some of the messages
+        named, and this session has not been told yet; Dovecot refuses the whole command then.
+        A NOOP delivers the pending EXPUNGEs (RFC 3501 section 6.1.2), after which the gone UIDs
+        are simply absent from the UID set (section 6.4.8): two processes filing the same
+        messages (a cron pass beside the daemon) both succeed.
+        """
+        response = await self._run(label, start)
+        if response.result == "NO" and response.lines and (
+            b"[EXPUNGEISSUED]" in bytes(response.lines[-1]).upper()
+        ):
+            log.debug("%s: %s: messages expunged by another session; NOOP and again",
+                      self._where, label)
+            await self._ok("NOOP", lambda: self._protocol.simple_command("NOOP"))
+            response = await self._run(label, start)
+        if response.result != "OK":
+            raise ImapError(self._refused(label, response))
+        return response
+
     async def _run(self, label: str, start: Callable[[], Awaitable[Any]]) -> Any:
         """Run one step under the command timeout, translating every failure."""
         if self._protocol.lost.is_set():
@@ -580,12 +503,12 @@ class ImapClient:
     def _translate(self, label: str, exc: BaseException) -> ImapError:
         if isinstance(exc, ssl.SSLError):  # before the loss it causes
             self._abort()
-            return ImapError(f"{self._where}: {label}: TLS failed: {_one_line(exc)}")
+            return ImapError(f"{self._where}: {label}: TLS failed: {one_line(exc)}")
         if isinstance(exc, ConnectionLostError) or self._protocol.lost.is_set():
             self._abort()
-            reason = self._protocol.lost_reason or _one_line(exc)
+            reason = self._protocol.lost_reason or one_line(exc)
             return ConnectionLost(f"{self._where}: {label}: {reason}")
-        detail = _one_line(exc) or type(exc).__name__
+        detail = one_line(exc) or type(exc).__name__
         if isinstance(exc, OSError) and exc.errno:
             detail = os.strerror(exc.errno)  # asyncio's own text is "Connect call failed (...)"
         if isinstance(exc, OSError) and self._protocol.transport is not None:
@@ -594,7 +517,7 @@ class ImapClient:
         return ImapError(f"{self._where}: {label}: {detail}")
 
     def _refused(self, label: str, response: Any) -> str:
-        text = _one_line(response.lines[-1]) if response.lines else ""
+        text = one_line(response.lines[-1]) if response.lines else ""
         return f"{self._where}: {label} failed: {response.result} {text}".rstrip()
 
     def _abort(self) -> None:

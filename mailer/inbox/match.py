@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from mailer.inbox.parse import ParsedMessage
+from mailer.inbox.body import ParsedMessage
 from mailer.names import normalise_company, normalise_name
 
 __all__ = ["Clues", "Decision", "Lookup", "decide", "extract_clues"]

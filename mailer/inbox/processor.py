@@ -28,35 +28,18 @@ from dataclasses import dataclass
 import aiosqlite
 
 from mailer import optout
+from mailer.inbox.body import MalformedMessage, parse_message
 from mailer.inbox.classify import Verdict, classify
-from mailer.inbox.imap import FetchedHeader, ImapClient
+from mailer.inbox.headers import Headers, parse_headers
+from mailer.inbox.imap import ImapClient
+from mailer.inbox.imap_wire import FetchedHeader
 from mailer.inbox.match import Clues, Lookup, decide, extract_clues
-from mailer.inbox.parse import (
-    Headers,
-    MalformedMessage,
-    parse_headers,
-    parse_message,
-)
+from mailer.inbox.rules import InboxRules as InboxRules  # re-exported: callers built on it
 from mailer.store import customers as customer_store
 from mailer.store import inbox as inbox_store
 from mailer.store.db import transaction
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class InboxRules:
-    """What the processor needs to know, as plain values."""
-
-    folder: str
-    processed_folder: str
-    review_folder: str
-    subject: str
-    categories: tuple[str, ...]
-    own_addresses: frozenset[str]
-    max_message_bytes: int
-    fetch_batch: int
-    confirmation_interval_h: float
 
 
 @dataclass
@@ -69,7 +52,6 @@ class PassReport:
     review: int = 0
     ignored: int = 0
     failed: int = 0
-    duplicates: int = 0
     confirmations: int = 0
 
     def as_json(self) -> dict[str, int]:
@@ -268,8 +250,17 @@ async def _apply(
 ) -> None:
     """Write a batch's outcomes: opt-outs, consent events, confirmations, inbound rows and
     review items, in the caller's transaction."""
-    await honour(conn, rules, [(o.customer_ids, o.headers) for o in outcomes
-                               if o.kind == "unsubscribed"], report)
+    # Source `email`, reference: the request's Message-ID; the confirmation threads under it.
+    result = await optout.opt_out(
+        conn,
+        [optout.Refusal(customer_ids=o.customer_ids, reference=o.headers.message_id or "",
+                        thread=optout.Thread(subject=o.headers.subject,
+                                             message_id=o.headers.message_id or "",
+                                             references=o.headers.references))
+         for o in outcomes if o.kind == "unsubscribed"],
+        rules.categories, source="email", confirmation_interval_h=rules.confirmation_interval_h)
+    report.unsubscribed += result.honoured
+    report.confirmations += result.confirmations
     await inbox_store.record_inbound_many(conn, rules.folder, uidvalidity, [
         inbox_store.InboundRow(
             message_key=o.key if o.kind != "duplicate" else f"{o.key}#dup:{uidvalidity}:{o.uid}",
@@ -285,7 +276,6 @@ async def _apply(
         for o in reviews
     ])
     report.review += len(reviews)
-    report.duplicates += sum(o.kind == "duplicate" for o in outcomes)
 
 
 _MOVE_CHUNK = 1000
@@ -312,28 +302,6 @@ def _message_key(headers: Headers, raw: bytes) -> str:
     if headers.message_id:
         return headers.message_id
     return "sha256:" + hashlib.sha256(raw).hexdigest()
-
-
-async def honour(
-    conn: aiosqlite.Connection,
-    rules: InboxRules,
-    requests: Sequence[tuple[tuple[int, ...], Headers]],
-    report: PassReport,
-) -> None:
-    """Opt customers out and queue their confirmations (`optout.opt_out`, source `email`);
-    the caller holds the transaction. Shared by automatic matching and `review resolve`, so
-    both act exactly alike."""
-    result = await optout.opt_out(
-        conn,
-        [optout.Refusal(customer_ids=ids, reference=headers.message_id or "",
-                        thread=optout.Thread(subject=headers.subject,
-                                             message_id=headers.message_id or "",
-                                             references=headers.references))
-         for ids, headers in requests],
-        rules.categories, source="email",
-        confirmation_interval_h=rules.confirmation_interval_h)
-    report.unsubscribed += result.honoured
-    report.confirmations += result.confirmations
 
 
 async def _advance(conn: aiosqlite.Connection, folder: str, uidvalidity: int, uid: int) -> None:

@@ -1,23 +1,23 @@
 """Settling the review queue by hand: a person names the customer, or dismisses the request.
 
-Resolving goes through `processor.honour`, so it opts out, records consent events (source
-`email`, reference: the request's Message-ID) and queues the confirmation exactly as an
-automatic match would. Once settled (either way), the message is filed from the review folder
-into the processed folder, so the review folder holds only what still waits for a person; the
-settlement stands in the database even if the IMAP server cannot be reached at that moment.
+Resolving calls `optout.opt_out` with the same arguments the processor gives it, so it opts
+out, records consent events (source `email`, reference: the request's Message-ID) and queues
+the confirmation, threaded to the request, exactly as an automatic match would. Once settled
+(either way), the message is filed from the review folder into the processed folder, so the
+review folder holds only what still waits for a person; the settlement stands in the database
+even if the IMAP server cannot be reached at that moment.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import aiosqlite
 
+from mailer import optout
 from mailer.errors import NotFound, Refused
 from mailer.inbox.imap import ImapClient
-from mailer.inbox.parse import EMPTY_HEADERS, Headers
-from mailer.inbox.processor import InboxRules, PassReport, honour
+from mailer.inbox.rules import InboxRules
 from mailer.store import customers as customer_store
 from mailer.store import inbox as inbox_store
 from mailer.store.db import transaction
@@ -29,7 +29,6 @@ async def resolve(
     conn: aiosqlite.Connection, rules: InboxRules, item_id: int, customer_email: str
 ) -> inbox_store.ReviewItem:
     """Opt the named customer out for this request; return the item (for `file_settled`)."""
-    report = PassReport()
     async with transaction(conn):
         item = await inbox_store.review_item(conn, item_id)
         if item is None:
@@ -39,8 +38,13 @@ async def resolve(
         customer = await customer_store.get_by_email(conn, customer_email)
         if customer is None:
             raise NotFound(f"no customer with email {customer_email}")
-        headers = _request_headers(item)
-        await honour(conn, rules, [((customer.id,), headers)], report)
+        await optout.opt_out(
+            conn,
+            [optout.Refusal(customer_ids=(customer.id,), reference=item.message_id,
+                            thread=optout.Thread(subject=item.subject,
+                                                 message_id=item.message_id))],
+            rules.categories, source="email",
+            confirmation_interval_h=rules.confirmation_interval_h)
         await inbox_store.settle_review(
             conn, item_id, status="resolved", settlement=f"customer {customer.id}")
     log.info("review item %s resolved: customer %s", item_id, customer.id)
@@ -69,9 +73,3 @@ async def dismiss(conn: aiosqlite.Connection, item_id: int) -> inbox_store.Revie
     log.info("review item %s dismissed", item_id)
     return item
 
-
-def _request_headers(item: inbox_store.ReviewItem) -> Headers:
-    """The request as the review item remembers it: enough to thread the confirmation."""
-    return dataclasses.replace(
-        EMPTY_HEADERS, message_id=item.message_id or None, subject=item.subject,
-        from_address=item.sender or None)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import aiosqlite
 
 from mailer.inbox.imap import ImapClient, ImapConfig, ImapError
-from mailer.inbox.processor import InboxRules, PassReport, prepare_folders, run_pass
+from mailer.inbox.processor import PassReport, prepare_folders, run_pass
+from mailer.inbox.rules import InboxRules
 from mailer.settings import Settings
 
 log = logging.getLogger(__name__)

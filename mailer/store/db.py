@@ -186,6 +186,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER consent_events_are_never_deleted BEFORE DELETE ON consent_events
     BEGIN SELECT RAISE(ABORT, 'consent events are permanent'); END;
     """,
+    # 3: outbox claims (helper inbox): a row is claimed before it is sent, so two processes
+    # never send the same confirmation; a claim names its owner (host, pid) and expires
+    # (epoch seconds).
+    """
+    ALTER TABLE outbox ADD COLUMN claim_host TEXT;
+    ALTER TABLE outbox ADD COLUMN claim_pid INTEGER;
+    ALTER TABLE outbox ADD COLUMN claim_expires_at REAL;
+    CREATE INDEX outbox_claims ON outbox (claim_host, claim_pid) WHERE claim_host IS NOT NULL;
+    """,
 )
 
 

@@ -1,16 +1,15 @@
-"""The inbox worker's state: folder high-water marks, decided requests, review queue, outbox.
+"""The inbox worker's state: folder high-water marks, decided requests, review queue.
 
 `inbound` makes processing idempotent: a request is decided once per Message-ID, and the row
 remembers where the message must be moved, so a crash between the commit and the IMAP move
-is finished on the next pass instead of being decided again. `outbox` holds confirmations
-written in the same transaction as the opt-out that caused them.
+is finished on the next pass instead of being decided again. The confirmation outbox is
+`store.outbox`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import aiosqlite
 
@@ -40,27 +39,6 @@ class ReviewItem:
     status: str
     created_at: str
     settlement: str
-
-
-@dataclass(frozen=True)
-class NewConfirmation:
-    """A confirmation to queue: to the customer's address on file, threaded to the request."""
-
-    customer_id: int
-    to_address: str
-    to_name: str
-    categories: tuple[str, ...]
-    request_subject: str
-    in_reply_to: str
-    refs: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class OutboxItem(NewConfirmation):
-    """A queued confirmation as the sender reads it back."""
-
-    id: int
-    attempts: int
 
 
 async def mailbox_state(conn: aiosqlite.Connection, folder: str) -> MailboxState | None:
@@ -107,10 +85,13 @@ class InboundRow:
 async def record_inbound_many(
     conn: aiosqlite.Connection, folder: str, uidvalidity: int, rows: Sequence[InboundRow]
 ) -> None:
+    # A row whose key is there already is left as it is: two passes (cron beside the daemon)
+    # that both find one message already decided both record it as the same duplicate.
     now = utcnow()
     await conn.executemany(
         "INSERT INTO inbound (message_key, message_id, folder, uidvalidity, uid, outcome, "
-        "destination, detail, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "destination, detail, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (message_key) DO NOTHING",
         [(r.message_key, r.message_id, folder, uidvalidity, r.uid, r.outcome, r.destination,
           r.detail, now) for r in rows],
     )
@@ -194,90 +175,3 @@ async def settle_review(
         (status, settlement, utcnow(), item_id),
     )
     return cursor.rowcount == 1
-
-
-# --- outbox ---------------------------------------------------------------------------------
-
-
-async def enqueue_confirmations(
-    conn: aiosqlite.Connection, items: Sequence[NewConfirmation], *, interval_h: float
-) -> int:
-    """Queue confirmations, at most one per customer within `interval_h` hours (counting those
-    queued or sent before, and earlier items of this same call). A suppressed one is still
-    recorded, for the audit trail. Returns how many were queued to send."""
-    if not items:
-        return 0
-    now = datetime.now(UTC)
-    since = (now - timedelta(hours=interval_h)).isoformat(timespec="microseconds")
-    ids = sorted({i.customer_id for i in items})
-    recent: set[int] = set()
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        rows = await conn.execute_fetchall(
-            "SELECT DISTINCT customer_id FROM outbox WHERE status IN ('pending', 'sent') "
-            f"AND created_at > ? AND customer_id IN ({','.join('?' * len(chunk))})",
-            (since, *chunk),
-        )
-        recent.update(r["customer_id"] for r in rows)
-    stamp = now.isoformat(timespec="microseconds")
-    rows_out = []
-    queued = 0
-    for item in items:
-        suppressed = item.customer_id in recent
-        recent.add(item.customer_id)
-        queued += not suppressed
-        rows_out.append((
-            item.customer_id, item.to_address, item.to_name, ",".join(item.categories),
-            item.request_subject, item.in_reply_to, " ".join(item.refs),
-            "suppressed" if suppressed else "pending", stamp, stamp,
-        ))
-    await conn.executemany(
-        "INSERT INTO outbox (customer_id, to_address, to_name, categories, request_subject, "
-        "in_reply_to, refs, status, next_attempt_at, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows_out,
-    )
-    return queued
-
-
-async def due_confirmations(conn: aiosqlite.Connection, limit: int = 50) -> list[OutboxItem]:
-    async with conn.execute(
-        "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? "
-        "ORDER BY id LIMIT ?",
-        (utcnow(), limit),
-    ) as cur:
-        rows = await cur.fetchall()
-    return [
-        OutboxItem(
-            id=r["id"], customer_id=r["customer_id"], to_address=r["to_address"],
-            to_name=r["to_name"], categories=tuple(c for c in r["categories"].split(",") if c),
-            request_subject=r["request_subject"], in_reply_to=r["in_reply_to"],
-            refs=tuple(r["refs"].split()), attempts=r["attempts"],
-        )
-        for r in rows
-    ]
-
-
-async def mark_confirmation_sent(conn: aiosqlite.Connection, item_id: int) -> None:
-    await conn.execute(
-        "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1 WHERE id = ?",
-        (utcnow(), item_id),
-    )
-
-
-async def mark_confirmation_failed(
-    conn: aiosqlite.Connection, item_id: int, *, error: str, retry_at: datetime | None
-) -> None:
-    """Record a failed attempt: retry at `retry_at`, or give up (status failed) when None."""
-    if retry_at is None:
-        await conn.execute(
-            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ? "
-            "WHERE id = ?",
-            (error, item_id),
-        )
-    else:
-        await conn.execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
-            "WHERE id = ?",
-            (error, retry_at.isoformat(timespec="microseconds"), item_id),
-        )

@@ -7,7 +7,7 @@ from email.message import EmailMessage
 import pytest
 
 from mailer.inbox.classify import Verdict, classify, is_request_subject, normalise_subject
-from mailer.inbox.parse import parse_headers
+from mailer.inbox.headers import parse_headers
 
 CONFIGURED = "Unsubscribe special offers"
 OWN = frozenset({"offers@telecom.example", "noreply@telecom.example"})

@@ -19,20 +19,15 @@ from aioimaplib import aioimaplib as upstream
 
 from mailer.inbox import aioimaplib_fixes
 from mailer.inbox.aioimaplib_fixes import ConnectionLostError, PatchedProtocol
-from mailer.inbox.imap import (
-    ConnectionLost,
-    FetchedHeader,
-    ImapClient,
-    ImapConfig,
-    ImapError,
-    encode_mailbox_name,
-)
+from mailer.inbox.imap import ConnectionLost, ImapClient, ImapConfig, ImapError
+from mailer.inbox.imap_wire import FetchedHeader, encode_mailbox_name
 from tests.helpers import dovecot_only
 from tests.servers import (
     DovecotServer,
     ImapTestServer,
     RawImap,
     free_port,
+    imap_server_class,
     sample_message,
 )
 
@@ -57,13 +52,49 @@ async def selected(imap_client: ImapClient) -> ImapClient:
 
 
 @pytest.fixture
-async def no_move_client(imap_config: ImapConfig) -> AsyncIterator[ImapClient]:
-    client = await ImapClient.connect(imap_config, force_no_move=True)
+def no_move_server() -> Iterator[DovecotServer]:
+    """A Dovecot announcing every capability but MOVE: the COPY/STORE/EXPUNGE fallback."""
+    if imap_server_class() is not DovecotServer:
+        pytest.skip("needs Dovecot (capability override)")
+    with DovecotServer(without_move=True) as server:
+        assert isinstance(server, DovecotServer)
+        try:
+            yield server
+        finally:
+            server.resume()  # after a test that paused it
+
+
+@pytest.fixture
+def no_move_raw(no_move_server: DovecotServer) -> Iterator[RawImap]:
+    raw = RawImap.for_server(no_move_server)
+    try:
+        yield raw
+    finally:
+        raw.close()
+
+
+def config_for(server: ImapTestServer, timeout_s: float = 10.0) -> ImapConfig:
+    return ImapConfig(server.host, server.port, "none", server.username, server.password,
+                      timeout_s=timeout_s)
+
+
+@pytest.fixture
+async def no_move_client(no_move_server: DovecotServer) -> AsyncIterator[ImapClient]:
+    client = await ImapClient.connect(config_for(no_move_server))
     try:
         await client.select("INBOX")
         yield client
     finally:
         await client.close()
+
+
+@pytest.fixture(params=["MOVE", "COPY, STORE, EXPUNGE"])
+def mover(request: pytest.FixtureRequest) -> tuple[ImapClient, RawImap]:
+    """A selected client moving with MOVE, or (a server without MOVE) with the fallback, and
+    a raw session on its server."""
+    if request.param == "MOVE":
+        return request.getfixturevalue("selected"), request.getfixturevalue("raw_imap")
+    return request.getfixturevalue("no_move_client"), request.getfixturevalue("no_move_raw")
 
 
 @pytest.fixture
@@ -288,8 +319,9 @@ async def test_move_uses_move_and_the_message_changes_folder(
 
 
 async def test_move_without_move_copies_flags_and_expunges_only_that_uid(
-    no_move_client: ImapClient, raw_imap: RawImap
+    no_move_client: ImapClient, no_move_raw: RawImap
 ) -> None:
+    raw_imap = no_move_raw
     assert "MOVE" not in no_move_client.capabilities
     # A message another client flagged \Deleted must survive our UID EXPUNGE (RFC 4315).
     raw_imap.append_many("INBOX", [sample_message(subject="someone else's")])
@@ -319,26 +351,43 @@ async def test_a_server_without_move_gets_the_fallback() -> None:
 
 
 async def test_move_of_a_vanished_uid_changes_nothing(
-    selected: ImapClient, no_move_client: ImapClient, raw_imap: RawImap
+    mover: tuple[ImapClient, RawImap]
 ) -> None:
+    client, raw_imap = mover
     raw_imap.append_many("INBOX", [sample_message(subject="stays")])
-    await selected.ensure_folder("Processed")
-    await selected.move(999, "Processed")
-    await no_move_client.move(999, "Processed")
+    await client.ensure_folder("Processed")
+    await client.move(999, "Processed")
     assert raw_imap.subjects("INBOX") == ["stays"]
     assert raw_imap.subjects("Processed") == []
 
 
-async def test_move_to_a_missing_folder_fails_and_keeps_the_message(
-    selected: ImapClient, no_move_client: ImapClient, raw_imap: RawImap
+async def test_move_of_messages_another_session_just_moved_moves_the_rest(
+    mover: tuple[ImapClient, RawImap]
 ) -> None:
+    client, raw_imap = mover
+    raw_imap.append_many("INBOX", [sample_message(subject=f"m{i}") for i in range(3)])
+    await client.select("INBOX")
+    await client.ensure_folder("Processed")
+    uids = raw_imap.uids("INBOX")
+    raw_imap.command('SELECT "INBOX"')
+    raw_imap.command(f'UID MOVE {uids[1]} "Processed"')  # our session has not heard of it yet
+
+    await client.move_many(uids, "Processed")
+
+    assert raw_imap.subjects("INBOX") == []
+    assert sorted(raw_imap.subjects("Processed")) == ["m0", "m1", "m2"]
+
+
+async def test_move_to_a_missing_folder_fails_and_keeps_the_message(
+    mover: tuple[ImapClient, RawImap]
+) -> None:
+    client, raw_imap = mover
     raw_imap.append_many("INBOX", [sample_message(subject="stays")])
     (uid,) = raw_imap.uids("INBOX")
-    for client in (selected, no_move_client):
-        await client.select("INBOX")
-        with pytest.raises(ImapError, match='"Missing" failed: NO') as caught:
-            await client.move(uid, "Missing")
-        assert not isinstance(caught.value, ConnectionLost)
+    await client.select("INBOX")
+    with pytest.raises(ImapError, match='"Missing" failed: NO') as caught:
+        await client.move(uid, "Missing")
+    assert not isinstance(caught.value, ConnectionLost)
     assert raw_imap.subjects("INBOX") == ["stays"]
     assert raw_imap.flags("INBOX")[uid] == set()
 
@@ -483,11 +532,13 @@ async def test_one_command_at_a_time(selected: ImapClient) -> None:
     ["noop", "move", "move without MOVE", "fetch_headers", "append", "idle"],
 )
 async def test_every_command_times_out_when_the_server_stops_answering(
-    imap_config: ImapConfig, raw_imap: RawImap, frozen: ImapTestServer, operation: str
+    request: pytest.FixtureRequest, frozen: ImapTestServer, operation: str
 ) -> None:
-    raw_imap.append_many("INBOX", [sample_message()])
-    config = dataclasses.replace(imap_config, timeout_s=0.5)
-    client = await ImapClient.connect(config, force_no_move=operation == "move without MOVE")
+    server: ImapTestServer = (request.getfixturevalue("no_move_server")
+                              if operation == "move without MOVE" else frozen)
+    with RawImap.for_server(server) as raw_imap:
+        raw_imap.append_many("INBOX", [sample_message()])
+    client = await ImapClient.connect(config_for(server, timeout_s=0.5))
     await client.select("INBOX")
     await client.ensure_folder("Processed")
     calls: dict[str, Any] = {
@@ -498,7 +549,7 @@ async def test_every_command_times_out_when_the_server_stops_answering(
         "append": lambda: client.append("INBOX", sample_message()),
         "idle": lambda: client.idle(timeout_s=0.2),  # DONE goes unanswered
     }
-    frozen.pause()
+    server.pause()
     started = time.monotonic()
     with pytest.raises(ConnectionLost, match=r"timed out after 0\.5 s") as caught:
         await calls[operation]()

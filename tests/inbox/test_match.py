@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from mailer.inbox.body import ParsedMessage, parse_message
+from mailer.inbox.headers import Headers
 from mailer.inbox.match import Clues, Lookup, decide, extract_clues
-from mailer.inbox.parse import Headers, ParsedMessage, parse_message
 from mailer.names import normalise_company, normalise_name
 
 OWN = frozenset({"offers@telecom.example"})

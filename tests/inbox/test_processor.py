@@ -15,9 +15,9 @@ import pytest
 from mailer.inbox.imap import ImapClient, ImapError
 from mailer.inbox.processor import prepare_folders, run_pass
 from mailer.store.db import open_db
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, dovecot_only, run_cli
 from tests.inbox.world import World, make_world
-from tests.servers import ImapTestServer, SmtpSink, sample_message
+from tests.servers import DovecotServer, ImapTestServer, SmtpSink, sample_message
 
 SUBJECT = "Unsubscribe special offers"
 
@@ -274,9 +274,18 @@ async def test_a_pass_costs_nothing_for_old_messages_already_seen(world: World) 
     assert (second.seen, second.unsubscribed) == (1, 1)
 
 
-async def test_server_without_move_gets_copy_delete_expunge(world: World) -> None:
+@dovecot_only
+async def test_server_without_move_gets_copy_delete_expunge(
+    tmp_path: Path, smtp_sink: SmtpSink
+) -> None:
+    with DovecotServer(without_move=True) as server:
+        world = await make_world(tmp_path, server, smtp_sink)
+        await without_move_pass(world)
+
+
+async def without_move_pass(world: World) -> None:
     world.deliver(request("ann@example.com"), sample_message(subject="keep me"))
-    client = await ImapClient.connect(world.imap, force_no_move=True)
+    client = await ImapClient.connect(world.imap)
     try:
         assert "MOVE" not in client.capabilities
         async with open_db(world.db_path) as conn:
@@ -374,22 +383,6 @@ async def test_a_settled_review_stands_when_the_imap_server_is_down(world: World
     assert world.opted_out() == {"john.smith@example.com"}
 
 
-async def test_confirmation_that_fails_to_send_is_retried_and_never_undoes_the_opt_out(
-    world: World
-) -> None:
-    world.deliver(request("ann@example.com"))
-    await world.process()
-    world.sink.fail_next(1, code=451)
-
-    first = await world.send_confirmations()
-    assert (first.sent, first.retrying) == (0, 1)
-    assert world.opted_out() == {"ann@example.com"}
-    world.query("UPDATE outbox SET next_attempt_at = '2000-01-01'")  # make the retry due now
-    second = await world.send_confirmations()
-    assert second.sent == 1
-    assert len(world.sink.messages) == 1
-
-
 async def test_a_broken_confirmation_template_stops_the_worker_at_start_naming_it(
     tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
 ) -> None:
@@ -407,21 +400,3 @@ async def test_a_broken_confirmation_template_stops_the_worker_at_start_naming_i
     assert "confirmation.txt" in line and "customer_nmae" in line
     assert world.opted_out() == set()
     assert world.folder_subjects("INBOX") == [SUBJECT]
-
-
-async def test_a_confirmation_that_cannot_be_built_fails_alone_and_the_rest_go_out(
-    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
-) -> None:
-    world = await make_world(tmp_path, imap_server, smtp_sink,
-                             csv_text="name,email\nZoë Brontë,zoë@example.com\n"
-                                      "Ann Lee,ann@example.com\n")
-    world.deliver(request("zoë@example.com"), request("ann@example.com"))
-    await world.process()
-
-    report = await world.send_confirmations()
-
-    assert world.opted_out() == {"zoë@example.com", "ann@example.com"}
-    assert (report.sent, report.failed) == (1, 1)
-    assert [m.rcpt_tos for m in world.sink.messages] == [("ann@example.com",)]
-    (error,) = world.query("SELECT last_error FROM outbox WHERE status = 'failed'")
-    assert str(error[0]).startswith("cannot build the message:")

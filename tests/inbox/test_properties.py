@@ -8,16 +8,11 @@ from email.parser import BytesParser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.inbox import parse
+from mailer.inbox import headers as header_parsing
+from mailer.inbox.body import MalformedMessage, ParsedMessage, parse_message
 from mailer.inbox.classify import Verdict, classify, normalise_subject
+from mailer.inbox.headers import Headers, parse_headers
 from mailer.inbox.match import Decision, Lookup, decide, extract_clues
-from mailer.inbox.parse import (
-    Headers,
-    MalformedMessage,
-    ParsedMessage,
-    parse_headers,
-    parse_message,
-)
 from mailer.names import normalise_company, normalise_name
 
 OWN = frozenset({"offers@telecom.example"})
@@ -162,6 +157,6 @@ def test_the_fast_header_path_reads_exactly_what_the_full_parser_reads(
         for name, value, folds in lines
     )
     raw = block.encode("ascii") + b"\r\n" + body
-    full = parse._headers_of(
-        BytesParser(policy=parse._POLICY).parsebytes(raw, headersonly=True))
+    full = header_parsing.headers_of(
+        BytesParser(policy=header_parsing.POLICY).parsebytes(raw, headersonly=True))
     assert parse_headers(raw) == full

@@ -1,62 +1,50 @@
-"""Turning raw message bytes from the inbox into plain values.
+"""Reading the header block of untrusted mail into plain values (`parse_headers`).
 
-This module owns reading untrusted mail: the header-only stage (`parse_headers`, enough to
-classify a message without fetching its body) and the full stage (`parse_message`, which also
-finds the text the sender wrote themselves, without quoted replies, forwarded messages or
-signatures). It does no I/O.
-
-Both stages are total. `parse_headers` returns a `Headers` for any bytes at all;
-`parse_message` returns a `ParsedMessage` or raises `MalformedMessage`, whose text is a
-one-line reason, and nothing else.
+This is the header-only stage: enough to classify a message without fetching its body. It is
+total: `parse_headers` returns a `Headers` for any bytes at all. It does no I/O. The body stage
+(`mailer.inbox.body`) builds on the MIME policy and the charset fallback defined here.
 
 The stdlib `email` package does the MIME work, in two layers, because its modern header
 parser (`policy.default`) is quadratic in time and memory and recursive on nested comments: a
 56 KB Content-Type takes it seconds and over 100 MB, and "((((..." raises RecursionError from
-inside `message_from_bytes`. So the MIME tree is built with `_POLICY`, the plain compat32
+inside `message_from_bytes`. So the MIME tree is built with `POLICY`, the plain compat32
 policy with every header value cut to `MAX_HEADER_CHARS`; then `policy.default`'s header
 classes decode just the few fields read here (RFC 2047 encoded-words, address lists). Where
 even that fails on garbage, a plainer reading (`email.header.decode_header`,
-`email.utils.parseaddr`) takes over.
+`email.utils.parseaddr`) takes over. The `except Exception` clauses below are that rule: the
+stdlib parsers raise a wide, undocumented range of errors on hostile input, and a header that
+cannot be read must cost its own value, never the inbox.
 """
 
 from __future__ import annotations
 
 import codecs
-import email
 import email.header
 import email.policy
 import email.utils
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import Compat32
-from html.parser import HTMLParser
 from typing import Any
-
-from mailer.errors import MalformedMessage as MalformedMessage
 
 __all__ = [
     "EMPTY_HEADERS",
     "MAX_HEADER_BLOCK_BYTES",
     "MAX_HEADER_CHARS",
-    "MAX_HTML_CHARS",
+    "POLICY",
     "Headers",
-    "MalformedMessage",
-    "ParsedMessage",
-    "html_to_text",
-    "own_text",
+    "content_type",
+    "decode_bytes",
+    "headers_of",
     "parse_headers",
-    "parse_message",
 ]
 
 # RFC 5322 §2.1.1 limits a line to 998 characters; a field folded over a few lines fits here.
 MAX_HEADER_CHARS = 4096
 # Header blocks are a few KB; parse_headers reads no further than this.
 MAX_HEADER_BLOCK_BYTES = 1024 * 1024
-# HTML beyond this is not read: the sender's own words come first.
-MAX_HTML_CHARS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -74,14 +62,6 @@ class Headers:
     references: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class ParsedMessage:
-    """A whole message: its headers and the text its sender wrote themselves."""
-
-    headers: Headers
-    own_text: str
-
-
 class _CappedPolicy(Compat32):
     """compat32 (header values kept as strings while the MIME tree is built), with each value
     cut to MAX_HEADER_CHARS so no later parse of it can be slow."""
@@ -97,10 +77,7 @@ class _CappedPolicy(Compat32):
         return name, value
 
 
-_POLICY = _CappedPolicy()
-
-
-# --- headers -------------------------------------------------------------------------------
+POLICY = _CappedPolicy()
 
 
 def parse_headers(raw: bytes) -> Headers:
@@ -111,12 +88,12 @@ def parse_headers(raw: bytes) -> Headers:
     try:
         # headersonly: a body given along with the headers is kept as one opaque string.
         # Past MAX_HEADER_BLOCK_BYTES there is only body or junk, never a field worth reading.
-        message = BytesParser(policy=_POLICY).parsebytes(
+        message = BytesParser(policy=POLICY).parsebytes(
             raw[:MAX_HEADER_BLOCK_BYTES], headersonly=True
         )
     except Exception:  # the parser is meant to be lenient; a bug in it must not stop the inbox
         return EMPTY_HEADERS
-    return _headers_of(message)
+    return headers_of(message)
 
 
 EMPTY_HEADERS = Headers(
@@ -198,8 +175,8 @@ def _plain_fields(raw: bytes) -> tuple[dict[str, str], str] | None:
     return fields, main
 
 
-def _headers_of(message: Message) -> Headers:
-    return _headers_from(_first_fields(message), _content_type(message))
+def headers_of(message: Message) -> Headers:
+    return _headers_from(_first_fields(message), content_type(message))
 
 
 def _headers_from(fields: dict[str, str], content_type: str) -> Headers:
@@ -225,13 +202,11 @@ def _first_fields(message: Message) -> dict[str, str]:
     """The first of each header read here, by lower-case name, as it came but unfolded
     (RFC 5322 §2.2.3). One pass, however many headers the message has."""
     fields: dict[str, str] = {}
-    try:
-        for key, value in message.raw_items():
-            name = key.strip().lower()
-            if name in _READ_FIELDS and name not in fields:
-                fields[name] = _LINE_BREAK.sub("", str(value))
-    except Exception:
-        pass
+    # compat32 keeps every value as the string it parsed (`_CappedPolicy`): nothing here raises.
+    for key, value in message.raw_items():
+        name = key.strip().lower()
+        if name in _READ_FIELDS and name not in fields:
+            fields[name] = _LINE_BREAK.sub("", str(value))
     return fields
 
 
@@ -276,7 +251,7 @@ def _decode_words(raw: str) -> str:
         if isinstance(chunk, str):
             pieces.append(_clean(chunk))
         else:
-            pieces.append(_decode_bytes(chunk, charset))
+            pieces.append(decode_bytes(chunk, charset))
     return _one_line("".join(pieces))
 
 
@@ -297,7 +272,7 @@ def _from(raw: str | None) -> tuple[str, str | None]:
                 return "", None
             first = addresses[0]
             return _one_line(_clean(first.display_name)), _address(_clean(first.addr_spec))
-    except Exception:
+    except Exception:  # a header object that fails when read: the plainer reading takes over
         pass
     try:
         name, address = email.utils.parseaddr(_decode_words(raw))
@@ -319,7 +294,7 @@ def _address(addr_spec: str) -> str | None:
     return addr_spec
 
 
-def _content_type(message: Message) -> str:
+def content_type(message: Message) -> str:
     try:
         return message.get_content_type().lower()
     except Exception:
@@ -340,14 +315,14 @@ def _clean(text: str) -> str:
     raw = text.encode("utf-8", "surrogateescape") if _escapes_only(text) else None
     if raw is None:
         return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
-    return _decode_bytes(raw, None)
+    return decode_bytes(raw, None)
 
 
 def _escapes_only(text: str) -> bool:
     return all(not ("\ud800" <= c <= "\udfff") or "\udc80" <= c <= "\udcff" for c in text)
 
 
-def _decode_bytes(data: bytes, charset: str | None) -> str:
+def decode_bytes(data: bytes, charset: str | None) -> str:
     """Decode with the declared charset; an unknown, missing or non-text charset falls back
     to UTF-8 if the bytes are valid UTF-8, else to Latin-1 (which accepts every byte)."""
     # Mail declared US-ASCII often is not; the fallback reads it as UTF-8 (a superset).
@@ -361,227 +336,3 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("latin-1")
-
-
-# --- whole message -------------------------------------------------------------------------
-
-
-def parse_message(raw: bytes, *, max_bytes: int, headers: Headers | None = None) -> ParsedMessage:
-    """Parse a whole message and find its sender's own text.
-
-    `headers`, when the caller already decoded this message's header block with
-    `parse_headers`, is reused instead of being decoded a second time.
-
-    Raises `MalformedMessage` (and nothing else) when the message is over `max_bytes`, has no
-    text part, or its text cannot be decoded.
-    """
-    if len(raw) > max_bytes:
-        raise MalformedMessage(f"message is {len(raw)} bytes, over the {max_bytes}-byte cap")
-    try:
-        message = email.message_from_bytes(raw, policy=_POLICY)
-    except RecursionError as exc:
-        raise MalformedMessage("MIME parts are nested too deeply") from exc
-    except Exception as exc:
-        raise MalformedMessage(f"unparseable message: {type(exc).__name__}") from exc
-    if headers is None:
-        headers = _headers_of(message)
-    try:
-        text = _body_text(message)
-    except MalformedMessage:
-        raise
-    except RecursionError as exc:
-        raise MalformedMessage("MIME parts are nested too deeply") from exc
-    except Exception as exc:
-        raise MalformedMessage(f"undecodable body: {type(exc).__name__}") from exc
-    return ParsedMessage(headers=headers, own_text=own_text(text))
-
-
-def _body_text(message: Message) -> str:
-    """The sender's text: the first non-empty text/plain part, else the first text/html part
-    converted to text."""
-    plain: list[Message] = []
-    html: list[Message] = []
-    for part in _leaf_parts(message, is_root=True):
-        kind = _content_type(part)
-        if kind == "text/plain":
-            plain.append(part)
-        elif kind == "text/html":
-            html.append(part)
-    if not plain and not html:
-        raise MalformedMessage("no text part")
-    for part in plain:
-        text = _part_text(part)
-        if text.strip():
-            return text
-    if html:
-        return html_to_text(_part_text(html[0])[:MAX_HTML_CHARS])
-    return ""
-
-
-def _leaf_parts(part: Message, *, is_root: bool) -> Iterator[Message]:
-    """Body parts in order, not descending into attached messages (message/rfc822 is a
-    forwarded or bounced message, not the sender's words) and skipping attachments."""
-    kind = _content_type(part)
-    if kind.startswith("multipart/"):
-        payload = part.get_payload()
-        if isinstance(payload, list):
-            for sub in payload:
-                if isinstance(sub, Message):
-                    yield from _leaf_parts(sub, is_root=False)
-        return
-    if kind.startswith("message/"):
-        return
-    # RFC 2183 §2.2: an attachment is not displayed as part of the message body.
-    if not is_root and _disposition(part) == "attachment":
-        return
-    yield part
-
-
-def _disposition(part: Message) -> str | None:
-    try:
-        return part.get_content_disposition()
-    except Exception:
-        return None
-
-
-def _part_text(part: Message) -> str:
-    data = part.get_payload(decode=True)
-    if data is None:
-        return ""
-    if not isinstance(data, bytes):
-        raise MalformedMessage("undecodable body")
-    try:
-        charset = part.get_content_charset()
-    except Exception:
-        charset = None
-    return _decode_bytes(data, charset)
-
-
-# --- HTML ----------------------------------------------------------------------------------
-
-_BLOCK_TAGS = frozenset(
-    {
-        "address", "article", "aside", "br", "dd", "div", "dl", "dt", "footer", "h1", "h2",
-        "h3", "h4", "h5", "h6", "header", "hr", "li", "ol", "p", "pre", "section", "table",
-        "td", "th", "tr", "ul",
-    }
-)  # fmt: skip
-_HIDDEN_TAGS = frozenset({"head", "script", "style", "title", "template"})
-
-
-class _TextExtractor(HTMLParser):
-    """Collects visible text, a newline per block element. Quoted replies (blockquote) are
-    dropped, and a mailto: link's address is kept when its text does not show it."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.chunks: list[str] = []
-        self._hidden = 0
-        self._quoted = 0
-        self._mailto: str | None = None
-        self._link_text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _HIDDEN_TAGS:
-            self._hidden += 1
-        elif tag == "blockquote":
-            self._quoted += 1
-        elif tag == "a":
-            href = dict(attrs).get("href") or ""
-            if href.lower().startswith("mailto:"):
-                self._mailto = href[len("mailto:") :].split("?")[0]
-                self._link_text = []
-        if tag in _BLOCK_TAGS:
-            self.chunks.append("\n")
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCK_TAGS:
-            self.chunks.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _HIDDEN_TAGS:
-            self._hidden = max(0, self._hidden - 1)
-        elif tag == "blockquote":
-            self._quoted = max(0, self._quoted - 1)
-        elif tag == "a" and self._mailto is not None:
-            if self._mailto.lower() not in "".join(self._link_text).lower() and self._visible:
-                self.chunks.append(f" {self._mailto} ")
-            self._mailto = None
-        if tag in _BLOCK_TAGS:
-            self.chunks.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._visible:
-            self.chunks.append(data)
-            if self._mailto is not None:
-                self._link_text.append(data)
-
-    @property
-    def _visible(self) -> bool:
-        return self._hidden == 0 and self._quoted == 0
-
-
-_TAG = re.compile(r"<[^>]*>")
-
-
-def html_to_text(html: str) -> str:
-    """Visible text of an HTML body, one line per block element."""
-    extractor = _TextExtractor()
-    try:
-        extractor.feed(html)
-        extractor.close()
-        text = "".join(extractor.chunks)
-    except Exception:  # html.parser can raise on malformed markup (e.g. marked sections)
-        text = _TAG.sub(" ", html)
-    lines = (" ".join(line.split()) for line in text.splitlines())
-    return "\n".join(line for line in lines if line)
-
-
-# --- the sender's own words ----------------------------------------------------------------
-
-# Lines from which everything to the end is someone else's text.
-_CUT_LINE = re.compile(
-    r"""^\s*(?:
-        -{2,}\s*original\s+message\s*-{2,}          # Outlook
-      | -{2,}\s*forwarded\s+message\s*-{2,}         # Gmail
-      | begin\s+forwarded\s+message\s*:             # Apple Mail
-      | _{10,}                                      # Outlook on the web, before a header block
-    )\s*$""",
-    re.IGNORECASE | re.VERBOSE,
-)
-# Reply attribution, on one line or wrapped onto a second one ("On <date>, <name> wrote:").
-_ATTRIBUTION_START = re.compile(r"^\s*on\s", re.IGNORECASE)
-_ATTRIBUTION_END = re.compile(r"wrote\s*:\s*$", re.IGNORECASE)
-# A quoted header block without a separator line: "From: ..." then "Sent:"/"Date:".
-_QUOTED_FROM = re.compile(r"^\s*\*?from\s*:\*?\s*\S", re.IGNORECASE)
-_QUOTED_SENT = re.compile(r"^\s*\*?(?:sent|date)\s*:", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def own_text(text: str) -> str:
-    """The part of a plain-text body its sender wrote: quoted lines, reply attributions and
-    what follows them, forwarded messages and the signature are removed."""
-    lines = _CONTROL.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n")).split("\n")
-    kept: list[str] = []
-    for index, line in enumerate(lines):
-        if _is_cut(lines, index):
-            break
-        # RFC 3676 §4.5: quoted lines start with ">".
-        if line.lstrip().startswith(">"):
-            continue
-        kept.append(line.rstrip())
-    return "\n".join(kept).strip()
-
-
-def _is_cut(lines: list[str], index: int) -> bool:
-    line = lines[index]
-    # RFC 3676 §4.3: "-- " alone on a line starts the signature; many clients trim the space.
-    if line.rstrip() == "--" or _CUT_LINE.match(line):
-        return True
-    if _ATTRIBUTION_START.match(line):
-        following = lines[index + 1] if index + 1 < len(lines) else ""
-        if _ATTRIBUTION_END.search(line) or _ATTRIBUTION_END.search(following):
-            return True
-    if _QUOTED_FROM.match(line):
-        return any(_QUOTED_SENT.match(later) for later in lines[index + 1 : index + 4])
-    return False

@@ -1,0 +1,203 @@
+"""The confirmation outbox: sending the confirmations `mailer.optout` queued, each exactly once.
+
+The opt-out has already committed when a confirmation is queued, so nothing here can undo it.
+Every sender (`mailer inbox process` from cron, the daemon's outbox loop, a second daemon) goes
+through `send_due`, and each row goes through three steps:
+
+1. claim: one transaction picks the oldest due row nobody holds and writes the claim (owner =
+   this host and pid, expiry = now + `claim_ttl_s`), so no other process can pick it meanwhile;
+2. send it over SMTP;
+3. mark it sent (or failed, or due again later), which clears the claim.
+
+A process killed between 2 and 3 leaves a claimed, unmarked row: it is picked again once the
+claim expires, or at once when the owner was a process on this host that no longer exists. So
+a kill -9 costs at most one duplicate confirmation, never a lost one. A transient SMTP failure
+is retried on the one `backoff.CONFIRMATION` policy; a permanent one (5xx) is marked failed
+with the server's reply. Time comes from a `Clock`, so tests move it instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosmtplib
+import aiosqlite
+
+from mailer import backoff, smtp
+from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.outgoing import build_confirmation
+from mailer.settings import Settings
+from mailer.store import outbox as outbox_store
+from mailer.store.db import transaction
+from mailer.store.outbox import ClaimOwner
+from mailer.templates import TemplateError, render_confirmation
+
+__all__ = [
+    "ClaimOwner",
+    "OutboxReport",
+    "OutboxSettings",
+    "check_templates",
+    "confirmation_message_id",
+    "confirmation_settings",
+    "owner_is_gone",
+    "send_due",
+    "this_process",
+]
+
+log = logging.getLogger(__name__)
+
+# Long enough for one connect and one send under the SMTP timeouts; after a crash the row is
+# picked again this long after the claim (at once when the dead owner ran on this host).
+DEFAULT_CLAIM_TTL_S = 300.0
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    sender: str            # the From header, may carry a display name
+    envelope_sender: str   # MAIL FROM: the bare address
+    templates_dir: Path | None
+    smtp: smtp.SmtpConfig
+    claim_ttl_s: float = DEFAULT_CLAIM_TTL_S
+    batch: int = 50        # at most this many rows per `send_due` call
+
+
+def confirmation_settings(settings: Settings) -> OutboxSettings:
+    return OutboxSettings(sender=settings.smtp.sender,
+                          envelope_sender=settings.smtp.sender_address,
+                          templates_dir=settings.templates.dir,
+                          smtp=smtp.smtp_config(settings))
+
+
+@dataclass
+class OutboxReport:
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+
+def check_templates(settings: OutboxSettings) -> None:
+    """Render the confirmation once with sample values; raises TemplateError (one line naming
+    the template and line) so a broken template stops the program at start, not mid-outbox."""
+    render_confirmation(settings.templates_dir, customer_name="Ann Example",
+                        categories=("announcements", "offers"),
+                        request_subject="Unsubscribe special offers")
+
+
+def confirmation_message_id(item_id: int, sender: str) -> str:
+    domain = sender.rpartition("@")[2] or "localhost"
+    digest = hashlib.sha256(f"{item_id}:{sender}".encode()).hexdigest()[:12]
+    return f"<confirm.{item_id}.{digest}@{domain}>"
+
+
+def this_process() -> ClaimOwner:
+    return ClaimOwner(host=socket.gethostname(), pid=os.getpid())
+
+
+def owner_is_gone(owner: ClaimOwner, here: ClaimOwner) -> bool:
+    """True when `owner` was a process on this host that no longer exists. A process on
+    another host cannot be checked from here: its claims wait for their expiry."""
+    if owner.host != here.host or owner.pid == here.pid:
+        return False
+    try:
+        os.kill(owner.pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, under another user
+        return False
+    return False
+
+
+async def _claim(
+    conn: aiosqlite.Connection, owner: ClaimOwner, clock: Clock, ttl_s: float
+) -> outbox_store.OutboxItem | None:
+    """Take back the claims of dead local owners, then claim the next due row: one
+    transaction, so the pick and the claim are one step."""
+    now_s = clock.time()
+    async with transaction(conn):
+        dead = [o for o in await outbox_store.claim_owners(conn, now_s=now_s)
+                if owner_is_gone(o, owner)]
+        if dead:
+            released = await outbox_store.release_claims(conn, dead)
+            log.info("outbox: took back %d claim(s) of %d dead process(es) on this host",
+                     released, len(dead))
+        return await outbox_store.claim_next(conn, owner, now=clock.now(), now_s=now_s,
+                                             ttl_s=ttl_s)
+
+
+async def send_due(
+    conn: aiosqlite.Connection,
+    settings: OutboxSettings,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    owner: ClaimOwner | None = None,
+) -> OutboxReport:
+    """Claim, send and mark due confirmations, one row at a time, up to `settings.batch`;
+    return counts. Never raises for SMTP trouble."""
+    owner = owner or this_process()
+    report = OutboxReport()
+    client: aiosmtplib.SMTP | None = None
+    try:
+        for _ in range(settings.batch):
+            item = await _claim(conn, owner, clock, settings.claim_ttl_s)
+            if item is None:
+                break
+            now = clock.now()
+            try:
+                subject, text, html = render_confirmation(
+                    settings.templates_dir, customer_name=item.to_name,
+                    categories=item.categories, request_subject=item.request_subject)
+                message = build_confirmation(
+                    sender=settings.sender, to_address=item.to_address, to_name=item.to_name,
+                    subject=subject, text=text, html=html,
+                    in_reply_to=item.in_reply_to or None, references=item.refs,
+                    message_id=confirmation_message_id(item.id, settings.envelope_sender),
+                    date=now)
+            except (TemplateError, ValueError) as exc:
+                # This one cannot be built (e.g. an address on file no header can carry):
+                # record why and go on with the rest, rather than stall the whole outbox.
+                async with transaction(conn):
+                    await outbox_store.mark_failed(
+                        conn, item.id, error=f"cannot build the message: {exc}", retry_at=None)
+                report.failed += 1
+                log.error("confirmation %s to customer %s cannot be built: %s",
+                          item.id, item.customer_id, exc)
+                continue
+            try:
+                if client is None:
+                    client = await smtp.connect(settings.smtp)
+                await smtp.send(client, settings.envelope_sender, item.to_address, message,
+                                settings.smtp.timeout_s)
+            except smtp.PermanentSmtpError as exc:
+                async with transaction(conn):
+                    await outbox_store.mark_failed(conn, item.id, error=str(exc), retry_at=None)
+                report.failed += 1
+                log.warning("confirmation %s to customer %s failed: %s",
+                            item.id, item.customer_id, exc)
+                continue
+            except smtp.TransientSmtpError as exc:
+                when = backoff.CONFIRMATION.retry_at(item.attempts + 1, clock.now())
+                async with transaction(conn):
+                    await outbox_store.mark_failed(conn, item.id, error=str(exc), retry_at=when)
+                if when is None:
+                    report.failed += 1
+                else:
+                    report.retrying += 1
+                log.warning("confirmation %s to customer %s not sent (%s); retry at %s",
+                            item.id, item.customer_id, exc, when)
+                if client is not None:
+                    await smtp.close(client)
+                    client = None
+                continue
+            async with transaction(conn):
+                await outbox_store.mark_sent(conn, item.id, now=clock.now())
+            report.sent += 1
+            log.info("confirmation %s sent to customer %s", item.id, item.customer_id)
+    finally:
+        if client is not None:
+            await smtp.close(client)
+    return report

@@ -1,0 +1,179 @@
+"""The confirmation outbox's SQL: queuing, claiming, and settling confirmations.
+
+A row moves `pending -> sent | failed` (or is written `suppressed`, kept for the audit trail
+when the customer had one within the window). A sender claims a pending row before sending it:
+the claim (owner host, owner pid, expiry) is written in the same transaction that picks the row,
+so two processes never hold the same row. Settling a row clears its claim. A claim whose owner
+died before settling expires and the row is picked again; `release_claims` frees the claims of
+owners the caller knows to be dead at once. Whether an owner is alive is not the store's
+business: the caller decides and names them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import aiosqlite
+
+
+def _stamp(when: datetime) -> str:
+    # The store's timestamp format (see db.utcnow): ISO 8601 UTC with microseconds.
+    return when.isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class NewConfirmation:
+    """A confirmation to queue: to the customer's address on file, threaded to the request."""
+
+    customer_id: int
+    to_address: str
+    to_name: str
+    categories: tuple[str, ...]
+    request_subject: str
+    in_reply_to: str
+    refs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OutboxItem(NewConfirmation):
+    """A queued confirmation as the sender reads it back."""
+
+    id: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ClaimOwner:
+    """Who holds a claim: a process on a host."""
+
+    host: str
+    pid: int
+
+
+async def enqueue_confirmations(
+    conn: aiosqlite.Connection,
+    items: Sequence[NewConfirmation],
+    *,
+    interval_h: float,
+    now: datetime,
+) -> int:
+    """Queue confirmations, at most one per customer within `interval_h` hours before `now`
+    (counting those queued or sent before, and earlier items of this same call). A suppressed
+    one is still recorded, for the audit trail. Returns how many were queued to send."""
+    if not items:
+        return 0
+    since = _stamp(now - timedelta(hours=interval_h))
+    ids = sorted({i.customer_id for i in items})
+    recent: set[int] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows = await conn.execute_fetchall(
+            "SELECT DISTINCT customer_id FROM outbox WHERE status IN ('pending', 'sent') "
+            f"AND created_at > ? AND customer_id IN ({','.join('?' * len(chunk))})",
+            (since, *chunk),
+        )
+        recent.update(r["customer_id"] for r in rows)
+    stamp = _stamp(now)
+    rows_out = []
+    queued = 0
+    for item in items:
+        suppressed = item.customer_id in recent
+        recent.add(item.customer_id)
+        queued += not suppressed
+        rows_out.append((
+            item.customer_id, item.to_address, item.to_name, ",".join(item.categories),
+            item.request_subject, item.in_reply_to, " ".join(item.refs),
+            "suppressed" if suppressed else "pending", stamp, stamp,
+        ))
+    await conn.executemany(
+        "INSERT INTO outbox (customer_id, to_address, to_name, categories, request_subject, "
+        "in_reply_to, refs, status, next_attempt_at, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows_out,
+    )
+    return queued
+
+
+async def claim_owners(conn: aiosqlite.Connection, *, now_s: float) -> list[ClaimOwner]:
+    """The owners of live (unexpired) claims on pending rows."""
+    rows = await conn.execute_fetchall(
+        "SELECT DISTINCT claim_host, claim_pid FROM outbox WHERE status = 'pending' "
+        "AND claim_host IS NOT NULL AND claim_expires_at > ?",
+        (now_s,),
+    )
+    return [ClaimOwner(r["claim_host"], r["claim_pid"]) for r in rows]
+
+
+async def release_claims(conn: aiosqlite.Connection, owners: Iterable[ClaimOwner]) -> int:
+    """Free every claim these (dead) owners hold, so their rows can be picked at once."""
+    released = 0
+    for owner in owners:
+        cursor = await conn.execute(
+            "UPDATE outbox SET claim_host = NULL, claim_pid = NULL, claim_expires_at = NULL "
+            "WHERE status = 'pending' AND claim_host = ? AND claim_pid = ?",
+            (owner.host, owner.pid),
+        )
+        released += cursor.rowcount
+    return released
+
+
+async def claim_next(
+    conn: aiosqlite.Connection,
+    owner: ClaimOwner,
+    *,
+    now: datetime,
+    now_s: float,
+    ttl_s: float,
+) -> OutboxItem | None:
+    """Claim the oldest due, unclaimed (or expired-claim) pending row for `owner` until
+    `now_s + ttl_s`; None when there is none. Run inside BEGIN IMMEDIATE, so the pick and the
+    claim are one step no other process can come between."""
+    async with conn.execute(
+        "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? "
+        "AND (claim_host IS NULL OR claim_expires_at <= ?) ORDER BY id LIMIT 1",
+        (_stamp(now), now_s),
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    await conn.execute(
+        "UPDATE outbox SET claim_host = ?, claim_pid = ?, claim_expires_at = ? WHERE id = ?",
+        (owner.host, owner.pid, now_s + ttl_s, row["id"]),
+    )
+    return OutboxItem(
+        id=row["id"], customer_id=row["customer_id"], to_address=row["to_address"],
+        to_name=row["to_name"], categories=tuple(c for c in row["categories"].split(",") if c),
+        request_subject=row["request_subject"], in_reply_to=row["in_reply_to"],
+        refs=tuple(row["refs"].split()), attempts=row["attempts"],
+    )
+
+
+_UNCLAIM = "claim_host = NULL, claim_pid = NULL, claim_expires_at = NULL"
+
+
+async def mark_sent(conn: aiosqlite.Connection, item_id: int, *, now: datetime) -> None:
+    await conn.execute(
+        f"UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, {_UNCLAIM} "
+        "WHERE id = ?",
+        (_stamp(now), item_id),
+    )
+
+
+async def mark_failed(
+    conn: aiosqlite.Connection, item_id: int, *, error: str, retry_at: datetime | None
+) -> None:
+    """Record a failed attempt: retry at `retry_at`, or give up (status failed) when None."""
+    if retry_at is None:
+        await conn.execute(
+            f"UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?, "
+            f"{_UNCLAIM} WHERE id = ?",
+            (error, item_id),
+        )
+    else:
+        await conn.execute(
+            f"UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, "
+            f"{_UNCLAIM} WHERE id = ?",
+            (error, _stamp(retry_at), item_id),
+        )
