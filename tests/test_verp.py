@@ -1,4 +1,4 @@
-"""VERP addresses: each names one sent message, reads back through case-folding, and resists forgery."""
+"""VERP addresses: one per sent message, read back through case-folding, forgery-proof."""
 
 from __future__ import annotations
 
