@@ -1,4 +1,4 @@
-"""DKIM: every signature verifies with dkimpy against the published record; bad keys are one line."""
+"""DKIM: every signature verifies with dkimpy against its record; a bad key is one line."""
 
 from __future__ import annotations
 
@@ -129,7 +129,8 @@ def test_dns_record_names_selector_and_domain_and_carries_the_public_key(
 ) -> None:
     rsa = signer_for("rsa-sha256", rsa_key_file, ed25519_key)
     assert rsa.dns_name() == f"{SELECTOR}._domainkey.{DOMAIN}"
-    assert rsa.dns_record().startswith(f'{SELECTOR}._domainkey.{DOMAIN}. IN TXT "v=DKIM1; k=rsa; p=')
+    assert rsa.dns_record().startswith(
+        f'{SELECTOR}._domainkey.{DOMAIN}. IN TXT "v=DKIM1; k=rsa; p=')
     openssl = subprocess.run(["openssl", "rsa", "-in", str(rsa_key_file), "-pubout",
                               "-outform", "DER"], check=True, capture_output=True).stdout
     assert rsa.dns_value() == f"v=DKIM1; k=rsa; p={base64.b64encode(openssl).decode()}"
@@ -152,7 +153,8 @@ def test_missing_key_file_is_one_line_naming_the_key(tmp_path: Path) -> None:
 
 def test_garbage_key_file_is_one_line_naming_the_key(tmp_path: Path) -> None:
     path = tmp_path / "dkim.pem"
-    path.write_text("-----BEGIN RSA PRIVATE KEY-----\nbm90IGEga2V5\n-----END RSA PRIVATE KEY-----\n")
+    path.write_text("-----BEGIN RSA PRIVATE KEY-----\nbm90IGEga2V5\n"
+                    "-----END RSA PRIVATE KEY-----\n")
     with pytest.raises(SettingsError) as caught:
         dkim.load_signer(DkimSettings(domain=DOMAIN, selector=SELECTOR, private_key_file=path))
     assert str(caught.value) == "[dkim] private_key_file: not an RSA private key in PEM form"
