@@ -23,7 +23,7 @@ from mailer.store import inbox as inbox_store
 from mailer.store.db import open_db, transaction
 from mailer.store.deliverability import ReportCounts
 from mailer.verp import Tag
-from tests.fixtures.reports import load
+from tests.fixtures.reports import CORPUS, load
 
 BOUNCES = BouncesSettings(address="bounces@imperialtelecom.co.uk")
 SECRET = "campaign-secret"
@@ -332,3 +332,16 @@ def test_campaign_pauses_past_the_bounce_or_complaint_rate(
 ) -> None:
     reason = deliverability.pause_reason(counts, sent, BOUNCES)
     assert reason == expected if expected is None else (reason or "").startswith(expected)
+
+
+async def test_flufl_bounce_corpus_of_real_world_bounces_is_never_acted_on(world: World) -> None:
+    applied = []
+    for path in CORPUS:
+        report = read_report(path.read_bytes(), VERIFIER)
+        if report is not None:
+            applied.append(await world.apply(report))
+    assert len(applied) > 100
+    assert {a.outcome for a in applied} == {"ignored"}
+    assert await store.undeliverable_ids(world.conn, world.ids.values()) == set()
+    assert world.rows("SELECT count(*) FROM consent_events WHERE source = 'complaint'") == [(0,)]
+    assert world.rows("SELECT count(*) FROM delivery_events") == [(0,)]

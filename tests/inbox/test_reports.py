@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 from mailer import verp
 from mailer.inbox.reports import Report, read_report
 from mailer.verp import Tag
-from tests.fixtures.reports import NAMES, load
+from tests.fixtures.reports import CORPUS, NAMES, load
 
 BOUNCES = "bounces@imperialtelecom.co.uk"
 SECRET = "campaign-secret"
@@ -198,3 +200,23 @@ def test_mutated_real_reports_never_raise(name: str, data: st.DataObject) -> Non
             break
     result = read_report(bytes(raw), VERIFIER)
     assert result is None or isinstance(result, Report)
+
+
+# --- flufl.bounce's corpus of real-world bounces ------------------------------------------
+
+
+def test_the_corpus_is_there() -> None:
+    assert len(CORPUS) > 100
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)
+def test_real_world_bounce_from_the_corpus_is_never_tied_to_us_and_never_raises(path: Path) -> None:
+    report = read_report(path.read_bytes(), VERIFIER)
+    assert report is None or report.tag is None
+
+
+def test_most_of_the_corpus_is_read_as_reports() -> None:
+    reports = [read_report(p.read_bytes(), VERIFIER) for p in CORPUS]
+    kinds = {r.kind for r in reports if r is not None}
+    assert sum(r is not None for r in reports) > len(CORPUS) * 0.7
+    assert kinds == {"hard", "soft"}
