@@ -20,7 +20,8 @@ Three shapes are read:
   counting vacation replies as bounces blocklisted people elsewhere (listmonk #1334).
 
 Where a VERP tag (mailer.verp) may be: the report's To, Delivered-To, X-Original-To,
-Envelope-To and Return-Path, the DSN's Original-Recipient / Final-Recipient, the ARF report's
+Envelope-To and Return-Path, the DSN's Original-Recipient / Final-Recipient (and Postfix's
+X-Postfix-Sender), the ARF report's
 Original-Mail-From, and the Return-Path of the original message a report quotes (a feedback
 loop sends its report to a fixed address, so the quoted envelope is where our tag survives).
 Only a tag whose HMAC verifies counts.
@@ -35,7 +36,7 @@ import email.utils
 import hashlib
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from typing import Literal
@@ -137,7 +138,7 @@ def _read_dsn(message: Message, key: str, verifier: Verifier | None) -> Report |
         key=key,
         recipients=_unique(f[0] for f in failures if f[0]),
         tag=_find_tag(verifier, [*_envelope_addresses(message), *addresses,
-                                 *_return_paths(original)]),
+                                 *_per_message_senders(blocks), *_return_paths(original)]),
         original_message_ids=_original_ids(message, original),
         status=worst[1],
         diagnostic=worst[2],
@@ -275,6 +276,14 @@ def _original_ids(message: Message, original: Message | None, text: str = "") ->
 def _envelope_addresses(message: Message) -> list[str]:
     values = [v for name in _ENVELOPE_HEADERS for v in _all(message, name)]
     return [a for _, a in email.utils.getaddresses(values) if a]
+
+
+def _per_message_senders(blocks: Sequence[object]) -> list[str]:
+    """Postfix names the envelope sender in the per-message block (X-Postfix-Sender)."""
+    first = blocks[0] if blocks else None
+    if not isinstance(first, Message):
+        return []
+    return [_typed_address(v) for v in _all(first, "x-postfix-sender")]
 
 
 def _return_paths(original: Message | None) -> list[str]:

@@ -220,3 +220,13 @@ def test_most_of_the_corpus_is_read_as_reports() -> None:
     kinds = {r.kind for r in reports if r is not None}
     assert sum(r is not None for r in reports) > len(CORPUS) * 0.7
     assert kinds == {"hard", "soft"}
+
+
+def test_postfix_dsn_forwarded_to_another_address_is_still_tied_by_x_postfix_sender() -> None:
+    raw = fixture("postfix-dsn-5.1.1")
+    raw = raw.replace(f"Delivered-To: {VERP}".encode(), b"Delivered-To: postmaster@x.example")
+    raw = raw.replace(f"To: {VERP}".encode(), b"To: postmaster@x.example")
+    raw = raw.replace(f"Return-Path: <{VERP}>".encode(), b"Return-Path: <>")
+    report = read_report(raw, VERIFIER)
+    assert report is not None and report.tag == TAG
+    assert read_report(raw.replace(b"X-Postfix-Sender", b"X-Other"), VERIFIER).tag is None  # type: ignore[union-attr]
