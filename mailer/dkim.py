@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dkim as dkimpy
@@ -46,7 +46,8 @@ class Signer:
     domain: str
     selector: str
     algorithm: DkimAlgorithm
-    key: bytes  # PEM (RSA) or base64 seed (ed25519), as dkimpy takes it
+    # PEM (RSA) or base64 seed (ed25519), as dkimpy takes it; never in a repr or a log line.
+    key: bytes = field(repr=False)
 
     def sign(self, message: bytes) -> bytes:
         """`message` with a DKIM-Signature header field in front (RFC 6376 §5.6)."""

@@ -134,7 +134,7 @@ class DkimSettings:
     selector: str = ""
     private_key_file: Path | None = None
     # The key itself (PEM for RSA, base64 seed for ed25519), normally from MAILER_DKIM_KEY.
-    private_key: str = ""
+    private_key: str = field(default="", repr=False)
     algorithm: DkimAlgorithm = "rsa-sha256"
 
     @property

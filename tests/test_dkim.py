@@ -174,3 +174,11 @@ def test_bad_ed25519_key_from_the_environment_names_the_variable() -> None:
     with pytest.raises(SettingsError) as caught:
         dkim.load_signer(settings)
     assert str(caught.value).startswith("MAILER_DKIM_KEY: not an ed25519 private key")
+
+
+def test_the_private_key_never_appears_in_a_repr(rsa_key_file: Path, ed25519_key: str) -> None:
+    signer = signer_for("ed25519-sha256", rsa_key_file, ed25519_key)
+    settings = DkimSettings(domain=DOMAIN, selector=SELECTOR, private_key=ed25519_key,
+                            algorithm="ed25519-sha256")
+    assert ed25519_key not in repr(signer)
+    assert ed25519_key not in repr(settings)
