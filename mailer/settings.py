@@ -6,8 +6,12 @@ is one line naming the key (`[imap] port: expected an integer, got "abc"`). Rela
 resolved against the folder holding the settings file, so a daemon started from any working
 directory finds the same database and templates.
 
-Passwords and the campaign secret may come from the environment instead of the file:
-`MAILER_IMAP_PASSWORD`, `MAILER_SMTP_PASSWORD`, `MAILER_SECRET` (the environment wins).
+Passwords, the campaign secret and the DKIM key may come from the environment instead of the
+file: `MAILER_IMAP_PASSWORD`, `MAILER_SMTP_PASSWORD`, `MAILER_SECRET`, `MAILER_DKIM_KEY`,
+`MAILER_BOUNCES_IMAP_PASSWORD` (the environment wins).
+
+`[bounces.imap]` is the one nested table: the optional mailbox delivery reports arrive in, with
+the keys of `[imap]`, when it is not the `[imap]` mailbox.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import os
+import re
 import tomllib
 import types
 import typing
@@ -102,6 +107,44 @@ class CampaignsSettings:
 
 
 @dataclass(frozen=True)
+class BouncesSettings:
+    # The envelope sender of everything we send (RFC 5321 §4.5.5: reports go there); empty:
+    # no bounce address, MAIL FROM stays `[smtp] sender`.
+    address: str = ""
+    # bounces+TOKEN@domain per recipient (mailer.verp), signed with `[campaigns] secret`.
+    verp: bool = True
+    # Where a report tied to one of our messages is moved once recorded.
+    folder: str = "Bounces"
+    # soft_limit soft bounces from different messages within soft_window_days: undeliverable.
+    soft_limit: int = 3
+    soft_window_days: float = 30.0
+    # A campaign pauses itself past these rates, once it has at least pause_min_sample sent.
+    pause_bounce_rate: float = 0.05
+    pause_complaint_rate: float = 0.003
+    pause_min_sample: int = 100
+    # The mailbox reports arrive in when it is not `[imap]`'s: `[bounces.imap]`, same keys.
+    imap: ImapSettings | None = None
+
+
+DkimAlgorithm = Literal["rsa-sha256", "ed25519-sha256"]
+
+
+@dataclass(frozen=True)
+class DkimSettings:
+    # Empty domain: messages are not signed.
+    domain: str = ""
+    selector: str = ""
+    private_key_file: Path | None = None
+    # The key itself (PEM for RSA, base64 seed for ed25519), normally from MAILER_DKIM_KEY.
+    private_key: str = field(default="", repr=False)
+    algorithm: DkimAlgorithm = "rsa-sha256"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.domain)
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings
     imap: ImapSettings
@@ -109,6 +152,8 @@ class Settings:
     unsubscribe: UnsubscribeSettings
     templates: TemplatesSettings = field(default_factory=TemplatesSettings)
     campaigns: CampaignsSettings = field(default_factory=CampaignsSettings)
+    bounces: BouncesSettings = field(default_factory=BouncesSettings)
+    dkim: DkimSettings = field(default_factory=DkimSettings)
     source: Path | None = None
 
     @property
@@ -125,12 +170,15 @@ _SECTIONS: dict[str, type[Any]] = {
     "unsubscribe": UnsubscribeSettings,
     "templates": TemplatesSettings,
     "campaigns": CampaignsSettings,
+    "bounces": BouncesSettings,
+    "dkim": DkimSettings,
 }
 
 _ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("imap", "password", "MAILER_IMAP_PASSWORD"),
     ("smtp", "password", "MAILER_SMTP_PASSWORD"),
     ("campaigns", "secret", "MAILER_SECRET"),
+    ("dkim", "private_key", "MAILER_DKIM_KEY"),
 )
 
 
@@ -170,15 +218,36 @@ def from_mapping(
             table = data.setdefault(section, {})
             if isinstance(table, dict):
                 table[key] = environ[variable]
+    bounces_imap = _pop_bounces_imap(data, environ)
     built: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         table = data.get(name, {})
         if not isinstance(table, dict):
             raise SettingsError(f"[{name}]: expected a table, got {_describe(table)}")
         built[name] = _build_section(name, cls, table, base_dir)
+    if bounces_imap is not None:
+        built["bounces"] = dataclasses.replace(
+            built["bounces"], imap=_build_section("bounces.imap", ImapSettings, bounces_imap,
+                                                  base_dir))
     settings = Settings(**built, source=source)
     _check_relations(settings)
     return settings
+
+
+def _pop_bounces_imap(
+    data: dict[str, Any], environ: typing.Mapping[str, str]
+) -> dict[str, Any] | None:
+    """Take the nested `[bounces.imap]` table out of `[bounces]`, to build it as `[imap]`."""
+    bounces = data.get("bounces")
+    if not isinstance(bounces, dict) or "imap" not in bounces:
+        return None
+    table = bounces.pop("imap")
+    if not isinstance(table, dict):
+        raise SettingsError(f"[bounces] imap: expected a table, got {_describe(table)}")
+    table = dict(table)
+    if environ.get("MAILER_BOUNCES_IMAP_PASSWORD"):
+        table["password"] = environ["MAILER_BOUNCES_IMAP_PASSWORD"]
+    return table
 
 
 def _build_section(name: str, cls: type[Any], table: dict[str, Any], base_dir: Path) -> Any:
@@ -274,12 +343,22 @@ def _check_section(name: str, section: Any) -> None:
         elif spec.name.endswith("_s") or spec.name.endswith("_h"):
             _require(value > 0, where, f"expected a positive number, got {value}")
         elif spec.name in ("fetch_batch", "max_message_bytes", "max_connections", "max_attempts",
-                           "batch_size", "failure_min_sample"):
+                           "batch_size", "failure_min_sample", "soft_limit", "pause_min_sample"):
             _require(value >= 1, where, f"expected a positive integer, got {value}")
         elif spec.name == "rate_limit":
             _require(value >= 0, where, f"expected 0 (no limit) or more, got {value}")
-        elif spec.name == "failure_threshold":
+        elif spec.name in ("failure_threshold", "pause_bounce_rate", "pause_complaint_rate"):
             _require(0 < value <= 1, where, f"expected a share between 0 and 1, got {value}")
+        elif spec.name == "soft_window_days":
+            _require(value > 0, where, f"expected a positive number, got {value}")
+        elif spec.name in ("domain", "selector") and value:
+            _require(_DNS_LABELS.fullmatch(value) is not None, where,
+                     f'expected a DNS name, got "{value}"')
+        elif spec.name == "address" and name == "bounces" and not value:
+            continue  # no bounce address: MAIL FROM stays [smtp] sender
+        elif spec.name == "address" and name == "bounces" and "+" in address_of(value):
+            _require(False, where, f'expected an address without "+" (VERP adds one), '
+                                   f'got "{value}"')
         elif spec.name in ("sender", "address"):
             _require(_looks_like_address(value), where,
                      f'expected an email address, got "{value}"')
@@ -300,10 +379,34 @@ def _check_section(name: str, section: Any) -> None:
             _require(value.is_dir(), where, f"no such folder: {value}")
 
 
+# RFC 1035 §2.3.1 labels (with `_` for selectors, which DNS itself allows).
+_DNS_LABELS = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+                         r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*")
+
+
 def _check_relations(settings: Settings) -> None:
     folders = (settings.imap.folder, settings.imap.processed_folder, settings.imap.review_folder)
     _require(len(set(folders)) == 3, "[imap] processed_folder",
              "folder, processed_folder and review_folder must all differ")
+    bounces = settings.bounces
+    if bounces.address:
+        if bounces.imap is None:
+            _require(bounces.folder not in folders, "[bounces] folder",
+                     "must differ from [imap] folder, processed_folder and review_folder")
+        else:
+            _require(bounces.folder != bounces.imap.folder, "[bounces] folder",
+                     "must differ from [bounces.imap] folder")
+        if bounces.verp:
+            _require(bool(settings.campaigns.secret), "[campaigns] secret",
+                     "missing value (it signs VERP addresses: [bounces] verp = true)")
+    dkim = settings.dkim
+    if dkim.domain:
+        _require(bool(dkim.selector), "[dkim] selector", "missing value ([dkim] domain is set)")
+        _require(dkim.private_key_file is not None or bool(dkim.private_key),
+                 "[dkim] private_key_file", "missing value (or set MAILER_DKIM_KEY)")
+    else:
+        _require(not dkim.selector and dkim.private_key_file is None, "[dkim] domain",
+                 "missing value ([dkim] selector or private_key_file is set)")
 
 
 def address_of(value: str) -> str:

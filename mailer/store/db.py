@@ -195,6 +195,66 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN claim_expires_at REAL;
     CREATE INDEX outbox_claims ON outbox (claim_host, claim_pid) WHERE claim_host IS NOT NULL;
     """,
+    # 4: deliverability: reports, undeliverable addresses, sent Message-IDs (helper deliver)
+    # Delivery reports and complaints read, the addresses we no longer mail and why, and the
+    # Message-ID of every message sent, to tie a report to it.
+    """
+    -- Sent messages' Message-IDs (RFC 5322 §3.6.4, with angle brackets): a report that quotes
+    -- one is tied to that message. (Another helper adds campaign_recipients.message_id too.)
+    ALTER TABLE campaign_recipients ADD COLUMN message_id TEXT;
+    CREATE INDEX campaign_recipients_message_id ON campaign_recipients (message_id)
+        WHERE message_id IS NOT NULL;
+    ALTER TABLE outbox ADD COLUMN message_id TEXT;
+    CREATE INDEX outbox_message_id ON outbox (message_id) WHERE message_id IS NOT NULL;
+
+    -- One row per report read (bounce or complaint), acted on or not: the idempotency key is
+    -- the report's own Message-ID (or a digest), so the same report seen twice counts once.
+    CREATE TABLE delivery_reports (
+        id           INTEGER PRIMARY KEY,
+        report_key   TEXT NOT NULL UNIQUE,
+        received_at  TEXT NOT NULL,
+        kind         TEXT NOT NULL CHECK (kind IN ('hard', 'soft', 'complaint')),
+        format       TEXT NOT NULL DEFAULT '',
+        status       TEXT NOT NULL DEFAULT '',
+        diagnostic   TEXT NOT NULL DEFAULT '',
+        customer_id  INTEGER REFERENCES customers (id),
+        campaign_id  INTEGER REFERENCES campaigns (id),
+        outbox_id    INTEGER REFERENCES outbox (id),
+        tied_by      TEXT NOT NULL DEFAULT '' CHECK (tied_by IN ('', 'verp', 'message-id')),
+        outcome      TEXT NOT NULL CHECK (outcome IN
+                     ('undeliverable', 'soft-counted', 'opted-out', 'ignored')),
+        reason       TEXT NOT NULL DEFAULT '',
+        moved        INTEGER NOT NULL DEFAULT 0 CHECK (moved IN (0, 1))
+    );
+    CREATE INDEX delivery_reports_received ON delivery_reports (received_at);
+    CREATE INDEX delivery_reports_campaign ON delivery_reports (campaign_id, kind);
+    CREATE INDEX delivery_reports_customer ON delivery_reports (customer_id, kind, received_at);
+
+    -- Every change of an address's deliverability, kept forever (who, when, why).
+    CREATE TABLE delivery_events (
+        id          INTEGER PRIMARY KEY,
+        customer_id INTEGER NOT NULL REFERENCES customers (id),
+        at          TEXT NOT NULL,
+        event       TEXT NOT NULL CHECK (event IN ('undeliverable', 'reactivated')),
+        source      TEXT NOT NULL CHECK (source IN ('bounce', 'soft bounces', 'operator',
+                    'console')),
+        reason      TEXT NOT NULL DEFAULT '',
+        report_id   INTEGER REFERENCES delivery_reports (id),
+        actor       TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX delivery_events_customer ON delivery_events (customer_id, id);
+    CREATE TRIGGER delivery_events_are_never_updated BEFORE UPDATE ON delivery_events
+    BEGIN SELECT RAISE(ABORT, 'delivery events are permanent'); END;
+    CREATE TRIGGER delivery_events_are_never_deleted BEFORE DELETE ON delivery_events
+    BEGIN SELECT RAISE(ABORT, 'delivery events are permanent'); END;
+
+    -- The addresses not to mail now: one row per customer, read per recipient at send time.
+    CREATE TABLE undeliverable (
+        customer_id INTEGER PRIMARY KEY REFERENCES customers (id),
+        since       TEXT NOT NULL,
+        reason      TEXT NOT NULL DEFAULT ''
+    );
+    """,
 )
 
 
