@@ -186,7 +186,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER consent_events_are_never_deleted BEFORE DELETE ON consent_events
     BEGIN SELECT RAISE(ABORT, 'consent events are permanent'); END;
     """,
-    # 3: outbox claims (helper inbox): a row is claimed before it is sent, so two processes
+    # 3: outbox claims: a row is claimed before it is sent, so two processes
     # never send the same confirmation; a claim names its owner (host, pid) and expires
     # (epoch seconds).
     """
@@ -195,7 +195,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN claim_expires_at REAL;
     CREATE INDEX outbox_claims ON outbox (claim_host, claim_pid) WHERE claim_host IS NOT NULL;
     """,
-    # 4: deliverability: reports, undeliverable addresses, sent Message-IDs (helper deliver)
+    # 4: deliverability: reports, undeliverable addresses, sent Message-IDs
     # Delivery reports and complaints read, the addresses we no longer mail and why, and the
     # Message-ID of every message sent, to tie a report to it.
     """
