@@ -186,6 +186,20 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER consent_events_are_never_deleted BEFORE DELETE ON consent_events
     BEGIN SELECT RAISE(ABORT, 'consent events are permanent'); END;
     """,
+    # 3: the daemon's heartbeat, read by `mailer status` (helper daemon). One row per daemon
+    # (host and pid); `parts` is the JSON of each part's state.
+    """
+    CREATE TABLE daemon_heartbeat (
+        host       TEXT NOT NULL,
+        pid        INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        version    TEXT NOT NULL,
+        beat_at    TEXT NOT NULL,
+        stopped_at TEXT,
+        parts      TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (host, pid)
+    );
+    """,
 )
 
 
