@@ -21,6 +21,7 @@ async def test_a_failing_part_is_retried_with_backoff_and_its_state_says_why() -
     part = Part("inbox")
     sessions = 0
     seen_states: list[str] = []
+    went_through = asyncio.Event()
 
     async def work() -> None:
         nonlocal sessions
@@ -29,11 +30,11 @@ async def test_a_failing_part_is_retried_with_backoff_and_its_state_says_why() -
         if sessions < 4:
             raise ImapError(f"127.0.0.1:1: connection refused ({sessions})")
         part.succeeded(last_pass_at="now")
+        went_through.set()
         await stop.wait()
 
     task = asyncio.create_task(supervise(part, work, stop, policy=QUICK))
-    while part.state.last_success_at == "":
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(went_through.wait(), timeout=10)
     assert sessions == 4
     assert seen_states == ["starting", "reconnecting", "reconnecting", "reconnecting"]
     assert part.state.state == "running"
@@ -94,15 +95,16 @@ async def test_cancelling_a_supervised_part_is_never_swallowed() -> None:
 
 async def test_stop_during_a_long_backoff_ends_the_part_at_once() -> None:
     stop = asyncio.Event()
-    part = Part("inbox")
+    changed = asyncio.Event()
+    part = Part("inbox", on_change=lambda part: changed.set())
 
     async def work() -> None:
         raise ImapError("down")
 
     slow = Backoff(base_s=3600.0, max_s=3600.0)
     task = asyncio.create_task(supervise(part, work, stop, policy=slow))
-    while part.state.state != "reconnecting":
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(changed.wait(), timeout=10)
+    assert part.state.state == "reconnecting"
     stop.set()
     await asyncio.wait_for(task, timeout=10)
     assert part.state.state == "stopped"
