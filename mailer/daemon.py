@@ -199,7 +199,9 @@ class Daemon:
                 self.changed.clear()
                 await heartbeat_store.write_heartbeat(conn, self._beat())
                 self.metrics.outbox_depth.set(await heartbeat_store.outbox_depth(conn))
-                if watchdog_s is not None and all(not t.done() for t in self.tasks):
+                # After READY only: until then systemd's start timeout is the one that counts.
+                if watchdog_s is not None and self.ready and all(
+                        not task.done() for task in self.tasks):
                     systemd.notify("WATCHDOG=1")
                 await wait_any(self.stop, self.changed, interval_s)
 
