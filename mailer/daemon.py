@@ -121,9 +121,6 @@ class Daemon:
             self.metrics.requests_honoured.labels(source="email").inc(report.unsubscribed)
             self.metrics.review_items.inc(report.review)
             self.metrics.last_pass.set(time.time())
-            if report.seen:
-                log.info("inbox pass: %s seen, %s unsubscribed, %s to review, %s failed",
-                         report.seen, report.unsubscribed, report.review, report.failed)
             if report.confirmations:
                 self.wake_outbox.set()
             if not self.ready:
