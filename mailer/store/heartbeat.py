@@ -99,8 +99,11 @@ async def _snapshot(conn: aiosqlite.Connection) -> Snapshot | None:
     if version > len(MIGRATIONS):
         raise StoreError(f"database schema version {version} is newer than this mailer "
                          f"({len(MIGRATIONS)})")
-    if version < 3:  # no daemon of this version has ever run on it
-        return Snapshot(heartbeat=None) if version else None
+    if version == 0:  # created by nothing of ours yet
+        return None
+    if not await _count(conn, "SELECT count(*) FROM sqlite_master "
+                              "WHERE name = 'daemon_heartbeat'"):
+        return Snapshot(heartbeat=None)  # not yet migrated by a daemon of this version
     async with conn.execute(
         "SELECT host, pid, started_at, version, beat_at, stopped_at, parts "
         "FROM daemon_heartbeat ORDER BY beat_at DESC LIMIT 1"
