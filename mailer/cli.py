@@ -10,12 +10,13 @@ from typing import Any
 
 import click
 
-from mailer import cli_support
+from mailer import cli_ops, cli_support
 from mailer.campaigns.cli import campaign
 from mailer.cli_init import init
 from mailer.cli_support import CliState, command_settings, run
 from mailer.errors import EXIT_BAD_INPUT, BadInput, CsvError, NotFound
 from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
+from mailer.logs import LEVELS, LogFormat
 from mailer.settings import Settings, default_path
 from mailer.store.db import open_db
 
@@ -26,10 +27,17 @@ from mailer.store.db import open_db
     help="Settings file [default: $MAILER_SETTINGS or ./settings.toml].",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail to stderr.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Log lines as text or JSON [default: [log] format, else text].")
+@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default=None,
+              help="Least level logged [default: [log] level, else info for run, "
+                   "warning otherwise].")
 @click.pass_context
-def main(ctx: click.Context, settings_path: Path | None, verbose: bool) -> None:
+def main(ctx: click.Context, settings_path: Path | None, verbose: bool,
+         log_format: LogFormat | None, log_level: str | None) -> None:
     """Honour 'Unsubscribe special offers' emails and send consent-aware campaigns."""
-    ctx.obj = CliState(settings_path=settings_path or default_path(), verbose=verbose)
+    ctx.obj = CliState(settings_path=settings_path or default_path(), verbose=verbose,
+                       log_format=log_format, log_level=log_level and log_level.lower())
 
 
 # --- customers ------------------------------------------------------------------------------
@@ -257,6 +265,8 @@ def run_daemon(ctx: click.Context) -> None:
 
 main.add_command(campaign)
 main.add_command(init)
+main.add_command(cli_ops.status)
+main.add_command(cli_ops.db)
 
 
 def check_confirmation_template(settings: Settings) -> None:

@@ -7,7 +7,6 @@ drawn); `run` is the one place that turns an error into a line on stderr and an 
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -16,8 +15,10 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from mailer import logs
 from mailer import settings as settings_module
 from mailer.errors import EXIT_INTERRUPTED, MailerError, SettingsError
+from mailer.logs import LogFormat
 from mailer.settings import Settings
 
 T = TypeVar("T")
@@ -27,6 +28,8 @@ T = TypeVar("T")
 class CliState:
     settings_path: Path
     verbose: bool
+    log_format: LogFormat | None = None  # --log-format; None: [log] format
+    log_level: str | None = None  # --log-level; None: [log] level, then the default
     _settings: Settings | None = None
 
     def settings(self) -> Settings:
@@ -40,10 +43,13 @@ class CliState:
 
 def command_settings(ctx: click.Context, *, quiet: bool = True) -> Settings:
     """The validated settings for a command (exit 2 on a bad file), with logging set up:
-    warnings only for one-shot commands (`quiet`), info for the daemon, debug with -v."""
+    -v (debug), else --log-level, else `[log] level`, else warnings only for one-shot
+    commands (`quiet`) and info for the daemon; text or JSON by --log-format or `[log]`."""
     cli = state(ctx)
     settings = cli.settings()
-    configure_logging(cli.verbose, quiet=quiet)
+    level = ("debug" if cli.verbose else cli.log_level or settings.log.level
+             or ("warning" if quiet else "info"))
+    logs.configure(level, cli.log_format or settings.log.format)
     return settings
 
 
@@ -67,14 +73,3 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
-
-
-def configure_logging(verbose: bool, *, quiet: bool) -> None:
-    """Log to stderr: debug with -v, warnings only for one-shot commands, info for `run`."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("aioimaplib", "aiosqlite", "mail.log"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)

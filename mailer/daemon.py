@@ -1,109 +1,211 @@
-"""`mailer run`: the daemon that owns the long-running tasks.
+"""`mailer run`: the daemon that owns the long-running parts, each under `supervise`.
 
-    inbox watcher  (IMAP IDLE -> requests honoured within seconds)
-    outbox sender  (confirmations, woken by the watcher, retried with backoff)
-    campaign scheduler (due campaigns, one sender at a time per campaign, via a lease)
+    inbox      IMAP IDLE -> requests honoured within seconds
+    outbox     confirmations, woken by the inbox, retried with backoff
+    campaigns  due campaigns, one sender at a time per campaign, via a lease
+    heartbeat  every part's state into the database for `mailer status`; systemd's WATCHDOG=1
+    web        /healthz and /metrics, when `[http] port` is set
 
-All three live in one `asyncio.TaskGroup`; each has its own database connection, because a
-transaction on a shared aiosqlite connection would interleave with another task's. SIGINT and
-SIGTERM set one `stop` event: every loop finishes the unit of work in hand, then returns, and
-the daemon exits 0. An unexpected crash of any task stops the others and exits non-zero.
+All live in one `asyncio.TaskGroup`; each opens its own database connection, because a
+transaction on a shared aiosqlite connection would interleave with another task's. A part
+that fails (a server down, the database locked or read-only) is logged, backed off and started
+again by `mailer.supervise`; a programming error stops the daemon with a non-zero exit (the
+rule is written there). SIGINT and SIGTERM (`mailer.lifecycle`) set one `stop` event: every
+part finishes the unit of work in hand and returns, the heartbeat records the stop, and the
+daemon exits 0. systemd hears READY=1 after the first inbox pass that went through.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import importlib.metadata
 import logging
-import signal
-import sqlite3
-from collections.abc import Awaitable
+import os
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
 
-from mailer.campaigns.scheduler import scheduler_loop
+from aiohttp import web
+
+from mailer import status as status_module
+from mailer import systemd
+from mailer.campaigns.scheduler import POLL_INTERVAL_S, scheduler_loop
+from mailer.campaigns.sender import SendOutcome
+from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.inbox.processor import PassReport
-from mailer.inbox.worker import WatchTiming, imap_config, inbox_rules, watch
+from mailer.inbox.worker import WatchTiming, imap_config, inbox_rules, watch_session
+from mailer.lifecycle import stop_on_signals
+from mailer.metrics import Metrics, add_routes
 from mailer.outbox import confirmation_settings, send_due
 from mailer.settings import Settings
+from mailer.store import heartbeat as heartbeat_store
 from mailer.store.db import open_db
+from mailer.supervise import Part, describe, supervise, wait_any
 
 log = logging.getLogger(__name__)
 
-OUTBOX_INTERVAL_S = 30.0
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("mailer")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
-async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+VERSION = _version()
+
+
+@dataclass(frozen=True)
+class DaemonTiming:
+    heartbeat_interval_s: float = status_module.HEARTBEAT_INTERVAL_S
+    outbox_interval_s: float = 30.0
+    scheduler_poll_s: float = POLL_INTERVAL_S
+
+
+async def run(settings: Settings, stop: asyncio.Event | None = None, *,
+              timing: DaemonTiming = DaemonTiming(), metrics: Metrics | None = None,
+              clock: Clock = SYSTEM_CLOCK) -> None:
     """Run until SIGINT/SIGTERM (or `stop` is set)."""
     stop = stop or asyncio.Event()
-    wake_outbox = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, _on_signal, sig, stop)
-            installed.append(sig)
-    try:
+    daemon = Daemon(settings, stop, timing=timing, metrics=metrics or Metrics(), clock=clock)
+    async with stop_on_signals(stop):
+        await daemon.run()
+
+
+class Daemon:
+    def __init__(self, settings: Settings, stop: asyncio.Event, *, timing: DaemonTiming,
+                 metrics: Metrics, clock: Clock) -> None:
+        self.settings = settings
+        self.stop = stop
+        self.timing = timing
+        self.metrics = metrics
+        self.clock = clock
+        self.started_at = clock.now().isoformat(timespec="seconds")
+        self.changed = asyncio.Event()  # a part changed state: beat now
+        self.wake_outbox = asyncio.Event()
+        self.ready = False
+        names = ["inbox", "outbox", "campaigns"]
+        if settings.http.port is not None:
+            names.append("web")
+        self.parts = {name: Part(name, clock=clock, on_change=self._on_change)
+                      for name in names}
+        self.parts["inbox"] = Part("inbox", clock=clock, on_change=self._on_change,
+                                   on_failure=lambda part: metrics.imap_reconnects.inc())
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def _on_change(self, part: Part) -> None:
+        self.changed.set()
+
+    async def run(self) -> None:
+        bodies: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+            "inbox": self._inbox, "outbox": self._outbox, "campaigns": self._campaigns,
+            "web": self._web}
+        log.info("mailer %s starting (pid %s)", VERSION, os.getpid())
         async with asyncio.TaskGroup() as group:
-            group.create_task(_inbox_task(settings, stop, wake_outbox), name="inbox")
-            group.create_task(_guard("outbox", _outbox_task(settings, stop, wake_outbox)),
-                              name="outbox")
-            group.create_task(_guard("campaigns", scheduler_loop(settings, stop)),
-                              name="campaigns")
+            for name, part in self.parts.items():
+                self.tasks.append(group.create_task(
+                    supervise(part, bodies[name], self.stop), name=name))
+            group.create_task(supervise(Part("heartbeat", clock=self.clock), self._heartbeat,
+                                        self.stop), name="heartbeat")
+        await self._last_beat()
         log.info("mailer stopped")
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
 
+    # --- the parts ------------------------------------------------------------------------
 
-def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
-    log.info("%s received: finishing work in hand, then stopping", sig.name)
-    stop.set()
+    async def _inbox(self) -> None:
+        part = self.parts["inbox"]
 
+        def after_pass(report: PassReport) -> None:
+            self.metrics.requests_honoured.labels(source="email").inc(report.unsubscribed)
+            self.metrics.review_items.inc(report.review)
+            self.metrics.last_pass.set(time.time())
+            if report.confirmations:
+                self.wake_outbox.set()
+            if not self.ready:
+                self.ready = True
+                systemd.notify("READY=1")
+                log.info("ready: first inbox pass done")
 
-async def _guard(name: str, work: Awaitable[None]) -> None:
-    try:
-        await work
-    except asyncio.CancelledError:
-        raise
-    except BaseException:
-        log.exception("%s task crashed; stopping the daemon", name)
-        raise
+        s = self.settings
+        timing = WatchTiming(idle_timeout_s=s.imap.idle_timeout_s,
+                             poll_interval_s=s.imap.poll_interval_s)
+        async with open_db(s.database.path) as conn:
+            await watch_session(conn, imap_config(s), inbox_rules(s), timing, self.stop,
+                                after_pass, part=part,
+                                on_duration=self.metrics.pass_duration.observe)
 
-
-async def _inbox_task(settings: Settings, stop: asyncio.Event, wake: asyncio.Event) -> None:
-    def after_pass(report: PassReport) -> None:
-        if report.confirmations:
-            wake.set()
-
-    async with open_db(settings.database.path) as conn:
-        timing = WatchTiming(idle_timeout_s=settings.imap.idle_timeout_s,
-                             poll_interval_s=settings.imap.poll_interval_s)
-        await _guard("inbox", watch(conn, imap_config(settings), inbox_rules(settings), timing,
-                                    stop, after_pass))
-
-
-async def _outbox_task(settings: Settings, stop: asyncio.Event, wake: asyncio.Event) -> None:
-    config = confirmation_settings(settings)
-    async with open_db(settings.database.path) as conn:
-        while not stop.is_set():
-            try:
+    async def _outbox(self) -> None:
+        part = self.parts["outbox"]
+        config = confirmation_settings(self.settings)
+        async with open_db(self.settings.database.path) as conn:
+            part.running()
+            while not self.stop.is_set():
                 report = await send_due(conn, config)
-            except sqlite3.OperationalError as exc:  # locked or full: try again next round
-                log.warning("outbox: database: %s", exc)
-            else:
+                self.metrics.confirmations_sent.inc(report.sent)
+                part.succeeded(last_round_at=self.clock.now().isoformat(timespec="seconds"))
                 if report.sent or report.failed or report.retrying:
                     log.info("outbox: %s sent, %s to retry, %s failed",
                              report.sent, report.retrying, report.failed)
-            await _wait_any(stop, wake, OUTBOX_INTERVAL_S)
-            wake.clear()
+                await wait_any(self.stop, self.wake_outbox, self.timing.outbox_interval_s)
+                self.wake_outbox.clear()
 
+    async def _campaigns(self) -> None:
+        def counted(kind: str, outcome: SendOutcome) -> None:
+            self.metrics.campaign_sent.labels(kind=kind).inc(outcome.sent)
+            self.metrics.campaign_failed.labels(kind=kind).inc(outcome.failed)
 
-async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, timeout_s: float) -> None:
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.wait(waiters)
+        await scheduler_loop(self.settings, self.stop, poll_interval_s=self.timing.scheduler_poll_s,
+                             part=self.parts["campaigns"], on_outcome=counted)
 
+    async def _web(self) -> None:
+        """/healthz and /metrics on [http] host:port (merged into the web app later)."""
+        part = self.parts["web"]
+        app = web.Application()
+        add_routes(app, self.metrics, self.health)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            host, port = self.settings.http.host, self.settings.http.port
+            await web.TCPSite(runner, host, port).start()
+            log.info("listening on http://%s:%s (/healthz, /metrics)", host, port)
+            part.succeeded(listening=f"{host}:{port}")
+            await self.stop.wait()
+        finally:
+            await runner.cleanup()
 
+    async def health(self) -> status_module.Status:
+        return await status_module.gather(self.settings.database.path, self.clock)
+
+    # --- heartbeat and watchdog -----------------------------------------------------------
+
+    def _beat(self, stopped: bool = False) -> heartbeat_store.Heartbeat:
+        now = self.clock.now().isoformat(timespec="microseconds")
+        return heartbeat_store.Heartbeat(
+            host=socket.gethostname(), pid=os.getpid(), started_at=self.started_at,
+            version=VERSION, beat_at=now, stopped_at=now if stopped else None,
+            parts={name: part.state.as_json() for name, part in self.parts.items()})
+
+    async def _heartbeat(self) -> None:
+        watchdog_s = systemd.watchdog_interval_s()
+        interval_s = min(self.timing.heartbeat_interval_s, watchdog_s or float("inf"))
+        async with open_db(self.settings.database.path) as conn:
+            await heartbeat_store.prune_heartbeats(conn, self.clock.now())
+            while not self.stop.is_set():
+                self.changed.clear()
+                await heartbeat_store.write_heartbeat(conn, self._beat())
+                self.metrics.outbox_depth.set(await heartbeat_store.outbox_depth(conn))
+                # After READY only: until then systemd's start timeout is the one that counts.
+                if watchdog_s is not None and self.ready and all(
+                        not task.done() for task in self.tasks):
+                    systemd.notify("WATCHDOG=1")
+                await wait_any(self.stop, self.changed, interval_s)
+
+    async def _last_beat(self) -> None:
+        systemd.notify("STOPPING=1")
+        try:
+            async with open_db(self.settings.database.path) as conn:
+                await heartbeat_store.write_heartbeat(conn, self._beat(stopped=True))
+        except Exception as exc:  # the database may be why we stop; status then sees the pid
+            log.warning("heartbeat: could not record the stop: %s", describe(exc))

@@ -145,6 +145,21 @@ class DkimSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    format: Literal["text", "json"] = "text"
+    # Empty: info for `mailer run`, warnings only for one-shot commands.
+    level: Literal["", "debug", "info", "warning", "error"] = ""
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The daemon's web listener (/healthz, /metrics); off unless `port` is set."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings
     imap: ImapSettings
@@ -154,6 +169,8 @@ class Settings:
     campaigns: CampaignsSettings = field(default_factory=CampaignsSettings)
     bounces: BouncesSettings = field(default_factory=BouncesSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     source: Path | None = None
 
     @property
@@ -172,6 +189,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "campaigns": CampaignsSettings,
     "bounces": BouncesSettings,
     "dkim": DkimSettings,
+    "log": LogSettings,
+    "http": HttpSettings,
 }
 
 _ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
@@ -338,7 +357,7 @@ def _check_section(name: str, section: Any) -> None:
     for spec in dataclasses.fields(section):
         value = getattr(section, spec.name)
         where = f"[{name}] {spec.name}"
-        if spec.name == "port":
+        if spec.name == "port" and value is not None:
             _require(1 <= value <= 65535, where, f"expected a port from 1 to 65535, got {value}")
         elif spec.name.endswith("_s") or spec.name.endswith("_h"):
             _require(value > 0, where, f"expected a positive number, got {value}")

@@ -11,14 +11,18 @@ import asyncio
 import email
 import email.policy
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.daemon_world import daemon
 from tests.helpers import ROOT, run_cli
 from tests.inbox.world import make_world
 from tests.servers import ImapTestServer, SmtpSink, sample_message
@@ -89,3 +93,31 @@ async def test_an_opt_out_by_email_during_a_campaign_stops_that_customers_mail_a
     assert world.query("SELECT status, last_reply FROM campaign_recipients "
                        "WHERE customer_id = (SELECT id FROM customers WHERE email = ?)",
                        last)[0][0] == "skipped"
+
+
+async def test_systemd_hears_ready_after_the_first_pass_then_watchdog_then_stopping(
+    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+) -> None:
+    world = await make_world(tmp_path, imap_server, smtp_sink)
+    # A socket path of its own: AF_UNIX paths are limited to 108 bytes.
+    folder = tempfile.mkdtemp(prefix="notify-")
+    path = os.path.join(folder, "notify.sock")
+    received: list[str] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(30)
+        env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"}
+        with daemon(world, env=env) as process:
+            while received.count("WATCHDOG=1") < 3:
+                received.append(sock.recv(256).decode())
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+            while "STOPPING=1" not in received:  # already queued on the socket
+                received.append(sock.recv(256).decode())
+        shutil.rmtree(folder)
+    assert process.returncode == 0
+    assert received[0] == "READY=1"
+    assert received.count("READY=1") == 1
+    assert received[-1] == "STOPPING=1"
+    assert world.query("SELECT count(*) FROM daemon_heartbeat WHERE pid = ?",
+                       process.pid) == [(1,)]

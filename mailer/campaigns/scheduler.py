@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
+from collections.abc import Callable
 
 import aiosqlite
 
@@ -33,7 +33,8 @@ from mailer.campaigns.sender import (
 )
 from mailer.settings import Settings
 from mailer.store import campaigns as store
-from mailer.store.db import StoreError, open_db, transaction, utcnow
+from mailer.store.db import open_db, transaction, utcnow
+from mailer.supervise import Part
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +42,28 @@ POLL_INTERVAL_S = 5.0
 
 
 async def scheduler_loop(
-    settings: Settings, stop: asyncio.Event, *, poll_interval_s: float = POLL_INTERVAL_S
+    settings: Settings, stop: asyncio.Event, *, poll_interval_s: float = POLL_INTERVAL_S,
+    part: Part | None = None, on_outcome: Callable[[str, SendOutcome], None] | None = None,
 ) -> None:
-    """Send due campaigns until `stop` is set; opens its own database connection."""
+    """Send due campaigns until `stop` is set; opens its own database connection.
+
+    A database or store error ends the loop with the error: `mailer run` runs this under
+    `mailer.supervise`, which records it, backs off and starts it again. `on_outcome` gets
+    each campaign's kind and outcome (for the metrics)."""
     config = send_config(settings)
     holder = new_holder()
     async with open_db(settings.database.path) as conn:
         while not stop.is_set():
-            try:
-                await send_due(conn, config, stop, holder=holder)
-            except (StoreError, sqlite3.Error) as exc:
-                # A locked or unavailable database: try again on the next round.
-                log.error("campaigns: %s", exc)
+            outcomes = await send_due(conn, config, stop, holder=holder)
+            if part is not None:
+                part.succeeded(last_round_at=part.clock.now().isoformat(timespec="seconds"))
+            for outcome in outcomes:
+                log.info("campaign %s: %s; %s sent, %s failed, %s skipped this run",
+                         outcome.campaign_id, outcome.status, outcome.sent, outcome.failed,
+                         outcome.skipped)
+                if on_outcome is not None:
+                    campaign = await store.get_campaign(conn, outcome.campaign_id)
+                    on_outcome(campaign.kind if campaign else "", outcome)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(poll_interval_s):
                     await stop.wait()

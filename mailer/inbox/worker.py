@@ -1,5 +1,6 @@
 """The inbox worker's lifecycles: one burst pass (`mailer inbox process`) and the watch loop
-that `mailer run` owns (connect, pass, IDLE, pass, ... reconnecting after any failure).
+that `mailer run` owns (connect, pass, IDLE, pass, ...), one session at a time under
+`mailer.supervise`, which reconnects with backoff after any failure.
 
 Both go through `processor.run_pass`, so a request is handled the same way in both. The loop
 re-issues IDLE before RFC 2177's 29-minute limit and polls where the server lacks IDLE. A lost
@@ -10,24 +11,20 @@ because the database, not the connection, knows where the worker got to.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiosqlite
 
-from mailer.inbox.imap import ImapClient, ImapConfig, ImapError
+from mailer.inbox.imap import ImapClient, ImapConfig
 from mailer.inbox.processor import PassReport, prepare_folders, run_pass
 from mailer.inbox.rules import InboxRules
 from mailer.settings import Settings
+from mailer.supervise import Part, supervise
 
 log = logging.getLogger(__name__)
-
-_RECONNECT_MIN_S = 1.0
-_RECONNECT_MAX_S = 60.0
-
 
 @dataclass(frozen=True)
 class WatchTiming:
@@ -75,36 +72,57 @@ async def watch(
     timing: WatchTiming,
     stop: asyncio.Event,
     on_pass: Callable[[PassReport], None] = lambda report: None,
+    part: Part | None = None,
 ) -> None:
-    """Keep the inbox processed until `stop` is set; survives any IMAP failure."""
-    delay = _RECONNECT_MIN_S
-    while not stop.is_set():
-        client: ImapClient | None = None
-        try:
-            client = await ImapClient.connect(config)
-            await prepare_folders(client, rules)
-            log.info("watching %s on %s:%s (%s)", rules.folder, config.host, config.port,
-                     "IDLE" if "IDLE" in client.capabilities else "polling")
-            delay = _RECONNECT_MIN_S
-            while not stop.is_set():
-                on_pass(await run_pass(client, conn, rules))
-                if "IDLE" in client.capabilities:
-                    await _until_stopped(client.idle(timing.idle_timeout_s), stop)
-                else:
-                    await _until_stopped(asyncio.sleep(timing.poll_interval_s), stop)
-        except ImapError as exc:
-            log.warning("IMAP: %s; reconnecting in %.0f s", exc, delay)
-            await _sleep_unless_stopped(delay, stop)
-            delay = min(delay * 2, _RECONNECT_MAX_S)
-        except sqlite3.OperationalError as exc:
-            # Locked for longer than the busy timeout, or the disk is full: the batch rolled
-            # back and nothing was moved, so the next pass simply redoes it.
-            log.warning("database: %s; retrying in %.0f s", exc, delay)
-            await _sleep_unless_stopped(delay, stop)
-            delay = min(delay * 2, _RECONNECT_MAX_S)
-        finally:
-            if client is not None:
-                await client.close()
+    """Keep the inbox processed until `stop` is set; survives any IMAP or database failure
+    by starting a new session under `supervise` (backoff from `mailer.backoff.RECONNECT`)."""
+    part = part or Part("inbox")
+    await supervise(part, lambda: watch_session(conn, config, rules, timing, stop, on_pass,
+                                                part=part), stop)
+
+
+async def watch_session(
+    conn: aiosqlite.Connection,
+    config: ImapConfig,
+    rules: InboxRules,
+    timing: WatchTiming,
+    stop: asyncio.Event,
+    on_pass: Callable[[PassReport], None] = lambda report: None,
+    *,
+    part: Part | None = None,
+    on_duration: Callable[[float], None] | None = None,
+) -> None:
+    """One connection's life: connect, pass, IDLE (or poll), pass, ... until `stop` is set.
+
+    Raises on any failure (ImapError, a database error) and leaves reconnecting to the
+    supervisor. A connection that stops answering without closing is caught by the command
+    timeout: each IDLE ends after `idle_timeout_s` with DONE and a pass, and those commands
+    time out after `timeout_s` on a dead connection, so a stuck session lasts at most
+    `idle_timeout_s + timeout_s`."""
+    client = await ImapClient.connect(config)
+    try:
+        await prepare_folders(client, rules)
+        idle = "IDLE" in client.capabilities
+        log.info("watching %s on %s:%s (%s)", rules.folder, config.host, config.port,
+                 "IDLE" if idle else "polling")
+        while not stop.is_set():
+            started = time.monotonic()
+            report = await run_pass(client, conn, rules)
+            if on_duration is not None:
+                on_duration(time.monotonic() - started)
+            if part is not None:
+                part.succeeded(last_pass_at=part.clock.now().isoformat(timespec="seconds"),
+                               connected=True, mode="IDLE" if idle else "polling",
+                               left_to_retry=report.failed)
+            on_pass(report)
+            if idle:
+                await _until_stopped(client.idle(timing.idle_timeout_s), stop)
+            else:
+                await _until_stopped(asyncio.sleep(timing.poll_interval_s), stop)
+    finally:
+        if part is not None:
+            part.state.details["connected"] = False
+        await client.close()
 
 
 async def _until_stopped(awaitable: Awaitable[object], stop: asyncio.Event) -> None:
@@ -122,8 +140,3 @@ async def _until_stopped(awaitable: Awaitable[object], stop: asyncio.Event) -> N
             await asyncio.wait(leftovers)
     if task.done() and not task.cancelled():
         task.result()  # re-raise ConnectionLost and friends
-
-
-async def _sleep_unless_stopped(seconds: float, stop: asyncio.Event) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -255,6 +255,20 @@ MIGRATIONS: tuple[str, ...] = (
         reason      TEXT NOT NULL DEFAULT ''
     );
     """,
+    # 5: the daemon's heartbeat, read by `mailer status`. One row per daemon
+    # (host and pid); `parts` is the JSON of each part's state.
+    """
+    CREATE TABLE daemon_heartbeat (
+        host       TEXT NOT NULL,
+        pid        INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        version    TEXT NOT NULL,
+        beat_at    TEXT NOT NULL,
+        stopped_at TEXT,
+        parts      TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (host, pid)
+    );
+    """,
 )
 
 

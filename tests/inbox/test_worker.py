@@ -17,6 +17,7 @@ import pytest
 from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import WatchTiming, watch
 from mailer.store.db import open_db
+from mailer.supervise import Part
 from tests.helpers import ROOT, dovecot_only
 from tests.inbox.world import World, make_world
 from tests.servers import DovecotServer, ImapTestServer, SmtpSink, sample_message
@@ -44,8 +45,10 @@ async def eventually(check: Callable[[], bool], within_s: float = 20.0) -> None:
 
 
 class Watcher:
-    def __init__(self, world: World, idle_timeout_s: float = 60.0) -> None:
+    def __init__(self, world: World, idle_timeout_s: float = 60.0,
+                 part: Part | None = None) -> None:
         self.world = world
+        self.part = part
         self.stop = asyncio.Event()
         self.passes: list[PassReport] = []
         self.timing = WatchTiming(idle_timeout_s=idle_timeout_s, poll_interval_s=1.0)
@@ -55,7 +58,7 @@ class Watcher:
         async def body() -> None:
             async with open_db(self.world.db_path) as conn:
                 await watch(conn, self.world.imap, self.world.rules, self.timing, self.stop,
-                            self.passes.append)
+                            self.passes.append, part=self.part)
         self.task = asyncio.create_task(body())
         await eventually(lambda: len(self.passes) >= 1)
         return self
@@ -96,6 +99,25 @@ async def test_server_down_for_a_while_is_survived(world: World) -> None:
         world.server.start()
         world.deliver(request("dan@example.com"))
         await eventually(lambda: world.opted_out() == {"dan@example.com"}, within_s=30)
+
+
+async def test_the_watcher_reports_reconnecting_with_its_error_while_the_server_is_down(
+    world: World,
+) -> None:
+    part = Part("inbox")
+    async with Watcher(world, part=part) as watcher:
+        assert part.state.state == "running"
+        assert part.state.details["connected"] is True
+        world.server.stop()
+        await eventually(lambda: part.state.state == "reconnecting")
+        assert part.state.details["connected"] is False
+        assert f"{world.server.host}:{world.server.port}" in part.state.last_error
+        assert part.state.last_error_at
+        passes = len(watcher.passes)
+        world.server.start()
+        await eventually(lambda: part.state.state == "running", within_s=30)
+        assert len(watcher.passes) > passes
+    assert part.state.state == "stopped"
 
 
 def run_process(world: World) -> subprocess.Popen[bytes]:

@@ -1,0 +1,130 @@
+"""How the daemon is: healthy (0), degraded (1) or not running (2), from its heartbeat.
+
+`gather` reads the heartbeat and the queues beside it from the database (read-only) and
+`evaluate` decides, on data alone:
+
+    not running  no database, no heartbeat ever, the last daemon stopped cleanly, or its pid
+                 is gone on this host (a kill -9 leaves a heartbeat behind)
+    degraded     a part is reconnecting or stopped, or the heartbeat is older than
+                 `STALE_AFTER_S` (a hung loop, or a database it cannot write)
+    healthy      otherwise
+
+`mailer status`, `/healthz` and monitoring all use this one decision.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.store.heartbeat import Snapshot, read_snapshot
+
+HEALTHY, DEGRADED, NOT_RUNNING = 0, 1, 2
+LABELS = {HEALTHY: "healthy", DEGRADED: "degraded", NOT_RUNNING: "not running"}
+# The daemon beats every HEARTBEAT_INTERVAL_S (mailer.daemon); three missed beats and more
+# is a daemon that is alive but not making progress.
+HEARTBEAT_INTERVAL_S = 5.0
+STALE_AFTER_S = 30.0
+
+
+@dataclass(frozen=True)
+class Status:
+    code: int
+    reasons: tuple[str, ...]
+    data: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.code]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"status": self.label, "code": self.code, "reasons": list(self.reasons),
+                **self.data}
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+def evaluate(
+    snapshot: Snapshot | None,
+    *,
+    now: datetime,
+    host: str,
+    alive: Callable[[int], bool] = pid_alive,
+    stale_after_s: float = STALE_AFTER_S,
+) -> Status:
+    if snapshot is None:
+        return Status(NOT_RUNNING, ("no database yet",), {"daemon": None})
+    queues: dict[str, Any] = {
+        "outbox_depth": snapshot.outbox_depth,
+        "review_open": snapshot.review_open,
+        "campaigns": [{"id": c.id, "kind": c.kind, "sent": c.sent, "total": c.total,
+                       "rate_per_s": c.rate_per_s} for c in snapshot.campaigns],
+    }
+    beat = snapshot.heartbeat
+    if beat is None:
+        return Status(NOT_RUNNING, ("no daemon has run on this database",),
+                      {"daemon": None, **queues})
+    age_s = max(0.0, (now - datetime.fromisoformat(beat.beat_at)).total_seconds())
+    daemon = {"host": beat.host, "pid": beat.pid, "started_at": beat.started_at,
+              "version": beat.version, "heartbeat_at": beat.beat_at,
+              "heartbeat_age_s": round(age_s, 1), "stopped_at": beat.stopped_at}
+    data = {"daemon": daemon, "parts": beat.parts, **queues}
+    if beat.stopped_at:
+        return Status(NOT_RUNNING, (f"stopped at {beat.stopped_at}",), data)
+    if beat.host == host and not alive(beat.pid):
+        return Status(NOT_RUNNING, (f"pid {beat.pid} is not running on {host}",), data)
+    reasons = []
+    if age_s > stale_after_s:
+        reasons.append(f"heartbeat is {age_s:.0f} s old")
+    for name, part in sorted(beat.parts.items()):
+        if part.get("state") in ("reconnecting", "stopped"):
+            error = part.get("last_error") or "no error recorded"
+            reasons.append(f"{name} {part['state']} since {part.get('since')}: {error}")
+    return Status(DEGRADED if reasons else HEALTHY, tuple(reasons), data)
+
+
+async def gather(db_path: Path, clock: Clock = SYSTEM_CLOCK,
+                 stale_after_s: float = STALE_AFTER_S) -> Status:
+    """Read and evaluate; raises StoreError (exit 3) if the database cannot be read."""
+    return evaluate(await read_snapshot(db_path), now=clock.now(), host=socket.gethostname(),
+                    stale_after_s=stale_after_s)
+
+
+def render_text(status: Status) -> str:
+    """The human form of `mailer status`."""
+    lines = [f"mailer: {status.label}"]
+    daemon = status.data.get("daemon")
+    if daemon:
+        lines.append(f"  daemon: pid {daemon['pid']} on {daemon['host']}, version "
+                     f"{daemon['version']}, started {daemon['started_at']}, heartbeat "
+                     f"{daemon['heartbeat_age_s']:g} s ago")
+    for reason in status.reasons:
+        lines.append(f"  ! {reason}")
+    for name, part in sorted(status.data.get("parts", {}).items()):
+        extra = "".join(f", {k} {v}" for k, v in sorted(part.items())
+                        if k not in ("state", "since", "last_error", "last_error_at",
+                                     "failures") and v not in ("", None))
+        lines.append(f"  {name}: {part.get('state')} since {part.get('since')}{extra}")
+        if part.get("last_error"):
+            lines.append(f"    last error at {part.get('last_error_at')}: {part['last_error']}")
+    if "outbox_depth" in status.data:
+        lines.append(f"  outbox: {status.data['outbox_depth']} waiting; review queue: "
+                     f"{status.data['review_open']} open")
+    for c in status.data.get("campaigns", []):
+        lines.append(f"  campaign {c['id']} ({c['kind']}): {c['sent']}/{c['total']} sent, "
+                     f"{c['rate_per_s']:g}/s")
+    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""The daemon's heartbeat and what `mailer status` reads beside it.
+
+`mailer run` upserts one `daemon_heartbeat` row (its host and pid) every few seconds with each
+part's state; `read_snapshot` opens the database read-only, so `mailer status` works from any
+shell on the host without talking to the daemon and never creates or migrates a database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from mailer.store.db import MIGRATIONS, StoreError
+
+# Rows of daemons gone for this long are pruned at the next beat.
+_KEEP_STOPPED = timedelta(days=7)
+# A campaign's rate is measured over this window.
+RATE_WINDOW_S = 60
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    host: str
+    pid: int
+    started_at: str
+    version: str
+    beat_at: str
+    stopped_at: str | None
+    parts: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    id: int
+    kind: str
+    sent: int
+    total: int
+    rate_per_s: float  # sent over the last RATE_WINDOW_S
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    heartbeat: Heartbeat | None
+    outbox_depth: int = 0
+    review_open: int = 0
+    campaigns: list[CampaignProgress] = field(default_factory=list)
+
+
+async def write_heartbeat(conn: aiosqlite.Connection, beat: Heartbeat) -> None:
+    """Upsert this daemon's row (one statement: its own transaction)."""
+    await conn.execute(
+        "INSERT INTO daemon_heartbeat (host, pid, started_at, version, beat_at, stopped_at, parts)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (host, pid) DO UPDATE SET "
+        "started_at = excluded.started_at, version = excluded.version, "
+        "beat_at = excluded.beat_at, stopped_at = excluded.stopped_at, parts = excluded.parts",
+        (beat.host, beat.pid, beat.started_at, beat.version, beat.beat_at, beat.stopped_at,
+         json.dumps(beat.parts, sort_keys=True)),
+    )
+
+
+async def prune_heartbeats(conn: aiosqlite.Connection, now: datetime) -> None:
+    await conn.execute("DELETE FROM daemon_heartbeat WHERE beat_at < ?",
+                       ((now - _KEEP_STOPPED).isoformat(timespec="microseconds"),))
+
+
+async def outbox_depth(conn: aiosqlite.Connection) -> int:
+    return await _count(conn, "SELECT count(*) FROM outbox WHERE status = 'pending'")
+
+
+async def _count(conn: aiosqlite.Connection, sql: str) -> int:
+    async with conn.execute(sql) as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def read_snapshot(path: Path) -> Snapshot | None:
+    """The latest heartbeat and the queues beside it; None when there is no database file.
+
+    Raises StoreError for a database that cannot be read or is newer than this code."""
+    if not await asyncio.to_thread(path.exists):
+        return None
+    try:
+        async with aiosqlite.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            await conn.execute("PRAGMA busy_timeout = 5000")
+            return await _snapshot(conn)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read database {path}: {exc}") from exc
+
+
+async def _snapshot(conn: aiosqlite.Connection) -> Snapshot | None:
+    version = await _count(conn, "PRAGMA user_version")
+    if version > len(MIGRATIONS):
+        raise StoreError(f"database schema version {version} is newer than this mailer "
+                         f"({len(MIGRATIONS)})")
+    if version == 0:  # created by nothing of ours yet
+        return None
+    if not await _count(conn, "SELECT count(*) FROM sqlite_master "
+                              "WHERE name = 'daemon_heartbeat'"):
+        return Snapshot(heartbeat=None)  # not yet migrated by a daemon of this version
+    async with conn.execute(
+        "SELECT host, pid, started_at, version, beat_at, stopped_at, parts "
+        "FROM daemon_heartbeat ORDER BY beat_at DESC LIMIT 1"
+    ) as cur:
+        row = await cur.fetchone()
+    heartbeat = None if row is None else Heartbeat(
+        host=row[0], pid=int(row[1]), started_at=row[2], version=row[3], beat_at=row[4],
+        stopped_at=row[5], parts=json.loads(row[6]))
+    since = (datetime.now(UTC) - timedelta(seconds=RATE_WINDOW_S)).isoformat(
+        timespec="microseconds")
+    campaigns = []
+    async with conn.execute(
+        "SELECT c.id, c.kind, sum(r.status = 'sent'), count(r.customer_id), "
+        "sum(r.status = 'sent' AND r.updated_at >= ?) FROM campaigns c "
+        "LEFT JOIN campaign_recipients r ON r.campaign_id = c.id "
+        "WHERE c.status = 'sending' GROUP BY c.id ORDER BY c.id", (since,)
+    ) as cur:
+        for r in await cur.fetchall():
+            campaigns.append(CampaignProgress(
+                id=int(r[0]), kind=str(r[1]), sent=int(r[2] or 0), total=int(r[3]),
+                rate_per_s=round(int(r[4] or 0) / RATE_WINDOW_S, 2)))
+    return Snapshot(
+        heartbeat=heartbeat,
+        outbox_depth=await outbox_depth(conn),
+        review_open=await _count(conn, "SELECT count(*) FROM review_items WHERE status = 'open'"),
+        campaigns=campaigns,
+    )

@@ -1,0 +1,61 @@
+"""Running `mailer run` as a real process in tests, and asking `mailer status` about it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tests.helpers import ROOT, run_cli
+from tests.inbox.world import World
+from tests.servers import sample_message
+
+
+def request(sender: str) -> bytes:
+    return sample_message(subject="Unsubscribe special offers", sender=sender,
+                          body="Please stop.\n")
+
+
+async def eventually(check: Callable[[], bool], within_s: float = 60.0) -> None:
+    """Wait for a condition the daemon should bring about (a liveness bound, not a timing)."""
+    deadline = time.monotonic() + within_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.1)
+
+
+def status(world: World) -> tuple[int, dict[str, Any]]:
+    result = run_cli(world.settings_path, "status", "--json")
+    assert result.stderr == "", result.stderr
+    return result.code, json.loads(result.stdout)
+
+
+@contextmanager
+def daemon(world: World, *args: str, env: dict[str, str] | None = None
+           ) -> Iterator[subprocess.Popen[bytes]]:
+    """`mailer [args] run` in the background; SIGTERM and a wait afterwards. Its stderr
+    goes to `world.tmp_path / "daemon.log"`."""
+    log = (world.tmp_path / "daemon.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailer", "--settings", str(world.settings_path), *args, "run"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
+        env={**os.environ, "MAILER_SECRET": "daemon-test-secret", **(env or {})})
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        log.close()
+
+
+def daemon_log(world: World) -> str:
+    return (world.tmp_path / "daemon.log").read_text(errors="replace")

@@ -1,0 +1,92 @@
+"""Fault injection on the database: its folder read-only, then writable again.
+
+As root (CI) the folder is a small tmpfs remounted read-only, so even root cannot write; as
+another user, the folder and its files lose their write permission. The fault is in place
+before the daemon starts, because Linux refuses to remount a file system read-only while a
+file on it is open for writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.daemon_world import daemon, daemon_log, eventually, request
+from tests.inbox.world import make_world
+from tests.servers import ImapTestServer, SmtpSink
+
+CUSTOMERS = ("eve@example.com", "frank@example.com", "grace@example.com")
+
+
+class Folder:
+    """A folder whose writability a test can switch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.mounted = os.geteuid() == 0
+
+    def read_only(self) -> None:
+        if self.mounted:
+            subprocess.run(["mount", "-o", "remount,ro", str(self.path)], check=True)
+        else:
+            for item in [*self.path.iterdir(), self.path]:
+                item.chmod(0o555 if item.is_dir() else 0o444)
+
+    def writable(self) -> None:
+        if self.mounted:
+            subprocess.run(["mount", "-o", "remount,rw", str(self.path)], check=True)
+        else:
+            for item in [self.path, *self.path.iterdir()]:
+                item.chmod(0o755 if item.is_dir() else 0o644)
+
+
+@contextmanager
+def switchable_folder(path: Path) -> Iterator[Folder]:
+    path.mkdir()
+    folder = Folder(path)
+    if folder.mounted:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(path)],
+                       check=True)
+    try:
+        yield folder
+    finally:
+        folder.writable()
+        if folder.mounted:
+            subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+async def test_a_read_only_database_folder_loses_no_request_and_recovers(
+    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+) -> None:
+    with switchable_folder(tmp_path / "data") as folder:
+        world = await make_world(tmp_path, imap_server, smtp_sink,
+                                 database={"path": str(folder.path / "mailer.db")})
+        folder.read_only()
+        world.deliver(*(request(customer) for customer in CUSTOMERS))
+        with daemon(world) as process:
+            await eventually(lambda: daemon_log(world).count("retrying in") >= 6)
+            await asyncio.sleep(2)  # a few more attempts
+            assert process.poll() is None  # still running, still trying
+            assert len(world.folder_subjects("INBOX")) == len(CUSTOMERS)  # left where they were
+            folder.writable()
+            await eventually(lambda: world.opted_out() == set(CUSTOMERS))
+            await eventually(lambda: len(smtp_sink.messages) == len(CUSTOMERS))
+        assert process.returncode == 0
+        log = daemon_log(world)
+        failures = [line for line in log.splitlines() if "retrying in" in line]
+        # One clear line per failed attempt, naming the database; no traceback.
+        assert all(re.search(r"(inbox|outbox|campaigns|heartbeat): cannot (open|prepare) "
+                             r"database .*mailer\.db: .*; retrying in [\d.]+ s \(attempt \d+\)$",
+                             line) for line in failures), failures
+        assert "Traceback" not in log
+        assert world.query("SELECT count(*) FROM consent_events WHERE source = 'email'") == [
+            (2 * len(CUSTOMERS),)]
+        with sqlite3.connect(world.db_path) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert world.folder_subjects("INBOX") == []

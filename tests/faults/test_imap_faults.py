@@ -1,0 +1,73 @@
+"""Fault injection against the real IMAP server: an outage during IDLE and a stuck connection.
+
+The daemon runs as a real `mailer run` process; `mailer status` is asked as an operator would.
+Recovery times are printed (run with -s) for the closing note; nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mailbox
+import time
+from pathlib import Path
+
+from tests.daemon_world import daemon, daemon_log, eventually, request, status
+from tests.faults.proxy import FreezingProxy
+from tests.helpers import dovecot_only
+from tests.inbox.world import make_world
+from tests.servers import DovecotServer, ImapTestServer, SmtpSink
+
+# Shorter than the issue's 30 s to keep the suite quick; bench/ can soak longer.
+OUTAGE_S = 6.0
+CUSTOMERS = ("ann@example.com", "bob@example.com", "carol@example.com")
+
+
+@dovecot_only
+async def test_requests_that_arrive_while_imap_is_down_are_honoured_after_it_returns(
+    tmp_path: Path, smtp_sink: SmtpSink
+) -> None:
+    with DovecotServer() as server:
+        world = await make_world(tmp_path, server, smtp_sink, imap={"timeout_s": 2.0})
+        with daemon(world):
+            await eventually(lambda: status(world)[0] == 0)
+            server.stop()
+            down_at = time.monotonic()
+            await eventually(lambda: status(world)[0] == 1)
+            code, data = status(world)
+            assert code == 1
+            assert data["parts"]["inbox"]["state"] == "reconnecting"
+            assert data["parts"]["inbox"]["last_error"]
+            assert any("inbox " in reason for reason in data["reasons"])
+            # Mail keeps arriving while the IMAP server is down (delivered to the Maildir).
+            inbox = mailbox.Maildir(server.maildir, create=False)
+            for customer in CUSTOMERS:
+                inbox.add(request(customer))
+            await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
+            server.start()
+            back_at = time.monotonic()
+            await eventually(lambda: world.opted_out() == set(CUSTOMERS))
+            print(f"\nIMAP outage of {back_at - down_at:.1f} s: requests honoured "
+                  f"{time.monotonic() - back_at:.1f} s after its return")
+            await eventually(lambda: status(world)[0] == 0)
+            await eventually(lambda: len(smtp_sink.messages) == len(CUSTOMERS))
+    assert world.query("SELECT count(*) FROM consent_events WHERE source = 'email'") == [(6,)]
+    assert "Traceback" not in daemon_log(world)
+
+
+async def test_a_stuck_imap_connection_is_detected_by_the_timeout_and_replaced(
+    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+) -> None:
+    with FreezingProxy(imap_server.port) as proxy:
+        world = await make_world(tmp_path, imap_server, smtp_sink, imap={
+            "port": proxy.port, "timeout_s": 2.0, "idle_timeout_s": 1.0})
+        with daemon(world):
+            await eventually(lambda: status(world)[0] == 0)
+            connections = proxy.connections
+            proxy.freeze()  # the daemon's session hangs: no answer, no close
+            world.deliver(request("dan@example.com"))
+            await eventually(lambda: world.opted_out() == {"dan@example.com"})
+            assert proxy.connections > connections  # a new session replaced the stuck one
+            _, data = status(world)
+            assert data["parts"]["inbox"]["failures"] >= 1
+            assert "timed out" in data["parts"]["inbox"]["last_error"]
+            await eventually(lambda: status(world)[0] == 0)

@@ -1,0 +1,119 @@
+"""`mailer db backup` and `mailer db check`: a consistent copy while the daemon writes."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from mailer.store.db import MIGRATIONS
+from tests.helpers import base_sections, run_cli, write_settings
+
+
+def settings_with_data(tmp_path: Path, rows: int = 2000) -> Path:
+    settings = write_settings(tmp_path / "settings.toml", base_sections(tmp_path))
+    imported = tmp_path / "customers.csv"
+    imported.write_text("name,email\n" + "".join(
+        f"Customer {i},c{i}@example.com\n" for i in range(rows)))
+    result = run_cli(settings, "customers", "import", str(imported))
+    assert result.code == 0, result.stderr
+    return settings
+
+
+def integrity(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def test_a_backup_taken_while_another_process_writes_is_whole_and_consistent(
+    tmp_path: Path,
+) -> None:
+    settings = settings_with_data(tmp_path)
+    database = tmp_path / "mailer.db"
+    stop = threading.Event()
+    written: list[int] = []
+
+    def writer() -> None:
+        # Each transaction adds a review item and an inbound row together: a consistent
+        # copy holds both halves of every transaction or neither.
+        with sqlite3.connect(database, timeout=30, isolation_level=None) as conn:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT INTO inbound (message_key, folder, uidvalidity, uid, "
+                             "outcome, destination, decided_at) VALUES (?, 'INBOX', 1, ?, "
+                             "'review', 'Review', 'now')", (f"k{n}", n))
+                conn.execute("INSERT INTO review_items (inbound_id, reason, created_at) "
+                             "VALUES (last_insert_rowid(), 'test', 'now')")
+                conn.execute("COMMIT")
+                written.append(n)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        while len(written) < 50:
+            stop.wait(0.01)
+        copies = [tmp_path / f"backup-{i}.db" for i in range(3)]
+        for copy in copies:
+            result = run_cli(settings, "db", "backup", str(copy))
+            assert result.code == 0, result.stderr
+            assert "integrity ok" in result.stdout
+    finally:
+        stop.set()
+        thread.join()
+    counts = []
+    for copy in copies:
+        assert integrity(copy) == "ok"
+        with sqlite3.connect(copy) as conn:
+            inbound, reviews = conn.execute(
+                "SELECT (SELECT count(*) FROM inbound), (SELECT count(*) FROM review_items)"
+            ).fetchone()
+            assert conn.execute("SELECT count(*) FROM customers").fetchone() == (2000,)
+        assert inbound == reviews
+        counts.append(inbound)
+    assert 0 < counts[0] <= counts[-1] <= len(written)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_a_backup_replaces_an_older_one_at_the_same_path(tmp_path: Path) -> None:
+    settings = settings_with_data(tmp_path, rows=10)
+    target = tmp_path / "nightly.db"
+    target.write_bytes(b"yesterday's backup")
+    result = run_cli(settings, "db", "backup", str(target))
+    assert result.code == 0, result.stderr
+    assert integrity(target) == "ok"
+
+
+def test_backing_up_a_database_that_does_not_exist_says_so_with_exit_1(tmp_path: Path) -> None:
+    settings = write_settings(tmp_path / "settings.toml", base_sections(tmp_path))
+    result = run_cli(settings, "db", "backup", str(tmp_path / "copy.db"))
+    assert result.code == 1
+    assert result.stderr == f"mailer: no database at {tmp_path / 'mailer.db'}\n"
+    assert not (tmp_path / "mailer.db").exists()
+
+
+def test_db_check_reports_integrity_and_schema_version(tmp_path: Path) -> None:
+    settings = settings_with_data(tmp_path, rows=10)
+    result = run_cli(settings, "db", "check")
+    assert (result.code, result.stderr) == (0, "")
+    assert result.stdout == (f"{tmp_path / 'mailer.db'}: integrity ok; schema version "
+                             f"{len(MIGRATIONS)} (this mailer: {len(MIGRATIONS)})\n")
+
+
+def test_db_check_of_a_damaged_database_fails_with_exit_3(tmp_path: Path) -> None:
+    settings = settings_with_data(tmp_path, rows=3000)
+    database = tmp_path / "mailer.db"
+    with sqlite3.connect(database) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode = DELETE")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = "
+                            "'customers_name_key'").fetchone()[0]
+    with database.open("r+b") as handle:  # scribble over one index page
+        handle.seek((root - 1) * page_size)
+        handle.write(b"\xff" * 200)
+    result = run_cli(settings, "db", "check")
+    assert result.code == 3
+    assert result.stderr.startswith("mailer: ")
+    assert len(result.stderr.splitlines()) == 1

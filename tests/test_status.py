@@ -1,0 +1,181 @@
+"""`mailer status`, /healthz and /metrics: what an operator and monitoring can ask the daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailer.store.db import MIGRATIONS
+from tests.daemon_world import daemon, daemon_log, eventually, request, status
+from tests.helpers import base_sections, run_cli, write_settings
+from tests.inbox.world import World, make_world
+from tests.servers import ImapTestServer, SmtpSink, free_port
+
+
+@pytest.fixture
+async def world(tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+                ) -> AsyncIterator[World]:
+    yield await make_world(tmp_path, imap_server, smtp_sink)
+
+
+def test_status_where_no_daemon_ever_ran_says_not_running_with_exit_2(tmp_path: Path) -> None:
+    settings = write_settings(tmp_path / "settings.toml", base_sections(tmp_path))
+    result = run_cli(settings, "status")
+    assert (result.code, result.stderr) == (2, "")
+    assert result.stdout.startswith("mailer: not running")
+    assert not (tmp_path / "mailer.db").exists()  # status never creates a database
+
+
+async def test_status_of_a_database_no_daemon_has_run_on_is_not_running(world: World) -> None:
+    code, data = status(world)
+    assert code == 2
+    assert data["status"] == "not running"
+    assert data["reasons"] == ["no daemon has run on this database"]
+
+
+async def test_a_running_daemon_is_healthy_then_not_running_after_sigterm(world: World) -> None:
+    with daemon(world) as process:
+        await eventually(lambda: status(world)[0] == 0)
+        world.deliver(request("ann@example.com"))
+        await eventually(lambda: world.opted_out() == {"ann@example.com"})
+        code, data = status(world)
+        assert data["daemon"]["pid"] == process.pid
+        assert data["daemon"]["version"] == "0.1.0"
+        assert data["daemon"]["stopped_at"] is None
+        assert set(data["parts"]) == {"inbox", "outbox", "campaigns"}
+        assert {p["state"] for p in data["parts"].values()} == {"running"}
+        assert data["parts"]["inbox"]["connected"] is True
+        assert data["parts"]["inbox"]["last_pass_at"]
+        assert data["outbox_depth"] in (0, 1)
+        assert data["review_open"] == 0
+        text = run_cli(world.settings_path, "status")
+        assert text.stdout.startswith("mailer: healthy")
+        assert f"pid {process.pid}" in text.stdout
+    assert process.returncode == 0
+    code, data = status(world)
+    assert code == 2
+    assert data["reasons"][0].startswith("stopped at ")
+
+
+async def test_a_daemon_killed_with_sigkill_is_seen_as_not_running(world: World) -> None:
+    with daemon(world) as process:
+        await eventually(lambda: status(world)[0] == 0)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    code, data = status(world)
+    assert code == 2
+    assert data["reasons"] == [f"pid {process.pid} is not running on {data['daemon']['host']}"]
+
+
+async def test_a_stale_heartbeat_is_degraded(world: World) -> None:
+    with daemon(world):
+        await eventually(lambda: status(world)[0] == 0)
+    # The row a daemon would leave had it hung: its pid alive (ours), its beat long ago.
+    with sqlite3.connect(world.db_path) as conn:
+        conn.execute("UPDATE daemon_heartbeat SET stopped_at = NULL, pid = ?, host = ?, "
+                     "beat_at = '2000-01-01T00:00:00+00:00'", (os.getpid(), socket.gethostname()))
+    code, data = status(world)
+    assert code == 1
+    assert data["reasons"][0].startswith("heartbeat is ")
+
+
+async def test_a_campaign_in_progress_is_shown_with_sent_of_total(world: World) -> None:
+    env = {"MAILER_SECRET": "s"}
+    created = run_cli(world.settings_path, "campaign", "create", "--kind", "offers",
+                      "--template", "welcome-offer", "--subject", "An offer", env=env)
+    assert created.code == 0, created.stderr
+    campaign_id = int(created.stdout)
+    with sqlite3.connect(world.db_path) as conn:
+        conn.execute("UPDATE campaigns SET status = 'sending' WHERE id = ?", (campaign_id,))
+        conn.execute("INSERT INTO campaign_recipients (campaign_id, customer_id, status) "
+                     "SELECT ?, id, CASE WHEN id <= 3 THEN 'sent' ELSE 'pending' END "
+                     "FROM customers", (campaign_id,))
+    _, data = status(world)
+    assert data["campaigns"] == [{"id": campaign_id, "kind": "offers", "sent": 3,
+                                  "total": 10, "rate_per_s": 0}]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), bytes(exc.read())
+
+
+async def test_healthz_and_metrics_are_served_when_http_is_configured(
+    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+) -> None:
+    port = free_port()
+    world = await make_world(tmp_path, imap_server, smtp_sink, http={"port": port})
+    base = f"http://127.0.0.1:{port}"
+    with daemon(world):
+        await eventually(lambda: status(world)[0] == 0)
+        world.deliver(request("bob@example.com"))
+        await eventually(lambda: len(smtp_sink.messages) == 1)
+        await eventually(lambda: b'mailer_confirmations_sent_total 1.0' in get(
+            base + "/metrics")[1])
+        code, body = get(base + "/healthz")
+        assert code == 200
+        health: dict[str, Any] = json.loads(body)
+        assert health["status"] == "healthy"
+        assert "web" in health["parts"]
+        metrics = get(base + "/metrics")[1].decode()
+        assert 'mailer_requests_honoured_total{source="email"} 1.0' in metrics
+        assert "mailer_imap_reconnects_total 0.0" in metrics
+        assert "mailer_inbox_pass_duration_seconds_count" in metrics
+        assert "mailer_inbox_last_successful_pass_timestamp_seconds" in metrics
+        imap_server.stop()
+        await eventually(lambda: get(base + "/healthz")[0] == 503)
+        imap_server.start()
+        await eventually(lambda: get(base + "/healthz")[0] == 200)
+        assert "mailer_imap_reconnects_total 0.0" not in get(base + "/metrics")[1].decode()
+
+
+async def test_json_logs_are_one_object_a_line_with_ids_and_no_addresses(world: World) -> None:
+    with daemon(world, "--log-format", "json", "--log-level", "info"):
+        await eventually(lambda: status(world)[0] == 0)
+        world.deliver(request("carol@example.com"))
+        await eventually(lambda: len(world.sink.messages) == 1)
+    lines = daemon_log(world).splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert {"time", "level", "logger", "message"} <= set(entries[0])
+    assert any(e["logger"] == "mailer.inbox.processor" and "customers [" in e["message"]
+               for e in entries)
+    assert "carol@example.com" not in daemon_log(world)
+
+
+async def test_log_format_and_level_come_from_the_settings_file(
+    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+) -> None:
+    world = await make_world(tmp_path, imap_server, smtp_sink,
+                             log={"format": "json", "level": "warning"})
+    imap_server.stop()  # a warning to log
+    with daemon(world):
+        await eventually(lambda: status(world)[0] == 1)
+    entries = [json.loads(line) for line in daemon_log(world).splitlines()]
+    assert entries
+    assert {e["level"] for e in entries} == {"warning"}
+    assert any(e["logger"] == "mailer.supervise" and e["message"].startswith("inbox: ")
+               for e in entries)
+
+
+async def test_a_database_newer_than_the_code_is_refused_with_one_line(world: World) -> None:
+    with sqlite3.connect(world.db_path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    for command in (("status",), ("inbox", "process"), ("db", "check")):
+        result = run_cli(world.settings_path, *command)
+        assert result.code == 3, command
+        assert result.stderr.endswith(f"is newer than this mailer ({len(MIGRATIONS)})\n")
+        assert "database schema version 99" in result.stderr
+        assert len(result.stderr.splitlines()) == 1
