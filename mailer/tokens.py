@@ -75,7 +75,7 @@ def unsubscribe_link(base_url: str, token: str) -> str:
 # Longest token we ever make: two 20-digit ids, two dots, 22 signature characters. Anything
 # longer is refused before any HMAC is computed.
 _MAX_TOKEN_CHARS = 64
-_SIG_CHARS = 22  # 16 bytes in base64url without padding
+# 16 bytes in base64url without padding.
 _SIG = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
@@ -157,3 +157,40 @@ def read_link_token(secrets: Sequence[str], token: str) -> LinkToken | None:
         if category is not None:
             return LinkToken(customer_id=category[0], category=category[1])
     return None
+
+
+# --- the preference page's form nonce ---------------------------------------------------------
+
+
+def _nonce_signature(secret: str, customer_id: int, issued_s: int) -> str:
+    message = f"preference-page:{customer_id}:{issued_s}".encode()
+    digest = hmac.new(secret.encode("utf-8"), message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:_SIG_BYTES]).rstrip(b"=").decode("ascii")
+
+
+def form_nonce(secret: str, customer_id: int, issued_s: float) -> str:
+    """The nonce a preference page carries in its forms: ``{issued}.{sig}``, proving that a
+    submission comes from a page we served for this customer (not a blind POST)."""
+    if not secret:
+        raise ValueError("the unsubscribe token secret is empty")
+    issued = int(issued_s)
+    return f"{issued}.{_nonce_signature(secret, customer_id, issued)}"
+
+
+def verify_form_nonce(secrets: Sequence[str], customer_id: int, nonce: str, *, now_s: float,
+                      max_age_s: float) -> bool:
+    """Whether `nonce` was made for this customer under one of `secrets`, at most `max_age_s`
+    ago (and not in the future beyond a minute of clock skew)."""
+    issued_part, _, sig = nonce.partition(".")
+    if len(nonce) > _MAX_TOKEN_CHARS or not (_CUSTOMER_ID.fullmatch(issued_part)
+                                             and _SIG.fullmatch(sig)):
+        return False
+    issued = int(issued_part)
+    if not now_s - max_age_s <= issued <= now_s + 60:
+        return False
+    found = False
+    for secret in secrets:
+        if secret:
+            expected = _nonce_signature(secret, customer_id, issued).encode("ascii")
+            found |= hmac.compare_digest(expected, sig.encode("ascii"))
+    return found
