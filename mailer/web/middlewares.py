@@ -33,8 +33,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ErrorPage = Callable[[web.Request, int], web.Response]
 
 # Keys a handler sets on the request for the log line.
-CUSTOMER = "mailer.customer_id"
-OUTCOME = "mailer.outcome"
+CUSTOMER = web.RequestKey("mailer.customer_id", int)
+OUTCOME = web.RequestKey("mailer.outcome", str)
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
