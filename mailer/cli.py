@@ -13,6 +13,7 @@ import click
 from mailer import cli_support
 from mailer.campaigns.cli import campaign
 from mailer.cli_support import CliState, command_settings, run
+from mailer.cli_web import web
 from mailer.errors import EXIT_BAD_INPUT, BadInput, CsvError, NotFound
 from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
 from mailer.settings import Settings, default_path
@@ -255,6 +256,7 @@ def run_daemon(ctx: click.Context) -> None:
 
 
 main.add_command(campaign)
+main.add_command(web)
 
 
 def check_confirmation_template(settings: Settings) -> None:

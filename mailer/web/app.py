@@ -138,11 +138,11 @@ async def serve(settings: Settings, stop: asyncio.Event, *, clock: Clock = SYSTE
     in flight finish, and return. Raises Unavailable if the address cannot be listened on."""
     http = settings.http
     app = make_app(settings, clock=clock)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           shutdown_timeout=http.shutdown_timeout_s)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, http.host, http.port, reuse_address=True,
-                           shutdown_timeout=http.shutdown_timeout_s)
+        site = web.TCPSite(runner, http.host, http.port, reuse_address=True)
         try:
             await site.start()
         except OSError as exc:

@@ -118,6 +118,7 @@ def make_middlewares(
     @web.middleware
     async def log_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
+        log.debug("%s %s started", request.method, _route(request))
         response: web.StreamResponse
         try:
             response = await handler(request)
