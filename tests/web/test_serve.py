@@ -128,7 +128,7 @@ async def test_mailer_web_serves_until_sigterm_then_exits_0(tmp_path: Path) -> N
                 assert page.status == 200
                 assert "Bob &lt;b&gt;Baker" in await page.text()
         process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=30)
+        _, stderr = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
