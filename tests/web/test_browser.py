@@ -65,10 +65,17 @@ def world(tmp_path: Path, smtp_sink: SmtpSink) -> World:
 
 
 def screenshots(driver: WebDriver, name: str) -> None:
+    """The whole page, 1280 and 390 CSS pixels wide, from the top."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
-        driver.set_window_size(*size)
+    for label, (width, height) in (("desktop", DESKTOP), ("phone", PHONE)):
+        driver.set_window_size(width, height)
+        page_height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": max(int(page_height), 600), "deviceScaleFactor": 1,
+            "mobile": label == "phone"})
+        driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(str(ARTIFACTS / f"{name}-{label}.png"))
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     driver.set_window_size(*DESKTOP)
 
 
