@@ -9,13 +9,15 @@ same transaction as the opt-outs of that submission.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import aiosqlite
 
 from mailer.categories import CATEGORIES
-from mailer.optout import Refusal, opt_out, opt_out_now
+from mailer.optout import Refusal, opt_out
 from mailer.store import customers as customer_store
 from mailer.store.db import transaction
 from mailer.tokens import LinkToken
@@ -64,15 +66,62 @@ class Choices:
         return cls({c: c in categories for c in CATEGORIES})
 
 
-async def one_click(conn: aiosqlite.Connection, link: LinkToken,
-                    categories: Sequence[str]) -> Outcome:
-    """RFC 8058 one-click: opt out of `categories` at once, in one transaction, with no
-    confirmation email (the mail provider already told the customer)."""
-    result = await opt_out_now(
-        conn, Refusal(customer_ids=(link.customer_id,), reference=link.reference),
-        categories, source=ONE_CLICK)
-    return Outcome(found=result.honoured > 0,
-                   turned_off=tuple(result.changed.get(link.customer_id, ())))
+async def one_click(conn: aiosqlite.Connection, links: Sequence[LinkToken],
+                    categories: Sequence[str]) -> list[Outcome]:
+    """RFC 8058 one-click for each link: opt out of `categories` at once, with no
+    confirmation email (the mail provider already told the customer). All of them in one
+    transaction (a group commit of the clicks that arrived together, see `OneClickWriter`);
+    each customer's opt-out is whole in it. Outcomes in the order of `links`."""
+    async with transaction(conn):
+        found = {c.id for c in await customer_store.get_many(
+            conn, sorted({link.customer_id for link in links}))}
+        result = await opt_out(
+            conn, [Refusal(customer_ids=(link.customer_id,), reference=link.reference)
+                   for link in links], categories, source=ONE_CLICK)
+    return [Outcome(found=link.customer_id in found,
+                    turned_off=tuple(result.changed.get(link.customer_id, ())))
+            for link in links]
+
+
+class OneClickWriter:
+    """Group commit for one-click: clicks that arrive while a transaction is running wait for
+    it to end and then go together in the next one, so a burst of clicks costs a few
+    transactions instead of one each. A click's answer waits for its own commit."""
+
+    _MAX_BATCH = 200
+
+    def __init__(self, db: Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]],
+                 categories: Sequence[str]) -> None:
+        self._db = db
+        self._categories = tuple(categories)
+        self._queue: list[tuple[LinkToken, asyncio.Future[Outcome]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def opt_out(self, link: LinkToken) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._queue.append((link, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="one-click writer")
+        return await future
+
+    async def _write(self) -> None:
+        while self._queue:
+            batch = self._queue[:self._MAX_BATCH]
+            del self._queue[:self._MAX_BATCH]
+            try:
+                async with self._db() as conn:
+                    outcomes = await one_click(conn, [link for link, _ in batch],
+                                               self._categories)
+            except BaseException as exc:  # every waiting click learns why, then the next batch
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                    raise
+                continue
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():
+                    future.set_result(outcome)
 
 
 async def save(conn: aiosqlite.Connection, link: LinkToken, choices: Choices) -> Outcome:

@@ -1,9 +1,9 @@
 """What the handlers share: the database connection, the pages, the secrets and the clock.
 
 One aiosqlite connection serves every request, one request at a time behind an asyncio lock: a
-connection holds one transaction at a time, and each request's work is a few milliseconds of
-SQLite (the benchmark shows it keeps up). The connection is opened when the app starts and
-closed when it stops.
+connection holds one transaction at a time. One-click requests that arrive together share a
+transaction (`choices.OneClickWriter`), so a burst of clicks does not queue one commit each.
+The connection is opened when the app starts and closed when it stops.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from aiohttp import web
 
 from mailer.clock import Clock
 from mailer.errors import StoreError
+from mailer.web.choices import OneClickWriter
 from mailer.web.pages import Pages
 
 
@@ -29,6 +30,10 @@ class WebContext:
     clock: Clock
     conn: aiosqlite.Connection | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    one_click: OneClickWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.one_click = OneClickWriter(self.db, self.one_click_categories)
 
     @asynccontextmanager
     async def db(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -112,8 +112,7 @@ async def _one_click(request: web.Request, ctx: WebContext, link: LinkToken,
     if values != ["One-Click"]:
         request[OUTCOME] = "bad one-click body"
         raise web.HTTPBadRequest()
-    async with ctx.db() as conn:
-        outcome = await choices.one_click(conn, link, ctx.one_click_categories)
+    outcome = await ctx.one_click.opt_out(link)
     if not outcome.found:
         raise _unknown_customer(request)
     request[OUTCOME] = f"one-click {outcome.name}"
