@@ -4,6 +4,7 @@ headers on every answer. Every refusal is checked to change nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -468,3 +469,31 @@ async def test_each_request_logs_one_line_with_customer_and_outcome_never_token_
     assert "-> 404" in lines[2] and "outcome=bad token" in lines[2]
     everything = "\n".join(r.getMessage() for r in caplog.records)
     assert token[-10:] not in everything and "ann@example.com" not in everything
+
+
+async def test_one_clicks_arriving_together_each_answer_200_and_opt_out_their_own_customer(
+    site: Site,
+) -> None:
+    ann, bob = site.url("ann@example.com"), site.url("bob@example.com")
+    forged = f"{site.prefix}/{site.token()[:-2]}AA"
+    responses = await asyncio.gather(*(site.client.post(url, data=ONE_CLICK)
+                                       for url in (ann, bob, ann, forged, bob)))
+
+    assert [r.status for r in responses] == [200, 200, 200, 404, 200]
+    assert site.preferences("ann@example.com") == site.preferences("bob@example.com") == {
+        "announcements": 0, "offers": 0}
+    assert len(site.events("ann@example.com")) == len(site.events("bob@example.com")) == 2
+    assert site.pending("ann@example.com") == site.pending("bob@example.com") == "skipped"
+
+
+async def test_a_one_click_the_database_cannot_take_gets_a_plain_error_and_changes_nothing(
+    site: Site,
+) -> None:
+    site.rows("DROP TABLE campaign_recipients")
+    before = site.snapshot()[:2]
+    response = await site.client.post(site.url(), data=ONE_CLICK)
+
+    assert response.status == 500
+    assert "Nothing has been changed" in await response.text()
+    assert "Traceback" not in await response.text()
+    assert site.snapshot()[:2] == before

@@ -123,8 +123,12 @@ class Site:
         return str(status)
 
     def snapshot(self) -> list[list[tuple[Any, ...]]]:
-        """Everything a request could change."""
-        return [self.rows("SELECT * FROM customers ORDER BY id"),
-                self.rows("SELECT * FROM consent_events ORDER BY id"),
-                self.rows("SELECT * FROM campaign_recipients ORDER BY customer_id"),
-                self.rows("SELECT * FROM outbox ORDER BY id")]
+        """Everything a request could change: customers, consent events, outbox, ledger."""
+        queries = {
+            "customers": "SELECT * FROM customers ORDER BY id",
+            "consent_events": "SELECT * FROM consent_events ORDER BY id",
+            "outbox": "SELECT * FROM outbox ORDER BY id",
+            "campaign_recipients": "SELECT * FROM campaign_recipients ORDER BY customer_id",
+        }
+        present = {r[0] for r in self.rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return [self.rows(sql) for table, sql in queries.items() if table in present]
