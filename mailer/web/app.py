@@ -110,6 +110,7 @@ def make_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> web.Applicat
 
     async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(headers)
+        response.headers["Server"] = "mailer"  # not aiohttp's and Python's versions
 
     app.cleanup_ctx.append(database)
     app.on_response_prepare.append(add_headers)

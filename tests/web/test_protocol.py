@@ -438,6 +438,7 @@ async def test_every_answer_carries_the_security_headers(tmp_path: Path) -> None
             assert headers.get("X-Content-Type-Options") == "nosniff", name
             assert headers.get("Cache-Control") == "no-store", name
             assert "Set-Cookie" not in headers, name
+            assert headers.get("Server") == "mailer", name  # no versions to fingerprint
 
 
 async def test_the_page_loads_nothing_from_elsewhere_and_runs_no_script(site: Site) -> None:
