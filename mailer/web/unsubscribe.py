@@ -69,20 +69,10 @@ async def submit(request: web.Request) -> web.StreamResponse:
     if "List-Unsubscribe" in form:
         return await _one_click(request, ctx, link, form.getall("List-Unsubscribe"))
     action, nonce = form.get("action"), form.get("nonce")
-    if action not in ("save", "everything") or not isinstance(nonce, str):
+    wanted = _wanted(action, form.getall("categories", []))
+    if wanted is None or not isinstance(nonce, str):
         request[OUTCOME] = "bad form"
         raise web.HTTPBadRequest()
-    if action == "everything":
-        wanted = choices.Choices.everything_off()
-    else:
-        ticked = [t for t in form.getall("categories", []) if isinstance(t, str)]
-        try:
-            if len(ticked) != len(form.getall("categories", [])):
-                raise ValueError("a file where a category was expected")
-            wanted = choices.Choices.ticked(ticked)
-        except ValueError:
-            request[OUTCOME] = "bad form"
-            raise web.HTTPBadRequest() from None
     if not verify_form_nonce(ctx.secrets, link.customer_id, nonce, now_s=ctx.clock.time(),
                              max_age_s=NONCE_MAX_AGE_S):
         async with ctx.db() as conn:
@@ -106,9 +96,21 @@ async def submit(request: web.Request) -> web.StreamResponse:
     return page(ctx, customer, saved=message)
 
 
+def _wanted(action: object, ticked: list[Any]) -> choices.Choices | None:
+    """What the page's form asks for, or None if it is not a form we served."""
+    if action == "everything":
+        return choices.Choices.everything_off()
+    if action != "save" or not all(isinstance(t, str) for t in ticked):
+        return None
+    try:
+        return choices.Choices.ticked(ticked)
+    except ValueError:  # a category we do not have
+        return None
+
+
 async def _one_click(request: web.Request, ctx: WebContext, link: LinkToken,
                      values: list[Any]) -> web.StreamResponse:
-    # RFC 8058 §3.1: the body is exactly the key/value pair "List-Unsubscribe=One-Click".
+    # RFC 8058 §3.2: the receiver POSTs the header's one key/value pair, and only this value.
     if values != ["One-Click"]:
         request[OUTCOME] = "bad one-click body"
         raise web.HTTPBadRequest()
