@@ -6,9 +6,10 @@ Plain helpers; each test module builds its world with one small fixture of its o
 
 from __future__ import annotations
 
+import io
 import shutil
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from mailer import tokens
 from mailer.campaigns import service
+from mailer.importer import BadRow, CustomerRow, read_rows
 from mailer.settings import Settings, from_mapping
 from mailer.store import campaigns as campaign_store
 from mailer.store import customers as customer_store
@@ -64,11 +66,7 @@ def web_settings(tmp: Path, smtp_port: int = 1, **overrides: dict[str, Any]) -> 
 async def seed(settings: Settings) -> tuple[dict[str, int], int]:
     """Ann and Bob (opted in to everything) and an offers campaign whose audience is taken,
     so both have pending mail. Returns ({email: id}, campaign id)."""
-    import io
-
-    from mailer.importer import read_rows
-
-    async def rows():  # type: ignore[no-untyped-def]
+    async def rows() -> AsyncIterator[CustomerRow | BadRow]:
         for row in read_rows(io.StringIO(CUSTOMERS_CSV)):
             yield row
 
