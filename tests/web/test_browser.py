@@ -24,6 +24,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 from mailer.campaigns.sender import send_campaign
 from mailer.store.db import open_db
@@ -114,6 +116,15 @@ def take_link(world: World) -> str:
     return link
 
 
+def submit(driver: WebDriver, button: str) -> None:
+    """Press a form's button and wait for the answer page to replace this one."""
+    old_page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.XPATH, f"//button[normalize-space()='{button}']").click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old_page))
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def browse(driver: WebDriver, url: str, db: Path, reference: str) -> None:
     """What a customer does, step by step, with the database checked after each step."""
     driver.get(url)
@@ -134,7 +145,7 @@ def browse(driver: WebDriver, url: str, db: Path, reference: str) -> None:
     # Keyboard only: untick offers with the space bar, then Save.
     offers.send_keys(Keys.SPACE)
     assert not offers.is_selected()
-    driver.find_element(By.XPATH, "//button[normalize-space()='Save']").click()
+    submit(driver, "Save")
 
     banner = driver.find_element(By.CSS_SELECTOR, ".banner")
     assert "Saved" in banner.text and "Your email choices have been saved." in banner.text
@@ -149,8 +160,7 @@ def browse(driver: WebDriver, url: str, db: Path, reference: str) -> None:
     assert state(db, "ann@example.com") == (
         {"announcements": 1, "offers": 0}, [("offers", 1, 0, "preference page", reference)])
 
-    driver.find_element(By.XPATH, "//button[normalize-space()='Unsubscribe from everything']"
-                        ).click()
+    submit(driver, "Unsubscribe from everything")
     assert "unsubscribed from everything" in driver.find_element(By.CSS_SELECTOR, ".banner").text
     assert not driver.find_element(By.ID, "category-announcements").is_selected()
     screenshots(driver, "3-everything")
