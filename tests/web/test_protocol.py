@@ -146,12 +146,12 @@ async def test_a_post_that_is_not_a_form_gets_415_and_changes_nothing(
     assert site.snapshot() == before
 
 
-async def test_an_oversized_body_gets_413_and_changes_nothing(site: Site) -> None:
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
+async def test_an_oversized_body_gets_413_and_changes_nothing(site: Site, encoding: str) -> None:
     before = site.snapshot()
-    body = "List-Unsubscribe=One-Click&padding=" + "x" * 10_000
-    response = await site.client.post(
-        site.url(), data=body.encode(),
-        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    fields = {**ONE_CLICK, "padding": "x" * 10_000}
+    data = multipart(fields) if encoding == "multipart" else fields
+    response = await site.client.post(site.url(), data=data)
 
     assert response.status == 413
     assert site.snapshot() == before
