@@ -170,10 +170,23 @@ def browse(driver: WebDriver, url: str, db: Path, reference: str) -> None:
          ("announcements", 1, 0, "preference page", reference)])
     assert state(db, "bob@example.com")[0] == {"announcements": 1, "offers": 1}
 
+    # A page left open too long (its nonce is stale): nothing is saved, and the page says so.
+    after_everything = state(db, "ann@example.com")
+    driver.execute_script("document.querySelectorAll('input[name=nonce]')"
+                          ".forEach(function (i) { i.value = '1.AAAAAAAAAAAAAAAAAAAAAA'; })")
+    driver.find_element(By.ID, "category-offers").click()
+    submit(driver, "Save")
+    summary = driver.find_element(By.CSS_SELECTOR, ".error-summary")
+    assert "There is a problem" in summary.text and "nothing was saved" in summary.text
+    assert driver.title.startswith("Error: ")
+    assert serious_violations(driver) == []
+    screenshots(driver, "4-stale-page")
+    assert state(db, "ann@example.com") == after_everything
+
     driver.get(url[:-4])
     assert driver.find_element(By.TAG_NAME, "h1").text == "Page not found"
     assert serious_violations(driver) == []
-    screenshots(driver, "4-not-found")
+    screenshots(driver, "5-not-found")
     assert csp_errors(driver) == []
 
 
