@@ -14,6 +14,7 @@ from mailer import cli_ops, cli_support
 from mailer.campaigns.cli import campaign
 from mailer.cli_init import init
 from mailer.cli_support import CliState, command_settings, run
+from mailer.cli_web import web
 from mailer.errors import EXIT_BAD_INPUT, BadInput, CsvError, NotFound
 from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
 from mailer.logs import LEVELS, LogFormat
@@ -267,6 +268,7 @@ main.add_command(campaign)
 main.add_command(init)
 main.add_command(cli_ops.status)
 main.add_command(cli_ops.db)
+main.add_command(web)
 
 
 def check_confirmation_template(settings: Settings) -> None:

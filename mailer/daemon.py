@@ -4,7 +4,7 @@
     outbox     confirmations, woken by the inbox, retried with backoff
     campaigns  due campaigns, one sender at a time per campaign, via a lease
     heartbeat  every part's state into the database for `mailer status`; systemd's WATCHDOG=1
-    web        /healthz and /metrics, when `[http] port` is set
+    web        one-click, preference page, /healthz and /metrics, when `[http] host` is set
 
 All live in one `asyncio.TaskGroup`; each opens its own database connection, because a
 transaction on a shared aiosqlite connection would interleave with another task's. A part
@@ -27,8 +27,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
 from mailer import status as status_module
 from mailer import systemd
 from mailer.campaigns.scheduler import POLL_INTERVAL_S, scheduler_loop
@@ -37,12 +35,13 @@ from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import WatchTiming, imap_config, inbox_rules, watch_session
 from mailer.lifecycle import stop_on_signals
-from mailer.metrics import Metrics, add_routes
+from mailer.metrics import Metrics
 from mailer.outbox import confirmation_settings, send_due
 from mailer.settings import Settings
 from mailer.store import heartbeat as heartbeat_store
 from mailer.store.db import open_db
 from mailer.supervise import Part, describe, supervise, wait_any
+from mailer.web import app as web_app
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +86,7 @@ class Daemon:
         self.wake_outbox = asyncio.Event()
         self.ready = False
         names = ["inbox", "outbox", "campaigns"]
-        if settings.http.port is not None:
+        if settings.http.host:
             names.append("web")
         self.parts = {name: Part(name, clock=clock, on_change=self._on_change)
                       for name in names}
@@ -160,20 +159,11 @@ class Daemon:
                              part=self.parts["campaigns"], on_outcome=counted)
 
     async def _web(self) -> None:
-        """/healthz and /metrics on [http] host:port (merged into the web app later)."""
+        """The public web listener (one-click, preference page) with /healthz and /metrics."""
         part = self.parts["web"]
-        app = web.Application()
-        add_routes(app, self.metrics, self.health)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        try:
-            host, port = self.settings.http.host, self.settings.http.port
-            await web.TCPSite(runner, host, port).start()
-            log.info("listening on http://%s:%s (/healthz, /metrics)", host, port)
-            part.succeeded(listening=f"{host}:{port}")
-            await self.stop.wait()
-        finally:
-            await runner.cleanup()
+        await web_app.serve(self.settings, self.stop, clock=self.clock,
+                            ops=(self.metrics, self.health),
+                            on_listening=lambda where: part.succeeded(listening=where))
 
     async def health(self) -> status_module.Status:
         return await status_module.gather(self.settings.database.path, self.clock)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+import ipaddress
 import os
 import re
 import tomllib
@@ -104,6 +105,28 @@ class CampaignsSettings:
     # (after at least `failure_min_sample` attempts).
     failure_threshold: float = 0.2
     failure_min_sample: int = 50
+    # Secrets used before `secret`: links in mail already sent keep working after a rotation.
+    previous_secrets: tuple[str, ...] = ()
+
+    @property
+    def link_secrets(self) -> tuple[str, ...]:
+        """Every secret an unsubscribe link may be signed with, the current one first."""
+        return tuple(s for s in (self.secret, *self.previous_secrets) if s)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The public web listener: one-click, the preference page, /healthz and /metrics."""
+
+    host: str = ""  # empty: `mailer run` serves no web pages
+    port: int = 8080
+    # Proxies whose X-Forwarded-For is believed (addresses or networks, e.g. "127.0.0.1").
+    trusted_proxies: tuple[str, ...] = ()
+    max_body_bytes: int = 4096
+    # Requests per client address per minute (429 beyond); 0 = no limit.
+    rate_limit_per_min: int = 60
+    # How long a stop waits for requests in flight before closing them.
+    shutdown_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -149,14 +172,6 @@ class LogSettings:
     format: Literal["text", "json"] = "text"
     # Empty: info for `mailer run`, warnings only for one-shot commands.
     level: Literal["", "debug", "info", "warning", "error"] = ""
-
-
-@dataclass(frozen=True)
-class HttpSettings:
-    """The daemon's web listener (/healthz, /metrics); off unless `port` is set."""
-
-    host: str = "127.0.0.1"
-    port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -354,6 +369,9 @@ def _require(condition: bool, where: str, message: str) -> None:
 
 
 def _check_section(name: str, section: Any) -> None:
+    if name == "http":
+        _check_http(section)
+        return
     for spec in dataclasses.fields(section):
         value = getattr(section, spec.name)
         where = f"[{name}] {spec.name}"
@@ -401,6 +419,25 @@ def _check_section(name: str, section: Any) -> None:
 # RFC 1035 §2.3.1 labels (with `_` for selectors, which DNS itself allows).
 _DNS_LABELS = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
                          r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*")
+
+
+def _check_http(http: HttpSettings) -> None:
+    _require(http.host == http.host.strip() and "\n" not in http.host, "[http] host",
+             f'expected a host name or address, got "{http.host}"')
+    _require(1 <= http.port <= 65535, "[http] port",
+             f"expected a port from 1 to 65535, got {http.port}")
+    for proxy in http.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise SettingsError(f'[http] trusted_proxies: "{proxy}" is not an IP address or '
+                                "network") from None
+    _require(http.max_body_bytes >= 256, "[http] max_body_bytes",
+             f"expected at least 256, got {http.max_body_bytes}")
+    _require(http.rate_limit_per_min >= 0, "[http] rate_limit_per_min",
+             f"expected 0 (no limit) or more, got {http.rate_limit_per_min}")
+    _require(http.shutdown_timeout_s > 0, "[http] shutdown_timeout_s",
+             f"expected a positive number, got {http.shutdown_timeout_s}")
 
 
 def _check_relations(settings: Settings) -> None:

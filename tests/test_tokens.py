@@ -1,4 +1,5 @@
-"""Unsubscribe tokens: deterministic, URL-safe, and impossible to alter without the secret."""
+"""Unsubscribe tokens (category and campaign kinds) and the preference page's form nonce:
+deterministic, URL-safe, and impossible to alter without the secret."""
 
 import re
 
@@ -6,7 +7,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailer.tokens import unsubscribe_link, unsubscribe_token, verify_token
+from mailer.tokens import (
+    LinkToken,
+    campaign_token,
+    form_nonce,
+    read_link_token,
+    unsubscribe_link,
+    unsubscribe_token,
+    verify_campaign_token,
+    verify_form_nonce,
+    verify_token,
+)
 
 SECRET = "test-secret"
 
@@ -84,3 +95,88 @@ def test_arbitrary_text_never_verifies_or_raises(token: str) -> None:
 @pytest.mark.parametrize("base_url", ["https://imperial.example/u", "https://imperial.example/u/"])
 def test_link_joins_base_url_and_token_with_one_slash(base_url: str) -> None:
     assert unsubscribe_link(base_url, "1.a.b") == "https://imperial.example/u/1.a.b"
+
+
+# --- campaign tokens --------------------------------------------------------------------------
+
+OLD = "previous-secret"
+
+
+def test_campaign_token_names_customer_and_campaign_and_is_short_and_url_safe() -> None:
+    token = campaign_token(SECRET, 42, 7)
+
+    assert re.fullmatch(r"42\.7\.[A-Za-z0-9_-]{22}", token)
+    assert len(token) <= 40
+    assert verify_campaign_token([SECRET], token) == (42, 7)
+    assert token == campaign_token(SECRET, 42, 7)
+
+
+def test_campaign_token_rejects_tampering_and_other_secrets() -> None:
+    token = campaign_token(SECRET, 42, 7)
+    customer, campaign, sig = token.split(".")
+
+    assert verify_campaign_token([SECRET], f"43.{campaign}.{sig}") is None
+    assert verify_campaign_token([SECRET], f"{customer}.8.{sig}") is None
+    assert verify_campaign_token([SECRET], f"{customer}.{campaign}.{sig[:-1]}A") is None
+    assert verify_campaign_token([SECRET], token[:-1]) is None
+    assert verify_campaign_token(["another-secret"], token) is None
+    assert verify_campaign_token([], token) is None
+
+
+def test_a_rotated_secret_keeps_old_links_working_through_previous_secrets() -> None:
+    old_token = campaign_token(OLD, 42, 7)
+
+    assert verify_campaign_token([SECRET], old_token) is None
+    assert verify_campaign_token([SECRET, OLD], old_token) == (42, 7)
+    assert read_link_token([SECRET, OLD], old_token) == LinkToken(42, campaign_id=7)
+
+
+def test_a_campaign_token_signature_is_never_a_category_token_signature() -> None:
+    # "42.7.sig" reads as customer 42, category "7" to the first kind's parser: the two kinds
+    # sign different messages, so neither can stand in for the other.
+    _, _, sig = campaign_token(SECRET, 42, 7).split(".")
+    assert verify_token(SECRET, f"42.7.{sig}") is None
+    _, _, category_sig = unsubscribe_token(SECRET, 42, "7").split(".")
+    assert verify_campaign_token([SECRET], f"42.7.{category_sig}") is None
+
+
+def test_read_link_token_accepts_both_kinds_and_gives_the_consent_reference() -> None:
+    campaign = read_link_token([SECRET], campaign_token(SECRET, 5, 9))
+    category = read_link_token([SECRET], unsubscribe_token(SECRET, 5, "offers"))
+
+    assert campaign == LinkToken(5, campaign_id=9) and campaign.reference == "campaign 9"
+    assert category == LinkToken(5, category="offers")
+    assert category.reference == "unsubscribe link (offers)"
+
+
+@given(
+    customer_id=st.integers(min_value=0, max_value=2**63),
+    campaign_id=st.integers(min_value=0, max_value=2**63),
+)
+def test_any_campaign_token_round_trips(customer_id: int, campaign_id: int) -> None:
+    token = campaign_token(SECRET, customer_id, campaign_id)
+    assert verify_campaign_token([OLD, SECRET], token) == (customer_id, campaign_id)
+
+
+@given(st.text(max_size=120))
+def test_arbitrary_text_never_reads_as_a_link_token_or_raises(token: str) -> None:
+    assert read_link_token([SECRET, OLD], token) is None
+
+
+def test_a_form_nonce_is_for_one_customer_and_expires() -> None:
+    nonce = form_nonce(SECRET, 42, 1000.0)
+
+    assert verify_form_nonce([SECRET], 42, nonce, now_s=1000.0, max_age_s=60)
+    assert verify_form_nonce([OLD, SECRET], 42, nonce, now_s=1060.0, max_age_s=60)
+    assert not verify_form_nonce([SECRET], 42, nonce, now_s=1061.0, max_age_s=60)
+    assert not verify_form_nonce([SECRET], 43, nonce, now_s=1000.0, max_age_s=60)
+    assert not verify_form_nonce([OLD], 42, nonce, now_s=1000.0, max_age_s=60)
+    assert not verify_form_nonce([SECRET], 42, nonce, now_s=900.0, max_age_s=60)  # future
+    assert not verify_form_nonce([SECRET], 42, "", now_s=1000.0, max_age_s=60)
+
+
+def test_empty_secret_or_negative_ids_are_refused_for_campaign_tokens() -> None:
+    with pytest.raises(ValueError, match="secret"):
+        campaign_token("", 1, 1)
+    with pytest.raises(ValueError, match="negative"):
+        campaign_token(SECRET, 1, -1)

@@ -2,11 +2,17 @@
 
 A preference only ever changes here, and always together with a consent event in the same
 transaction. An opt-out made by request (email, one-click, operator) is never reversed by an
-import: only a newer request could do that, and no request ever opts anyone in.
+import: only a newer request could do that, and no request ever opts anyone in. Opting back
+in (`opt_in`) is for the customer on the preference page, or a person acting for them.
+
+Longer than most modules (about 480 lines) because it is the one owner of the `customers` and
+`consent_events` tables: reads, opting out, opting in and the streaming CSV import. The import
+(the second half) is the part to move out if it grows further.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +21,7 @@ import aiosqlite
 
 from mailer.categories import CATEGORIES
 from mailer.importer import BadRow, CustomerRow
-from mailer.store.db import transaction, utcnow
+from mailer.store.db import StoreError, transaction, utcnow
 
 _BATCH = 5000
 
@@ -229,6 +235,68 @@ async def opt_out_many(
             for_category,
         )
     return changed
+
+
+# Sources that may opt a customer back in: the customer on the preference page (the link's
+# token proves who it is), or a person acting for them. An email, a click of one-click
+# unsubscribe or a complaint only ever opts out.
+OPT_IN_SOURCES = frozenset({"preference page", "console", "operator"})
+
+
+async def opt_in(
+    conn: aiosqlite.Connection,
+    customer_id: int,
+    categories: Sequence[str],
+    *,
+    source: str,
+    reference: str,
+    actor: str = "",
+) -> list[str]:
+    """Turn `categories` on for one customer, recording a consent event per actual change.
+
+    Must run inside the caller's transaction (the preference page turns other categories off
+    through `mailer.optout` in the same one). Returns the categories that changed; an unknown
+    customer changes nothing. Raises ValueError for an unknown category or a source that may
+    not opt anyone in.
+    """
+    if source not in OPT_IN_SOURCES:
+        raise ValueError(f"source {source!r} may not opt anyone in")
+    for category in categories:
+        if category not in CATEGORIES:
+            raise ValueError(f"unknown category {category!r}")
+    async with conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return []
+    changed = [c for c in dict.fromkeys(categories) if not row[c]]
+    if not changed:
+        return []
+    now = utcnow()
+    await conn.executemany(
+        "INSERT INTO consent_events (customer_id, at, category, old_value, new_value, source, "
+        "reference, actor) VALUES (?, ?, ?, 0, 1, ?, ?, ?)",
+        [(customer_id, now, c, source, reference, actor) for c in changed],
+    )
+    for category in changed:
+        await conn.execute(f"UPDATE customers SET {category} = 1, updated_at = ? WHERE id = ?",
+                           (now, customer_id))
+    return changed
+
+
+async def get(conn: aiosqlite.Connection, customer_id: int) -> Customer | None:
+    """One customer by id, or None (never existed, or erased)."""
+    async with conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)) as cur:
+        row = await cur.fetchone()
+    return _customer(row) if row else None
+
+
+async def check_usable(conn: aiosqlite.Connection) -> None:
+    """Raise StoreError unless the database answers a read (health checks)."""
+    try:
+        async with conn.execute("SELECT 1 FROM customers LIMIT 1") as cur:
+            await cur.fetchone()
+    except sqlite3.Error as exc:
+        raise StoreError(f"database cannot be read: {exc}") from exc
 
 
 # --- import ---------------------------------------------------------------------------------
