@@ -12,6 +12,7 @@ from tests.campaigns.world import settings_mapping
 
 
 def load(tmp_path: Path, **overrides: dict[str, Any]) -> Any:
+    (tmp_path / "templates").mkdir(exist_ok=True)
     return from_mapping(settings_mapping(tmp_path, 25, **overrides), base_dir=tmp_path,
                         environ={})
 
