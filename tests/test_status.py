@@ -117,7 +117,8 @@ async def test_healthz_and_metrics_are_served_when_http_is_configured(
     tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
 ) -> None:
     port = free_port()
-    world = await make_world(tmp_path, imap_server, smtp_sink, http={"host": "127.0.0.1", "port": port})
+    world = await make_world(tmp_path, imap_server, smtp_sink,
+                             http={"host": "127.0.0.1", "port": port})
     base = f"http://127.0.0.1:{port}"
     with daemon(world):
         await eventually(lambda: status(world)[0] == 0)
