@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["normalise_company", "normalise_name"]
+__all__ = ["LEGAL_SUFFIXES", "TITLES", "fold_words", "normalise_company", "normalise_name"]
 
-_TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "mx", "sir", "prof"})
+TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "mx", "sir", "prof"})
 
-_LEGAL_SUFFIXES = frozenset({"ltd", "limited", "plc", "llp", "inc", "llc", "gmbh", "co"})
+LEGAL_SUFFIXES = frozenset({"ltd", "limited", "plc", "llp", "inc", "llc", "gmbh", "co"})
 
 # Apostrophes sit inside names ("O'Brien", "D’Arcy"): removing them keeps the name one word.
 _DELETED = frozenset("'’‘ʼ`´")
@@ -48,6 +48,13 @@ def _words(text: str) -> list[str]:
     return cleaned.split()
 
 
+def fold_words(text: str) -> list[str]:
+    """The words of `text` as both keys spell them: casefolded, accents stripped,
+    apostrophes dropped, split at anything else that is not a letter or digit. A key made by
+    joining such words with spaces is unchanged by `normalise_name`, bar titles."""
+    return _words(_fold(text))
+
+
 def normalise_name(text: str) -> str:
     """Return the matching key for a person's name ("" if nothing is left).
 
@@ -59,7 +66,7 @@ def normalise_name(text: str) -> str:
     if folded.count(",") == 1:
         surname, forename = folded.split(",")
         folded = f"{forename} {surname}"
-    return " ".join(w for w in _words(folded) if w not in _TITLES)
+    return " ".join(w for w in _words(folded) if w not in TITLES)
 
 
 def normalise_company(text: str) -> str:
@@ -70,6 +77,6 @@ def normalise_company(text: str) -> str:
     "Acme Co. Ltd" gives "acme"), always keeping at least one word.
     """
     words = _words(_fold(text).replace("&", " and "))
-    while len(words) > 1 and words[-1] in _LEGAL_SUFFIXES:
+    while len(words) > 1 and words[-1] in LEGAL_SUFFIXES:
         words.pop()
     return " ".join(words)
