@@ -44,6 +44,9 @@ __all__ = ["Mention", "read_mentions"]
 
 MAX_NAME_WORDS = 4
 MAX_COMPANY_WORDS = 6
+# Requests are short. Past this many words the rest is not read, and, since a doubt about a
+# name might lie in the unread part, nothing found inside a sentence may then opt anyone out.
+MAX_READ_WORDS = 1000
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ _NEGATIONS = _words("""not no never nor neither none nobody without dont doesnt 
 # Words that keep, limit, contrast or report: a sentence holding one is not a plain request.
 _AGAINST = _words("""still keep keeps keeping kept continue continues continuing stay stays
     staying remain remains but except excluding exclude apart rather instead however although
-    though unless else other others told tell tells said says say suggested suggests advised
+    though unless else other others told tell tells said says say asked suggested suggests advised
     recommended mentioned referred wrong mistake mistaken""")
 # Words before a name that make it someone other than the sender.
 _SOMEONE_ELSE = _words("""colleague colleagues coworker wife husband partner boss manager friend
@@ -131,11 +134,14 @@ class _Word:
     ampersand: bool = False
 
 
-def _scan(lines: list[str | None], kind: str) -> list[_Word]:
-    """The words of the text for one kind of key; None in `lines` is a blank line."""
+def _scan(lines: list[str | None], kind: str) -> tuple[list[_Word], bool]:
+    """The words of the text for one kind of key (None in `lines` is a blank line), and
+    whether the text went on past `MAX_READ_WORDS`."""
     out: list[_Word] = []
     sentence = clause = 0
     for number, line in enumerate(lines):
+        if len(out) >= MAX_READ_WORDS:
+            return out[:MAX_READ_WORDS], True
         if line is None:
             sentence, clause = sentence + 1, clause + 1
             continue
@@ -166,7 +172,7 @@ def _scan(lines: list[str | None], kind: str) -> list[_Word]:
                 sentence, clause, joins = sentence + 1, clause + 1, False
             elif _CLAUSE_END.search(token) or _SENTENCE_END.search(token):
                 clause, joins = clause + 1, False
-    return out
+    return out[:MAX_READ_WORDS], len(out) > MAX_READ_WORDS
 
 
 def _windows(words: list[_Word], kind: str) -> Iterator[tuple[int, int, str]]:
@@ -294,7 +300,7 @@ def _judge(
 def read_mentions(lines: list[str | None], kind: str) -> Iterator[Mention]:
     """Every candidate key written in `lines` (None marks a blank line) for `kind` ("name" or
     "company"), in order of the text, with how it is used."""
-    words = _scan(lines, kind)
+    words, cut = _scan(lines, kind)
     sentences = _sentences(words)
     strangers: dict[int, int] = {}
     for word in words:
@@ -304,4 +310,6 @@ def read_mentions(lines: list[str | None], kind: str) -> Iterator[Mention]:
         doubt, strong = _judge(
             words, start, end, kind, sentences[first.sentence], strangers[first.clause]
         )
+        if cut and not strong:
+            doubt = "is in a message too long to read whole"
         yield Mention(key, doubt, strong)
