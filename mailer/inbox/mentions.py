@@ -211,11 +211,12 @@ def _could_be_a_name(window: list[_Word], kind: str) -> bool:
 
 
 def _company_shape(window: list[_Word]) -> bool:
-    if not (window[0].capital and window[-1].capital):
+    # A legal suffix may be written in lower case ("plc") and end the name.
+    if not window[0].capital or window[0].ampersand or window[-1].ampersand:
         return False
-    if window[0].ampersand or window[-1].ampersand:
+    if not (window[-1].capital or window[-1].key in LEGAL_SUFFIXES):
         return False
-    return all(w.capital or w.key in _CONNECTORS for w in window)
+    return all(w.capital or w.key in _CONNECTORS or w.key in LEGAL_SUFFIXES for w in window)
 
 
 def _ends_name(words: list[_Word], index: int, inner: _Word, kind: str, right: bool) -> bool:

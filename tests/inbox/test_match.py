@@ -303,6 +303,7 @@ def decided(text: str, *, from_name: str = "") -> Decision:
         ("Please unsubscribe me, I don't want any more offers\nJane Smith", JANE_SMITH, "name"),
         ("Hello,\nplease unsubscribe me.\n\nThanks for your help\nJane Doe", JANE_DOE, "name"),
         ("Mary Jane Bloggs, please remove me", MARY_JANE_BLOGGS, "name"),
+        ("Please remove Hall Holdings plc from your list", MARY_JANE_BLOGGS, "company"),
     ],
 )
 def test_a_customer_named_inside_a_request_sentence_is_honoured(
@@ -424,7 +425,7 @@ def test_a_long_message_keeps_its_keys_bounded_and_in_doubt_past_what_is_read() 
 
 
 def test_a_key_found_only_inside_a_message_too_long_to_read_whole_is_in_doubt() -> None:
-    text = "Please remove Jane Smith from your list.\n" + "And so on and on.\n" * 199
+    text = "Please remove Jane Smith from your list.\n" + "And so on and so on and on.\n" * 199
     found = extract_clues(parsed(text), own_addresses=OWN)
     assert found.name_doubts["jane smith"] == "is in a message too long to read whole"
 
