@@ -18,18 +18,20 @@ refuse a fit that is not certain. The rules, each erring towards review:
 - **Nothing against it.** Review, whatever else the message says, when the sentence holding the
   mention has a negation that is not itself the request ("not", "never", "don't remove"), words
   that keep, limit or report ("still", "keep", "stay", "but", "except", "instead", "told",
-  "suggested"), or when the name follows a greeting ("Dear Jane Smith": our own staff) or a
-  word naming someone else ("my colleague Jane Smith", "my wife Ann Bloggs", "a lady called").
-  A request on behalf of another person by name is for a person to check; a household member
-  is opted out by their address instead.
+  "suggested"), or a relation ("wife", "colleague", "friend"); or when the name follows a
+  greeting or "to" ("Dear Jane Smith", "To: Jane Smith": whom the message is for, often our
+  own staff) or a word naming someone else ("my manager Jane Smith", "a lady called"). A
+  request on behalf of another person by name is for a person to check; a household member is
+  opted out by their address instead.
 - **Companies look like names.** Inside a sentence every word of a company is capitalised
   (inner "and", "of", "&" aside), at least one word is not a common word, and a one-word
   company counts only with its legal suffix ("Acme Ltd", not "Acme"), so everyday words are
   never read as a company.
 
-A sentence ends at ". ! ? ;" (not after a title or an initial) or a blank line; a line break
-inside a sentence joins it, so a wrapped "... my wife Jane Smith / still wants offers" is one
-sentence. Windows never cross punctuation or a line break.
+A sentence ends at ". ! ? ;" (not after a title or an initial), a blank line or a sign-off
+line ("Kind regards,"); a line break inside a sentence joins it, so a wrapped "... my wife
+Jane Smith / still wants offers" is one sentence. Windows never cross punctuation or a line
+break.
 """
 
 from __future__ import annotations
@@ -78,12 +80,16 @@ _AGAINST = _words("""still keep keeps keeping kept continue continues continuing
     though unless else other others told tell tells said says say asked suggested suggests advised
     recommended mentioned referred wrong mistake mistaken""")
 # Words before a name that make it someone other than the sender.
-_SOMEONE_ELSE = _words("""colleague colleagues coworker wife husband partner boss manager friend
-    son daughter mother father mum mom dad brother sister neighbour neighbor director assistant
-    secretary client employee employer tenant landlord flatmate housemate spouse child parent
-    grandmother grandfather aunt uncle cousin fiance fiancee girlfriend boyfriend relative named
-    called""")
-_GREETINGS = _words("dear hi hello hey hiya attn attention fao morning afternoon evening")
+# People close to the sender: named anywhere in the sentence, the request may be for them.
+_RELATIONS = _words("""colleague colleagues coworker wife husband partner friend son daughter
+    mother father mum mom dad brother sister neighbour neighbor tenant landlord flatmate
+    housemate spouse child parent grandmother grandfather aunt uncle cousin fiance fiancee
+    girlfriend boyfriend relative named called""")
+# Words before a name that make it someone other than the sender.
+_SOMEONE_ELSE = _RELATIONS | _words("boss manager director assistant secretary client employee")
+# Words that make the name after them the one the message is addressed to (our own staff).
+_GREETINGS = _words("""dear hi hello hey hiya attn attention fao morning afternoon evening to cc
+    bcc""")
 # Words that may surround the sender's own name in a clause that is only that name.
 _INTRODUCING = _words("""name names full account holder my is i im am this we were are regards
     kind best warm warmest thanks thank you many cheers wishes sincerely yours faithfully truly
@@ -116,6 +122,11 @@ _CONNECTORS = _words("and of the de du la le van von der den y et und for in on 
 _FIRM_WORDS = _words("""son sons daughter daughters partners partner associates brothers bros
     company family group holdings""")
 
+_SIGN_OFF = re.compile(
+    r"""^(?:(?:kind|best|warm|warmest|many)\s+)?(?:regards|thanks|thank\s+you|cheers|wishes
+        |best\s+wishes|best|sincerely|yours\s+(?:sincerely|faithfully|truly))\s*[,.!]*\s*$""",
+    re.IGNORECASE | re.VERBOSE,
+)
 _SENTENCE_END = re.compile(r"[.!?;]+$")
 _CLAUSE_END = re.compile(r"[,:()\[\]{}\"“”«»/–—-]+$")
 _CLAUSE_START = re.compile(r"^[(\[{\"“«/–—-]")
@@ -145,6 +156,9 @@ def _scan(lines: list[str | None], kind: str) -> tuple[list[_Word], bool]:
         if line is None:
             sentence, clause = sentence + 1, clause + 1
             continue
+        if _SIGN_OFF.match(line):
+            # A sign-off ends what came before and starts the signature after it.
+            sentence, clause = sentence + 1, clause + 1
         joins = False
         for token in line.split():
             core = _EDGE.sub("", token)
@@ -229,7 +243,7 @@ def _ends_name(words: list[_Word], index: int, inner: _Word, kind: str, right: b
         return True
     if outer.glued or word.ampersand or word.key in _PARTICLES:
         return False
-    if right and kind == "company" and word.key in LEGAL_SUFFIXES:
+    if right and word.key in LEGAL_SUFFIXES:  # "Jane Smith Ltd" is a company
         return False
     following = words[index + 1] if right and index + 1 < len(words) else None
     if word.key == "and" and following and following.joins and following.key in _FIRM_WORDS:
@@ -253,6 +267,8 @@ def _sentences(words: list[_Word]) -> dict[int, _Sentence]:
 def _read_sentence(words: list[_Word]) -> _Sentence:
     asking: set[int] = set()
     for position, word in enumerate(words):
+        if word.key in _RELATIONS:
+            return _Sentence(f"is in a sentence about someone else ('{word.key}')", frozenset())
         if word.key in _AGAINST:
             return _Sentence(
                 f"is in a sentence that keeps, limits or reports ('{word.key}')", frozenset()
@@ -285,7 +301,7 @@ def _judge(
         return "is only part of a longer name in the message", False
     before = words[start - 1] if start > 0 and words[start - 1].line == first.line else None
     if before is not None and before.key in _GREETINGS:
-        return f"follows a greeting ('{before.key}'): it names whom the sender writes to", True
+        return f"follows '{before.key}': it names whom the message is addressed to", True
     if before is not None and before.key in _SOMEONE_ELSE:
         return f"is mentioned as someone else ('{before.key}')", True
     if sentence.against is not None:

@@ -304,6 +304,7 @@ def decided(text: str, *, from_name: str = "") -> Decision:
         ("Hello,\nplease unsubscribe me.\n\nThanks for your help\nJane Doe", JANE_DOE, "name"),
         ("Mary Jane Bloggs, please remove me", MARY_JANE_BLOGGS, "name"),
         ("Please remove Hall Holdings plc from your list", MARY_JANE_BLOGGS, "company"),
+        ("Please remove me and my husband\nKind regards,\nJane Smith", JANE_SMITH, "name"),
     ],
 )
 def test_a_customer_named_inside_a_request_sentence_is_honoured(
@@ -335,6 +336,7 @@ def test_a_longer_company_that_is_a_customer_wins_over_the_shorter_one_inside_it
         ("Please remove Acme Widgets Holdings from your list", "only part of a longer name"),
         ("Jane Smith & Sons Ltd, please unsubscribe us", "only part of a longer name"),
         ("Please unsubscribe Jane Smith and Sons", "only part of a longer name"),
+        ("please remove jane smith ltd", "only part of a longer name"),
         # A company is a proper name with more than one bare word, not everyday words.
         ("Please remove Acme from your list", "no customer matches"),
         ("please stop sending special offers", "no customer matches"),
@@ -351,7 +353,11 @@ def test_a_longer_company_that_is_a_customer_wins_over_the_shorter_one_inside_it
         ("Jane Smith doesn't want to stop receiving offers", "negation ('doesnt')"),
         ("Please remove Jane Smith but keep Jane Doe", "keeps, limits or reports ('but')"),
         ("Please unsubscribe me; Jane Smith\nstill wants offers", "keeps, limits or reports"),
-        ("Dear Jane Smith, please unsubscribe me", "follows a greeting ('dear')"),
+        ("Dear Jane Smith, please unsubscribe me", "follows 'dear'"),
+        ("Please unsubscribe me.\nTo: Jane Smith", "follows 'to'"),
+        ("Please remove Jane Smith, my wife, from your list", "about someone else ('wife')"),
+        # Unsigned, the name may be the husband's: the lines are read as one sentence.
+        ("Please remove me and my husband\nJane Smith", "about someone else ('husband')"),
         ("This email was meant for Jane Smith.", "without asking to opt them out"),
         ("Please unsubscribe Jane Doe. Jane Smith is my manager.", "without asking"),
     ],
