@@ -11,6 +11,7 @@ them twice changes nothing.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 __all__ = ["LEGAL_SUFFIXES", "TITLES", "fold_words", "normalise_company", "normalise_name"]
@@ -21,6 +22,8 @@ LEGAL_SUFFIXES = frozenset({"ltd", "limited", "plc", "llp", "inc", "llc", "gmbh"
 
 # Apostrophes sit inside names ("O'Brien", "D’Arcy"): removing them keeps the name one word.
 _DELETED = frozenset("'’‘ʼ`´")
+_ASCII_DELETED = re.compile("['`]")
+_ASCII_WORD = re.compile("[A-Za-z0-9]+")
 
 
 def _fold(text: str) -> str:
@@ -29,6 +32,8 @@ def _fold(text: str) -> str:
     Runs twice because casefolding can produce characters that decompose further
     (and decomposing can expose characters that casefold further).
     """
+    if text.isascii():  # the common case, and there all of this is lower()
+        return text.lower()
     for _ in range(2):
         decomposed = unicodedata.normalize("NFKD", text)
         text = "".join(c for c in decomposed if unicodedata.category(c) not in ("Mn", "Me"))
@@ -44,6 +49,8 @@ def _is_word_char(char: str) -> bool:
 def _words(text: str) -> list[str]:
     """Split folded text into words: apostrophes vanish, any other non-word character
     (hyphens, dots, commas, symbols, whitespace) separates words."""
+    if text.isascii():  # the same split, at the speed of a regular expression
+        return _ASCII_WORD.findall(_ASCII_DELETED.sub("", text))
     cleaned = "".join("" if c in _DELETED else (c if _is_word_char(c) else " ") for c in text)
     return cleaned.split()
 

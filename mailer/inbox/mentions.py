@@ -133,7 +133,7 @@ _CLAUSE_START = re.compile(r"^[(\[{\"“«/–—-]")
 _EDGE = re.compile(r"^\W+|\W+$")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Word:
     key: str
     capital: bool
