@@ -217,11 +217,13 @@ def _windows(words: list[_Word], kind: str) -> Iterator[tuple[int, int, str]]:
 
 def _could_be_a_name(window: list[_Word], kind: str) -> bool:
     """Common words do not begin or end a name ("The" may begin a company), nor sit inside one
-    in lower case, so "please remove jane smith" gives "jane smith" and not "remove jane"."""
+    in lower case (bar a company's "and", "of"...), so "please remove jane smith" gives "jane
+    smith" and not "remove jane"."""
     first, last = window[0].key, window[-1].key
     if (first in _COMMON and not (kind == "company" and first == "the")) or last in _COMMON:
         return False
-    return not any(w.key in _COMMON and not w.capital for w in window)
+    inner = _CONNECTORS if kind == "company" else frozenset()  # "Marks and Spencer"
+    return not any(w.key in _COMMON and not w.capital and w.key not in inner for w in window)
 
 
 def _company_shape(window: list[_Word]) -> bool:

@@ -267,9 +267,10 @@ CUSTOMERS = (
     ("John Smith", ""),
     ("John Smith", ""),
     ("Mary Jane Bloggs", "Hall Holdings plc"),
+    ("Eli Ng", "Marks & Spencer plc"),
 )  # fmt: skip
 JANE_SMITH, JANE_DOE, JOHN_ONEILL, ANN_LEE, BOB_ROE, CY_TAN, DI_HU = range(1, 8)
-MARY_JANE_BLOGGS = 10
+MARY_JANE_BLOGGS, ELI_NG = 10, 11
 
 
 def decided(text: str, *, from_name: str = "") -> Decision:
@@ -304,6 +305,7 @@ def decided(text: str, *, from_name: str = "") -> Decision:
         ("Hello,\nplease unsubscribe me.\n\nThanks for your help\nJane Doe", JANE_DOE, "name"),
         ("Mary Jane Bloggs, please remove me", MARY_JANE_BLOGGS, "name"),
         ("Please remove Hall Holdings plc from your list", MARY_JANE_BLOGGS, "company"),
+        ("We at Marks and Spencer no longer want offers", ELI_NG, "company"),
         ("Please remove me and my husband\nKind regards,\nJane Smith", JANE_SMITH, "name"),
     ],
 )
