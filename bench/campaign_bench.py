@@ -70,12 +70,8 @@ sys.path.insert(0, str(ROOT))
 
 import aiosmtplib  # noqa: E402
 
-from mailer.campaigns.sender import (  # noqa: E402
-    CampaignMessages,
-    SendConfig,
-    send_campaign,
-    send_config,
-)
+from mailer.campaigns.messages import CampaignMessages, SendConfig, send_config  # noqa: E402
+from mailer.campaigns.sender import send_campaign  # noqa: E402
 from mailer.importer import BadRow, CustomerRow, read_rows  # noqa: E402
 from mailer.settings import from_mapping  # noqa: E402
 from mailer.store import campaigns as store  # noqa: E402
@@ -172,7 +168,8 @@ async def child_sample(db: Path, campaign_id: int, count: int) -> bytes:
             "SELECT id, email, name, company FROM customers WHERE offers = 1 ORDER BY id "
             "LIMIT ?", (count,))
     messages = CampaignMessages(campaign, config, date=datetime.now(UTC))
-    built = [(r[1], messages.build(customer_id=r[0], email=r[1], name=r[2], company=r[3]))
+    built = [(r[1], messages.build(customer_id=r[0], email=r[1], name=r[2],
+                                   company=r[3]).data)
              for r in rows]
     mean = statistics.fmean(len(m) for _, m in built)
     to, chosen = min(built, key=lambda item: abs(len(item[1]) - mean))

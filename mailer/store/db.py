@@ -186,6 +186,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER consent_events_are_never_deleted BEFORE DELETE ON consent_events
     BEGIN SELECT RAISE(ABORT, 'consent events are permanent'); END;
     """,
+    # 3: a lease records its holder's host and pid, so a holder that died on this host is
+    # taken over at once; the ledger keeps each recipient's Message-ID (keyed, not guessable)
+    # so that a report quoting it can be traced back (helper campaigns).
+    """
+    ALTER TABLE leases ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE leases ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE campaign_recipients ADD COLUMN message_id TEXT NOT NULL DEFAULT '';
+    CREATE INDEX campaign_recipients_message_id ON campaign_recipients (message_id)
+        WHERE message_id != '';
+    """,
 )
 
 

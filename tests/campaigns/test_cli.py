@@ -153,6 +153,11 @@ def test_a_test_send_goes_to_the_given_address_marked_and_counted_nowhere(
     assert received.rcpt_tos == ("marketing@imperial.test",)
     message = parse(received.content)
     assert str(message["Subject"]).startswith("[TEST] ")
+    # Its own random Message-ID: receivers drop a second message with an id they have seen.
+    again = cli("test", str(campaign_id), "--to", "marketing@imperial.test")
+    assert again.exit_code == 0, again.output
+    ids = {str(parse(m.content)["Message-ID"]) for m in world.sink.messages}
+    assert len(ids) == 2
     assert cli.json("show", str(campaign_id))["status"] == "draft"
     assert world.rows("SELECT count(*) FROM campaign_recipients") == [(0,)]
 
@@ -189,7 +194,10 @@ def test_status_commands_move_the_campaign_or_refuse_in_one_line(cli: Cli) -> No
     resumed = cli("resume", str(scheduled))
     assert resumed.exit_code == 0 and "is scheduled (scheduled for 20" in resumed.stdout
     assert cli("cancel", str(scheduled)).stdout.strip() == f"campaign {scheduled} is cancelled"
-    assert cli("resume", str(scheduled)).exit_code == 1
+    wrong_state = cli("resume", str(scheduled))
+    assert wrong_state.exit_code == 1
+    assert one_line_error(wrong_state).endswith(
+        f"campaign {scheduled} is cancelled; only a paused campaign can be resumed")
     missing = cli("show", "999")
     assert missing.exit_code == 1 and "no campaign 999" in one_line_error(missing)
 
