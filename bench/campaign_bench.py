@@ -34,7 +34,9 @@ is shown beside it.
 Run: `python bench/campaign_bench.py [--recipients N] [--small N] [--naive N] [--rounds N]
 [--cli N] [--cli-only] [--profile]`. `--cli-only` measures only (d) and its transport baseline;
 `--profile` sends a `--cli`-recipient campaign in-process under cProfile and prints the top
-entries of the per-message path (by own time and by cumulative time).
+entries of the per-message path (by own time and by cumulative time). `--ledger-compare`
+measures `send_campaign` at `--cli` recipients with the ledger's synchronous fast path and with
+every commit through aiosqlite (the justification of the fast path in `store/ledger.py`).
 """
 
 from __future__ import annotations
@@ -209,6 +211,17 @@ async def child_mailer(db: Path, campaign_id: int, port: int, deadline_s: float)
           "peak_rss": peak_rss_bytes(), "peak_rss_before": rss_before})
 
 
+def through_aiosqlite_only() -> None:
+    """Make the ledger write every commit through aiosqlite (no synchronous fast path)."""
+    from mailer.store import ledger
+
+    async def write(self: ledger.Ledger, batch: list[Any]) -> None:
+        async with self._lock:
+            await ledger.record_results(self._conn, self._campaign_id, batch)
+
+    ledger.Ledger._write = write  # type: ignore[method-assign]
+
+
 async def child_aiosmtplib(port: int, message: bytes, count: int, connections: int) -> None:
     """The transport limit: one built message, `count` times over `connections` clients."""
 
@@ -299,7 +312,9 @@ def child_profile(db: Path, campaign_id: int, port: int, top: int) -> None:
 def run_child(args: argparse.Namespace) -> None:
     if args.child == "sample":
         args.message.write_bytes(asyncio.run(child_sample(args.db, args.campaign, args.count)))
-    elif args.child == "mailer":
+    elif args.child in ("mailer", "mailer-aiosqlite-ledger"):
+        if args.child == "mailer-aiosqlite-ledger":
+            through_aiosqlite_only()
         asyncio.run(child_mailer(args.db, args.campaign, args.port, args.deadline_s))
     elif args.child == "aiosmtplib":
         message = args.message.read_bytes()
@@ -477,14 +492,14 @@ def check_sink(what: str, sink: Sink, expected: int, problems: list[str]) -> Non
 
 
 def measure_mailer(work: Path, seeded: Path, campaign_id: int, opted_in: int,
-                   problems: list[str]) -> Run:
+                   problems: list[str], kind: str = "mailer") -> Run:
     """Send the seeded campaign from a fresh copy of its database; check the ledger."""
     db = work / "sending.db"
     copy_db(seeded, db)
     # A hung send is reported (with its tasks' stacks) instead of waited on forever.
     deadline_s = 60 + opted_in / MIN_RATE_PER_S
     try:
-        run, result = measure_child(work, "mailer", [
+        run, result = measure_child(work, kind, [
             "--db", str(db), "--campaign", str(campaign_id), "--deadline-s", str(deadline_s),
         ], problems)
     finally:
@@ -566,6 +581,8 @@ def main() -> int:
                         help="measure only (d), the command line, and its transport baseline")
     parser.add_argument("--profile", action="store_true",
                         help="profile a --cli-recipient send in-process and print the top")
+    parser.add_argument("--ledger-compare", action="store_true",
+                        help="send_campaign with and without the ledger's fast path")
     parser.add_argument("--top", type=int, default=25, help="profile entries to print")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
@@ -585,6 +602,8 @@ def main() -> int:
     try:
         if args.profile:
             return run_profile(work, args.cli, args.top)
+        if args.ledger_compare:
+            return run_ledger_compare(work, args.cli, max(args.rounds, 1))
         if args.cli_only:
             return run_cli_only(work, args.cli, max(args.rounds, 1))
         return run_all(work, args.recipients, args.small, min(args.naive, args.recipients),
@@ -657,6 +676,24 @@ def report_problems(measurements: tuple[Measurement, ...], problems: list[str]) 
     for error in errors:
         print(f"  MEASUREMENT FAILED: {error}")
     return 1 if errors or problems else 0
+
+
+def run_ledger_compare(work: Path, n: int, rounds: int) -> int:
+    db = work / "ledger-seed.db"
+    campaign_id = asyncio.run(seed(db, n))
+    print(f"ledger fast path: send_campaign of {n:,} recipients, {rounds} round(s), load "
+          f"average {load_average()}")
+    problems: list[str] = []
+    fast = Measurement(f"ledger fast path (sqlite3 on the loop), {n:,}")
+    slow = Measurement(f"ledger through aiosqlite only, {n:,}")
+    for _ in range(rounds):
+        fast.attempt(lambda: measure_mailer(work, db, campaign_id, n, problems))
+        slow.attempt(lambda: measure_mailer(work, db, campaign_id, n, problems,
+                                            kind="mailer-aiosqlite-ledger"))
+    table(rounds, (fast, slow))
+    if fast.per_s and slow.per_s:
+        print(f"\n  fast path / aiosqlite only: {fast.per_s / slow.per_s:.2f}")
+    return report_problems((fast, slow), problems)
 
 
 def run_cli_only(work: Path, cli_n: int, rounds: int) -> int:

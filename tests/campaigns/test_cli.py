@@ -240,3 +240,30 @@ def test_ctrl_c_during_send_pauses_cleanly_and_send_carries_on_exactly_once(
     result = cli("send", str(campaign_id))
     assert result.exit_code == 0, result.output
     assert len(world.sink.messages) == 80 and set(world.received().values()) == {1}
+
+
+def test_send_again_after_kill_9_of_send_carries_on_at_once(cli: Cli, world: World) -> None:
+    asyncio.run(world.add_customers(80))
+    campaign_id = create(cli)
+    world.sink.delay_s = 0.02
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(cli.settings_path), "send", str(campaign_id)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while len(world.sink.messages) < 10 and child.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    child.kill()
+    assert child.wait(20) == -signal.SIGKILL
+    # Its lease has not expired, but its holder is a dead process of this host.
+    [(holder_pid,)] = world.rows("SELECT pid FROM leases")
+    assert holder_pid == child.pid
+    world.sink.delay_s = 0.0
+    result = cli("send", str(campaign_id))
+    assert result.exit_code == 0, result.output
+    assert f"campaign {campaign_id}: sent; 80 sent" in result.stdout
+    received = world.received()
+    assert set(received) == world.opted_in()
+    assert sum(n - 1 for n in received.values()) <= world.settings.smtp.max_connections
