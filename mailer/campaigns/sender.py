@@ -4,8 +4,9 @@ The ledger (`campaign_recipients`) is the truth, and every step is ordered so th
 any point neither mails anyone twice (beyond the messages literally in flight) nor misses
 anyone:
 
-1. **Lease.** Inside one BEGIN IMMEDIATE: take the lease `campaign:{id}` (a conditional
-   upsert that only succeeds if it is free or expired), return rows a crashed holder left in
+1. **Lease.** Inside one BEGIN IMMEDIATE: take the lease `campaign:{id}` (`store.leases`: a
+   conditional upsert that only succeeds if it is free, expired, or held by a process of this
+   host that no longer exists, as after a kill -9), return rows a crashed holder left in
    'sending' to pending (they were in flight when it died: at most `max_connections` of them
    were delivered and will be delivered again), snapshot the audience on the first run, and
    mark the campaign 'sending'. The lease is renewed every `lease_ttl_s / 4`; a worker only
@@ -21,11 +22,12 @@ anyone:
    read-only WAL connection, no thread hand-off). Between that read and the SMTP transaction
    there is only the rendering of this one message and, usually, one turn of the event loop
    for the previous commit (if that wait takes more than `_FRESH_S`, 5 ms, the row is read
-   again). So an opt-out committed before the read is always honoured; only one committed in
-   the fraction of a millisecond after it can race a send. A batch-level check would leave
-   the decision tens of milliseconds stale for no measurable gain: the per-message read costs
-   about 1% of a message's CPU. The same read returns the campaign's status, so a pause or
-   cancel by another process stops every worker before its next message.
+   again; see `delivery`). So an opt-out committed before the read is always honoured; only
+   one committed in the fraction of a millisecond after it can race a send. A batch-level
+   check would leave the decision tens of milliseconds stale for no measurable gain: the
+   per-message read costs about 1% of a message's CPU. The same read returns the campaign's
+   status, so a pause or cancel by another process stops every worker before its next
+   message.
 4. **Send** with `max_attempts` tries: 4xx replies, dropped connections and timeouts are
    retried after `backoff.CAMPAIGN_SEND` on a fresh connection (re-checking consent first); a
    5xx marks the recipient failed with the server's reply.
@@ -44,9 +46,10 @@ anyone:
    status is written in the same transaction that releases the lease; 'sent' only when no
    pending or sending rows remain.
 
-The parts live apart: `pool` (SMTP connections, rate limiting), `messages` (render and
-build), `failures` (the auto-pause policy), `store.ledger`, `store.consent` and
-`store.leases`. Lease times are read from a `Clock`, so tests move time instead of sleeping.
+The parts live apart: `pool` (SMTP connections, rate limiting), `delivery` (one connection's
+loop of messages), `messages` (render and build), `failures` (the auto-pause policy),
+`store.ledger`, `store.consent` and `store.leases`. Lease times are read from a `Clock`, so
+tests move time instead of sleeping.
 """
 
 from __future__ import annotations
