@@ -269,6 +269,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (host, pid)
     );
     """,
+    # 6: a lease records its holder's host and pid, so a holder that died on this host is
+    # taken over at once (each recipient's Message-ID is kept in campaign_recipients.message_id,
+    # added by migration 4).
+    """
+    ALTER TABLE leases ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE leases ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
