@@ -1,6 +1,7 @@
 """`mailer run`: the daemon that owns the long-running tasks.
 
-    inbox watcher  (IMAP IDLE -> requests honoured within seconds)
+    inbox watcher  (IMAP IDLE -> requests honoured, reports recorded within seconds)
+    bounces watcher (only with `[bounces.imap]`: the same pass over that mailbox, reports only)
     outbox sender  (confirmations, woken by the watcher, retried with backoff)
     campaign scheduler (due campaigns, one sender at a time per campaign, via a lease)
 
@@ -21,7 +22,14 @@ from collections.abc import Awaitable
 
 from mailer.campaigns.scheduler import scheduler_loop
 from mailer.inbox.processor import PassReport
-from mailer.inbox.worker import WatchTiming, imap_config, inbox_rules, watch
+from mailer.inbox.worker import (
+    WatchTiming,
+    bounces_imap_config,
+    bounces_rules,
+    imap_config,
+    inbox_rules,
+    watch,
+)
 from mailer.outbox import confirmation_settings, send_due
 from mailer.settings import Settings
 from mailer.store.db import open_db
@@ -44,6 +52,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(_inbox_task(settings, stop, wake_outbox), name="inbox")
+            if settings.bounces.imap is not None:
+                group.create_task(_bounces_task(settings, stop), name="bounces")
             group.create_task(_guard("outbox", _outbox_task(settings, stop, wake_outbox)),
                               name="outbox")
             group.create_task(_guard("campaigns", scheduler_loop(settings, stop)),
@@ -79,6 +89,16 @@ async def _inbox_task(settings: Settings, stop: asyncio.Event, wake: asyncio.Eve
                              poll_interval_s=settings.imap.poll_interval_s)
         await _guard("inbox", watch(conn, imap_config(settings), inbox_rules(settings), timing,
                                     stop, after_pass))
+
+
+async def _bounces_task(settings: Settings, stop: asyncio.Event) -> None:
+    config, rules, mailbox = (bounces_imap_config(settings), bounces_rules(settings),
+                              settings.bounces.imap)
+    assert config is not None and rules is not None and mailbox is not None
+    async with open_db(settings.database.path) as conn:
+        timing = WatchTiming(idle_timeout_s=mailbox.idle_timeout_s,
+                             poll_interval_s=mailbox.poll_interval_s)
+        await _guard("bounces", watch(conn, config, rules, timing, stop))
 
 
 async def _outbox_task(settings: Settings, stop: asyncio.Event, wake: asyncio.Event) -> None:

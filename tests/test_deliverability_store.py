@@ -19,7 +19,7 @@ from mailer.settings import BouncesSettings
 from mailer.store import campaigns as campaign_store
 from mailer.store import customers as customer_store
 from mailer.store import deliverability as store
-from mailer.store import inbox as inbox_store
+from mailer.store import outbox as outbox_store
 from mailer.store.db import open_db, transaction
 from mailer.store.deliverability import ReportCounts
 from mailer.verp import Tag
@@ -234,9 +234,10 @@ async def test_complaint_opts_out_of_every_category_with_source_complaint_and_no
 async def test_bounce_and_complaint_for_a_confirmation_count_the_same_way(world: World) -> None:
     cat = world.ids["cat"]
     async with transaction(world.conn):
-        await inbox_store.enqueue_confirmations(world.conn, [inbox_store.NewConfirmation(
+        await outbox_store.enqueue_confirmations(world.conn, [outbox_store.NewConfirmation(
             customer_id=cat, to_address="cat@example.com", to_name="Cat", categories=("offers",),
-            request_subject="Unsubscribe", in_reply_to="", refs=())], interval_h=24)
+            request_subject="Unsubscribe", in_reply_to="", refs=())], interval_h=24,
+            now=datetime.now(UTC))
     [(outbox_id,)] = world.rows("SELECT id FROM outbox")
     async with transaction(world.conn):
         await world.conn.execute(
