@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import dkim as dkimpy
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 import nacl.encoding
 import nacl.exceptions
 import nacl.signing
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from dkim.crypto import UnparsableKeyError, parse_pem_private_key
 
 from mailer.errors import SettingsError
