@@ -142,12 +142,12 @@ def inbox_process(ctx: click.Context, as_json: bool) -> None:
     settings = command_settings(ctx)
 
     async def body() -> None:
-        from mailer.inbox.worker import imap_config, inbox_rules, process_once
+        from mailer.inbox.worker import process_settings_once
         from mailer.outbox import confirmation_settings, send_due
 
         check_confirmation_template(settings)
         async with open_db(settings.database.path) as conn:
-            report = await process_once(conn, imap_config(settings), inbox_rules(settings))
+            report = await process_settings_once(conn, settings)
             outbox = await send_due(conn, confirmation_settings(settings))
         if as_json:
             click.echo(json.dumps(report.as_json()))
@@ -156,8 +156,9 @@ def inbox_process(ctx: click.Context, as_json: bool) -> None:
             f"{report.seen} new message(s): {report.requests} request(s), "
             f"{report.ignored} ignored; {report.unsubscribed} customer(s) unsubscribed, "
             f"{report.review} to review, {report.failed} failed; "
-            f"confirmations: {outbox.sent} sent, {outbox.retrying} to retry, "
-            f"{outbox.failed} failed")
+            f"reports: {report.reports} read, {report.bounces} bounce(s), "
+            f"{report.complaints} complaint(s); confirmations: {outbox.sent} sent, "
+            f"{outbox.retrying} to retry, {outbox.failed} failed")
 
     run(body())
 
@@ -260,11 +261,13 @@ main.add_command(init)
 
 
 def check_confirmation_template(settings: Settings) -> None:
-    """Exit 2 with one line if the confirmation template cannot render."""
+    """Exit 2 with one line if the confirmation template cannot render or the DKIM key
+    (`[dkim]`, loaded with the outbox's settings) is missing or unreadable."""
     from mailer.campaigns.templates import TemplateError
+    from mailer.errors import SettingsError
     from mailer.outbox import check_templates, confirmation_settings
 
     try:
         check_templates(confirmation_settings(settings))
-    except TemplateError as exc:
+    except (TemplateError, SettingsError) as exc:
         cli_support.fail(str(exc), EXIT_BAD_INPUT)

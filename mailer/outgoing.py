@@ -43,6 +43,7 @@ __all__ = [
     "HeaderInjection",
     "build_confirmation",
     "campaign_message_id",
+    "make_message_id",
 ]
 
 # RFC 5322 §2.1.1: lines SHOULD be at most 78 characters and MUST be at most 998.
@@ -93,6 +94,18 @@ class CampaignHeaders:
     domain: str
     unsubscribe_address: str
     kind: str
+
+
+def make_message_id(domain: str) -> str:
+    """A new Message-ID nobody can guess: 128 random bits (``secrets``, like
+    ``email.utils.make_msgid`` but without the time and pid it shows), ``<hex@domain>``.
+
+    A report that quotes it is tied to the message we sent (issue 10 §1): an id built from
+    row ids would let a forger quote a real one.
+    """
+    if not domain or not re.fullmatch(r"[A-Za-z0-9.-]+", domain):
+        raise HeaderInjection(f"Message-ID domain {domain!r} is not a plain domain name")
+    return f"<{secrets.token_hex(16)}@{domain}>"
 
 
 def campaign_message_id(campaign_id: int, customer_id: int, domain: str) -> str:
