@@ -12,6 +12,13 @@ import click
 
 from mailer import cli_support
 from mailer.campaigns.cli import campaign
+from mailer.cli_deliverability import (
+    bounces,
+    customers_reactivate,
+    delivery_view,
+    dkim_group,
+    echo_delivery,
+)
 from mailer.cli_init import init
 from mailer.cli_support import CliState, command_settings, run
 from mailer.errors import EXIT_BAD_INPUT, BadInput, CsvError, NotFound
@@ -101,6 +108,7 @@ def customers_show(ctx: click.Context, email: str, as_json: bool) -> None:
             if customer is None:
                 raise NotFound(f"no customer with email {email}")
             events = await store.history(conn, customer.id)
+            delivery = await delivery_view(conn, customer.id)
         data: dict[str, Any] = {
             "email": customer.email, "name": customer.name, "company": customer.company,
             "phone": customer.phone, "preferences": customer.preferences,
@@ -109,6 +117,7 @@ def customers_show(ctx: click.Context, email: str, as_json: bool) -> None:
                  "source": e.source, "reference": e.reference}
                 for e in events
             ],
+            **delivery,
         }
         if as_json:
             click.echo(json.dumps(data, indent=2, ensure_ascii=False))
@@ -122,6 +131,7 @@ def customers_show(ctx: click.Context, email: str, as_json: bool) -> None:
             old = "-" if e.old_value is None else ("in" if e.old_value else "out")
             click.echo(f"    {e.at}  {e.category}: {old} -> {'in' if e.new_value else 'out'}"
                        f"  ({e.source}{': ' + e.reference if e.reference else ''})")
+        echo_delivery(delivery)
 
     run(body())
 
@@ -258,6 +268,9 @@ def run_daemon(ctx: click.Context) -> None:
 
 main.add_command(campaign)
 main.add_command(init)
+customers.add_command(customers_reactivate)
+main.add_command(bounces)
+main.add_command(dkim_group)
 
 
 def check_confirmation_template(settings: Settings) -> None:
