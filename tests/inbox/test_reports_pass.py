@@ -406,3 +406,40 @@ async def test_kill_9_between_commit_and_move_is_finished_by_the_next_pass_count
     assert "Undelivered Mail Returned to Sender" not in world.folder_subjects("INBOX")
     assert world.query("SELECT count(*), sum(moved) FROM delivery_reports") == [(1, 1)]
     assert len(delivery_events(world, "ann@example.com")) == 1
+
+
+async def test_the_daemon_reads_reports_in_its_inbox_and_in_the_bounces_imap_mailbox(
+    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink,
+) -> None:
+    mailbox = {"host": imap_server.host, "port": imap_server.port, "security": "none",
+               "username": imap_server.username, "password": imap_server.password,
+               "folder": "BounceBox", "processed_folder": "BounceDone",
+               "review_folder": "BounceReview", "poll_interval_s": 0.5}
+    world = await make_world(tmp_path, imap_server, smtp_sink,
+                             bounces={"address": BOUNCE_ADDRESS},
+                             campaigns={"secret": SECRET}, **{"bounces.imap": mailbox})
+    to_bob = await send_confirmation(world, "bob@example.com")
+    to_dan = await send_confirmation(world, "dan@example.com")
+    with world.raw() as raw:
+        raw.command('CREATE "BounceBox"')
+
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "mailer", "--settings", str(world.settings_path), "run"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        world.deliver(report("exim-plain", to_bob), folder="BounceBox")
+        world.deliver(report("microsoft-arf", to_dan), folder="BounceBox")
+        deadline = time.monotonic() + 60
+        while (set(undeliverable(world)) != {"bob@example.com"}
+               or world.preferences("dan@example.com") != (False, False)):
+            assert daemon.poll() is None, "the daemon stopped"
+            assert time.monotonic() < deadline, "the reports were not processed"
+            time.sleep(0.05)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, stderr.decode()
+    log = stderr.decode()
+    assert "kind=hard" in log and "kind=complaint" in log
+    assert "bob@example.com" not in log and "dan@example.com" not in log  # ids only
+    assert len(world.folder_subjects("Bounces")) == 2
