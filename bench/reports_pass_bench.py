@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import shutil
 import sys
 import tempfile
@@ -86,8 +87,10 @@ async def main() -> None:
                             username=server.username, password=server.password, timeout_s=60)
         db = work / "bench.db"
         await seed(db, args.customers)
-        raws = [raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-                for raw in messages(args.reports, args.customers)]
+        # Every message distinct (its own top Message-ID), as in a real inbox.
+        raws = [re.sub(rb"(?im)^Message-I[dD]:[ \t]*<", f"Message-ID: <{i}.".encode(),
+                       raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"), count=1)
+                for i, raw in enumerate(messages(args.reports, args.customers))]
         with RawImap.for_server(server) as raw_imap:
             raw_imap.append_many("INBOX", raws)
         fetch_s, fetched = imaplib_fetch_all(server, batch=500)
