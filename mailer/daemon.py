@@ -1,6 +1,7 @@
 """`mailer run`: the daemon that owns the long-running parts, each under `supervise`.
 
-    inbox      IMAP IDLE -> requests honoured within seconds
+    inbox      IMAP IDLE -> requests honoured, reports recorded within seconds
+    bounces    only with `[bounces.imap]`: the same pass over that mailbox, reports only
     outbox     confirmations, woken by the inbox, retried with backoff
     campaigns  due campaigns, one sender at a time per campaign, via a lease
     heartbeat  every part's state into the database for `mailer status`; systemd's WATCHDOG=1
@@ -33,7 +34,14 @@ from mailer.campaigns.scheduler import POLL_INTERVAL_S, scheduler_loop
 from mailer.campaigns.sender import SendOutcome
 from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.inbox.processor import PassReport
-from mailer.inbox.worker import WatchTiming, imap_config, inbox_rules, watch_session
+from mailer.inbox.worker import (
+    WatchTiming,
+    bounces_imap_config,
+    bounces_rules,
+    imap_config,
+    inbox_rules,
+    watch_session,
+)
 from mailer.lifecycle import stop_on_signals
 from mailer.metrics import Metrics
 from mailer.outbox import confirmation_settings, send_due
@@ -86,6 +94,8 @@ class Daemon:
         self.wake_outbox = asyncio.Event()
         self.ready = False
         names = ["inbox", "outbox", "campaigns"]
+        if settings.bounces.imap is not None:
+            names.append("bounces")
         if settings.http.host:
             names.append("web")
         self.parts = {name: Part(name, clock=clock, on_change=self._on_change)
@@ -99,8 +109,8 @@ class Daemon:
 
     async def run(self) -> None:
         bodies: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
-            "inbox": self._inbox, "outbox": self._outbox, "campaigns": self._campaigns,
-            "web": self._web}
+            "inbox": self._inbox, "bounces": self._bounces, "outbox": self._outbox,
+            "campaigns": self._campaigns, "web": self._web}
         log.info("mailer %s starting (pid %s)", VERSION, os.getpid())
         async with asyncio.TaskGroup() as group:
             for name, part in self.parts.items():
@@ -134,6 +144,17 @@ class Daemon:
             await watch_session(conn, imap_config(s), inbox_rules(s), timing, self.stop,
                                 after_pass, part=part,
                                 on_duration=self.metrics.pass_duration.observe)
+
+    async def _bounces(self) -> None:
+        """The same pass over `[bounces.imap]`'s mailbox, reading reports only."""
+        s = self.settings
+        config, rules, mailbox = bounces_imap_config(s), bounces_rules(s), s.bounces.imap
+        assert config is not None and rules is not None and mailbox is not None
+        timing = WatchTiming(idle_timeout_s=mailbox.idle_timeout_s,
+                             poll_interval_s=mailbox.poll_interval_s)
+        async with open_db(s.database.path) as conn:
+            await watch_session(conn, config, rules, timing, self.stop,
+                                part=self.parts["bounces"])
 
     async def _outbox(self) -> None:
         part = self.parts["outbox"]

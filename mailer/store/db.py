@@ -276,6 +276,22 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE leases ADD COLUMN host TEXT NOT NULL DEFAULT '';
     ALTER TABLE leases ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;
     """,
+    # 7: report messages waiting to be moved to [bounces] folder
+    """
+    -- One row per report message (folder, UIDVALIDITY, UID) tied to a message of ours: written
+    -- in the transaction that records the report, so the move that follows survives a crash;
+    -- a second copy of the same report gets its own row and is moved too.
+    CREATE TABLE report_moves (
+        folder      TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uid         INTEGER NOT NULL,
+        report_id   INTEGER NOT NULL REFERENCES delivery_reports (id),
+        destination TEXT NOT NULL,
+        moved       INTEGER NOT NULL DEFAULT 0 CHECK (moved IN (0, 1)),
+        PRIMARY KEY (folder, uidvalidity, uid)
+    );
+    CREATE INDEX report_moves_unmoved ON report_moves (folder, moved) WHERE moved = 0;
+    """,
 )
 
 
