@@ -25,7 +25,7 @@ asked) does not. The rules themselves are in the `mentions` docstring.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from mailer.inbox.body import ParsedMessage
@@ -119,9 +119,11 @@ def extract_clues(message: ParsedMessage, *, own_addresses: frozenset[str]) -> C
         _name_keys(message.headers.from_name, lines),
         read_mentions(paragraphs, "name"),
         MAX_NAME_KEYS,
+        lambda key: normalise_name(key) == key and len(key.split()) >= 2,
     )
     company_keys, company_doubts = _keys_and_doubts(
-        _company_keys(lines), read_mentions(paragraphs, "company"), MAX_COMPANY_KEYS
+        _company_keys(lines), read_mentions(paragraphs, "company"), MAX_COMPANY_KEYS,
+        lambda key: normalise_company(key) == key,
     )
     return Clues(
         from_address=message.headers.from_address,
@@ -150,9 +152,12 @@ def _lines(text: str) -> list[str | None]:
 
 
 def _keys_and_doubts(
-    standalone: tuple[str, ...], mentions: Iterable[Mention], limit: int
+    standalone: tuple[str, ...], mentions: Iterable[Mention], limit: int,
+    is_key: Callable[[str], bool],
 ) -> tuple[tuple[str, ...], dict[str, str]]:
     """The keys to look up (standalone ones first, at most `limit`) and the doubts on them.
+    Only keys in their normal form (`is_key`) are kept: a stored key is always one, so any
+    other could never fit a customer (a sentence reading "0 Mr" is not the name "0").
 
     Every mention is weighed, not only those of the keys kept, so a doubt written late in a
     long message still counts against a key found early.
@@ -167,7 +172,7 @@ def _keys_and_doubts(
             fits.add(mention.key)
         else:
             (strong if mention.strong else weak).setdefault(mention.key, mention.doubt)
-    keys = tuple(order)[:limit]
+    keys = tuple(key for key in order if is_key(key))[:limit]
     doubts = {key: strong[key] for key in keys if key in strong}
     for key in keys:
         if key in weak and key not in fits and key not in doubts:
