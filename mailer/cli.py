@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from mailer import cli_support
+from mailer import cli_console, cli_support
 from mailer.campaigns.cli import campaign
 from mailer.cli_support import CliState, command_settings, run
 from mailer.errors import EXIT_BAD_INPUT, BadInput, CsvError, NotFound
@@ -255,6 +255,8 @@ def run_daemon(ctx: click.Context) -> None:
 
 
 main.add_command(campaign)
+main.add_command(cli_console.users)
+main.add_command(cli_console.console)
 
 
 def check_confirmation_template(settings: Settings) -> None:

@@ -319,10 +319,12 @@ async def honour(
     rules: InboxRules,
     requests: Sequence[tuple[tuple[int, ...], Headers]],
     report: PassReport,
+    *,
+    actor: str = "",
 ) -> None:
     """Opt customers out and queue their confirmations (`optout.opt_out`, source `email`);
     the caller holds the transaction. Shared by automatic matching and `review resolve`, so
-    both act exactly alike."""
+    both act exactly alike (`actor`: the person who resolved it, for the consent history)."""
     result = await optout.opt_out(
         conn,
         [optout.Refusal(customer_ids=ids, reference=headers.message_id or "",
@@ -330,7 +332,7 @@ async def honour(
                                              message_id=headers.message_id or "",
                                              references=headers.references))
          for ids, headers in requests],
-        rules.categories, source="email",
+        rules.categories, source="email", actor=actor,
         confirmation_interval_h=rules.confirmation_interval_h)
     report.unsubscribed += result.honoured
     report.confirmations += result.confirmations

@@ -1,0 +1,41 @@
+"""What every console page shares: rendering with the signed-in user, the navigation and the
+CSRF token; one-line notices carried across a redirect; the application's settings key."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp.web as web
+
+from mailer.console.security import RENDERER
+from mailer.settings import Settings
+
+APP_SETTINGS: web.AppKey[Settings] = web.AppKey("console_app_settings", Settings)
+
+NAV: tuple[tuple[str, str, str, frozenset[str]], ...] = (
+    ("overview", "Overview", "/", frozenset({"admin", "marketing", "reviewer"})),
+    ("campaigns", "Campaigns", "/campaigns", frozenset({"admin", "marketing"})),
+    ("review", "Review queue", "/review", frozenset({"admin", "reviewer"})),
+    ("customers", "Customers", "/customers", frozenset({"admin", "reviewer"})),
+)
+
+
+def render(request: web.Request, template: str, nav: str, *, status: int = 200,
+           **context: Any) -> web.Response:
+    session = request.get("session")
+    user = session.user if session is not None else None
+    links = [(key, label, href) for key, label, href, roles in NAV
+             if user is not None and user.role in roles]
+    text = request.app[RENDERER].page(
+        template, user=user, csrf=session.csrf if session is not None else "", nav=nav,
+        nav_links=links, notice=request.query.get("done", ""),
+        zone=request.app[APP_SETTINGS].console.timezone, **context)
+    return web.Response(status=status, text=text, content_type="text/html")
+
+
+def redirect(path: str, notice: str = "") -> web.HTTPSeeOther:
+    """A 303 to `path` (after a POST), carrying a one-line notice shown at the top."""
+    if notice:
+        path += ("&" if "?" in path else "?") + "done=" + quote(notice)
+    return web.HTTPSeeOther(path)
