@@ -12,7 +12,7 @@ import aiohttp.web as web
 from mailer.categories import CATEGORIES, label
 from mailer.console import forms, links
 from mailer.console.page import APP_SETTINGS, redirect, render
-from mailer.console.security import CLOCK, actor, allow, conn_of
+from mailer.console.security import CLOCK, actor, allow, conn_of, session_of
 from mailer.errors import BadInput, MailerError, NotFound
 from mailer.store import console as console_store
 from mailer.store import users
@@ -106,7 +106,7 @@ async def campaign_create(request: web.Request) -> web.StreamResponse:
         await users.audit(conn, actor(request), f"created campaign ({campaign.status})",
                           f"campaign {campaign.id}")
     log.info("console: campaign %s created by user %s", campaign.id,
-             request["session"].user.id)
+             session_of(request).user.id)
     raise redirect(f"/campaigns/{campaign.id}", f"Campaign {campaign.id} saved as "
                    f"{campaign.status}")
 

@@ -11,7 +11,7 @@ import aiohttp.web as web
 from mailer.categories import CATEGORIES, label
 from mailer.console import forms, links
 from mailer.console.page import redirect, render
-from mailer.console.security import actor, allow, conn_of
+from mailer.console.security import actor, allow, conn_of, session_of
 from mailer.errors import BadInput
 from mailer.store import console as console_store
 from mailer.store import customers as customer_store
@@ -79,7 +79,8 @@ async def import_upload(request: web.Request) -> web.StreamResponse:
     async with transaction(conn):
         await users.audit(conn, actor(request), "imported customers",
                           f"{filename}: {report.created} created, {report.updated} updated")
-    log.info("console: import by user %s: %s created, %s updated", request["session"].user.id,
+    log.info("console: import by user %s: %s created, %s updated",
+             session_of(request).user.id,
              report.created, report.updated)
     raise redirect("/customers/import",
                    f"Imported {filename}: {report.created} created, {report.updated} "

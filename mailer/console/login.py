@@ -21,6 +21,7 @@ from mailer.console.security import (
     COOKIE,
     LOGIN_COOKIE,
     RENDERER,
+    SESSION,
     SETTINGS,
     allow,
     conn_of,
@@ -48,7 +49,7 @@ def _login_page(request: web.Request, *, status: int = 200, error: str = "", nam
 
 @public
 async def login_form(request: web.Request) -> web.StreamResponse:
-    if request.get("session") is not None:
+    if request.get(SESSION) is not None:
         raise web.HTTPSeeOther(safe_next(request.query.get("next", "/")))
     return _login_page(request, next_path=safe_next(request.query.get("next", "/")))
 

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import aiohttp.web as web
 
-from mailer.console.security import RENDERER
+from mailer.console.security import RENDERER, SESSION
 from mailer.settings import Settings
 
 APP_SETTINGS: web.AppKey[Settings] = web.AppKey("console_app_settings", Settings)
@@ -23,7 +23,7 @@ NAV: tuple[tuple[str, str, str, frozenset[str]], ...] = (
 
 def render(request: web.Request, template: str, nav: str, *, status: int = 200,
            **context: Any) -> web.Response:
-    session = request.get("session")
+    session = request.get(SESSION)
     user = session.user if session is not None else None
     links = [(key, label, href) for key, label, href, roles in NAV
              if user is not None and user.role in roles]

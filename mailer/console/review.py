@@ -11,7 +11,7 @@ import aiohttp.web as web
 
 from mailer.console import links
 from mailer.console.page import APP_SETTINGS, redirect, render
-from mailer.console.security import actor, allow, conn_of
+from mailer.console.security import actor, allow, conn_of, session_of
 from mailer.errors import ImapError, MailerError, NotFound
 from mailer.store import inbox as inbox_store
 from mailer.store import users
@@ -82,7 +82,7 @@ async def review_resolve(request: web.Request) -> web.StreamResponse:
         await users.audit(conn, actor(request), "resolved review item",
                           f"review item {item_id}: {len(set(emails))} customer(s)")
     log.info("console: review item %s resolved by user %s", item_id,
-             request["session"].user.id)
+             session_of(request).user.id)
     problem = await links.file_settled(settings, item.message_id)
     raise redirect("/review", f"Request {item_id} resolved: {len(set(emails))} customer(s) "
                    f"unsubscribed. {problem}".strip())

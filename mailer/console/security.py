@@ -41,6 +41,8 @@ SETTINGS: web.AppKey[ConsoleSettings] = web.AppKey("console_settings", ConsoleSe
 CLOCK: web.AppKey[Clock] = web.AppKey("console_clock", Clock)
 RENDERER: web.AppKey[Renderer] = web.AppKey("console_renderer", Renderer)
 DB_PATH: web.AppKey[Any] = web.AppKey("console_db_path", object)
+CONN: web.RequestKey[aiosqlite.Connection] = web.RequestKey("console_conn", aiosqlite.Connection)
+SESSION: web.RequestKey[users.Session | None] = web.RequestKey("console_session")
 
 
 def allow(*roles: str) -> Callable[[H], H]:
@@ -58,13 +60,11 @@ def public(handler: H) -> H:
 
 
 def conn_of(request: web.Request) -> aiosqlite.Connection:
-    conn = request["conn"]
-    assert isinstance(conn, aiosqlite.Connection)
-    return conn
+    return request[CONN]
 
 
 def session_of(request: web.Request) -> users.Session:
-    session = request.get("session")
+    session = request.get(SESSION)
     assert isinstance(session, users.Session)
     return session
 
@@ -87,7 +87,7 @@ def content_security_policy(style_hash: str) -> str:
 
 def error_page(request: web.Request, status: int, title: str, message: str) -> web.Response:
     renderer = request.app[RENDERER]
-    session = request.get("session")
+    session = request.get(SESSION)
     text = renderer.page("error.html", title=title, message=message, status=status,
                          user=session.user if isinstance(session, users.Session) else None,
                          csrf=session.csrf if isinstance(session, users.Session) else "",
@@ -100,14 +100,19 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        if exc.status >= 400 and exc.content_type != "text/html":
-            response = error_page(request, exc.status, exc.reason, exc.text or exc.reason)
-        else:
-            response = exc
+        if exc.status < 400:  # a redirect: aiohttp wants it raised, with our headers on it
+            _secure(request, exc)
+            raise
+        response = error_page(request, exc.status, exc.reason, exc.text or exc.reason)
     except Exception:
         log.exception("console: %s %s failed", request.method, request.path)
         response = error_page(request, 500, "Something went wrong",
                               "The console could not do that. The error has been logged.")
+    _secure(request, response)
+    return response
+
+
+def _secure(request: web.Request, response: web.StreamResponse) -> None:
     headers = response.headers
     headers.setdefault("Content-Security-Policy",
                        content_security_policy(request.app[RENDERER].css_hash))
@@ -116,7 +121,6 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
     headers["X-Content-Type-Options"] = "nosniff"
     headers["Cache-Control"] = "no-store"
     headers["Cross-Origin-Opener-Policy"] = "same-origin"
-    return response
 
 
 def _route_handler(request: web.Request) -> Any:
@@ -131,14 +135,14 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
     if request.match_info.http_exception is not None:
         raise request.match_info.http_exception
     async with open_db(request.app[DB_PATH]) as conn:
-        request["conn"] = conn
+        request[CONN] = conn
         token = request.cookies.get(COOKIE, "")
         session = None
         if token:
             session = await users.session(conn, token, clock.time(),
                                           idle_s=settings.session_idle_s,
                                           max_s=settings.session_max_s)
-        request["session"] = session
+        request[SESSION] = session
         if getattr(route, "console_public", False):
             return await handler(request)
         if session is None:
