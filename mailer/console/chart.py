@@ -53,7 +53,7 @@ def stacked_bars(title: str, days: Sequence[str], series: Mapping[str, Sequence[
         f'role="img" aria-label="{escape(aria)}" class="chart">',
         f"<title>{escape(aria)}</title>",
     ]
-    for tick in (0, top // 2, top):
+    for tick in sorted({0, top // 2, top}):
         y = TOP + plot_h - plot_h * tick / top
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" '
                      'stroke="#b1b4b6" stroke-width="1"/>')

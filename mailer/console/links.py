@@ -22,7 +22,7 @@ from pathlib import Path
 import aiosqlite
 
 from mailer.campaigns import service
-from mailer.campaigns.model import Campaign
+from mailer.campaigns.model import Campaign, Counts
 from mailer.campaigns.sender import SendConfig, send_config
 from mailer.errors import CsvError, ImapError, MailerError, MalformedMessage
 from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
@@ -32,6 +32,7 @@ from mailer.inbox.match import extract_clues
 from mailer.inbox.parse import html_to_text, parse_message
 from mailer.inbox.worker import imap_config, inbox_rules
 from mailer.settings import Settings
+from mailer.store import campaigns as campaign_store
 from mailer.store import customers as customer_store
 from mailer.store.customers import Customer, ImportReport
 from mailer.store.inbox import ReviewItem
@@ -48,6 +49,14 @@ show_campaign = service.show_campaign
 pause = service.pause
 resume = service.resume
 cancel = service.cancel
+
+
+async def active_campaigns(conn: aiosqlite.Connection) -> list[tuple[Campaign, Counts]]:
+    """Campaigns sending, scheduled or paused, with their ledger counts (no audience count:
+    the overview must not count a million customers per campaign)."""
+    return [(c, await campaign_store.counts(conn, c.id))
+            for c in await campaign_store.list_campaigns(conn)
+            if c.status in ("sending", "scheduled", "paused")]
 
 
 def campaign_templates(settings: Settings) -> list[str]:

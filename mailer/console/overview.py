@@ -41,13 +41,12 @@ async def charts(conn: aiosqlite.Connection, today: date) -> Charts:
 async def overview_context(request: web.Request) -> dict[str, Any]:
     conn = conn_of(request)
     settings = request.app[APP_SETTINGS]
-    reports = [r for r in await links.list_campaigns(conn)
-               if r.campaign.status in ("sending", "scheduled", "paused")]
+    active = await links.active_campaigns(conn)
     data = await charts(conn, request.app[CLOCK].now().date())
     return {
         "daemon": await links.daemon_state(settings, settings.database.path),
-        "active": reports,
-        "sending": any(r.campaign.status == "sending" for r in reports),
+        "active": active,
+        "sending": any(c.status == "sending" for c, _ in active),
         "queues": await console_store.queue_facts(conn),
         "charts": data,
         "optout_chart": chart.stacked_bars("Opt-outs per day by source", data.days,
