@@ -197,8 +197,9 @@ async def test_marketing_schedules_a_campaign_and_watches_it_reach_every_opted_i
     try:
         async def sent() -> bool:
             await browser.open(campaign_path.split("?")[0])
-            return "sent" == await browser(
+            state = await browser(
                 lambda d: d.find_element(By.CSS_SELECTOR, "dd .tag").text.strip().lower())
+            return state == "sent"
         await wait_for(sent)
     finally:
         stop.set()
