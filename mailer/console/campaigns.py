@@ -107,7 +107,7 @@ async def campaign_create(request: web.Request) -> web.StreamResponse:
                           f"campaign {campaign.id}")
     log.info("console: campaign %s created by user %s", campaign.id,
              session_of(request).user.id)
-    raise redirect(f"/campaigns/{campaign.id}", f"Campaign {campaign.id} saved as "
+    raise redirect(request, f"/campaigns/{campaign.id}", f"Campaign {campaign.id} saved as "
                    f"{campaign.status}")
 
 
@@ -175,7 +175,7 @@ async def campaign_test(request: web.Request) -> web.StreamResponse:
         return await _show(request, status=400, test_address=address, test_error=str(exc))
     async with transaction(conn):
         await users.audit(conn, actor(request), "sent a test copy", f"campaign {campaign_id}")
-    raise redirect(f"/campaigns/{campaign_id}", f"Test copy sent to {address}")
+    raise redirect(request, f"/campaigns/{campaign_id}", f"Test copy sent to {address}")
 
 
 _ACTIONS = {"pause": links.pause, "resume": links.resume, "cancel": links.cancel}
@@ -194,8 +194,8 @@ async def campaign_action(request: web.Request) -> web.StreamResponse:
     except NotFound as exc:
         raise web.HTTPNotFound(text=str(exc)) from exc
     except MailerError as exc:
-        raise redirect(f"/campaigns/{campaign_id}", str(exc)) from exc
+        raise redirect(request, f"/campaigns/{campaign_id}", str(exc)) from exc
     async with transaction(conn):
         await users.audit(conn, actor(request), f"{action} campaign", f"campaign {campaign_id}")
-    raise redirect(f"/campaigns/{campaign_id}", f"Campaign {campaign_id} is now "
+    raise redirect(request, f"/campaigns/{campaign_id}", f"Campaign {campaign_id} is now "
                    f"{campaign.status}")

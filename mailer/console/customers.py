@@ -82,7 +82,7 @@ async def import_upload(request: web.Request) -> web.StreamResponse:
     log.info("console: import by user %s: %s created, %s updated",
              session_of(request).user.id,
              report.created, report.updated)
-    raise redirect("/customers/import",
+    raise redirect(request, "/customers/import",
                    f"Imported {filename}: {report.created} created, {report.updated} "
                    f"updated, {report.unchanged} unchanged, {len(report.kept_opt_outs)} "
                    "opt-out(s) kept")

@@ -77,15 +77,15 @@ async def review_resolve(request: web.Request) -> web.StreamResponse:
     except NotFound as exc:
         return await _item_page(request, status=400, error=str(exc), chosen=chosen, other=other)
     except MailerError as exc:
-        raise redirect(f"/review/{item_id}", str(exc)) from exc
+        raise redirect(request, f"/review/{item_id}", str(exc)) from exc
     async with transaction(conn):
         await users.audit(conn, actor(request), "resolved review item",
                           f"review item {item_id}: {len(set(emails))} customer(s)")
     log.info("console: review item %s resolved by user %s", item_id,
              session_of(request).user.id)
     problem = await links.file_settled(settings, item.message_id)
-    raise redirect("/review", f"Request {item_id} resolved: {len(set(emails))} customer(s) "
-                   f"unsubscribed. {problem}".strip())
+    raise redirect(request, "/review", f"Request {item_id} resolved: {len(set(emails))} "
+                   f"customer(s) unsubscribed. {problem}".strip())
 
 
 @allow("reviewer")
@@ -98,8 +98,8 @@ async def review_dismiss(request: web.Request) -> web.StreamResponse:
     except NotFound as exc:
         raise web.HTTPNotFound(text=str(exc)) from exc
     except MailerError as exc:
-        raise redirect(f"/review/{item_id}", str(exc)) from exc
+        raise redirect(request, f"/review/{item_id}", str(exc)) from exc
     async with transaction(conn):
         await users.audit(conn, actor(request), "dismissed review item", f"review item {item_id}")
     problem = await links.file_settled(settings, item.message_id)
-    raise redirect("/review", f"Request {item_id} dismissed. {problem}".strip())
+    raise redirect(request, "/review", f"Request {item_id} dismissed. {problem}".strip())

@@ -411,3 +411,9 @@ async def test_the_overview_charts_opt_outs_by_source_and_messages_sent(
     page = await (await client.get("/")).text()
     assert "<svg" in page and "one-click: 1" in page
     assert "Opt-outs per day" in page
+
+
+async def test_a_notice_in_a_link_made_elsewhere_is_not_shown(client: Client) -> None:
+    assert await login(client, "reviewer") == 303
+    page = await (await client.get("/review?done=Call+0800+to+keep+your+account")).text()
+    assert "Call 0800" not in page
