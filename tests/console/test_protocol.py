@@ -210,9 +210,20 @@ async def test_logins_are_refused_after_repeated_failures_until_the_lockout_pass
     for _ in range(limit):
         assert await login(client, "admin", "wrong password!") == 401
     assert await login(client, "admin") == 429  # the right password, but locked
-    assert await login(client, "reviewer") == 429  # the same client is locked too
+    assert await login(client, "reviewer") == 303  # another name from the same client
     clock.advance(world.settings.console.login_lockout_s + 1)
     assert await login(client, "admin") == 303
+
+
+async def test_a_client_guessing_many_names_is_locked_out_for_every_name(
+    client: Client, world: World, clock: FakeClock
+) -> None:
+    limit = world.settings.console.login_max_failures * 4
+    for n in range(limit):
+        assert await login(client, f"guess{n}", "wrong password!") == 401
+    assert await login(client, "reviewer") == 429
+    clock.advance(world.settings.console.login_lockout_s + 1)
+    assert await login(client, "reviewer") == 303
 
 
 async def test_an_unknown_name_fails_like_a_wrong_password(client: Client) -> None:
