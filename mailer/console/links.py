@@ -258,8 +258,8 @@ async def daemon_state(settings: Settings, db_path: Path) -> DaemonState:
     The status module (issue 9) reads the daemon's heartbeat; until it is connected here,
     the console says it does not know rather than guess."""
     del settings, db_path
-    return DaemonState(known=False, summary="Not shown here yet: run “mailer status” on the server.",
-                       parts=[])
+    return DaemonState(known=False, parts=[],
+                       summary="Not shown here yet: run “mailer status” on the server.")
 
 
 __all__ = ["CampaignReport", "MailerError"]
