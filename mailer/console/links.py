@@ -33,6 +33,7 @@ from mailer.inbox.parse import html_to_text, parse_message
 from mailer.inbox.worker import imap_config, inbox_rules
 from mailer.settings import Settings
 from mailer.store import campaigns as campaign_store
+from mailer.store import console as console_store
 from mailer.store import customers as customer_store
 from mailer.store.customers import Customer, ImportReport
 from mailer.store.inbox import ReviewItem
@@ -54,7 +55,7 @@ cancel = service.cancel
 async def active_campaigns(conn: aiosqlite.Connection) -> list[tuple[Campaign, Counts]]:
     """Campaigns sending, scheduled or paused, with their ledger counts (no audience count:
     the overview must not count a million customers per campaign)."""
-    return [(c, await campaign_store.counts(conn, c.id))
+    return [(c, await console_store.campaign_progress(conn, c.id))
             for c in await campaign_store.list_campaigns(conn)
             if c.status in ("sending", "scheduled", "paused")]
 

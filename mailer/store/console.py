@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from mailer.campaigns.model import Counts
 from mailer.categories import CATEGORIES
 from mailer.store.customers import Customer, _customer
 
@@ -122,6 +123,17 @@ async def queue_facts(conn: aiosqlite.Connection) -> QueueFacts:
     assert row is not None
     return QueueFacts(review_open=int(row[0]), outbox_pending=int(row[1]),
                       outbox_failed=int(row[2]))
+
+
+async def campaign_progress(conn: aiosqlite.Connection, campaign_id: int) -> Counts:
+    """A campaign's ledger counts from the running totals (migration 3), not the ledger."""
+    rows = await conn.execute_fetchall(
+        "SELECT status, n FROM campaign_progress WHERE campaign_id = ?", (campaign_id,))
+    by_status = {r["status"]: int(r["n"]) for r in rows}
+    return Counts(
+        audience=sum(by_status.values()), sent=by_status.get("sent", 0),
+        failed=by_status.get("failed", 0), skipped=by_status.get("skipped", 0),
+        pending=by_status.get("pending", 0) + by_status.get("sending", 0))
 
 
 async def optouts_per_day(

@@ -272,6 +272,33 @@ MIGRATIONS: tuple[str, ...] = (
         VALUES (substr(coalesce(new.updated_at, strftime('%Y-%m-%dT%H:%M:%S', 'now')), 1, 10), 1)
         ON CONFLICT (day) DO UPDATE SET count = count + 1;
     END;
+
+    -- Each campaign's ledger in numbers, kept as rows move, so the overview shows the progress
+    -- of a million-recipient campaign without counting a million rows. (A later migration that
+    -- rebuilds campaign_recipients must create these triggers again.)
+    CREATE TABLE campaign_progress (
+        campaign_id INTEGER NOT NULL,
+        status      TEXT NOT NULL,
+        n           INTEGER NOT NULL,
+        PRIMARY KEY (campaign_id, status)
+    ) WITHOUT ROWID;
+    INSERT INTO campaign_progress (campaign_id, status, n)
+        SELECT campaign_id, status, count(*) FROM campaign_recipients GROUP BY 1, 2;
+    CREATE TRIGGER campaign_progress_insert AFTER INSERT ON campaign_recipients BEGIN
+        INSERT INTO campaign_progress (campaign_id, status, n) VALUES (new.campaign_id,
+            new.status, 1) ON CONFLICT (campaign_id, status) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER campaign_progress_update AFTER UPDATE OF status ON campaign_recipients
+    WHEN new.status IS NOT old.status BEGIN
+        UPDATE campaign_progress SET n = n - 1
+        WHERE campaign_id = old.campaign_id AND status = old.status;
+        INSERT INTO campaign_progress (campaign_id, status, n) VALUES (new.campaign_id,
+            new.status, 1) ON CONFLICT (campaign_id, status) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER campaign_progress_delete AFTER DELETE ON campaign_recipients BEGIN
+        UPDATE campaign_progress SET n = n - 1
+        WHERE campaign_id = old.campaign_id AND status = old.status;
+    END;
     """,
 )
 
