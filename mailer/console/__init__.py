@@ -3,6 +3,7 @@
     app.py        the application factory, the route table and `serve` (its own listener)
     security.py   headers on every answer, sessions, roles, CSRF, login throttling
     render.py     the one sandboxed, autoescaping Jinja2 environment over templates/console
+    page.py       rendering a page with the user, navigation and CSRF token; signed notices
     links.py      every call into other areas (campaigns, review, import, IMAP, status)
     login.py overview.py campaigns.py review.py customers.py   one module per page family
     chart.py      the overview's charts as inline SVG (pure)
