@@ -22,7 +22,7 @@ from pathlib import Path
 import aiosqlite
 
 from mailer.campaigns import service
-from mailer.campaigns.model import Campaign, Counts
+from mailer.campaigns.model import Campaign
 from mailer.campaigns.sender import SendConfig, send_config
 from mailer.errors import CsvError, ImapError, MailerError, MalformedMessage
 from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
@@ -52,7 +52,9 @@ resume = service.resume
 cancel = service.cancel
 
 
-async def active_campaigns(conn: aiosqlite.Connection) -> list[tuple[Campaign, Counts]]:
+async def active_campaigns(
+    conn: aiosqlite.Connection,
+) -> list[tuple[Campaign, console_store.Progress]]:
     """Campaigns sending, scheduled or paused, with their ledger counts (no audience count:
     the overview must not count a million customers per campaign)."""
     return [(c, await console_store.campaign_progress(conn, c.id))

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from mailer.campaigns.model import Counts
 from mailer.categories import CATEGORIES
 from mailer.store.customers import Customer, _customer
 
@@ -125,12 +124,24 @@ async def queue_facts(conn: aiosqlite.Connection) -> QueueFacts:
                       outbox_failed=int(row[2]))
 
 
-async def campaign_progress(conn: aiosqlite.Connection, campaign_id: int) -> Counts:
+@dataclass(frozen=True)
+class Progress:
+    """A campaign's ledger in numbers (as `campaigns.model.Counts`, without importing above
+    the store)."""
+
+    audience: int = 0
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    pending: int = 0
+
+
+async def campaign_progress(conn: aiosqlite.Connection, campaign_id: int) -> Progress:
     """A campaign's ledger counts from the running totals (migration 3), not the ledger."""
     rows = await conn.execute_fetchall(
         "SELECT status, n FROM campaign_progress WHERE campaign_id = ?", (campaign_id,))
     by_status = {r["status"]: int(r["n"]) for r in rows}
-    return Counts(
+    return Progress(
         audience=sum(by_status.values()), sent=by_status.get("sent", 0),
         failed=by_status.get("failed", 0), skipped=by_status.get("skipped", 0),
         pending=by_status.get("pending", 0) + by_status.get("sending", 0))

@@ -26,7 +26,8 @@ async def test_the_running_totals_agree_with_the_ledger_after_a_real_send(
         await service.send_now(conn, world.config(), campaign_id, stop=asyncio.Event())
         ledger = await campaign_store.counts(conn, campaign_id)
         totals = await console_store.campaign_progress(conn, campaign_id)
-    assert totals == ledger
+    assert (totals.audience, totals.sent, totals.failed, totals.skipped, totals.pending) == (
+        ledger.audience, ledger.sent, ledger.failed, ledger.skipped, ledger.pending)
     assert (ledger.audience, ledger.sent) == (20, 20)
 
 
