@@ -81,7 +81,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _login_page(request, status=429, name=name, next_path=next_path,
                            error="Too many failed attempts. Wait 15 minutes, then try again.")
     found = await users.user_with_hash(conn, name) if name else None
-    stored = found[1] if found else users.DUMMY_HASH
+    stored = found[1] if found else users.dummy_hash()
     ok = await asyncio.to_thread(users.verify_password, password, stored)
     if found is None or not ok:
         async with transaction(conn):

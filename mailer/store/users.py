@@ -9,6 +9,7 @@ Times are unix seconds from the caller's clock, so tests move time instead of sl
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -75,8 +76,11 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(digest, _unb64(expected))
 
 
-# A hash to check against when the name is unknown, so both cases take the same time.
-DUMMY_HASH = hash_password(secrets.token_hex(16))
+@functools.cache
+def dummy_hash() -> str:
+    """A hash to check against when the name is unknown, so both cases take the same time
+    (made on first use: importing this module must not cost a hash)."""
+    return hash_password(secrets.token_hex(16))
 
 
 def _token_hash(token: str) -> str:
