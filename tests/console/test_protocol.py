@@ -428,3 +428,25 @@ async def test_a_notice_in_a_link_made_elsewhere_is_not_shown(client: Client) ->
     assert await login(client, "reviewer") == 303
     page = await (await client.get("/review?done=Call+0800+to+keep+your+account")).text()
     assert "Call 0800" not in page
+
+
+async def test_the_overview_shows_the_progress_of_each_active_campaign(
+    client: Client, world: World
+) -> None:
+    import asyncio
+
+    from mailer.campaigns import service
+    from mailer.store.db import open_db
+
+    await world.add_customers(20)
+    campaign_id = await world.create_campaign()
+    stop = asyncio.Event()
+    stop.set()  # stopped before the first message: the campaign pauses with its audience
+    async with open_db(world.db) as conn:
+        await service.send_now(conn, world.config(), campaign_id, stop=stop)
+    (status,) = query(world.db, "SELECT status FROM campaigns")[0]
+    assert status == "paused"
+    assert await login(client, "marketing") == 303
+    page = await (await client.get("/")).text()
+    assert f'href="/campaigns/{campaign_id}"' in page
+    assert '<progress max="22" value="0"' in page and "0 sent of 22" in page
