@@ -26,7 +26,9 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from mailer.campaigns.scheduler import scheduler_loop
 from mailer.console.app import make_app
@@ -61,6 +63,15 @@ def chromium(profile: Path) -> Iterator[WebDriver]:
         driver.quit()
 
 
+def follow(driver: WebDriver, element: WebElement) -> None:
+    """Click something that loads a new page, and wait until the new page is there."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 60).until(
+        expected_conditions.presence_of_element_located((By.TAG_NAME, "main")))
+
+
 class Browser:
     """The blocking driver, called from the event loop through a thread."""
 
@@ -84,7 +95,7 @@ class Browser:
             d.get(self.base + "/login")
             d.find_element(By.ID, "name").send_keys(name)
             d.find_element(By.ID, "password").send_keys(PASSWORD)
-            d.find_element(By.CSS_SELECTOR, "main button[type=submit]").click()
+            follow(d, d.find_element(By.CSS_SELECTOR, "main button[type=submit]"))
         await self(act)
 
     async def photograph(self, name: str) -> None:
@@ -167,7 +178,7 @@ async def test_marketing_schedules_a_campaign_and_watches_it_reach_every_opted_i
 
     await browser.open("/campaigns/new")
     await browser.photograph("campaign-new")
-    await browser(lambda d: d.find_element(By.CSS_SELECTOR, "button[value=save]").click())
+    await browser(lambda d: follow(d, d.find_element(By.CSS_SELECTOR, "button[value=save]")))
     assert "There is a problem" in await browser.text()
     await browser.photograph("campaign-new-errors")
 
@@ -182,12 +193,12 @@ async def test_marketing_schedules_a_campaign_and_watches_it_reach_every_opted_i
         # datetime-local typing depends on the browser's locale; set the value it submits.
         d.execute_script("arguments[0].value = arguments[1]", d.find_element(By.ID, "at"),
                          local.strftime("%Y-%m-%dT%H:%M"))
-        d.find_element(By.CSS_SELECTOR, "button[value=check]").click()
+        follow(d, d.find_element(By.CSS_SELECTOR, "button[value=check]"))
 
     await browser(fill)
     page = await browser.text()
     assert "would go to 10 customers opted in to offers now" in page
-    await browser(lambda d: d.find_element(By.CSS_SELECTOR, "button[value=save]").click())
+    await browser(lambda d: follow(d, d.find_element(By.CSS_SELECTOR, "button[value=save]")))
     page = await browser.text()
     assert "saved as scheduled" in page
     campaign_path = await browser(lambda d: d.current_url.removeprefix(browser.base))
@@ -226,7 +237,8 @@ async def test_a_reviewer_resolves_a_request_the_inbox_worker_put_in_review(
     await browser.sign_in("reviewer")
     await browser.open("/review")
     await browser.photograph("review-queue")
-    await browser(lambda d: d.find_element(By.LINK_TEXT, "Unsubscribe special offers").click())
+    await browser(lambda d: follow(d, d.find_element(By.LINK_TEXT,
+                                                     "Unsubscribe special offers")))
     page = await browser.text()
     assert "Please stop <script>alert('text')</script> the offers." in page  # as text
     alerts = await browser(lambda d: len(d.find_elements(By.CSS_SELECTOR, "main script")))
@@ -236,7 +248,7 @@ async def test_a_reviewer_resolves_a_request_the_inbox_worker_put_in_review(
     def resolve(d: WebDriver) -> None:
         for box in d.find_elements(By.CSS_SELECTOR, "input[name=customer]"):
             box.click()
-        d.find_element(By.XPATH, "//button[contains(., 'Unsubscribe and send')]").click()
+        follow(d, d.find_element(By.XPATH, "//button[contains(., 'Unsubscribe and send')]"))
 
     await browser(resolve)
     assert "Request 1 resolved: 2 customer(s) unsubscribed" in await browser.text()
@@ -247,7 +259,7 @@ async def test_a_reviewer_resolves_a_request_the_inbox_worker_put_in_review(
 
     await browser.open("/customers?q=john+smith")
     await browser.photograph("customers-search")
-    await browser(lambda d: d.find_element(By.LINK_TEXT, "John Smith").click())
+    await browser(lambda d: follow(d, d.find_element(By.LINK_TEXT, "John Smith")))
     assert "reviewer" in await browser.text()
     await browser.photograph("customer")
     await browser.open("/customers/import")
