@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from mailer import cli_ops, cli_support
+from mailer import cli_console, cli_ops, cli_support
 from mailer.campaigns.cli import campaign
 from mailer.cli_deliverability import (
     bounces,
@@ -283,6 +283,8 @@ main.add_command(web)
 customers.add_command(customers_reactivate)
 main.add_command(bounces)
 main.add_command(dkim_group)
+main.add_command(cli_console.users)
+main.add_command(cli_console.console)
 
 
 def check_confirmation_template(settings: Settings) -> None:

@@ -6,6 +6,7 @@
     campaigns  due campaigns, one sender at a time per campaign, via a lease
     heartbeat  every part's state into the database for `mailer status`; systemd's WATCHDOG=1
     web        one-click, preference page, /healthz and /metrics, when `[http] host` is set
+    console    the marketing console on its own listener, when `[console] enabled`
 
 All live in one `asyncio.TaskGroup`; each opens its own database connection, because a
 transaction on a shared aiosqlite connection would interleave with another task's. A part
@@ -33,6 +34,7 @@ from mailer import systemd
 from mailer.campaigns.scheduler import POLL_INTERVAL_S, scheduler_loop
 from mailer.campaigns.sender import SendOutcome
 from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.console import app as console_app
 from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import (
     WatchTiming,
@@ -98,6 +100,8 @@ class Daemon:
             names.append("bounces")
         if settings.http.host:
             names.append("web")
+        if settings.console.enabled:
+            names.append("console")
         self.parts = {name: Part(name, clock=clock, on_change=self._on_change)
                       for name in names}
         self.parts["inbox"] = Part("inbox", clock=clock, on_change=self._on_change,
@@ -110,7 +114,7 @@ class Daemon:
     async def run(self) -> None:
         bodies: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
             "inbox": self._inbox, "bounces": self._bounces, "outbox": self._outbox,
-            "campaigns": self._campaigns, "web": self._web}
+            "campaigns": self._campaigns, "web": self._web, "console": self._console}
         log.info("mailer %s starting (pid %s)", VERSION, os.getpid())
         async with asyncio.TaskGroup() as group:
             for name, part in self.parts.items():
@@ -185,6 +189,12 @@ class Daemon:
         await web_app.serve(self.settings, self.stop, clock=self.clock,
                             ops=(self.metrics, self.health),
                             on_listening=lambda where: part.succeeded(listening=where))
+
+    async def _console(self) -> None:
+        """The marketing console, on its own internal listener (`[console] enabled`)."""
+        self.parts["console"].succeeded(
+            listening=f"{self.settings.console.host}:{self.settings.console.port}")
+        await console_app.serve(self.settings, self.stop, clock=self.clock)
 
     async def health(self) -> status_module.Status:
         return await status_module.gather(self.settings.database.path, self.clock)
