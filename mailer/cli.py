@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from mailer import cli_console, cli_ops, cli_support
-from mailer.campaigns.cli import campaign
+from mailer.cli_campaigns import campaign
 from mailer.cli_deliverability import (
     bounces,
     customers_reactivate,

@@ -1,7 +1,8 @@
 """Outgoing MIME: the bytes of confirmation replies and campaign messages.
 
 Pure: values in, ``bytes`` out (CRLF line endings, RFC 5322 §2.1, ready for SMTP DATA), no
-network and no database.
+network and no database. (A little over 400 lines: the header-safety rules below are shared by
+both kinds of message and belong next to the code that writes the headers.)
 
 - ``build_confirmation``: the reply confirming an unsubscribe request, built with the stdlib
   ``EmailMessage``; it is a transactional auto-reply, so it carries ``Auto-Submitted`` and

@@ -10,6 +10,10 @@ Passwords, the campaign secret and the DKIM key may come from the environment in
 file: `MAILER_IMAP_PASSWORD`, `MAILER_SMTP_PASSWORD`, `MAILER_SECRET`, `MAILER_DKIM_KEY`,
 `MAILER_BOUNCES_IMAP_PASSWORD` (the environment wins).
 
+Why over 400 lines: every section's dataclass (the one place a key, its type and its default
+are written) and the one validator that reads them all live together, so that the settings
+file, its documentation (`settings.toml`) and its checks can be compared in one sitting.
+
 `[bounces.imap]` is the one nested table: the optional mailbox delivery reports arrive in, with
 the keys of `[imap]`, when it is not the `[imap]` mailbox.
 """

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from mailer.campaigns.cli import campaign
+from mailer.cli_campaigns import campaign
 from mailer.cli_support import CliState
 from tests.campaigns.world import ROOT, World, parse, settings_mapping
 from tests.helpers import write_settings
@@ -205,7 +205,7 @@ def test_status_commands_move_the_campaign_or_refuse_in_one_line(cli: Cli) -> No
 _CHILD = """
 import sys
 from pathlib import Path
-from mailer.campaigns.cli import campaign
+from mailer.cli_campaigns import campaign
 from mailer.cli_support import CliState
 campaign.main(args=sys.argv[2:], obj=CliState(Path(sys.argv[1]), verbose=False),
               prog_name="mailer campaign")

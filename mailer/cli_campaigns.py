@@ -27,6 +27,7 @@ from mailer.campaigns.model import KINDS, Campaign
 from mailer.campaigns.sender import SendOutcome, SendProgress
 from mailer.cli_support import command_settings, fail, run
 from mailer.errors import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE
+from mailer.lifecycle import stop_on_signals
 from mailer.settings import Settings
 from mailer.store.db import open_db
 
@@ -158,7 +159,7 @@ def send(ctx: click.Context, campaign_id: int) -> None:
         stop = asyncio.Event()
         progress = SendProgress()
         display = _terminal_progress if terminal else _log_progress
-        async with _interrupts(stop), display(campaign_id, progress):
+        async with stop_on_signals(stop, announce=_pausing), display(campaign_id, progress):
             return await service.send_now(conn, config, campaign_id, stop=stop,
                                           progress=progress)
 
@@ -180,30 +181,11 @@ def send(ctx: click.Context, campaign_id: int) -> None:
          + (f": {outcome.reason}" if outcome.reason else ""), EXIT_NOT_FOUND)
 
 
-@contextlib.asynccontextmanager
-async def _interrupts(stop: asyncio.Event) -> AsyncIterator[None]:
-    """The first SIGINT/SIGTERM asks for a clean pause; a second Ctrl-C interrupts at once
-    (what was claimed but not recorded is re-sent, as after a crash)."""
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-
-    def on_signal(sig: signal.Signals) -> None:
-        click.echo(f"\n{sig.name}: finishing the messages in flight, then pausing "
-                   "(Ctrl-C again to stop at once)", err=True)
-        stop.set()
-        for each in installed:
-            loop.remove_signal_handler(each)
-        installed.clear()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, on_signal, sig)
-            installed.append(sig)
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+def _pausing(sig: signal.Signals) -> None:
+    # The first SIGINT/SIGTERM asks for a clean pause; a second Ctrl-C interrupts at once
+    # (what was claimed but not recorded is re-sent, as after a crash).
+    click.echo(f"\n{sig.name}: finishing the messages in flight, then pausing "
+               "(Ctrl-C again to stop at once)", err=True)
 
 
 @contextlib.asynccontextmanager
