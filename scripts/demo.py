@@ -2,8 +2,9 @@
 
 Starts a throwaway IMAP server (Dovecot if installed, else pymap) and an SMTP sink on
 127.0.0.1, imports sample customers, drops sample mail into the inbox, runs one pass of the
-worker through the real CLI, then sends a small campaign, and prints what changed and which
-mail went out. Everything lives in ./demo-run/ and the servers stop at the end.
+worker through the real CLI, then sends a small campaign, clicks the one-click unsubscribe
+link of one message against `mailer web`, and prints what changed and which mail went out.
+Everything lives in ./demo-run/ and the servers stop at the end.
 """
 
 from __future__ import annotations
@@ -15,13 +16,21 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.helpers import base_sections, write_settings  # noqa: E402
-from tests.servers import RawImap, SmtpSink, imap_server_class, sample_message  # noqa: E402
+from tests.servers import (  # noqa: E402
+    RawImap,
+    SmtpSink,
+    free_port,
+    imap_server_class,
+    sample_message,
+)
 
 RUN_DIR = ROOT / "demo-run"
 SUBJECT = "Unsubscribe special offers"
@@ -105,6 +114,7 @@ def main() -> None:
     sink = SmtpSink()
     server.start()
     sink.start()
+    web_port = free_port()
     try:
         print(f"IMAP server: {server.name} on {server.host}:{server.port}; "
               f"SMTP sink on {sink.host}:{sink.port}; files in {RUN_DIR}")
@@ -114,6 +124,7 @@ def main() -> None:
                   "username": server.username, "password": server.password},
             smtp={"host": sink.host, "port": sink.port, "security": "none"},
             campaigns={"unsubscribe_url": "https://www.imperialtelecom.co.uk/unsubscribe"},
+            http={"host": "127.0.0.1", "port": web_port},
         ))
         (RUN_DIR / "customers.csv").write_text(CUSTOMERS, encoding="utf-8")
 
@@ -167,9 +178,44 @@ def main() -> None:
                                              policy=email.policy.default)
             print(f"  List-Unsubscribe: {first['List-Unsubscribe']}")
             print(f"  List-Unsubscribe-Post: {first['List-Unsubscribe-Post']}")
+            one_click(settings, secret, web_port, first)
     finally:
         sink.stop()
         server.close()
+
+
+def one_click(settings: Path, secret: dict[str, str], port: int,
+              message: email.message.EmailMessage) -> None:
+    """What a mail provider's "Unsubscribe" button does (RFC 8058), against `mailer web`."""
+    heading("one click on that message's unsubscribe link (mailer web)")
+    link = str(message["List-Unsubscribe"]).split("<https://")[1].split(">")[0]
+    local = f"http://127.0.0.1:{port}/" + link.split("/", 1)[1]
+    customer = message["To"].addresses[0].addr_spec
+    web = subprocess.Popen(
+        [sys.executable, "-m", "mailer", "--settings", str(settings), "web"],
+        cwd=ROOT, env={**os.environ, **secret},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        request = urllib.request.Request(
+            local, data=b"List-Unsubscribe=One-Click", method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            print(f"  POST {link.split('/unsubscribe/')[0]}/unsubscribe/…: "
+                  f"{response.status} {response.read().decode().strip()}")
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+    history = json.loads(mailer(settings, "customers", "show", customer, "--json"))["history"]
+    print(f"  {customer}'s consent history now ends with:")
+    for event in history[-2:]:
+        print(f"    {event['category']}: {'in' if event['old'] else 'out'} -> "
+              f"{'in' if event['new'] else 'out'}  ({event['source']}: {event['reference']})")
 
 
 if __name__ == "__main__":
