@@ -7,6 +7,7 @@ whatever the campaign code looks like inside.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 
@@ -15,6 +16,13 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from tests.helpers import run_cli
 from tests.inbox.world import World
 from tests.servers import SmtpSink
+
+
+def knob(name: str, default: float) -> float:
+    """A size of the suite that bench/soak.py turns up (MAILER_FAULT_<NAME>); CI uses the
+    default."""
+    return float(os.environ.get(f"MAILER_FAULT_{name}", default))
+
 
 SECRET = "daemon-test-secret"  # what tests.daemon_world.daemon gives `mailer run`
 CAMPAIGNS: dict[str, object] = {"unsubscribe_url": "https://imperial.test/unsubscribe",

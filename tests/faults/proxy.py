@@ -5,9 +5,9 @@ sockets stay open, nothing more arrives: a server or a middlebox that hangs); co
 afterwards forward normally.
 
 `OutageProxy` in front of an SMTP server: `down()` takes the server away (every new connection
-is reset at once, each counted as an attempt with its time; an open connection is cut when its
-client starts the next transaction, so no message is left half-acknowledged) and `up()` brings
-it back on the same port.
+is reset before any greeting, each counted as an attempt with its time; an open connection is
+cut when its client starts the next transaction, so no message is left half-acknowledged) and
+`up()` brings it back on the same port.
 
 Each runs its own event loop in a thread, so a test's blocking calls never stall it.
 """
@@ -151,7 +151,7 @@ class OutageProxy:
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
-    """Close with a TCP reset (SO_LINGER 0), as a host with nothing on the port does."""
+    """Close with a TCP reset (SO_LINGER 0): the client's connection fails at once."""
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -49,13 +49,14 @@ from tests.faults.load import (
     create_offers_campaign,
     customer,
     customers_csv,
+    knob,
 )
 from tests.helpers import ROOT
 from tests.inbox.world import World, make_world
 from tests.servers import ImapTestServer
 
-KILL_SEED = 20261202
-KILLS = 20
+KILL_SEED = int(knob("SEED", 20261202))
+KILLS = int(knob("KILLS", 20))
 CUSTOMERS = 3000
 OFFERS_OFF_EVERY = 10  # c0000, c0010, ... never wanted offers
 ASKERS = 250
@@ -65,6 +66,9 @@ RATE_PER_S = 100  # [smtp] rate_limit: the campaign spans most of the kills
 # A message whose consent was read just before an opt-out committed may reach the sink a
 # little after the commit: rendering, the previous result's commit, the SMTP exchange.
 RACE_S = 2.0
+
+# About 70 s on a quiet 2-core machine; room for a busy CI machine and for the soak's sizes.
+pytestmark = pytest.mark.timeout(300 + 10 * KILLS)
 
 
 @pytest.fixture

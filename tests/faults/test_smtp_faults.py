@@ -23,16 +23,19 @@ from tests.faults.load import (
     create_offers_campaign,
     customer,
     customers_csv,
+    knob,
 )
 from tests.faults.proxy import OutageProxy
 from tests.inbox.world import make_world
 from tests.servers import ImapTestServer
 
-OUTAGE_S = 30.0
+OUTAGE_S = knob("OUTAGE_S", 30.0)
 CUSTOMERS = 600
 OFFERS_OFF_EVERY = 7  # some customers never wanted offers: they must get nothing
 MAX_CONNECTIONS = 4
 MAX_ATTEMPTS = 5
+
+pytestmark = pytest.mark.timeout(240 + 2 * OUTAGE_S)
 
 
 @pytest.fixture
