@@ -65,7 +65,7 @@ MAX_CONNECTIONS = 4
 RATE_PER_S = 100  # [smtp] rate_limit: the campaign spans most of the kills
 # A message whose consent was read just before an opt-out committed may reach the sink a
 # little after the commit: rendering, the previous result's commit, the SMTP exchange.
-RACE_S = 2.0
+RACE_S = 1.0
 
 # About 70 s on a quiet 2-core machine; room for a busy CI machine and for the soak's sizes.
 pytestmark = pytest.mark.timeout(300 + 10 * KILLS)
