@@ -33,10 +33,10 @@ from mailer import smtp, systemd
 from mailer import status as status_module
 from mailer.backoff import RECONNECT, SERVER_RECONNECT
 from mailer.campaigns import service as campaign_service
-from mailer.campaigns.model import CampaignRefused
 from mailer.campaigns.scheduler import POLL_INTERVAL_S, scheduler_loop
 from mailer.campaigns.sender import SendOutcome
 from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.errors import CampaignRefused
 from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import WatchTiming, imap_config, inbox_rules, watch_session
 from mailer.lifecycle import stop_on_signals
