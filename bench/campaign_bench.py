@@ -15,6 +15,10 @@ each into a fresh `smtp-sink -c 127.0.0.1:PORT 1000`, whose own counter confirms
     count: it is slow). Target: mailer at least 5 times it.
 (c) C ceiling, for reference: `smtp-source -s 8 -d` with the same count, `-l` the message
     size (smtp-source adds its few headers to that).
+(d) the command line: `python -m mailer campaign send ID` on a campaign of `--cli` recipients
+    (default 20,000 opted in + 20,000 opted out), timed from spawning the process to its exit
+    (interpreter start-up, imports, settings, opening the database included), against the
+    transport limit (a) measured for the same count in the same round. Target: >= 0.75.
 Peak RSS of the mailer process: under 150 MB, and within 1.2 times that of a 10,000-recipient
 campaign (10,000 opted in + 10,000 opted out) sent the same way.
 
@@ -27,7 +31,12 @@ of the seeded database; the best rate of each and the highest peak RSS are compa
 burst of other work on the machine in one round does not decide a ratio. Each round's rate
 is shown beside it.
 
-Run: `python bench/campaign_bench.py [--recipients N] [--small N] [--naive N] [--rounds N]`.
+Run: `python bench/campaign_bench.py [--recipients N] [--small N] [--naive N] [--rounds N]
+[--cli N] [--cli-only] [--profile]`. `--cli-only` measures only (d) and its transport baseline;
+`--profile` sends a `--cli`-recipient campaign in-process under cProfile and prints the top
+entries of the per-message path (by own time and by cumulative time). `--ledger-compare`
+measures `send_campaign` at `--cli` recipients with the ledger's synchronous fast path and with
+every commit through aiosqlite (the justification of the fast path in `store/ledger.py`).
 """
 
 from __future__ import annotations
@@ -63,12 +72,8 @@ sys.path.insert(0, str(ROOT))
 
 import aiosmtplib  # noqa: E402
 
-from mailer.campaigns.sender import (  # noqa: E402
-    CampaignMessages,
-    SendConfig,
-    send_campaign,
-    send_config,
-)
+from mailer.campaigns.messages import CampaignMessages, SendConfig, send_config  # noqa: E402
+from mailer.campaigns.sender import send_campaign  # noqa: E402
 from mailer.importer import BadRow, CustomerRow, read_rows  # noqa: E402
 from mailer.settings import from_mapping  # noqa: E402
 from mailer.store import campaigns as store  # noqa: E402
@@ -165,7 +170,8 @@ async def child_sample(db: Path, campaign_id: int, count: int) -> bytes:
             "SELECT id, email, name, company FROM customers WHERE offers = 1 ORDER BY id "
             "LIMIT ?", (count,))
     messages = CampaignMessages(campaign, config, date=datetime.now(UTC))
-    built = [(r[1], messages.build(customer_id=r[0], email=r[1], name=r[2], company=r[3]))
+    built = [(r[1], messages.build(customer_id=r[0], email=r[1], name=r[2],
+                                   company=r[3]).data)
              for r in rows]
     mean = statistics.fmean(len(m) for _, m in built)
     to, chosen = min(built, key=lambda item: abs(len(item[1]) - mean))
@@ -203,6 +209,17 @@ async def child_mailer(db: Path, campaign_id: int, port: int, deadline_s: float)
           "ledger_sent": ledger.sent, "ledger_audience": ledger.audience,
           "ledger_pending": ledger.pending, "opted_in": opted_in,
           "peak_rss": peak_rss_bytes(), "peak_rss_before": rss_before})
+
+
+def through_aiosqlite_only() -> None:
+    """Make the ledger write every commit through aiosqlite (no synchronous fast path)."""
+    from mailer.store import ledger
+
+    async def write(self: ledger.Ledger, batch: list[Any]) -> None:
+        async with self._lock:
+            await ledger.record_results(self._conn, self._campaign_id, batch)
+
+    ledger.Ledger._write = write  # type: ignore[method-assign]
 
 
 async def child_aiosmtplib(port: int, message: bytes, count: int, connections: int) -> None:
@@ -254,16 +271,58 @@ def child_naive(port: int, message_path: Path, count: int) -> None:
     emit({"seconds": seconds, "sent": count, "peak_rss": peak_rss_bytes()})
 
 
+def settings_toml(db: Path, port: int) -> str:
+    """The settings file the command-line measurement runs with (the same as `config_for`)."""
+    return "\n".join((
+        "[database]", f'path = "{db}"',
+        "[imap]", 'host = "127.0.0.1"', "port = 1", 'security = "none"',
+        "[smtp]", 'host = "127.0.0.1"', f"port = {port}", 'security = "none"',
+        f'sender = "{SENDER}"', "timeout_s = 30.0", f"max_connections = {CONNECTIONS}",
+        "[unsubscribe]", 'address = "unsubscribe@imperial.test"',
+        "[templates]", f'dir = "{ROOT / "templates"}"',
+        "[campaigns]", 'secret = "bench-secret-0123456789abcdef"',
+        'unsubscribe_url = "https://www.imperial.test/unsubscribe"', ""))
+
+
+def child_profile(db: Path, campaign_id: int, port: int, top: int) -> None:
+    """Send the campaign in-process under cProfile; print the top entries to stderr."""
+    import cProfile
+    import pstats
+
+    config = config_for(db, port)
+
+    async def send() -> Any:
+        async with open_db(db) as conn:
+            return await send_campaign(conn, config, campaign_id, stop=asyncio.Event())
+
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    outcome = profiler.runcall(asyncio.run, send())
+    seconds = time.perf_counter() - start
+    for order in ("tottime", "cumulative"):
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.strip_dirs().sort_stats(order).print_stats(top)
+        print(f"=== top {top} by {order} ===", file=sys.stderr)
+        print("\n".join(line for line in out.getvalue().splitlines()[6:] if line.strip()),
+              file=sys.stderr)
+    emit({"seconds": seconds, "sent": outcome.sent, "peak_rss": peak_rss_bytes()})
+
+
 def run_child(args: argparse.Namespace) -> None:
     if args.child == "sample":
         args.message.write_bytes(asyncio.run(child_sample(args.db, args.campaign, args.count)))
-    elif args.child == "mailer":
+    elif args.child in ("mailer", "mailer-aiosqlite-ledger"):
+        if args.child == "mailer-aiosqlite-ledger":
+            through_aiosqlite_only()
         asyncio.run(child_mailer(args.db, args.campaign, args.port, args.deadline_s))
     elif args.child == "aiosmtplib":
         message = args.message.read_bytes()
         asyncio.run(child_aiosmtplib(args.port, message, args.count, CONNECTIONS))
     elif args.child == "naive":
         child_naive(args.port, args.message, args.count)
+    elif args.child == "profile":
+        child_profile(args.db, args.campaign, args.port, args.count)
     else:
         raise SystemExit(f"unknown child {args.child!r}")
 
@@ -334,6 +393,11 @@ def smtp_sink(work: Path, label: str) -> Iterator[Sink]:
             process.stderr.close()
 
 
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def child(kind: str, *options: str) -> dict[str, Any]:
     """Run `--child kind options` in a fresh interpreter; its JSON result."""
     command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, *options]
@@ -360,6 +424,9 @@ class Run:
     messages: int
     seconds: float
     peak_rss: int | None = None
+    # CPU seconds (user + system) of the measured process, where known: per message, a figure
+    # that other work on a shared machine barely moves, unlike the wall clock.
+    cpu_s: float | None = None
 
     @property
     def per_s(self) -> float:
@@ -420,8 +487,10 @@ def measure_smtp_source(work: Path, count: int, size: int, problems: list[str]) 
 def measure_child(work: Path, kind: str, options: list[str], problems: list[str]
                   ) -> tuple[Run, dict[str, Any]]:
     with smtp_sink(work, kind) as sink:
+        cpu_before = children_cpu_s()
         result = child(kind, "--port", str(sink.port), *options)
-    run = Run(int(result["sent"]), float(result["seconds"]), int(result["peak_rss"]))
+        cpu_s = children_cpu_s() - cpu_before
+    run = Run(int(result["sent"]), float(result["seconds"]), int(result["peak_rss"]), cpu_s)
     check_sink(kind, sink, run.messages, problems)
     return run, result
 
@@ -433,14 +502,14 @@ def check_sink(what: str, sink: Sink, expected: int, problems: list[str]) -> Non
 
 
 def measure_mailer(work: Path, seeded: Path, campaign_id: int, opted_in: int,
-                   problems: list[str]) -> Run:
+                   problems: list[str], kind: str = "mailer") -> Run:
     """Send the seeded campaign from a fresh copy of its database; check the ledger."""
     db = work / "sending.db"
     copy_db(seeded, db)
     # A hung send is reported (with its tasks' stacks) instead of waited on forever.
     deadline_s = 60 + opted_in / MIN_RATE_PER_S
     try:
-        run, result = measure_child(work, "mailer", [
+        run, result = measure_child(work, kind, [
             "--db", str(db), "--campaign", str(campaign_id), "--deadline-s", str(deadline_s),
         ], problems)
     finally:
@@ -456,6 +525,39 @@ def measure_mailer(work: Path, seeded: Path, campaign_id: int, opted_in: int,
             f"{result['skipped']}, pending {result['ledger_pending']}; expected "
             f"{opted_in:,} sent")
     return run
+
+
+def measure_cli(work: Path, seeded: Path, campaign_id: int, opted_in: int,
+                problems: list[str]) -> Run:
+    """`python -m mailer campaign send ID` from spawn to exit, on a fresh copy of the
+    database; the ledger must count every opted-in customer sent."""
+    db = work / "cli.db"
+    copy_db(seeded, db)
+    try:
+        with smtp_sink(work, "cli") as sink:
+            settings = work / "cli-settings.toml"
+            settings.write_text(settings_toml(db, sink.port), encoding="utf-8")
+            cpu_before = children_cpu_s()
+            start = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-m", "mailer", "--settings", str(settings), "campaign",
+                 "send", str(campaign_id)],
+                capture_output=True, text=True, cwd=ROOT, timeout=CHILD_TIMEOUT_S)
+            seconds = time.perf_counter() - start
+            cpu_s = children_cpu_s() - cpu_before
+        if done.returncode != 0:
+            raise MeasurementFailed(f"mailer campaign send: exit code {done.returncode}: "
+                                    f"{done.stderr.strip().splitlines()[-1:]}")
+        check_sink("mailer campaign send", sink, opted_in, problems)
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            sent = conn.execute("SELECT count(*) FROM campaign_recipients WHERE campaign_id = ? "
+                                "AND status = 'sent'", (campaign_id,)).fetchone()[0]
+        if sent != opted_in:
+            problems.append(f"mailer campaign send: ledger sent {sent:,}, not {opted_in:,}")
+    finally:
+        for path in work.glob("cli.db*"):
+            path.unlink()
+    return Run(opted_in, seconds, cpu_s=cpu_s)
 
 
 def copy_db(source: Path, target: Path) -> None:
@@ -485,6 +587,15 @@ def main() -> int:
                         help="messages sent by the naive EmailMessage + smtplib loop")
     parser.add_argument("--rounds", type=int, default=2,
                         help="measure everything this many times; report the best rate")
+    parser.add_argument("--cli", type=int, default=20_000,
+                        help="opted-in customers of the command-line measurement (d)")
+    parser.add_argument("--cli-only", action="store_true",
+                        help="measure only (d), the command line, and its transport baseline")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile a --cli-recipient send in-process and print the top")
+    parser.add_argument("--ledger-compare", action="store_true",
+                        help="send_campaign with and without the ledger's fast path")
+    parser.add_argument("--top", type=int, default=25, help="profile entries to print")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--campaign", type=int, help=argparse.SUPPRESS)
@@ -501,13 +612,136 @@ def main() -> int:
         return 2
     work = Path(tempfile.mkdtemp(prefix="mailer-campaign-bench-"))
     try:
+        if args.profile:
+            return run_profile(work, args.cli, args.top)
+        if args.ledger_compare:
+            return run_ledger_compare(work, args.cli, max(args.rounds, 1))
+        if args.cli_only:
+            return run_cli_only(work, args.cli, max(args.rounds, 1))
         return run_all(work, args.recipients, args.small, min(args.naive, args.recipients),
-                       max(args.rounds, 1))
+                       max(args.rounds, 1), args.cli)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_all(work: Path, n: int, small: int, naive_count: int, rounds: int) -> int:
+def run_profile(work: Path, n: int, top: int) -> int:
+    db = work / "profile.db"
+    campaign_id = asyncio.run(seed(db, n))
+    print(f"profiling send_campaign of {n:,} recipients under cProfile (rates are slowed by "
+          "the profiler; compare shares, not speeds)")
+    problems: list[str] = []
+    with smtp_sink(work, "profile") as sink:
+        command = [sys.executable, str(Path(__file__).resolve()), "--child", "profile",
+                   "--db", str(db), "--campaign", str(campaign_id), "--port", str(sink.port),
+                   "--count", str(top)]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                              timeout=CHILD_TIMEOUT_S)
+    print(done.stderr)
+    if done.returncode != 0:
+        return 1
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    check_sink("profile", sink, n, problems)
+    print(f"profiled: {result['sent']:,} sent in {result['seconds']:.2f} s")
+    for problem in problems:
+        print(f"  CHECK FAILED: {problem}")
+    return 1 if problems else 0
+
+
+def cli_measurements(work: Path, cli_n: int, rounds: int, problems: list[str]
+                     ) -> tuple[Measurement, Measurement]:
+    """(d): the command line against the transport limit, both at `cli_n` recipients,
+    alternating in each round."""
+    cli_db, message = work / "cli-seed.db", work / "cli-sample.eml"
+    cli_id = asyncio.run(seed(cli_db, cli_n))
+    child("sample", "--db", str(cli_db), "--campaign", str(cli_id), "--message", str(message),
+          "--count", str(min(cli_n, 1000)))
+    transport = Measurement(f"(a) aiosmtplib prebuilt, {cli_n:,} messages")
+    cli = Measurement(f"(d) mailer campaign send (CLI), {cli_n:,}")
+    for _ in range(rounds):
+        transport.attempt(lambda: measure_child(
+            work, "aiosmtplib", ["--message", str(message), "--count", str(cli_n)],
+            problems)[0])
+        cli.attempt(lambda: measure_cli(work, cli_db, cli_id, cli_n, problems))
+    return transport, cli
+
+
+def cli_ratio_line(transport: Measurement, cli: Measurement, n: int) -> None:
+    """The target (best rates), and two steadier views on a shared machine: the ratio of
+    each round's adjacent pair (their median), and CPU seconds per message."""
+    if not (cli.per_s and transport.per_s):
+        return
+    ratio = cli.per_s / transport.per_s
+    print(f"  {'CLI ' + format(n, ',') + ' (start-up included) / (a) transport':<52} "
+          f"{ratio:>5.2f}   target >= 0.75   {verdict(ratio >= 0.75)}")
+    pairs = [c.per_s / t.per_s for t, c in zip(transport.runs, cli.runs, strict=False)]
+    if pairs:
+        shown = " / ".join(f"{r:.2f}" for r in pairs)
+        print(f"  {'  the same, round by round (median)':<52} "
+              f"{statistics.median(pairs):>5.2f}   ({shown})")
+    cpu = [(t.cpu_s / t.messages, c.cpu_s / c.messages)
+           for t, c in zip(transport.runs, cli.runs, strict=False)
+           if t.cpu_s and c.cpu_s]
+    if cpu:
+        t_us = statistics.median(t for t, _ in cpu) * 1e6
+        c_us = statistics.median(c for _, c in cpu) * 1e6
+        print(f"  {'  CPU per message: transport / CLI':<52} {t_us / c_us:>5.2f}   "
+              f"({t_us:,.0f} us / {c_us:,.0f} us, medians)")
+
+
+def table(rounds: int, measurements: tuple[Measurement, ...]) -> None:
+    print()
+    print(f"  best of {rounds} round(s), load average now {load_average()}")
+    print(f"  {'':<44} {'messages':>9} {'seconds':>8} {'msg/s':>8} {'peak RSS':>9}   "
+          "msg/s per round")
+    for measurement in measurements:
+        print(measurement.row())
+
+
+def report_problems(measurements: tuple[Measurement, ...], problems: list[str]) -> int:
+    errors = [f"{m.label}: {e}" for m in measurements for e in m.errors]
+    for problem in problems:
+        print(f"  CHECK FAILED: {problem}")
+    for error in errors:
+        print(f"  MEASUREMENT FAILED: {error}")
+    return 1 if errors or problems else 0
+
+
+def run_ledger_compare(work: Path, n: int, rounds: int) -> int:
+    db = work / "ledger-seed.db"
+    campaign_id = asyncio.run(seed(db, n))
+    print(f"ledger fast path: send_campaign of {n:,} recipients, {rounds} round(s), load "
+          f"average {load_average()}")
+    problems: list[str] = []
+    fast = Measurement(f"ledger fast path (sqlite3 on the loop), {n:,}")
+    slow = Measurement(f"ledger through aiosqlite only, {n:,}")
+    for _ in range(rounds):
+        fast.attempt(lambda: measure_mailer(work, db, campaign_id, n, problems))
+        slow.attempt(lambda: measure_mailer(work, db, campaign_id, n, problems,
+                                            kind="mailer-aiosqlite-ledger"))
+    table(rounds, (fast, slow))
+    if fast.per_s and slow.per_s:
+        print(f"\n  fast path / aiosqlite only: {fast.per_s / slow.per_s:.2f}")
+    return report_problems((fast, slow), problems)
+
+
+def run_cli_only(work: Path, cli_n: int, rounds: int) -> int:
+    print(f"campaign bench, command line only: {cli_n:,} opted in + {cli_n:,} opted out; "
+          f"{CONNECTIONS} SMTP connections; smtp-sink on 127.0.0.1; {os.cpu_count()} CPUs, "
+          f"load average {load_average()}")
+    problems: list[str] = []
+    transport, cli = cli_measurements(work, cli_n, rounds, problems)
+    table(rounds, (transport, cli))
+    print()
+    cli_ratio_line(transport, cli, cli_n)
+    print()
+    if cli.runs and not problems:
+        print(f"  delivery: every round, the ledger and smtp-sink each counted exactly the "
+              f"{cli_n:,} opted-in customers")
+    return report_problems((transport, cli), problems)
+
+
+def run_all(work: Path, n: int, small: int, naive_count: int, rounds: int,
+            cli_n: int) -> int:
     big_db, small_db, message = work / "big.db", work / "small.db", work / "sample.eml"
     t0 = time.perf_counter()
     big_id = asyncio.run(seed(big_db, n))
@@ -538,14 +772,9 @@ def run_all(work: Path, n: int, small: int, naive_count: int, rounds: int) -> in
             problems)[0])
         mailer.attempt(lambda: measure_mailer(work, big_db, big_id, n, problems))
         mailer_small.attempt(lambda: measure_mailer(work, small_db, small_id, small, problems))
-    everything = (source, transport, naive, mailer, mailer_small)
-
-    print()
-    print(f"  best of {rounds} round(s), load average now {load_average()}")
-    print(f"  {'':<44} {'messages':>9} {'seconds':>8} {'msg/s':>8} {'peak RSS':>9}   "
-          "msg/s per round")
-    for measurement in everything:
-        print(measurement.row())
+    cli_transport, cli = cli_measurements(work, cli_n, rounds, problems)
+    everything = (source, transport, naive, mailer, mailer_small, cli_transport, cli)
+    table(rounds, everything)
 
     print()
     print("  ratios, all measured in this run")
@@ -563,6 +792,7 @@ def run_all(work: Path, n: int, small: int, naive_count: int, rounds: int) -> in
         line("mailer msg/s / (b) naive loop", f"{ratio:.2f}", "target >= 5", ratio >= 5)
     if mailer.per_s and source.per_s:
         line("mailer msg/s / (c) C ceiling", f"{mailer.per_s / source.per_s:.2f}", "", None)
+    cli_ratio_line(cli_transport, cli, cli_n)
     if mailer.peak_rss and mailer_small.peak_rss:
         ratio = mailer.peak_rss / mailer_small.peak_rss
         line(f"mailer peak RSS {n:,} / {small:,}", f"{ratio:.2f}", "target <= 1.2",

@@ -10,8 +10,15 @@ from typing import Any
 
 import click
 
-from mailer import cli_ops, cli_support
+from mailer import cli_console, cli_ops, cli_support
 from mailer.campaigns.cli import campaign
+from mailer.cli_deliverability import (
+    bounces,
+    customers_reactivate,
+    delivery_view,
+    dkim_group,
+    echo_delivery,
+)
 from mailer.cli_init import init
 from mailer.cli_support import CliState, command_settings, run
 from mailer.cli_web import web
@@ -110,6 +117,7 @@ def customers_show(ctx: click.Context, email: str, as_json: bool) -> None:
             if customer is None:
                 raise NotFound(f"no customer with email {email}")
             events = await store.history(conn, customer.id)
+            delivery = await delivery_view(conn, customer.id)
         data: dict[str, Any] = {
             "email": customer.email, "name": customer.name, "company": customer.company,
             "phone": customer.phone, "preferences": customer.preferences,
@@ -118,6 +126,7 @@ def customers_show(ctx: click.Context, email: str, as_json: bool) -> None:
                  "source": e.source, "reference": e.reference}
                 for e in events
             ],
+            **delivery,
         }
         if as_json:
             click.echo(json.dumps(data, indent=2, ensure_ascii=False))
@@ -131,6 +140,7 @@ def customers_show(ctx: click.Context, email: str, as_json: bool) -> None:
             old = "-" if e.old_value is None else ("in" if e.old_value else "out")
             click.echo(f"    {e.at}  {e.category}: {old} -> {'in' if e.new_value else 'out'}"
                        f"  ({e.source}{': ' + e.reference if e.reference else ''})")
+        echo_delivery(delivery)
 
     run(body())
 
@@ -151,12 +161,12 @@ def inbox_process(ctx: click.Context, as_json: bool) -> None:
     settings = command_settings(ctx)
 
     async def body() -> None:
-        from mailer.inbox.worker import imap_config, inbox_rules, process_once
+        from mailer.inbox.worker import process_settings_once
         from mailer.outbox import confirmation_settings, send_due
 
         check_confirmation_template(settings)
         async with open_db(settings.database.path) as conn:
-            report = await process_once(conn, imap_config(settings), inbox_rules(settings))
+            report = await process_settings_once(conn, settings)
             outbox = await send_due(conn, confirmation_settings(settings))
         if as_json:
             click.echo(json.dumps(report.as_json()))
@@ -165,8 +175,9 @@ def inbox_process(ctx: click.Context, as_json: bool) -> None:
             f"{report.seen} new message(s): {report.requests} request(s), "
             f"{report.ignored} ignored; {report.unsubscribed} customer(s) unsubscribed, "
             f"{report.review} to review, {report.failed} failed; "
-            f"confirmations: {outbox.sent} sent, {outbox.retrying} to retry, "
-            f"{outbox.failed} failed")
+            f"reports: {report.reports} read, {report.bounces} bounce(s), "
+            f"{report.complaints} complaint(s); confirmations: {outbox.sent} sent, "
+            f"{outbox.retrying} to retry, {outbox.failed} failed")
 
     run(body())
 
@@ -269,14 +280,21 @@ main.add_command(init)
 main.add_command(cli_ops.status)
 main.add_command(cli_ops.db)
 main.add_command(web)
+customers.add_command(customers_reactivate)
+main.add_command(bounces)
+main.add_command(dkim_group)
+main.add_command(cli_console.users)
+main.add_command(cli_console.console)
 
 
 def check_confirmation_template(settings: Settings) -> None:
-    """Exit 2 with one line if the confirmation template cannot render."""
+    """Exit 2 with one line if the confirmation template cannot render or the DKIM key
+    (`[dkim]`, loaded with the outbox's settings) is missing or unreadable."""
     from mailer.campaigns.templates import TemplateError
+    from mailer.errors import SettingsError
     from mailer.outbox import check_templates, confirmation_settings
 
     try:
         check_templates(confirmation_settings(settings))
-    except TemplateError as exc:
+    except (TemplateError, SettingsError) as exc:
         cli_support.fail(str(exc), EXIT_BAD_INPUT)

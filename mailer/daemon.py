@@ -1,12 +1,14 @@
 """`mailer run`: the daemon that owns the long-running parts, each under `supervise`.
 
-    inbox      IMAP IDLE -> requests honoured within seconds
+    inbox      IMAP IDLE -> requests honoured, reports recorded within seconds
+    bounces    only with `[bounces.imap]`: the same pass over that mailbox, reports only
     outbox     confirmations, woken by the inbox, retried with backoff
     campaigns  due campaigns, one sender at a time per campaign, via a lease; a campaign the
                sender paused because the SMTP server could not be reached is resumed once
                the server answers again (probed on `backoff.SERVER_RECONNECT`)
     heartbeat  every part's state into the database for `mailer status`; systemd's WATCHDOG=1
     web        one-click, preference page, /healthz and /metrics, when `[http] host` is set
+    console    the marketing console on its own listener, when `[console] enabled`
 
 All live in one `asyncio.TaskGroup`; each opens its own database connection, because a
 transaction on a shared aiosqlite connection would interleave with another task's. A part
@@ -36,9 +38,17 @@ from mailer.campaigns import service as campaign_service
 from mailer.campaigns.scheduler import POLL_INTERVAL_S, scheduler_loop
 from mailer.campaigns.sender import SendOutcome
 from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.console import app as console_app
 from mailer.errors import CampaignRefused
 from mailer.inbox.processor import PassReport
-from mailer.inbox.worker import WatchTiming, imap_config, inbox_rules, watch_session
+from mailer.inbox.worker import (
+    WatchTiming,
+    bounces_imap_config,
+    bounces_rules,
+    imap_config,
+    inbox_rules,
+    watch_session,
+)
 from mailer.lifecycle import stop_on_signals
 from mailer.metrics import Metrics
 from mailer.outbox import confirmation_settings, send_due
@@ -98,8 +108,12 @@ class Daemon:
         self.wake_outbox = asyncio.Event()
         self.ready = False
         names = ["inbox", "outbox", "campaigns"]
+        if settings.bounces.imap is not None:
+            names.append("bounces")
         if settings.http.host:
             names.append("web")
+        if settings.console.enabled:
+            names.append("console")
         self.parts = {name: Part(name, clock=clock, on_change=self._on_change)
                       for name in names}
         self.parts["inbox"] = Part("inbox", clock=clock, on_change=self._on_change,
@@ -111,13 +125,13 @@ class Daemon:
 
     async def run(self) -> None:
         bodies: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
-            "inbox": self._inbox, "outbox": self._outbox, "campaigns": self._campaigns,
-            "web": self._web}
+            "inbox": self._inbox, "bounces": self._bounces, "outbox": self._outbox,
+            "campaigns": self._campaigns, "web": self._web, "console": self._console}
         log.info("mailer %s starting (pid %s)", VERSION, os.getpid())
         async with asyncio.TaskGroup() as group:
             for name, part in self.parts.items():
-                # The inbox reconnects to its server quickly whatever the outage's length.
-                policy = SERVER_RECONNECT if name == "inbox" else RECONNECT
+                # The IMAP sessions reconnect quickly whatever the outage's length.
+                policy = SERVER_RECONNECT if name in ("inbox", "bounces") else RECONNECT
                 self.tasks.append(group.create_task(
                     supervise(part, bodies[name], self.stop, policy=policy), name=name))
             group.create_task(supervise(Part("heartbeat", clock=self.clock), self._heartbeat,
@@ -151,6 +165,17 @@ class Daemon:
             await watch_session(conn, imap_config(s), inbox_rules(s), timing, self.stop,
                                 after_pass, part=part,
                                 on_duration=self.metrics.pass_duration.observe)
+
+    async def _bounces(self) -> None:
+        """The same pass over `[bounces.imap]`'s mailbox, reading reports only."""
+        s = self.settings
+        config, rules, mailbox = bounces_imap_config(s), bounces_rules(s), s.bounces.imap
+        assert config is not None and rules is not None and mailbox is not None
+        timing = WatchTiming(idle_timeout_s=mailbox.idle_timeout_s,
+                             poll_interval_s=mailbox.poll_interval_s)
+        async with open_db(s.database.path) as conn:
+            await watch_session(conn, config, rules, timing, self.stop,
+                                part=self.parts["bounces"])
 
     async def _outbox(self) -> None:
         part = self.parts["outbox"]
@@ -219,6 +244,12 @@ class Daemon:
         await web_app.serve(self.settings, self.stop, clock=self.clock,
                             ops=(self.metrics, self.health),
                             on_listening=lambda where: part.succeeded(listening=where))
+
+    async def _console(self) -> None:
+        """The marketing console, on its own internal listener (`[console] enabled`)."""
+        self.parts["console"].succeeded(
+            listening=f"{self.settings.console.host}:{self.settings.console.port}")
+        await console_app.serve(self.settings, self.stop, clock=self.clock)
 
     async def health(self) -> status_module.Status:
         return await status_module.gather(self.settings.database.path, self.clock)

@@ -66,6 +66,8 @@ class Applied:
     outcome: Outcome
     customer_id: int | None
     duplicate: bool = False
+    kind: Kind = "hard"
+    tied_by: str = ""
 
     @property
     def tied(self) -> bool:
@@ -118,42 +120,64 @@ async def apply_report(
 ) -> Applied:
     """Record `report` and do what it calls for, in one transaction (see the module)."""
     async with transaction(conn):
-        seen = await store.report_by_key(conn, report.key)
-        if seen is not None:
-            log.info("report %s seen before (report id %s): nothing more", report.kind, seen.id)
-            return Applied(seen.id, _outcome(seen.outcome), seen.customer_id, duplicate=True)
-        moment = clock.now()
-        now = moment.isoformat(timespec="microseconds")
-        tie = await resolve(conn, report)
-        soft_messages = 0
-        if tie is not None and report.kind == "soft":
-            since = (moment - timedelta(days=bounces.soft_window_days)).isoformat(
-                timespec="microseconds")
-            reactivated = await store.last_reactivated(conn, tie.sent.customer_id)
-            if reactivated is not None and reactivated > since:
-                since = reactivated
-            soft_messages = 1 + await store.soft_bounced_messages(
-                conn, tie.sent.customer_id, since, besides=tie.sent)
-        decision = decide(report.kind, tie is not None, soft_messages=soft_messages,
-                          soft_limit=bounces.soft_limit,
-                          soft_window_days=bounces.soft_window_days,
-                          status=report.status, diagnostic=report.diagnostic)
-        report_id = await store.insert_report(
-            conn, report_key=report.key, now=now, kind=report.kind, format=report.format,
-            status=report.status, diagnostic=_one_line(report.diagnostic),
-            sent=tie.sent if tie else None, tied_by=tie.by if tie else "",
-            outcome=decision.outcome, reason=decision.reason)
-        customer_id = tie.sent.customer_id if tie else None
-        if customer_id is not None and decision.undeliverable:
-            await store.mark_undeliverable(
-                conn, customer_id, now=now, reason=decision.reason, report_id=report_id,
-                source="bounce" if report.kind == "hard" else "soft bounces")
-        if customer_id is not None and decision.opt_out:
-            await opt_out(conn, [Refusal((customer_id,), reference=report.key)], CATEGORIES,
-                          source="complaint")
-    log.info("report %s: %s kind=%s customer=%s tied_by=%s", report_id, decision.outcome,
-             report.kind, customer_id, tie.by if tie else "-")
-    return Applied(report_id, decision.outcome, customer_id)
+        applied = await apply_report_in(conn, report, bounces, clock=clock)
+    log_applied(applied)
+    return applied
+
+
+def log_applied(applied: Applied) -> None:
+    """The one log line per report: kind, outcome, customer id (never an address)."""
+    if applied.duplicate:
+        log.info("report %s: %s seen before: nothing more", applied.report_id, applied.kind)
+        return
+    log.info("report %s: %s kind=%s customer=%s tied_by=%s", applied.report_id,
+             applied.outcome, applied.kind, applied.customer_id, applied.tied_by or "-")
+
+
+async def apply_report_in(
+    conn: aiosqlite.Connection,
+    report: Report,
+    bounces: BouncesSettings,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Applied:
+    """`apply_report` inside the caller's transaction (the inbox pass records a batch's
+    reports with its high-water mark); the caller logs with `log_applied` once committed."""
+    seen = await store.report_by_key(conn, report.key)
+    if seen is not None:
+        return Applied(seen.id, _outcome(seen.outcome), seen.customer_id, duplicate=True,
+                       kind=report.kind, tied_by=seen.tied_by)
+    moment = clock.now()
+    now = moment.isoformat(timespec="microseconds")
+    tie = await resolve(conn, report)
+    soft_messages = 0
+    if tie is not None and report.kind == "soft":
+        since = (moment - timedelta(days=bounces.soft_window_days)).isoformat(
+            timespec="microseconds")
+        reactivated = await store.last_reactivated(conn, tie.sent.customer_id)
+        if reactivated is not None and reactivated > since:
+            since = reactivated
+        soft_messages = 1 + await store.soft_bounced_messages(
+            conn, tie.sent.customer_id, since, besides=tie.sent)
+    decision = decide(report.kind, tie is not None, soft_messages=soft_messages,
+                      soft_limit=bounces.soft_limit,
+                      soft_window_days=bounces.soft_window_days,
+                      status=report.status, diagnostic=report.diagnostic)
+    report_id = await store.insert_report(
+        conn, report_key=report.key, now=now, kind=report.kind, format=report.format,
+        status=report.status, diagnostic=_one_line(report.diagnostic),
+        sent=tie.sent if tie else None, tied_by=tie.by if tie else "",
+        outcome=decision.outcome, reason=decision.reason)
+    customer_id = tie.sent.customer_id if tie else None
+    if customer_id is not None and decision.undeliverable:
+        await store.mark_undeliverable(
+            conn, customer_id, now=now, reason=decision.reason, report_id=report_id,
+            source="bounce" if report.kind == "hard" else "soft bounces")
+    if customer_id is not None and decision.opt_out:
+        await opt_out(conn, [Refusal((customer_id,), reference=report.key)], CATEGORIES,
+                      source="complaint")
+    return Applied(report_id, decision.outcome, customer_id, kind=report.kind,
+                   tied_by=tie.by if tie else "")
 
 
 async def reactivate(

@@ -9,25 +9,75 @@ MIME-Version and Content-Type; only those present in a message are listed.
 
 The key is read and checked once, at start (`load_signer`): a missing, unreadable or invalid
 key is one `SettingsError` line naming `[dkim] private_key_file` or `MAILER_DKIM_KEY`.
+
+Speed: dkimpy does RSA in pure Python (about 9.5 ms a message for RSA-2048) and parses the PEM
+key again for every message (about 1 ms). `_install_fast_rsa` is the ONE place that changes
+that: it replaces the two names dkimpy's `DKIM.sign`/`DKIM.gen_header` call in the `dkim`
+module -- `parse_pem_private_key` (now cached per key) and `RSASSA_PKCS1_v1_5_sign` (now
+`cryptography`'s RSASSA-PKCS1-v1_5 over the SHA-256 digest dkimpy computed, RFC 8017 §8.2.1,
+the same bytes). Canonicalisation, the hashed header list and the DKIM-Signature header are
+still dkimpy's own; every signature is checked with dkimpy's verifier in the tests.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dkim as dkimpy
 import nacl.encoding
 import nacl.exceptions
 import nacl.signing
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from dkim.crypto import UnparsableKeyError, parse_pem_private_key
 
 from mailer.errors import SettingsError
 from mailer.settings import DkimAlgorithm, DkimSettings
 
 log = logging.getLogger(__name__)
+
+
+_dkimpy_rsa_sign = dkimpy.RSASSA_PKCS1_v1_5_sign
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_pem_key(data: bytes) -> dict[str, int]:
+    parsed: dict[str, int] = parse_pem_private_key(data)
+    return parsed
+
+
+@functools.lru_cache(maxsize=8)
+def _rsa_key(modulus: int, public_exponent: int, private_exponent: int, p: int, q: int,
+             dmp1: int, dmq1: int, iqmp: int) -> rsa.RSAPrivateKey:
+    numbers = rsa.RSAPrivateNumbers(p, q, private_exponent, dmp1, dmq1, iqmp,
+                                    rsa.RSAPublicNumbers(public_exponent, modulus))
+    return numbers.private_key()
+
+
+def _fast_rsa_sign(digest: Any, private_key: dict[str, int]) -> bytes:
+    """dkimpy's `RSASSA_PKCS1_v1_5_sign(hash, private_key)`, done by `cryptography`."""
+    if digest.name.lower() != "sha256":  # rsa-sha1 (RFC 8301 forbids signing with it)
+        result: bytes = _dkimpy_rsa_sign(digest, private_key)
+        return result
+    key = _rsa_key(private_key["modulus"], private_key["publicExponent"],
+                   private_key["privateExponent"], private_key["prime1"],
+                   private_key["prime2"], private_key["exponent1"], private_key["exponent2"],
+                   private_key["coefficient"])
+    return key.sign(digest.digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+
+
+def _install_fast_rsa() -> None:
+    """Point dkimpy's RSA key parsing and signing at the fast versions (see the module)."""
+    dkimpy.parse_pem_private_key = _cached_pem_key
+    dkimpy.RSASSA_PKCS1_v1_5_sign = _fast_rsa_sign
+
+
+_install_fast_rsa()
 
 SIGNED_HEADERS: tuple[str, ...] = (
     "From", "To", "Subject", "Date", "Message-ID", "List-Unsubscribe", "List-Unsubscribe-Post",

@@ -14,23 +14,29 @@ claim expires, or at once when the owner was a process on this host that no long
 a kill -9 costs at most one duplicate confirmation, never a lost one. A transient SMTP failure
 is retried on the one `backoff.CONFIRMATION` policy; a permanent one (5xx) is marked failed
 with the server's reply. Time comes from a `Clock`, so tests move it instead of sleeping.
+
+Deliverability (issue 10): the claim also records the confirmation's Message-ID (random,
+`outgoing.message_id`, random), so a report quoting it is tied to the row; MAIL FROM is the VERP
+address of the row (`verp.Tag.confirmation`) under `[bounces] address` (the bare address with
+`verp = false`, `[smtp] sender` without one); the message is DKIM-signed when `[dkim]` is set.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 
 import aiosmtplib
 import aiosqlite
 
-from mailer import backoff, smtp
+from mailer import backoff, smtp, verp
 from mailer.clock import SYSTEM_CLOCK, Clock
-from mailer.outgoing import build_confirmation
+from mailer.dkim import Signer, load_signer
+from mailer.outgoing import build_confirmation, message_id
 from mailer.settings import Settings
 from mailer.store import outbox as outbox_store
 from mailer.store.db import transaction
@@ -42,7 +48,6 @@ __all__ = [
     "OutboxReport",
     "OutboxSettings",
     "check_templates",
-    "confirmation_message_id",
     "confirmation_settings",
     "owner_is_gone",
     "send_due",
@@ -64,13 +69,38 @@ class OutboxSettings:
     smtp: smtp.SmtpConfig
     claim_ttl_s: float = DEFAULT_CLAIM_TTL_S
     batch: int = 50        # at most this many rows per `send_due` call
+    # `[bounces] address` and `[campaigns] secret` when confirmations are VERP-tagged.
+    verp_address: str = ""
+    verp_secret: str = field(default="", repr=False)
+    signer: Signer | None = None  # `[dkim]`
+
+    def mail_from(self, outbox_id: int) -> str:
+        """The envelope sender of one confirmation (RFC 5321 §4.5.5: reports go there)."""
+        if self.verp_address and self.verp_secret:
+            return verp.address(self.verp_address, verp.Tag.confirmation(outbox_id),
+                                self.verp_secret)
+        return self.envelope_sender
+
+    @property
+    def message_id_domain(self) -> str:
+        return self.sender_domain(self.sender)
+
+    @staticmethod
+    def sender_domain(sender: str) -> str:
+        return parseaddr(sender)[1].rpartition("@")[2] or "localhost"
 
 
 def confirmation_settings(settings: Settings) -> OutboxSettings:
-    return OutboxSettings(sender=settings.smtp.sender,
-                          envelope_sender=settings.smtp.sender_address,
-                          templates_dir=settings.templates.dir,
-                          smtp=smtp.smtp_config(settings))
+    """The outbox's settings; loads the DKIM key (SettingsError: one line naming it)."""
+    bounces = settings.bounces
+    return OutboxSettings(
+        sender=settings.smtp.sender,
+        envelope_sender=bounces.address or settings.smtp.sender_address,
+        templates_dir=settings.templates.dir,
+        smtp=smtp.smtp_config(settings),
+        verp_address=bounces.address if bounces.verp else "",
+        verp_secret=settings.campaigns.secret if bounces.verp else "",
+        signer=load_signer(settings.dkim))
 
 
 @dataclass
@@ -86,12 +116,6 @@ def check_templates(settings: OutboxSettings) -> None:
     render_confirmation(settings.templates_dir, customer_name="Ann Example",
                         categories=("announcements", "offers"),
                         request_subject="Unsubscribe special offers")
-
-
-def confirmation_message_id(item_id: int, sender: str) -> str:
-    domain = sender.rpartition("@")[2] or "localhost"
-    digest = hashlib.sha256(f"{item_id}:{sender}".encode()).hexdigest()[:12]
-    return f"<confirm.{item_id}.{digest}@{domain}>"
 
 
 def this_process() -> ClaimOwner:
@@ -113,7 +137,7 @@ def owner_is_gone(owner: ClaimOwner, here: ClaimOwner) -> bool:
 
 
 async def _claim(
-    conn: aiosqlite.Connection, owner: ClaimOwner, clock: Clock, ttl_s: float
+    conn: aiosqlite.Connection, owner: ClaimOwner, clock: Clock, ttl_s: float, domain: str
 ) -> outbox_store.OutboxItem | None:
     """Take back the claims of dead local owners, then claim the next due row: one
     transaction, so the pick and the claim are one step."""
@@ -126,7 +150,7 @@ async def _claim(
             log.info("outbox: took back %d claim(s) of %d dead process(es) on this host",
                      released, len(dead))
         return await outbox_store.claim_next(conn, owner, now=clock.now(), now_s=now_s,
-                                             ttl_s=ttl_s)
+                                             ttl_s=ttl_s, message_id=message_id(domain))
 
 
 async def send_due(
@@ -143,7 +167,8 @@ async def send_due(
     client: aiosmtplib.SMTP | None = None
     try:
         for _ in range(settings.batch):
-            item = await _claim(conn, owner, clock, settings.claim_ttl_s)
+            item = await _claim(conn, owner, clock, settings.claim_ttl_s,
+                                settings.message_id_domain)
             if item is None:
                 break
             now = clock.now()
@@ -155,8 +180,9 @@ async def send_due(
                     sender=settings.sender, to_address=item.to_address, to_name=item.to_name,
                     subject=subject, text=text, html=html,
                     in_reply_to=item.in_reply_to or None, references=item.refs,
-                    message_id=confirmation_message_id(item.id, settings.envelope_sender),
-                    date=now)
+                    message_id=item.message_id, date=now)
+                if settings.signer is not None:
+                    message = settings.signer.sign(message)
             except (TemplateError, ValueError) as exc:
                 # This one cannot be built (e.g. an address on file no header can carry):
                 # record why and go on with the rest, rather than stall the whole outbox.
@@ -170,7 +196,7 @@ async def send_due(
             try:
                 if client is None:
                     client = await smtp.connect(settings.smtp)
-                await smtp.send(client, settings.envelope_sender, item.to_address, message,
+                await smtp.send(client, settings.mail_from(item.id), item.to_address, message,
                                 settings.smtp.timeout_s)
             except smtp.PermanentSmtpError as exc:
                 async with transaction(conn):

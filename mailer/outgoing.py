@@ -10,7 +10,11 @@ network and no database.
   every recipient (From, Date, MIME structure, the mailto opt-out) is formatted once per
   campaign; per recipient only To, Subject, Message-ID, the opt-out URL and the
   quoted-printable bodies are produced. ``EmailMessage`` manages about 760 messages a second;
-  a campaign needs thousands.
+  a campaign needs thousands. Its input is any ``RenderedBody`` (subject, text, html).
+- ``message_id``: every Message-ID ``mailer`` sends, made in this one function. Never built
+  from ids a forger could guess (a quoted Message-ID ties a bounce or complaint to a message we
+  sent): keyed, an HMAC under the campaign secret of what the message is (so a retried send
+  reuses it and receivers drop the duplicate), or random.
 
 Header safety: names and subjects have control characters (CR and LF above all) replaced by a
 space, so no value can start a header of its own; addresses, message ids and URLs that are not
@@ -18,6 +22,8 @@ plain after that raise ``HeaderInjection``.
 """
 
 import binascii
+import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Sequence
@@ -27,22 +33,18 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr, quote
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import quote as url_quote
 
 from mailer.errors import HeaderInjection as HeaderInjection
-
-if TYPE_CHECKING:
-    # Imported for the annotation only, so that this module never imports the campaigns
-    # package at run time (no cycle with the campaign sender, which imports this module).
-    from mailer.campaigns.templates import RenderedCampaign
 
 __all__ = [
     "CampaignHeaders",
     "CampaignMessageBuilder",
     "HeaderInjection",
+    "RenderedBody",
     "build_confirmation",
-    "campaign_message_id",
+    "message_id",
 ]
 
 # RFC 5322 §2.1.1: lines SHOULD be at most 78 characters and MUST be at most 998.
@@ -84,8 +86,8 @@ _CONFIRMATION_POLICY = policy.SMTP.clone(refold_source="none")
 class CampaignHeaders:
     """What every message of one campaign shares.
 
-    ``domain`` is the right-hand side of Message-IDs; ``kind`` (e.g. ``special_offers``) is
-    sent as ``X-Campaign-Kind``.
+    ``domain`` is the sender's domain; ``kind`` (e.g. ``offers``) is sent as
+    ``X-Campaign-Kind``.
     """
 
     campaign_id: int
@@ -95,10 +97,36 @@ class CampaignHeaders:
     kind: str
 
 
-def campaign_message_id(campaign_id: int, customer_id: int, domain: str) -> str:
-    """``<c{campaign_id}.r{customer_id}@{domain}>``: deterministic, so a retried send reuses
-    the Message-ID and receivers can drop the duplicate."""
-    return f"<c{campaign_id}.r{customer_id}@{domain}>"
+class RenderedBody(Protocol):
+    """What a campaign message is built from: the rendered subject and bodies."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def html(self) -> str | None: ...
+
+
+def message_id(domain: str, *, secret: str = "", what: str = "") -> str:
+    """A Message-ID (RFC 5322 §3.6.4) ``<TOKEN@domain>`` that cannot be guessed.
+
+    With ``secret`` and ``what`` (e.g. ``campaign:7:customer:42``) TOKEN is an HMAC-SHA256
+    of ``what`` under ``secret`` (128 bits, hex): the same message always gets the same id, so
+    a retried send reuses it, yet nobody without the secret can name another one. Without
+    them TOKEN is 128 random bits (a test copy, a one-off). Record it where it can be looked
+    up (the campaign ledger).
+    """
+    if not _DOMAIN.fullmatch(domain):
+        raise HeaderInjection(f"Message-ID domain {domain!r} is not a plain domain name")
+    if secret and what:
+        token = hmac.new(secret.encode("utf-8"), f"message-id:{what}".encode(),
+                         hashlib.sha256).hexdigest()[:32]
+    else:
+        token = secrets.token_hex(16)
+    return f"<{token}@{domain}>"
 
 
 def _header_text(value: str) -> str:
@@ -239,8 +267,6 @@ class CampaignMessageBuilder:
             raise ValueError(f"Message-ID domain {headers.domain!r} is not a plain domain name")
         if not _KIND.fullmatch(headers.kind):
             raise ValueError(f"campaign kind {headers.kind!r} is not a plain token")
-        self._campaign_id = headers.campaign_id
-        self._domain = headers.domain
         sender_name, sender_address = parseaddr(headers.sender)
         unsubscribe_address = _addr_spec(headers.unsubscribe_address)
         # RFC 6068 mailto URL; RFC 2369 §2: each List-Unsubscribe URL in angle brackets.
@@ -278,22 +304,22 @@ class CampaignMessageBuilder:
     def build(
         self,
         *,
-        customer_id: int,
+        message_id: str,
         to_address: str,
         to_name: str,
-        rendered: "RenderedCampaign",
+        rendered: RenderedBody,
         unsubscribe_url: str,
         test: bool = False,
     ) -> bytes:
-        """One recipient's message, CRLF line endings throughout.
+        """One recipient's message, CRLF line endings throughout; ``message_id`` comes from
+        ``message_id()``.
 
-        Raises HeaderInjection if the address or the URL cannot be put into a header safely.
+        Raises HeaderInjection if the address, the id or the URL cannot be put into a header
+        safely.
         """
         subject = f"[TEST] {rendered.subject}" if test else rendered.subject
-        message_id = campaign_message_id(self._campaign_id, customer_id, self._domain)
-        if test:
-            # A test copy must not share the real message's id: receivers drop duplicates.
-            message_id = f"<c{self._campaign_id}.r{customer_id}.test@{self._domain}>"
+        if _msg_id(message_id) != message_id:
+            raise HeaderInjection(f"message id {message_id!r} is not <left@right>")
         head = "".join(
             (
                 self._from,

@@ -24,6 +24,7 @@ import re
 import tomllib
 import types
 import typing
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -175,6 +176,30 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """The marketing console: an internal listener behind a login (never the public one)."""
+
+    # `mailer run` starts the console only when this is true; `mailer console` always does.
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8026
+    # A session ends after this long without a request, and in any case after session_max_s.
+    session_idle_s: float = 30 * 60.0
+    session_max_s: float = 12 * 3600.0
+    # Set behind TLS (the cookie then carries `Secure`).
+    secure_cookie: bool = False
+    # After this many failed logins for one name or one client within login_window_s, both
+    # are refused until login_lockout_s has passed.
+    login_max_failures: int = 5
+    login_window_s: float = 15 * 60.0
+    login_lockout_s: float = 15 * 60.0
+    # The zone the campaign form offers first for schedule times.
+    timezone: str = "Europe/London"
+    # The largest CSV a person may upload to import customers.
+    max_upload_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings
     imap: ImapSettings
@@ -186,6 +211,7 @@ class Settings:
     dkim: DkimSettings = field(default_factory=DkimSettings)
     log: LogSettings = field(default_factory=LogSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     source: Path | None = None
 
     @property
@@ -206,6 +232,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "dkim": DkimSettings,
     "log": LogSettings,
     "http": HttpSettings,
+    "console": ConsoleSettings,
 }
 
 _ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
@@ -380,7 +407,8 @@ def _check_section(name: str, section: Any) -> None:
         elif spec.name.endswith("_s") or spec.name.endswith("_h"):
             _require(value > 0, where, f"expected a positive number, got {value}")
         elif spec.name in ("fetch_batch", "max_message_bytes", "max_connections", "max_attempts",
-                           "batch_size", "failure_min_sample", "soft_limit", "pause_min_sample"):
+                           "batch_size", "failure_min_sample", "soft_limit", "pause_min_sample",
+                           "login_max_failures", "max_upload_bytes"):
             _require(value >= 1, where, f"expected a positive integer, got {value}")
         elif spec.name == "rate_limit":
             _require(value >= 0, where, f"expected 0 (no limit) or more, got {value}")
@@ -409,6 +437,8 @@ def _check_section(name: str, section: Any) -> None:
         elif spec.name == "unsubscribe_url" and value:
             _require(value.startswith("https://") or value.startswith("http://"), where,
                      f'expected an http(s) URL, got "{value}"')
+        elif spec.name == "timezone":
+            _require(_is_zone(value), where, f'unknown time zone "{value}"')
         elif spec.name == "ca_file" and value is not None:
             _require(value.is_file(), where, f"no such file: {value}")
         elif name == "templates" and spec.name == "dir" and value is not None:
@@ -468,6 +498,14 @@ def _check_relations(settings: Settings) -> None:
 def address_of(value: str) -> str:
     """The bare addr-spec of `Name <addr>` or `addr`, lower-cased."""
     return email.utils.parseaddr(value)[1].lower()
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _looks_like_address(value: str) -> bool:

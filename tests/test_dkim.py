@@ -182,3 +182,14 @@ def test_the_private_key_never_appears_in_a_repr(rsa_key_file: Path, ed25519_key
                             algorithm="ed25519-sha256")
     assert ed25519_key not in repr(signer)
     assert ed25519_key not in repr(settings)
+
+
+def test_fast_rsa_signature_is_byte_for_byte_the_one_dkimpy_computes_alone(
+        rsa_key_file: Path, ed25519_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    signer = signer_for("rsa-sha256", rsa_key_file, ed25519_key)
+    fast = signer.sign(MESSAGE)
+    # RSASSA-PKCS1-v1_5 is deterministic: dkimpy's own pure-Python path gives the same bytes.
+    monkeypatch.setattr(dkimpy, "RSASSA_PKCS1_v1_5_sign", dkim._dkimpy_rsa_sign)
+    monkeypatch.setattr(dkimpy, "parse_pem_private_key", dkim.parse_pem_private_key)
+    assert signer.sign(MESSAGE) == fast
+    assert dkimpy.verify(fast, dnsfunc=dns_of(signer))

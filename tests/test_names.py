@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mailer.names import normalise_company, normalise_name
+from mailer.names import fold_words, normalise_company, normalise_name
 
 
 def test_title_surname_comma_forename_and_accents_give_the_plain_key() -> None:
@@ -74,3 +76,16 @@ def test_company_ampersand_reads_as_and() -> None:
 
 def test_company_accents_are_stripped() -> None:
     assert normalise_company("Café Nöir GmbH") == "cafe noir"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+def test_plain_ascii_gives_the_same_words_as_the_full_unicode_path(text: str) -> None:
+    # A no-break space is a separator, and sends the text down the full Unicode path.
+    assert fold_words(text) == fold_words(text + "\u00a0")
+    assert normalise_name(text) == normalise_name(text + "\u00a0")
+    assert normalise_company(text) == normalise_company(text + "\u00a0")
+
+
+def test_fold_words_drops_apostrophes_and_splits_at_everything_else() -> None:
+    assert fold_words("O'Neill-SMITH & Brontë_Söhne") == ["oneill", "smith", "bronte", "sohne"]

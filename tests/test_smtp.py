@@ -117,3 +117,33 @@ async def test_an_unreachable_server_is_transient() -> None:
     with pytest.raises(TransientSmtpError, match="cannot connect"):
         await smtp.connect(SmtpConfig(host=HOST, port=free_port(), security="none",
                                       timeout_s=5))
+
+
+async def test_after_a_refused_recipient_the_same_connection_carries_the_next_message(
+    smtp_sink: SmtpSink,
+) -> None:
+    smtp_sink.reject_recipients.add("gone@example.com")
+    client = await smtp.connect(SmtpConfig(host=HOST, port=smtp_sink.port, security="none"))
+    try:
+        with pytest.raises(PermanentSmtpError, match=r"SMTP to <gone@example.com>: 550 5\.1\.1"):
+            await smtp.send(client, "news@imperial.test", "gone@example.com", MESSAGE, 10)
+        reply = await smtp.send(client, "news@imperial.test", "ann@example.com", MESSAGE, 10)
+    finally:
+        await smtp.close(client)
+    assert reply == "OK"
+    [received] = smtp_sink.messages
+    assert received.mail_from == "news@imperial.test"
+    assert received.rcpt_tos == ("ann@example.com",)
+    assert received.content == MESSAGE
+
+
+@pytest.mark.parametrize("recipient", ["Ann <ann@example.com>", " ann@example.com "])
+async def test_an_address_that_is_not_plain_goes_through_the_parsing_path(
+    smtp_sink: SmtpSink, recipient: str
+) -> None:
+    client = await smtp.connect(SmtpConfig(host=HOST, port=smtp_sink.port, security="none"))
+    try:
+        await smtp.send(client, "news@imperial.test", recipient, MESSAGE, 10)
+    finally:
+        await smtp.close(client)
+    assert [m.rcpt_tos for m in smtp_sink.messages] == [("ann@example.com",)]

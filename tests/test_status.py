@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from mailer import tokens
 from mailer.store.db import MIGRATIONS
+from mailer.web.app import route_prefix
 from tests.daemon_world import daemon, daemon_log, eventually, request, status
 from tests.helpers import base_sections, run_cli, write_settings
 from tests.inbox.world import World, make_world
@@ -105,6 +108,11 @@ async def test_a_campaign_in_progress_is_shown_with_sent_of_total(world: World) 
                                   "total": 10, "rate_per_s": 0}]
 
 
+def post_status(request: urllib.request.Request) -> int:
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.status)
+
+
 def get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -136,6 +144,16 @@ async def test_healthz_and_metrics_are_served_when_http_is_configured(
         assert "mailer_imap_reconnects_total 0.0" in metrics
         assert "mailer_inbox_pass_duration_seconds_count" in metrics
         assert "mailer_inbox_last_successful_pass_timestamp_seconds" in metrics
+        secret = "daemon-test-secret"  # MAILER_SECRET of the daemon (tests.daemon_world)
+        [(carol,)] = world.query("SELECT id FROM customers WHERE email = 'carol@example.com'")
+        one_click = urllib.request.Request(
+            f"{base}{route_prefix(world.settings.campaigns.unsubscribe_url)}/"
+            f"{tokens.campaign_token(secret, int(str(carol)), 1)}",
+            data=b"List-Unsubscribe=One-Click", method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert await asyncio.to_thread(lambda: post_status(one_click)) == 200
+        metrics = get(base + "/metrics")[1].decode()
+        assert 'mailer_requests_honoured_total{source="one-click"} 1.0' in metrics
         imap_server.stop()
         await eventually(lambda: get(base + "/healthz")[0] == 503)
         imap_server.start()

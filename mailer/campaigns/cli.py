@@ -22,8 +22,9 @@ import aiosqlite
 import click
 
 from mailer.campaigns import service
+from mailer.campaigns.messages import send_config
 from mailer.campaigns.model import KINDS, Campaign
-from mailer.campaigns.sender import SendOutcome, SendProgress, send_config
+from mailer.campaigns.sender import SendOutcome, SendProgress
 from mailer.cli_support import command_settings, fail, run
 from mailer.errors import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE
 from mailer.settings import Settings

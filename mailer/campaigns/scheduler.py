@@ -3,7 +3,8 @@
 Every `poll_interval_s` the scheduler looks for campaigns that are due (scheduled, with
 `scheduled_at` passed) or left 'sending' by a process that stopped or crashed, and sends each
 in turn through `sender.send_campaign`. The sending lease decides who sends: a campaign another
-daemon is sending is skipped, and one whose holder died is taken over once its lease expires.
+daemon is sending is skipped, and one whose holder died is taken over at once if it ran on
+this host, or once its lease expires if it ran on another.
 
 When `stop` is set the sender finishes the messages in flight, returns the rest to pending and
 releases the lease, leaving the campaign 'sending' so that the next `mailer run` (or
@@ -17,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 
 import aiosqlite
 
 from mailer.campaigns.model import CampaignInvalid, CampaignRefused
 from mailer.campaigns.sender import (
+    Holder,
     SendConfig,
     SendOutcome,
     lease_name,
@@ -31,9 +32,12 @@ from mailer.campaigns.sender import (
     send_campaign,
     send_config,
 )
+from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.settings import Settings
 from mailer.store import campaigns as store
-from mailer.store.db import open_db, transaction, utcnow
+from mailer.store import leases
+from mailer.store.db import open_db, utcnow
+from mailer.store.edge import transaction
 from mailer.supervise import Part
 
 log = logging.getLogger(__name__)
@@ -72,27 +76,28 @@ async def scheduler_loop(
 
 async def send_due(
     conn: aiosqlite.Connection, config: SendConfig, stop: asyncio.Event, *,
-    holder: str | None = None,
+    holder: Holder | None = None, clock: Clock = SYSTEM_CLOCK,
 ) -> list[SendOutcome]:
-    """One round: send every campaign due now that no other process is sending."""
+    """One round: send every campaign due now that no other live process is sending."""
     holder = holder or new_holder()
     outcomes = []
     for campaign in await store.due_campaigns(conn, utcnow()):
         if stop.is_set():
             break
-        lease = await store.lease_of(conn, lease_name(campaign.id))
-        if lease is not None and lease[0] != holder and lease[1] > time.time():
-            log.debug("campaign %s is being sent by %s", campaign.id, lease[0])
+        lease = await leases.lease_of(conn, lease_name(campaign.id))
+        if not leases.takeable(lease, holder, now_s=clock.time()):
+            log.debug("campaign %s is being sent by %s", campaign.id,
+                      lease.holder if lease else "?")
             continue
         log.info("campaign %s is due: sending", campaign.id)
         try:
             outcomes.append(await send_campaign(conn, config, campaign.id, stop=stop,
-                                                on_stop="leave", holder=holder))
+                                                on_stop="leave", holder=holder, clock=clock))
         except CampaignRefused as exc:
             log.info("campaign %s: %s", campaign.id, exc)
         except CampaignInvalid as exc:
             log.error("campaign %s cannot be sent: %s", campaign.id, exc)
-            async with transaction(conn):
+            async with transaction(conn, f"campaign {campaign.id}"):
                 await store.set_status(conn, campaign.id, "paused",
                                        reason=f"paused: cannot send: {exc}",
                                        expected=("scheduled", "sending"))

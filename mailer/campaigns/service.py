@@ -23,6 +23,7 @@ from typing import Any
 import aiosqlite
 
 from mailer import smtp
+from mailer.campaigns.messages import CampaignMessages, SendConfig
 from mailer.campaigns.model import (
     Action,
     Campaign,
@@ -34,17 +35,12 @@ from mailer.campaigns.model import (
     next_status,
     parse_schedule,
 )
-from mailer.campaigns.sender import (
-    CampaignMessages,
-    SendConfig,
-    SendOutcome,
-    SendProgress,
-    send_campaign,
-)
+from mailer.campaigns.sender import SendOutcome, SendProgress, send_campaign
 from mailer.campaigns.templates import CampaignTemplate, TemplateError
 from mailer.store import campaigns as store
 from mailer.store import customers
-from mailer.store.db import transaction, utcnow
+from mailer.store.db import utcnow
+from mailer.store.edge import transaction
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +69,7 @@ async def create_campaign(
         CampaignTemplate.load(templates_dir, template, subject).check()
     except TemplateError as exc:
         raise CampaignInvalid(str(exc)) from exc
-    async with transaction(conn):
+    async with transaction(conn, "creating a campaign"):
         campaign_id = await store.insert_campaign(conn, kind=kind, template=template,
                                                   subject=subject, scheduled_at=scheduled_at)
     campaign = await store.get_campaign(conn, campaign_id)
@@ -127,7 +123,7 @@ async def preview(
     messages = CampaignMessages(campaign, config, date=datetime.now(UTC))
     try:
         message = messages.build(customer_id=customer.id, email=customer.email,
-                                 name=customer.name, company=customer.company)
+                                 name=customer.name, company=customer.company).data
     except TemplateError as exc:
         raise CampaignInvalid(str(exc)) from exc
     return message, customer.preferences.get(campaign.kind, False)
@@ -145,10 +141,10 @@ async def send_test(
     try:
         if customer is not None:
             message = messages.build(customer_id=customer.id, email=address,
-                                     name=customer.name, company=customer.company, test=True)
+                                     name=customer.name, company=customer.company, test=True).data
         else:
             message = messages.build(customer_id=0, email=address, name="Test Recipient",
-                                     company="", test=True)
+                                     company="", test=True).data
     except TemplateError as exc:
         raise CampaignInvalid(str(exc)) from exc
     except ValueError as exc:  # HeaderInjection: not a plain address
@@ -176,7 +172,7 @@ async def _change(
     conn: aiosqlite.Connection, campaign_id: int, action: Action, reason: str,
     *, scheduled_at: str | None = None,
 ) -> Campaign:
-    async with transaction(conn):
+    async with transaction(conn, f"campaign {campaign_id}"):
         campaign = await get(conn, campaign_id)
         target = next_status(campaign, action)
         moved = await store.set_status(conn, campaign_id, target, reason=reason,

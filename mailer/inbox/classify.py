@@ -4,6 +4,10 @@ This module owns the verdict for one message: a REQUEST to honour, ordinary mail
 alone (NOT_REQUEST), or AUTOMATED mail (auto-replies, delivery reports, our own messages) that
 is never a request and is never answered, so that two machines cannot answer each other in a
 loop (RFC 3834). It works on a parsed `Headers` value and does no I/O.
+
+`may_be_report` is the header-stage filter for delivery reports and complaints: only its
+candidates have their bodies fetched and read by `mailer.inbox.reports`; ordinary mail is left
+unread.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import unicodedata
 
 from mailer.inbox.headers import Headers
 
-__all__ = ["Verdict", "classify", "is_request_subject", "normalise_subject"]
+__all__ = ["Verdict", "classify", "is_request_subject", "may_be_report", "normalise_subject"]
 
 
 class Verdict(enum.Enum):
@@ -115,3 +119,31 @@ def classify(
     if is_request_subject(headers.subject, configured_subject):
         return Verdict.REQUEST
     return Verdict.NOT_REQUEST
+
+
+# The local parts delivery reports come from (RFC 5321 §4.5.5 asks for a null reverse-path;
+# the From is conventionally one of these).
+_REPORT_SENDERS = frozenset({"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon"})
+_REPORT_SUBJECT = re.compile(
+    r"undeliver|undelivered mail|delivery (?:status )?notification|delivery (?:has )?failed|"
+    r"delivery failure|failure notice|returned mail|mail delivery (?:failed|system)|"
+    r"could not be delivered|nondeliverable|non-delivery|abuse report|complaint",
+    re.IGNORECASE)
+_NULL_RETURN_PATH = re.compile(rb"^return-path:[ \t]*<[ \t]*>", re.IGNORECASE | re.MULTILINE)
+_FAILED_RECIPIENTS = re.compile(rb"^x-failed-recipients:", re.IGNORECASE | re.MULTILINE)
+
+
+def may_be_report(headers: Headers, header_block: bytes) -> bool:
+    """Whether the header block says the message may be a delivery report or a complaint.
+
+    Generous on purpose (the body decides, `mailer.inbox.reports`), but ordinary mail from a
+    person, with a Return-Path and none of these marks, is never a candidate.
+    """
+    if headers.content_type == "multipart/report":  # RFC 6522: DSN (RFC 3464), ARF (RFC 5965)
+        return True
+    if _NULL_RETURN_PATH.search(header_block) or _FAILED_RECIPIENTS.search(header_block):
+        return True
+    sender = (headers.from_address or "").partition("@")[0].casefold()
+    if sender in _REPORT_SENDERS:
+        return True
+    return bool(_REPORT_SUBJECT.search(headers.subject))

@@ -10,15 +10,26 @@ the caller:
 `decide` goes from the most certain clue to the least and stops at the first level that
 identifies someone: addresses, then names, then companies. A name or company that fits more
 than one customer sends the message to review rather than guess.
+
+Names and companies are read from the From display name, from lines of their own (after a
+lead-in such as "Name:" or "Regards,"), after "company:" / "on behalf of", and inside
+sentences (`mentions`). A key found inside a sentence carries what the text said about it: a
+partial fit ("Mary Jane Smith" for Jane Smith), a mention that does not ask ("Jane Smith told
+me to write"), or one the sentence speaks against ("my colleague Jane Smith still wants
+offers") is a doubt, and `decide` sends a message to review when any key that fits a customer
+at the deciding level is in doubt. A strong doubt (negation, keep, contrast, someone else's
+name, a greeting) outweighs the same key written cleanly elsewhere; a weak one (partial, not
+asked) does not. The rules themselves are in the `mentions` docstring.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from mailer.inbox.body import ParsedMessage
+from mailer.inbox.mentions import Mention, read_mentions
 from mailer.names import normalise_company, normalise_name
 
 __all__ = ["Clues", "Decision", "Lookup", "decide", "extract_clues"]
@@ -40,6 +51,9 @@ class Clues:
     body_addresses: tuple[str, ...]
     name_keys: tuple[str, ...]
     company_keys: tuple[str, ...]
+    # Keys (among the above) that must not opt anyone out, with the reason: see `mentions`.
+    name_doubts: Mapping[str, str] = field(default_factory=dict)
+    company_doubts: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,19 +112,72 @@ def extract_clues(message: ParsedMessage, *, own_addresses: frozenset[str]) -> C
     sender's own text (not our own), and bounded sets of candidate name and company keys."""
     own = {address.lower() for address in own_addresses}
     text = message.own_text[:_MAX_CLUE_CHARS]
-    lines = _lines(text)
+    paragraphs = _lines(text)
+    lines = [line for line in paragraphs if line is not None]
     body_addresses = _unique((a for a in _addresses(text) if a not in own), MAX_BODY_ADDRESSES)
+    name_keys, name_doubts = _keys_and_doubts(
+        _name_keys(message.headers.from_name, lines),
+        read_mentions(paragraphs, "name"),
+        MAX_NAME_KEYS,
+        lambda key: normalise_name(key) == key and len(key.split()) >= 2,
+    )
+    company_keys, company_doubts = _keys_and_doubts(
+        _company_keys(lines), read_mentions(paragraphs, "company"), MAX_COMPANY_KEYS,
+        lambda key: normalise_company(key) == key,
+    )
     return Clues(
         from_address=message.headers.from_address,
         body_addresses=body_addresses,
-        name_keys=_name_keys(message.headers.from_name, lines),
-        company_keys=_company_keys(lines),
+        name_keys=name_keys,
+        company_keys=company_keys,
+        name_doubts=name_doubts,
+        company_doubts=company_doubts,
     )
 
 
-def _lines(text: str) -> list[str]:
-    lines = (line.strip()[:_MAX_LINE_CHARS] for line in text.splitlines())
-    return [line for line in lines if line][:_MAX_LINES]
+def _lines(text: str) -> list[str | None]:
+    """The first non-blank lines, each trimmed and cut short; None where blank lines were."""
+    out: list[str | None] = []
+    taken = 0
+    for raw in text.splitlines():
+        line = raw.strip()[:_MAX_LINE_CHARS]
+        if line:
+            if taken == _MAX_LINES:
+                break
+            out.append(line)
+            taken += 1
+        elif out and out[-1] is not None:
+            out.append(None)
+    return out
+
+
+def _keys_and_doubts(
+    standalone: tuple[str, ...], mentions: Iterable[Mention], limit: int,
+    is_key: Callable[[str], bool],
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The keys to look up (standalone ones first, at most `limit`) and the doubts on them.
+    Only keys in their normal form (`is_key`) are kept: a stored key is always one, so any
+    other could never fit a customer (a sentence reading "0 Mr" is not the name "0").
+
+    Every mention is weighed, not only those of the keys kept, so a doubt written late in a
+    long message still counts against a key found early.
+    """
+    order = dict.fromkeys(standalone)
+    fits = set(standalone)
+    strong: dict[str, str] = {}
+    weak: dict[str, str] = {}
+    for mention in mentions:
+        order.setdefault(mention.key)
+        if mention.doubt is None:
+            fits.add(mention.key)
+        else:
+            (strong if mention.strong else weak).setdefault(mention.key, mention.doubt)
+    keys = tuple(key for key in order if is_key(key))[:limit]
+    doubts = {key: strong[key] for key in keys if key in strong}
+    for key in keys:
+        if key in weak and key not in fits and key not in doubts:
+            doubts[key] = weak[key]
+    return keys, doubts
 
 
 def _addresses(text: str) -> Iterable[str]:
@@ -143,17 +210,10 @@ def _name_keys(from_name: str, lines: list[str]) -> tuple[str, ...]:
         # A display name that is itself an address says nothing about the name.
         if "@" not in from_name:
             yield normalise_name(from_name)
-        cleaned = [_without_lead_in(line) for line in lines]
-        for line in cleaned:
-            key = normalise_name(line)
+        for line in lines:
+            key = normalise_name(_without_lead_in(line))
             if 2 <= len(key.split()) <= 5:
                 yield key
-        for line in cleaned:
-            # Commas separate phrases here rather than mark "Surname, Forename".
-            words = normalise_name(line.replace(",", " ")).split()
-            for size in (2, 3, 4):
-                for start in range(len(words) - size + 1):
-                    yield normalise_name(" ".join(words[start : start + size]))
 
     return _unique((k for k in candidates() if len(k.split()) >= 2), MAX_NAME_KEYS)
 
@@ -184,11 +244,11 @@ def decide(clues: Clues, lookup: Lookup) -> Decision:
         from_matched = clues.from_address is not None and clues.from_address in lookup.by_address
         method = "from_address" if from_matched else "body_address"
         return Decision(customer_ids=tuple(sorted(found)), method=method, review_reason=None)
-    for method, keys, table in (
-        ("name", clues.name_keys, lookup.by_name),
-        ("company", clues.company_keys, lookup.by_company),
+    for method, keys, table, doubts in (
+        ("name", clues.name_keys, lookup.by_name, clues.name_doubts),
+        ("company", clues.company_keys, lookup.by_company, clues.company_doubts),
     ):
-        decision = _decide_by_keys(method, keys, table)
+        decision = _decide_by_keys(method, keys, table, doubts)
         if decision is not None:
             return decision
     return Decision(
@@ -199,9 +259,13 @@ def decide(clues: Clues, lookup: Lookup) -> Decision:
 
 
 def _decide_by_keys(
-    method: str, keys: tuple[str, ...], table: Mapping[str, tuple[int, ...]]
+    method: str,
+    keys: tuple[str, ...],
+    table: Mapping[str, tuple[int, ...]],
+    doubts: Mapping[str, str],
 ) -> Decision | None:
-    """Honour every key that fits exactly one customer, unless some key fits several.
+    """Honour every key that fits exactly one customer, unless some key fits several or is
+    in doubt.
 
     A key inside a longer key that also matched is set aside: in "Mary Jane Smith" the
     customer is Mary Jane Smith, not a different customer called Jane Smith.
@@ -211,6 +275,11 @@ def _decide_by_keys(
         return None
     kept = [key for key in dict.fromkeys(keys) if key in matched]
     kept = [key for key in kept if not any(_within(key, other) for other in kept)]
+    for key in kept:
+        if key in doubts:
+            return Decision(
+                customer_ids=(), method=method, review_reason=f"{method} '{key}' {doubts[key]}"
+            )
     for key in kept:
         if len(matched[key]) > 1:
             return Decision(

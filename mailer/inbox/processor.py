@@ -10,6 +10,14 @@ New UIDs are taken in batches of `fetch_batch`; for each batch:
 At the end of the pass: a few large UID MOVEs per destination (Processed, Review), each
 followed by marking those rows moved.
 
+Delivery reports and complaints (issue 10) go through the same pass: a message that is not a
+request but that the header stage says may be a report (`classify.may_be_report`) has its body
+fetched with the requests', is read by `reports.read_report`, and is recorded by
+`deliverability.apply_report_in` in the batch's transaction; a report tied to a message of
+ours gets a `report_moves` row there and is moved to `[bounces] folder` with the rest, so the
+same ordering (commit, then move) holds. A report not tied to us changes nobody, stays where
+it is and is never answered; neither is anything that is not a report.
+
 Ordering makes it crash-safe: the decisions commit before the moves, and each `inbound` row
 remembers its destination, so a pass first finishes any move an earlier crash left undone and
 a request is never decided twice (its Message-ID is the idempotency key). Ordinary mail is only
@@ -27,15 +35,18 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from mailer import optout
+from mailer import deliverability, optout
+from mailer.deliverability import Applied
 from mailer.inbox.body import MalformedMessage, parse_message
-from mailer.inbox.classify import Verdict, classify
+from mailer.inbox.classify import Verdict, classify, may_be_report
 from mailer.inbox.headers import Headers, parse_headers
 from mailer.inbox.imap import ImapClient
 from mailer.inbox.imap_wire import FetchedHeader
 from mailer.inbox.match import Clues, Lookup, decide, extract_clues
+from mailer.inbox.reports import Report, read_report
 from mailer.inbox.rules import InboxRules as InboxRules  # re-exported: callers built on it
 from mailer.store import customers as customer_store
+from mailer.store import deliverability as report_store
 from mailer.store import inbox as inbox_store
 from mailer.store.db import transaction
 
@@ -53,6 +64,9 @@ class PassReport:
     ignored: int = 0
     failed: int = 0
     confirmations: int = 0
+    reports: int = 0     # reports and complaints read for the first time, tied or not
+    bounces: int = 0     # of those, bounces tied to a message of ours
+    complaints: int = 0  # of those, complaints tied to a message of ours
 
     def as_json(self) -> dict[str, int]:
         return {
@@ -62,12 +76,24 @@ class PassReport:
             "review": self.review,
             "ignored": self.ignored,
             "failed": self.failed,
+            "reports": self.reports,
+            "bounces": self.bounces,
+            "complaints": self.complaints,
         }
+
+    def add(self, other: PassReport) -> None:
+        """Sum another mailbox's pass into this one (`[bounces.imap]`)."""
+        for name in ("seen", "requests", "unsubscribed", "review", "ignored", "failed",
+                     "confirmations", "reports", "bounces", "complaints"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 async def prepare_folders(client: ImapClient, rules: InboxRules) -> None:
-    await client.ensure_folder(rules.processed_folder)
-    await client.ensure_folder(rules.review_folder)
+    if rules.requests:
+        await client.ensure_folder(rules.processed_folder)
+        await client.ensure_folder(rules.review_folder)
+    if rules.reports is not None:
+        await client.ensure_folder(rules.reports.folder)
 
 
 async def run_pass(
@@ -76,14 +102,16 @@ async def run_pass(
     """Process every message that arrived since the last pass; return what happened."""
     report = PassReport()
     uidvalidity = await client.select(rules.folder)
-    state = await inbox_store.mailbox_state(conn, rules.folder)
+    state = await inbox_store.mailbox_state(conn, rules.state_key)
     last_uid = 0
     if state is not None and state.uidvalidity == uidvalidity:
         last_uid = state.last_uid
     elif state is not None:
         log.warning("folder %s: UIDVALIDITY changed %s -> %s; rescanning",
                     rules.folder, state.uidvalidity, uidvalidity)
-        await inbox_store.forget_stale_moves(conn, rules.folder, uidvalidity)
+        async with transaction(conn):
+            await inbox_store.forget_stale_moves(conn, rules.state_key, uidvalidity)
+            await report_store.forget_stale_report_moves(conn, rules.state_key, uidvalidity)
 
     await _finish_moves(client, conn, rules, uidvalidity)
 
@@ -95,7 +123,7 @@ async def run_pass(
     # rewrite the folder's index, so one per batch would cost more than all else together.
     await _finish_moves(client, conn, rules, uidvalidity)
     if report.seen or report.failed:
-        log.info("pass over %s: %s", rules.folder, report.as_json())
+        log.info("pass over %s: %s", rules.state_key, report.as_json())
     return report
 
 
@@ -138,17 +166,22 @@ async def _process_batch(
     the batch; a crash after it is finished by the next pass's moves, deciding nothing again.
     """
     requests: list[tuple[FetchedHeader, Headers]] = []
+    candidates: list[FetchedHeader] = []
     for item in await client.fetch_headers(batch, batch=rules.fetch_batch):
         report.seen += 1
         headers = parse_headers(item.header)
         verdict = classify(headers, configured_subject=rules.subject,
                            own_addresses=rules.own_addresses)
-        if verdict is Verdict.REQUEST:
+        if verdict is Verdict.REQUEST and rules.requests:
             report.requests += 1
             requests.append((item, headers))
+        elif (rules.reports is not None and item.size <= rules.max_message_bytes
+              and may_be_report(headers, item.header)):
+            candidates.append(item)
         else:
             report.ignored += 1
     wanted = [item.uid for item, _ in requests if item.size <= rules.max_message_bytes]
+    wanted += [item.uid for item in candidates]
     bodies = await client.fetch_messages(wanted, batch=rules.fetch_batch) if wanted else {}
 
     examined: list[Examined] = []
@@ -161,20 +194,70 @@ async def _process_batch(
         raw = bodies.get(item.uid)
         if raw is not None:  # None: expunged by another client between the two fetches
             examined.append(examine(item.uid, headers, raw, rules))
+    reports = _read_reports(candidates, bodies, rules)
+    report.ignored += len(candidates) - len(reports)
 
     outcomes: list[Outcome] = []
+    applied: list[tuple[int, Applied]] = []
     async with transaction(conn):
         if examined:
             known = await inbox_store.existing_keys(conn, [e.key for e in examined])
             outcomes = plan(examined, known, await _lookup(conn, examined), rules)
             await _apply(conn, rules, uidvalidity, outcomes, report)
-        await _advance(conn, rules.folder, uidvalidity, max(batch))
+        if reports and rules.reports is not None:
+            applied = await _apply_reports(conn, rules, uidvalidity, reports)
+        await _advance(conn, rules.state_key, uidvalidity, max(batch))
     report.failed += sum(e.failed for e in examined)
     for outcome in outcomes:
         # A review reason can quote a name or an address: ids only at INFO.
         shown = outcome.detail if outcome.kind != "review" else "see the review queue"
         log.info("uid %s: %s: %s", outcome.uid, outcome.kind, shown)
         log.debug("uid %s: %s", outcome.uid, outcome.detail)
+    for _, result in applied:
+        deliverability.log_applied(result)
+        if not result.tied:
+            report.ignored += 1  # not ours: left where it is, like any other mail
+        if result.duplicate:
+            continue
+        report.reports += 1
+        if result.tied and result.kind == "complaint":
+            report.complaints += 1
+        elif result.tied:
+            report.bounces += 1
+
+
+def _read_reports(
+    candidates: Sequence[FetchedHeader], bodies: dict[int, bytes], rules: InboxRules
+) -> list[tuple[int, Report]]:
+    """The candidates that are reports, read (`read_report` never raises)."""
+    if rules.reports is None:
+        return []
+    found: list[tuple[int, Report]] = []
+    for item in candidates:
+        raw = bodies.get(item.uid)
+        if raw is None:  # expunged meanwhile
+            continue
+        read = read_report(raw, rules.reports.verifier)
+        if read is not None:
+            found.append((item.uid, read))
+    return found
+
+
+async def _apply_reports(
+    conn: aiosqlite.Connection, rules: InboxRules, uidvalidity: int,
+    reports: Sequence[tuple[int, Report]],
+) -> list[tuple[int, Applied]]:
+    """Record a batch's reports in the caller's transaction; remember the tied ones (also a
+    report seen before: a second copy, or one a crash left in the folder) to be moved."""
+    assert rules.reports is not None
+    applied: list[tuple[int, Applied]] = []
+    for uid, read in reports:
+        applied.append((uid, await deliverability.apply_report_in(
+            conn, read, rules.reports.bounces)))
+    await report_store.add_report_moves(conn, rules.state_key, uidvalidity, [
+        report_store.ReportMove(uid, result.report_id, rules.reports.folder)
+        for uid, result in applied if result.tied])
+    return applied
 
 
 def examine(uid: int, headers: Headers, raw: bytes, rules: InboxRules) -> Examined:
@@ -261,7 +344,7 @@ async def _apply(
         rules.categories, source="email", confirmation_interval_h=rules.confirmation_interval_h)
     report.unsubscribed += result.honoured
     report.confirmations += result.confirmations
-    await inbox_store.record_inbound_many(conn, rules.folder, uidvalidity, [
+    await inbox_store.record_inbound_many(conn, rules.state_key, uidvalidity, [
         inbox_store.InboundRow(
             message_key=o.key if o.kind != "duplicate" else f"{o.key}#dup:{uidvalidity}:{o.uid}",
             message_id=o.headers.message_id or "", uid=o.uid, outcome=o.kind,
@@ -284,17 +367,22 @@ _MOVE_CHUNK = 1000
 async def _finish_moves(
     client: ImapClient, conn: aiosqlite.Connection, rules: InboxRules, uidvalidity: int
 ) -> None:
-    """Move every decided request still in the folder to its destination, then mark it."""
-    pending = await inbox_store.unmoved(conn, rules.folder, uidvalidity)
-    for folder in sorted({item.destination for item in pending}):
-        uids = [item.uid for item in pending if item.destination == folder]
+    """Move every decided request and tied report still in the folder to its destination,
+    then mark it."""
+    pending = [(item.uid, item.destination)
+               for item in await inbox_store.unmoved(conn, rules.state_key, uidvalidity)]
+    reports = {(m.uid, m.destination)
+               for m in await report_store.unmoved_reports(conn, rules.state_key, uidvalidity)}
+    for folder in sorted({destination for _, destination in [*pending, *reports]}):
+        uids = sorted({uid for uid, destination in [*pending, *reports] if destination == folder})
         for start in range(0, len(uids), _MOVE_CHUNK):
             chunk = uids[start : start + _MOVE_CHUNK]
             # UID MOVE of UIDs already gone is a no-op (RFC 3501 §6.4.8), so a crash between
             # the move and the mark below is harmless.
             await client.move_many(chunk, folder)
             async with transaction(conn):
-                await inbox_store.mark_moved_uids(conn, rules.folder, uidvalidity, chunk)
+                await inbox_store.mark_moved_uids(conn, rules.state_key, uidvalidity, chunk)
+                await report_store.mark_reports_moved(conn, rules.state_key, uidvalidity, chunk)
         log.debug("moved %d message(s) to %s", len(uids), folder)
 
 

@@ -11,6 +11,7 @@ even if the IMAP server cannot be reached at that moment.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import aiosqlite
 
@@ -26,28 +27,38 @@ log = logging.getLogger(__name__)
 
 
 async def resolve(
-    conn: aiosqlite.Connection, rules: InboxRules, item_id: int, customer_email: str
+    conn: aiosqlite.Connection, rules: InboxRules, item_id: int,
+    customer_email: str | Sequence[str], *, actor: str = "",
 ) -> inbox_store.ReviewItem:
-    """Opt the named customer out for this request; return the item (for `file_settled`)."""
+    """Opt the named customer (or customers) out for this request; return the item (for
+    `file_settled`). `actor` names the person, for the consent history."""
+    emails = [customer_email] if isinstance(customer_email, str) else list(customer_email)
     async with transaction(conn):
         item = await inbox_store.review_item(conn, item_id)
         if item is None:
             raise NotFound(f"review item {item_id} does not exist")
         if item.status != "open":
             raise Refused(f"review item {item_id} is already {item.status}")
-        customer = await customer_store.get_by_email(conn, customer_email)
-        if customer is None:
-            raise NotFound(f"no customer with email {customer_email}")
+        ids: list[int] = []
+        for address in emails:
+            customer = await customer_store.get_by_email(conn, address)
+            if customer is None:
+                raise NotFound(f"no customer with email {address}")
+            ids.append(customer.id)
+        if not ids:
+            raise NotFound(f"review item {item_id}: no customer named")
+        ids = sorted(set(ids))
         await optout.opt_out(
             conn,
-            [optout.Refusal(customer_ids=(customer.id,), reference=item.message_id,
+            [optout.Refusal(customer_ids=tuple(ids), reference=item.message_id,
                             thread=optout.Thread(subject=item.subject,
                                                  message_id=item.message_id))],
-            rules.categories, source="email",
+            rules.categories, source="email", actor=actor,
             confirmation_interval_h=rules.confirmation_interval_h)
         await inbox_store.settle_review(
-            conn, item_id, status="resolved", settlement=f"customer {customer.id}")
-    log.info("review item %s resolved: customer %s", item_id, customer.id)
+            conn, item_id, status="resolved",
+            settlement=", ".join(f"customer {i}" for i in ids))
+    log.info("review item %s resolved: customers %s", item_id, ids)
     return item
 
 

@@ -8,6 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailer.settings import BouncesSettings
+from mailer.verp import Verifier
+
+
+@dataclass(frozen=True)
+class ReportRules:
+    """Reading delivery reports and complaints (issue 10): whose tags are ours, what they do,
+    and where a report tied to one of our messages is moved."""
+
+    verifier: Verifier
+    bounces: BouncesSettings
+
+    @property
+    def folder(self) -> str:
+        return self.bounces.folder
+
 
 @dataclass(frozen=True)
 class InboxRules:
@@ -20,3 +36,15 @@ class InboxRules:
     max_message_bytes: int
     fetch_batch: int
     confirmation_interval_h: float
+    # None: reports are not read (no `[bounces] address`); they stay in the folder untouched.
+    reports: ReportRules | None = None
+    # False for the `[bounces.imap]` mailbox: only reports are read there, never requests.
+    requests: bool = True
+    # Names this mailbox in the database when it is not the `[imap]` one (`[bounces.imap]`
+    # may watch a folder of the same name on another account).
+    account: str = ""
+
+    @property
+    def state_key(self) -> str:
+        """The folder as the database knows it (mailbox state, decided moves)."""
+        return f"{self.account}:{self.folder}" if self.account else self.folder

@@ -20,9 +20,10 @@ import aiosqlite
 
 from mailer.inbox.imap import ImapClient, ImapConfig
 from mailer.inbox.processor import PassReport, prepare_folders, run_pass
-from mailer.inbox.rules import InboxRules
-from mailer.settings import Settings
+from mailer.inbox.rules import InboxRules, ReportRules
+from mailer.settings import ImapSettings, Settings
 from mailer.supervise import Part, supervise
+from mailer.verp import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,15 @@ class WatchTiming:
 
 
 def imap_config(settings: Settings) -> ImapConfig:
-    s = settings.imap
+    return _config(settings.imap)
+
+
+def bounces_imap_config(settings: Settings) -> ImapConfig | None:
+    """The `[bounces.imap]` mailbox, or None when reports arrive in `[imap]`'s."""
+    return _config(settings.bounces.imap) if settings.bounces.imap is not None else None
+
+
+def _config(s: ImapSettings) -> ImapConfig:
     return ImapConfig(host=s.host, port=s.port, security=s.security, username=s.username,
                       password=s.password, ca_file=str(s.ca_file) if s.ca_file else None,
                       timeout_s=s.timeout_s)
@@ -50,7 +59,40 @@ def inbox_rules(settings: Settings) -> InboxRules:
         max_message_bytes=settings.imap.max_message_bytes,
         fetch_batch=settings.imap.fetch_batch,
         confirmation_interval_h=settings.unsubscribe.confirmation_interval_h,
+        # Reports are read where they arrive: here, unless `[bounces.imap]` is their mailbox.
+        reports=report_rules(settings) if settings.bounces.imap is None else None,
     )
+
+
+def report_rules(settings: Settings) -> ReportRules:
+    return ReportRules(
+        verifier=Verifier(bounce_address=settings.bounces.address,
+                          secret=settings.campaigns.secret),
+        bounces=settings.bounces)
+
+
+def bounces_rules(settings: Settings) -> InboxRules | None:
+    """The pass over the `[bounces.imap]` mailbox: reports only, never requests."""
+    mailbox = settings.bounces.imap
+    if mailbox is None:
+        return None
+    return InboxRules(
+        folder=mailbox.folder, processed_folder=mailbox.processed_folder,
+        review_folder=mailbox.review_folder, subject=settings.unsubscribe.subject,
+        categories=settings.unsubscribe.categories, own_addresses=settings.own_addresses,
+        max_message_bytes=mailbox.max_message_bytes, fetch_batch=mailbox.fetch_batch,
+        confirmation_interval_h=settings.unsubscribe.confirmation_interval_h,
+        reports=report_rules(settings), requests=False, account="bounces")
+
+
+async def process_settings_once(conn: aiosqlite.Connection, settings: Settings) -> PassReport:
+    """`mailer inbox process`: one pass over `[imap]`, and over `[bounces.imap]` if set."""
+    report = await process_once(conn, imap_config(settings), inbox_rules(settings))
+    bounces = bounces_rules(settings)
+    config = bounces_imap_config(settings)
+    if bounces is not None and config is not None:
+        report.add(await process_once(conn, config, bounces))
+    return report
 
 
 async def process_once(

@@ -1,29 +1,28 @@
-"""Campaign SQL: the campaigns table, the per-recipient ledger and the sending leases.
+"""Campaign SQL: the campaigns table and the per-recipient ledger's rows, and the records
+they are read into.
 
 The ledger (`campaign_recipients`) is the truth about who has been mailed. A row moves
 pending -> sending -> sent | failed | skipped: `claim_batch` marks a batch 'sending' before
-any of it goes out, `record_results` marks each row after its SMTP transaction ended, and
-`requeue_in_flight` returns 'sending' rows to pending, which only the lease holder may do.
+any of it goes out, `store.ledger` settles each row after its SMTP transaction ended (with
+the Message-ID it went out with), and `requeue_in_flight` returns 'sending' rows to pending,
+which only the holder of the campaign's lease (`store.leases`) may do.
 
-Leases (`leases`) make sure only one process sends a campaign: a row per name with a holder
-and an expiry (unix seconds), taken with one conditional upsert inside BEGIN IMMEDIATE, so two
-processes can never both see it free.
-
-Two access paths: the async functions take an aiosqlite connection (the caller owns the
-transaction where one is needed); `read_recipient` takes a plain `sqlite3` connection, for the
-sender's consent check, a primary-key read done synchronously just before each SMTP send.
+The records (`Campaign`, `Counts`, `Recipient`, `RecipientResult`) live here, below the
+campaigns package that decides about them, so the store imports nothing above itself. The
+async functions take an aiosqlite connection (the caller owns the transaction where one is
+needed) and raise StoreError, never a sqlite3 exception.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiosqlite
 
-from mailer.campaigns.model import KINDS, Campaign, Counts
+from mailer.categories import CATEGORIES
 from mailer.store.db import utcnow
+from mailer.store.edge import translated
 
 _COLUMNS = (
     "id, kind, template, subject, status, scheduled_at, created_at, started_at, finished_at, "
@@ -32,13 +31,45 @@ _COLUMNS = (
 
 
 @dataclass(frozen=True)
+class Campaign:
+    id: int
+    kind: str
+    template: str
+    subject: str
+    status: str
+    scheduled_at: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    status_reason: str
+    audience_at: str | None
+
+
+@dataclass(frozen=True)
+class Counts:
+    """The ledger in numbers. `pending` includes rows claimed ('sending') but not settled."""
+
+    audience: int = 0
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    pending: int = 0
+
+    @property
+    def attempted(self) -> int:
+        return self.sent + self.failed
+
+
+@dataclass(frozen=True)
 class RecipientResult:
-    """How one recipient's send ended: 'sent', 'failed' or 'skipped'."""
+    """How one recipient's send ended: 'sent', 'failed', 'skipped', or back to 'pending'
+    (attempts made by a run that stopped); `message_id` is what it went out with."""
 
     customer_id: int
     status: str
     attempts: int
     reply: str
+    message_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,9 +93,9 @@ def _campaign(row: aiosqlite.Row) -> Campaign:
     )
 
 
-def _kind_column(kind: str) -> str:
-    # The kind names a column of customers; never interpolate anything else.
-    if kind not in KINDS:
+def kind_column(kind: str) -> str:
+    """The customers column of a campaign kind; never interpolate anything else."""
+    if kind not in CATEGORIES:
         raise ValueError(f"unknown campaign kind {kind!r}")
     return kind
 
@@ -72,6 +103,7 @@ def _kind_column(kind: str) -> str:
 # --- campaigns ------------------------------------------------------------------------------
 
 
+@translated("campaign store: insert campaign")
 async def insert_campaign(
     conn: aiosqlite.Connection, *, kind: str, template: str, subject: str,
     scheduled_at: str | None,
@@ -80,13 +112,14 @@ async def insert_campaign(
     async with conn.execute(
         "INSERT INTO campaigns (kind, template, subject, status, scheduled_at, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-        (_kind_column(kind), template, subject, status, scheduled_at, utcnow()),
+        (kind_column(kind), template, subject, status, scheduled_at, utcnow()),
     ) as cur:
         row = await cur.fetchone()
     assert row is not None
     return int(row[0])
 
 
+@translated("campaign store: get campaign")
 async def get_campaign(conn: aiosqlite.Connection, campaign_id: int) -> Campaign | None:
     async with conn.execute(
         f"SELECT {_COLUMNS} FROM campaigns WHERE id = ?", (campaign_id,)
@@ -95,11 +128,13 @@ async def get_campaign(conn: aiosqlite.Connection, campaign_id: int) -> Campaign
     return _campaign(row) if row else None
 
 
+@translated("campaign store: list campaigns")
 async def list_campaigns(conn: aiosqlite.Connection) -> list[Campaign]:
     async with conn.execute(f"SELECT {_COLUMNS} FROM campaigns ORDER BY id") as cur:
         return [_campaign(r) for r in await cur.fetchall()]
 
 
+@translated("campaign store: due campaigns")
 async def due_campaigns(conn: aiosqlite.Connection, now: str) -> list[Campaign]:
     """Scheduled campaigns whose time has come, and campaigns left 'sending' (by a stopped or
     crashed process; whether they are free to take is the lease's business)."""
@@ -111,6 +146,7 @@ async def due_campaigns(conn: aiosqlite.Connection, now: str) -> list[Campaign]:
         return [_campaign(r) for r in await cur.fetchall()]
 
 
+@translated("campaign store: set status")
 async def set_status(
     conn: aiosqlite.Connection, campaign_id: int, status: str, *, reason: str,
     expected: Sequence[str], scheduled_at: str | None = None, finished: bool = False,
@@ -130,6 +166,7 @@ async def set_status(
     return changed
 
 
+@translated("campaign store: mark started")
 async def mark_started(conn: aiosqlite.Connection, campaign_id: int) -> None:
     await conn.execute(
         "UPDATE campaigns SET status = 'sending', status_reason = '', "
@@ -141,6 +178,7 @@ async def mark_started(conn: aiosqlite.Connection, campaign_id: int) -> None:
 # --- the ledger -----------------------------------------------------------------------------
 
 
+@translated("campaign store: snapshot audience")
 async def snapshot_audience(conn: aiosqlite.Connection, campaign: Campaign) -> int:
     """Write one pending row per customer opted in to the campaign's kind, once per campaign.
 
@@ -150,7 +188,7 @@ async def snapshot_audience(conn: aiosqlite.Connection, campaign: Campaign) -> i
     if campaign.audience_at is not None:
         return 0
     now = utcnow()
-    column = _kind_column(campaign.kind)
+    column = kind_column(campaign.kind)
     cur = await conn.execute(
         "INSERT OR IGNORE INTO campaign_recipients (campaign_id, customer_id, status, "
         f"updated_at) SELECT ?, id, 'pending', ? FROM customers WHERE {column} = 1 ORDER BY id",
@@ -162,6 +200,7 @@ async def snapshot_audience(conn: aiosqlite.Connection, campaign: Campaign) -> i
     return added
 
 
+@translated("campaign store: counts")
 async def counts(conn: aiosqlite.Connection, campaign_id: int) -> Counts:
     async with conn.execute(
         "SELECT status, count(*) FROM campaign_recipients WHERE campaign_id = ? GROUP BY status",
@@ -177,14 +216,16 @@ async def counts(conn: aiosqlite.Connection, campaign_id: int) -> Counts:
     )
 
 
+@translated("campaign store: opted in count")
 async def opted_in_count(conn: aiosqlite.Connection, kind: str) -> int:
     async with conn.execute(
-        f"SELECT count(*) FROM customers WHERE {_kind_column(kind)} = 1"
+        f"SELECT count(*) FROM customers WHERE {kind_column(kind)} = 1"
     ) as cur:
         row = await cur.fetchone()
     return int(row[0]) if row else 0
 
 
+@translated("campaign store: claim batch")
 async def claim_batch(conn: aiosqlite.Connection, campaign_id: int, limit: int) -> list[int]:
     """Mark up to `limit` pending rows 'sending' (lowest customer id first); their ids.
 
@@ -201,56 +242,7 @@ async def claim_batch(conn: aiosqlite.Connection, campaign_id: int, limit: int) 
     return sorted(int(r[0]) for r in rows)
 
 
-# SQLite allows 32766 parameters per statement; four per result, and some headroom.
-_RESULTS_PER_STATEMENT = 1000
-
-
-def _results_statements(
-    campaign_id: int, results: Sequence[RecipientResult]
-) -> list[tuple[str, tuple[object, ...]]]:
-    now = utcnow()
-    statements = []
-    for start in range(0, len(results), _RESULTS_PER_STATEMENT):
-        chunk = results[start : start + _RESULTS_PER_STATEMENT]
-        values = ",".join("(?, ?, ?, ?)" for _ in chunk)
-        parameters: list[object] = []
-        for r in chunk:
-            parameters += (r.customer_id, r.status, r.attempts, r.reply)
-        statements.append((
-            f"WITH r (customer_id, status, attempts, reply) AS (VALUES {values}) "
-            "UPDATE campaign_recipients SET status = r.status, "
-            "attempts = campaign_recipients.attempts + r.attempts, last_reply = r.reply, "
-            "updated_at = ? FROM r WHERE campaign_recipients.campaign_id = ? "
-            "AND campaign_recipients.customer_id = r.customer_id "
-            "AND campaign_recipients.status = 'sending'",
-            (*parameters, now, campaign_id),
-        ))
-    return statements
-
-
-async def record_results(
-    conn: aiosqlite.Connection, campaign_id: int, results: Sequence[RecipientResult]
-) -> None:
-    """Settle claimed rows ('sent', 'failed', 'skipped', or back to 'pending').
-
-    One UPDATE ... FROM (VALUES ...) statement per thousand results: each is atomic on its
-    own (an implicit transaction outside an explicit one) and costs one round trip to the
-    database thread.
-    """
-    for sql, parameters in _results_statements(campaign_id, results):
-        await conn.execute_fetchall(sql, parameters)
-
-
-def record_results_now(
-    conn: sqlite3.Connection, campaign_id: int, results: Sequence[RecipientResult]
-) -> None:
-    """`record_results` on a plain sqlite3 connection, for the sender's fast path; raises
-    sqlite3.OperationalError (SQLITE_BUSY) at once if another writer holds the lock and the
-    connection's busy timeout is 0."""
-    for sql, parameters in _results_statements(campaign_id, results):
-        conn.execute(sql, parameters).fetchall()
-
-
+@translated("campaign store: requeue in flight")
 async def requeue_in_flight(conn: aiosqlite.Connection, campaign_id: int) -> int:
     """Return every 'sending' row to pending; only the lease holder may call this."""
     cur = await conn.execute(
@@ -263,6 +255,7 @@ async def requeue_in_flight(conn: aiosqlite.Connection, campaign_id: int) -> int
     return count
 
 
+@translated("campaign store: unsettled")
 async def unsettled(conn: aiosqlite.Connection, campaign_id: int) -> int:
     async with conn.execute(
         "SELECT count(*) FROM campaign_recipients WHERE campaign_id = ? "
@@ -271,77 +264,3 @@ async def unsettled(conn: aiosqlite.Connection, campaign_id: int) -> int:
     ) as cur:
         row = await cur.fetchone()
     return int(row[0]) if row else 0
-
-
-def read_recipient(
-    conn: sqlite3.Connection, campaign_id: int, kind: str, customer_id: int
-) -> Recipient | None:
-    """The customer as of now, with their consent to `kind` and the campaign's status.
-
-    Two primary-key lookups in one statement, a few microseconds: the consent check made
-    just before each message goes out. fetchall() runs the statement to completion, so no
-    read transaction stays open and the next call sees every commit made since.
-    """
-    rows = conn.execute(
-        f"SELECT c.email, c.name, c.company, c.{_kind_column(kind)}, p.status "
-        "FROM customers c, campaigns p WHERE c.id = ? AND p.id = ?",
-        (customer_id, campaign_id),
-    ).fetchall()
-    if not rows:
-        return None
-    email, name, company, opted_in, status = rows[0]
-    return Recipient(customer_id=customer_id, email=email, name=name, company=company,
-                     opted_in=bool(opted_in), campaign_status=status)
-
-
-# --- leases ---------------------------------------------------------------------------------
-
-
-async def acquire_lease(
-    conn: aiosqlite.Connection, name: str, holder: str, *, now_s: float, ttl_s: float
-) -> bool:
-    """Take the lease if it is free, expired or already ours; run inside BEGIN IMMEDIATE."""
-    await conn.execute(
-        "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
-        "expires_at = excluded.expires_at "
-        "WHERE leases.expires_at <= ? OR leases.holder = excluded.holder",
-        (name, holder, now_s + ttl_s, now_s),
-    )
-    async with conn.execute("SELECT holder FROM leases WHERE name = ?", (name,)) as cur:
-        row = await cur.fetchone()
-    return row is not None and row[0] == holder
-
-
-async def renew_lease(
-    conn: aiosqlite.Connection, name: str, holder: str, *, now_s: float, ttl_s: float
-) -> bool:
-    """Extend our lease; False if someone else holds it now (ours expired and was taken)."""
-    cur = await conn.execute(
-        "UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?",
-        (now_s + ttl_s, name, holder),
-    )
-    renewed = cur.rowcount == 1
-    await cur.close()
-    return renewed
-
-
-async def holds_lease(conn: aiosqlite.Connection, name: str, holder: str) -> bool:
-    """True if `holder` still holds the lease: not taken over, even if it has just expired
-    (taking it over is the only way another process can act on it)."""
-    async with conn.execute(
-        "SELECT 1 FROM leases WHERE name = ? AND holder = ?", (name, holder)
-    ) as cur:
-        return await cur.fetchone() is not None
-
-
-async def release_lease(conn: aiosqlite.Connection, name: str, holder: str) -> None:
-    await conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
-
-
-async def lease_of(conn: aiosqlite.Connection, name: str) -> tuple[str, float] | None:
-    async with conn.execute(
-        "SELECT holder, expires_at FROM leases WHERE name = ?", (name,)
-    ) as cur:
-        row = await cur.fetchone()
-    return (str(row[0]), float(row[1])) if row else None

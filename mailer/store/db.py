@@ -269,6 +269,143 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (host, pid)
     );
     """,
+    # 6: a lease records its holder's host and pid, so a holder that died on this host is
+    # taken over at once (each recipient's Message-ID is kept in campaign_recipients.message_id,
+    # added by migration 4).
+    """
+    ALTER TABLE leases ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE leases ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 7: report messages waiting to be moved to [bounces] folder
+    """
+    -- One row per report message (folder, UIDVALIDITY, UID) tied to a message of ours: written
+    -- in the transaction that records the report, so the move that follows survives a crash;
+    -- a second copy of the same report gets its own row and is moved too.
+    CREATE TABLE report_moves (
+        folder      TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uid         INTEGER NOT NULL,
+        report_id   INTEGER NOT NULL REFERENCES delivery_reports (id),
+        destination TEXT NOT NULL,
+        moved       INTEGER NOT NULL DEFAULT 0 CHECK (moved IN (0, 1)),
+        PRIMARY KEY (folder, uidvalidity, uid)
+    );
+    CREATE INDEX report_moves_unmoved ON report_moves (folder, moved) WHERE moved = 0;
+    """,
+    # 8: the console: accounts, sessions, login throttling, an audit trail;
+    # a full-text index for customer search; daily roll-ups the overview's charts read, kept
+    # by triggers so a chart over 90 days never scans millions of rows.
+    """
+    CREATE TABLE console_users (
+        id            INTEGER PRIMARY KEY,
+        name          TEXT NOT NULL UNIQUE,
+        role          TEXT NOT NULL CHECK (role IN ('admin', 'marketing', 'reviewer')),
+        password_hash TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL
+    );
+    -- The cookie holds a random token; only its SHA-256 is stored (a stolen database does not
+    -- give working sessions).
+    CREATE TABLE console_sessions (
+        token_hash  TEXT PRIMARY KEY,
+        user_id     INTEGER NOT NULL REFERENCES console_users (id) ON DELETE CASCADE,
+        csrf        TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        last_seen   REAL NOT NULL
+    );
+    CREATE INDEX console_sessions_user ON console_sessions (user_id);
+    CREATE TABLE console_login_failures (
+        key          TEXT PRIMARY KEY,
+        failures     INTEGER NOT NULL,
+        first_at     REAL NOT NULL,
+        locked_until REAL NOT NULL DEFAULT 0
+    );
+    CREATE TABLE console_audit (
+        id     INTEGER PRIMARY KEY,
+        at     TEXT NOT NULL,
+        actor  TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL DEFAULT ''
+    );
+
+    CREATE VIRTUAL TABLE customers_search USING fts5 (
+        name, company, email, content = 'customers', content_rowid = 'id',
+        tokenize = "unicode61 remove_diacritics 2"
+    );
+    INSERT INTO customers_search (rowid, name, company, email)
+        SELECT id, name, company, email FROM customers;
+    CREATE TRIGGER customers_search_insert AFTER INSERT ON customers BEGIN
+        INSERT INTO customers_search (rowid, name, company, email)
+        VALUES (new.id, new.name, new.company, new.email);
+    END;
+    CREATE TRIGGER customers_search_delete AFTER DELETE ON customers BEGIN
+        INSERT INTO customers_search (customers_search, rowid, name, company, email)
+        VALUES ('delete', old.id, old.name, old.company, old.email);
+    END;
+    CREATE TRIGGER customers_search_update AFTER UPDATE OF name, company, email ON customers
+    BEGIN
+        INSERT INTO customers_search (customers_search, rowid, name, company, email)
+        VALUES ('delete', old.id, old.name, old.company, old.email);
+        INSERT INTO customers_search (rowid, name, company, email)
+        VALUES (new.id, new.name, new.company, new.email);
+    END;
+
+    CREATE TABLE optouts_daily (
+        day    TEXT NOT NULL,
+        source TEXT NOT NULL,
+        count  INTEGER NOT NULL,
+        PRIMARY KEY (day, source)
+    ) WITHOUT ROWID;
+    INSERT INTO optouts_daily (day, source, count)
+        SELECT substr(at, 1, 10), source, count(*) FROM consent_events
+        WHERE new_value = 0 GROUP BY 1, 2;
+    CREATE TRIGGER optouts_daily_count AFTER INSERT ON consent_events
+    WHEN new.new_value = 0 BEGIN
+        INSERT INTO optouts_daily (day, source, count) VALUES (substr(new.at, 1, 10), new.source, 1)
+        ON CONFLICT (day, source) DO UPDATE SET count = count + 1;
+    END;
+
+    CREATE TABLE sends_daily (
+        day   TEXT PRIMARY KEY,
+        count INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO sends_daily (day, count)
+        SELECT substr(updated_at, 1, 10), count(*) FROM campaign_recipients
+        WHERE status = 'sent' AND updated_at IS NOT NULL GROUP BY 1;
+    CREATE TRIGGER sends_daily_count AFTER UPDATE OF status ON campaign_recipients
+    WHEN new.status = 'sent' AND old.status IS NOT 'sent' BEGIN
+        INSERT INTO sends_daily (day, count)
+        VALUES (substr(coalesce(new.updated_at, strftime('%Y-%m-%dT%H:%M:%S', 'now')), 1, 10), 1)
+        ON CONFLICT (day) DO UPDATE SET count = count + 1;
+    END;
+
+    -- Each campaign's ledger in numbers, kept as rows move, so the overview shows the progress
+    -- of a million-recipient campaign without counting a million rows. (A later migration that
+    -- rebuilds campaign_recipients must create these triggers again.)
+    CREATE TABLE campaign_progress (
+        campaign_id INTEGER NOT NULL,
+        status      TEXT NOT NULL,
+        n           INTEGER NOT NULL,
+        PRIMARY KEY (campaign_id, status)
+    ) WITHOUT ROWID;
+    INSERT INTO campaign_progress (campaign_id, status, n)
+        SELECT campaign_id, status, count(*) FROM campaign_recipients GROUP BY 1, 2;
+    CREATE TRIGGER campaign_progress_insert AFTER INSERT ON campaign_recipients BEGIN
+        INSERT INTO campaign_progress (campaign_id, status, n) VALUES (new.campaign_id,
+            new.status, 1) ON CONFLICT (campaign_id, status) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER campaign_progress_update AFTER UPDATE OF status ON campaign_recipients
+    WHEN new.status IS NOT old.status BEGIN
+        UPDATE campaign_progress SET n = n - 1
+        WHERE campaign_id = old.campaign_id AND status = old.status;
+        INSERT INTO campaign_progress (campaign_id, status, n) VALUES (new.campaign_id,
+            new.status, 1) ON CONFLICT (campaign_id, status) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER campaign_progress_delete AFTER DELETE ON campaign_recipients BEGIN
+        UPDATE campaign_progress SET n = n - 1
+        WHERE campaign_id = old.campaign_id AND status = old.status;
+    END;
+    """,
 )
 
 

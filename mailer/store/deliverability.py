@@ -173,6 +173,53 @@ async def mark_moved(conn: aiosqlite.Connection, report_id: int) -> None:
     await conn.execute("UPDATE delivery_reports SET moved = 1 WHERE id = ?", (report_id,))
 
 
+@dataclass(frozen=True)
+class ReportMove:
+    uid: int
+    report_id: int
+    destination: str
+
+
+async def add_report_moves(
+    conn: aiosqlite.Connection, folder: str, uidvalidity: int, moves: Sequence[ReportMove]
+) -> None:
+    """Remember report messages to move (in the transaction that recorded the reports)."""
+    await conn.executemany(
+        "INSERT INTO report_moves (folder, uidvalidity, uid, report_id, destination) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (folder, uidvalidity, uid) DO NOTHING",
+        [(folder, uidvalidity, m.uid, m.report_id, m.destination) for m in moves])
+
+
+async def unmoved_reports(
+    conn: aiosqlite.Connection, folder: str, uidvalidity: int
+) -> list[ReportMove]:
+    rows = await conn.execute_fetchall(
+        "SELECT uid, report_id, destination FROM report_moves WHERE folder = ? AND moved = 0 "
+        "AND uidvalidity = ? ORDER BY uid", (folder, uidvalidity))
+    return [ReportMove(int(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+
+async def mark_reports_moved(
+    conn: aiosqlite.Connection, folder: str, uidvalidity: int, uids: Sequence[int]
+) -> None:
+    await conn.executemany(
+        "UPDATE delivery_reports SET moved = 1 WHERE id IN (SELECT report_id FROM report_moves "
+        "WHERE folder = ? AND uidvalidity = ? AND uid = ?)",
+        [(folder, uidvalidity, uid) for uid in uids])
+    await conn.executemany(
+        "UPDATE report_moves SET moved = 1 WHERE folder = ? AND uidvalidity = ? AND uid = ?",
+        [(folder, uidvalidity, uid) for uid in uids])
+
+
+async def forget_stale_report_moves(
+    conn: aiosqlite.Connection, folder: str, uidvalidity: int
+) -> None:
+    """Under a new UIDVALIDITY old UIDs mean nothing: the reports are read again, found to be
+    seen before (their key), and moved then."""
+    await conn.execute("UPDATE report_moves SET moved = 1 WHERE folder = ? AND moved = 0 "
+                       "AND uidvalidity != ?", (folder, uidvalidity))
+
+
 async def recent_reports(
     conn: aiosqlite.Connection, since: str, *, limit: int = 1000
 ) -> list[StoredReport]:

@@ -42,6 +42,7 @@ class OutboxItem(NewConfirmation):
 
     id: int
     attempts: int
+    message_id: str = ""  # written at the first claim and kept: a resend reuses it
 
 
 @dataclass(frozen=True)
@@ -126,10 +127,13 @@ async def claim_next(
     now: datetime,
     now_s: float,
     ttl_s: float,
+    message_id: str = "",
 ) -> OutboxItem | None:
     """Claim the oldest due, unclaimed (or expired-claim) pending row for `owner` until
     `now_s + ttl_s`; None when there is none. Run inside BEGIN IMMEDIATE, so the pick and the
-    claim are one step no other process can come between."""
+    claim are one step no other process can come between. `message_id` is recorded with the
+    claim unless the row has one already (a second attempt sends the same message), so a
+    report quoting it is tied to the row before the message can leave."""
     async with conn.execute(
         "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? "
         "AND (claim_host IS NULL OR claim_expires_at <= ?) ORDER BY id LIMIT 1",
@@ -138,15 +142,17 @@ async def claim_next(
         row = await cur.fetchone()
     if row is None:
         return None
+    kept = row["message_id"] or message_id
     await conn.execute(
-        "UPDATE outbox SET claim_host = ?, claim_pid = ?, claim_expires_at = ? WHERE id = ?",
-        (owner.host, owner.pid, now_s + ttl_s, row["id"]),
+        "UPDATE outbox SET claim_host = ?, claim_pid = ?, claim_expires_at = ?, "
+        "message_id = ? WHERE id = ?",
+        (owner.host, owner.pid, now_s + ttl_s, kept or None, row["id"]),
     )
     return OutboxItem(
         id=row["id"], customer_id=row["customer_id"], to_address=row["to_address"],
         to_name=row["to_name"], categories=tuple(c for c in row["categories"].split(",") if c),
         request_subject=row["request_subject"], in_reply_to=row["in_reply_to"],
-        refs=tuple(row["refs"].split()), attempts=row["attempts"],
+        refs=tuple(row["refs"].split()), attempts=row["attempts"], message_id=kept or "",
     )
 
 

@@ -133,6 +133,17 @@ def make_app(
         from mailer.metrics import add_routes
 
         add_routes(app, *ops)
+        honoured = ops[0].requests_honoured
+
+        async def count_opt_outs(request: web.Request, response: web.StreamResponse) -> None:
+            # The outcome names what a request turned off ("one-click off:offers", "saved
+            # off:announcements on:offers"): count the refusals by where they came from.
+            outcome = str(request.get(OUTCOME, ""))
+            if "off:" in outcome:
+                source = "one-click" if outcome.startswith("one-click") else "preference page"
+                honoured.labels(source=source).inc()
+
+        app.on_response_prepare.append(count_opt_outs)
     app.router.add_get(prefix + "/{token}", unsubscribe.show, name="page")
     app.router.add_post(prefix + "/{token}", unsubscribe.submit, name="submit")
     return app

@@ -153,6 +153,11 @@ def test_a_test_send_goes_to_the_given_address_marked_and_counted_nowhere(
     assert received.rcpt_tos == ("marketing@imperial.test",)
     message = parse(received.content)
     assert str(message["Subject"]).startswith("[TEST] ")
+    # Its own random Message-ID: receivers drop a second message with an id they have seen.
+    again = cli("test", str(campaign_id), "--to", "marketing@imperial.test")
+    assert again.exit_code == 0, again.output
+    ids = {str(parse(m.content)["Message-ID"]) for m in world.sink.messages}
+    assert len(ids) == 2
     assert cli.json("show", str(campaign_id))["status"] == "draft"
     assert world.rows("SELECT count(*) FROM campaign_recipients") == [(0,)]
 
@@ -189,7 +194,10 @@ def test_status_commands_move_the_campaign_or_refuse_in_one_line(cli: Cli) -> No
     resumed = cli("resume", str(scheduled))
     assert resumed.exit_code == 0 and "is scheduled (scheduled for 20" in resumed.stdout
     assert cli("cancel", str(scheduled)).stdout.strip() == f"campaign {scheduled} is cancelled"
-    assert cli("resume", str(scheduled)).exit_code == 1
+    wrong_state = cli("resume", str(scheduled))
+    assert wrong_state.exit_code == 1
+    assert one_line_error(wrong_state).endswith(
+        f"campaign {scheduled} is cancelled; only a paused campaign can be resumed")
     missing = cli("show", "999")
     assert missing.exit_code == 1 and "no campaign 999" in one_line_error(missing)
 
@@ -232,3 +240,30 @@ def test_ctrl_c_during_send_pauses_cleanly_and_send_carries_on_exactly_once(
     result = cli("send", str(campaign_id))
     assert result.exit_code == 0, result.output
     assert len(world.sink.messages) == 80 and set(world.received().values()) == {1}
+
+
+def test_send_again_after_kill_9_of_send_carries_on_at_once(cli: Cli, world: World) -> None:
+    asyncio.run(world.add_customers(80))
+    campaign_id = create(cli)
+    world.sink.delay_s = 0.02
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(cli.settings_path), "send", str(campaign_id)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while len(world.sink.messages) < 10 and child.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    child.kill()
+    assert child.wait(20) == -signal.SIGKILL
+    # Its lease has not expired, but its holder is a dead process of this host.
+    [(holder_pid,)] = world.rows("SELECT pid FROM leases")
+    assert holder_pid == child.pid
+    world.sink.delay_s = 0.0
+    result = cli("send", str(campaign_id))
+    assert result.exit_code == 0, result.output
+    assert f"campaign {campaign_id}: sent; 80 sent" in result.stdout
+    received = world.received()
+    assert set(received) == world.opted_in()
+    assert sum(n - 1 for n in received.values()) <= world.settings.smtp.max_connections

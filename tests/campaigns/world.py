@@ -20,8 +20,9 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from mailer.backoff import Backoff
 from mailer.campaigns import service
-from mailer.campaigns.sender import SendConfig, send_config
+from mailer.campaigns.messages import SendConfig, send_config
 from mailer.importer import BadRow, CustomerRow, read_rows
 from mailer.settings import Settings, from_mapping
 from mailer.store.customers import import_customers_atomically
@@ -72,7 +73,7 @@ class World:
 
     def config(self, **overrides: Any) -> SendConfig:
         """Send settings with fast retries, for tests."""
-        values: dict[str, Any] = {"retry_base_s": 0.01, "retry_max_s": 0.05}
+        values: dict[str, Any] = {"retry": Backoff(base_s=0.01, max_s=0.05)}
         values.update(overrides)
         return dataclasses.replace(send_config(self.settings), **values)
 

@@ -6,7 +6,13 @@ from email.message import EmailMessage
 
 import pytest
 
-from mailer.inbox.classify import Verdict, classify, is_request_subject, normalise_subject
+from mailer.inbox.classify import (
+    Verdict,
+    classify,
+    is_request_subject,
+    may_be_report,
+    normalise_subject,
+)
 from mailer.inbox.headers import parse_headers
 
 CONFIGURED = "Unsubscribe special offers"
@@ -152,3 +158,39 @@ def test_automated_takes_precedence_over_ordinary_mail() -> None:
     assert headers_of(message("Out of office", Auto_Submitted="auto-replied")) is (
         Verdict.AUTOMATED
     )
+
+
+# --- which messages may be delivery reports (their bodies are fetched and read) -------------
+
+
+def candidate(raw: bytes) -> bool:
+    return may_be_report(parse_headers(raw), raw.partition(b"\n\n")[0])
+
+
+@pytest.mark.parametrize("extra", [
+    {"From": "MAILER-DAEMON@mx.example.net"},
+    {"From": "Mail Delivery System <postmaster@mx.example.net>"},
+    {"Return_Path": "<>"},
+    {"X_Failed_Recipients": "ann@example.com"},
+])
+def test_bounce_marks_in_the_header_make_a_report_candidate(extra: dict[str, str]) -> None:
+    assert candidate(message("Hello", **extra))
+
+
+def test_a_multipart_report_is_a_report_candidate_whatever_its_subject() -> None:
+    assert candidate(b"From: feedback@arf.example\nSubject: FW: Our offer\nMIME-Version: 1.0\n"
+                     b"Content-Type: multipart/report; report-type=feedback-report;\n"
+                     b" boundary=x\n\n--x--\n")
+
+
+@pytest.mark.parametrize("subject", [
+    "Undelivered Mail Returned to Sender", "Delivery Status Notification (Failure)",
+    "Mail delivery failed: returning message to sender", "failure notice",
+])
+def test_bounce_subjects_make_a_report_candidate(subject: str) -> None:
+    assert candidate(message(subject))
+
+
+def test_ordinary_mail_and_requests_from_people_are_not_report_candidates() -> None:
+    assert not candidate(message("Question about my bill", Return_Path="<jo@example.org>"))
+    assert not candidate(message(CONFIGURED))

@@ -47,7 +47,8 @@ async def test_request_from_a_known_sender_opts_them_out_records_consent_and_con
     report = await world.process()
 
     assert report.as_json() == {"seen": 1, "requests": 1, "unsubscribed": 1, "review": 0,
-                                "ignored": 0, "failed": 0}
+                                "ignored": 0, "failed": 0,
+                                "reports": 0, "bounces": 0, "complaints": 0}
     assert world.preferences("ann@example.com") == (False, False)
     assert world.query(
         "SELECT category, old_value, new_value, source, reference FROM consent_events "
@@ -256,7 +257,8 @@ async def test_two_hundred_mixed_messages_in_one_pass(world: World) -> None:
     await world.send_confirmations()
 
     assert report.as_json() == {"seen": 200, "requests": 100, "unsubscribed": 50,
-                                "review": 50, "ignored": 100, "failed": 0}
+                                "review": 50, "ignored": 100, "failed": 0,
+                                "reports": 0, "bounces": 0, "complaints": 0}
     assert world.opted_out() == set(known)
     assert len(world.folder_subjects("INBOX")) == 100
     assert len(world.folder_subjects("Processed")) == 50
@@ -333,7 +335,8 @@ async def test_cli_process_json_prints_the_counts(world: World) -> None:
     result = run_cli(world.settings_path, "inbox", "process", "--json")
     assert result.code == 0, result.stderr
     assert json.loads(result.stdout) == {"seen": 2, "requests": 1, "unsubscribed": 1,
-                                         "review": 0, "ignored": 1, "failed": 0}
+                                         "review": 0, "ignored": 1, "failed": 0,
+                                "reports": 0, "bounces": 0, "complaints": 0}
     assert len(world.sink.messages) == 1
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from mailer.inbox import headers as header_parsing
 from mailer.inbox.body import MalformedMessage, ParsedMessage, parse_message
-from mailer.inbox.classify import Verdict, classify, normalise_subject
+from mailer.inbox.classify import Verdict, classify, may_be_report, normalise_subject
 from mailer.inbox.headers import Headers, parse_headers
 from mailer.inbox.match import Decision, Lookup, decide, extract_clues
 from mailer.names import normalise_company, normalise_name
@@ -61,6 +61,7 @@ def check_total(raw: bytes) -> None:
     assert isinstance(headers, Headers)
     verdict = classify(headers, configured_subject="Unsubscribe special offers", own_addresses=OWN)
     assert isinstance(verdict, Verdict)
+    assert isinstance(may_be_report(headers, raw), bool)
     try:
         parsed = parse_message(raw, max_bytes=MAX_BYTES)
     except MalformedMessage as exc:

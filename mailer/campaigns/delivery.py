@@ -1,0 +1,164 @@
+"""One pooled connection's loop of deliveries: consent, build, send, retry, result.
+
+For each claimed recipient a `Worker` (one per connection, `max_connections` of them in a
+run) waits for its connection and the rate limiter, asks the consent gate, builds the message,
+waits for its previous result's commit, and only then starts the SMTP transaction; 4xx replies,
+drops and timeouts are retried after `backoff.CAMPAIGN_SEND` on a fresh connection, deciding
+consent again first. See `sender` for why the steps come in this order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Literal, Protocol
+
+from mailer import smtp
+from mailer.campaigns.failures import retry_delay_s
+from mailer.campaigns.messages import Built, CampaignMessages, SendConfig
+from mailer.campaigns.pool import Connection, RateLimiter, sleep_unless
+from mailer.clock import Clock
+from mailer.errors import HeaderInjection, TemplateError
+from mailer.store.campaigns import Campaign, Recipient, RecipientResult
+from mailer.store.consent import ConsentGate
+from mailer.store.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+# How old a consent decision may be when its message goes out, at most (plus rendering).
+_FRESH_S = 0.005
+
+
+class Run(Protocol):
+    """What a worker needs of the run it belongs to (`sender`'s run over one campaign)."""
+
+    config: SendConfig
+    campaign: Campaign
+    messages: CampaignMessages
+    clock: Clock
+    halted: asyncio.Event
+    rate: RateLimiter
+    ledger: Ledger
+    gate: ConsentGate | None
+
+    def halt(self, final: Literal["complete", "pause", "leave", "lost"],
+             reason: str) -> None:
+        ...
+
+    def lease_short(self) -> bool:
+        ...
+
+    async def wait_for_lease(self) -> bool:
+        ...
+
+
+class Worker:
+    """One pooled connection and the messages that go through it, one at a time."""
+
+    def __init__(self, run: Run, index: int) -> None:
+        self.run = run
+        self.connection = Connection(run.config.smtp, index)
+        # The commit of this worker's last result: awaited before its next SMTP transaction.
+        self.committed: asyncio.Future[None] | None = None
+
+    async def _open(self) -> bool:
+        """The connection, (re)opened with backoff; False if the run must stop."""
+        run = self.run
+        try:
+            client = await self.connection.open(
+                retry=run.config.retry, max_attempts=run.config.max_attempts,
+                halted=run.halted, what=f"campaign {run.campaign.id}")
+        except smtp.PermanentSmtpError as exc:
+            run.halt("pause", f"paused: SMTP server refused us: {exc}")
+            return False
+        except smtp.TransientSmtpError as exc:
+            run.halt("pause", f"paused: SMTP server unavailable: {exc}")
+            return False
+        return client is not None
+
+    async def _prepare(self, customer_id: int) -> tuple[Recipient, Built] | RecipientResult | None:
+        """Decide consent and build the message, right before the send; a result (skipped,
+        failed) instead, or None if the run is stopping."""
+        run = self.run
+        assert run.gate is not None
+        built: tuple[Recipient, Built] | None = None
+        while True:
+            if run.halted.is_set():
+                return None
+            if run.lease_short() and not await run.wait_for_lease():
+                return None
+            # The consent check: from here to the SMTP transaction, only building the
+            # message and (usually) one turn of the event loop for the previous commit.
+            verdict = run.gate.check(customer_id)
+            if verdict.stop_reason:
+                run.halt("leave", verdict.stop_reason)
+                return None
+            recipient = verdict.recipient
+            if recipient is None:
+                return RecipientResult(customer_id, "skipped", 0, verdict.skip_reason)
+            # Decided again after a long wait: the message is only rebuilt if the customer's
+            # row changed meanwhile.
+            if built is None or built[0] != recipient:
+                try:
+                    built = recipient, run.messages.build(
+                        customer_id=customer_id, email=recipient.email, name=recipient.name,
+                        company=recipient.company)
+                except (TemplateError, HeaderInjection) as exc:
+                    return RecipientResult(customer_id, "failed", 0, f"not sent: {exc}")
+            if self.committed is None:
+                return built
+            # At most one delivered-but-unrecorded message per connection: wait for the
+            # previous one's commit before this one goes out.
+            waited_from = run.clock.monotonic()
+            await run.ledger.wait(self.committed)
+            self.committed = None
+            if run.clock.monotonic() - waited_from <= _FRESH_S:
+                return built
+            # The database was busy and the wait long: decide consent again.
+
+    async def deliver(self, customer_id: int) -> RecipientResult | None:
+        """Send to one claimed recipient; the result to record, or None to leave the row
+        claimed (the run is stopping; it goes back to pending at the end)."""
+        run, config = self.run, self.run.config
+        attempts = 0
+        last_reply = ""
+        message_id = ""
+        while True:
+            if self.connection.client is None and not await self._open():
+                return _unsent(customer_id, attempts, last_reply, message_id)
+            if run.rate.limited:
+                await run.rate.acquire()
+            prepared = await self._prepare(customer_id)
+            if prepared is None:
+                return _unsent(customer_id, attempts, last_reply, message_id)
+            if isinstance(prepared, RecipientResult):
+                return dataclasses.replace(prepared, attempts=attempts, message_id=message_id)
+            recipient, built = prepared
+            message_id = built.message_id
+            attempts += 1
+            try:
+                reply = await self.connection.send(config.envelope_from, recipient.email,
+                                                   built.data)
+            except smtp.PermanentSmtpError as exc:
+                return RecipientResult(customer_id, "failed", attempts, str(exc), message_id)
+            except smtp.TransientSmtpError as exc:
+                last_reply = str(exc)
+                delay = retry_delay_s(config.retry, attempts, config.max_attempts)
+                if delay is None:
+                    return RecipientResult(customer_id, "failed", attempts, last_reply,
+                                           message_id)
+                log.info("campaign %s customer %s: %s; retry %s in %.1f s", run.campaign.id,
+                         customer_id, last_reply, attempts + 1, delay)
+                await sleep_unless(run.halted, delay)
+                continue
+            return RecipientResult(customer_id, "sent", attempts, reply, message_id)
+
+
+def _unsent(customer_id: int, attempts: int, last_reply: str,
+            message_id: str) -> RecipientResult | None:
+    # Attempts already made are kept; the row returns to pending either way.
+    if attempts == 0:
+        return None
+    return RecipientResult(customer_id, "pending", attempts, last_reply, message_id)
+

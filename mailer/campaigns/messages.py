@@ -1,0 +1,146 @@
+"""One campaign's messages: its template compiled once, then per recipient only render and
+build (`mailer.outgoing`), with the signed one-click link and the keyed Message-ID.
+
+`SendConfig` (everything a send needs, taken from the settings once) lives here too: the
+messages and the sender both read it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parseaddr
+from pathlib import Path
+
+from mailer import smtp, tokens
+from mailer.backoff import CAMPAIGN_SEND, Backoff
+from mailer.campaigns.model import Campaign, CampaignInvalid
+from mailer.campaigns.templates import CampaignTemplate, RenderContext, TemplateError
+from mailer.outgoing import CampaignHeaders, CampaignMessageBuilder, message_id
+from mailer.settings import Settings
+
+
+@dataclass(frozen=True)
+class SendConfig:
+    """Everything a campaign send needs, taken from the settings once."""
+
+    db_path: Path
+    smtp: smtp.SmtpConfig
+    sender: str
+    unsubscribe_address: str
+    unsubscribe_url: str
+    secret: str
+    templates_dir: Path | None
+    max_connections: int = 4
+    rate_limit: float = 0.0
+    max_attempts: int = 5
+    batch_size: int = 500
+    failure_threshold: float = 0.2
+    failure_min_sample: int = 50
+    lease_ttl_s: float = 20.0
+    retry: Backoff = CAMPAIGN_SEND
+
+    @functools.cached_property
+    def envelope_from(self) -> str:
+        return parseaddr(self.sender)[1] or self.sender
+
+    @functools.cached_property
+    def domain(self) -> str:
+        return self.envelope_from.rpartition("@")[2] or "localhost"
+
+
+def send_config(settings: Settings) -> SendConfig:
+    s, c = settings.smtp, settings.campaigns
+    return SendConfig(
+        db_path=settings.database.path,
+        smtp=smtp.smtp_config(settings),
+        sender=s.sender,
+        unsubscribe_address=settings.unsubscribe.address,
+        unsubscribe_url=c.unsubscribe_url,
+        secret=c.secret,
+        templates_dir=settings.templates.dir,
+        max_connections=s.max_connections,
+        rate_limit=s.rate_limit,
+        max_attempts=s.max_attempts,
+        batch_size=c.batch_size,
+        failure_threshold=c.failure_threshold,
+        failure_min_sample=c.failure_min_sample,
+    )
+
+
+def require_unsubscribe(config: SendConfig) -> None:
+    """Refuse to build campaign mail without what its one-click opt-out link needs."""
+    if not config.secret:
+        raise CampaignInvalid(
+            "[campaigns] secret: missing (set MAILER_SECRET); every campaign message must "
+            "carry a signed one-click unsubscribe link"
+        )
+    if not config.unsubscribe_url:
+        raise CampaignInvalid(
+            "[campaigns] unsubscribe_url: missing; every campaign message must carry a "
+            "one-click unsubscribe link"
+        )
+    if not config.unsubscribe_url.startswith("https://"):
+        # RFC 8058 §3.1: the one-click URI must be HTTPS.
+        raise CampaignInvalid(
+            f'[campaigns] unsubscribe_url: one-click unsubscribe needs an https:// URL, got '
+            f'"{config.unsubscribe_url}"'
+        )
+
+
+@dataclass(frozen=True)
+class Built:
+    """One recipient's message and the Message-ID it carries (recorded in the ledger)."""
+
+    message_id: str
+    data: bytes
+
+
+class CampaignMessages:
+    """A campaign's template compiled once; per recipient only render and build."""
+
+    def __init__(self, campaign: Campaign, config: SendConfig, *, date: datetime) -> None:
+        require_unsubscribe(config)
+        try:
+            self._template = CampaignTemplate.load(config.templates_dir, campaign.template,
+                                                   campaign.subject)
+            # The files may have changed since the campaign was created: check them again
+            # now, rather than fail every recipient one by one.
+            self._template.check()
+        except TemplateError as exc:
+            raise CampaignInvalid(f"campaign {campaign.id}: {exc}") from exc
+        self._builder = CampaignMessageBuilder(
+            CampaignHeaders(campaign_id=campaign.id, sender=config.sender, domain=config.domain,
+                            unsubscribe_address=config.unsubscribe_address, kind=campaign.kind),
+            date=date,
+        )
+        self._campaign_id = campaign.id
+        self._domain = config.domain
+        self._subject = campaign.subject
+        self._kind = campaign.kind
+        self._secret = config.secret
+        self._base_url = config.unsubscribe_url
+        self._unsubscribe_address = config.unsubscribe_address
+
+    def message_id(self, customer_id: int) -> str:
+        """The Message-ID of this campaign's message to this customer, the same on retry."""
+        return message_id(self._domain, secret=self._secret,
+                          what=f"campaign:{self._campaign_id}:customer:{customer_id}")
+
+    def build(self, *, customer_id: int, email: str, name: str, company: str,
+              test: bool = False) -> Built:
+        """One recipient's message. Raises TemplateError or HeaderInjection.
+
+        A test copy gets a random Message-ID of its own: receivers drop a second message
+        with the id of one they already have."""
+        link = tokens.unsubscribe_link(
+            self._base_url, tokens.campaign_token(self._secret, customer_id, self._campaign_id))
+        rendered = self._template.render(RenderContext(
+            customer_name=name, customer_email=email, customer_company=company,
+            campaign_subject=self._subject, unsubscribe_url=link,
+            unsubscribe_address=self._unsubscribe_address))
+        own_id = message_id(self._domain) if test else self.message_id(customer_id)
+        data = self._builder.build(message_id=own_id, to_address=email, to_name=name,
+                                   rendered=rendered, unsubscribe_url=link, test=test)
+        return Built(own_id, data)

@@ -1,0 +1,163 @@
+"""The deliverability commands (issue 10): reactivating an address, the reports received, the
+DKIM record to publish, and the deliverability part of `mailer customers show`.
+
+Thin like the rest of the CLI: parse, load settings, call the store or `mailer.deliverability`,
+print. Registered with one line each in `mailer.cli`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiosqlite
+import click
+
+from mailer import deliverability
+from mailer.cli_support import command_settings, run
+from mailer.errors import NotFound, SettingsError
+from mailer.store import customers as customer_store
+from mailer.store import deliverability as store
+from mailer.store.db import open_db
+
+DEFAULT_SINCE_DAYS = 30
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container), no LOGNAME
+        return "unknown"
+
+
+@click.command("reactivate")
+@click.argument("email")
+@click.option("--by", "actor", default=None,
+              help="Who is doing this, for the history [default: the OS user].")
+@click.pass_context
+def customers_reactivate(ctx: click.Context, email: str, actor: str | None) -> None:
+    """Make EMAIL deliverable again (after a bounce), recorded with who did it."""
+    settings = command_settings(ctx)
+    who = (actor or _os_user()).strip() or "unknown"
+
+    async def body() -> None:
+        async with open_db(settings.database.path) as conn:
+            customer = await customer_store.get_by_email(conn, email)
+            if customer is None:
+                raise NotFound(f"no customer with email {email}")
+            changed = await deliverability.reactivate(conn, customer.id, actor=who)
+        if changed:
+            click.echo(f"{email} is deliverable again (reactivated by {who})")
+        else:
+            click.echo(f"{email} was deliverable already; nothing changed")
+
+    run(body())
+
+
+async def delivery_view(conn: aiosqlite.Connection, customer_id: int) -> dict[str, Any]:
+    """Deliverable or not, why, and the history of that: `customers show`'s part."""
+    reason = await store.undeliverable_reason(conn, customer_id)
+    events = await store.delivery_history(conn, customer_id)
+    return {
+        "deliverable": reason is None,
+        "undeliverable_reason": reason,
+        "delivery_history": [
+            {"at": e.at, "event": e.event, "source": e.source, "reason": e.reason,
+             "actor": e.actor, "report_id": e.report_id}
+            for e in events
+        ],
+    }
+
+
+def echo_delivery(view: dict[str, Any]) -> None:
+    if view["deliverable"]:
+        click.echo("  deliverable: yes")
+    else:
+        click.echo(f"  deliverable: no ({view['undeliverable_reason']})")
+    if view["delivery_history"]:
+        click.echo("  delivery history:")
+    for e in view["delivery_history"]:
+        by = f", by {e['actor']}" if e["actor"] else ""
+        click.echo(f"    {e['at']}  {e['event']}  ({e['source']}{by})"
+                   + (f": {e['reason']}" if e["reason"] else ""))
+
+
+@click.group("bounces")
+def bounces() -> None:
+    """Delivery reports and complaints received."""
+
+
+@bounces.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--since", "since", default=None, metavar="DATE",
+              help=f"Reports received on or after DATE (YYYY-MM-DD or ISO 8601) "
+                   f"[default: {DEFAULT_SINCE_DAYS} days ago].")
+@click.pass_context
+def bounces_list(ctx: click.Context, as_json: bool, since: str | None) -> None:
+    """Recent reports with their outcome: acted on, or ignored and why."""
+    settings = command_settings(ctx)
+    start = _since(since)
+
+    async def body() -> None:
+        async with open_db(settings.database.path) as conn:
+            reports = await store.recent_reports(conn, start.isoformat(timespec="microseconds"))
+        rows: list[dict[str, Any]] = [
+            {"id": r.id, "received_at": r.received_at, "kind": r.kind, "format": r.format,
+             "status": r.status, "diagnostic": r.diagnostic, "outcome": r.outcome,
+             "reason": r.reason, "customer_id": r.customer_id, "campaign_id": r.campaign_id,
+             "outbox_id": r.outbox_id, "tied_by": r.tied_by, "moved": r.moved}
+            for r in reports
+        ]
+        if as_json:
+            click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+            return
+        if not rows:
+            click.echo(f"no reports since {start.date().isoformat()}")
+        for r in rows:
+            about = (f"campaign {r['campaign_id']}" if r["campaign_id"] is not None
+                     else f"confirmation {r['outbox_id']}" if r["outbox_id"] is not None
+                     else "not ours")
+            customer = f"customer {r['customer_id']}" if r["customer_id"] is not None else "-"
+            click.echo(f"#{r['id']} {r['received_at'][:19]} {r['kind']} {r['status'] or '-'} "
+                       f"{r['outcome']}: {customer}, {about}; {r['reason']}")
+
+    run(body())
+
+
+def _since(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC) - timedelta(days=DEFAULT_SINCE_DAYS)
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)",
+                                 param_hint="--since") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@click.group("dkim")
+def dkim_group() -> None:
+    """DKIM signing."""
+
+
+@dkim_group.command("dns")
+@click.pass_context
+def dkim_dns(ctx: click.Context) -> None:
+    """Print the DNS TXT record to publish for `[dkim]`."""
+    settings = command_settings(ctx)
+
+    async def body() -> None:
+        from mailer.dkim import load_signer
+
+        signer = load_signer(settings.dkim)
+        if signer is None:
+            raise SettingsError("[dkim] domain: missing value (DKIM signing is off)")
+        click.echo(signer.dns_record())
+
+    run(body())
+
+
+__all__ = ["bounces", "customers_reactivate", "delivery_view", "dkim_group",
+           "echo_delivery"]

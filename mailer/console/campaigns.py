@@ -1,0 +1,201 @@
+"""Campaign pages: the list, the create form, one campaign (progress, outcome, preview, test,
+pause / resume / cancel) and the sandboxed HTML preview. The same service functions as
+`mailer campaign …`, through `links`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp.web as web
+
+from mailer.categories import CATEGORIES, label
+from mailer.console import forms, links
+from mailer.console.page import APP_SETTINGS, redirect, render
+from mailer.console.security import CLOCK, actor, allow, conn_of, session_of
+from mailer.errors import BadInput, MailerError, NotFound
+from mailer.store import console as console_store
+from mailer.store import users
+from mailer.store.db import transaction
+
+log = logging.getLogger(__name__)
+
+# The preview's own policy: the email's inline styles and embedded images, nothing else, no
+# script, no form, no navigation (CSP3 `sandbox` as well as the frame's attribute).
+PREVIEW_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+               "frame-ancestors 'self'; sandbox")
+
+
+def _campaign_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["campaign_id"])
+    except ValueError as exc:
+        raise web.HTTPNotFound() from exc
+
+
+@allow("marketing")
+async def campaign_list(request: web.Request) -> web.StreamResponse:
+    reports = await links.list_campaigns(conn_of(request))
+    return render(request, "campaigns.html", "campaigns", reports=list(reversed(reports)),
+                  sending=any(r.campaign.status == "sending" for r in reports),
+                  local=forms.utc_to_local)
+
+
+class Errors(dict[str, str]):
+    """Field errors; a field without one reads as '' in the template."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+async def _form_page(request: web.Request, values: dict[str, str], errors: dict[str, str],
+                     *, checked: bool = False, status: int = 200) -> web.Response:
+    settings = request.app[APP_SETTINGS]
+    counts = await console_store.opted_in_counts(conn_of(request))
+    return render(request, "campaign_new.html", "campaigns", status=status, values=values,
+                  errors=Errors(errors), counts=counts, kinds=[(k, label(k)) for k in CATEGORIES],
+                  templates=links.campaign_templates(settings), zones=forms.zone_names(),
+                  checked=checked)
+
+
+@allow("marketing")
+async def campaign_new(request: web.Request) -> web.StreamResponse:
+    settings = request.app[APP_SETTINGS]
+    values = {"kind": "", "template": "", "subject": "", "when": "draft", "at": "",
+              "zone": settings.console.timezone}
+    return await _form_page(request, values, {})
+
+
+@allow("marketing")
+async def campaign_create(request: web.Request) -> web.StreamResponse:
+    settings = request.app[APP_SETTINGS]
+    form = await request.post()
+    values = {key: str(form.get(key, "")).strip()
+              for key in ("kind", "template", "subject", "when", "at", "zone")}
+    errors: dict[str, str] = {}
+    if values["kind"] not in CATEGORIES:
+        errors["kind"] = "Choose what kind of campaign this is"
+    if values["template"] not in links.campaign_templates(settings):
+        errors["template"] = "Choose a template"
+    if not values["subject"]:
+        errors["subject"] = "Enter a subject line"
+    at_utc: str | None = None
+    if values["when"] == "schedule":
+        when, problem = forms.local_to_utc(values["at"], values["zone"],
+                                           now=request.app[CLOCK].now())
+        if when is None:
+            errors["at"] = problem
+        else:
+            at_utc = when.isoformat()
+    elif values["when"] != "draft":
+        errors["when"] = "Choose to save a draft or to schedule the campaign"
+    if errors:
+        return await _form_page(request, values, errors, status=400)
+    if form.get("action") == "check":
+        return await _form_page(request, values, {}, checked=True)
+    conn = conn_of(request)
+    try:
+        campaign = await links.create_campaign(conn, settings, kind=values["kind"],
+                                               template=values["template"],
+                                               subject=values["subject"], at_utc=at_utc)
+    except BadInput as exc:
+        # The template's file and line, exactly as the CLI says it.
+        field = "subject" if "subject" in str(exc).split(":")[0] else "template"
+        return await _form_page(request, values, {field: str(exc)}, status=400)
+    async with transaction(conn):
+        await users.audit(conn, actor(request), f"created campaign ({campaign.status})",
+                          f"campaign {campaign.id}")
+    log.info("console: campaign %s created by user %s", campaign.id,
+             session_of(request).user.id)
+    raise redirect(request, f"/campaigns/{campaign.id}", f"Campaign {campaign.id} saved as "
+                   f"{campaign.status}")
+
+
+@allow("marketing")
+async def campaign_page(request: web.Request) -> web.StreamResponse:
+    return await _show(request)
+
+
+async def _show(request: web.Request, *, status: int = 200, test_error: str = "",
+                test_address: str = "") -> web.Response:
+    settings = request.app[APP_SETTINGS]
+    conn = conn_of(request)
+    campaign_id = _campaign_id(request)
+    try:
+        report = await links.show_campaign(conn, campaign_id)
+    except NotFound as exc:
+        raise web.HTTPNotFound(text=str(exc)) from exc
+    preview_for = request.query.get("email", "").strip()
+    preview: links.Preview | None = None
+    preview_error = ""
+    if preview_for:
+        try:
+            preview = await links.preview(conn, settings, campaign_id, preview_for)
+        except MailerError as exc:
+            preview_error = str(exc)
+    context: dict[str, Any] = {
+        "report": report, "c": report.campaign, "n": report.counts, "kind_label": label,
+        "local": forms.utc_to_local, "preview_for": preview_for, "preview": preview,
+        "preview_error": preview_error, "test_error": test_error,
+        "test_address": test_address,
+    }
+    return render(request, "campaign.html", "campaigns", status=status, **context)
+
+
+@allow("marketing")
+async def campaign_preview_html(request: web.Request) -> web.StreamResponse:
+    """The campaign's HTML for one customer, for the sandboxed frame on the campaign page."""
+    settings = request.app[APP_SETTINGS]
+    try:
+        preview = await links.preview(conn_of(request), settings, _campaign_id(request),
+                                      request.query.get("email", ""))
+    except MailerError as exc:
+        raise web.HTTPNotFound(text=str(exc)) from exc
+    if preview.html is None:
+        raise web.HTTPNotFound(text="this campaign has no HTML part")
+    response = web.Response(text=preview.html, content_type="text/html")
+    response.headers["Content-Security-Policy"] = PREVIEW_CSP
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    return response
+
+
+@allow("marketing")
+async def campaign_test(request: web.Request) -> web.StreamResponse:
+    settings = request.app[APP_SETTINGS]
+    form = await request.post()
+    address = str(form.get("address", "")).strip()
+    campaign_id = _campaign_id(request)
+    if "@" not in address:
+        return await _show(request, status=400, test_address=address,
+                           test_error="Enter an email address to send the test to")
+    conn = conn_of(request)
+    try:
+        await links.send_test(conn, settings, campaign_id, address)
+    except MailerError as exc:
+        return await _show(request, status=400, test_address=address, test_error=str(exc))
+    async with transaction(conn):
+        await users.audit(conn, actor(request), "sent a test copy", f"campaign {campaign_id}")
+    raise redirect(request, f"/campaigns/{campaign_id}", f"Test copy sent to {address}")
+
+
+_ACTIONS = {"pause": links.pause, "resume": links.resume, "cancel": links.cancel}
+
+
+@allow("marketing")
+async def campaign_action(request: web.Request) -> web.StreamResponse:
+    campaign_id = _campaign_id(request)
+    action = request.match_info["action"]
+    change = _ACTIONS.get(action)
+    if change is None:
+        raise web.HTTPNotFound()
+    conn = conn_of(request)
+    try:
+        campaign = await change(conn, campaign_id)
+    except NotFound as exc:
+        raise web.HTTPNotFound(text=str(exc)) from exc
+    except MailerError as exc:
+        raise redirect(request, f"/campaigns/{campaign_id}", str(exc)) from exc
+    async with transaction(conn):
+        await users.audit(conn, actor(request), f"{action} campaign", f"campaign {campaign_id}")
+    raise redirect(request, f"/campaigns/{campaign_id}", f"Campaign {campaign_id} is now "
+                   f"{campaign.status}")

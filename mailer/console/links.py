@@ -1,0 +1,277 @@
+"""Every call the console makes into other areas, in one place, so that a change of those
+areas' interfaces is adapted here and nowhere else.
+
+    campaigns   mailer.campaigns.service (the functions `mailer campaign …` calls)
+    review      mailer.inbox.review (`mailer review resolve`), the review folder over IMAP
+    import      mailer.importer + store.customers (`mailer customers import`)
+    status      the daemon's heartbeat (`mailer status`, see `daemon_state`)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import io
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+
+import aiosqlite
+
+from mailer import status as status_module
+from mailer.campaigns import service
+from mailer.campaigns.model import Campaign
+from mailer.campaigns.sender import SendConfig, send_config
+from mailer.errors import CsvError, ImapError, MailerError, MalformedMessage
+from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
+from mailer.inbox import review as review_ops
+from mailer.inbox.body import html_to_text, parse_message
+from mailer.inbox.imap import ImapClient
+from mailer.inbox.match import extract_clues
+from mailer.inbox.worker import imap_config, inbox_rules
+from mailer.settings import Settings
+from mailer.store import campaigns as campaign_store
+from mailer.store import console as console_store
+from mailer.store import customers as customer_store
+from mailer.store.customers import Customer, ImportReport
+from mailer.store.inbox import ReviewItem
+from mailer.templates import packaged_defaults
+
+log = logging.getLogger(__name__)
+
+IMAP_TIMEOUT_S = 15.0
+
+# --- campaigns ------------------------------------------------------------------------------
+
+CampaignReport = service.CampaignReport
+list_campaigns = service.list_campaigns
+show_campaign = service.show_campaign
+pause = service.pause
+resume = service.resume
+cancel = service.cancel
+
+
+async def active_campaigns(
+    conn: aiosqlite.Connection,
+) -> list[tuple[Campaign, console_store.Progress]]:
+    """Campaigns sending, scheduled or paused, with their ledger counts (no audience count:
+    the overview must not count a million customers per campaign)."""
+    return [(c, await console_store.campaign_progress(conn, c.id))
+            for c in await campaign_store.list_campaigns(conn)
+            if c.status in ("sending", "scheduled", "paused")]
+
+
+def campaign_templates(settings: Settings) -> list[str]:
+    """The campaign template names a person can choose (`campaigns/NAME.txt`), from the
+    `[templates] dir` folder and the shipped templates alike."""
+    folders = [f / "campaigns" for f in (settings.templates.dir, packaged_defaults())
+               if f is not None]
+    return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.iterdir()
+                   if p.suffix == ".txt" and not p.name.startswith(".")})
+
+
+async def create_campaign(conn: aiosqlite.Connection, settings: Settings, *, kind: str,
+                          template: str, subject: str, at_utc: str | None) -> Campaign:
+    return await service.create_campaign(conn, settings.templates.dir, kind=kind,
+                                         template=template, subject=subject, at=at_utc)
+
+
+def _config(settings: Settings) -> SendConfig:
+    return send_config(settings)
+
+
+@dataclass(frozen=True)
+class Preview:
+    text: str
+    html: str | None
+    subject: str
+    opted_in: bool
+
+
+async def preview(conn: aiosqlite.Connection, settings: Settings, campaign_id: int,
+                  customer_email: str) -> Preview:
+    raw, opted_in = await service.preview(conn, _config(settings), campaign_id, customer_email)
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    text_part = message.get_body(("plain",))
+    html_part = message.get_body(("html",))
+    return Preview(
+        text=text_part.get_content() if text_part is not None else "",
+        html=html_part.get_content() if html_part is not None else None,
+        subject=str(message.get("Subject", "")),
+        opted_in=opted_in,
+    )
+
+
+async def send_test(conn: aiosqlite.Connection, settings: Settings, campaign_id: int,
+                    address: str) -> str:
+    return await service.send_test(conn, _config(settings), campaign_id, address)
+
+
+# --- review ---------------------------------------------------------------------------------
+
+
+async def resolve(conn: aiosqlite.Connection, settings: Settings, item_id: int,
+                  emails: Sequence[str], actor: str) -> ReviewItem:
+    return await review_ops.resolve(conn, inbox_rules(settings), item_id, emails, actor=actor)
+
+
+async def dismiss(conn: aiosqlite.Connection, item_id: int) -> ReviewItem:
+    return await review_ops.dismiss(conn, item_id)
+
+
+async def file_settled(settings: Settings, message_id: str) -> str:
+    """Move a settled request out of the review folder (as the CLI does); '' when done, else
+    one line saying why it stays there for now (the settlement stands either way)."""
+    if not message_id:
+        return ""
+    rules = inbox_rules(settings)
+    try:
+        async with asyncio.timeout(IMAP_TIMEOUT_S):
+            client = await ImapClient.connect(imap_config(settings))
+            try:
+                await review_ops.file_settled(client, rules, message_id)
+            finally:
+                await client.close()
+    except (ImapError, TimeoutError) as exc:
+        log.warning("review: settled request stays in %s for now: %s", rules.review_folder, exc)
+        return f"The message stays in the {rules.review_folder} folder for now: {exc}"
+    return ""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class RequestMessage:
+    """A request as a person may see it: text only, attachments named, never opened."""
+
+    text: str
+    from_html: bool  # the text was taken from an HTML part (shown as text, never rendered)
+    attachments: list[Attachment]
+    candidates: list[Customer]
+
+
+async def fetch_request(conn: aiosqlite.Connection, settings: Settings,
+                        message_id: str) -> RequestMessage | None:
+    """The request in the review folder with this Message-ID, or None when it is not there.
+    Raises ImapError when the server cannot be reached."""
+    if not message_id:
+        return None
+    rules = inbox_rules(settings)
+    try:
+        async with asyncio.timeout(IMAP_TIMEOUT_S):
+            client = await ImapClient.connect(imap_config(settings))
+            try:
+                await client.select(rules.review_folder)
+                uids = await client.uids_with_message_id(message_id)
+                raw = await client.fetch_message(uids[0]) if uids else None
+            finally:
+                await client.close()
+    except TimeoutError as exc:
+        raise ImapError(f"IMAP server {settings.imap.host}: timed out") from exc
+    if raw is None:
+        return None
+    return await _readable(conn, settings, raw)
+
+
+async def _readable(conn: aiosqlite.Connection, settings: Settings,
+                    raw: bytes) -> RequestMessage:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    attachments = [
+        Attachment(part.get_filename() or "(no name)", part.get_content_type(),
+                   len(part.get_payload(decode=True) or b""))
+        for part in message.iter_attachments()
+        if part.get_content_maintype() != "multipart"
+    ]
+    text, from_html = "", False
+    try:
+        body = message.get_body(("plain", "html"))
+        if body is not None:
+            content = body.get_content()
+            from_html = body.get_content_subtype() == "html"
+            text = html_to_text(content) if from_html else content
+    except (LookupError, ValueError, AssertionError):
+        text = "(the text of this message cannot be decoded)"
+    return RequestMessage(text=text, from_html=from_html, attachments=attachments,
+                          candidates=await _candidates(conn, settings, raw))
+
+
+async def _candidates(conn: aiosqlite.Connection, settings: Settings,
+                      raw: bytes) -> list[Customer]:
+    """The customers the matcher considered: every customer any clue of the message names."""
+    try:
+        parsed = parse_message(raw, max_bytes=settings.imap.max_message_bytes)
+    except MalformedMessage:
+        return []
+    clues = extract_clues(parsed, own_addresses=settings.own_addresses)
+    addresses = [a for a in (clues.from_address, *clues.body_addresses) if a]
+    ids: set[int] = set((await customer_store.ids_by_address(conn, addresses)).values())
+    for found in (await customer_store.ids_by_name_key(conn, clues.name_keys)).values():
+        ids.update(found)
+    for found in (await customer_store.ids_by_company_key(conn, clues.company_keys)).values():
+        ids.update(found)
+    return await customer_store.get_many(conn, sorted(ids)[:50])
+
+
+# --- customers import -----------------------------------------------------------------------
+
+
+async def import_csv(conn: aiosqlite.Connection, data: bytes, filename: str) -> ImportReport:
+    """Import an uploaded CSV exactly as `mailer customers import` does: all rows or none,
+    bad rows reported by line. CsvError for a file that cannot be read as a whole."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CsvError(f"{filename}: not valid UTF-8") from exc
+    try:
+        rows = read_rows(io.StringIO(text, newline=""))
+        first = next(rows, None)
+    except HeaderError as exc:
+        raise CsvError(f"{filename}: {exc}") from exc
+
+    async def stream() -> AsyncIterator[CustomerRow | BadRow]:
+        if first is not None:
+            yield first
+        for row in rows:
+            yield row
+
+    return await customer_store.import_customers_atomically(conn, stream(), reference=filename)
+
+
+# --- the daemon's state -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DaemonState:
+    known: bool
+    summary: str
+    parts: list[tuple[str, str]]
+
+
+async def daemon_state(settings: Settings, db_path: Path) -> DaemonState:
+    """The facts `mailer status` gives (running, each part's state, last errors), read from
+    the daemon's heartbeat by `mailer.status`."""
+    del settings
+    try:
+        status = await status_module.gather(db_path)
+    except MailerError as exc:
+        return DaemonState(known=False, parts=[], summary=f"Cannot tell: {exc}")
+    summary = status.label.capitalize() + (": " + "; ".join(status.reasons)
+                                           if status.reasons else "")
+    parts = status.data.get("parts") or {}
+    return DaemonState(known=True, summary=summary, parts=[
+        (name, str(part.get("state", "?")) + (f" (last error: {part['last_error']})"
+                                              if part.get("last_error") else ""))
+        for name, part in sorted(parts.items())])
+
+
+__all__ = ["CampaignReport", "MailerError"]

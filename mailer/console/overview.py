@@ -1,0 +1,63 @@
+"""The overview page: the daemon's state, campaigns sending now, the queues, and 90 days of
+opt-outs by source and messages sent, drawn as inline SVG."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import aiohttp.web as web
+import aiosqlite
+
+from mailer.console import chart, links
+from mailer.console.page import APP_SETTINGS, render
+from mailer.console.security import CLOCK, allow, conn_of
+from mailer.store import console as console_store
+
+DAYS = 90
+# The sources of an opt-out a person outside the company makes (not imports or operators).
+OPT_OUT_SOURCES: tuple[str, ...] = ("email", "one-click", "preference page", "complaint")
+
+
+@dataclass(frozen=True)
+class Charts:
+    days: list[str]
+    optouts: dict[str, list[int]]
+    sends: list[int]
+
+
+async def charts(conn: aiosqlite.Connection, today: date) -> Charts:
+    days = [(today - timedelta(days=DAYS - 1 - i)).isoformat() for i in range(DAYS)]
+    optouts = await console_store.optouts_per_day(conn, days[0])
+    sends = await console_store.sends_per_day(conn, days[0])
+    return Charts(
+        days=days,
+        optouts={s: [optouts.get((d, s), 0) for d in days] for s in OPT_OUT_SOURCES},
+        sends=[sends.get(d, 0) for d in days],
+    )
+
+
+async def overview_context(request: web.Request) -> dict[str, Any]:
+    conn = conn_of(request)
+    settings = request.app[APP_SETTINGS]
+    active = await links.active_campaigns(conn)
+    data = await charts(conn, request.app[CLOCK].now().date())
+    return {
+        "daemon": await links.daemon_state(settings, settings.database.path),
+        "active": active,
+        "sending": any(c.status == "sending" for c, _ in active),
+        "queues": await console_store.queue_facts(conn),
+        "charts": data,
+        "optout_chart": chart.stacked_bars("Opt-outs per day by source", data.days,
+                                           data.optouts),
+        "sends_chart": chart.stacked_bars("Campaign messages sent per day", data.days,
+                                          {"sent": data.sends}, {"sent": "Messages sent"}),
+        "optout_totals": {s: sum(v) for s, v in data.optouts.items()},
+        "sends_total": sum(data.sends),
+    }
+
+
+@allow("marketing", "reviewer")
+async def overview(request: web.Request) -> web.StreamResponse:
+    return render(request, "overview.html", "overview", **await overview_context(request))

@@ -1,0 +1,105 @@
+"""Review queue pages: the waiting requests, one request shown safely (its text as text,
+never its HTML rendered, attachments named and never opened) with the customers the matcher
+considered, and resolving or dismissing it with the same effect as `mailer review resolve`.
+The resolution carries the user's name into the consent history (`actor`)."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp.web as web
+
+from mailer.console import links
+from mailer.console.page import APP_SETTINGS, redirect, render
+from mailer.console.security import actor, allow, conn_of, session_of
+from mailer.errors import ImapError, MailerError, NotFound
+from mailer.store import inbox as inbox_store
+from mailer.store import users
+from mailer.store.db import transaction
+
+log = logging.getLogger(__name__)
+
+
+def _item_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["item_id"])
+    except ValueError as exc:
+        raise web.HTTPNotFound() from exc
+
+
+@allow("reviewer")
+async def review_list(request: web.Request) -> web.StreamResponse:
+    settled = request.query.get("all") == "1"
+    items = await inbox_store.review_items(conn_of(request), include_settled=settled)
+    return render(request, "review_list.html", "review", items=items, settled=settled)
+
+
+async def _item_page(request: web.Request, *, status: int = 200, error: str = "",
+                     chosen: list[str] | None = None, other: str = "") -> web.Response:
+    settings = request.app[APP_SETTINGS]
+    conn = conn_of(request)
+    item = await inbox_store.review_item(conn, _item_id(request))
+    if item is None:
+        raise web.HTTPNotFound(text="There is no such review item.")
+    message: links.RequestMessage | None = None
+    fetch_problem = ""
+    if item.status == "open":
+        try:
+            message = await links.fetch_request(conn, settings, item.message_id)
+        except ImapError as exc:
+            fetch_problem = f"The message cannot be fetched from the mail server now: {exc}"
+        if message is None and not fetch_problem:
+            fetch_problem = "The message is no longer in the review folder."
+    return render(request, "review_item.html", "review", status=status, item=item,
+                  message=message, fetch_problem=fetch_problem, error=error,
+                  chosen=chosen or [], other=other)
+
+
+@allow("reviewer")
+async def review_item(request: web.Request) -> web.StreamResponse:
+    return await _item_page(request)
+
+
+@allow("reviewer")
+async def review_resolve(request: web.Request) -> web.StreamResponse:
+    settings = request.app[APP_SETTINGS]
+    item_id = _item_id(request)
+    form = await request.post()
+    chosen = [str(v) for v in form.getall("customer", [])]
+    other = str(form.get("other", "")).strip()
+    emails = [*chosen, *([other] if other else [])]
+    if not emails:
+        return await _item_page(request, status=400, chosen=chosen, other=other,
+                                error="Choose at least one customer, or enter an address")
+    conn = conn_of(request)
+    try:
+        item = await links.resolve(conn, settings, item_id, emails, actor(request))
+    except NotFound as exc:
+        return await _item_page(request, status=400, error=str(exc), chosen=chosen, other=other)
+    except MailerError as exc:
+        raise redirect(request, f"/review/{item_id}", str(exc)) from exc
+    async with transaction(conn):
+        await users.audit(conn, actor(request), "resolved review item",
+                          f"review item {item_id}: {len(set(emails))} customer(s)")
+    log.info("console: review item %s resolved by user %s", item_id,
+             session_of(request).user.id)
+    problem = await links.file_settled(settings, item.message_id)
+    raise redirect(request, "/review", f"Request {item_id} resolved: {len(set(emails))} "
+                   f"customer(s) unsubscribed. {problem}".strip())
+
+
+@allow("reviewer")
+async def review_dismiss(request: web.Request) -> web.StreamResponse:
+    settings = request.app[APP_SETTINGS]
+    item_id = _item_id(request)
+    conn = conn_of(request)
+    try:
+        item = await links.dismiss(conn, item_id)
+    except NotFound as exc:
+        raise web.HTTPNotFound(text=str(exc)) from exc
+    except MailerError as exc:
+        raise redirect(request, f"/review/{item_id}", str(exc)) from exc
+    async with transaction(conn):
+        await users.audit(conn, actor(request), "dismissed review item", f"review item {item_id}")
+    problem = await links.file_settled(settings, item.message_id)
+    raise redirect(request, "/review", f"Request {item_id} dismissed. {problem}".strip())
