@@ -40,7 +40,7 @@ from pathlib import Path
 import pytest
 
 from mailer.categories import CATEGORIES
-from tests.daemon_world import eventually, request
+from tests.daemon_world import eventually, request, status
 from tests.faults.load import (
     CAMPAIGNS,
     SECRET,
@@ -167,6 +167,9 @@ async def test_twenty_kill_9s_under_mixed_load_lose_nothing_and_duplicate_only_w
         starts.append(time.time())
         process = start_daemon(world, daemon_log)
         try:
+            # Ready (its signal handlers installed) before anything else, so the SIGTERM
+            # below is a clean stop even when the work was all done before this start.
+            await eventually(lambda: status(world)[0] == 0)
             await eventually(lambda: campaign_status(world, campaign) == "sent", within_s=300)
             await eventually(lambda: world.folder_subjects("INBOX") == [], within_s=120)
             await eventually(lambda: world.query(
