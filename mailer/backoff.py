@@ -45,5 +45,9 @@ class Backoff:
 CAMPAIGN_SEND = Backoff(base_s=1.0, max_s=60.0)
 # A confirmation in the outbox: from 30 s up to an hour apart, for about a day.
 CONFIRMATION = Backoff(base_s=30.0, max_s=3600.0, max_attempts=20)
-# Reconnecting to a server, and restarting a supervised loop after a failure.
+# Restarting a supervised loop after a failure (the database locked, read-only or full).
 RECONNECT = Backoff(base_s=1.0, max_s=60.0, jitter=0.2)
+# Reconnecting to a server that went away (the daemon's IMAP session; the SMTP probe before a
+# campaign paused by an unreachable server is resumed): capped low, so the server's return is
+# noticed within seconds, while a months-long outage costs one connect attempt every 3-4 s.
+SERVER_RECONNECT = Backoff(base_s=0.5, max_s=4.0, jitter=0.2)

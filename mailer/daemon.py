@@ -3,7 +3,9 @@
     inbox      IMAP IDLE -> requests honoured, reports recorded within seconds
     bounces    only with `[bounces.imap]`: the same pass over that mailbox, reports only
     outbox     confirmations, woken by the inbox, retried with backoff
-    campaigns  due campaigns, one sender at a time per campaign, via a lease
+    campaigns  due campaigns, one sender at a time per campaign, via a lease; a campaign the
+               sender paused because the SMTP server could not be reached is resumed once
+               the server answers again (probed on `backoff.SERVER_RECONNECT`)
     heartbeat  every part's state into the database for `mailer status`; systemd's WATCHDOG=1
     web        one-click, preference page, /healthz and /metrics, when `[http] host` is set
     console    the marketing console on its own listener, when `[console] enabled`
@@ -29,12 +31,15 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from mailer import smtp, systemd
 from mailer import status as status_module
-from mailer import systemd
+from mailer.backoff import RECONNECT, SERVER_RECONNECT
+from mailer.campaigns import service as campaign_service
 from mailer.campaigns.scheduler import POLL_INTERVAL_S, scheduler_loop
 from mailer.campaigns.sender import SendOutcome
 from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.console import app as console_app
+from mailer.errors import CampaignRefused
 from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import (
     WatchTiming,
@@ -48,9 +53,10 @@ from mailer.lifecycle import stop_on_signals
 from mailer.metrics import Metrics
 from mailer.outbox import confirmation_settings, send_due
 from mailer.settings import Settings
+from mailer.store import campaigns as campaign_store
 from mailer.store import heartbeat as heartbeat_store
 from mailer.store.db import open_db
-from mailer.supervise import Part, describe, supervise, wait_any
+from mailer.supervise import Part, describe, sleep_unless_stopped, supervise, wait_any
 from mailer.web import app as web_app
 
 log = logging.getLogger(__name__)
@@ -64,6 +70,12 @@ def _version() -> str:
 
 
 VERSION = _version()
+
+# The sender pauses a campaign with a reason starting so when the SMTP server stays
+# unreachable through its connection retries (mailer.campaigns.sender); the daemon resumes
+# such a campaign by itself once the server answers. A pause by an operator, or for failed
+# recipients, is left for a person.
+SMTP_UNAVAILABLE = "paused: SMTP server unavailable"
 
 
 @dataclass(frozen=True)
@@ -118,10 +130,15 @@ class Daemon:
         log.info("mailer %s starting (pid %s)", VERSION, os.getpid())
         async with asyncio.TaskGroup() as group:
             for name, part in self.parts.items():
+                # The IMAP sessions reconnect quickly whatever the outage's length.
+                policy = SERVER_RECONNECT if name in ("inbox", "bounces") else RECONNECT
                 self.tasks.append(group.create_task(
-                    supervise(part, bodies[name], self.stop), name=name))
+                    supervise(part, bodies[name], self.stop, policy=policy), name=name))
             group.create_task(supervise(Part("heartbeat", clock=self.clock), self._heartbeat,
                                         self.stop), name="heartbeat")
+            group.create_task(supervise(Part("campaign-resume", clock=self.clock),
+                                        self._resume_campaigns, self.stop),
+                              name="campaign-resume")
         await self._last_beat()
         log.info("mailer stopped")
 
@@ -182,6 +199,44 @@ class Daemon:
 
         await scheduler_loop(self.settings, self.stop, poll_interval_s=self.timing.scheduler_poll_s,
                              part=self.parts["campaigns"], on_outcome=counted)
+
+    async def _resume_campaigns(self) -> None:
+        """Resume the campaigns paused on an unreachable SMTP server once it answers again.
+
+        While one waits, the server is probed (connect, EHLO, QUIT) on `SERVER_RECONNECT`: a
+        long outage costs one connection every few seconds, and its end is noticed within
+        seconds; the scheduler then picks the campaign up on its next round and carries on
+        from its ledger."""
+        config = smtp.smtp_config(self.settings)
+        failed_probes = 0
+        async with open_db(self.settings.database.path) as conn:
+            while not self.stop.is_set():
+                waiting = [c.id for c in await campaign_store.list_campaigns(conn)
+                           if c.status == "paused" and c.status_reason.startswith(SMTP_UNAVAILABLE)]
+                delay_s = self.timing.scheduler_poll_s
+                if waiting:
+                    try:
+                        async with asyncio.timeout(config.timeout_s * 2):
+                            await smtp.close(await smtp.connect(config))
+                    except (smtp.SmtpError, TimeoutError) as exc:
+                        failed_probes += 1
+                        delay_s = SERVER_RECONNECT.delay_s(failed_probes)
+                        log.info("campaigns %s wait for the SMTP server: %s; probing again in "
+                                 "%.1f s", ", ".join(map(str, waiting)),
+                                 describe(exc) if str(exc) else "timed out", delay_s)
+                    else:
+                        failed_probes = 0
+                        for campaign_id in waiting:
+                            try:
+                                await campaign_service.resume(conn, campaign_id)
+                            except CampaignRefused as exc:  # resumed or cancelled meanwhile
+                                log.info("campaign %s: not resumed: %s", campaign_id, exc)
+                            else:
+                                log.info("campaign %s: the SMTP server answers again; resumed",
+                                         campaign_id)
+                else:
+                    failed_probes = 0
+                await sleep_unless_stopped(delay_s, self.stop)
 
     async def _web(self) -> None:
         """The public web listener (one-click, preference page) with /healthz and /metrics."""
