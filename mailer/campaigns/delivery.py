@@ -4,7 +4,9 @@ For each claimed recipient a `Worker` (one per connection, `max_connections` of 
 run) waits for its connection and the rate limiter, asks the consent gate, builds the message,
 waits for its previous result's commit, and only then starts the SMTP transaction; 4xx replies,
 drops and timeouts are retried after `backoff.CAMPAIGN_SEND` on a fresh connection, deciding
-consent again first. See `sender` for why the steps come in this order.
+consent again first. Each message goes out from its own VERP envelope sender
+(`SendConfig.mail_from`), so a bounce names the campaign and customer. See `sender` for why
+the steps come in this order.
 """
 
 from __future__ import annotations
@@ -138,8 +140,9 @@ class Worker:
             message_id = built.message_id
             attempts += 1
             try:
-                reply = await self.connection.send(config.envelope_from, recipient.email,
-                                                   built.data)
+                reply = await self.connection.send(
+                    config.mail_from(run.campaign.id, customer_id), recipient.email,
+                    built.data)
             except smtp.PermanentSmtpError as exc:
                 return RecipientResult(customer_id, "failed", attempts, str(exc), message_id)
             except smtp.TransientSmtpError as exc:
