@@ -91,8 +91,10 @@ class Worker:
             if run.lease_short() and not await run.wait_for_lease():
                 return None
             # The consent check: from here to the SMTP transaction, only building the
-            # message and (usually) one turn of the event loop for the previous commit.
+            # message (its RSA signature on a thread) and (usually) one turn of the event
+            # loop for the previous commit.
             verdict = run.gate.check(customer_id)
+            decided_at = run.clock.monotonic()
             if verdict.stop_reason:
                 run.halt("leave", verdict.stop_reason)
                 return None
@@ -103,21 +105,20 @@ class Worker:
             # row changed meanwhile.
             if built is None or built[0] != recipient:
                 try:
-                    built = recipient, run.messages.build(
+                    built = recipient, await run.messages.build_signed(
                         customer_id=customer_id, email=recipient.email, name=recipient.name,
                         company=recipient.company)
                 except (TemplateError, HeaderInjection) as exc:
                     return RecipientResult(customer_id, "failed", 0, f"not sent: {exc}")
-            if self.committed is None:
+            if self.committed is not None:
+                # At most one delivered-but-unrecorded message per connection: wait for the
+                # previous one's commit before this one goes out.
+                await run.ledger.wait(self.committed)
+                self.committed = None
+            if run.clock.monotonic() - decided_at <= _FRESH_S:
                 return built
-            # At most one delivered-but-unrecorded message per connection: wait for the
-            # previous one's commit before this one goes out.
-            waited_from = run.clock.monotonic()
-            await run.ledger.wait(self.committed)
-            self.committed = None
-            if run.clock.monotonic() - waited_from <= _FRESH_S:
-                return built
-            # The database was busy and the wait long: decide consent again.
+            # The database was busy or the machine slow, and the decision is old: decide
+            # consent again (the message is kept unless the customer's row changed).
 
     async def deliver(self, customer_id: int) -> RecipientResult | None:
         """Send to one claimed recipient; the result to record, or None to leave the row

@@ -11,6 +11,7 @@ loaded once per send (`send_config` raises SettingsError, one line, for a bad ke
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -152,8 +153,9 @@ class CampaignMessages:
                           what=f"campaign:{self._campaign_id}:customer:{customer_id}")
 
     def build(self, *, customer_id: int, email: str, name: str, company: str,
-              test: bool = False) -> Built:
-        """One recipient's message. Raises TemplateError or HeaderInjection.
+              test: bool = False, sign: bool = True) -> Built:
+        """One recipient's message, DKIM-signed when `[dkim]` is set (and `sign`). Raises
+        TemplateError or HeaderInjection.
 
         A test copy gets a random Message-ID of its own: receivers drop a second message
         with the id of one they already have."""
@@ -166,6 +168,21 @@ class CampaignMessages:
         own_id = message_id(self._domain) if test else self.message_id(customer_id)
         data = self._builder.build(message_id=own_id, to_address=email, to_name=name,
                                    rendered=rendered, unsubscribe_url=link, test=test)
-        if self._signer is not None:
+        if sign and self._signer is not None:
             data = self._signer.sign(data)
         return Built(own_id, data)
+
+    async def build_signed(self, *, customer_id: int, email: str, name: str,
+                           company: str) -> Built:
+        """`build` for the sender. An RSA signature is made on a worker thread: OpenSSL
+        releases the GIL for the private-key operation, most of an RSA-2048 signature's cost
+        (about 0.7 ms), so with a second core it overlaps the event loop's other sends.
+        ed25519 signs in tens of microseconds, less than the thread hop: it stays inline."""
+        built = self.build(customer_id=customer_id, email=email, name=name, company=company,
+                           sign=False)
+        signer = self._signer
+        if signer is None:
+            return built
+        if signer.algorithm != "rsa-sha256":
+            return Built(built.message_id, signer.sign(built.data))
+        return Built(built.message_id, await asyncio.to_thread(signer.sign, built.data))
