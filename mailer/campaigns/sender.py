@@ -23,10 +23,10 @@ anyone:
    read-only WAL connection, no thread hand-off). Between that read and the SMTP transaction
    there is only the rendering (and DKIM signing) of this one message and, usually, one turn
    of the event loop for the previous commit (if the decision is more than `_FRESH_S`, 5 ms,
-   old by then, the row is read again; see `delivery`). So an opt-out committed before the read is always honoured; only
-   one committed in the fraction of a millisecond after it can race a send. A batch-level
-   check would leave the decision tens of milliseconds stale for no measurable gain: the
-   per-message read costs about 1% of a message's CPU. The same read returns the campaign's
+   old by then, the row is read again; see `delivery`). So an opt-out committed before the
+   read is always honoured; only one committed in the fraction of a millisecond after it can
+   race a send. A batch-level check would leave the decision tens of milliseconds stale for no
+   measurable gain: the per-message read costs about 1% of a message's CPU. The same read returns the campaign's
    status, so a pause or cancel by another process stops every worker before its next
    message.
 4. **Send** with `max_attempts` tries: 4xx replies, dropped connections and timeouts are
