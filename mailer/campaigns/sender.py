@@ -26,9 +26,9 @@ anyone:
    old by then, the row is read again; see `delivery`). So an opt-out committed before the
    read is always honoured; only one committed in the fraction of a millisecond after it can
    race a send. A batch-level check would leave the decision tens of milliseconds stale for no
-   measurable gain: the per-message read costs about 1% of a message's CPU. The same read returns the campaign's
-   status, so a pause or cancel by another process stops every worker before its next
-   message.
+   measurable gain: the per-message read costs about 1% of a message's CPU. The same read
+   returns the campaign's status, so a pause or cancel by another process stops every worker
+   before its next message.
 4. **Send** with `max_attempts` tries: 4xx replies, dropped connections and timeouts are
    retried after `backoff.CAMPAIGN_SEND` on a fresh connection (re-checking consent first); a
    5xx marks the recipient failed with the server's reply.
