@@ -31,10 +31,17 @@ of the seeded database; the best rate of each and the highest peak RSS are compa
 burst of other work on the machine in one round does not decide a ratio. Each round's rate
 is shown beside it.
 
+(e) DKIM (issue 10 §5), `--dkim-compare`: `send_campaign` of `--cli` recipients with VERP
+    envelope senders (`[bounces] address`) three ways in each round, unsigned, signed with
+    RSA-2048 and signed with ed25519 (`[dkim]`), each in its own process into its own
+    smtp-sink; the signed rates as a share of the unsigned one, and CPU per message. Every
+    signed measurement also has its sample message checked with dkimpy's verifier first.
+
 Run: `python bench/campaign_bench.py [--recipients N] [--small N] [--naive N] [--rounds N]
-[--cli N] [--cli-only] [--profile]`. `--cli-only` measures only (d) and its transport baseline;
-`--profile` sends a `--cli`-recipient campaign in-process under cProfile and prints the top
-entries of the per-message path (by own time and by cumulative time). `--ledger-compare`
+[--cli N] [--cli-only] [--profile] [--dkim-compare]`. `--cli-only` measures only (d) and its
+transport baseline; `--profile` sends a `--cli`-recipient campaign in-process under cProfile
+and prints the top entries of the per-message path (by own time and by cumulative time).
+`--dkim-compare` measures only (e). `--ledger-compare`
 measures `send_campaign` at `--cli` recipients with the ledger's synchronous fast path and with
 every commit through aiosqlite (the justification of the fast path in `store/ledger.py`).
 """
@@ -124,7 +131,20 @@ async def seed(db: Path, opted_in: int) -> int:
     return campaign_id
 
 
-def config_for(db: Path, port: int) -> SendConfig:
+BOUNCE_ADDRESS = "bounces@imperial.test"
+DKIM_DOMAIN, DKIM_SELECTOR = "imperial.test", "bench"
+
+
+def config_for(db: Path, port: int, dkim: str = "", dkim_key: Path | None = None
+               ) -> SendConfig:
+    """The send settings; with `dkim` (an algorithm) and its key also VERP and signing."""
+    extra: dict[str, Any] = {}
+    if dkim:
+        extra = {"bounces": {"address": BOUNCE_ADDRESS},
+                 "dkim": {"domain": DKIM_DOMAIN, "selector": DKIM_SELECTOR,
+                          "private_key_file": str(dkim_key), "algorithm": dkim}}
+        if dkim == "none":
+            del extra["dkim"]
     settings = from_mapping(
         {
             "database": {"path": str(db)},
@@ -135,6 +155,7 @@ def config_for(db: Path, port: int) -> SendConfig:
             "templates": {"dir": str(ROOT / "templates")},
             "campaigns": {"secret": "bench-secret-0123456789abcdef",
                           "unsubscribe_url": "https://www.imperial.test/unsubscribe"},
+            **extra,
         },
         base_dir=ROOT,
         environ={},
@@ -187,8 +208,9 @@ def dump_tasks(reason: str) -> None:
         task.print_stack(limit=12, file=sys.stderr)
 
 
-async def child_mailer(db: Path, campaign_id: int, port: int, deadline_s: float) -> None:
-    config = config_for(db, port)
+async def child_mailer(db: Path, campaign_id: int, port: int, deadline_s: float,
+                       dkim: str = "", dkim_key: Path | None = None) -> None:
+    config = config_for(db, port, dkim, dkim_key)
     async with open_db(db) as conn:
         opted_in = await store.opted_in_count(conn, "offers")
         rss_before = peak_rss_bytes()
@@ -209,6 +231,35 @@ async def child_mailer(db: Path, campaign_id: int, port: int, deadline_s: float)
           "ledger_sent": ledger.sent, "ledger_audience": ledger.audience,
           "ledger_pending": ledger.pending, "opted_in": opted_in,
           "peak_rss": peak_rss_bytes(), "peak_rss_before": rss_before})
+
+
+def child_verify(db: Path, campaign_id: int, count: int, dkim: str, key: Path) -> None:
+    """Build `count` of the campaign's messages signed as the sender signs them and check
+    each with dkimpy's own verifier against the public key (no DNS): the signed measurement
+    measures signatures that verify."""
+    import dkim as dkimpy
+
+    config = config_for(db, 1, dkim, key)
+    signer = config.signer
+    assert signer is not None
+
+    def dns(name: bytes | str, timeout: int = 5) -> bytes | None:
+        return signer.dns_value().encode()
+
+    async def build() -> list[bytes]:
+        async with open_db(db) as conn:
+            campaign = await store.get_campaign(conn, campaign_id)
+            assert campaign is not None
+            rows = await conn.execute_fetchall(
+                "SELECT id, email, name, company FROM customers WHERE offers = 1 ORDER BY id "
+                "LIMIT ?", (count,))
+        messages = CampaignMessages(campaign, config, date=datetime.now(UTC))
+        return [messages.build(customer_id=r[0], email=r[1], name=r[2], company=r[3]).data
+                for r in rows]
+
+    built = asyncio.run(build())
+    verified = sum(1 for m in built if dkimpy.verify(m, dnsfunc=dns))
+    emit({"built": len(built), "verified": verified})
 
 
 def through_aiosqlite_only() -> None:
@@ -315,7 +366,10 @@ def run_child(args: argparse.Namespace) -> None:
     elif args.child in ("mailer", "mailer-aiosqlite-ledger"):
         if args.child == "mailer-aiosqlite-ledger":
             through_aiosqlite_only()
-        asyncio.run(child_mailer(args.db, args.campaign, args.port, args.deadline_s))
+        asyncio.run(child_mailer(args.db, args.campaign, args.port, args.deadline_s,
+                                 args.dkim or "", args.dkim_key))
+    elif args.child == "verify":
+        child_verify(args.db, args.campaign, args.count, args.dkim, args.dkim_key)
     elif args.child == "aiosmtplib":
         message = args.message.read_bytes()
         asyncio.run(child_aiosmtplib(args.port, message, args.count, CONNECTIONS))
@@ -502,7 +556,8 @@ def check_sink(what: str, sink: Sink, expected: int, problems: list[str]) -> Non
 
 
 def measure_mailer(work: Path, seeded: Path, campaign_id: int, opted_in: int,
-                   problems: list[str], kind: str = "mailer") -> Run:
+                   problems: list[str], kind: str = "mailer",
+                   extra: tuple[str, ...] = ()) -> Run:
     """Send the seeded campaign from a fresh copy of its database; check the ledger."""
     db = work / "sending.db"
     copy_db(seeded, db)
@@ -511,6 +566,7 @@ def measure_mailer(work: Path, seeded: Path, campaign_id: int, opted_in: int,
     try:
         run, result = measure_child(work, kind, [
             "--db", str(db), "--campaign", str(campaign_id), "--deadline-s", str(deadline_s),
+            *extra,
         ], problems)
     finally:
         for path in work.glob("sending.db*"):
@@ -595,6 +651,8 @@ def main() -> int:
                         help="profile a --cli-recipient send in-process and print the top")
     parser.add_argument("--ledger-compare", action="store_true",
                         help="send_campaign with and without the ledger's fast path")
+    parser.add_argument("--dkim-compare", action="store_true",
+                        help="(e) send_campaign unsigned, RSA-2048 and ed25519 signed")
     parser.add_argument("--top", type=int, default=25, help="profile entries to print")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
@@ -603,6 +661,8 @@ def main() -> int:
     parser.add_argument("--message", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--deadline-s", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--dkim", help=argparse.SUPPRESS)
+    parser.add_argument("--dkim-key", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_child(args)
@@ -614,6 +674,8 @@ def main() -> int:
     try:
         if args.profile:
             return run_profile(work, args.cli, args.top)
+        if args.dkim_compare:
+            return run_dkim_compare(work, args.cli, max(args.rounds, 1))
         if args.ledger_compare:
             return run_ledger_compare(work, args.cli, max(args.rounds, 1))
         if args.cli_only:
@@ -722,6 +784,67 @@ def run_ledger_compare(work: Path, n: int, rounds: int) -> int:
     if fast.per_s and slow.per_s:
         print(f"\n  fast path / aiosqlite only: {fast.per_s / slow.per_s:.2f}")
     return report_problems((fast, slow), problems)
+
+
+def dkim_keys(work: Path) -> dict[str, Path]:
+    """A fresh RSA-2048 key (PEM) and ed25519 key (base64 seed), as `[dkim]` reads them."""
+    import base64
+
+    import nacl.signing
+
+    rsa_key, ed_key = work / "dkim-rsa.pem", work / "dkim-ed25519.key"
+    subprocess.run(["openssl", "genrsa", "-out", str(rsa_key), "2048"], check=True,
+                   capture_output=True)
+    seed = bytes(nacl.signing.SigningKey.generate())
+    ed_key.write_text(base64.b64encode(seed).decode("ascii") + "\n", encoding="ascii")
+    return {"rsa-sha256": rsa_key, "ed25519-sha256": ed_key}
+
+
+def run_dkim_compare(work: Path, n: int, rounds: int) -> int:
+    """(e): the cost of DKIM signing, as a share of the send rate, all in this run."""
+    db = work / "dkim-seed.db"
+    campaign_id = asyncio.run(seed(db, n))
+    keys = dkim_keys(work)
+    print(f"DKIM cost: send_campaign of {n:,} recipients (as many opted out), VERP envelope "
+          f"senders in all, {CONNECTIONS} SMTP connections, {rounds} round(s); "
+          f"{os.cpu_count()} CPUs, load average {load_average()}")
+    problems: list[str] = []
+    for algorithm, key in keys.items():
+        checked = child("verify", "--db", str(db), "--campaign", str(campaign_id),
+                        "--count", "200", "--dkim", algorithm, "--dkim-key", str(key))
+        print(f"  {algorithm}: {checked['verified']} of {checked['built']} sample messages "
+              "verify with dkimpy")
+        if checked["verified"] != checked["built"]:
+            problems.append(f"{algorithm}: only {checked['verified']} of {checked['built']} "
+                            "signatures verify")
+    unsigned = Measurement(f"unsigned (VERP only), {n:,}")
+    signed = {
+        "rsa-sha256": Measurement(f"DKIM rsa-sha256 (RSA-2048), {n:,}"),
+        "ed25519-sha256": Measurement(f"DKIM ed25519-sha256, {n:,}"),
+    }
+    for _ in range(rounds):
+        unsigned.attempt(lambda: measure_mailer(work, db, campaign_id, n, problems,
+                                                extra=("--dkim", "none")))
+        for algorithm, measurement in signed.items():
+            measurement.attempt(lambda a=algorithm: measure_mailer(  # type: ignore[misc]
+                work, db, campaign_id, n, problems,
+                extra=("--dkim", a, "--dkim-key", str(keys[a]))))
+    everything = (unsigned, *signed.values())
+    table(rounds, everything)
+    print()
+    print("  signed / unsigned, measured in this run (best rates; CPU per message, medians)")
+    for algorithm, measurement in signed.items():
+        if not (measurement.per_s and unsigned.per_s):
+            continue
+        share = measurement.per_s / unsigned.per_s
+        cpu_unsigned = statistics.median(r.cpu_s / r.messages for r in unsigned.runs
+                                         if r.cpu_s) * 1e6
+        cpu_signed = statistics.median(r.cpu_s / r.messages for r in measurement.runs
+                                       if r.cpu_s) * 1e6
+        print(f"  {algorithm:<16} rate {share:>5.2f} of unsigned ({1 - share:>6.1%} slower); "
+              f"CPU {cpu_signed:,.0f} us vs {cpu_unsigned:,.0f} us a message "
+              f"(+{cpu_signed - cpu_unsigned:,.0f} us for signing)")
+    return report_problems(everything, problems)
 
 
 def run_cli_only(work: Path, cli_n: int, rounds: int) -> int:

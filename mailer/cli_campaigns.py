@@ -2,8 +2,9 @@
 
 Exit codes (see `mailer.cli_support`): 1 no such campaign or customer, or the command does not
 apply to the campaign's status (or another process is sending it); 2 bad input (kind, time,
-template, missing secret or unsubscribe URL); 3 SMTP or the database unavailable, and a send
-that paused itself because of SMTP failures; 130 a send paused by Ctrl-C.
+template, missing secret or unsubscribe URL, a missing or unreadable DKIM key); 3 SMTP or the
+database unavailable, and a send that paused itself (SMTP failures, or its bounce or complaint
+rate past `[bounces]`'s limits); 130 a send paused by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import aiosqlite
 import click
 
 from mailer.campaigns import service
-from mailer.campaigns.messages import send_config
+from mailer.campaigns.messages import SendConfig, send_config
 from mailer.campaigns.model import KINDS, Campaign
 from mailer.campaigns.sender import SendOutcome, SendProgress
 from mailer.cli_support import command_settings, fail, run
-from mailer.errors import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE
+from mailer.errors import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, SettingsError
 from mailer.lifecycle import stop_on_signals
 from mailer.settings import Settings
 from mailer.store.db import open_db
@@ -45,6 +46,15 @@ def _run(settings: Settings, body: Callable[[aiosqlite.Connection], Awaitable[T]
             return await body(conn)
 
     return run(main())
+
+
+def _send_config(settings: Settings) -> SendConfig:
+    """The send settings, checked at the start of the command: a missing or unreadable DKIM
+    key is one line and exit 2, before anything is sent."""
+    try:
+        return send_config(settings)
+    except SettingsError as exc:
+        fail(str(exc), exc.exit_code)
 
 
 @click.group()
@@ -92,7 +102,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
-    """Show one campaign: status (and why), schedule and ledger counts."""
+    """Show one campaign: status (and why), schedule, ledger counts, bounces and complaints."""
     settings = command_settings(ctx)
     report = _run(settings, lambda conn: service.show_campaign(conn, campaign_id))
     if as_json:
@@ -114,6 +124,11 @@ def show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
     else:
         click.echo(f"  audience:  {n.audience}: {n.sent} sent, {n.failed} failed, "
                    f"{n.skipped} skipped, {n.pending} pending")
+    r = report.reports
+    if r is not None and report.opted_in_now is None:
+        click.echo(f"  bounced:   {r.hard} hard ({report.rate(r.hard):.2%}), "
+                   f"{r.soft} soft ({report.rate(r.soft):.2%}) of {n.sent} sent")
+        click.echo(f"  complaints: {r.complaints} ({report.rate(r.complaints):.2%})")
 
 
 @campaign.command("preview")
@@ -123,7 +138,7 @@ def show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
 def preview(ctx: click.Context, campaign_id: int, email: str) -> None:
     """Print the complete message the customer with this email would get."""
     settings = command_settings(ctx)
-    config = send_config(settings)
+    config = _send_config(settings)
     message, opted_in = _run(settings, lambda conn: service.preview(conn, config, campaign_id,
                                                                      email))
     if not opted_in:
@@ -141,7 +156,7 @@ def preview(ctx: click.Context, campaign_id: int, email: str) -> None:
 def test(ctx: click.Context, campaign_id: int, address: str) -> None:
     """Send one copy marked as a test to ADDRESS (counted nowhere)."""
     settings = command_settings(ctx)
-    config = send_config(settings)
+    config = _send_config(settings)
     reply = _run(settings, lambda conn: service.send_test(conn, config, campaign_id, address))
     click.echo(f"test copy of campaign {campaign_id} sent to {address}: {reply}")
 
@@ -153,7 +168,7 @@ def send(ctx: click.Context, campaign_id: int) -> None:
     """Send now, in the foreground; Ctrl-C pauses cleanly."""
     terminal = sys.stderr.isatty()
     settings = command_settings(ctx, quiet=terminal)
-    config = send_config(settings)
+    config = _send_config(settings)
 
     async def body(conn: aiosqlite.Connection) -> SendOutcome:
         stop = asyncio.Event()

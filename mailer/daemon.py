@@ -35,6 +35,7 @@ from mailer import smtp, systemd
 from mailer import status as status_module
 from mailer.backoff import RECONNECT, SERVER_RECONNECT
 from mailer.campaigns import service as campaign_service
+from mailer.campaigns.failures import SMTP_UNAVAILABLE
 from mailer.campaigns.scheduler import POLL_INTERVAL_S, scheduler_loop
 from mailer.campaigns.sender import SendOutcome
 from mailer.clock import SYSTEM_CLOCK, Clock
@@ -71,11 +72,6 @@ def _version() -> str:
 
 VERSION = _version()
 
-# The sender pauses a campaign with a reason starting so when the SMTP server stays
-# unreachable through its connection retries (mailer.campaigns.sender); the daemon resumes
-# such a campaign by itself once the server answers. A pause by an operator, or for failed
-# recipients, is left for a person.
-SMTP_UNAVAILABLE = "paused: SMTP server unavailable"
 
 
 @dataclass(frozen=True)

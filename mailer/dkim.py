@@ -5,7 +5,7 @@ relaxed/relaxed canonicalisation (RFC 6376 §3.4: survives the header re-folding
 whitespace changes relays make). The signed headers are the ones that say who sent what to
 whom and how to leave: From, To, Subject, Date, Message-ID, List-Unsubscribe,
 List-Unsubscribe-Post (RFC 8058 §4 asks for both to be signed for one-click to be trusted),
-MIME-Version and Content-Type; only those present in a message are listed.
+MIME-Version, Content-Type and Feedback-ID; only those present in a message are listed.
 
 The key is read and checked once, at start (`load_signer`): a missing, unreadable or invalid
 key is one `SettingsError` line naming `[dkim] private_key_file` or `MAILER_DKIM_KEY`.
@@ -82,6 +82,8 @@ _install_fast_rsa()
 SIGNED_HEADERS: tuple[str, ...] = (
     "From", "To", "Subject", "Date", "Message-ID", "List-Unsubscribe", "List-Unsubscribe-Post",
     "MIME-Version", "Content-Type",
+    # Gmail's feedback loop only trusts a Feedback-ID covered by the DKIM signature.
+    "Feedback-ID",
 )
 _SIGNED_LOWER = frozenset(h.lower() for h in SIGNED_HEADERS)
 # RFC 6376 §3.3.3: keys under 1024 bits are not to be trusted (dkimpy refuses them too).

@@ -11,7 +11,9 @@ both kinds of message and belong next to the code that writes the headers.)
   every recipient (From, Date, MIME structure, the mailto opt-out) is formatted once per
   campaign; per recipient only To, Subject, Message-ID, the opt-out URL and the
   quoted-printable bodies are produced. ``EmailMessage`` manages about 760 messages a second;
-  a campaign needs thousands. Its input is any ``RenderedBody`` (subject, text, html).
+  a campaign needs thousands. Its input is any ``RenderedBody`` (subject, text, html). Each
+  message carries a ``Feedback-ID`` (campaign, kind, sender id) for providers' complaint
+  feedback loops (issue 10 §1).
 - ``message_id``: every Message-ID ``mailer`` sends, made in this one function. Never built
   from ids a forger could guess (a quoted Message-ID ties a bounce or complaint to a message we
   sent): keyed, an HMAC under the campaign secret of what the message is (so a retried send
@@ -45,6 +47,7 @@ __all__ = [
     "HeaderInjection",
     "RenderedBody",
     "build_confirmation",
+    "feedback_id",
     "message_id",
 ]
 
@@ -88,7 +91,7 @@ class CampaignHeaders:
     """What every message of one campaign shares.
 
     ``domain`` is the sender's domain; ``kind`` (e.g. ``offers``) is sent as
-    ``X-Campaign-Kind``.
+    ``X-Campaign-Kind`` and in the ``Feedback-ID``.
     """
 
     campaign_id: int
@@ -128,6 +131,14 @@ def message_id(domain: str, *, secret: str = "", what: str = "") -> str:
     else:
         token = secrets.token_hex(16)
     return f"<{token}@{domain}>"
+
+
+def feedback_id(headers: CampaignHeaders) -> str:
+    """The ``Feedback-ID`` of a campaign's messages, ``c42:offers:imperialtelecom``: campaign,
+    kind and sender id (the first label of the sender's domain), the ``a:b:c:SenderId`` form
+    providers' feedback loops (Gmail's FBL) group complaints by; no customer in it."""
+    sender_id = headers.domain.split(".", 1)[0].lower()
+    return f"c{headers.campaign_id}:{headers.kind}:{sender_id}"
 
 
 def _header_text(value: str) -> str:
@@ -279,6 +290,7 @@ class CampaignMessageBuilder:
         self._campaign = (
             f"MIME-Version: 1.0\r\nX-Campaign: {headers.campaign_id}\r\n"
             f"X-Campaign-Kind: {headers.kind}\r\n"
+            f"Feedback-ID: {feedback_id(headers)}\r\n"
         )
         # RFC 2046 §5.1.1: the boundary must not occur in any part. "=_" cannot occur in
         # quoted-printable text (RFC 2045 §6.7), and the random part keeps it unguessable.

@@ -30,6 +30,7 @@ MESSAGE = (
     b"MIME-Version: 1.0\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\n"
     b"X-Mailer-Campaign: 12\r\n"
+    b"Feedback-ID: c12:offers:imperialtelecom\r\n"
     b"\r\n"
     b"Hello Ada,\r\n\r\nFaster broadband is here.  \r\n"
 )

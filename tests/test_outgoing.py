@@ -44,6 +44,7 @@ CAMPAIGN_HEADER_NAMES = [
     "MIME-Version",
     "X-Campaign",
     "X-Campaign-Kind",
+    "Feedback-ID",
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
     "Content-Type",
@@ -173,6 +174,7 @@ def test_every_header_and_both_bodies_read_back_as_rendered(
     assert msg["MIME-Version"] == "1.0"
     assert msg["X-Campaign"] == "7"
     assert msg["X-Campaign-Kind"] == "special_offers"
+    assert msg["Feedback-ID"] == "c7:special_offers:imperial"
     assert msg["List-Unsubscribe"] == EXPECTED_LIST_UNSUBSCRIBE
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert msg.get_content_type() == "multipart/alternative"

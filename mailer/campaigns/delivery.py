@@ -4,7 +4,9 @@ For each claimed recipient a `Worker` (one per connection, `max_connections` of 
 run) waits for its connection and the rate limiter, asks the consent gate, builds the message,
 waits for its previous result's commit, and only then starts the SMTP transaction; 4xx replies,
 drops and timeouts are retried after `backoff.CAMPAIGN_SEND` on a fresh connection, deciding
-consent again first. See `sender` for why the steps come in this order.
+consent again first. Each message goes out from its own VERP envelope sender
+(`SendConfig.mail_from`), so a bounce names the campaign and customer. See `sender` for why
+the steps come in this order.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 from typing import Literal, Protocol
 
 from mailer import smtp
-from mailer.campaigns.failures import retry_delay_s
+from mailer.campaigns.failures import SMTP_UNAVAILABLE, retry_delay_s
 from mailer.campaigns.messages import Built, CampaignMessages, SendConfig
 from mailer.campaigns.pool import Connection, RateLimiter, sleep_unless
 from mailer.clock import Clock
@@ -73,7 +75,7 @@ class Worker:
             run.halt("pause", f"paused: SMTP server refused us: {exc}")
             return False
         except smtp.TransientSmtpError as exc:
-            run.halt("pause", f"paused: SMTP server unavailable: {exc}")
+            run.halt("pause", f"{SMTP_UNAVAILABLE}: {exc}")
             return False
         return client is not None
 
@@ -89,8 +91,10 @@ class Worker:
             if run.lease_short() and not await run.wait_for_lease():
                 return None
             # The consent check: from here to the SMTP transaction, only building the
-            # message and (usually) one turn of the event loop for the previous commit.
+            # message (its RSA signature on a thread) and (usually) one turn of the event
+            # loop for the previous commit.
             verdict = run.gate.check(customer_id)
+            decided_at = run.clock.monotonic()
             if verdict.stop_reason:
                 run.halt("leave", verdict.stop_reason)
                 return None
@@ -101,21 +105,20 @@ class Worker:
             # row changed meanwhile.
             if built is None or built[0] != recipient:
                 try:
-                    built = recipient, run.messages.build(
+                    built = recipient, await run.messages.build_signed(
                         customer_id=customer_id, email=recipient.email, name=recipient.name,
                         company=recipient.company)
                 except (TemplateError, HeaderInjection) as exc:
                     return RecipientResult(customer_id, "failed", 0, f"not sent: {exc}")
-            if self.committed is None:
+            if self.committed is not None:
+                # At most one delivered-but-unrecorded message per connection: wait for the
+                # previous one's commit before this one goes out.
+                await run.ledger.wait(self.committed)
+                self.committed = None
+            if run.clock.monotonic() - decided_at <= _FRESH_S:
                 return built
-            # At most one delivered-but-unrecorded message per connection: wait for the
-            # previous one's commit before this one goes out.
-            waited_from = run.clock.monotonic()
-            await run.ledger.wait(self.committed)
-            self.committed = None
-            if run.clock.monotonic() - waited_from <= _FRESH_S:
-                return built
-            # The database was busy and the wait long: decide consent again.
+            # The database was busy or the machine slow, and the decision is old: decide
+            # consent again (the message is kept unless the customer's row changed).
 
     async def deliver(self, customer_id: int) -> RecipientResult | None:
         """Send to one claimed recipient; the result to record, or None to leave the row
@@ -138,8 +141,9 @@ class Worker:
             message_id = built.message_id
             attempts += 1
             try:
-                reply = await self.connection.send(config.envelope_from, recipient.email,
-                                                   built.data)
+                reply = await self.connection.send(
+                    config.mail_from(run.campaign.id, customer_id), recipient.email,
+                    built.data)
             except smtp.PermanentSmtpError as exc:
                 return RecipientResult(customer_id, "failed", attempts, str(exc), message_id)
             except smtp.TransientSmtpError as exc:

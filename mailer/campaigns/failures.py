@@ -13,6 +13,11 @@ from dataclasses import dataclass
 from mailer.backoff import Backoff
 from mailer.store.campaigns import Counts
 
+# The reason a campaign pauses with when the SMTP server stays unreachable through the
+# connection retries; the daemon resumes such a campaign by itself once the server answers
+# (a pause by an operator, or for failed recipients, is left for a person).
+SMTP_UNAVAILABLE = "paused: SMTP server unavailable"
+
 
 def failure_threshold_passed(counts: Counts, *, threshold: float, min_sample: int) -> bool:
     """True once at least `min_sample` recipients were attempted and more than `threshold`

@@ -1,24 +1,30 @@
 """One campaign's messages: its template compiled once, then per recipient only render and
-build (`mailer.outgoing`), with the signed one-click link and the keyed Message-ID.
+build (`mailer.outgoing`), with the signed one-click link, the keyed Message-ID, the
+`Feedback-ID` header and, when `[dkim]` is set, a DKIM signature (issue 10 §1, §5).
 
 `SendConfig` (everything a send needs, taken from the settings once) lives here too: the
-messages and the sender both read it.
+messages and the sender both read it. It carries the envelope sender rule: MAIL FROM is the
+recipient's VERP address under `[bounces] address` (`mailer.verp`), the bare bounce address
+with `verp = false`, `[smtp] sender`'s address without a bounce address; and the DKIM signer,
+loaded once per send (`send_config` raises SettingsError, one line, for a bad key).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
 from pathlib import Path
 
-from mailer import smtp, tokens
+from mailer import smtp, tokens, verp
 from mailer.backoff import CAMPAIGN_SEND, Backoff
 from mailer.campaigns.model import Campaign, CampaignInvalid
 from mailer.campaigns.templates import CampaignTemplate, RenderContext, TemplateError
+from mailer.dkim import Signer, load_signer
 from mailer.outgoing import CampaignHeaders, CampaignMessageBuilder, message_id
-from mailer.settings import Settings
+from mailer.settings import BouncesSettings, Settings
 
 
 @dataclass(frozen=True)
@@ -40,17 +46,32 @@ class SendConfig:
     failure_min_sample: int = 50
     lease_ttl_s: float = 20.0
     retry: Backoff = CAMPAIGN_SEND
+    # `[bounces]`: the envelope sender and the campaign's own pause rates.
+    bounces: BouncesSettings = field(default_factory=BouncesSettings)
+    signer: Signer | None = None  # `[dkim]`, loaded once
 
     @functools.cached_property
     def envelope_from(self) -> str:
-        return parseaddr(self.sender)[1] or self.sender
+        """MAIL FROM of a message that names no recipient (a test copy)."""
+        return self.bounces.address or parseaddr(self.sender)[1] or self.sender
+
+    def mail_from(self, campaign_id: int, customer_id: int) -> str:
+        """The envelope sender of one campaign message (RFC 5321 §4.5.5: reports go there):
+        its VERP address, so a bounce names the campaign and customer, forgery-proof."""
+        if self.bounces.address and self.bounces.verp and self.secret:
+            return verp.address(self.bounces.address,
+                                verp.Tag.campaign(campaign_id, customer_id), self.secret)
+        return self.envelope_from
 
     @functools.cached_property
     def domain(self) -> str:
-        return self.envelope_from.rpartition("@")[2] or "localhost"
+        """The sender's domain: Message-IDs and the Feedback-ID's sender id."""
+        address = parseaddr(self.sender)[1] or self.sender
+        return address.rpartition("@")[2] or "localhost"
 
 
 def send_config(settings: Settings) -> SendConfig:
+    """The send settings; loads the DKIM key (SettingsError: one line naming it)."""
     s, c = settings.smtp, settings.campaigns
     return SendConfig(
         db_path=settings.database.path,
@@ -66,6 +87,8 @@ def send_config(settings: Settings) -> SendConfig:
         batch_size=c.batch_size,
         failure_threshold=c.failure_threshold,
         failure_min_sample=c.failure_min_sample,
+        bounces=settings.bounces,
+        signer=load_signer(settings.dkim),
     )
 
 
@@ -122,6 +145,7 @@ class CampaignMessages:
         self._secret = config.secret
         self._base_url = config.unsubscribe_url
         self._unsubscribe_address = config.unsubscribe_address
+        self._signer = config.signer
 
     def message_id(self, customer_id: int) -> str:
         """The Message-ID of this campaign's message to this customer, the same on retry."""
@@ -129,8 +153,9 @@ class CampaignMessages:
                           what=f"campaign:{self._campaign_id}:customer:{customer_id}")
 
     def build(self, *, customer_id: int, email: str, name: str, company: str,
-              test: bool = False) -> Built:
-        """One recipient's message. Raises TemplateError or HeaderInjection.
+              test: bool = False, sign: bool = True) -> Built:
+        """One recipient's message, DKIM-signed when `[dkim]` is set (and `sign`). Raises
+        TemplateError or HeaderInjection.
 
         A test copy gets a random Message-ID of its own: receivers drop a second message
         with the id of one they already have."""
@@ -143,4 +168,21 @@ class CampaignMessages:
         own_id = message_id(self._domain) if test else self.message_id(customer_id)
         data = self._builder.build(message_id=own_id, to_address=email, to_name=name,
                                    rendered=rendered, unsubscribe_url=link, test=test)
+        if sign and self._signer is not None:
+            data = self._signer.sign(data)
         return Built(own_id, data)
+
+    async def build_signed(self, *, customer_id: int, email: str, name: str,
+                           company: str) -> Built:
+        """`build` for the sender. An RSA signature is made on a worker thread: OpenSSL
+        releases the GIL for the private-key operation, most of an RSA-2048 signature's cost
+        (about 0.7 ms), so with a second core it overlaps the event loop's other sends.
+        ed25519 signs in tens of microseconds, less than the thread hop: it stays inline."""
+        built = self.build(customer_id=customer_id, email=email, name=name, company=company,
+                           sign=False)
+        signer = self._signer
+        if signer is None:
+            return built
+        if signer.algorithm != "rsa-sha256":
+            return Built(built.message_id, signer.sign(built.data))
+        return Built(built.message_id, await asyncio.to_thread(signer.sign, built.data))

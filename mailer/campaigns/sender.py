@@ -17,17 +17,18 @@ anyone:
    batch when the queue runs low, so memory stays flat whatever the audience size.
 3. **Consent, just before the send.** One asyncio worker per SMTP connection
    (`max_connections` of them, each keeping its connection open for many messages) takes an
-   id, waits for its connection and the rate limiter, and only then reads the customer's row
+   id, waits for its connection and the rate limiter, and only then reads the customer's row,
+   consent and whether the address is undeliverable in one statement
    (`store.consent.ConsentGate`: a synchronous primary-key SELECT of a few microseconds on a
    read-only WAL connection, no thread hand-off). Between that read and the SMTP transaction
-   there is only the rendering of this one message and, usually, one turn of the event loop
-   for the previous commit (if that wait takes more than `_FRESH_S`, 5 ms, the row is read
-   again; see `delivery`). So an opt-out committed before the read is always honoured; only
-   one committed in the fraction of a millisecond after it can race a send. A batch-level
-   check would leave the decision tens of milliseconds stale for no measurable gain: the
-   per-message read costs about 1% of a message's CPU. The same read returns the campaign's
-   status, so a pause or cancel by another process stops every worker before its next
-   message.
+   there is only the rendering (and DKIM signing) of this one message and, usually, one turn
+   of the event loop for the previous commit (if the decision is more than `_FRESH_S`, 5 ms,
+   old by then, the row is read again; see `delivery`). So an opt-out committed before the
+   read is always honoured; only one committed in the fraction of a millisecond after it can
+   race a send. A batch-level check would leave the decision tens of milliseconds stale for no
+   measurable gain: the per-message read costs about 1% of a message's CPU. The same read
+   returns the campaign's status, so a pause or cancel by another process stops every worker
+   before its next message.
 4. **Send** with `max_attempts` tries: 4xx replies, dropped connections and timeouts are
    retried after `backoff.CAMPAIGN_SEND` on a fresh connection (re-checking consent first); a
    5xx marks the recipient failed with the server's reply.
@@ -41,8 +42,10 @@ anyone:
    delivered-but-unrecorded or in flight: a kill -9 re-sends at most `max_connections`
    messages.
 6. **Finish.** Workers stop on completion, on `stop` (Ctrl-C, daemon shutdown), when the
-   campaign is paused or cancelled elsewhere, when failures pass `failure_threshold`, or when
-   the SMTP server stays unreachable. Unsent claimed rows go back to pending and the final
+   campaign is paused or cancelled elsewhere, when failures pass `failure_threshold`, when
+   the SMTP server stays unreachable, or when the campaign's hard-bounce or complaint rate
+   passes `[bounces]`'s limits (looked at before each batch is claimed: the reports arrive
+   through the inbox pass while it sends). Unsent claimed rows go back to pending and the final
    status is written in the same transaction that releases the lease; 'sent' only when no
    pending or sending rows remain.
 
@@ -75,8 +78,10 @@ from mailer.campaigns.model import (
 )
 from mailer.campaigns.pool import RateLimiter, first, sleep_unless
 from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.deliverability import pause_reason
 from mailer.errors import StoreError
 from mailer.store import campaigns as store
+from mailer.store import deliverability as deliverability_store
 from mailer.store import leases
 from mailer.store.campaigns import RecipientResult
 from mailer.store.consent import ConsentGate
@@ -309,6 +314,12 @@ class _Run:
                 if self.halted.is_set():
                     return
                 async with self.db_lock:
+                    # Reports arrive through the inbox pass (another task or process) while
+                    # this campaign sends: look at them at every batch boundary.
+                    paused_by_reports = await self._reports_pause_reason()
+                    if paused_by_reports is not None:
+                        self.halt("pause", f"paused: {paused_by_reports}")
+                        return
                     ids = await store.claim_batch(self.conn, self.campaign.id,
                                                   self.config.batch_size)
                 if not ids:
@@ -318,6 +329,17 @@ class _Run:
         finally:
             for _ in range(self.config.max_connections):
                 self.queue.put_nowait(None)
+
+    async def _reports_pause_reason(self) -> str | None:
+        """Why the campaign's bounces or complaints so far call for a pause (issue 10 §3:
+        `[bounces] pause_bounce_rate`, `pause_complaint_rate` after `pause_min_sample`
+        sent), or None. Over the whole campaign, not this run: reports come in late."""
+        cid = self.campaign.id
+        sent = (await store.counts(self.conn, cid)).sent
+        if sent < self.config.bounces.pause_min_sample:
+            return None
+        reports = await deliverability_store.campaign_report_counts(self.conn, cid)
+        return pause_reason(reports, sent, self.config.bounces)
 
     async def _work(self, index: int) -> None:
         worker = Worker(self, index)

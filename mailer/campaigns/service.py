@@ -1,7 +1,8 @@
 """The campaign operations the CLI calls, one async function per command.
 
     create_campaign   draft, or scheduled with --at; the template is compiled and checked first
-    list_campaigns / show_campaign   campaigns with their ledger counts (`report_json` for --json)
+    list_campaigns / show_campaign   campaigns with their ledger counts (`report_json` for --json);
+                      `show` adds bounces (hard, soft) and complaints and their rates
     preview           the complete message one customer would get
     send_test         one copy marked as a test to any address, recorded nowhere
     send_now          the foreground send (Ctrl-C pauses); the daemon uses the scheduler instead
@@ -14,6 +15,7 @@ subclasses whose exit codes the model's docstring lists.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +41,9 @@ from mailer.campaigns.sender import SendOutcome, SendProgress, send_campaign
 from mailer.campaigns.templates import CampaignTemplate, TemplateError
 from mailer.store import campaigns as store
 from mailer.store import customers
+from mailer.store import deliverability as deliverability_store
 from mailer.store.db import utcnow
+from mailer.store.deliverability import ReportCounts
 from mailer.store.edge import transaction
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,12 @@ class CampaignReport:
     campaign: Campaign
     counts: Counts
     opted_in_now: int | None = None
+    # Bounces and complaints tied to this campaign (distinct customers); `show` only.
+    reports: ReportCounts | None = None
+
+    def rate(self, count: int) -> float:
+        """`count` as a share of the messages sent (0 before any)."""
+        return count / self.counts.sent if self.counts.sent else 0.0
 
 
 async def create_campaign(
@@ -98,17 +108,30 @@ async def list_campaigns(conn: aiosqlite.Connection) -> list[CampaignReport]:
 
 
 async def show_campaign(conn: aiosqlite.Connection, campaign_id: int) -> CampaignReport:
-    return await _report(conn, await get(conn, campaign_id))
+    report = await _report(conn, await get(conn, campaign_id))
+    reports = await deliverability_store.campaign_report_counts(conn, campaign_id)
+    return dataclasses.replace(report, reports=reports)
 
 
 def report_json(report: CampaignReport) -> dict[str, Any]:
     c, n = report.campaign, report.counts
-    return {
+    data: dict[str, Any] = {
         "id": c.id, "kind": c.kind, "subject": c.subject, "status": c.status,
         "scheduled_at": c.scheduled_at,
         "counts": {"audience": n.audience, "sent": n.sent, "failed": n.failed,
                    "skipped": n.skipped, "pending": n.pending},
     }
+    if report.reports is not None:
+        r = report.reports
+        data["status_reason"] = c.status_reason
+        data["deliverability"] = {
+            "sent": n.sent,
+            "bounced": {"hard": r.hard, "soft": r.soft},
+            "complaints": r.complaints,
+            "rates": {"hard_bounce": report.rate(r.hard), "soft_bounce": report.rate(r.soft),
+                      "complaint": report.rate(r.complaints)},
+        }
+    return data
 
 
 async def preview(

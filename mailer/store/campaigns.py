@@ -82,6 +82,8 @@ class Recipient:
     company: str
     opted_in: bool
     campaign_status: str
+    # Why the address is not to be mailed (a hard bounce, soft bounces), or "": deliverable.
+    undeliverable: str = ""
 
 
 def _campaign(row: aiosqlite.Row) -> Campaign:

@@ -41,8 +41,9 @@ class ConsentGate:
         self._campaign_id = campaign_id
         self._kind = kind
         # The kind names a column; checked before it goes into the statement.
-        self._sql = (f"SELECT c.email, c.name, c.company, c.{kind_column(kind)}, p.status "
-                     "FROM customers c, campaigns p WHERE c.id = ? AND p.id = ?")
+        self._sql = (f"SELECT c.email, c.name, c.company, c.{kind_column(kind)}, p.status, "
+                     "u.reason FROM customers c JOIN campaigns p ON p.id = ? "
+                     "LEFT JOIN undeliverable u ON u.customer_id = c.id WHERE c.id = ?")
         try:
             self._conn = sqlite3.connect(str(db_path), isolation_level=None)
             # A WAL reader only waits in rare recovery cases; keep any such wait short.
@@ -56,14 +57,16 @@ class ConsentGate:
         runs the statement to completion, so no read transaction stays open and the next
         call sees every commit made since."""
         try:
-            rows = self._conn.execute(self._sql, (customer_id, self._campaign_id)).fetchall()
+            rows = self._conn.execute(self._sql, (self._campaign_id, customer_id)).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"consent check for customer {customer_id}: {exc}") from exc
         if not rows:
             return None
-        email, name, company, opted_in, status = rows[0]
+        email, name, company, opted_in, status, undeliverable = rows[0]
         return Recipient(customer_id=customer_id, email=email, name=name, company=company,
-                         opted_in=bool(opted_in), campaign_status=status)
+                         opted_in=bool(opted_in), campaign_status=status,
+                         undeliverable="" if undeliverable is None else
+                         str(undeliverable) or "undeliverable")
 
     def check(self, customer_id: int) -> Verdict:
         recipient = self.read(customer_id)
@@ -73,6 +76,8 @@ class ConsentGate:
             return Verdict(None, stop_reason=f"campaign is now {recipient.campaign_status}")
         if not recipient.opted_in:
             return Verdict(None, skip_reason=f"opted out of {self._kind} before sending")
+        if recipient.undeliverable:
+            return Verdict(None, skip_reason=f"undeliverable: {recipient.undeliverable}")
         return Verdict(recipient)
 
     def close(self) -> None:

@@ -79,6 +79,9 @@ def test_create_prints_the_id_of_a_draft_or_a_scheduled_campaign(cli: Cli) -> No
         "id": scheduled, "kind": "offers", "subject": "An offer for {{ customer.name }}",
         "status": "scheduled", "scheduled_at": "2031-05-06T07:08:00.000000+00:00",
         "counts": {"audience": 0, "sent": 0, "failed": 0, "skipped": 0, "pending": 0},
+        "status_reason": "",
+        "deliverability": {"sent": 0, "bounced": {"hard": 0, "soft": 0}, "complaints": 0,
+                           "rates": {"hard_bounce": 0.0, "soft_bounce": 0.0, "complaint": 0.0}},
     }
     assert cli.json("show", str(draft))["status"] == "draft"
     assert [c["id"] for c in cli.json("list")] == [draft, scheduled]
