@@ -114,6 +114,9 @@ class Sandbox(ImmutableSandboxedEnvironment):
             trim_blocks=True,
             lstrip_blocks=True,
             auto_reload=auto_reload,
+            # A plain dict, not Jinja2's locked LRU: every ``{% extends %}`` looks its base up
+            # in the cache on every render, and the templates are a handful of files.
+            cache_size=-1,
         )
 
     def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
