@@ -14,6 +14,10 @@ through `sandbox()`:
   customers, but an expression must still not reach Python internals or change the values it
   is given. Undefined variables are errors (a typo must not send "Dear ," to everyone).
   ``.html``/``.htm`` templates are autoescaped; text parts and subjects are not HTML.
+- **Cost per render.** A campaign renders its parts once per recipient, so the fixed cost of a
+  render is kept small without loosening a check: templates see flat globals, the cache is a
+  plain dict, and ``plain`` record types (a caller's frozen records of strings) have their
+  public fields read without the sandbox's generic attribute checks.
 - **Errors.** Any Jinja2 failure while loading or rendering becomes one ``TemplateError`` line
   naming the template, the line when known, and the problem:
   ``template campaigns/x.txt line 4: 'customer' has no attribute 'nmae'``.

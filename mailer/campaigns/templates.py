@@ -13,6 +13,9 @@ refuses output whose parts do not contain the unsubscribe link and address.
 A typo must stop a campaign at creation (``check``), not send "Dear ," to a hundred thousand
 people: ``check`` renders for a sample customer with a non-ASCII name.
 
+Per recipient: a subject that uses no variable but ``campaign`` is rendered once and reused
+(``jinja2.meta`` on its source); the bodies and the opt-out check run for every recipient.
+
 Variables in campaign templates: ``customer.name``, ``customer.email``, ``customer.company``,
 ``campaign.subject`` (in the bodies: the rendered subject), ``unsubscribe_url``,
 ``unsubscribe_address``.
