@@ -14,6 +14,10 @@ through `sandbox()`:
   customers, but an expression must still not reach Python internals or change the values it
   is given. Undefined variables are errors (a typo must not send "Dear ," to everyone).
   ``.html``/``.htm`` templates are autoescaped; text parts and subjects are not HTML.
+- **Cost per render.** A campaign renders its parts once per recipient, so the fixed cost of a
+  render is kept small without loosening a check: templates see flat globals, the cache is a
+  plain dict, and ``plain`` record types (a caller's frozen records of strings) have their
+  public fields read without the sandbox's generic attribute checks.
 - **Errors.** Any Jinja2 failure while loading or rendering becomes one ``TemplateError`` line
   naming the template, the line when known, and the problem:
   ``template campaigns/x.txt line 4: 'customer' has no attribute 'nmae'``.
@@ -27,7 +31,8 @@ from __future__ import annotations
 import os
 import re
 import traceback
-from collections.abc import Mapping, Sequence
+from collections import ChainMap
+from collections.abc import Mapping, MutableMapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -91,8 +96,13 @@ class Sandbox(ImmutableSandboxedEnvironment):
         *,
         auto_reload: bool,
         undefined: type[jinja2.Undefined],
+        plain: Mapping[type, frozenset[str]] | None = None,
     ) -> None:
         self.override = override
+        self.plain: Mapping[type, frozenset[str]] = dict(plain or {})
+        for kind, fields in self.plain.items():
+            if any(field.startswith("_") for field in fields):
+                raise TypeError(f"{kind.__name__}: only public fields may be read directly")
         self.defaults = packaged_defaults()
         self.folders: tuple[Path, ...] = (
             (override, self.defaults) if override is not None else (self.defaults,)
@@ -108,7 +118,31 @@ class Sandbox(ImmutableSandboxedEnvironment):
             trim_blocks=True,
             lstrip_blocks=True,
             auto_reload=auto_reload,
+            # A plain dict, not Jinja2's locked LRU: every ``{% extends %}`` looks its base up
+            # in the cache on every render, and the templates are a handful of files.
+            cache_size=-1,
         )
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        # Jinja2 hands templates a ChainMap over the environment's globals so that globals
+        # added later reach templates compiled earlier. Nothing here adds globals after the
+        # sandbox is built, and every render copies the template's globals twice (into the
+        # context and its key set): a flat dict makes that a C-level copy, not a Python walk.
+        return dict(ChainMap(d or {}, self.globals))
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``obj.attribute`` in a template: the sandbox's checks, except for the fields of a
+        ``plain`` type (a frozen record of strings that a caller hands to templates).
+
+        Those fields are public names holding plain values, so the sandbox would allow them
+        anyway; reading them directly saves its generic checks on every variable of every
+        recipient. Anything else on those objects (``__class__``, a typo) still goes through
+        the sandbox and its undefined.
+        """
+        fields = self.plain.get(type(obj))
+        if fields is not None and attribute in fields:
+            return getattr(obj, attribute)
+        return super().getattr(obj, attribute)
 
     def folder_of(self, template: jinja2.Template) -> Path | None:
         """The folder ``template`` was loaded from (override or defaults)."""
@@ -224,15 +258,18 @@ def sandbox(
     *,
     auto_reload: bool = False,
     undefined: type[jinja2.Undefined] = jinja2.StrictUndefined,
+    plain: Mapping[type, frozenset[str]] | None = None,
 ) -> Sandbox:
     """A new sandbox over ``override`` (``[templates] dir``; None: the defaults only).
 
     ``auto_reload`` re-reads a file that changed on disk (for the long-running daemon's
-    low-volume templates); ``undefined`` must be strict (a subclass may word its messages).
+    low-volume templates); ``undefined`` must be strict (a subclass may word its messages);
+    ``plain`` names, per type, the public fields templates may read without the sandbox's
+    generic checks (`Sandbox.getattr`).
     """
     if not issubclass(undefined, jinja2.StrictUndefined):
         raise TypeError("templates treat undefined variables as errors")
-    return Sandbox(override, auto_reload=auto_reload, undefined=undefined)
+    return Sandbox(override, auto_reload=auto_reload, undefined=undefined, plain=plain)
 
 
 # --- the confirmation of an unsubscribe request ------------------------------------------

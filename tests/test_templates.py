@@ -3,6 +3,7 @@ autoescaped HTML pages, one-line errors; and the `[templates] dir` setting that 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
@@ -135,6 +136,34 @@ def test_html_page_cannot_reach_python_internals(tmp_path: Path) -> None:
 
     with pytest.raises(TemplateError, match=r"^template web/page\.html line 1: access to"):
         sandbox(tmp_path).render_file("web/page.html", {})
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    name: str
+
+
+def test_a_plain_record_reads_its_fields_but_still_refuses_its_internals(tmp_path: Path) -> None:
+    _write(tmp_path, "web/page.html", "{{ r.name }}|{{ r.__class__ }}\n")
+    _write(tmp_path, "web/typo.html", "{{ r.nmae }}\n")
+    env = sandbox(tmp_path, plain={_Record: frozenset({"name"})})
+    assert env.render(env.string("{{ r.name }}", "s"), {"r": _Record("Zoë")}, "s") == "Zoë"
+
+    with pytest.raises(TemplateError, match=r"^template web/page\.html line 1: access to"):
+        env.render_file("web/page.html", {"r": _Record("Zoë")})
+    with pytest.raises(TemplateError, match=r"^template web/typo\.html line 1: .*'nmae'"):
+        env.render_file("web/typo.html", {"r": _Record("Zoë")})
+
+
+def test_a_plain_record_may_not_name_a_private_field() -> None:
+    with pytest.raises(TypeError):
+        sandbox(None, plain={_Record: frozenset({"_secret"})})
+
+
+def test_templates_still_see_the_jinja_globals() -> None:
+    env = sandbox(None)
+
+    assert env.render(env.string("{{ range(3) | join(',') }}", "s"), {}, "s") == "0,1,2"
 
 
 def test_the_sandbox_never_lets_an_undefined_variable_render_empty() -> None:

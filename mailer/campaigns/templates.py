@@ -13,6 +13,9 @@ refuses output whose parts do not contain the unsubscribe link and address.
 A typo must stop a campaign at creation (``check``), not send "Dear ," to a hundred thousand
 people: ``check`` renders for a sample customer with a non-ASCII name.
 
+Per recipient: a subject that uses no variable but ``campaign`` is rendered once and reused
+(``jinja2.meta`` on its source); the bodies and the opt-out check run for every recipient.
+
 Variables in campaign templates: ``customer.name``, ``customer.email``, ``customer.company``,
 ``campaign.subject`` (in the bodies: the rendered subject), ``unsubscribe_url``,
 ``unsubscribe_address``.
@@ -20,11 +23,12 @@ Variables in campaign templates: ``customer.name``, ``customer.email``, ``custom
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import meta
 from markupsafe import escape
 
 from mailer.templates import Sandbox, TemplateError, sandbox, template_error
@@ -79,6 +83,10 @@ class _Campaign:
 
 
 _VARIABLE_NAMES: Mapping[type, str] = {_Customer: "customer", _Campaign: "campaign"}
+# Records of strings: the sandbox reads their fields without its generic checks.
+_PLAIN: Mapping[type, frozenset[str]] = {
+    kind: frozenset(f.name for f in fields(kind)) for kind in _VARIABLE_NAMES
+}
 
 
 class _StrictUndefined(jinja2.StrictUndefined):
@@ -133,6 +141,11 @@ class CampaignTemplate:
         self._html_name = f"campaigns/{name}.html"
         self._subject_name = f"campaigns/{name} subject"
         self._labels = {self._subject_name: self._subject_name}
+        # A subject that uses nothing but ``campaign`` (``campaign.subject`` is the same for
+        # every recipient) is rendered once per campaign subject, not once per recipient.
+        self._subject_is_shared = _uses_only(env, subject_source, self._subject_name, {"campaign"})
+        self._shared: tuple[str, str, _Campaign] | None = None  # (source, rendered, campaign)
+        self._escaped_address: tuple[str, str] = ("", "")  # (address, HTML-escaped)
 
     @property
     def has_html(self) -> bool:
@@ -150,7 +163,7 @@ class CampaignTemplate:
             raise template_error(
                 f"campaigns/{name}", None, "a template name is letters, digits, '.', '_', '-'"
             )
-        env = sandbox(templates_dir, undefined=_StrictUndefined)
+        env = sandbox(templates_dir, undefined=_StrictUndefined, plain=_PLAIN)
         text_name, html_name = f"campaigns/{name}.txt", f"campaigns/{name}.html"
         text = env.file_checked(text_name)
         # The HTML part only from the text part's own folder: a campaign is its pair of files.
@@ -172,31 +185,44 @@ class CampaignTemplate:
         Raises TemplateError naming template and line for an unknown variable, a runtime
         error or a sandbox violation, and when a part lacks the opt-out link or address.
         """
-        customer = _Customer(
-            name=ctx.customer_name, email=ctx.customer_email, company=ctx.customer_company
-        )
+        env = self._env
         variables: dict[str, Any] = {
-            "customer": customer,
-            "campaign": _Campaign(subject=ctx.campaign_subject),
+            "customer": _Customer(
+                name=ctx.customer_name, email=ctx.customer_email, company=ctx.customer_company
+            ),
+            "campaign": None,
             "unsubscribe_url": ctx.unsubscribe_url,
             "unsubscribe_address": ctx.unsubscribe_address,
         }
-        env = self._env
-        subject = env.render(self._subject, variables, self._subject_name, self._labels)
-        # The bodies see the subject the recipient sees, not the template source.
-        variables["campaign"] = _Campaign(subject=subject)
+        shared = self._shared
+        if shared is not None and shared[0] == ctx.campaign_subject:
+            _, subject, campaign = shared
+        else:
+            variables["campaign"] = _Campaign(subject=ctx.campaign_subject)
+            subject = env.render(self._subject, variables, self._subject_name, self._labels)
+            # The bodies see the subject the recipient sees, not the template source.
+            campaign = _Campaign(subject=subject)
+            if self._subject_is_shared:
+                self._shared = (ctx.campaign_subject, subject, campaign)
+        variables["campaign"] = campaign
         text = env.render(self._text, variables, self._text_name, self._labels)
-        self._require_opt_out(self._text_name, text, ctx.unsubscribe_url, ctx.unsubscribe_address)
+        _require_opt_out(self._text_name, text, ctx.unsubscribe_url, ctx.unsubscribe_address)
         html = None
         if self._html is not None:
             html = env.render(self._html, variables, self._html_name, self._labels)
-            self._require_opt_out(
+            _require_opt_out(
                 self._html_name,
                 html,
                 str(escape(ctx.unsubscribe_url)),
-                str(escape(ctx.unsubscribe_address)),
+                self._escaped(ctx.unsubscribe_address),
             )
         return RenderedCampaign(subject=subject, text=text, html=html)
+
+    def _escaped(self, address: str) -> str:
+        # The address is the same for every recipient: escape it once.
+        if self._escaped_address[0] != address:
+            self._escaped_address = (address, str(escape(address)))
+        return self._escaped_address[1]
 
     def check(self) -> None:
         """Render for a sample customer (non-ASCII name included), so that unknown variables,
@@ -214,12 +240,21 @@ class CampaignTemplate:
         if not rendered.subject.strip():
             raise template_error(self._subject_name, None, "the subject renders empty")
 
-    @staticmethod
-    def _require_opt_out(name: str, body: str, url: str, address: str) -> None:
-        # PECR reg. 22(3)(c) and 23(b): every marketing email offers a simple way to refuse more.
-        # An empty value is a caller bug that would make the check vacuous.
-        for what, value in (("unsubscribe_url", url), ("unsubscribe_address", address)):
-            if not value or value not in body:
-                raise template_error(
-                    name, None, f"the opt-out footer is missing ({what} is not in the output)"
-                )
+
+def _uses_only(env: Sandbox, source: str, label: str, allowed: set[str]) -> bool:
+    """Whether the template ``source`` reads no variable (nor global) outside ``allowed``."""
+    try:
+        return meta.find_undeclared_variables(env.parse(source)) <= allowed
+    except jinja2.TemplateError as exc:
+        raise env.translate(exc, label, {label: label}) from exc
+
+
+def _require_opt_out(name: str, body: str, url: str, address: str) -> None:
+    # PECR reg. 22(3)(c) and 23(b): every marketing email offers a simple way to refuse more.
+    # An empty value is a caller bug that would make the check vacuous.
+    if url and address and url in body and address in body:
+        return
+    what = "unsubscribe_url" if not url or url not in body else "unsubscribe_address"
+    raise template_error(
+        name, None, f"the opt-out footer is missing ({what} is not in the output)"
+    )

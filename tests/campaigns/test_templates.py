@@ -135,6 +135,48 @@ def test_bodies_see_the_rendered_subject(write: Write, templates_dir: Path) -> N
     assert "Subject was: For Alice Smith\n" in rendered.text
 
 
+# Rendered once per campaign or once per recipient ------------------------------------------
+
+
+def test_subject_naming_the_customer_is_rendered_for_each_recipient(
+    write: Write, templates_dir: Path
+) -> None:
+    write("campaigns/x.txt", _campaign("Subject was: {{ campaign.subject }}"))
+    template = CampaignTemplate.load(templates_dir, "x", "For {{ customer.name }}")
+
+    first = template.render(_context(name="Alice Smith"))
+    second = template.render(_context(name="Bob Jones"))
+
+    assert (first.subject, second.subject) == ("For Alice Smith", "For Bob Jones")
+    assert "Subject was: For Bob Jones\n" in second.text
+
+
+def test_subject_using_the_unsubscribe_link_is_rendered_for_each_recipient(
+    write: Write, templates_dir: Path
+) -> None:
+    write("campaigns/x.txt", _campaign("Hi"))
+    template = CampaignTemplate.load(templates_dir, "x", "Ref {{ unsubscribe_url[-4:] }}")
+
+    first = template.render(_context())
+    other = RenderContext(**{**_context().__dict__, "unsubscribe_url": URL[:-4] + "WXYZ"})
+    second = template.render(other)
+
+    assert (first.subject, second.subject) == (f"Ref {URL[-4:]}", "Ref WXYZ")
+
+
+def test_subject_without_customer_variables_follows_the_campaign_subject_it_is_given(
+    write: Write, templates_dir: Path
+) -> None:
+    write("campaigns/x.txt", _campaign("Subject was: {{ campaign.subject }}"))
+    template = CampaignTemplate.load(templates_dir, "x", "{{ campaign.subject | upper }}")
+
+    first = template.render(RenderContext(**{**_context().__dict__, "campaign_subject": "a"}))
+    second = template.render(RenderContext(**{**_context().__dict__, "campaign_subject": "b"}))
+
+    assert (first.subject, second.subject) == ("A", "B")
+    assert "Subject was: B\n" in second.text
+
+
 # Errors name the template and the line -----------------------------------------------------
 
 
@@ -360,6 +402,40 @@ def test_html_that_drops_the_footer_for_some_customers_is_refused_at_render(
 
     with pytest.raises(TemplateError, match=r"template campaigns/x\.html: the opt-out footer"):
         template.render(_context(company=""))
+
+
+def test_html_footer_with_the_link_but_not_the_address_is_refused_naming_the_address(
+    write: Write, templates_dir: Path
+) -> None:
+    write("campaigns/x.txt", _campaign("Hi"))
+    write(
+        "campaigns/x.html",
+        '{% extends "base.html" %}\n{% block content %}Hi{% endblock %}\n'
+        '{% block footer %}<a href="{{ unsubscribe_url }}">Unsubscribe</a>{% endblock %}\n',
+    )
+
+    with pytest.raises(TemplateError) as excinfo:
+        CampaignTemplate.load(templates_dir, "x", "Offer").check()
+
+    assert _error(excinfo) == (
+        "template campaigns/x.html: the opt-out footer is missing "
+        "(unsubscribe_address is not in the output)"
+    )
+
+
+def test_html_footer_is_checked_against_each_address_as_escaped(
+    write: Write, templates_dir: Path
+) -> None:
+    write("campaigns/x.txt", _campaign("Hi"))
+    write("campaigns/x.html", _campaign("Hi", "base.html"))
+    template = CampaignTemplate.load(templates_dir, "x", "Offer")
+
+    for address in ("opt&out@imperial.example", "o'brien&co@imperial.example"):
+        ctx = RenderContext(**{**_context().__dict__, "unsubscribe_address": address})
+        rendered = template.render(ctx)
+        assert rendered.html is not None
+        assert str(escape(address)) in rendered.html
+        assert address in rendered.text
 
 
 # Confirmation ------------------------------------------------------------------------------
