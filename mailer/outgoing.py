@@ -1,7 +1,7 @@
 """Outgoing MIME: the bytes of confirmation replies and campaign messages.
 
 Pure: values in, ``bytes`` out (CRLF line endings, RFC 5322 §2.1, ready for SMTP DATA), no
-network and no database. (A little over 400 lines: the header-safety rules below are shared by
+network and no database. (About 470 lines: the header-safety rules below are shared by
 both kinds of message and belong next to the code that writes the headers.)
 
 - ``build_confirmation``: the reply confirming an unsubscribe request, built with the stdlib
@@ -70,12 +70,16 @@ _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _ADDR_SPEC = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@{_LABEL}(?:\.{_LABEL})*")
 # RFC 5322 §3.6.4 msg-id, as seen in the wild: printable ASCII in angle brackets.
 _MSG_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
+# A URL that is already plain for RFC 2369 §2 angle brackets: printable ASCII without space,
+# '"', '<' or '>'. Such a URL is used as it is; anything else goes through ``_url``'s checks.
+_PLAIN_URL = re.compile(r"[\x21\x23-\x3b\x3d\x3f-\x7e]+")
 _KIND = re.compile(r"[A-Za-z0-9_.-]+")
 # References kept in a reply: the thread root and the most recent ones (RFC 5322 §3.6.4 asks
 # for all of them; a hostile request could send thousands).
 _MAX_REFERENCES = 20
-# Subjects are often identical across a campaign; fold each distinct one once.
+# Subjects and display names repeat across a campaign; format each distinct one once.
 _SUBJECT_CACHE_SIZE = 4096
+_NAME_CACHE_SIZE = 4096
 
 # RFC 8058 §3.1: one-click unsubscribe is announced by exactly this header.
 _ONE_CLICK = "List-Unsubscribe-Post: List-Unsubscribe=One-Click"
@@ -149,6 +153,9 @@ def _header_text(value: str) -> str:
 
 def _addr_spec(address: str) -> str:
     """A plain ``local@domain`` with controls stripped and the domain IDNA-encoded."""
+    if _ADDR_SPEC.fullmatch(address):
+        # Already plain (ASCII only, no controls or spaces): cleaning would not change it.
+        return address
     cleaned = _CONTROL.sub("", address).strip()
     local, at, domain = cleaned.rpartition("@")
     if at and not domain.isascii():
@@ -163,6 +170,9 @@ def _addr_spec(address: str) -> str:
 
 
 def _url(url: str) -> str:
+    if _PLAIN_URL.fullmatch(url):
+        # Already printable ASCII without space, quote or angle brackets: nothing to clean.
+        return url
     cleaned = _CONTROL.sub("", url).strip()
     # RFC 2369 §2: the URL goes in angle brackets, so it cannot contain them or spaces.
     if not cleaned.isascii() or not cleaned.isprintable() or any(c in cleaned for c in ' <>"'):
@@ -231,27 +241,45 @@ def _subject(subject: str) -> str:
     return _fold(_encoded_words(text, _MAX_LINE - start), start)
 
 
-def _mailbox(field: str, name: str, address: str) -> str:
-    """The value of a From or To field: ``name <address>``, or ``address`` without a name.
+def _phrase_tokens(field: str, name: str) -> list[str]:
+    """The display name of a From or To field as the tokens ``_fold`` joins; none if empty.
 
     The name is an RFC 5322 §3.2.5 phrase: bare atoms, a quoted string, or RFC 2047 encoded
     words when it is not ASCII (or is too long to quote on one line).
     """
-    addr = _addr_spec(address)
     display = _header_text(name)
     if not display:
-        return addr
+        return []
     start = len(field) + 2
-    tokens: list[str]
     if display.isascii() and "=?" not in display:
         if _ATOM_PHRASE.fullmatch(display):
-            tokens = display.split(" ")
-        else:
-            quoted = f'"{quote(display)}"'
-            tokens = [quoted] if start + len(quoted) <= _MAX_LINE else []
-        if tokens:
-            return _fold([*tokens, f"<{addr}>"], start)
-    return _fold([*_encoded_words(display, _MAX_LINE - start), f"<{addr}>"], start)
+            return display.split(" ")
+        quoted = f'"{quote(display)}"'
+        if start + len(quoted) <= _MAX_LINE:
+            return [quoted]
+    return _encoded_words(display, _MAX_LINE - start)
+
+
+def _mailbox(field: str, name: str, address: str) -> str:
+    """The value of a From or To field: ``name <address>``, or ``address`` without a name."""
+    addr = _addr_spec(address)
+    tokens = _phrase_tokens(field, name)
+    if not tokens:
+        return addr
+    return _fold([*tokens, f"<{addr}>"], len(field) + 2)
+
+
+def _folded_phrase(field: str, name: str) -> tuple[str, int] | None:
+    """The display name folded as ``_mailbox`` folds it, and the width of its last line, so
+    that an address can be appended later exactly as ``_fold`` would; None if no name."""
+    tokens = _phrase_tokens(field, name)
+    if not tokens:
+        return None
+    folded = _fold(tokens, len(field) + 2)
+    if "\r\n" not in folded:
+        return folded, len(field) + 2 + len(folded)
+    # A continuation line starts with the folding space, counted in its width.
+    return folded, len(folded.rpartition("\r\n")[2])
 
 
 def _qp(text: str) -> bytes:
@@ -261,7 +289,7 @@ def _qp(text: str) -> bytes:
     line breaks, '=' and trailing whitespace are encoded. Line endings are first made LF only
     so that binascii breaks lines consistently, then CRLF for SMTP (RFC 5321 §2.3.8).
     """
-    lf = text.replace("\r\n", "\n").replace("\r", "\n")
+    lf = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
     return binascii.b2a_qp(lf.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
 
 
@@ -305,6 +333,7 @@ class CampaignMessageBuilder:
         self._first_delimiter = f"--{boundary}\r\n".encode("ascii")
         self._close_delimiter = f"\r\n--{boundary}--\r\n".encode("ascii")
         self._subjects: dict[str, str] = {}
+        self._names: dict[str, tuple[str, int] | None] = {}
 
     def _subject_line(self, subject: str) -> str:
         line = self._subjects.get(subject)
@@ -313,6 +342,23 @@ class CampaignMessageBuilder:
             if len(self._subjects) < _SUBJECT_CACHE_SIZE:
                 self._subjects[subject] = line
         return line
+
+    def _to_line(self, name: str, address: str) -> str:
+        """The To field, the display name formatted once per distinct name (``_mailbox``'s
+        output exactly: the address is appended as ``_fold`` would append its last token)."""
+        addr = _addr_spec(address)
+        if name in self._names:
+            phrase = self._names[name]
+        else:
+            phrase = _folded_phrase("To", name)
+            if len(self._names) < _NAME_CACHE_SIZE:
+                self._names[name] = phrase
+        if phrase is None:
+            return f"To: {addr}\r\n"
+        folded, width = phrase
+        angle = f"<{addr}>"
+        separator = " " if width + 1 + len(angle) <= _MAX_LINE else "\r\n "
+        return f"To: {folded}{separator}{angle}\r\n"
 
     def build(
         self,
@@ -331,20 +377,20 @@ class CampaignMessageBuilder:
         safely.
         """
         subject = f"[TEST] {rendered.subject}" if test else rendered.subject
-        if _msg_id(message_id) != message_id:
+        # Equivalent to ``_msg_id(message_id) != message_id``: the pattern admits no space.
+        if not _MSG_ID.fullmatch(message_id):
             raise HeaderInjection(f"message id {message_id!r} is not <left@right>")
         head = "".join(
             (
                 self._from,
-                f"To: {_mailbox('To', to_name, to_address)}\r\n",
+                self._to_line(to_name, to_address),
                 self._subject_line(subject),
                 self._date,
                 f"Message-ID: {message_id}\r\n",
                 self._campaign,
                 # RFC 2369 §3.2 mailto and URL; RFC 8058 §3.1 the URL must be HTTPS to be
                 # used for one-click, which is the caller's choice of base URL.
-                f"{self._list_unsubscribe}<{_url(unsubscribe_url)}>\r\n",
-                f"{_ONE_CLICK}\r\n",
+                f"{self._list_unsubscribe}<{_url(unsubscribe_url)}>\r\n{_ONE_CLICK}\r\n",
                 "X-Mailer-Test: yes\r\n" if test else "",
             )
         ).encode("ascii")

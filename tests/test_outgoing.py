@@ -487,3 +487,33 @@ def test_confirmation_lines_are_crlf_and_long_lines_are_wrapped() -> None:
     assert b"\n" not in raw.replace(b"\r\n", b"")
     assert max(len(line) for line in raw.split(b"\r\n")) <= 78
     assert _body(_parse(raw), "plain") == f"{LONG_LINE}\n"
+
+
+@given(
+    name=st.text(max_size=120),
+    local=st.from_regex(r"[a-z0-9]{1,60}", fullmatch=True),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_name_formatted_once_and_reused_gives_the_to_field_the_general_formatter_gives(
+    name: str, local: str
+) -> None:
+    builder = CampaignMessageBuilder(HEADERS, date=DATE)
+    address = f"{local}@example.com"
+    expected = f"To: {outgoing._mailbox('To', name, address)}\r\n".encode("ascii")
+
+    first = _build(builder, to_name=name, to_address="a@example.com")
+    again = _build(builder, to_name=name, to_address=address)
+
+    assert first.startswith(b"From: ")
+    assert expected in again.split(b"\r\nSubject: ")[0] + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    "url", [UNSUBSCRIBE_URL, " \x00" + UNSUBSCRIBE_URL + "\r\n", UNSUBSCRIBE_URL + "\x7f"]
+)
+def test_a_plain_url_and_one_with_controls_around_it_give_the_same_header(
+    builder: CampaignMessageBuilder, url: str
+) -> None:
+    msg = _parse(_build(builder, unsubscribe_url=url))
+
+    assert msg["List-Unsubscribe"] == EXPECTED_LIST_UNSUBSCRIBE
