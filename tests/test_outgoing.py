@@ -517,3 +517,14 @@ def test_a_plain_url_and_one_with_controls_around_it_give_the_same_header(
     msg = _parse(_build(builder, unsubscribe_url=url))
 
     assert msg["List-Unsubscribe"] == EXPECTED_LIST_UNSUBSCRIBE
+
+
+def test_a_keyed_message_id_is_the_hmac_of_what_it_names_under_each_secret_in_turn() -> None:
+    import hashlib
+    import hmac
+
+    for secret in ["s3cret", "other", "s3cret"]:
+        for what in ["campaign:7:customer:5", "campaign:7:customer:6"]:
+            mac = hmac.new(secret.encode(), f"message-id:{what}".encode(), hashlib.sha256)
+            expected = f"<{mac.hexdigest()[:32]}@imperial.example>"
+            assert message_id("imperial.example", secret=secret, what=what) == expected
