@@ -12,7 +12,7 @@ import aiohttp.web as web
 from mailer.categories import CATEGORIES, label
 from mailer.console import forms, links
 from mailer.console.page import APP_SETTINGS, redirect, render
-from mailer.console.security import CLOCK, actor, allow, conn_of, session_of
+from mailer.console.security import CLOCK, actor, allow, conn_of, path_id, session_of
 from mailer.errors import BadInput, MailerError, NotFound
 from mailer.store import console as console_store
 from mailer.store import users
@@ -24,13 +24,6 @@ log = logging.getLogger(__name__)
 # script, no form, no navigation (CSP3 `sandbox` as well as the frame's attribute).
 PREVIEW_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
                "frame-ancestors 'self'; sandbox")
-
-
-def _campaign_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["campaign_id"])
-    except ValueError as exc:
-        raise web.HTTPNotFound() from exc
 
 
 @allow("marketing")
@@ -120,7 +113,7 @@ async def _show(request: web.Request, *, status: int = 200, test_error: str = ""
                 test_address: str = "") -> web.Response:
     settings = request.app[APP_SETTINGS]
     conn = conn_of(request)
-    campaign_id = _campaign_id(request)
+    campaign_id = path_id(request, "campaign_id")
     try:
         report = await links.show_campaign(conn, campaign_id)
     except NotFound as exc:
@@ -147,7 +140,7 @@ async def campaign_preview_html(request: web.Request) -> web.StreamResponse:
     """The campaign's HTML for one customer, for the sandboxed frame on the campaign page."""
     settings = request.app[APP_SETTINGS]
     try:
-        preview = await links.preview(conn_of(request), settings, _campaign_id(request),
+        preview = await links.preview(conn_of(request), settings, path_id(request, "campaign_id"),
                                       request.query.get("email", ""))
     except MailerError as exc:
         raise web.HTTPNotFound(text=str(exc)) from exc
@@ -164,7 +157,7 @@ async def campaign_test(request: web.Request) -> web.StreamResponse:
     settings = request.app[APP_SETTINGS]
     form = await request.post()
     address = str(form.get("address", "")).strip()
-    campaign_id = _campaign_id(request)
+    campaign_id = path_id(request, "campaign_id")
     if "@" not in address:
         return await _show(request, status=400, test_address=address,
                            test_error="Enter an email address to send the test to")
@@ -183,7 +176,7 @@ _ACTIONS = {"pause": links.pause, "resume": links.resume, "cancel": links.cancel
 
 @allow("marketing")
 async def campaign_action(request: web.Request) -> web.StreamResponse:
-    campaign_id = _campaign_id(request)
+    campaign_id = path_id(request, "campaign_id")
     action = request.match_info["action"]
     change = _ACTIONS.get(action)
     if change is None:

@@ -11,7 +11,7 @@ import aiohttp.web as web
 from mailer.categories import CATEGORIES, label
 from mailer.console import forms, links
 from mailer.console.page import redirect, render
-from mailer.console.security import actor, allow, conn_of, session_of
+from mailer.console.security import actor, allow, conn_of, path_id, session_of
 from mailer.errors import BadInput
 from mailer.store import console as console_store
 from mailer.store import customers as customer_store
@@ -37,10 +37,7 @@ async def customer_search(request: web.Request) -> web.StreamResponse:
 
 @allow("reviewer")
 async def customer_page(request: web.Request) -> web.StreamResponse:
-    try:
-        customer_id = int(request.match_info["customer_id"])
-    except ValueError as exc:
-        raise web.HTTPNotFound() from exc
+    customer_id = path_id(request, "customer_id")
     conn = conn_of(request)
     customer = await console_store.customer(conn, customer_id)
     if customer is None:

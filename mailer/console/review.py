@@ -11,20 +11,13 @@ import aiohttp.web as web
 
 from mailer.console import links
 from mailer.console.page import APP_SETTINGS, redirect, render
-from mailer.console.security import actor, allow, conn_of, session_of
+from mailer.console.security import actor, allow, conn_of, path_id, session_of
 from mailer.errors import ImapError, MailerError, NotFound
 from mailer.store import inbox as inbox_store
 from mailer.store import users
 from mailer.store.db import transaction
 
 log = logging.getLogger(__name__)
-
-
-def _item_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["item_id"])
-    except ValueError as exc:
-        raise web.HTTPNotFound() from exc
 
 
 @allow("reviewer")
@@ -38,7 +31,7 @@ async def _item_page(request: web.Request, *, status: int = 200, error: str = ""
                      chosen: list[str] | None = None, other: str = "") -> web.Response:
     settings = request.app[APP_SETTINGS]
     conn = conn_of(request)
-    item = await inbox_store.review_item(conn, _item_id(request))
+    item = await inbox_store.review_item(conn, path_id(request, "item_id"))
     if item is None:
         raise web.HTTPNotFound(text="There is no such review item.")
     message: links.RequestMessage | None = None
@@ -63,7 +56,7 @@ async def review_item(request: web.Request) -> web.StreamResponse:
 @allow("reviewer")
 async def review_resolve(request: web.Request) -> web.StreamResponse:
     settings = request.app[APP_SETTINGS]
-    item_id = _item_id(request)
+    item_id = path_id(request, "item_id")
     form = await request.post()
     chosen = [str(v) for v in form.getall("customer", [])]
     other = str(form.get("other", "")).strip()
@@ -91,7 +84,7 @@ async def review_resolve(request: web.Request) -> web.StreamResponse:
 @allow("reviewer")
 async def review_dismiss(request: web.Request) -> web.StreamResponse:
     settings = request.app[APP_SETTINGS]
-    item_id = _item_id(request)
+    item_id = path_id(request, "item_id")
     conn = conn_of(request)
     try:
         item = await links.dismiss(conn, item_id)

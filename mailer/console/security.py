@@ -63,6 +63,14 @@ def conn_of(request: web.Request) -> aiosqlite.Connection:
     return request[CONN]
 
 
+def path_id(request: web.Request, name: str) -> int:
+    """The numeric id in the route's `{name}` part; a plain 404 for anything else."""
+    try:
+        return int(request.match_info[name])
+    except ValueError as exc:
+        raise web.HTTPNotFound() from exc
+
+
 def session_of(request: web.Request) -> users.Session:
     session = request.get(SESSION)
     assert isinstance(session, users.Session)
