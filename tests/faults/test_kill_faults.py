@@ -125,12 +125,14 @@ def kill_ending(kills: list[float], accepted: float) -> int:
 
 
 def repeats_by_kill(receipts: dict[str, list[float]], kills: list[float]) -> dict[int, int]:
-    """Messages accepted more than once, counted against the kill that ended the life in
-    which the first copy went out: it was in flight, or sent but not yet recorded."""
+    """Copies of a message beyond the first, each counted against the kill that ended the
+    life in which the copy before it went out: that copy was in flight, or sent but not yet
+    recorded. A message in flight at two kills in a row (re-sent first thing after the first
+    kill, and killed again before it was recorded) is counted once against each."""
     repeats: dict[int, int] = defaultdict(int)
     for times in receipts.values():
-        if len(times) > 1:
-            repeats[kill_ending(kills, min(times))] += len(times) - 1
+        for earlier in sorted(times)[:-1]:
+            repeats[kill_ending(kills, earlier)] += 1
     return repeats
 
 
