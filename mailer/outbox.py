@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
 
-import aiosmtplib
 import aiosqlite
 
 from mailer import backoff, smtp, verp
@@ -164,7 +163,7 @@ async def send_due(
     return counts. Never raises for SMTP trouble."""
     owner = owner or this_process()
     report = OutboxReport()
-    client: aiosmtplib.SMTP | None = None
+    client: smtp.Session | None = None
     try:
         for _ in range(settings.batch):
             item = await _claim(conn, owner, clock, settings.claim_ttl_s,

@@ -6,6 +6,8 @@
     RawImap         a few blocking IMAP commands, independent of mailer's own client: seeds
                     mailboxes fast and checks what the client did
     SmtpSink        aiosmtpd on loopback recording every message, with fault knobs
+    PostfixSink     Postfix's smtp-sink: replies to pipelined commands in one write, as Postfix
+                    does; keeps each message in a file, can refuse or hang up on a command
 
 Both IMAP servers have one user (`username`/`password`), listen on 127.0.0.1 on a free port and
 offer IDLE, MOVE and UIDPLUS. `stop()` is a graceful shutdown (a BYE from pymap, Dovecot just
@@ -600,12 +602,16 @@ class SmtpSink:
     - `drop_next(count=1)`: for the next `count` transactions the sink answers DATA with 354
       and then drops the connection, so the client loses it mid-message.
 
-    `transactions` counts every DATA the sink saw, failed or not.
+    `transactions` counts every DATA the sink saw, failed or not. It announces PIPELINING (RFC
+    2920) as production servers do, so clients send MAIL, RCPT and DATA in one write; aiosmtpd
+    reads commands one at a time off its stream whatever the announcement, so that works.
+    `pipelining=False` leaves the announcement out, for the client's one-command-at-a-time path.
     """
 
     host = HOST
 
-    def __init__(self) -> None:
+    def __init__(self, *, pipelining: bool = True) -> None:
+        self.pipelining = pipelining
         self.port = free_port()
         self.messages: list[Received] = []
         self.reject_recipients: set[str] = set()
@@ -638,6 +644,13 @@ class SmtpSink:
         self.stop()
 
     # aiosmtpd handler hooks; they run on the controller's thread.
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
+
     async def handle_RCPT(
         self,
         server: SMTP,
@@ -663,3 +676,48 @@ class SmtpSink:
             Received(str(envelope.mail_from), tuple(envelope.rcpt_tos), bytes(content))
         )
         return "250 OK"
+
+
+class PostfixSink:
+    """Postfix's `smtp-sink` on 127.0.0.1:<free port>, as a plain process. It announces
+    PIPELINING and answers a pipelined group in one write (aiosmtpd answers command by
+    command). Each accepted message is kept in a file of `directory`, with smtp-sink's few
+    headers (X-Rcpt-Args and the like) above it. `flags` are smtp-sink's own: `-Q rcpt` sends
+    421 and hangs up on RCPT, `-q .` hangs up without a word at the end of a message."""
+
+    host = HOST
+
+    def __init__(self, *flags: str) -> None:
+        self.port = free_port()
+        # Its own folder under /tmp: as root, smtp-sink writes as `nobody`, who cannot reach
+        # into pytest's private temporary folders.
+        self._tmp = tempfile.TemporaryDirectory(prefix="mailer-smtp-sink-")
+        self.directory = Path(self._tmp.name)
+        self.directory.chmod(0o777)
+        binary = shutil.which("smtp-sink", path="/usr/sbin:/usr/bin")
+        if binary is None:
+            raise RuntimeError("smtp-sink not found: install Postfix (scripts/setup-system.sh)")
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        self._command = [binary, *user, *flags, "-d", f"{self.directory}/%H%M%S.",
+                         f"{HOST}:{self.port}", "100"]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def messages(self) -> list[bytes]:
+        """The messages accepted so far, each as smtp-sink wrote it."""
+        return [path.read_bytes() for path in sorted(self.directory.iterdir())]
+
+    def __enter__(self) -> PostfixSink:
+        self._process = subprocess.Popen(self._command, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not _port_accepts(self.port):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"smtp-sink did not start: {' '.join(self._command)}")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+        self._tmp.cleanup()

@@ -15,8 +15,6 @@ import asyncio
 import contextlib
 import logging
 
-import aiosmtplib
-
 from mailer import smtp
 from mailer.backoff import Backoff
 from mailer.clock import SYSTEM_CLOCK, Clock
@@ -63,10 +61,10 @@ class Connection:
     def __init__(self, config: smtp.SmtpConfig, index: int) -> None:
         self.config = config
         self.index = index
-        self.client: aiosmtplib.SMTP | None = None
+        self.client: smtp.Session | None = None
 
     async def open(self, *, retry: Backoff, max_attempts: int, halted: asyncio.Event,
-                   what: str) -> aiosmtplib.SMTP | None:
+                   what: str) -> smtp.Session | None:
         """The open connection, (re)opened with backoff; None if `halted` is set meanwhile.
 
         Raises PermanentSmtpError (refused: do not retry) or TransientSmtpError once
@@ -103,7 +101,7 @@ class Connection:
         A transient failure drops the connection before it is raised."""
         assert self.client is not None
         try:
-            # aiosmtplib times out each command (MAIL, RCPT, DATA and the message).
+            # Each exchange (the commands, then the message) is timed out on its own.
             return await smtp.send(self.client, sender, recipient, message,
                                    self.config.timeout_s)
         except smtp.TransientSmtpError:
@@ -116,7 +114,7 @@ class Connection:
     def drop(self) -> None:
         if self.client is not None:
             client, self.client = self.client, None
-            client.close()
+            client.drop()
 
     async def close(self) -> None:
         if self.client is not None:
