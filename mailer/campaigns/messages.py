@@ -176,7 +176,7 @@ class CampaignMessages:
                            company: str) -> Built:
         """`build` for the sender. An RSA signature is made on a worker thread: OpenSSL
         releases the GIL for the private-key operation, most of an RSA-2048 signature's cost
-        (about 0.7 ms), so with a second core it overlaps the event loop's other sends.
+        (about 0.3 ms), so with a second core it overlaps the event loop's other sends.
         ed25519 signs in tens of microseconds, less than the thread hop: it stays inline."""
         built = self.build(customer_id=customer_id, email=email, name=name, company=company,
                            sign=False)
