@@ -21,6 +21,7 @@ from mailer.campaigns.failures import SMTP_UNAVAILABLE, retry_delay_s
 from mailer.campaigns.messages import Built, CampaignMessages, SendConfig
 from mailer.campaigns.pool import Connection, RateLimiter, sleep_unless
 from mailer.clock import Clock
+from mailer.dkim_pool import SigningPool
 from mailer.errors import HeaderInjection, TemplateError
 from mailer.store.campaigns import Campaign, Recipient, RecipientResult
 from mailer.store.consent import ConsentGate
@@ -43,6 +44,7 @@ class Run(Protocol):
     rate: RateLimiter
     ledger: Ledger
     gate: ConsentGate | None
+    signing: SigningPool | None
 
     def halt(self, final: Literal["complete", "pause", "leave", "lost"],
              reason: str) -> None:
@@ -91,8 +93,8 @@ class Worker:
             if run.lease_short() and not await run.wait_for_lease():
                 return None
             # The consent check: from here to the SMTP transaction, only building the
-            # message (its RSA signature on a thread) and (usually) one turn of the event
-            # loop for the previous commit.
+            # message (its signature made by a signing process) and (usually) one turn of
+            # the event loop for the previous commit.
             verdict = run.gate.check(customer_id)
             decided_at = run.clock.monotonic()
             if verdict.stop_reason:
@@ -107,7 +109,7 @@ class Worker:
                 try:
                     built = recipient, await run.messages.build_signed(
                         customer_id=customer_id, email=recipient.email, name=recipient.name,
-                        company=recipient.company)
+                        company=recipient.company, signing=run.signing)
                 except (TemplateError, HeaderInjection) as exc:
                     return RecipientResult(customer_id, "failed", 0, f"not sent: {exc}")
             if self.committed is not None:

@@ -79,6 +79,7 @@ from mailer.campaigns.model import (
 from mailer.campaigns.pool import RateLimiter, first, sleep_unless
 from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.deliverability import pause_reason
+from mailer.dkim_pool import SigningPool, signing
 from mailer.errors import StoreError
 from mailer.store import campaigns as store
 from mailer.store import deliverability as deliverability_store
@@ -226,6 +227,7 @@ class _Run:
         self.ledger = Ledger(conn, self.db_lock, campaign.id, config.db_path)
         self.tally = FailureTally(config.failure_threshold, config.failure_min_sample)
         self.gate: ConsentGate | None = None
+        self.signing: SigningPool | None = None
 
     def halt(self, final: Ending, reason: str) -> None:
         """Stop taking new work; the first reason wins."""
@@ -235,16 +237,22 @@ class _Run:
             log.info("campaign %s: stopping: %s", self.campaign.id, reason)
 
     async def run(self) -> SendOutcome:
+        signer = self.config.signer
         with ConsentGate(self.config.db_path, self.campaign.id, self.campaign.kind) as gate:
             self.gate = gate
             try:
-                await self._run_tasks()
+                if signer is None:
+                    await self._run_tasks()
+                else:
+                    async with signing(signer) as self.signing:
+                        await self._run_tasks()
             except BaseExceptionGroup as group:
                 # One task's failure (the database, most likely) is the run's failure; the
                 # lease expires (or its holder is seen dead) and the next run takes over.
                 raise group.exceptions[0] from None
             finally:
                 self.gate = None
+                self.signing = None
         return await self._finish()
 
     async def _run_tasks(self) -> None:
