@@ -70,7 +70,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -278,6 +278,18 @@ def through_aiosqlite_only() -> None:
     ledger.Ledger._write = write  # type: ignore[method-assign]
 
 
+async def push_over_connections(push: Callable[[range], Coroutine[Any, Any, int]], count: int,
+                                connections: int) -> None:
+    """Time `count` sends shared out over `connections` concurrent pushers; emit the figures."""
+    start = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(push(range(k, count, connections)))
+                 for k in range(connections)]
+    seconds = time.perf_counter() - start
+    emit({"seconds": seconds, "sent": sum(t.result() for t in tasks),
+          "peak_rss": peak_rss_bytes()})
+
+
 async def child_aiosmtplib(port: int, message: bytes, count: int, connections: int) -> None:
     """The transport limit: one built message, `count` times over `connections` clients."""
 
@@ -290,13 +302,7 @@ async def child_aiosmtplib(port: int, message: bytes, count: int, connections: i
         await client.quit()
         return len(share)
 
-    start = time.perf_counter()
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(push(range(k, count, connections)))
-                 for k in range(connections)]
-    seconds = time.perf_counter() - start
-    emit({"seconds": seconds, "sent": sum(t.result() for t in tasks),
-          "peak_rss": peak_rss_bytes()})
+    await push_over_connections(push, count, connections)
 
 
 def child_naive(port: int, message_path: Path, count: int) -> None:
@@ -378,13 +384,7 @@ async def child_session(port: int, message: bytes, count: int, connections: int)
         await session.close()
         return len(share)
 
-    start = time.perf_counter()
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(push(range(k, count, connections)))
-                 for k in range(connections)]
-    seconds = time.perf_counter() - start
-    emit({"seconds": seconds, "sent": sum(t.result() for t in tasks),
-          "peak_rss": peak_rss_bytes()})
+    await push_over_connections(push, count, connections)
 
 
 def run_child(args: argparse.Namespace) -> None:
