@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,12 +186,16 @@ def _parse(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     return headers, body
 
 
-# Relaxed canonicalisation's whitespace rules, as dkimpy's `canonicalization` module applies
-# them, but matching only what they change: a run of WSP before a line end (deleted), and a
-# run of WSP other than one space (made one space). dkimpy's `[\t ]+` -> b" " also "replaces"
-# every lone space by itself, a match object per word on a 10 KB HTML body.
-_WSP_BEFORE_CRLF = re.compile(rb"[\t ]+\r\n")
-_WSP_TO_COMPRESS = re.compile(rb"\t[\t ]*| [\t ]+")
+def _one_space(value: bytes) -> bytes:
+    """Every run of WSP (tabs and spaces) in `value` made one space, the way dkimpy's
+    `compress_whitespace` does (`[\t ]+` -> b" "), by halving runs with `bytes.replace`: a
+    regular expression that "replaces" every lone space by itself costs a match object per
+    word, tens of microseconds on a campaign's body."""
+    if b"\t" in value:
+        value = value.replace(b"\t", b" ")
+    while b"  " in value:
+        value = value.replace(b"  ", b" ")
+    return value
 
 
 def _relaxed_header(header: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
@@ -202,18 +205,16 @@ def _relaxed_header(header: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
     value = value.replace(b"\r\n", b"")
     if b"\n" in value:
         value = value.replace(b"\n", b"")
-    if b"\t" in value or b"  " in value:
-        value = _WSP_TO_COMPRESS.sub(b" ", value)
-    return name.lower().rstrip(), value.strip() + b"\r\n"
+    return name.lower().rstrip(), _one_space(value).strip() + b"\r\n"
 
 
 def _relaxed_body(body: bytes) -> bytes:
     """RFC 6376 §3.4.4 relaxed body canonicalisation, as dkimpy computes it: WSP at line ends
-    deleted, other WSP runs made one space, empty lines at the end deleted."""
-    if b" \r\n" in body or b"\t\r\n" in body:
-        body = _WSP_BEFORE_CRLF.sub(b"\r\n", body)
-    if b"\t" in body or b"  " in body:
-        body = _WSP_TO_COMPRESS.sub(b" ", body)
+    deleted, other WSP runs made one space, empty lines at the end deleted. (Runs made one
+    space first, a line's trailing WSP is one space before its CRLF.)"""
+    body = _one_space(body)
+    if b" \r\n" in body:
+        body = body.replace(b" \r\n", b"\r\n")
     result: bytes = correct_empty_body(strip_trailing_lines(body))
     return result
 
