@@ -272,6 +272,22 @@ async def _log_progress(campaign_id: int, progress: SendProgress) -> AsyncIterat
             await reporter
 
 
+@campaign.command("schedule")
+@click.argument("campaign_id", type=int)
+@click.option("--at", "at", required=True, help="When to send (ISO 8601; no zone = UTC).")
+@click.pass_context
+def schedule(ctx: click.Context, campaign_id: int, at: str) -> None:
+    """Schedule a draft, or move a scheduled or paused campaign, to --at."""
+    settings = command_settings(ctx)
+    _echo_state(_run(settings, lambda conn: service.schedule(conn, campaign_id, at)))
+
+
+def _echo_state(changed: Campaign) -> None:
+    click.echo(f"campaign {changed.id} is {changed.status}"
+               + (f" (scheduled for {changed.scheduled_at})"
+                  if changed.status == "scheduled" else ""))
+
+
 def _state_command(name: str, action: Callable[[aiosqlite.Connection, int],
                                                Awaitable[Campaign]], help_: str) -> None:
     @campaign.command(name, help=help_)
@@ -279,10 +295,7 @@ def _state_command(name: str, action: Callable[[aiosqlite.Connection, int],
     @click.pass_context
     def command(ctx: click.Context, campaign_id: int) -> None:
         settings = command_settings(ctx)
-        changed = _run(settings, lambda conn: action(conn, campaign_id))
-        click.echo(f"campaign {changed.id} is {changed.status}"
-                   + (f" (scheduled for {changed.scheduled_at})"
-                      if changed.status == "scheduled" else ""))
+        _echo_state(_run(settings, lambda conn: action(conn, campaign_id)))
 
 
 _state_command("pause", service.pause,

@@ -4,6 +4,7 @@ Nothing here touches the database or the network. A campaign moves through
 
     draft ──send──▶ sending ──(all recipients settled)──▶ sent
     draft ──(created with --at)──▶ scheduled ──(due)──▶ sending
+    draft | scheduled | paused ──schedule --at──▶ scheduled (for then)
     sending ──pause / Ctrl-C / failure threshold──▶ paused ──resume──▶ scheduled (due now)
     draft | scheduled | sending | paused ──cancel──▶ cancelled
 
@@ -39,11 +40,12 @@ CampaignError = CampaignInvalid | CampaignNotFound | CampaignRefused
 
 KINDS: tuple[str, ...] = CATEGORIES
 STATUSES: tuple[str, ...] = ("draft", "scheduled", "sending", "paused", "sent", "cancelled")
-Action = Literal["send", "pause", "resume", "cancel"]
+Action = Literal["send", "schedule", "pause", "resume", "cancel"]
 
 # Which statuses each operator action applies to, and the status it leads to.
 _TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "send": (frozenset({"draft", "scheduled", "paused", "sending"}), "sending"),
+    "schedule": (frozenset({"draft", "scheduled", "paused"}), "scheduled"),
     "pause": (frozenset({"scheduled", "sending"}), "paused"),
     "resume": (frozenset({"paused"}), "scheduled"),
     "cancel": (frozenset({"draft", "scheduled", "paused", "sending"}), "cancelled"),
@@ -65,7 +67,8 @@ def next_status(campaign: Campaign, action: Action) -> str:
     return target
 
 
-_PAST = {"send": "sent", "pause": "paused", "resume": "resumed", "cancel": "cancelled"}
+_PAST = {"send": "sent", "schedule": "scheduled", "pause": "paused", "resume": "resumed",
+         "cancel": "cancelled"}
 
 
 def check_kind(kind: str) -> str:

@@ -206,6 +206,13 @@ async def _change(
     return await get(conn, campaign_id)
 
 
+async def schedule(conn: aiosqlite.Connection, campaign_id: int, at: str) -> Campaign:
+    """Draft, scheduled or paused -> scheduled for `at` (ISO 8601; no zone is UTC): a draft
+    once it has been previewed and tested, a new time for a scheduled one, or a paused one
+    resumed later rather than now."""
+    return await _change(conn, campaign_id, "schedule", "", scheduled_at=parse_schedule(at))
+
+
 async def pause(conn: aiosqlite.Connection, campaign_id: int) -> Campaign:
     """Stop sending (a running sender stops before its next message) or hold a schedule."""
     return await _change(conn, campaign_id, "pause", "paused by operator")

@@ -205,6 +205,32 @@ def test_status_commands_move_the_campaign_or_refuse_in_one_line(cli: Cli) -> No
     assert missing.exit_code == 1 and "no campaign 999" in one_line_error(missing)
 
 
+def test_a_draft_is_scheduled_later_and_moved_and_a_paused_one_resumes_at_a_time(
+    cli: Cli, world: World,
+) -> None:
+    draft = create(cli)
+    scheduled = cli("schedule", str(draft), "--at", "2031-01-01T09:00+01:00")
+    assert scheduled.stdout.strip() == (
+        f"campaign {draft} is scheduled (scheduled for 2031-01-01T08:00:00.000000+00:00)")
+    moved = cli("schedule", str(draft), "--at", "2031-02-01T09:00")
+    assert "scheduled for 2031-02-01T09:00:00.000000+00:00" in moved.stdout
+    assert cli("pause", str(draft)).exit_code == 0
+    world.rows("UPDATE campaigns SET status_reason = 'paused by operator'")
+    resumed_later = cli("schedule", str(draft), "--at", "2031-03-01T09:00Z")
+    assert "is scheduled (scheduled for 2031-03-01T09:00" in resumed_later.stdout
+    shown = json.loads(cli("show", str(draft), "--json").stdout)
+    assert shown["status"] == "scheduled" and shown["status_reason"] == ""
+    bad_time = cli("schedule", str(draft), "--at", "next tuesday")
+    assert bad_time.exit_code == 2
+    assert "--at 'next tuesday': expected an ISO 8601 time" in one_line_error(bad_time)
+    assert cli("cancel", str(draft)).exit_code == 0
+    refused = cli("schedule", str(draft), "--at", "2031-03-01T09:00")
+    assert refused.exit_code == 1
+    assert one_line_error(refused).endswith(
+        f"campaign {draft} is cancelled; only a draft, scheduled or paused campaign can be "
+        "scheduled")
+
+
 _CHILD = """
 import sys
 from pathlib import Path

@@ -33,6 +33,8 @@ def campaign_with(status: str) -> Campaign:
     ("paused", "send", "sending"), ("sending", "send", "sending"),
     ("scheduled", "pause", "paused"), ("sending", "pause", "paused"),
     ("paused", "resume", "scheduled"),
+    ("draft", "schedule", "scheduled"), ("scheduled", "schedule", "scheduled"),
+    ("paused", "schedule", "scheduled"),
     ("draft", "cancel", "cancelled"), ("sending", "cancel", "cancelled"),
     ("paused", "cancel", "cancelled"),
 ])
@@ -43,7 +45,8 @@ def test_operator_actions_lead_to_their_status(status: str, action: str, expecte
 @pytest.mark.parametrize(("status", "action"), [
     ("sent", "send"), ("cancelled", "send"), ("draft", "pause"), ("sent", "pause"),
     ("scheduled", "resume"), ("sending", "resume"), ("sent", "cancel"),
-    ("cancelled", "cancel"),
+    ("cancelled", "cancel"), ("sending", "schedule"), ("sent", "schedule"),
+    ("cancelled", "schedule"),
 ])
 def test_actions_that_do_not_apply_are_refused_in_one_line(status: str, action: str) -> None:
     with pytest.raises(CampaignRefused) as excinfo:
