@@ -45,6 +45,7 @@ def routes() -> list[web.RouteDef]:
         web.get(r"/campaigns/{campaign_id:\d+}", campaigns.campaign_page),
         web.get(r"/campaigns/{campaign_id:\d+}/preview.html", campaigns.campaign_preview_html),
         web.post(r"/campaigns/{campaign_id:\d+}/test", campaigns.campaign_test),
+        web.post(r"/campaigns/{campaign_id:\d+}/schedule", campaigns.campaign_schedule),
         web.post(r"/campaigns/{campaign_id:\d+}/{action:pause|resume|cancel}",
                  campaigns.campaign_action),
         web.get("/review", review.review_list),

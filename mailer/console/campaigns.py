@@ -110,7 +110,8 @@ async def campaign_page(request: web.Request) -> web.StreamResponse:
 
 
 async def _show(request: web.Request, *, status: int = 200, test_error: str = "",
-                test_address: str = "") -> web.Response:
+                test_address: str = "", schedule_error: str = "", schedule_at: str | None = None,
+                schedule_zone: str = "") -> web.Response:
     settings = request.app[APP_SETTINGS]
     conn = conn_of(request)
     campaign_id = path_id(request, "campaign_id")
@@ -130,7 +131,11 @@ async def _show(request: web.Request, *, status: int = 200, test_error: str = ""
         "report": report, "c": report.campaign, "n": report.counts, "kind_label": label,
         "local": forms.utc_to_local, "preview_for": preview_for, "preview": preview,
         "preview_error": preview_error, "test_error": test_error,
-        "test_address": test_address,
+        "test_address": test_address, "schedule_error": schedule_error,
+        "zones": forms.zone_names(),
+        "schedule_zone": schedule_zone or settings.console.timezone,
+        "schedule_at": (schedule_at if schedule_at is not None else forms.utc_to_input(
+            report.campaign.scheduled_at, schedule_zone or settings.console.timezone)),
     }
     return render(request, "campaign.html", "campaigns", status=status, **context)
 
@@ -169,6 +174,32 @@ async def campaign_test(request: web.Request) -> web.StreamResponse:
     async with transaction(conn):
         await users.audit(conn, actor(request), "sent a test copy", f"campaign {campaign_id}")
     raise redirect(request, f"/campaigns/{campaign_id}", f"Test copy sent to {address}")
+
+
+@allow("marketing")
+async def campaign_schedule(request: web.Request) -> web.StreamResponse:
+    """Schedule a draft, or move a scheduled or paused campaign, to a local time."""
+    settings = request.app[APP_SETTINGS]
+    form = await request.post()
+    at = str(form.get("at", "")).strip()
+    zone = str(form.get("zone", "")).strip() or settings.console.timezone
+    campaign_id = path_id(request, "campaign_id")
+    when, problem = forms.local_to_utc(at, zone, now=request.app[CLOCK].now())
+    if when is None:
+        return await _show(request, status=400, schedule_error=problem, schedule_at=at,
+                           schedule_zone=zone)
+    conn = conn_of(request)
+    try:
+        campaign = await links.schedule(conn, campaign_id, when.isoformat())
+    except NotFound as exc:
+        raise web.HTTPNotFound(text=str(exc)) from exc
+    except MailerError as exc:
+        raise redirect(request, f"/campaigns/{campaign_id}", str(exc)) from exc
+    async with transaction(conn):
+        await users.audit(conn, actor(request), "scheduled campaign",
+                          f"campaign {campaign_id} for {campaign.scheduled_at}")
+    raise redirect(request, f"/campaigns/{campaign_id}", f"Campaign {campaign_id} is scheduled "
+                   f"for {forms.utc_to_local(campaign.scheduled_at, zone)}")
 
 
 _ACTIONS = {"pause": links.pause, "resume": links.resume, "cancel": links.cancel}

@@ -63,6 +63,20 @@ def utc_to_local(value: str | None, zone_name: str) -> str:
     return f"{local:%d %b %Y %H:%M} {local.tzname()}"
 
 
+def utc_to_input(value: str | None, zone_name: str) -> str:
+    """A stored UTC time as a `datetime-local` field's value in the zone (`2026-12-24T09:30`);
+    empty when there is none."""
+    if not value:
+        return ""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return ""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return f"{when.astimezone(zoneinfo.ZoneInfo(zone_name)):%Y-%m-%dT%H:%M}"
+
+
 def page_number(text: str | None) -> int:
     """A non-negative integer from a query string value; 0 when absent or malformed."""
     try:

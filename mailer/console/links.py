@@ -49,6 +49,7 @@ IMAP_TIMEOUT_S = 15.0
 CampaignReport = service.CampaignReport
 list_campaigns = service.list_campaigns
 show_campaign = service.show_campaign
+schedule = service.schedule
 pause = service.pause
 resume = service.resume
 cancel = service.cancel

@@ -228,6 +228,41 @@ async def test_marketing_schedules_a_campaign_and_watches_it_reach_every_opted_i
     await browser.photograph("overview-after-send")
 
 
+async def test_marketing_saves_a_draft_then_schedules_it_from_its_page(
+    browser: Browser, world: World
+) -> None:
+    await browser.sign_in("marketing")
+    await browser.open("/campaigns/new")
+
+    def save_draft(d: WebDriver) -> None:
+        d.find_element(By.CSS_SELECTOR, "input[name=kind][value=announcements]").click()
+        Select(d.find_element(By.ID, "template")).select_by_value("welcome-offer")
+        d.find_element(By.ID, "subject").send_keys("Network upgrade in your area")
+        follow(d, d.find_element(By.CSS_SELECTOR, "button[value=save]"))
+
+    await browser(save_draft)
+    assert "saved as draft" in await browser.text()
+    await browser.photograph("campaign-draft")
+
+    def schedule(at: str) -> Callable[[WebDriver], None]:
+        def act(d: WebDriver) -> None:
+            d.execute_script("arguments[0].value = arguments[1]", d.find_element(By.ID, "at"),
+                             at)
+            follow(d, d.find_element(By.XPATH, "//button[text()='Schedule campaign']"))
+        return act
+
+    await browser(schedule("2001-01-01T09:00"))
+    page = await browser.text()
+    assert "There is a problem" in page and "The send time must be in the future" in page
+    await browser.photograph("campaign-schedule-error")
+    later = datetime.now(ZoneInfo("Europe/London")) + timedelta(days=3)
+    await browser(schedule(later.strftime("%Y-%m-%dT%H:%M")))
+    page = await browser.text()
+    assert f"is scheduled for {later:%d %b %Y %H:%M}" in page
+    assert world.query("SELECT status FROM campaigns") == [("scheduled",)]
+    await browser.photograph("campaign-scheduled")
+
+
 async def test_a_reviewer_resolves_a_request_the_inbox_worker_put_in_review(
     browser: Browser, world: World
 ) -> None:

@@ -450,3 +450,58 @@ async def test_the_overview_shows_the_progress_of_each_active_campaign(
     page = await (await client.get("/")).text()
     assert f'href="/campaigns/{campaign_id}"' in page
     assert '<progress max="22" value="0"' in page and "0 sent of 22" in page
+
+
+async def test_a_draft_is_scheduled_from_its_page_in_local_time_and_then_moved(
+    client: Client, world: World
+) -> None:
+    assert await login(client, "marketing") == 303
+    token = await csrf(client, "/campaigns/new")
+    form = {"csrf": token, "kind": "offers", "template": "welcome-offer", "subject": "Hello",
+            "when": "draft", "zone": "Europe/London", "action": "save"}
+    assert (await client.post("/campaigns/new", data=form, allow_redirects=False)).status == 303
+    [(campaign_id,)] = query(world.db, "SELECT id FROM campaigns")
+    page = await (await client.get(f"/campaigns/{campaign_id}")).text()
+    assert "Schedule campaign" in page
+    response = await client.post(
+        f"/campaigns/{campaign_id}/schedule",
+        data={"csrf": token, "at": "2027-07-01T09:30", "zone": "Europe/London"})
+    page = await response.text()
+    assert "Campaign 1 is scheduled for 01 Jul 2027 09:30 BST" in page
+    assert query(world.db, "SELECT status, scheduled_at FROM campaigns") == [
+        ("scheduled", "2027-07-01T08:30:00.000000+00:00")]
+    assert 'value="2027-07-01T09:30"' in page  # the field shows the time it is set for
+    assert "Change send time" in page
+    await client.post(f"/campaigns/{campaign_id}/schedule",
+                      data={"csrf": token, "at": "2027-12-01T09:30", "zone": "Asia/Kolkata"})
+    assert query(world.db, "SELECT scheduled_at FROM campaigns") == [
+        ("2027-12-01T04:00:00.000000+00:00",)]
+    assert query(world.db, "SELECT action FROM console_audit WHERE action LIKE 'scheduled%'") \
+        == [("scheduled campaign",), ("scheduled campaign",)]
+
+
+async def test_a_send_time_that_cannot_be_is_shown_next_to_the_field_and_changes_nothing(
+    client: Client, world: World
+) -> None:
+    assert await login(client, "marketing") == 303
+    token = await csrf(client, "/campaigns/new")
+    form = {"csrf": token, "kind": "offers", "template": "welcome-offer", "subject": "Hello",
+            "when": "draft", "zone": "Europe/London", "action": "save"}
+    await client.post("/campaigns/new", data=form, allow_redirects=False)
+    for at, message in (("", "Enter the date and time to send the campaign"),
+                        ("2027-03-28T01:30",
+                         "01:30 on 28 March 2027 does not exist in Europe/London"),
+                        ("2001-01-01T09:00", "The send time must be in the future")):
+        response = await client.post("/campaigns/1/schedule",
+                                     data={"csrf": token, "at": at, "zone": "Europe/London"})
+        page = await response.text()
+        assert response.status == 400
+        assert f'<a href="#at">{message}' in page and f"Error: {message}" in page
+        assert f'value="{at}"' in page  # what was typed stays in the field
+    assert query(world.db, "SELECT status, scheduled_at FROM campaigns") == [("draft", None)]
+    await client.post("/campaigns/1/cancel", data={"csrf": token})
+    refused = await client.post("/campaigns/1/schedule",
+                                data={"csrf": token, "at": "2027-07-01T09:30",
+                                      "zone": "Europe/London"})
+    assert "only a draft, scheduled or paused campaign can be scheduled" in await refused.text()
+    assert query(world.db, "SELECT status FROM campaigns") == [("cancelled",)]
