@@ -237,10 +237,13 @@ class _ChildFailed(Exception):
 
 
 @contextlib.asynccontextmanager
-async def signing(signer: Signer, processes: int | None = None
-                  ) -> AsyncIterator[SigningPool]:
+async def signing(signer: Signer | None, processes: int | None = None
+                  ) -> AsyncIterator[SigningPool | None]:
     """A started pool for the length of a block (`default_processes()` children unless
-    told), closed after it."""
+    told), closed after it; None when there is no signer (DKIM is off)."""
+    if signer is None:
+        yield None
+        return
     pool = SigningPool(signer, default_processes() if processes is None else processes)
     await pool.start()
     try:

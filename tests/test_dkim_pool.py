@@ -52,6 +52,7 @@ async def test_children_sign_every_message_as_this_process_would(
 ) -> None:
     signer = signer_for(algorithm, rsa_key_file, ed25519_key)
     async with signing(signer, processes=2) as pool:
+        assert pool is not None
         assert await pool.ready() == 2
         signed = await asyncio.gather(*(pool.sign(m) for m in CORPUS * 3))
         assert pool.signed_by_children == len(signed)
@@ -67,6 +68,7 @@ async def test_a_child_that_dies_is_replaced_by_signing_here_with_one_warning(
     signer = signer_for("ed25519-sha256", rsa_key_file, ed25519_key)
     caplog.set_level(logging.WARNING, logger="mailer.dkim_pool")
     async with signing(signer, processes=1) as pool:
+        assert pool is not None
         assert await pool.ready() == 1
         [pid] = pool.pids
         first = await pool.sign(CORPUS[0])
@@ -87,6 +89,7 @@ async def test_a_message_that_cannot_be_signed_fails_as_it_does_without_children
     signer = signer_for("ed25519-sha256", rsa_key_file, ed25519_key)
     no_from = b"To: ada@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
     async with signing(signer, processes=1) as pool:
+        assert pool is not None
         assert await pool.ready() == 1
         with pytest.raises(dkimpy.ParameterError, match="From"):
             await pool.sign(no_from)
@@ -112,6 +115,7 @@ async def test_before_the_children_are_ready_messages_are_signed_here(
 async def test_close_ends_every_child(rsa_key_file: Path, ed25519_key: str) -> None:  # noqa: F811
     signer = signer_for("rsa-sha256", rsa_key_file, ed25519_key)
     async with signing(signer, processes=2) as pool:
+        assert pool is not None
         assert await pool.ready() == 2
         pids = pool.pids
         assert all(alive(pid) for pid in pids)
@@ -127,6 +131,7 @@ async def main():
     signer = make_signer("imperialtelecom.co.uk", "s", "ed25519-sha256",
                          sys.stdin.buffer.read(), "key")
     async with signing(signer, processes=2) as pool:
+        assert pool is not None
         await pool.ready()
         print(" ".join(map(str, pool.pids)), flush=True)
         await asyncio.sleep(60)
@@ -158,3 +163,8 @@ def test_signer_key_text_is_kept_for_the_children_but_never_shown(
     assert signer.key_data == ed25519_key.encode()
     assert ed25519_key not in repr(signer)
     assert isinstance(signer, dkim.Signer)
+
+
+async def test_without_a_signer_there_is_no_pool() -> None:
+    async with signing(None) as pool:
+        assert pool is None

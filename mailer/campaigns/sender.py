@@ -237,15 +237,11 @@ class _Run:
             log.info("campaign %s: stopping: %s", self.campaign.id, reason)
 
     async def run(self) -> SendOutcome:
-        signer = self.config.signer
         with ConsentGate(self.config.db_path, self.campaign.id, self.campaign.kind) as gate:
             self.gate = gate
             try:
-                if signer is None:
+                async with signing(self.config.signer) as self.signing:
                     await self._run_tasks()
-                else:
-                    async with signing(signer) as self.signing:
-                        await self._run_tasks()
             except BaseExceptionGroup as group:
                 # One task's failure (the database, most likely) is the run's failure; the
                 # lease expires (or its holder is seen dead) and the next run takes over.
