@@ -109,7 +109,7 @@ async def run_pass(
     elif state is not None:
         log.warning("folder %s: UIDVALIDITY changed %s -> %s; rescanning",
                     rules.folder, state.uidvalidity, uidvalidity)
-        async with transaction(conn):
+        async with transaction(conn, "inbox: forgetting the old UIDVALIDITY"):
             await inbox_store.forget_stale_moves(conn, rules.state_key, uidvalidity)
             await report_store.forget_stale_report_moves(conn, rules.state_key, uidvalidity)
 
@@ -199,7 +199,7 @@ async def _process_batch(
 
     outcomes: list[Outcome] = []
     applied: list[tuple[int, Applied]] = []
-    async with transaction(conn):
+    async with transaction(conn, "inbox: recording a batch"):
         if examined:
             known = await inbox_store.existing_keys(conn, [e.key for e in examined])
             outcomes = plan(examined, known, await _lookup(conn, examined), rules)
@@ -380,7 +380,7 @@ async def _finish_moves(
             # UID MOVE of UIDs already gone is a no-op (RFC 3501 §6.4.8), so a crash between
             # the move and the mark below is harmless.
             await client.move_many(chunk, folder)
-            async with transaction(conn):
+            async with transaction(conn, "inbox: marking messages moved"):
                 await inbox_store.mark_moved_uids(conn, rules.state_key, uidvalidity, chunk)
                 await report_store.mark_reports_moved(conn, rules.state_key, uidvalidity, chunk)
         log.debug("moved %d message(s) to %s", len(uids), folder)

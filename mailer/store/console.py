@@ -16,6 +16,7 @@ import aiosqlite
 
 from mailer.categories import CATEGORIES
 from mailer.store.customers import Customer, _customer
+from mailer.store.edge import translated
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def match_expression(text: str) -> str | None:
     return " AND ".join(f'"{w}"*' for w in words)
 
 
+@translated("console: search customers")
 async def search_customers(
     conn: aiosqlite.Connection, text: str, *, after: int = 0, limit: int = 25
 ) -> SearchPage:
@@ -81,12 +83,14 @@ async def search_customers(
     return SearchPage(found, None)
 
 
+@translated("console: customer")
 async def customer(conn: aiosqlite.Connection, customer_id: int) -> Customer | None:
     async with conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)) as cur:
         row = await cur.fetchone()
     return _customer(row) if row else None
 
 
+@translated("console: deliverability")
 async def deliverability(conn: aiosqlite.Connection, customer_id: int) -> Deliverability:
     rows = await conn.execute_fetchall(
         "SELECT status, count(*) AS n FROM campaign_recipients WHERE customer_id = ? "
@@ -106,6 +110,7 @@ async def deliverability(conn: aiosqlite.Connection, customer_id: int) -> Delive
         confirmations_failed=int(outbox[0]) if outbox else 0)
 
 
+@translated("console: opted in counts")
 async def opted_in_counts(conn: aiosqlite.Connection) -> dict[str, int]:
     """How many customers are opted in to each category now."""
     # The category names are columns of customers; CATEGORIES is the only source of them.
@@ -115,6 +120,7 @@ async def opted_in_counts(conn: aiosqlite.Connection) -> dict[str, int]:
     return {c: int(row[c]) if row else 0 for c in CATEGORIES}
 
 
+@translated("console: queue facts")
 async def queue_facts(conn: aiosqlite.Connection) -> QueueFacts:
     async with conn.execute(
         "SELECT (SELECT count(*) FROM review_items WHERE status = 'open'), "
@@ -138,6 +144,7 @@ class Progress:
     pending: int = 0
 
 
+@translated("console: campaign progress")
 async def campaign_progress(conn: aiosqlite.Connection, campaign_id: int) -> Progress:
     """A campaign's ledger counts from the running totals (migration 3), not the ledger."""
     rows = await conn.execute_fetchall(
@@ -149,6 +156,7 @@ async def campaign_progress(conn: aiosqlite.Connection, campaign_id: int) -> Pro
         pending=by_status.get("pending", 0) + by_status.get("sending", 0))
 
 
+@translated("console: optouts per day")
 async def optouts_per_day(
     conn: aiosqlite.Connection, since_day: str
 ) -> dict[tuple[str, str], int]:
@@ -158,6 +166,7 @@ async def optouts_per_day(
     return {(r["day"], r["source"]): int(r["count"]) for r in rows}
 
 
+@translated("console: sends per day")
 async def sends_per_day(conn: aiosqlite.Connection, since_day: str) -> dict[str, int]:
     """day -> campaign messages sent that day (UTC)."""
     rows = await conn.execute_fetchall(

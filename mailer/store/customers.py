@@ -5,7 +5,7 @@ transaction. An opt-out made by request (email, one-click, operator) is never re
 import: only a newer request could do that, and no request ever opts anyone in. Opting back
 in (`opt_in`) is for the customer on the preference page, or a person acting for them.
 
-Longer than most modules (about 480 lines) because it is the one owner of the `customers` and
+Longer than most modules (about 500 lines) because it is the one owner of the `customers` and
 `consent_events` tables: reads, opting out, opting in and the streaming CSV import. The import
 (the second half) is the part to move out if it grows further.
 """
@@ -22,6 +22,7 @@ import aiosqlite
 from mailer.categories import CATEGORIES
 from mailer.importer import BadRow, CustomerRow
 from mailer.store.db import StoreError, transaction, utcnow
+from mailer.store.edge import translated
 
 _BATCH = 5000
 
@@ -72,12 +73,14 @@ def _customer(row: aiosqlite.Row) -> Customer:
     )
 
 
+@translated("customers: get by email")
 async def get_by_email(conn: aiosqlite.Connection, email: str) -> Customer | None:
     async with conn.execute("SELECT * FROM customers WHERE email = ?", (email.strip(),)) as cur:
         row = await cur.fetchone()
     return _customer(row) if row else None
 
 
+@translated("customers: get many")
 async def get_many(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[Customer]:
     if not ids:
         return []
@@ -87,6 +90,7 @@ async def get_many(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[Custo
     return [_customer(r) for r in rows]
 
 
+@translated("customers: history")
 async def history(conn: aiosqlite.Connection, customer_id: int) -> list[ConsentEvent]:
     async with conn.execute(
         "SELECT at, category, old_value, new_value, source, reference, actor FROM consent_events "
@@ -108,6 +112,7 @@ async def history(conn: aiosqlite.Connection, customer_id: int) -> list[ConsentE
     ]
 
 
+@translated("customers: count")
 async def count(conn: aiosqlite.Connection) -> int:
     async with conn.execute("SELECT count(*) FROM customers") as cur:
         row = await cur.fetchone()
@@ -117,6 +122,7 @@ async def count(conn: aiosqlite.Connection) -> int:
 # --- lookups for matching -------------------------------------------------------------------
 
 
+@translated("customers: ids by address")
 async def ids_by_address(conn: aiosqlite.Connection, addresses: Iterable[str]) -> dict[str, int]:
     wanted = sorted({a.lower() for a in addresses if a})
     if not wanted:
@@ -144,12 +150,14 @@ async def _ids_by_key(
     return {k: tuple(v) for k, v in found.items()}
 
 
+@translated("customers: ids by name key")
 async def ids_by_name_key(
     conn: aiosqlite.Connection, keys: Iterable[str]
 ) -> dict[str, tuple[int, ...]]:
     return await _ids_by_key(conn, "name_key", keys)
 
 
+@translated("customers: ids by company key")
 async def ids_by_company_key(
     conn: aiosqlite.Connection, keys: Iterable[str]
 ) -> dict[str, tuple[int, ...]]:
@@ -159,6 +167,7 @@ async def ids_by_company_key(
 # --- changing preferences -------------------------------------------------------------------
 
 
+@translated("customers: opt out")
 async def opt_out(
     conn: aiosqlite.Connection,
     customer_ids: Sequence[int],
@@ -172,6 +181,7 @@ async def opt_out(
                               source=source)
 
 
+@translated("customers: opt out many")
 async def opt_out_many(
     conn: aiosqlite.Connection,
     requests: Sequence[tuple[int, str]],
@@ -243,6 +253,7 @@ async def opt_out_many(
 OPT_IN_SOURCES = frozenset({"preference page", "console", "operator"})
 
 
+@translated("customers: opt in")
 async def opt_in(
     conn: aiosqlite.Connection,
     customer_id: int,
@@ -283,6 +294,7 @@ async def opt_in(
     return changed
 
 
+@translated("customers: get")
 async def get(conn: aiosqlite.Connection, customer_id: int) -> Customer | None:
     """One customer by id, or None (never existed, or erased)."""
     async with conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)) as cur:
@@ -302,6 +314,7 @@ async def check_usable(conn: aiosqlite.Connection) -> None:
 # --- import ---------------------------------------------------------------------------------
 
 
+@translated("customers: import customers")
 async def import_customers(
     conn: aiosqlite.Connection,
     rows: AsyncIterator[CustomerRow | BadRow],
@@ -365,6 +378,7 @@ class _Rollback(Exception):
         self.report = report
 
 
+@translated("customers: import customers atomically")
 async def import_customers_atomically(
     conn: aiosqlite.Connection,
     rows: AsyncIterator[CustomerRow | BadRow],

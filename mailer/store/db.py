@@ -10,6 +10,7 @@ busy timeout, so the daemon and a CLI command can share one file.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -70,12 +71,27 @@ async def open_db(path: Path) -> AsyncIterator[aiosqlite.Connection]:
 
 
 @asynccontextmanager
-async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (cancellation included)."""
-    await conn.execute("BEGIN IMMEDIATE")
+async def transaction(conn: aiosqlite.Connection, what: str = "transaction"
+                      ) -> AsyncIterator[aiosqlite.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (cancellation included).
+
+    Its own statements' failures (a lock held too long, a full disk) are StoreError naming
+    `what` the transaction was for. A COMMIT that fails is followed by a ROLLBACK, so the
+    connection never stays inside a transaction (SQLite keeps one open after some failed
+    COMMITs); a ROLLBACK that fails gives way to the error that caused it."""
+    try:
+        await conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StoreError(f"{what}: cannot begin: database error: {exc}") from exc
     try:
         yield conn
     except BaseException:
-        await conn.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):
+            await conn.execute("ROLLBACK")
         raise
-    await conn.execute("COMMIT")
+    try:
+        await conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            await conn.execute("ROLLBACK")
+        raise StoreError(f"{what}: cannot commit: database error: {exc}") from exc

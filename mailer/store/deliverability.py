@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from mailer.store.edge import translated
+
 _CHUNK = 500
 
 
@@ -70,6 +72,7 @@ class ReportCounts:
 # --- tying a report to what we sent ---------------------------------------------------------
 
 
+@translated("deliverability: campaign message")
 async def campaign_message(
     conn: aiosqlite.Connection, campaign_id: int, customer_id: int
 ) -> SentMessage | None:
@@ -83,6 +86,7 @@ async def campaign_message(
     return SentMessage(customer_id, campaign_id=campaign_id) if row else None
 
 
+@translated("deliverability: outbox message")
 async def outbox_message(conn: aiosqlite.Connection, outbox_id: int) -> SentMessage | None:
     """The confirmation in outbox row `outbox_id`, if it was sent (or tried)."""
     async with conn.execute(
@@ -93,6 +97,7 @@ async def outbox_message(conn: aiosqlite.Connection, outbox_id: int) -> SentMess
     return SentMessage(int(row[0]), outbox_id=outbox_id) if row else None
 
 
+@translated("deliverability: message by id")
 async def message_by_id(
     conn: aiosqlite.Connection, message_ids: Sequence[str]
 ) -> SentMessage | None:
@@ -133,6 +138,7 @@ def _report(row: aiosqlite.Row) -> StoredReport:
     )
 
 
+@translated("deliverability: report by key")
 async def report_by_key(conn: aiosqlite.Connection, report_key: str) -> StoredReport | None:
     async with conn.execute(
         f"SELECT {_REPORT_COLUMNS} FROM delivery_reports WHERE report_key = ?", (report_key,)
@@ -141,6 +147,7 @@ async def report_by_key(conn: aiosqlite.Connection, report_key: str) -> StoredRe
     return _report(row) if row else None
 
 
+@translated("deliverability: insert report")
 async def insert_report(
     conn: aiosqlite.Connection,
     *,
@@ -168,6 +175,7 @@ async def insert_report(
     return int(row[0])
 
 
+@translated("deliverability: mark moved")
 async def mark_moved(conn: aiosqlite.Connection, report_id: int) -> None:
     """The report message has been moved to the bounces folder (its own transaction is fine)."""
     await conn.execute("UPDATE delivery_reports SET moved = 1 WHERE id = ?", (report_id,))
@@ -180,6 +188,7 @@ class ReportMove:
     destination: str
 
 
+@translated("deliverability: add report moves")
 async def add_report_moves(
     conn: aiosqlite.Connection, folder: str, uidvalidity: int, moves: Sequence[ReportMove]
 ) -> None:
@@ -190,6 +199,7 @@ async def add_report_moves(
         [(folder, uidvalidity, m.uid, m.report_id, m.destination) for m in moves])
 
 
+@translated("deliverability: unmoved reports")
 async def unmoved_reports(
     conn: aiosqlite.Connection, folder: str, uidvalidity: int
 ) -> list[ReportMove]:
@@ -199,6 +209,7 @@ async def unmoved_reports(
     return [ReportMove(int(r[0]), int(r[1]), str(r[2])) for r in rows]
 
 
+@translated("deliverability: mark reports moved")
 async def mark_reports_moved(
     conn: aiosqlite.Connection, folder: str, uidvalidity: int, uids: Sequence[int]
 ) -> None:
@@ -211,6 +222,7 @@ async def mark_reports_moved(
         [(folder, uidvalidity, uid) for uid in uids])
 
 
+@translated("deliverability: forget stale report moves")
 async def forget_stale_report_moves(
     conn: aiosqlite.Connection, folder: str, uidvalidity: int
 ) -> None:
@@ -220,6 +232,7 @@ async def forget_stale_report_moves(
                        "AND uidvalidity != ?", (folder, uidvalidity))
 
 
+@translated("deliverability: recent reports")
 async def recent_reports(
     conn: aiosqlite.Connection, since: str, *, limit: int = 1000
 ) -> list[StoredReport]:
@@ -233,6 +246,7 @@ async def recent_reports(
 _MESSAGE_KEY = "coalesce('c' || campaign_id, 'n' || outbox_id)"
 
 
+@translated("deliverability: soft bounced messages")
 async def soft_bounced_messages(
     conn: aiosqlite.Connection, customer_id: int, since: str, *,
     besides: SentMessage | None = None,
@@ -256,6 +270,7 @@ async def soft_bounced_messages(
     return int(row[0]) if row else 0
 
 
+@translated("deliverability: campaign report counts")
 async def campaign_report_counts(conn: aiosqlite.Connection, campaign_id: int) -> ReportCounts:
     """Distinct customers with a hard bounce, a soft bounce, a complaint for this campaign."""
     async with conn.execute(
@@ -271,6 +286,7 @@ async def campaign_report_counts(conn: aiosqlite.Connection, campaign_id: int) -
 # --- undeliverable addresses ----------------------------------------------------------------
 
 
+@translated("deliverability: undeliverable ids")
 async def undeliverable_ids(conn: aiosqlite.Connection, customer_ids: Iterable[int]) -> set[int]:
     """Which of these customers must not be mailed now (the send-time check, per batch)."""
     wanted = sorted(set(customer_ids))
@@ -284,6 +300,7 @@ async def undeliverable_ids(conn: aiosqlite.Connection, customer_ids: Iterable[i
     return found
 
 
+@translated("deliverability: undeliverable reason")
 async def undeliverable_reason(conn: aiosqlite.Connection, customer_id: int) -> str | None:
     """Why this customer is not mailed (None: deliverable)."""
     async with conn.execute(
@@ -293,6 +310,7 @@ async def undeliverable_reason(conn: aiosqlite.Connection, customer_id: int) -> 
     return str(row[0]) if row else None
 
 
+@translated("deliverability: mark undeliverable")
 async def mark_undeliverable(
     conn: aiosqlite.Connection,
     customer_id: int,
@@ -315,6 +333,7 @@ async def mark_undeliverable(
     return changed
 
 
+@translated("deliverability: reactivate")
 async def reactivate(
     conn: aiosqlite.Connection, customer_id: int, *, now: str, actor: str,
     source: str = "operator", reason: str = "",
@@ -329,6 +348,7 @@ async def reactivate(
     return changed
 
 
+@translated("deliverability: last reactivated")
 async def last_reactivated(conn: aiosqlite.Connection, customer_id: int) -> str | None:
     """When this customer was last made deliverable again (soft bounces before do not count)."""
     async with conn.execute(
@@ -339,6 +359,7 @@ async def last_reactivated(conn: aiosqlite.Connection, customer_id: int) -> str 
     return str(row[0]) if row and row[0] is not None else None
 
 
+@translated("deliverability: delivery history")
 async def delivery_history(conn: aiosqlite.Connection, customer_id: int) -> list[DeliveryEvent]:
     rows = await conn.execute_fetchall(
         "SELECT at, event, source, reason, actor, report_id FROM delivery_events "

@@ -44,7 +44,7 @@ async def transaction(conn: aiosqlite.Connection, what: str) -> AsyncIterator[No
     """`db.transaction` (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception) with its own
     sqlite3 errors (a lock held too long, a full disk) raised as StoreError."""
     try:
-        async with db.transaction(conn):
+        async with db.transaction(conn, what):
             yield
     except sqlite3.Error as exc:
         raise StoreError(f"{what}: database error: {exc}") from exc

@@ -18,6 +18,7 @@ from typing import Any
 import aiosqlite
 
 from mailer.store.db import MIGRATIONS, StoreError
+from mailer.store.edge import translated
 
 # Rows of daemons gone for this long are pruned at the next beat.
 _KEEP_STOPPED = timedelta(days=7)
@@ -53,6 +54,7 @@ class Snapshot:
     campaigns: list[CampaignProgress] = field(default_factory=list)
 
 
+@translated("heartbeat: write heartbeat")
 async def write_heartbeat(conn: aiosqlite.Connection, beat: Heartbeat) -> None:
     """Upsert this daemon's row (one statement: its own transaction)."""
     await conn.execute(
@@ -65,11 +67,13 @@ async def write_heartbeat(conn: aiosqlite.Connection, beat: Heartbeat) -> None:
     )
 
 
+@translated("heartbeat: prune heartbeats")
 async def prune_heartbeats(conn: aiosqlite.Connection, now: datetime) -> None:
     await conn.execute("DELETE FROM daemon_heartbeat WHERE beat_at < ?",
                        ((now - _KEEP_STOPPED).isoformat(timespec="microseconds"),))
 
 
+@translated("heartbeat: outbox depth")
 async def outbox_depth(conn: aiosqlite.Connection) -> int:
     return await _count(conn, "SELECT count(*) FROM outbox WHERE status = 'pending'")
 

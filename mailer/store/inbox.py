@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from mailer.store.db import utcnow
+from mailer.store.edge import translated
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,14 @@ class ReviewItem:
     settlement: str
 
 
+@translated("inbox: mailbox state")
 async def mailbox_state(conn: aiosqlite.Connection, folder: str) -> MailboxState | None:
     rows = list(await conn.execute_fetchall(
         "SELECT uidvalidity, last_uid FROM mailbox_state WHERE folder = ?", (folder,)))
     return MailboxState(rows[0]["uidvalidity"], rows[0]["last_uid"]) if rows else None
 
 
+@translated("inbox: set mailbox state")
 async def set_mailbox_state(
     conn: aiosqlite.Connection, folder: str, uidvalidity: int, last_uid: int
 ) -> None:
@@ -58,6 +61,7 @@ async def set_mailbox_state(
     )
 
 
+@translated("inbox: existing keys")
 async def existing_keys(conn: aiosqlite.Connection, keys: Sequence[str]) -> set[str]:
     """Which of these message keys have been decided already."""
     found: set[str] = set()
@@ -82,6 +86,7 @@ class InboundRow:
     detail: str
 
 
+@translated("inbox: record inbound many")
 async def record_inbound_many(
     conn: aiosqlite.Connection, folder: str, uidvalidity: int, rows: Sequence[InboundRow]
 ) -> None:
@@ -97,6 +102,7 @@ async def record_inbound_many(
     )
 
 
+@translated("inbox: unmoved")
 async def unmoved(conn: aiosqlite.Connection, folder: str, uidvalidity: int) -> list[Unmoved]:
     async with conn.execute(
         "SELECT id, uid, destination FROM inbound WHERE folder = ? AND moved = 0 "
@@ -106,6 +112,7 @@ async def unmoved(conn: aiosqlite.Connection, folder: str, uidvalidity: int) -> 
         return [Unmoved(r["id"], r["uid"], r["destination"]) for r in await cur.fetchall()]
 
 
+@translated("inbox: forget stale moves")
 async def forget_stale_moves(conn: aiosqlite.Connection, folder: str, uidvalidity: int) -> None:
     """Under a new UIDVALIDITY old UIDs mean nothing; those messages are found again by
     Message-ID, recognised as duplicates and moved then."""
@@ -115,6 +122,7 @@ async def forget_stale_moves(conn: aiosqlite.Connection, folder: str, uidvalidit
     )
 
 
+@translated("inbox: mark moved uids")
 async def mark_moved_uids(
     conn: aiosqlite.Connection, folder: str, uidvalidity: int, uids: Sequence[int]
 ) -> None:
@@ -136,6 +144,7 @@ class NewReview:
     reason: str
 
 
+@translated("inbox: add reviews")
 async def add_reviews(conn: aiosqlite.Connection, items: Sequence[NewReview]) -> None:
     now = utcnow()
     await conn.executemany(
@@ -153,18 +162,21 @@ def _review(row: aiosqlite.Row) -> ReviewItem:
     )
 
 
+@translated("inbox: review items")
 async def review_items(conn: aiosqlite.Connection, *, include_settled: bool) -> list[ReviewItem]:
     where = "" if include_settled else "WHERE status = 'open'"
     async with conn.execute(f"SELECT * FROM review_items {where} ORDER BY id") as cur:
         return [_review(r) for r in await cur.fetchall()]
 
 
+@translated("inbox: review item")
 async def review_item(conn: aiosqlite.Connection, item_id: int) -> ReviewItem | None:
     async with conn.execute("SELECT * FROM review_items WHERE id = ?", (item_id,)) as cur:
         row = await cur.fetchone()
     return _review(row) if row else None
 
 
+@translated("inbox: settle review")
 async def settle_review(
     conn: aiosqlite.Connection, item_id: int, *, status: str, settlement: str
 ) -> bool:

@@ -17,6 +17,8 @@ from datetime import datetime, timedelta
 
 import aiosqlite
 
+from mailer.store.edge import translated
+
 
 def _stamp(when: datetime) -> str:
     # The store's timestamp format (see db.utcnow): ISO 8601 UTC with microseconds.
@@ -53,6 +55,7 @@ class ClaimOwner:
     pid: int
 
 
+@translated("outbox: enqueue confirmations")
 async def enqueue_confirmations(
     conn: aiosqlite.Connection,
     items: Sequence[NewConfirmation],
@@ -97,6 +100,7 @@ async def enqueue_confirmations(
     return queued
 
 
+@translated("outbox: claim owners")
 async def claim_owners(conn: aiosqlite.Connection, *, now_s: float) -> list[ClaimOwner]:
     """The owners of live (unexpired) claims on pending rows."""
     rows = await conn.execute_fetchall(
@@ -107,6 +111,7 @@ async def claim_owners(conn: aiosqlite.Connection, *, now_s: float) -> list[Clai
     return [ClaimOwner(r["claim_host"], r["claim_pid"]) for r in rows]
 
 
+@translated("outbox: release claims")
 async def release_claims(conn: aiosqlite.Connection, owners: Iterable[ClaimOwner]) -> int:
     """Free every claim these (dead) owners hold, so their rows can be picked at once."""
     released = 0
@@ -120,6 +125,7 @@ async def release_claims(conn: aiosqlite.Connection, owners: Iterable[ClaimOwner
     return released
 
 
+@translated("outbox: claim next")
 async def claim_next(
     conn: aiosqlite.Connection,
     owner: ClaimOwner,
@@ -159,6 +165,7 @@ async def claim_next(
 _UNCLAIM = "claim_host = NULL, claim_pid = NULL, claim_expires_at = NULL"
 
 
+@translated("outbox: mark sent")
 async def mark_sent(conn: aiosqlite.Connection, item_id: int, *, now: datetime) -> None:
     await conn.execute(
         f"UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, {_UNCLAIM} "
@@ -167,6 +174,7 @@ async def mark_sent(conn: aiosqlite.Connection, item_id: int, *, now: datetime) 
     )
 
 
+@translated("outbox: mark failed")
 async def mark_failed(
     conn: aiosqlite.Connection, item_id: int, *, error: str, retry_at: datetime | None
 ) -> None:

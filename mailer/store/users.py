@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from mailer.store.db import utcnow
+from mailer.store.edge import translated
 
 ROLES: tuple[str, ...] = ("admin", "marketing", "reviewer")
 
@@ -94,6 +95,7 @@ def _user(row: aiosqlite.Row) -> User:
     return User(id=row["id"], name=row["name"], role=row["role"], created_at=row["created_at"])
 
 
+@translated("users: add user")
 async def add_user(conn: aiosqlite.Connection, name: str, role: str, password_hash: str) -> bool:
     """Create an account; False when the name is taken."""
     async with conn.execute(
@@ -104,17 +106,20 @@ async def add_user(conn: aiosqlite.Connection, name: str, role: str, password_ha
         return cur.rowcount == 1
 
 
+@translated("users: list users")
 async def list_users(conn: aiosqlite.Connection) -> list[User]:
     rows = await conn.execute_fetchall("SELECT * FROM console_users ORDER BY name")
     return [_user(r) for r in rows]
 
 
+@translated("users: user with hash")
 async def user_with_hash(conn: aiosqlite.Connection, name: str) -> tuple[User, str] | None:
     async with conn.execute("SELECT * FROM console_users WHERE name = ?", (name,)) as cur:
         row = await cur.fetchone()
     return (_user(row), row["password_hash"]) if row else None
 
 
+@translated("users: set password")
 async def set_password(conn: aiosqlite.Connection, name: str, password_hash: str) -> bool:
     """Change a password and end the account's sessions; False when there is no such user."""
     async with conn.execute(
@@ -128,6 +133,7 @@ async def set_password(conn: aiosqlite.Connection, name: str, password_hash: str
     return changed
 
 
+@translated("users: remove user")
 async def remove_user(conn: aiosqlite.Connection, name: str) -> bool:
     await conn.execute(
         "DELETE FROM console_sessions WHERE user_id = (SELECT id FROM console_users "
@@ -139,6 +145,7 @@ async def remove_user(conn: aiosqlite.Connection, name: str) -> bool:
 # --- sessions ---------------------------------------------------------------------------
 
 
+@translated("users: create session")
 async def create_session(conn: aiosqlite.Connection, user_id: int, now: float) -> str:
     """A new session for the user; returns the token for the cookie."""
     token = secrets.token_urlsafe(32)
@@ -150,6 +157,7 @@ async def create_session(conn: aiosqlite.Connection, user_id: int, now: float) -
     return token
 
 
+@translated("users: session")
 async def session(
     conn: aiosqlite.Connection, token: str, now: float, *, idle_s: float, max_s: float
 ) -> Session | None:
@@ -173,10 +181,12 @@ async def session(
     return Session(user=user, csrf=row["csrf"], created_at=row["created_at"], last_seen=now)
 
 
+@translated("users: end session")
 async def end_session(conn: aiosqlite.Connection, token: str) -> None:
     await conn.execute("DELETE FROM console_sessions WHERE token_hash = ?", (_token_hash(token),))
 
 
+@translated("users: purge sessions")
 async def purge_sessions(conn: aiosqlite.Connection, now: float, *, idle_s: float,
                          max_s: float) -> int:
     async with conn.execute(
@@ -189,6 +199,7 @@ async def purge_sessions(conn: aiosqlite.Connection, now: float, *, idle_s: floa
 # --- login throttling -------------------------------------------------------------------
 
 
+@translated("users: locked until")
 async def locked_until(conn: aiosqlite.Connection, keys: tuple[str, ...], now: float) -> float:
     """The latest lock over any of `keys` still in force at `now`, or 0."""
     marks = ",".join("?" * len(keys))
@@ -200,6 +211,7 @@ async def locked_until(conn: aiosqlite.Connection, keys: tuple[str, ...], now: f
     return until if until > now else 0.0
 
 
+@translated("users: record failure")
 async def record_failure(
     conn: aiosqlite.Connection, keys: tuple[str, ...], now: float, *, max_failures: int,
     window_s: float, lockout_s: float,
@@ -221,6 +233,7 @@ async def record_failure(
         )
 
 
+@translated("users: clear failures")
 async def clear_failures(conn: aiosqlite.Connection, key: str) -> None:
     await conn.execute("DELETE FROM console_login_failures WHERE key = ?", (key,))
 
@@ -228,6 +241,7 @@ async def clear_failures(conn: aiosqlite.Connection, key: str) -> None:
 # --- audit ------------------------------------------------------------------------------
 
 
+@translated("users: audit")
 async def audit(conn: aiosqlite.Connection, actor: str, action: str, target: str = "") -> None:
     """Record that `actor` did `action` to `target` (every change made from the console)."""
     await conn.execute(
@@ -236,6 +250,7 @@ async def audit(conn: aiosqlite.Connection, actor: str, action: str, target: str
     )
 
 
+@translated("users: audit log")
 async def audit_log(conn: aiosqlite.Connection, limit: int = 50) -> list[tuple[str, str, str, str]]:
     rows = await conn.execute_fetchall(
         "SELECT at, actor, action, target FROM console_audit ORDER BY id DESC LIMIT ?", (limit,))
