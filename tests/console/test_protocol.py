@@ -452,14 +452,20 @@ async def test_the_overview_shows_the_progress_of_each_active_campaign(
     assert '<progress max="22" value="0"' in page and "0 sent of 22" in page
 
 
-async def test_a_draft_is_scheduled_from_its_page_in_local_time_and_then_moved(
-    client: Client, world: World
-) -> None:
+async def save_draft(client: Client) -> str:
+    """Sign in as marketing and save an offers draft; the session's CSRF token."""
     assert await login(client, "marketing") == 303
     token = await csrf(client, "/campaigns/new")
     form = {"csrf": token, "kind": "offers", "template": "welcome-offer", "subject": "Hello",
             "when": "draft", "zone": "Europe/London", "action": "save"}
     assert (await client.post("/campaigns/new", data=form, allow_redirects=False)).status == 303
+    return token
+
+
+async def test_a_draft_is_scheduled_from_its_page_in_local_time_and_then_moved(
+    client: Client, world: World
+) -> None:
+    token = await save_draft(client)
     [(campaign_id,)] = query(world.db, "SELECT id FROM campaigns")
     page = await (await client.get(f"/campaigns/{campaign_id}")).text()
     assert "Schedule campaign" in page
@@ -483,11 +489,7 @@ async def test_a_draft_is_scheduled_from_its_page_in_local_time_and_then_moved(
 async def test_a_send_time_that_cannot_be_is_shown_next_to_the_field_and_changes_nothing(
     client: Client, world: World
 ) -> None:
-    assert await login(client, "marketing") == 303
-    token = await csrf(client, "/campaigns/new")
-    form = {"csrf": token, "kind": "offers", "template": "welcome-offer", "subject": "Hello",
-            "when": "draft", "zone": "Europe/London", "action": "save"}
-    await client.post("/campaigns/new", data=form, allow_redirects=False)
+    token = await save_draft(client)
     for at, message in (("", "Enter the date and time to send the campaign"),
                         ("2027-03-28T01:30",
                          "01:30 on 28 March 2027 does not exist in Europe/London"),
