@@ -109,7 +109,14 @@ class Signer:
         ]
         value = dkimpy.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_HEADER_NAME),
                             linesep=b"\r\n")
-        value = dkimpy.RE_BTAG.sub(b"\\1", value)
+        # The value hashed has b= empty (§3.5). fold keeps the placeholder whole at the end
+        # (it has no space to break at), so cutting it off leaves what dkimpy's RE_BTAG
+        # substitution leaves, at a fifth of the cost; the substitution stays the fallback.
+        placeholder = fields[-1][1]
+        if value.endswith(b"b=" + placeholder):
+            value = value[:-len(placeholder)]
+        else:
+            value = dkimpy.RE_BTAG.sub(b"\\1", value)
         # RFC 6376 §5.4.2: each name in h= signs the last field of that name. Only those are
         # canonicalised (dkimpy canonicalises all, then selects: the same, as names compare
         # lower-cased), then hashed in h= order, then this header with an empty b= and no
