@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from dkim.canonicalization import correct_empty_body, strip_trailing_lines
 
 from mailer.errors import SettingsError
+from mailer.outgoing import crlf_lines
 from mailer.settings import DkimAlgorithm, DkimSettings
 
 log = logging.getLogger(__name__)
@@ -158,16 +159,6 @@ class Signer:
     def dns_record(self) -> str:
         """The record to publish, as a zone-file line."""
         return f'{self.dns_name()}. IN TXT "{self.dns_value()}"'
-
-
-def crlf_lines(message: bytes) -> bytes:
-    """`message` with every line ending in CRLF, as it goes over SMTP (RFC 5321 §2.3.8) and
-    as RFC 6376 §5.3 signs it; our own messages already are, which two counts and a
-    find tell."""
-    crlf = message.count(b"\r\n")
-    if message.count(b"\n") == crlf and message.count(b"\r") == crlf:
-        return message
-    return b"\r\n".join(message.replace(b"\r\n", b"\n").split(b"\n"))
 
 
 def _parse(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:

@@ -15,7 +15,7 @@ and resolve the oldest waiting request as their bytes arrive (`_Child`, a subpro
 Lifecycle and failure: children start with the pool (the key travels in the first frame,
 never on a command line or in the environment) and say ready once they have signed a test
 message; until then, and if a child dies or answers nonsense, messages are signed in this
-process instead (`Signer.header`, the same bytes), with one warning. Children ignore SIGINT
+process instead (`Signer.sign`, the same bytes), with one warning. Children ignore SIGINT
 and SIGTERM (a Ctrl-C or a service stop reaches the whole process group) and end when their
 stdin closes: at `close`, or when this process dies, even by kill -9.
 """
@@ -36,8 +36,9 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 
-from mailer.dkim import Signer, crlf_lines, make_signer
+from mailer.dkim import Signer, make_signer
 from mailer.errors import SettingsError
+from mailer.outgoing import crlf_lines
 
 log = logging.getLogger(__name__)
 
@@ -197,12 +198,12 @@ class SigningPool:
 
     async def sign(self, message: bytes) -> bytes:
         """`message` signed (`Signer.sign`'s bytes), by a child when one is ready."""
-        message = crlf_lines(message)
         now = time.time()
         child = min((c for c in self._children if c.alive), key=lambda c: len(c.waiting),
                     default=None)
         if child is None:
-            return self.signer.header(message, now=now) + message
+            return self.signer.sign(message, now=now)
+        message = crlf_lines(message)
         try:
             header = await child.request(
                 _LENGTH.pack(_NOW.size + len(message)) + _NOW.pack(int(now)) + message)
@@ -211,7 +212,7 @@ class SigningPool:
             # or fails as it would have without children.
             if not child.alive:
                 self._fallback(str(exc))
-            return self.signer.header(message, now=now) + message
+            return self.signer.sign(message, now=now)
         self.signed_by_children += 1
         return header + message
 

@@ -42,12 +42,26 @@ from urllib.parse import quote as url_quote
 
 from mailer.errors import HeaderInjection as HeaderInjection
 
+_LINE_ENDINGS = re.compile(rb"\r\n|\n|\r")
+
+
+def crlf_lines(message: bytes) -> bytes:
+    """`message` with every line ending in CRLF (a bare LF or CR made one), as it goes over
+    SMTP (RFC 5321 §2.3.8) and as DKIM signs it (RFC 6376 §5.3). Messages we build already
+    are, which three counts tell."""
+    crlf = message.count(b"\r\n")
+    if message.count(b"\n") == crlf and message.count(b"\r") == crlf:
+        return message
+    return _LINE_ENDINGS.sub(b"\r\n", message)
+
+
 __all__ = [
     "CampaignHeaders",
     "CampaignMessageBuilder",
     "HeaderInjection",
     "RenderedBody",
     "build_confirmation",
+    "crlf_lines",
     "feedback_id",
     "message_id",
 ]

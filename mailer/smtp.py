@@ -30,6 +30,7 @@ import aiosmtplib
 from mailer.errors import PermanentSmtpError as PermanentSmtpError
 from mailer.errors import SmtpError as SmtpError
 from mailer.errors import TransientSmtpError as TransientSmtpError
+from mailer.outgoing import crlf_lines
 from mailer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -125,17 +126,14 @@ def classify_error(exc: BaseException, what: str) -> SmtpError:
 _PLAIN_ADDRESS = re.compile(r"[!#-;=?A-~]+@[!#-;=?A-~]+")
 # aiosmtplib's limit on a reply line; a longer one is not SMTP.
 _MAX_LINE = 8192
-_LINE_ENDINGS = re.compile(rb"\r\n|\n|\r")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 def data_block(message: bytes) -> bytes:
     """The message as it goes after DATA: CRLF line endings, a leading dot doubled (RFC 5321
     §4.5.2), ending in CRLF and the lone dot. Messages we build are CRLF throughout and rarely
-    have a line starting with a dot, so the usual case is two counts and a find."""
-    crlf = message.count(b"\r\n")
-    if message.count(b"\n") != crlf or message.count(b"\r") != crlf:
-        message = _LINE_ENDINGS.sub(b"\r\n", message)
+    have a line starting with a dot, so the usual case is a few counts and a find."""
+    message = crlf_lines(message)
     if message.startswith(b".") or b"\n." in message:
         message = _LEADING_DOT.sub(b"..", message)
     if not message.endswith(b"\r\n"):
