@@ -213,7 +213,7 @@ class Daemon:
                 if waiting:
                     try:
                         async with asyncio.timeout(config.timeout_s * 2):
-                            await smtp.close(await smtp.connect(config))
+                            await (await smtp.connect(config)).close()
                     except (smtp.SmtpError, TimeoutError) as exc:
                         failed_probes += 1
                         delay_s = SERVER_RECONNECT.delay_s(failed_probes)

@@ -195,8 +195,8 @@ async def send_due(
             try:
                 if client is None:
                     client = await smtp.connect(settings.smtp)
-                await smtp.send(client, settings.mail_from(item.id), item.to_address, message,
-                                settings.smtp.timeout_s)
+                await client.send(settings.mail_from(item.id), item.to_address, message,
+                                  settings.smtp.timeout_s)
             except smtp.PermanentSmtpError as exc:
                 async with transaction(conn):
                     await outbox_store.mark_failed(conn, item.id, error=str(exc), retry_at=None)
@@ -215,7 +215,7 @@ async def send_due(
                 log.warning("confirmation %s to customer %s not sent (%s); retry at %s",
                             item.id, item.customer_id, exc, when)
                 if client is not None:
-                    await smtp.close(client)
+                    await client.close()
                     client = None
                 continue
             async with transaction(conn):
@@ -224,5 +224,5 @@ async def send_due(
             log.info("confirmation %s sent to customer %s", item.id, item.customer_id)
     finally:
         if client is not None:
-            await smtp.close(client)
+            await client.close()
     return report

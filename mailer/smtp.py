@@ -87,17 +87,6 @@ async def connect(config: SmtpConfig) -> Session:
     return Session(client)
 
 
-async def send(session: Session, sender: str, recipient: str, message: bytes,
-               timeout_s: float) -> str:
-    """Send one message to one recipient; return the server's reply to the message."""
-    return await session.send(sender, recipient, message, timeout_s)
-
-
-async def close(session: Session) -> None:
-    """QUIT politely, or just drop the connection; never raises."""
-    await session.close()
-
-
 def _reply(exc: aiosmtplib.SMTPResponseException) -> str:
     return f"{exc.code} {' '.join(str(exc.message).split())}"
 

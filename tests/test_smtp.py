@@ -99,10 +99,10 @@ async def test_tls_with_the_named_ca_file_delivers(
                                            ca_file=certificate[0], timeout_s=10))
     try:
         assert client.pipelining
-        await smtp.send(client, "news@imperial.test", "ann@example.com", MESSAGE, 10)
-        await smtp.send(client, "news@imperial.test", "bob@example.com", MESSAGE, 10)
+        await client.send("news@imperial.test", "ann@example.com", MESSAGE, 10)
+        await client.send("news@imperial.test", "bob@example.com", MESSAGE, 10)
     finally:
-        await smtp.close(client)
+        await client.close()
     assert recorder.count == 2
 
 
@@ -120,9 +120,9 @@ async def test_a_550_for_the_recipient_is_permanent_with_the_reply(smtp_sink: Sm
     client = await _connect(smtp_sink)
     try:
         with pytest.raises(PermanentSmtpError, match=r"550 5\.1\.1"):
-            await smtp.send(client, "news@imperial.test", "gone@example.com", MESSAGE, 10)
+            await client.send("news@imperial.test", "gone@example.com", MESSAGE, 10)
     finally:
-        await smtp.close(client)
+        await client.close()
     assert smtp_sink.messages == []
 
 
@@ -131,10 +131,10 @@ async def test_a_451_is_transient(smtp_sink: SmtpSink) -> None:
     client = await _connect(smtp_sink)
     try:
         with pytest.raises(TransientSmtpError, match="451"):
-            await smtp.send(client, "news@imperial.test", "ann@example.com", MESSAGE, 10)
-        await smtp.send(client, "news@imperial.test", "ann@example.com", MESSAGE, 10)
+            await client.send("news@imperial.test", "ann@example.com", MESSAGE, 10)
+        await client.send("news@imperial.test", "ann@example.com", MESSAGE, 10)
     finally:
-        await smtp.close(client)
+        await client.close()
     assert len(smtp_sink.messages) == 1
 
 
@@ -151,10 +151,10 @@ async def test_after_a_refused_recipient_the_same_connection_carries_the_next_me
     client = await _connect(smtp_sink)
     try:
         with pytest.raises(PermanentSmtpError, match=r"SMTP to <gone@example.com>: 550 5\.1\.1"):
-            await smtp.send(client, "news@imperial.test", "gone@example.com", MESSAGE, 10)
-        reply = await smtp.send(client, "news@imperial.test", "ann@example.com", MESSAGE, 10)
+            await client.send("news@imperial.test", "gone@example.com", MESSAGE, 10)
+        reply = await client.send("news@imperial.test", "ann@example.com", MESSAGE, 10)
     finally:
-        await smtp.close(client)
+        await client.close()
     assert reply == "OK"
     [received] = smtp_sink.messages
     assert received.mail_from == "news@imperial.test"
@@ -168,9 +168,9 @@ async def test_an_address_that_is_not_plain_goes_through_the_parsing_path(
 ) -> None:
     client = await _connect(smtp_sink)
     try:
-        await smtp.send(client, "news@imperial.test", recipient, MESSAGE, 10)
+        await client.send("news@imperial.test", recipient, MESSAGE, 10)
     finally:
-        await smtp.close(client)
+        await client.close()
     assert [m.rcpt_tos for m in smtp_sink.messages] == [("ann@example.com",)]
 
 
@@ -180,9 +180,9 @@ async def test_lines_starting_with_a_dot_and_bare_line_feeds_arrive_as_written(
     message = b"Subject: dots\r\n\r\n.hidden?\r\n..two\r\nbare\nfeed\r\n."
     client = await _connect(smtp_sink)
     try:
-        await smtp.send(client, "news@imperial.test", "ann@example.com", message, 10)
+        await client.send("news@imperial.test", "ann@example.com", message, 10)
     finally:
-        await smtp.close(client)
+        await client.close()
     [received] = smtp_sink.messages
     assert received.content == b"Subject: dots\r\n\r\n.hidden?\r\n..two\r\nbare\r\nfeed\r\n.\r\n"
 
@@ -192,9 +192,9 @@ async def test_a_connection_dropped_mid_message_is_transient(smtp_sink: SmtpSink
     client = await _connect(smtp_sink)
     try:
         with pytest.raises(TransientSmtpError, match=r"SMTP to <ann@example.com>: .*"):
-            await smtp.send(client, "news@imperial.test", "ann@example.com", MESSAGE, 10)
+            await client.send("news@imperial.test", "ann@example.com", MESSAGE, 10)
     finally:
-        await smtp.close(client)
+        await client.close()
     assert smtp_sink.messages == []
 
 
@@ -203,9 +203,9 @@ async def test_a_server_that_does_not_answer_times_out_as_transient(smtp_sink: S
     client = await _connect(smtp_sink, timeout_s=0.5)
     try:
         with pytest.raises(TransientSmtpError, match=r"(?i)timed out"):
-            await smtp.send(client, "news@imperial.test", "ann@example.com", MESSAGE, 0.5)
+            await client.send("news@imperial.test", "ann@example.com", MESSAGE, 0.5)
     finally:
-        await smtp.close(client)
+        await client.close()
 
 
 async def test_plain_and_parsed_addresses_take_turns_on_one_connection(
@@ -214,9 +214,9 @@ async def test_plain_and_parsed_addresses_take_turns_on_one_connection(
     client = await _connect(smtp_sink)
     try:
         for recipient in ("ann@example.com", "Bob <bob@example.com>", "cy@example.com"):
-            await smtp.send(client, "news@imperial.test", recipient, MESSAGE, 10)
+            await client.send("news@imperial.test", recipient, MESSAGE, 10)
     finally:
-        await smtp.close(client)
+        await client.close()
     assert [m.rcpt_tos for m in smtp_sink.messages] == [
         ("ann@example.com",), ("bob@example.com",), ("cy@example.com",)]
 
@@ -240,10 +240,10 @@ async def test_postfix_takes_pipelined_messages_whole_one_after_another() -> Non
         client = await smtp.connect(SmtpConfig(host=HOST, port=sink.port, security="none"))
         try:
             assert client.pipelining
-            replies = [await smtp.send(client, "news@imperial.test", f"c{i}@example.com",
-                                       message, 10) for i in range(3)]
+            replies = [await client.send("news@imperial.test", f"c{i}@example.com",
+                                         message, 10) for i in range(3)]
         finally:
-            await smtp.close(client)
+            await client.close()
         received = sink.messages()
     assert replies == ["2.0.0 Ok"] * 3
     assert sorted(m.split(b"X-Rcpt-Args: ")[1].split(b"\n")[0] for m in received) == [
@@ -258,11 +258,11 @@ async def test_postfix_refusing_the_recipient_and_hanging_up_gives_its_421() -> 
         try:
             assert client.pipelining
             with pytest.raises(TransientSmtpError, match=r"<ann@example.com>: 421 4\.0\.0"):
-                await smtp.send(client, "news@imperial.test", "ann@example.com", MESSAGE, 10)
+                await client.send("news@imperial.test", "ann@example.com", MESSAGE, 10)
             with pytest.raises(TransientSmtpError, match="connection"):
-                await smtp.send(client, "news@imperial.test", "ann@example.com", MESSAGE, 10)
+                await client.send("news@imperial.test", "ann@example.com", MESSAGE, 10)
         finally:
-            await smtp.close(client)
+            await client.close()
         assert sink.messages() == []
 
 
@@ -271,6 +271,6 @@ async def test_postfix_hanging_up_after_the_message_without_a_reply_is_transient
         client = await smtp.connect(SmtpConfig(host=HOST, port=sink.port, security="none"))
         try:
             with pytest.raises(TransientSmtpError, match="connection closed by the server"):
-                await smtp.send(client, "news@imperial.test", "ann@example.com", MESSAGE, 10)
+                await client.send("news@imperial.test", "ann@example.com", MESSAGE, 10)
         finally:
-            await smtp.close(client)
+            await client.close()

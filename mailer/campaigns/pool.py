@@ -102,8 +102,7 @@ class Connection:
         assert self.client is not None
         try:
             # Each exchange (the commands, then the message) is timed out on its own.
-            return await smtp.send(self.client, sender, recipient, message,
-                                   self.config.timeout_s)
+            return await self.client.send(sender, recipient, message, self.config.timeout_s)
         except smtp.TransientSmtpError:
             self.drop()
             raise
@@ -119,7 +118,7 @@ class Connection:
     async def close(self) -> None:
         if self.client is not None:
             client, self.client = self.client, None
-            await smtp.close(client)
+            await client.close()
 
 
 async def first(*events: asyncio.Event) -> None:

@@ -174,10 +174,9 @@ async def send_test(
         raise CampaignInvalid(f"--to: {exc}") from exc
     client = await smtp.connect(config.smtp)
     try:
-        reply = await smtp.send(client, config.envelope_from, address, message,
-                                config.smtp.timeout_s)
+        reply = await client.send(config.envelope_from, address, message, config.smtp.timeout_s)
     finally:
-        await smtp.close(client)
+        await client.close()
     log.info("campaign %s: test copy sent", campaign_id)
     return reply
 
