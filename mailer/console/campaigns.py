@@ -127,15 +127,15 @@ async def _show(request: web.Request, *, status: int = 200, test_error: str = ""
             preview = await links.preview(conn, settings, campaign_id, preview_for)
         except MailerError as exc:
             preview_error = str(exc)
+    zone = schedule_zone or settings.console.timezone
     context: dict[str, Any] = {
         "report": report, "c": report.campaign, "n": report.counts, "kind_label": label,
         "local": forms.utc_to_local, "preview_for": preview_for, "preview": preview,
         "preview_error": preview_error, "test_error": test_error,
         "test_address": test_address, "schedule_error": schedule_error,
-        "zones": forms.zone_names(),
-        "schedule_zone": schedule_zone or settings.console.timezone,
-        "schedule_at": (schedule_at if schedule_at is not None else forms.utc_to_input(
-            report.campaign.scheduled_at, schedule_zone or settings.console.timezone)),
+        "zones": forms.zone_names(), "schedule_zone": zone,
+        "schedule_at": (schedule_at if schedule_at is not None
+                        else forms.utc_to_input(report.campaign.scheduled_at, zone)),
     }
     return render(request, "campaign.html", "campaigns", status=status, **context)
 
