@@ -36,8 +36,7 @@ from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.settings import Settings
 from mailer.store import campaigns as store
 from mailer.store import leases
-from mailer.store.db import open_db, utcnow
-from mailer.store.edge import transaction
+from mailer.store.db import open_db, transaction, utcnow
 from mailer.supervise import Part
 
 log = logging.getLogger(__name__)

@@ -86,7 +86,7 @@ from mailer.store import deliverability as deliverability_store
 from mailer.store import leases
 from mailer.store.campaigns import RecipientResult
 from mailer.store.consent import ConsentGate
-from mailer.store.edge import transaction
+from mailer.store.db import transaction
 from mailer.store.leases import Holder, new_holder
 from mailer.store.ledger import Ledger
 

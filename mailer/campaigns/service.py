@@ -42,9 +42,8 @@ from mailer.campaigns.templates import CampaignTemplate, TemplateError
 from mailer.store import campaigns as store
 from mailer.store import customers
 from mailer.store import deliverability as deliverability_store
-from mailer.store.db import utcnow
+from mailer.store.db import transaction, utcnow
 from mailer.store.deliverability import ReportCounts
-from mailer.store.edge import transaction
 
 log = logging.getLogger(__name__)
 

@@ -1,22 +1,18 @@
-"""The store's edge: `sqlite3` errors become `StoreError` here and nowhere else.
+"""The store's edge: `translated`, which turns a store function's `sqlite3` errors into StoreError.
 
-Store functions that the layers above call are wrapped with `translated`, and callers that
-need a transaction spanning several store calls use `transaction` from here, so nothing above
-`store/` ever sees (or catches) a `sqlite3` exception.
+Store functions that the layers above call are wrapped with `translated` (a test checks every
+public one), and `db.transaction` turns its own BEGIN and COMMIT failures into StoreError, so
+nothing above `store/` ever sees (or catches) a `sqlite3` exception.
 """
 
 from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
-import aiosqlite
-
 from mailer.errors import StoreError
-from mailer.store import db
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -37,14 +33,3 @@ def translated(what: str) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, A
         return wrapper
 
     return decorate
-
-
-@asynccontextmanager
-async def transaction(conn: aiosqlite.Connection, what: str) -> AsyncIterator[None]:
-    """`db.transaction` (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception) with its own
-    sqlite3 errors (a lock held too long, a full disk) raised as StoreError."""
-    try:
-        async with db.transaction(conn, what):
-            yield
-    except sqlite3.Error as exc:
-        raise StoreError(f"{what}: database error: {exc}") from exc
