@@ -36,6 +36,7 @@ from tests.console.test_review import hostile_request
 from tests.console.world import PASSWORD, FakeClock, add_users
 from tests.helpers import ROOT
 from tests.inbox.world import World, make_world
+from tests.pages import left
 from tests.servers import ImapTestServer, SmtpSink
 
 T = TypeVar("T")
@@ -67,7 +68,7 @@ def follow(driver: WebDriver, element: WebElement) -> None:
     """Click something that loads a new page, and wait until the new page is there."""
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 60).until(left(old))
     WebDriverWait(driver, 60).until(
         expected_conditions.presence_of_element_located((By.TAG_NAME, "main")))
 

@@ -24,13 +24,13 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 from mailer.campaigns.sender import send_campaign
 from mailer.store.db import open_db
 from mailer.web import serve
 from tests.campaigns.world import ROOT, UNSUBSCRIBE_URL, World
+from tests.pages import left
 from tests.servers import SmtpSink, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -120,7 +120,7 @@ def submit(driver: WebDriver, button: str) -> None:
     """Press a form's button and wait for the answer page to replace this one."""
     old_page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.XPATH, f"//button[normalize-space()='{button}']").click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old_page))
+    WebDriverWait(driver, 30).until(left(old_page))
     WebDriverWait(driver, 30).until(
         lambda d: d.execute_script("return document.readyState") == "complete")
 
