@@ -10,7 +10,7 @@ each into a fresh `smtp-sink -c 127.0.0.1:PORT 1000`, whose own counter confirms
   The ledger and smtp-sink must both count exactly the opted-in customers.
 (a) transport limit: aiosmtplib pushing one already-built message of the same size over the
     same number of connections, N times. Target: mailer at least 0.6 of it.
-(a') mailer's own transport, for reference: `mailer.smtp.Session` pushing the same message
+(a') mailer's own transport, for reference: `mailer.mail.smtp.Session` pushing the same message
     the same way. smtp-sink announces PIPELINING, so it sends MAIL, RCPT and DATA in one
     write (RFC 2920), which aiosmtplib does not: (d) against (a') shows what the campaign's
     own work (consent, rendering, ledger, start-up) costs on top of its SMTP.
@@ -35,7 +35,7 @@ of the seeded database; the best rate of each and the highest peak RSS are compa
 burst of other work on the machine in one round does not decide a ratio. Each round's rate
 is shown beside it.
 
-(e) DKIM (issue 10 §5), `--dkim-compare`: `send_campaign` of `--cli` recipients with VERP
+(e) DKIM, `--dkim-compare`: `send_campaign` of `--cli` recipients with VERP
     envelope senders (`[bounces] address`) three ways in each round, unsigned, signed with
     RSA-2048 and signed with ed25519 (`[dkim]`), each in its own process into its own
     smtp-sink; the signed rates as a share of the unsigned one, and CPU per message. Every
@@ -372,7 +372,7 @@ def child_profile(db: Path, campaign_id: int, port: int, top: int) -> None:
 
 
 async def child_session(port: int, message: bytes, count: int, connections: int) -> None:
-    """(a') mailer's own transport: the same, through `mailer.smtp.Session` (pipelined: the
+    """(a') mailer's own transport: the same, through `mailer.mail.smtp.Session` (pipelined: the
     smtp-sink announces PIPELINING)."""
 
     async def push(share: range) -> int:
@@ -748,7 +748,7 @@ def cli_measurements(work: Path, cli_n: int, rounds: int, problems: list[str]
     child("sample", "--db", str(cli_db), "--campaign", str(cli_id), "--message", str(message),
           "--count", str(min(cli_n, 1000)))
     transport = Measurement(f"(a) aiosmtplib prebuilt, {cli_n:,} messages")
-    own = Measurement(f"(a') mailer.smtp prebuilt, {cli_n:,} messages")
+    own = Measurement(f"(a') mailer.mail.smtp prebuilt, {cli_n:,} messages")
     cli = Measurement(f"(d) mailer campaign send (CLI), {cli_n:,}")
     for _ in range(rounds):
         transport.attempt(lambda: measure_child(
@@ -770,7 +770,7 @@ def cli_ratio_line(transport: Measurement, own: Measurement, cli: Measurement,
     if not (cli.per_s and transport.per_s):
         return
     if own.per_s:
-        label = "CLI / (a') mailer.smtp (reference: the work on top)"
+        label = "CLI / (a') mailer.mail.smtp (reference: the work on top)"
         print(f"  {label:<52} "
               f"{cli.per_s / own.per_s:>5.2f}")
     ratio = cli.per_s / transport.per_s

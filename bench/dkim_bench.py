@@ -1,7 +1,7 @@
 """DKIM signing cost: campaign messages per second built unsigned vs built and signed.
 
 Same run, same process, same messages: `CampaignMessageBuilder.build` alone (the baseline),
-then build + `mailer.dkim.Signer.sign` with an RSA-2048 key (rsa-sha256) and with an ed25519
+then build + `mailer.mail.dkim.Signer.sign` with an RSA-2048 key (rsa-sha256) and with an ed25519
 key (ed25519-sha256), and, for comparison, the same signatures made by `dkim.sign` (dkimpy
 alone: its parser and canonicalisation of every field, its key parsed per message and, for
 RSA, its pure-Python RSA), which `Signer.sign` matches byte for byte.
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mailer import dkim  # noqa: E402
 from mailer.campaigns.templates import RenderedCampaign  # noqa: E402
-from mailer.outgoing import CampaignHeaders, CampaignMessageBuilder  # noqa: E402
+from mailer.mail.outgoing import CampaignHeaders, CampaignMessageBuilder  # noqa: E402
 from mailer.settings import DkimSettings  # noqa: E402
 
 TEXT = ("Dear customer,\n\nOur fastest broadband yet is now available on your street. "
@@ -50,7 +50,7 @@ def rate(count: int, work: Callable[[int], bytes]) -> float:
 
 
 def dkimpy_sign(key: bytes, algorithm: bytes) -> Callable[[bytes], bytes]:
-    """`dkim.sign` with the signer's settings: what `mailer.dkim.Signer.sign` replaces."""
+    """`dkim.sign` with the signer's settings: what `mailer.mail.dkim.Signer.sign` replaces."""
     def sign(message: bytes) -> bytes:
         include = [h.encode() for h in dkim.SIGNED_HEADERS]
         present = {name.lower() for name, _ in dkimpy.rfc822_parse(message)[0]}

@@ -26,9 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mailer import deliverability, verp  # noqa: E402
+from mailer import verp  # noqa: E402
+from mailer.bounces import deliverability
+from mailer.bounces.reports import read_report  # noqa: E402
 from mailer.importer import CustomerRow  # noqa: E402
-from mailer.inbox.reports import read_report  # noqa: E402
 from mailer.settings import BouncesSettings  # noqa: E402
 from mailer.store import campaigns as campaign_store  # noqa: E402
 from mailer.store import customers as customer_store  # noqa: E402

@@ -31,9 +31,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from inbox_bench import imaplib_fetch_all  # noqa: E402
 from reports_bench import BOUNCES, VERIFIER, _rows, messages  # noqa: E402
 
+from mailer.bounces.rules import ReportRules  # noqa: E402
 from mailer.inbox.imap import ImapClient, ImapConfig  # noqa: E402
 from mailer.inbox.processor import prepare_folders, run_pass  # noqa: E402
-from mailer.inbox.rules import InboxRules, ReportRules  # noqa: E402
+from mailer.inbox.rules import InboxRules  # noqa: E402
 from mailer.store import campaigns as campaign_store  # noqa: E402
 from mailer.store import customers as customer_store  # noqa: E402
 from mailer.store.db import open_db, transaction  # noqa: E402

@@ -1,7 +1,7 @@
 """One-click unsubscribe benchmark: RFC 8058 POSTs from an asyncio load generator on loopback.
 
 World: `--customers` customers opted in to everything and one offers campaign with their
-pending mail. The server is `mailer.web` in a process of its own (the load generator in this
+pending mail. The server is `mailer.public` in a process of its own (the load generator in this
 one), listening on 127.0.0.1 with its middlewares, security headers and one INFO log line per
 request (to a file), the rate limit off. Its route table has one extra route for the baseline:
 
@@ -49,11 +49,11 @@ from aiohttp import web  # noqa: E402
 from mailer import tokens  # noqa: E402
 from mailer.campaigns import service  # noqa: E402
 from mailer.importer import BadRow, CustomerRow, read_rows  # noqa: E402
+from mailer.public.app import make_app  # noqa: E402
 from mailer.settings import Settings, from_mapping  # noqa: E402
 from mailer.store import campaigns as campaign_store  # noqa: E402
 from mailer.store.customers import import_customers_atomically  # noqa: E402
 from mailer.store.db import open_db, transaction  # noqa: E402
-from mailer.web.app import make_app  # noqa: E402
 
 SECRET = "bench-secret"
 BODY = b"List-Unsubscribe=One-Click"

@@ -13,10 +13,10 @@
 All live in one `asyncio.TaskGroup`; each opens its own database connection, because a
 transaction on a shared aiosqlite connection would interleave with another task's. A part
 that fails (a server down, the database locked or read-only) is logged, backed off and started
-again by `mailer.supervise`; a programming error stops the daemon with a non-zero exit (the
-rule is written there). SIGINT and SIGTERM (`mailer.lifecycle`) set one `stop` event: every
-part finishes the unit of work in hand and returns, the heartbeat records the stop, and the
-daemon exits 0. systemd hears READY=1 after the first inbox pass that went through.
+again by `mailer.lifecycle.supervise`; a programming error stops the daemon with a non-zero
+exit (the rule is written there). SIGINT and SIGTERM (`mailer.lifecycle.signals`) set one `stop`
+event: every part finishes the unit of work in hand and returns, the heartbeat records the
+stop, and the daemon exits 0. systemd hears READY=1 after the first inbox pass that went through.
 """
 
 from __future__ import annotations
@@ -31,16 +31,17 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from mailer import smtp, systemd
-from mailer import status as status_module
 from mailer.backoff import RECONNECT, SERVER_RECONNECT
 from mailer.campaigns import service as campaign_service
 from mailer.campaigns.failures import SMTP_UNAVAILABLE
 from mailer.campaigns.scheduler import POLL_INTERVAL_S, scheduler_loop
 from mailer.campaigns.sender import SendOutcome
 from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.consent.confirmations import confirmation_settings, send_due
 from mailer.console import app as console_app
 from mailer.errors import CampaignRefused
+from mailer.health import status as status_module
+from mailer.health.metrics import Metrics
 from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import (
     WatchTiming,
@@ -50,15 +51,15 @@ from mailer.inbox.worker import (
     inbox_rules,
     watch_session,
 )
-from mailer.lifecycle import stop_on_signals
-from mailer.metrics import Metrics
-from mailer.outbox import confirmation_settings, send_due
+from mailer.lifecycle import systemd
+from mailer.lifecycle.signals import stop_on_signals
+from mailer.lifecycle.supervise import Part, describe, sleep_unless_stopped, supervise, wait_any
+from mailer.mail import smtp
+from mailer.public import app as web_app
 from mailer.settings import Settings
 from mailer.store import campaigns as campaign_store
 from mailer.store import heartbeat as heartbeat_store
 from mailer.store.db import open_db
-from mailer.supervise import Part, describe, sleep_unless_stopped, supervise, wait_any
-from mailer.web import app as web_app
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The one exception tree of `mailer`: every error a person can see, with its exit code.
 
 Each class carries the exit code the command line leaves with (`exit_code`), so the CLI maps
-errors by class in one place (`cli_support.run`) and never by reading messages. `str()` of
+errors by class in one place (`mailer.cli.support.run`) and never by reading messages. `str()` of
 every error is one line that names the thing at fault: the settings key, the CSV line, the
 template and line, the campaign, the server.
 

@@ -139,7 +139,7 @@ class BouncesSettings:
     # The envelope sender of everything we send (RFC 5321 §4.5.5: reports go there); empty:
     # no bounce address, MAIL FROM stays `[smtp] sender`.
     address: str = ""
-    # bounces+TOKEN@domain per recipient (mailer.verp), signed with `[campaigns] secret`.
+    # bounces+TOKEN@domain per recipient (mailer.mail.verp), signed with `[campaigns] secret`.
     verp: bool = True
     # Where a report tied to one of our messages is moved once recorded.
     folder: str = "Bounces"

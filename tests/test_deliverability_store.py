@@ -11,10 +11,12 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from mailer import deliverability, verp
+from mailer.bounces import deliverability
+from mailer.bounces.reports import Report, read_report
 from mailer.categories import CATEGORIES
 from mailer.importer import CustomerRow
-from mailer.inbox.reports import Report, read_report
+from mailer.mail import verp
+from mailer.mail.verp import Tag
 from mailer.settings import BouncesSettings
 from mailer.store import campaigns as campaign_store
 from mailer.store import customers as customer_store
@@ -22,7 +24,6 @@ from mailer.store import deliverability as store
 from mailer.store import outbox as outbox_store
 from mailer.store.db import open_db, transaction
 from mailer.store.deliverability import ReportCounts
-from mailer.verp import Tag
 from tests.fixtures.reports import CORPUS, load
 
 BOUNCES = BouncesSettings(address="bounces@imperialtelecom.co.uk")

@@ -12,8 +12,8 @@ import nacl.encoding
 import nacl.signing
 import pytest
 
-from mailer import dkim
 from mailer.errors import SettingsError
+from mailer.mail import dkim
 from mailer.settings import DkimAlgorithm, DkimSettings
 
 DOMAIN = "imperialtelecom.co.uk"

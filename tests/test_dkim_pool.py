@@ -15,8 +15,8 @@ from pathlib import Path
 import dkim as dkimpy
 import pytest
 
-from mailer import dkim
-from mailer.dkim_pool import SigningPool, signing
+from mailer.mail import dkim
+from mailer.mail.dkim_pool import SigningPool, signing
 from mailer.settings import DkimAlgorithm
 from tests.helpers import ROOT
 from tests.test_dkim import (  # noqa: F401 - fixtures
@@ -66,7 +66,7 @@ async def test_a_child_that_dies_is_replaced_by_signing_here_with_one_warning(
     rsa_key_file: Path, ed25519_key: str, caplog: pytest.LogCaptureFixture,  # noqa: F811
 ) -> None:
     signer = signer_for("ed25519-sha256", rsa_key_file, ed25519_key)
-    caplog.set_level(logging.WARNING, logger="mailer.dkim_pool")
+    caplog.set_level(logging.WARNING, logger="mailer.mail.dkim_pool")
     async with signing(signer, processes=1) as pool:
         assert pool is not None
         assert await pool.ready() == 1
@@ -124,8 +124,8 @@ async def test_close_ends_every_child(rsa_key_file: Path, ed25519_key: str) -> N
 
 SENDER = """
 import asyncio, sys
-from mailer.dkim import make_signer
-from mailer.dkim_pool import signing
+from mailer.mail.dkim import make_signer
+from mailer.mail.dkim_pool import signing
 
 async def main():
     signer = make_signer("imperialtelecom.co.uk", "s", "ed25519-sha256",

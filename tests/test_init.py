@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mailer.mail.templates import packaged_defaults
 from mailer.settings import load
-from mailer.templates import packaged_defaults
 from tests.helpers import ROOT, CliResult
 
 

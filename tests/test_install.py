@@ -102,7 +102,7 @@ def test_installed_mailer_inits_imports_honours_a_request_and_sends_a_campaign_o
     site.mkdir()
     # The mailer that runs, and the templates it ships, are the installed ones.
     found = subprocess.run(
-        [str(installed.python), "-c", "import mailer, mailer.templates as t; "
+        [str(installed.python), "-c", "import mailer, mailer.mail.templates as t; "
          "print(mailer.__file__); print(t.packaged_defaults())"],
         cwd=site, capture_output=True, text=True, check=True,
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},

@@ -1,6 +1,6 @@
-"""The confirmation outbox (mailer.outbox): every customer who asked gets one confirmation,
-however many processes send the outbox and whichever of them is killed. Real IMAP server, real
-SMTP sink, real SQLite file, real `mailer` processes."""
+"""The confirmation outbox (mailer.consent.confirmations): every customer who asked gets one
+confirmation, however many processes send the outbox and whichever of them is killed.
+Real IMAP server, real SMTP sink, real SQLite file, real `mailer` processes."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from mailer import backoff
-from mailer.outbox import ClaimOwner, confirmation_settings, owner_is_gone, send_due
+from mailer.consent.confirmations import ClaimOwner, confirmation_settings, owner_is_gone, send_due
 from mailer.store import outbox as outbox_store
 from mailer.store.db import open_db, transaction
 from tests.helpers import ROOT

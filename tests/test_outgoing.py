@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer import outgoing
-from mailer.outgoing import (
+from mailer.mail import outgoing
+from mailer.mail.outgoing import (
     CampaignHeaders,
     CampaignMessageBuilder,
     HeaderInjection,

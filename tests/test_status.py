@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from mailer import tokens
+from mailer.mail import tokens
+from mailer.public.app import route_prefix
 from mailer.store.db import MIGRATIONS
-from mailer.web.app import route_prefix
 from tests.daemon_world import daemon, daemon_log, eventually, request, status
 from tests.helpers import base_sections, run_cli, write_settings
 from tests.inbox.world import World, make_world
@@ -185,7 +185,7 @@ async def test_log_format_and_level_come_from_the_settings_file(
     entries = [json.loads(line) for line in daemon_log(world).splitlines()]
     assert entries
     assert {e["level"] for e in entries} == {"warning"}
-    assert any(e["logger"] == "mailer.supervise" and e["message"].startswith("inbox: ")
+    assert any(e["logger"] == "mailer.lifecycle.supervise" and e["message"].startswith("inbox: ")
                for e in entries)
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from mailer.backoff import Backoff
 from mailer.errors import ImapError
-from mailer.lifecycle import stop_on_signals
-from mailer.supervise import Part, supervise
+from mailer.lifecycle.signals import stop_on_signals
+from mailer.lifecycle.supervise import Part, supervise
 
 QUICK = Backoff(base_s=0.01, max_s=0.04, jitter=0.2)
 

@@ -11,8 +11,8 @@ import pytest
 
 from mailer.campaigns.templates import CampaignTemplate, RenderContext
 from mailer.errors import SettingsError, TemplateError
+from mailer.mail.templates import packaged_defaults, render_confirmation, sandbox
 from mailer.settings import from_mapping, load
-from mailer.templates import packaged_defaults, render_confirmation, sandbox
 from tests.helpers import ROOT, base_sections, write_settings
 
 URL = "https://imperial.example/u/42.offers.AbCdEfGhIjKlMnOpQrStUv"

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailer.tokens import (
+from mailer.mail.tokens import (
     LinkToken,
     campaign_token,
     form_nonce,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailer import verp
-from mailer.verp import Tag
+from mailer.mail import verp
+from mailer.mail.verp import Tag
 
 BOUNCES = "bounces@imperialtelecom.co.uk"
 SECRET = "campaign-secret"

@@ -16,13 +16,13 @@ import dataclasses
 import logging
 from typing import Literal, Protocol
 
-from mailer import smtp
 from mailer.campaigns.failures import SMTP_UNAVAILABLE, retry_delay_s
 from mailer.campaigns.messages import Built, CampaignMessages, SendConfig
 from mailer.campaigns.pool import Connection, RateLimiter, sleep_unless
 from mailer.clock import Clock
-from mailer.dkim_pool import SigningPool
 from mailer.errors import HeaderInjection, TemplateError
+from mailer.mail import smtp
+from mailer.mail.dkim_pool import SigningPool
 from mailer.store.campaigns import Campaign, Recipient, RecipientResult
 from mailer.store.consent import ConsentGate
 from mailer.store.ledger import Ledger

@@ -1,10 +1,10 @@
 """One campaign's messages: its template compiled once, then per recipient only render and
-build (`mailer.outgoing`), with the signed one-click link, the keyed Message-ID, the
-`Feedback-ID` header and, when `[dkim]` is set, a DKIM signature (issue 10 §1, §5).
+build (`mailer.mail.outgoing`), with the signed one-click link, the keyed Message-ID, the
+`Feedback-ID` header and, when `[dkim]` is set, a DKIM signature.
 
 `SendConfig` (everything a send needs, taken from the settings once) lives here too: the
 messages and the sender both read it. It carries the envelope sender rule: MAIL FROM is the
-recipient's VERP address under `[bounces] address` (`mailer.verp`), the bare bounce address
+recipient's VERP address under `[bounces] address` (`mailer.mail.verp`), the bare bounce address
 with `verp = false`, `[smtp] sender`'s address without a bounce address; and the DKIM signer,
 loaded once per send (`send_config` raises SettingsError, one line, for a bad key).
 """
@@ -17,13 +17,13 @@ from datetime import datetime
 from email.utils import parseaddr
 from pathlib import Path
 
-from mailer import smtp, tokens, verp
 from mailer.backoff import CAMPAIGN_SEND, Backoff
 from mailer.campaigns.model import Campaign, CampaignInvalid
 from mailer.campaigns.templates import CampaignTemplate, RenderContext, TemplateError
-from mailer.dkim import Signer, load_signer
-from mailer.dkim_pool import SigningPool
-from mailer.outgoing import CampaignHeaders, CampaignMessageBuilder, message_id
+from mailer.mail import smtp, tokens, verp
+from mailer.mail.dkim import Signer, load_signer
+from mailer.mail.dkim_pool import SigningPool
+from mailer.mail.outgoing import CampaignHeaders, CampaignMessageBuilder, message_id
 from mailer.settings import BouncesSettings, Settings
 
 

@@ -14,7 +14,7 @@ themselves (`Campaign`, `Counts`) are the store's (`mailer.store.campaigns`), re
 The schema also allows a status 'failed', which nothing ever sets: a campaign in trouble is
 paused with its reason, so a person can fix the cause and resume it.
 
-Errors the service raises, by the exit code the CLI gives them (see `mailer.cli_support`):
+Errors the service raises, by the exit code the CLI gives them (see `mailer.cli.support`):
 
     CampaignError
      ├── CampaignNotFound   (1) no such campaign, or no such customer to preview for

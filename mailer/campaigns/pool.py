@@ -15,9 +15,9 @@ import asyncio
 import contextlib
 import logging
 
-from mailer import smtp
 from mailer.backoff import Backoff
 from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.mail import smtp
 
 log = logging.getLogger(__name__)
 

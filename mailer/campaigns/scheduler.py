@@ -33,11 +33,11 @@ from mailer.campaigns.sender import (
     send_config,
 )
 from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.lifecycle.supervise import Part
 from mailer.settings import Settings
 from mailer.store import campaigns as store
 from mailer.store import leases
 from mailer.store.db import open_db, transaction, utcnow
-from mailer.supervise import Part
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ async def scheduler_loop(
     """Send due campaigns until `stop` is set; opens its own database connection.
 
     A database or store error ends the loop with the error: `mailer run` runs this under
-    `mailer.supervise`, which records it, backs off and starts it again. `on_outcome` gets
+    `mailer.lifecycle.supervise`, which records it, backs off and starts it again. `on_outcome` gets
     each campaign's kind and outcome (for the metrics)."""
     config = send_config(settings)
     holder = new_holder()

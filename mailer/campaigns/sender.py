@@ -65,6 +65,7 @@ from typing import Literal
 
 import aiosqlite
 
+from mailer.bounces.deliverability import pause_reason
 from mailer.campaigns.delivery import Worker
 from mailer.campaigns.failures import FailureTally
 from mailer.campaigns.messages import CampaignMessages, SendConfig, send_config
@@ -78,9 +79,8 @@ from mailer.campaigns.model import (
 )
 from mailer.campaigns.pool import RateLimiter, first, sleep_unless
 from mailer.clock import SYSTEM_CLOCK, Clock
-from mailer.deliverability import pause_reason
-from mailer.dkim_pool import SigningPool, signing
 from mailer.errors import StoreError
+from mailer.mail.dkim_pool import SigningPool, signing
 from mailer.store import campaigns as store
 from mailer.store import deliverability as deliverability_store
 from mailer.store import leases
@@ -335,8 +335,8 @@ class _Run:
                 self.queue.put_nowait(None)
 
     async def _reports_pause_reason(self) -> str | None:
-        """Why the campaign's bounces or complaints so far call for a pause (issue 10 §3:
-        `[bounces] pause_bounce_rate`, `pause_complaint_rate` after `pause_min_sample`
+        """Why the campaign's bounces or complaints so far call for a pause
+        (`[bounces] pause_bounce_rate`, `pause_complaint_rate` after `pause_min_sample`
         sent), or None. Over the whole campaign, not this run: reports come in late."""
         cid = self.campaign.id
         sent = (await store.counts(self.conn, cid)).sent

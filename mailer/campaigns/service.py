@@ -24,7 +24,6 @@ from typing import Any
 
 import aiosqlite
 
-from mailer import smtp
 from mailer.campaigns.messages import CampaignMessages, SendConfig
 from mailer.campaigns.model import (
     Action,
@@ -39,6 +38,7 @@ from mailer.campaigns.model import (
 )
 from mailer.campaigns.sender import SendOutcome, SendProgress, send_campaign
 from mailer.campaigns.templates import CampaignTemplate, TemplateError
+from mailer.mail import smtp
 from mailer.store import campaigns as store
 from mailer.store import customers
 from mailer.store import deliverability as deliverability_store

@@ -4,7 +4,7 @@ Owns the campaign side of "what goes in this email": loading ``campaigns/NAME.tx
 and ``campaigns/NAME.html`` (optional, taken from the same folder as the text part, so that an
 override folder's text-only campaign does not pick up a packaged HTML part), rendering them and
 the campaign subject for one customer. Loading, the sandbox and the one-line ``TemplateError``
-are `mailer.templates`'; this module adds what only campaigns need.
+are `mailer.mail.templates`'; this module adds what only campaigns need.
 
 Campaign templates extend ``base.txt`` / ``base.html``, which carry the brand and the opt-out
 footer. PECR requires every marketing email to offer a simple way to opt out, so ``render``
@@ -31,7 +31,7 @@ import jinja2
 from jinja2 import meta
 from markupsafe import escape
 
-from mailer.templates import Sandbox, TemplateError, sandbox, template_error
+from mailer.mail.templates import Sandbox, TemplateError, sandbox, template_error
 
 __all__ = [
     "CampaignTemplate",

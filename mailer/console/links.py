@@ -21,24 +21,24 @@ from pathlib import Path
 
 import aiosqlite
 
-from mailer import status as status_module
 from mailer.campaigns import service
 from mailer.campaigns.model import Campaign
 from mailer.campaigns.sender import SendConfig, send_config
 from mailer.errors import CsvError, ImapError, MailerError, MalformedMessage
+from mailer.health import status as status_module
 from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
 from mailer.inbox import review as review_ops
 from mailer.inbox.body import html_to_text, parse_message
 from mailer.inbox.imap import ImapClient
 from mailer.inbox.match import extract_clues
 from mailer.inbox.worker import imap_config, inbox_rules
+from mailer.mail.templates import packaged_defaults
 from mailer.settings import Settings
 from mailer.store import campaigns as campaign_store
 from mailer.store import console as console_store
 from mailer.store import customers as customer_store
 from mailer.store.customers import Customer, ImportReport
 from mailer.store.inbox import ReviewItem
-from mailer.templates import packaged_defaults
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ class DaemonState:
 
 async def daemon_state(settings: Settings, db_path: Path) -> DaemonState:
     """The facts `mailer status` gives (running, each part's state, last errors), read from
-    the daemon's heartbeat by `mailer.status`."""
+    the daemon's heartbeat by `mailer.health.status`."""
     del settings
     try:
         status = await status_module.gather(db_path)

@@ -1,6 +1,6 @@
 """Rendering console pages: a sandboxed, autoescaping Jinja2 environment over `console/` in
 the `[templates] dir` override folder (if any) and the shipped templates (the same folders as
-`mailer.templates`), and the stylesheet every page inlines.
+`mailer.mail.templates`), and the stylesheet every page inlines.
 
 The stylesheet is inlined once per page and allowed by its SHA-256 in the Content-Security-
 Policy (`style-src 'sha256-…'`), so no page loads anything, not even from its own origin.
@@ -18,7 +18,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
-from mailer.templates import packaged_defaults
+from mailer.mail.templates import packaged_defaults
 
 
 def environment(override: Path | None = None) -> jinja2.Environment:

@@ -6,7 +6,7 @@ is never a request and is never answered, so that two machines cannot answer eac
 loop (RFC 3834). It works on a parsed `Headers` value and does no I/O.
 
 `may_be_report` is the header-stage filter for delivery reports and complaints: only its
-candidates have their bodies fetched and read by `mailer.inbox.reports`; ordinary mail is left
+candidates have their bodies fetched and read by `mailer.bounces.reports`; ordinary mail is left
 unread.
 """
 
@@ -136,7 +136,7 @@ _FAILED_RECIPIENTS = re.compile(rb"^x-failed-recipients:", re.IGNORECASE | re.MU
 def may_be_report(headers: Headers, header_block: bytes) -> bool:
     """Whether the header block says the message may be a delivery report or a complaint.
 
-    Generous on purpose (the body decides, `mailer.inbox.reports`), but ordinary mail from a
+    Generous on purpose (the body decides, `mailer.bounces.reports`), but ordinary mail from a
     person, with a Return-Path and none of these marks, is never a candidate.
     """
     if headers.content_type == "multipart/report":  # RFC 6522: DSN (RFC 3464), ARF (RFC 5965)

@@ -10,10 +10,10 @@ New UIDs are taken in batches of `fetch_batch`; for each batch:
 At the end of the pass: a few large UID MOVEs per destination (Processed, Review), each
 followed by marking those rows moved.
 
-Delivery reports and complaints (issue 10) go through the same pass: a message that is not a
-request but that the header stage says may be a report (`classify.may_be_report`) has its body
-fetched with the requests', is read by `reports.read_report`, and is recorded by
-`deliverability.apply_report_in` in the batch's transaction; a report tied to a message of
+Delivery reports and complaints go through the same pass: a message that is not a request
+but that the header stage says may be a report (`classify.may_be_report`) has its body fetched
+with the requests', and is read and recorded by `mailer.bounces.report_pass` in the batch's
+transaction; a report tied to a message of
 ours gets a `report_moves` row there and is moved to `[bounces] folder` with the rest, so the
 same ordering (commit, then move) holds. A report not tied to us changes nobody, stays where
 it is and is never answered; neither is anything that is not a report.
@@ -35,15 +35,16 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from mailer import deliverability, optout
-from mailer.deliverability import Applied
+from mailer.bounces import deliverability
+from mailer.bounces.deliverability import Applied
+from mailer.bounces.report_pass import apply_reports, read_reports
+from mailer.consent import optout
 from mailer.inbox.body import MalformedMessage, parse_message
 from mailer.inbox.classify import Verdict, classify, may_be_report
 from mailer.inbox.headers import Headers, parse_headers
 from mailer.inbox.imap import ImapClient
 from mailer.inbox.imap_wire import FetchedHeader
 from mailer.inbox.match import Clues, Lookup, decide, extract_clues
-from mailer.inbox.reports import Report, read_report
 from mailer.inbox.rules import InboxRules as InboxRules  # re-exported: callers built on it
 from mailer.store import customers as customer_store
 from mailer.store import deliverability as report_store
@@ -194,7 +195,8 @@ async def _process_batch(
         raw = bodies.get(item.uid)
         if raw is not None:  # None: expunged by another client between the two fetches
             examined.append(examine(item.uid, headers, raw, rules))
-    reports = _read_reports(candidates, bodies, rules)
+    reports = (read_reports([item.uid for item in candidates], bodies, rules.reports.verifier)
+               if rules.reports is not None else [])
     report.ignored += len(candidates) - len(reports)
 
     outcomes: list[Outcome] = []
@@ -205,7 +207,8 @@ async def _process_batch(
             outcomes = plan(examined, known, await _lookup(conn, examined), rules)
             await _apply(conn, rules, uidvalidity, outcomes, report)
         if reports and rules.reports is not None:
-            applied = await _apply_reports(conn, rules, uidvalidity, reports)
+            applied = await apply_reports(conn, rules.reports, rules.state_key, uidvalidity,
+                                          reports)
         await _advance(conn, rules.state_key, uidvalidity, max(batch))
     report.failed += sum(e.failed for e in examined)
     for outcome in outcomes:
@@ -224,40 +227,6 @@ async def _process_batch(
             report.complaints += 1
         elif result.tied:
             report.bounces += 1
-
-
-def _read_reports(
-    candidates: Sequence[FetchedHeader], bodies: dict[int, bytes], rules: InboxRules
-) -> list[tuple[int, Report]]:
-    """The candidates that are reports, read (`read_report` never raises)."""
-    if rules.reports is None:
-        return []
-    found: list[tuple[int, Report]] = []
-    for item in candidates:
-        raw = bodies.get(item.uid)
-        if raw is None:  # expunged meanwhile
-            continue
-        read = read_report(raw, rules.reports.verifier)
-        if read is not None:
-            found.append((item.uid, read))
-    return found
-
-
-async def _apply_reports(
-    conn: aiosqlite.Connection, rules: InboxRules, uidvalidity: int,
-    reports: Sequence[tuple[int, Report]],
-) -> list[tuple[int, Applied]]:
-    """Record a batch's reports in the caller's transaction; remember the tied ones (also a
-    report seen before: a second copy, or one a crash left in the folder) to be moved."""
-    assert rules.reports is not None
-    applied: list[tuple[int, Applied]] = []
-    for uid, read in reports:
-        applied.append((uid, await deliverability.apply_report_in(
-            conn, read, rules.reports.bounces)))
-    await report_store.add_report_moves(conn, rules.state_key, uidvalidity, [
-        report_store.ReportMove(uid, result.report_id, rules.reports.folder)
-        for uid, result in applied if result.tied])
-    return applied
 
 
 def examine(uid: int, headers: Headers, raw: bytes, rules: InboxRules) -> Examined:

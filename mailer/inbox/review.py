@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from mailer import optout
+from mailer.consent import optout
 from mailer.errors import NotFound, Refused
 from mailer.inbox.imap import ImapClient
 from mailer.inbox.rules import InboxRules

@@ -8,21 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailer.settings import BouncesSettings
-from mailer.verp import Verifier
-
-
-@dataclass(frozen=True)
-class ReportRules:
-    """Reading delivery reports and complaints (issue 10): whose tags are ours, what they do,
-    and where a report tied to one of our messages is moved."""
-
-    verifier: Verifier
-    bounces: BouncesSettings
-
-    @property
-    def folder(self) -> str:
-        return self.bounces.folder
+from mailer.bounces.rules import ReportRules
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The inbox worker's lifecycles: one burst pass (`mailer inbox process`) and the watch loop
 that `mailer run` owns (connect, pass, IDLE, pass, ...), one session at a time under
-`mailer.supervise`, which reconnects with backoff after any failure.
+`mailer.lifecycle.supervise`, which reconnects with backoff after any failure.
 
 Both go through `processor.run_pass`, so a request is handled the same way in both. The loop
 re-issues IDLE before RFC 2177's 29-minute limit and polls where the server lacks IDLE. A lost
@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from mailer.bounces.rules import ReportRules
 from mailer.inbox.imap import ImapClient, ImapConfig
 from mailer.inbox.processor import PassReport, prepare_folders, run_pass
-from mailer.inbox.rules import InboxRules, ReportRules
+from mailer.inbox.rules import InboxRules
+from mailer.lifecycle.supervise import Part, supervise
+from mailer.mail.verp import Verifier
 from mailer.settings import ImapSettings, Settings
-from mailer.supervise import Part, supervise
-from mailer.verp import Verifier
 
 log = logging.getLogger(__name__)
 

@@ -266,7 +266,8 @@ async def opt_in(
     """Turn `categories` on for one customer, recording a consent event per actual change.
 
     Must run inside the caller's transaction (the preference page turns other categories off
-    through `mailer.optout` in the same one). Returns the categories that changed; an unknown
+    through `mailer.consent.optout` in the same one).
+    Returns the categories that changed; an unknown
     customer changes nothing. Raises ValueError for an unknown category or a source that may
     not opt anyone in.
     """

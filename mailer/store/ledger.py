@@ -11,7 +11,7 @@ connection), which puts the commit on every message's critical path. Through aio
 commit is a hand-off to its thread and back, several event-loop turns; on the loop's own
 thread through a plain sqlite3 connection with no busy wait, a small UPDATE in WAL mode with
 synchronous=NORMAL takes tens of microseconds. `bench/campaign_bench.py` measures the
-difference (see the report of issue 7). If another writer holds the database lock (an
+difference (bench/campaign_bench.py measures it). If another writer holds the database lock (an
 import, the inbox worker) the batch goes through aiosqlite instead, which waits in its own
 thread. Checkpoints are left to the aiosqlite connection (wal_autocheckpoint=0 here), so they
 never run on the loop's thread either.

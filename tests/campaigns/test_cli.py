@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from mailer.cli_campaigns import campaign
-from mailer.cli_support import CliState
+from mailer.cli.campaigns import campaign
+from mailer.cli.support import CliState
 from tests.campaigns.world import ROOT, World, parse, settings_mapping
 from tests.helpers import write_settings
 from tests.servers import SmtpSink
@@ -234,8 +234,8 @@ def test_a_draft_is_scheduled_later_and_moved_and_a_paused_one_resumes_at_a_time
 _CHILD = """
 import sys
 from pathlib import Path
-from mailer.cli_campaigns import campaign
-from mailer.cli_support import CliState
+from mailer.cli.campaigns import campaign
+from mailer.cli.support import CliState
 campaign.main(args=sys.argv[2:], obj=CliState(Path(sys.argv[1]), verbose=False),
               prog_name="mailer campaign")
 """

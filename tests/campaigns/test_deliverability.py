@@ -1,4 +1,4 @@
-"""Campaign deliverability (issue 10), end to end: campaigns really sent to the aiosmtpd sink
+"""Campaign deliverability, end to end: campaigns really sent to the aiosmtpd sink
 go out from per-recipient VERP envelope senders, DKIM-signed and with a Feedback-ID; delivery
 reports written the way Postfix writes them, addressed to those VERP addresses, go through the
 real inbox pass on a real Dovecot; the customers they name are skipped by the next campaign,
@@ -23,12 +23,12 @@ import dkim as dkimpy
 import nacl.signing
 import pytest
 
-from mailer import verp
 from mailer.backoff import Backoff
 from mailer.campaigns import service
 from mailer.campaigns.messages import SendConfig, send_config
 from mailer.campaigns.sender import SendOutcome, send_campaign
-from mailer.dkim import Signer, load_signer
+from mailer.mail import verp
+from mailer.mail.dkim import Signer, load_signer
 from mailer.settings import Settings
 from mailer.store.db import open_db
 from tests.campaigns.world import World as CampaignWorld

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from mailer import tokens
 from mailer.backoff import Backoff
 from mailer.campaigns import service
 from mailer.campaigns.model import CampaignInvalid, CampaignRefused
 from mailer.campaigns.sender import SendOutcome, send_campaign
-from mailer.outgoing import message_id
+from mailer.mail import tokens
+from mailer.mail.outgoing import message_id
 from mailer.store import customers
 from mailer.store.db import open_db, transaction
 from tests.campaigns.world import ROOT, SECRET, UNSUBSCRIBE_ADDRESS, UNSUBSCRIBE_URL, World

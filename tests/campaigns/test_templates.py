@@ -8,7 +8,7 @@ import pytest
 from markupsafe import escape
 
 from mailer.campaigns.templates import CampaignTemplate, RenderContext, TemplateError
-from mailer.templates import render_confirmation
+from mailer.mail.templates import render_confirmation
 
 REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 URL = "https://imperial.example/u/42.special_offers.AbCdEfGhIjKlMnOpQrStUv"

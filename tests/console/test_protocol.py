@@ -412,7 +412,7 @@ async def test_a_good_csv_upload_imports_and_is_recorded_with_the_users_name(
 async def test_the_overview_charts_opt_outs_by_source_and_messages_sent(
     client: Client, world: World, clock: FakeClock
 ) -> None:
-    from mailer.optout import Refusal, opt_out_now
+    from mailer.consent.optout import Refusal, opt_out_now
     from mailer.store.db import open_db
 
     async with open_db(world.db) as conn:

@@ -150,7 +150,7 @@ async def test_a_full_disk_loses_no_request_corrupts_nothing_and_recovers_once_s
         log = daemon_log(world)
         failures = [line for line in log.splitlines() if "retrying in" in line]
         # One clear line per failed attempt, saying the disk is full. (An error from SQLite
-        # itself is one `mailer.supervise` did not foresee: it adds its traceback once per
+        # itself is one `mailer.lifecycle.supervise` did not foresee: it adds its traceback once per
         # part, on the first attempt, not on every retry.)
         assert failures
         assert all(FULL.match(line) for line in failures), failures

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer import verp
-from mailer.inbox.reports import Report, read_report
-from mailer.verp import Tag
+from mailer.bounces.reports import Report, read_report
+from mailer.mail import verp
+from mailer.mail.verp import Tag
 from tests.fixtures.reports import CORPUS, NAMES, load
 
 BOUNCES = "bounces@imperialtelecom.co.uk"

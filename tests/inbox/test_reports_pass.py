@@ -1,4 +1,4 @@
-"""Delivery reports and complaints in the inbox pass (issue 10), end to end: confirmations
+"""Delivery reports and complaints in the inbox pass, end to end: confirmations
 really sent through the outbox to the aiosmtpd sink, reports written the way real MTAs write
 them and addressed to the VERP address each confirmation went out with, appended to a real
 Dovecot, processed by the real pass (and by real `mailer` processes, one killed with -9)."""
@@ -22,9 +22,9 @@ from pathlib import Path
 import dkim as dkimpy
 import pytest
 
-from mailer import verp
 from mailer.categories import CATEGORIES
-from mailer.dkim import load_signer
+from mailer.mail import verp
+from mailer.mail.dkim import load_signer
 from mailer.store import outbox as outbox_store
 from mailer.store.db import open_db, transaction
 from tests.fixtures.reports import CORPUS, load

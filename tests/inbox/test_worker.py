@@ -16,8 +16,8 @@ import pytest
 
 from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import WatchTiming, watch
+from mailer.lifecycle.supervise import Part
 from mailer.store.db import open_db
-from mailer.supervise import Part
 from tests.helpers import ROOT, dovecot_only
 from tests.inbox.world import World, make_world
 from tests.servers import DovecotServer, ImapTestServer, SmtpSink, sample_message

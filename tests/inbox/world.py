@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailer import settings as settings_module
+from mailer.consent.confirmations import OutboxReport, confirmation_settings, send_due
 from mailer.importer import BadRow, CustomerRow, read_rows
 from mailer.inbox.imap import ImapConfig
 from mailer.inbox.processor import PassReport
 from mailer.inbox.rules import InboxRules
 from mailer.inbox.worker import imap_config, inbox_rules, process_once
-from mailer.outbox import OutboxReport, confirmation_settings, send_due
 from mailer.settings import Settings
 from mailer.store.customers import import_customers_atomically
 from mailer.store.db import open_db

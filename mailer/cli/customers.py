@@ -1,0 +1,176 @@
+"""`mailer customers ...`: import customers from CSV, show one (details, consent history,
+deliverability), and make a bounced address deliverable again."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import click
+
+from mailer.bounces import deliverability
+from mailer.cli.support import command_settings, run
+from mailer.errors import BadInput, CsvError, NotFound
+from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
+from mailer.store import customers as customer_store
+from mailer.store import deliverability as deliverability_store
+from mailer.store.db import open_db
+
+
+@click.group()
+def customers() -> None:
+    """Import and inspect customers and their preferences."""
+
+
+@customers.command("import")
+@click.argument("csv_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.pass_context
+def customers_import(ctx: click.Context, csv_file: Path) -> None:
+    """Upsert customers from CSV_FILE; all rows or none."""
+    settings = command_settings(ctx)
+
+    async def body() -> None:
+        try:
+            handle = csv_file.open(encoding="utf-8-sig", newline="")
+        except OSError as exc:
+            raise CsvError(f"{csv_file}: {exc.strerror}") from exc
+        with handle:
+            try:
+                rows = read_rows(handle)
+                first = next(rows, None)
+            except HeaderError as exc:
+                raise CsvError(f"{csv_file}: {exc}") from exc
+            except UnicodeDecodeError as exc:
+                raise CsvError(f"{csv_file}: not valid UTF-8") from exc
+
+            async def stream() -> AsyncIterator[CustomerRow | BadRow]:
+                if first is not None:
+                    yield first
+                for row in rows:
+                    yield row
+
+            from mailer.store.customers import import_customers_atomically
+
+            async with open_db(settings.database.path) as conn:
+                report = await import_customers_atomically(
+                    conn, stream(), reference=csv_file.name)
+        if not report.ok:
+            for bad in report.bad_rows:
+                click.echo(f"{csv_file}: line {bad.line}: {bad.reason}", err=True)
+            raise BadInput(f"{csv_file}: {len(report.bad_rows)} bad row(s); nothing was imported")
+        for line, email, category in report.kept_opt_outs:
+            click.echo(f"{csv_file}: line {line}: kept {email} opted out of {category} "
+                       "(the opt-out was made by request)", err=True)
+        click.echo(f"imported {csv_file}: {report.created} created, {report.updated} updated, "
+                   f"{report.unchanged} unchanged, {len(report.kept_opt_outs)} opt-out(s) kept")
+
+    run(body())
+
+
+@customers.command("show")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def customers_show(ctx: click.Context, email: str, as_json: bool) -> None:
+    """Show one customer's details, preferences and consent history."""
+    settings = command_settings(ctx)
+
+    async def body() -> None:
+        from mailer.store import customers as store
+
+        async with open_db(settings.database.path) as conn:
+            customer = await store.get_by_email(conn, email)
+            if customer is None:
+                raise NotFound(f"no customer with email {email}")
+            events = await store.history(conn, customer.id)
+            delivery = await delivery_view(conn, customer.id)
+        data: dict[str, Any] = {
+            "email": customer.email, "name": customer.name, "company": customer.company,
+            "phone": customer.phone, "preferences": customer.preferences,
+            "history": [
+                {"at": e.at, "category": e.category, "old": e.old_value, "new": e.new_value,
+                 "source": e.source, "reference": e.reference}
+                for e in events
+            ],
+            **delivery,
+        }
+        if as_json:
+            click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+            return
+        click.echo(f"{customer.name} <{customer.email}>"
+                   + (f", {customer.company}" if customer.company else ""))
+        for category, value in customer.preferences.items():
+            click.echo(f"  {category}: {'opted in' if value else 'opted out'}")
+        click.echo("  history:")
+        for e in events:
+            old = "-" if e.old_value is None else ("in" if e.old_value else "out")
+            click.echo(f"    {e.at}  {e.category}: {old} -> {'in' if e.new_value else 'out'}"
+                       f"  ({e.source}{': ' + e.reference if e.reference else ''})")
+        echo_delivery(delivery)
+
+    run(body())
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container), no LOGNAME
+        return "unknown"
+
+
+@customers.command("reactivate")
+@click.argument("email")
+@click.option("--by", "actor", default=None,
+              help="Who is doing this, for the history [default: the OS user].")
+@click.pass_context
+def customers_reactivate(ctx: click.Context, email: str, actor: str | None) -> None:
+    """Make EMAIL deliverable again (after a bounce), recorded with who did it."""
+    settings = command_settings(ctx)
+    who = (actor or _os_user()).strip() or "unknown"
+
+    async def body() -> None:
+        async with open_db(settings.database.path) as conn:
+            customer = await customer_store.get_by_email(conn, email)
+            if customer is None:
+                raise NotFound(f"no customer with email {email}")
+            changed = await deliverability.reactivate(conn, customer.id, actor=who)
+        if changed:
+            click.echo(f"{email} is deliverable again (reactivated by {who})")
+        else:
+            click.echo(f"{email} was deliverable already; nothing changed")
+
+    run(body())
+
+
+async def delivery_view(conn: aiosqlite.Connection, customer_id: int) -> dict[str, Any]:
+    """Deliverable or not, why, and the history of that: `customers show`'s part."""
+    reason = await deliverability_store.undeliverable_reason(conn, customer_id)
+    events = await deliverability_store.delivery_history(conn, customer_id)
+    return {
+        "deliverable": reason is None,
+        "undeliverable_reason": reason,
+        "delivery_history": [
+            {"at": e.at, "event": e.event, "source": e.source, "reason": e.reason,
+             "actor": e.actor, "report_id": e.report_id}
+            for e in events
+        ],
+    }
+
+
+def echo_delivery(view: dict[str, Any]) -> None:
+    if view["deliverable"]:
+        click.echo("  deliverable: yes")
+    else:
+        click.echo(f"  deliverable: no ({view['undeliverable_reason']})")
+    if view["delivery_history"]:
+        click.echo("  delivery history:")
+    for e in view["delivery_history"]:
+        by = f", by {e['actor']}" if e["actor"] else ""
+        click.echo(f"    {e['at']}  {e['event']}  ({e['source']}{by})"
+                   + (f": {e['reason']}" if e["reason"] else ""))
+
+

@@ -1,0 +1,90 @@
+"""`mailer review list|resolve`: the requests the worker would not decide alone."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from mailer.cli.support import command_settings, fail, run
+from mailer.errors import EXIT_BAD_INPUT
+from mailer.store.db import open_db
+
+
+@click.group()
+def review() -> None:
+    """The review queue: requests the worker would not decide alone."""
+
+
+@review.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--all", "include_settled", is_flag=True, help="Include settled items.")
+@click.pass_context
+def review_list(ctx: click.Context, as_json: bool, include_settled: bool) -> None:
+    """List open review items."""
+    settings = command_settings(ctx)
+
+    async def body() -> None:
+        from mailer.store import inbox as store
+
+        async with open_db(settings.database.path) as conn:
+            items = await store.review_items(conn, include_settled=include_settled)
+        if as_json:
+            click.echo(json.dumps([
+                {"id": i.id, "message_id": i.message_id, "sender": i.sender,
+                 "subject": i.subject, "reason": i.reason, "status": i.status,
+                 "created_at": i.created_at, "settlement": i.settlement}
+                for i in items
+            ], indent=2, ensure_ascii=False))
+            return
+        if not items:
+            click.echo("the review queue is empty")
+        for i in items:
+            click.echo(f"#{i.id} [{i.status}] {i.created_at[:19]} from {i.sender or '?'}: "
+                       f"{i.reason}")
+
+    run(body())
+
+
+@review.command("resolve")
+@click.argument("item_id", type=int)
+@click.option("--customer", "customer_email", help="Unsubscribe this customer.")
+@click.option("--dismiss", is_flag=True, help="Close the item without changing anyone.")
+@click.pass_context
+def review_resolve(
+    ctx: click.Context, item_id: int, customer_email: str | None, dismiss: bool
+) -> None:
+    """Settle review item ITEM_ID: name the customer, or dismiss it."""
+    if bool(customer_email) == dismiss:
+        fail("review resolve: give exactly one of --customer EMAIL or --dismiss",
+                         EXIT_BAD_INPUT)
+    settings = command_settings(ctx)
+
+    async def body() -> None:
+        from mailer.inbox import review as review_ops
+        from mailer.inbox.imap import ImapClient, ImapError
+        from mailer.inbox.worker import imap_config, inbox_rules
+
+        rules = inbox_rules(settings)
+        async with open_db(settings.database.path) as conn:
+            if dismiss:
+                item = await review_ops.dismiss(conn, item_id)
+                click.echo(f"review item {item_id} dismissed")
+            else:
+                assert customer_email is not None
+                item = await review_ops.resolve(conn, rules, item_id, customer_email)
+                click.echo(f"review item {item_id} resolved: {customer_email} unsubscribed "
+                           f"from {', '.join(rules.categories)}; confirmation queued")
+        if not item.message_id:
+            return
+        try:
+            client = await ImapClient.connect(imap_config(settings))
+            try:
+                await review_ops.file_settled(client, rules, item.message_id)
+            finally:
+                await client.close()
+        except ImapError as exc:
+            click.echo(f"mailer: the message stays in {rules.review_folder} for now: {exc}",
+                       err=True)
+
+    run(body())

@@ -1,0 +1,92 @@
+"""The long-running commands and the one that watches them.
+
+- `mailer run`: the daemon (inbox, confirmations, campaigns, and the listeners it is set up for).
+- `mailer web`: the unsubscribe link (one-click and the preference page) on its own, for a
+  separate front-end host; `mailer run` serves the same app when `[http] host` is set.
+- `mailer console`: the marketing console on its own.
+- `mailer status`: the daemon's health from its heartbeat in the database (exit 0 healthy,
+  1 degraded, 2 not running; see `mailer.health.status`); it never talks to the process.
+
+SIGINT/SIGTERM close the listeners and let the work in hand finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+
+import click
+
+from mailer.cli.support import check_confirmation_template, command_settings, run
+from mailer.errors import SettingsError
+from mailer.settings import Settings
+
+
+@click.command("web")
+@click.pass_context
+def web(ctx: click.Context) -> None:
+    """Serve the unsubscribe link on [http] host:port until SIGINT/SIGTERM."""
+    settings = command_settings(ctx, quiet=False)
+    run(_serve_until_signalled(settings))
+
+
+async def _serve_until_signalled(settings: Settings) -> None:
+    from mailer.public import serve
+
+    if not settings.http.host:
+        raise SettingsError("[http] host: missing value (`mailer web` needs [http] host and "
+                            "port)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await serve(settings, stop)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+@click.command("run")
+@click.pass_context
+def run_daemon(ctx: click.Context) -> None:
+    """Run the daemon: inbox (IMAP IDLE), confirmations and scheduled campaigns."""
+    settings = command_settings(ctx, quiet=False)
+    from mailer.daemon import run as daemon_run
+
+    check_confirmation_template(settings)
+    run(daemon_run(settings))
+
+
+@click.command("console")
+@click.pass_context
+def console(ctx: click.Context) -> None:
+    """Serve the console on [console] host:port until SIGINT or SIGTERM."""
+    settings = command_settings(ctx, quiet=False)
+    from mailer.console.app import serve
+
+    async def body() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    run(body())
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Is the daemon running, and how are its parts? Exit 0 healthy, 1 degraded, 2 not
+    running."""
+    settings = command_settings(ctx)
+    from mailer.health.status import gather, render_text
+
+    result = run(gather(settings.database.path))
+    click.echo(json.dumps(result.as_json(), indent=2) if as_json else render_text(result))
+    sys.exit(result.code)

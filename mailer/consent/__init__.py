@@ -1,0 +1,2 @@
+"""Consent: the one transaction that changes a customer's consent,
+and the confirmations it queues."""

@@ -1,0 +1,230 @@
+"""The confirmation outbox: sending the confirmations `mailer.consent.optout`
+queued, each exactly once.
+
+The opt-out has already committed when a confirmation is queued, so nothing here can undo it.
+Every sender (`mailer inbox process` from cron, the daemon's outbox loop, a second daemon) goes
+through `send_due`, and each row goes through three steps:
+
+1. claim: one transaction picks the oldest due row nobody holds and writes the claim (owner =
+   this host and pid, expiry = now + `claim_ttl_s`), so no other process can pick it meanwhile;
+2. send it over SMTP;
+3. mark it sent (or failed, or due again later), which clears the claim.
+
+A process killed between 2 and 3 leaves a claimed, unmarked row: it is picked again once the
+claim expires, or at once when the owner was a process on this host that no longer exists. So
+a kill -9 costs at most one duplicate confirmation, never a lost one. A transient SMTP failure
+is retried on the one `backoff.CONFIRMATION` policy; a permanent one (5xx) is marked failed
+with the server's reply. Time comes from a `Clock`, so tests move it instead of sleeping.
+
+Deliverability: the claim also records the confirmation's Message-ID (random,
+`outgoing.message_id`, random), so a report quoting it is tied to the row; MAIL FROM is the VERP
+address of the row (`verp.Tag.confirmation`) under `[bounces] address` (the bare address with
+`verp = false`, `[smtp] sender` without one); the message is DKIM-signed when `[dkim]` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from pathlib import Path
+
+import aiosqlite
+
+from mailer import backoff
+from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.mail import smtp, verp
+from mailer.mail.dkim import Signer, load_signer
+from mailer.mail.outgoing import build_confirmation, message_id
+from mailer.mail.templates import TemplateError, render_confirmation
+from mailer.settings import Settings
+from mailer.store import outbox as outbox_store
+from mailer.store.db import transaction
+from mailer.store.outbox import ClaimOwner
+
+__all__ = [
+    "ClaimOwner",
+    "OutboxReport",
+    "OutboxSettings",
+    "check_templates",
+    "confirmation_settings",
+    "owner_is_gone",
+    "send_due",
+    "this_process",
+]
+
+log = logging.getLogger(__name__)
+
+# Long enough for one connect and one send under the SMTP timeouts; after a crash the row is
+# picked again this long after the claim (at once when the dead owner ran on this host).
+DEFAULT_CLAIM_TTL_S = 300.0
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    sender: str            # the From header, may carry a display name
+    envelope_sender: str   # MAIL FROM: the bare address
+    templates_dir: Path | None
+    smtp: smtp.SmtpConfig
+    claim_ttl_s: float = DEFAULT_CLAIM_TTL_S
+    batch: int = 50        # at most this many rows per `send_due` call
+    # `[bounces] address` and `[campaigns] secret` when confirmations are VERP-tagged.
+    verp_address: str = ""
+    verp_secret: str = field(default="", repr=False)
+    signer: Signer | None = None  # `[dkim]`
+
+    def mail_from(self, outbox_id: int) -> str:
+        """The envelope sender of one confirmation (RFC 5321 §4.5.5: reports go there)."""
+        if self.verp_address and self.verp_secret:
+            return verp.address(self.verp_address, verp.Tag.confirmation(outbox_id),
+                                self.verp_secret)
+        return self.envelope_sender
+
+    @property
+    def message_id_domain(self) -> str:
+        return self.sender_domain(self.sender)
+
+    @staticmethod
+    def sender_domain(sender: str) -> str:
+        return parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+
+
+def confirmation_settings(settings: Settings) -> OutboxSettings:
+    """The outbox's settings; loads the DKIM key (SettingsError: one line naming it)."""
+    bounces = settings.bounces
+    return OutboxSettings(
+        sender=settings.smtp.sender,
+        envelope_sender=bounces.address or settings.smtp.sender_address,
+        templates_dir=settings.templates.dir,
+        smtp=smtp.smtp_config(settings),
+        verp_address=bounces.address if bounces.verp else "",
+        verp_secret=settings.campaigns.secret if bounces.verp else "",
+        signer=load_signer(settings.dkim))
+
+
+@dataclass
+class OutboxReport:
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+
+def check_templates(settings: OutboxSettings) -> None:
+    """Render the confirmation once with sample values; raises TemplateError (one line naming
+    the template and line) so a broken template stops the program at start, not mid-outbox."""
+    render_confirmation(settings.templates_dir, customer_name="Ann Example",
+                        categories=("announcements", "offers"),
+                        request_subject="Unsubscribe special offers")
+
+
+def this_process() -> ClaimOwner:
+    return ClaimOwner(host=socket.gethostname(), pid=os.getpid())
+
+
+def owner_is_gone(owner: ClaimOwner, here: ClaimOwner) -> bool:
+    """True when `owner` was a process on this host that no longer exists. A process on
+    another host cannot be checked from here: its claims wait for their expiry."""
+    if owner.host != here.host or owner.pid == here.pid:
+        return False
+    try:
+        os.kill(owner.pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, under another user
+        return False
+    return False
+
+
+async def _claim(
+    conn: aiosqlite.Connection, owner: ClaimOwner, clock: Clock, ttl_s: float, domain: str
+) -> outbox_store.OutboxItem | None:
+    """Take back the claims of dead local owners, then claim the next due row: one
+    transaction, so the pick and the claim are one step."""
+    now_s = clock.time()
+    async with transaction(conn):
+        dead = [o for o in await outbox_store.claim_owners(conn, now_s=now_s)
+                if owner_is_gone(o, owner)]
+        if dead:
+            released = await outbox_store.release_claims(conn, dead)
+            log.info("outbox: took back %d claim(s) of %d dead process(es) on this host",
+                     released, len(dead))
+        return await outbox_store.claim_next(conn, owner, now=clock.now(), now_s=now_s,
+                                             ttl_s=ttl_s, message_id=message_id(domain))
+
+
+async def send_due(
+    conn: aiosqlite.Connection,
+    settings: OutboxSettings,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    owner: ClaimOwner | None = None,
+) -> OutboxReport:
+    """Claim, send and mark due confirmations, one row at a time, up to `settings.batch`;
+    return counts. Never raises for SMTP trouble."""
+    owner = owner or this_process()
+    report = OutboxReport()
+    client: smtp.Session | None = None
+    try:
+        for _ in range(settings.batch):
+            item = await _claim(conn, owner, clock, settings.claim_ttl_s,
+                                settings.message_id_domain)
+            if item is None:
+                break
+            now = clock.now()
+            try:
+                subject, text, html = render_confirmation(
+                    settings.templates_dir, customer_name=item.to_name,
+                    categories=item.categories, request_subject=item.request_subject)
+                message = build_confirmation(
+                    sender=settings.sender, to_address=item.to_address, to_name=item.to_name,
+                    subject=subject, text=text, html=html,
+                    in_reply_to=item.in_reply_to or None, references=item.refs,
+                    message_id=item.message_id, date=now)
+                if settings.signer is not None:
+                    message = settings.signer.sign(message)
+            except (TemplateError, ValueError) as exc:
+                # This one cannot be built (e.g. an address on file no header can carry):
+                # record why and go on with the rest, rather than stall the whole outbox.
+                async with transaction(conn):
+                    await outbox_store.mark_failed(
+                        conn, item.id, error=f"cannot build the message: {exc}", retry_at=None)
+                report.failed += 1
+                log.error("confirmation %s to customer %s cannot be built: %s",
+                          item.id, item.customer_id, exc)
+                continue
+            try:
+                if client is None:
+                    client = await smtp.connect(settings.smtp)
+                await client.send(settings.mail_from(item.id), item.to_address, message,
+                                  settings.smtp.timeout_s)
+            except smtp.PermanentSmtpError as exc:
+                async with transaction(conn):
+                    await outbox_store.mark_failed(conn, item.id, error=str(exc), retry_at=None)
+                report.failed += 1
+                log.warning("confirmation %s to customer %s failed: %s",
+                            item.id, item.customer_id, exc)
+                continue
+            except smtp.TransientSmtpError as exc:
+                when = backoff.CONFIRMATION.retry_at(item.attempts + 1, clock.now())
+                async with transaction(conn):
+                    await outbox_store.mark_failed(conn, item.id, error=str(exc), retry_at=when)
+                if when is None:
+                    report.failed += 1
+                else:
+                    report.retrying += 1
+                log.warning("confirmation %s to customer %s not sent (%s); retry at %s",
+                            item.id, item.customer_id, exc, when)
+                if client is not None:
+                    await client.close()
+                    client = None
+                continue
+            async with transaction(conn):
+                await outbox_store.mark_sent(conn, item.id, now=clock.now())
+            report.sent += 1
+            log.info("confirmation %s sent to customer %s", item.id, item.customer_id)
+    finally:
+        if client is not None:
+            await client.close()
+    return report

@@ -1,0 +1,122 @@
+"""The one transaction that opts customers out: every way a customer refuses mail ends here.
+
+Called by the inbox processor (an emailed request), review resolution (a person names the
+customer), and the one-click link and complaint handling. For each customer it, in the
+caller's transaction:
+
+1. turns the categories off (never on: no refusal opts anyone in),
+2. records one consent event per preference that really changed (source, reference, actor),
+3. skips that customer's pending campaign mail of those categories, so no campaign can mail
+   them after the commit (`store.customers.opt_out_many` does 1-3 in bulk),
+4. queues a confirmation to the address on file (`store.outbox`; `mailer.consent.confirmations`
+   sends it) when the source calls for one (an emailed request does; one-click and a
+   complaint do not:
+   the mail provider already told them, and a confirmation to someone who just reported us
+   as spam makes it worse).
+
+Because it is one transaction with the change that caused it, a crash leaves either all of it
+or none of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiosqlite
+
+from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.store import customers as customer_store
+from mailer.store import outbox as outbox_store
+from mailer.store.db import transaction
+
+
+@dataclass(frozen=True)
+class Thread:
+    """The request a confirmation answers, so it threads under it in the customer's client."""
+
+    subject: str = ""
+    message_id: str = ""
+    references: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Customers who refused mail through one request (one email, one click, one report)."""
+
+    customer_ids: tuple[int, ...]
+    reference: str  # the request's Message-ID, the campaign the link came from, ...
+    thread: Thread | None = None  # set: queue a confirmation threaded to this request
+
+
+@dataclass
+class OptOutResult:
+    """What one call changed."""
+
+    # Per customer, the categories that were on and are now off.
+    changed: dict[int, list[str]] = field(default_factory=dict)
+    # Customers the refusals named that exist (whether or not anything changed).
+    honoured: int = 0
+    confirmations: int = 0
+
+
+async def opt_out(
+    conn: aiosqlite.Connection,
+    refusals: Sequence[Refusal],
+    categories: Sequence[str],
+    *,
+    source: str,
+    actor: str = "",
+    confirmation_interval_h: float = 24.0,
+    clock: Clock = SYSTEM_CLOCK,
+) -> OptOutResult:
+    """Opt out everyone `refusals` name, inside the caller's transaction (see the module).
+    The confirmation window (`confirmation_interval_h`) ends at `clock.now()`."""
+    result = OptOutResult()
+    if not refusals:
+        return result
+    result.changed = await customer_store.opt_out_many(
+        conn, [(cid, r.reference) for r in refusals for cid in r.customer_ids], categories,
+        source=source, actor=actor)
+    customers = {c.id: c for c in await customer_store.get_many(
+        conn, sorted({cid for r in refusals for cid in r.customer_ids}))}
+    confirmations: list[outbox_store.NewConfirmation] = []
+    for refusal in refusals:
+        for cid in refusal.customer_ids:
+            customer = customers.get(cid)
+            if customer is None:
+                continue
+            result.honoured += 1
+            thread = refusal.thread
+            if thread is None:
+                continue
+            confirmations.append(outbox_store.NewConfirmation(
+                customer_id=customer.id,
+                to_address=customer.email,  # the address on file, never the unknown sender
+                to_name=customer.name,
+                categories=tuple(categories),
+                request_subject=thread.subject,
+                in_reply_to=thread.message_id,
+                refs=((*thread.references, thread.message_id) if thread.message_id
+                      else thread.references),
+            ))
+    if confirmations:
+        result.confirmations = await outbox_store.enqueue_confirmations(
+            conn, confirmations, interval_h=confirmation_interval_h, now=clock.now())
+    return result
+
+
+async def opt_out_now(
+    conn: aiosqlite.Connection,
+    refusal: Refusal,
+    categories: Sequence[str],
+    *,
+    source: str,
+    actor: str = "",
+    confirmation_interval_h: float = 24.0,
+    clock: Clock = SYSTEM_CLOCK,
+) -> OptOutResult:
+    """`opt_out` for one refusal in a transaction of its own (one-click, a complaint)."""
+    async with transaction(conn):
+        return await opt_out(conn, [refusal], categories, source=source, actor=actor,
+                             confirmation_interval_h=confirmation_interval_h, clock=clock)

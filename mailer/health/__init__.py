@@ -1,0 +1,1 @@
+"""How the daemon is: its status from the heartbeat, and the Prometheus metrics."""

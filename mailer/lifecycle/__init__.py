@@ -1,0 +1,2 @@
+"""How long-running work lives: signals, supervised loops with backoff,
+systemd's notify protocol."""

@@ -1,0 +1,14 @@
+"""The public web doors of `mailer`: the unsubscribe link (RFC 8058 one-click and the
+preference page), served by aiohttp.
+
+    app.py          make_app (routes, middlewares, database lifecycle) and serve (listen, stop)
+    unsubscribe.py  the handlers: GET/HEAD the page, POST one-click or the page's forms
+    choices.py      what a click or a saved page does to consent (through mailer.consent.optout)
+    middlewares.py  client address, rate limit, security headers, error pages, the log line
+    pages.py        the Jinja2 environment for templates/web/ and the page's CSP
+    context.py      what the handlers share (database connection, pages, secrets, clock)
+"""
+
+from mailer.public.app import make_app, serve
+
+__all__ = ["make_app", "serve"]

@@ -1,0 +1,143 @@
+"""What an unsubscribe link does to consent: one click, or the choices on the preference page.
+
+No HTTP here: the handlers call these with what the request said. Turning a category off always
+goes through `mailer.consent.optout` (the one place
+ consent is turned off; it also skips the customer's
+pending campaign mail in the same transaction). Turning one back on happens only here, from the
+preference page (the link's token proves who it is), through `store.customers.opt_in`, in the
+same transaction as the opt-outs of that submission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+
+import aiosqlite
+
+from mailer.categories import CATEGORIES
+from mailer.consent.optout import Refusal, opt_out
+from mailer.mail.tokens import LinkToken
+from mailer.store import customers as customer_store
+from mailer.store.db import transaction
+
+ONE_CLICK = "one-click"
+PREFERENCE_PAGE = "preference page"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one request changed. `found` is False when the customer no longer exists."""
+
+    found: bool
+    turned_off: tuple[str, ...] = ()
+    turned_on: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """One word for the request log line."""
+        if not self.found:
+            return "unknown-customer"
+        if not (self.turned_off or self.turned_on):
+            return "unchanged"
+        parts = [f"off:{','.join(self.turned_off)}"] if self.turned_off else []
+        parts += [f"on:{','.join(self.turned_on)}"] if self.turned_on else []
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Choices:
+    """The preference page's wishes: every category, on or off."""
+
+    wanted: dict[str, bool] = field(default_factory=dict)
+
+    @classmethod
+    def everything_off(cls) -> Choices:
+        return cls({c: False for c in CATEGORIES})
+
+    @classmethod
+    def ticked(cls, categories: Sequence[str]) -> Choices:
+        """Exactly the ticked categories on, the others off. ValueError for one we do not
+        have (a forged form, not a customer's mistake)."""
+        for category in categories:
+            if category not in CATEGORIES:
+                raise ValueError(f"unknown category {category!r}")
+        return cls({c: c in categories for c in CATEGORIES})
+
+
+async def one_click(conn: aiosqlite.Connection, links: Sequence[LinkToken],
+                    categories: Sequence[str]) -> list[Outcome]:
+    """RFC 8058 one-click for each link: opt out of `categories` at once, with no
+    confirmation email (the mail provider already told the customer). All of them in one
+    transaction (a group commit of the clicks that arrived together, see `OneClickWriter`);
+    each customer's opt-out is whole in it. Outcomes in the order of `links`."""
+    async with transaction(conn):
+        found = {c.id for c in await customer_store.get_many(
+            conn, sorted({link.customer_id for link in links}))}
+        result = await opt_out(
+            conn, [Refusal(customer_ids=(link.customer_id,), reference=link.reference)
+                   for link in links], categories, source=ONE_CLICK)
+    return [Outcome(found=link.customer_id in found,
+                    turned_off=tuple(result.changed.get(link.customer_id, ())))
+            for link in links]
+
+
+class OneClickWriter:
+    """Group commit for one-click: clicks that arrive while a transaction is running wait for
+    it to end and then go together in the next one, so a burst of clicks costs a few
+    transactions instead of one each. A click's answer waits for its own commit."""
+
+    _MAX_BATCH = 200
+
+    def __init__(self, db: Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]],
+                 categories: Sequence[str]) -> None:
+        self._db = db
+        self._categories = tuple(categories)
+        self._queue: list[tuple[LinkToken, asyncio.Future[Outcome]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def opt_out(self, link: LinkToken) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._queue.append((link, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="one-click writer")
+        return await future
+
+    async def _write(self) -> None:
+        while self._queue:
+            batch = self._queue[:self._MAX_BATCH]
+            del self._queue[:self._MAX_BATCH]
+            try:
+                async with self._db() as conn:
+                    outcomes = await one_click(conn, [link for link, _ in batch],
+                                               self._categories)
+            except BaseException as exc:  # every waiting click learns why, then the next batch
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                    raise
+                continue
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():
+                    future.set_result(outcome)
+
+
+async def save(conn: aiosqlite.Connection, link: LinkToken, choices: Choices) -> Outcome:
+    """Apply exactly the chosen preferences in one transaction (consent events of source
+    'preference page'); the customer's pending mail of what they turned off is skipped."""
+    off = [c for c, on in choices.wanted.items() if not on]
+    on = [c for c, on in choices.wanted.items() if on]
+    async with transaction(conn):
+        customer = await customer_store.get(conn, link.customer_id)
+        if customer is None:
+            return Outcome(found=False)
+        result = await opt_out(
+            conn, [Refusal(customer_ids=(link.customer_id,), reference=link.reference)], off,
+            source=PREFERENCE_PAGE)
+        turned_on = await customer_store.opt_in(
+            conn, link.customer_id, on, source=PREFERENCE_PAGE, reference=link.reference)
+    return Outcome(found=True, turned_off=tuple(result.changed.get(link.customer_id, ())),
+                   turned_on=tuple(turned_on))

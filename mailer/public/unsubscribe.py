@@ -1,0 +1,143 @@
+"""The handlers behind the unsubscribe link, `{path of [campaigns] unsubscribe_url}/TOKEN`.
+
+- `GET`/`HEAD`: the preference page. Never changes anything: mail scanners and link previews
+  fetch every link.
+- `POST` with `List-Unsubscribe=One-Click` (RFC 8058 §3.2, urlencoded or multipart): opt out of
+  `[unsubscribe] categories` at once and answer 200 with a short plain body; no redirect, no
+  cookie, no confirmation. Other fields next to it are ignored (RFC 8058 only requires that one).
+- `POST` from the page's forms (`nonce`, `action` = save | everything, `categories`): apply
+  exactly what was chosen, and answer with the same page showing the saved choices.
+
+A forged, truncated or unknown token, or the token of a customer who has been erased, gets the
+same plain 404 page and changes nothing. Handlers are thin: consent changes are in `choices`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from mailer.categories import CATEGORIES, label
+from mailer.mail.tokens import LinkToken, form_nonce, read_link_token, verify_form_nonce
+from mailer.public import choices
+from mailer.public.context import WEB, WebContext
+from mailer.public.middlewares import CUSTOMER, OUTCOME
+from mailer.store import customers as customer_store
+from mailer.store.customers import Customer
+
+# A page may be left open this long before Save (a customer reading slowly, a tab left open).
+NONCE_MAX_AGE_S = 24 * 3600.0
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def _link(request: web.Request, ctx: WebContext) -> LinkToken:
+    link = read_link_token(ctx.secrets, request.match_info["token"])
+    if link is None:
+        request[OUTCOME] = "bad token"
+        raise web.HTTPNotFound()
+    request[CUSTOMER] = link.customer_id
+    return link
+
+
+def _unknown_customer(request: web.Request) -> web.HTTPNotFound:
+    request[OUTCOME] = "unknown customer"
+    return web.HTTPNotFound()
+
+
+async def show(request: web.Request) -> web.StreamResponse:
+    """GET and HEAD: the preference page, read-only."""
+    ctx = request.app[WEB]
+    link = _link(request, ctx)
+    async with ctx.db() as conn:
+        customer = await customer_store.get(conn, link.customer_id)
+    if customer is None:
+        raise _unknown_customer(request)
+    request[OUTCOME] = "page shown"
+    return page(ctx, customer)
+
+
+async def submit(request: web.Request) -> web.StreamResponse:
+    """POST: one-click, or the preference page's forms."""
+    ctx = request.app[WEB]
+    link = _link(request, ctx)
+    if request.content_type not in _FORM_TYPES:
+        request[OUTCOME] = "wrong content type"
+        raise web.HTTPUnsupportedMediaType()
+    form = await request.post()  # 413 past [http] max_body_bytes (client_max_size)
+    if "List-Unsubscribe" in form:
+        return await _one_click(request, ctx, link, form.getall("List-Unsubscribe"))
+    action, nonce = form.get("action"), form.get("nonce")
+    wanted = _wanted(action, form.getall("categories", []))
+    if wanted is None or not isinstance(nonce, str):
+        request[OUTCOME] = "bad form"
+        raise web.HTTPBadRequest()
+    if not verify_form_nonce(ctx.secrets, link.customer_id, nonce, now_s=ctx.clock.time(),
+                             max_age_s=NONCE_MAX_AGE_S):
+        async with ctx.db() as conn:
+            customer = await customer_store.get(conn, link.customer_id)
+        if customer is None:
+            raise _unknown_customer(request)
+        request[OUTCOME] = "stale page"
+        return page(ctx, customer, status=400, error=(
+            "This page was open for too long, so nothing was saved. Check your choices "
+            "below and save them again."))
+    async with ctx.db() as conn:
+        outcome = await choices.save(conn, link, wanted)
+        customer = await customer_store.get(conn, link.customer_id) if outcome.found else None
+    if customer is None:
+        raise _unknown_customer(request)
+    request[OUTCOME] = f"saved {outcome.name}"
+    if action == "everything":
+        message = "You have been unsubscribed from everything. We will not send you these emails."
+    else:
+        message = "Your email choices have been saved."
+    return page(ctx, customer, saved=message)
+
+
+def _wanted(action: object, ticked: list[Any]) -> choices.Choices | None:
+    """What the page's form asks for, or None if it is not a form we served."""
+    if action == "everything":
+        return choices.Choices.everything_off()
+    if action != "save" or not all(isinstance(t, str) for t in ticked):
+        return None
+    try:
+        return choices.Choices.ticked(ticked)
+    except ValueError:  # a category we do not have
+        return None
+
+
+async def _one_click(request: web.Request, ctx: WebContext, link: LinkToken,
+                     values: list[Any]) -> web.StreamResponse:
+    # RFC 8058 §3.2: the receiver POSTs the header's one key/value pair, and only this value.
+    if values != ["One-Click"]:
+        request[OUTCOME] = "bad one-click body"
+        raise web.HTTPBadRequest()
+    outcome = await ctx.one_click.opt_out(link)
+    if not outcome.found:
+        raise _unknown_customer(request)
+    request[OUTCOME] = f"one-click {outcome.name}"
+    names = " and ".join(label(c) for c in ctx.one_click_categories)
+    return web.Response(text=f"You are unsubscribed from {names}.\n")
+
+
+def page(ctx: WebContext, customer: Customer, *, status: int = 200, saved: str = "",
+         error: str = "") -> web.Response:
+    """The preference page for `customer`, with a fresh form nonce."""
+    categories: list[Mapping[str, Any]] = [
+        {"name": c, "title": _sentence(label(c)), "on": customer.preferences[c]}
+        for c in CATEGORIES
+    ]
+    html = ctx.pages.render("preferences", {
+        "name": customer.name,
+        "categories": categories,
+        "nonce": form_nonce(ctx.secrets[0], customer.id, ctx.clock.time()),
+        "saved": saved,
+        "error": error,
+    })
+    return web.Response(text=html, content_type="text/html", status=status)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]

@@ -1,0 +1,132 @@
+"""A web test world: settings, a SQLite file with customers and a campaign with pending mail, and
+the app behind aiohttp's test client (a real HTTP server on loopback).
+
+Plain helpers; each test module builds its world with one small fixture of its own.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import sqlite3
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from mailer.campaigns import service
+from mailer.importer import BadRow, CustomerRow, read_rows
+from mailer.mail import tokens
+from mailer.settings import Settings, from_mapping
+from mailer.store import campaigns as campaign_store
+from mailer.store import customers as customer_store
+from mailer.store.db import open_db, transaction
+from tests.campaigns.world import ROOT, SECRET, settings_mapping
+
+OLD_SECRET = "the-secret-before-the-rotation"
+CUSTOMERS_CSV = (
+    "name,email,company,announcements,offers\n"
+    "Ann Archer,ann@example.com,Archer & Co,yes,yes\n"
+    "Bob <b>Baker</b>,bob@example.com,,yes,yes\n"
+)
+
+
+class FakeClock:
+    """Time that moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.at = 1_800_000_000.0
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.at, UTC)
+
+    def time(self) -> float:
+        return self.at
+
+    def monotonic(self) -> float:
+        return self.at
+
+    def advance(self, seconds: float) -> None:
+        self.at += seconds
+
+
+def web_settings(tmp: Path, smtp_port: int = 1, **overrides: dict[str, Any]) -> Settings:
+    templates = tmp / "templates"
+    if not templates.exists():
+        shutil.copytree(ROOT / "templates", templates)
+    sections = settings_mapping(tmp, smtp_port, **overrides)
+    sections.setdefault("http", {}).setdefault("host", "127.0.0.1")
+    sections["campaigns"].setdefault("previous_secrets", [OLD_SECRET])
+    return from_mapping(sections, base_dir=tmp, environ={})
+
+
+async def seed(settings: Settings) -> tuple[dict[str, int], int]:
+    """Ann and Bob (opted in to everything) and an offers campaign whose audience is taken,
+    so both have pending mail. Returns ({email: id}, campaign id)."""
+    async def rows() -> AsyncIterator[CustomerRow | BadRow]:
+        for row in read_rows(io.StringIO(CUSTOMERS_CSV)):
+            yield row
+
+    async with open_db(settings.database.path) as conn:
+        report = await customer_store.import_customers_atomically(conn, rows(), reference="t")
+        assert report.ok
+        campaign = await service.create_campaign(
+            conn, settings.templates.dir, kind="offers", template="welcome-offer",
+            subject="Offer")
+        async with transaction(conn):
+            await campaign_store.snapshot_audience(conn, campaign)
+        ids = await customer_store.ids_by_address(conn, ["ann@example.com", "bob@example.com"])
+    return ids, campaign.id
+
+
+@dataclass
+class Site:
+    client: TestClient  # type: ignore[type-arg]
+    settings: Settings
+    clock: FakeClock
+    ids: dict[str, int]
+    campaign_id: int
+    prefix: str = "/unsubscribe"
+    log: list[str] = field(default_factory=list)
+
+    def token(self, email: str = "ann@example.com", *, secret: str = SECRET) -> str:
+        return tokens.campaign_token(secret, self.ids[email], self.campaign_id)
+
+    def url(self, email: str = "ann@example.com", **kw: Any) -> str:
+        return f"{self.prefix}/{self.token(email, **kw)}"
+
+    def rows(self, sql: str, parameters: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(self.settings.database.path) as conn:
+            return conn.execute(sql, tuple(parameters)).fetchall()
+
+    def preferences(self, email: str = "ann@example.com") -> dict[str, int]:
+        [(announcements, offers)] = self.rows(
+            "SELECT announcements, offers FROM customers WHERE email = ?", (email,))
+        return {"announcements": announcements, "offers": offers}
+
+    def events(self, email: str = "ann@example.com") -> list[tuple[Any, ...]]:
+        """(category, old, new, source, reference) of the customer's consent events since
+        the import."""
+        return self.rows(
+            "SELECT category, old_value, new_value, source, reference FROM consent_events "
+            "WHERE customer_id = ? AND source != 'import' ORDER BY id", (self.ids[email],))
+
+    def pending(self, email: str = "ann@example.com") -> str:
+        [(status,)] = self.rows(
+            "SELECT status FROM campaign_recipients WHERE customer_id = ? AND campaign_id = ?",
+            (self.ids[email], self.campaign_id))
+        return str(status)
+
+    def snapshot(self) -> list[list[tuple[Any, ...]]]:
+        """Everything a request could change: customers, consent events, outbox, ledger."""
+        queries = {
+            "customers": "SELECT * FROM customers ORDER BY id",
+            "consent_events": "SELECT * FROM consent_events ORDER BY id",
+            "outbox": "SELECT * FROM outbox ORDER BY id",
+            "campaign_recipients": "SELECT * FROM campaign_recipients ORDER BY customer_id",
+        }
+        present = {r[0] for r in self.rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return [self.rows(sql) for table, sql in queries.items() if table in present]
