@@ -17,7 +17,7 @@ from pathlib import Path
 import aiosqlite
 
 from mailer.errors import NotFound
-from mailer.store.db import MIGRATIONS, StoreError
+from mailer.store.db import MIGRATIONS, StoreError, read_only_uri
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ async def backup(source: Path, target: Path) -> int:
     partial = target.with_name(target.name + ".partial")
     try:
         await asyncio.to_thread(partial.unlink, missing_ok=True)
-        async with aiosqlite.connect(f"file:{source}?mode=ro", uri=True) as src:
+        async with aiosqlite.connect(read_only_uri(source), uri=True) as src:
             await src.execute("PRAGMA busy_timeout = 10000")
             async with aiosqlite.connect(str(partial)) as dst:
                 await src.backup(dst)  # pages=-1: the whole database in one step
@@ -74,7 +74,7 @@ async def check(path: Path) -> CheckReport:
     if not await asyncio.to_thread(path.exists):
         raise NotFound(f"no database at {path}")
     try:
-        async with aiosqlite.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        async with aiosqlite.connect(read_only_uri(path), uri=True) as conn:
             await conn.execute("PRAGMA busy_timeout = 10000")
             version = await _user_version(conn)
             integrity = await _integrity(conn)

@@ -23,6 +23,14 @@ from mailer.errors import StoreError as StoreError
 from mailer.store.migrations import MIGRATIONS as MIGRATIONS
 
 
+def read_only_uri(path: Path) -> str:
+    """The SQLite URI that opens `path` read-only and never creates it.
+
+    Percent-encoded (RFC 8089 file URI): a folder named `site#1` or `a?b` would otherwise
+    end the path early, drop `mode=ro` with the rest, and make SQLite create an empty file."""
+    return f"{path.absolute().as_uri()}?mode=ro"
+
+
 def utcnow() -> str:
     """The store's timestamp format: ISO 8601 UTC with microseconds (sorts as text)."""
     return datetime.now(UTC).isoformat(timespec="microseconds")

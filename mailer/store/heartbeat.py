@@ -17,7 +17,7 @@ from typing import Any
 
 import aiosqlite
 
-from mailer.store.db import MIGRATIONS, StoreError
+from mailer.store.db import MIGRATIONS, StoreError, read_only_uri
 from mailer.store.edge import translated
 
 # Rows of daemons gone for this long are pruned at the next beat.
@@ -91,7 +91,7 @@ async def read_snapshot(path: Path) -> Snapshot | None:
     if not await asyncio.to_thread(path.exists):
         return None
     try:
-        async with aiosqlite.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        async with aiosqlite.connect(read_only_uri(path), uri=True) as conn:
             await conn.execute("PRAGMA busy_timeout = 5000")
             return await _snapshot(conn)
     except sqlite3.Error as exc:
