@@ -87,7 +87,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None, *,
               clock: Clock = SYSTEM_CLOCK) -> None:
     """Run until SIGINT/SIGTERM (or `stop` is set)."""
     stop = stop or asyncio.Event()
-    daemon = Daemon(settings, stop, timing=timing, metrics=metrics or Metrics(), clock=clock)
+    daemon = Daemon(settings, stop, timing=timing,
+                    metrics=metrics or Metrics(settings.database.path), clock=clock)
     async with stop_on_signals(stop):
         await daemon.run()
 
@@ -268,7 +269,6 @@ class Daemon:
             while not self.stop.is_set():
                 self.changed.clear()
                 await heartbeat_store.write_heartbeat(conn, self._beat())
-                self.metrics.outbox_depth.set(await heartbeat_store.outbox_depth(conn))
                 # After READY only: until then systemd's start timeout is the one that counts.
                 if watchdog_s is not None and self.ready and all(
                         not task.done() for task in self.tasks):

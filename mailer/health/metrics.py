@@ -1,9 +1,17 @@
 """Numbers for monitoring (Prometheus) and the `/healthz` and `/metrics` handlers.
 
 Each daemon has its own `Metrics` with its own `CollectorRegistry` (not the process-global
-one), so two daemons in one test process never share a counter. The daemon's parts update it;
-`add_routes(app, metrics, health)` serves it on an aiohttp app: the daemon's own small
-listener today, the public web app once both are merged.
+one), so two daemons in one test process never share a counter. Two kinds of number:
+
+- counters of what this daemon did (requests honoured, messages sent, reconnects), which its
+  parts increment as they work;
+- gauges of what the database holds, read at each scrape by `DatabaseGauges` (a custom
+  collector): the review queue, the outbox and each campaign in progress. They tell the truth
+  whoever changed the rows, so a campaign sent by `mailer campaign send` in another process
+  shows here as it goes.
+
+`add_routes(app, metrics, health)` serves them on an aiohttp app (the public web listener,
+inside the daemon):
 
     GET /metrics   Prometheus text format
     GET /healthz   200 healthy, 503 degraded or not running; the body is `mailer status --json`
@@ -11,7 +19,10 @@ listener today, the public web app once both are merged.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import (
@@ -22,12 +33,83 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
+from mailer.errors import StoreError
 from mailer.health.status import HEALTHY, Status
+from mailer.store.gauges import Gauges, read_gauges
+
+log = logging.getLogger(__name__)
+
+_CAMPAIGN_LABELS = ["campaign", "kind"]
+
+
+class DatabaseGauges:
+    """A prometheus-client collector: `collect()` reads the database at each scrape (in the
+    thread `metrics` renders in) and yields its gauges; nothing is cached between scrapes.
+
+    `mailer_database_readable` is 0 when the read failed, and the other gauges are then left
+    out rather than shown stale; the failure is logged once, when it starts."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self._readable = True
+
+    def describe(self) -> Iterable[Metric]:
+        # Names only: the registry checks them for clashes without reading the database.
+        return _families(None, readable=None)
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            gauges = read_gauges(self.db_path)
+        except StoreError as exc:
+            if self._readable:
+                log.warning("metrics: %s", exc)
+            self._readable = False
+            return _families(None, readable=False)
+        self._readable = True
+        return _families(gauges, readable=True)
+
+
+def _families(gauges: Gauges | None, *, readable: bool | None) -> list[Metric]:
+    """The gauge families; `readable` None: names only (no samples). No database yet (gauges
+    None but readable): nothing waits anywhere."""
+    families = {
+        "readable": GaugeMetricFamily(
+            "mailer_database_readable", "1 when this scrape could read the database"),
+        "review": GaugeMetricFamily(
+            "mailer_review_open_items", "Review items waiting for a person"),
+        "outbox": GaugeMetricFamily(
+            "mailer_outbox_depth", "Confirmations waiting to be sent"),
+        "recipients": GaugeMetricFamily(
+            "mailer_campaign_recipients",
+            "Recipients of each campaign in progress (sending or paused), by ledger state",
+            labels=[*_CAMPAIGN_LABELS, "state"]),
+        "paused": GaugeMetricFamily(
+            "mailer_campaign_paused", "1 for a campaign in progress that is paused",
+            labels=_CAMPAIGN_LABELS),
+    }
+    if readable is None:
+        return list(families.values())
+    families["readable"].add_metric([], 1 if readable else 0)
+    if not readable:
+        return [families["readable"]]  # the others left out rather than shown stale
+    families["review"].add_metric([], gauges.review_open if gauges else 0)
+    families["outbox"].add_metric([], gauges.outbox_depth if gauges else 0)
+    for c in gauges.campaigns if gauges else ():
+        labels = [str(c.id), c.kind]
+        for state, n in (("sent", c.sent), ("pending", c.pending), ("failed", c.failed),
+                         ("skipped", c.skipped)):
+            families["recipients"].add_metric([*labels, state], n)
+        families["paused"].add_metric(labels, 1 if c.status == "paused" else 0)
+    return list(families.values())
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """The daemon's counters, and with `db_path` the database's gauges read at each scrape."""
+
+    def __init__(self, db_path: Path | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests_honoured = Counter(
@@ -45,16 +127,17 @@ class Metrics:
             "mailer_confirmations_sent", "Opt-out confirmations sent", registry=r)
         self.imap_reconnects = Counter(
             "mailer_imap_reconnects", "IMAP sessions lost and started again", registry=r)
-        self.outbox_depth = Gauge(
-            "mailer_outbox_depth", "Confirmations waiting to be sent", registry=r)
         self.pass_duration = Histogram(
             "mailer_inbox_pass_duration_seconds", "Duration of one inbox pass", registry=r,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
         self.last_pass = Gauge(
             "mailer_inbox_last_successful_pass_timestamp_seconds",
             "Unix time of the last inbox pass that went through", registry=r)
+        if db_path is not None:
+            r.register(DatabaseGauges(db_path))
 
     def render(self) -> bytes:
+        """The Prometheus text; reads the database (blocking): call it off the event loop."""
         return generate_latest(self.registry)
 
 
@@ -69,7 +152,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS_KEY].render()
+    # In a worker thread: the database gauges are read by a synchronous collector.
+    body = await asyncio.to_thread(request.app[METRICS_KEY].render)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
