@@ -75,6 +75,11 @@ def read_rows(stream: IO[str]) -> Iterator[CustomerRow | BadRow]:
     except (csv.Error, UnicodeDecodeError) as exc:
         raise HeaderError(f"line 1: unreadable header: {exc}") from exc
     columns = [h.strip().lower() for h in header]
+    if any(";" in column for column in columns):
+        # No column name holds a ";": this is the semicolon-separated CSV that spreadsheets
+        # write where the decimal separator is a comma; say so rather than "no 'email' column".
+        raise HeaderError("line 1: the header looks `;`-separated; mailer reads comma-separated "
+                          "CSV (name,email,...)")
     for required in REQUIRED_COLUMNS:
         if required not in columns:
             raise HeaderError(f"line 1: header has no '{required}' column")

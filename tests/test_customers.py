@@ -90,6 +90,18 @@ def test_import_without_an_email_column_is_refused(tmp_path: Path, settings_file
     assert result.stderr.strip() == f"mailer: {csv_file}: line 1: header has no 'email' column"
 
 
+@pytest.mark.parametrize("header", ["name;email", "name;email;company", "name,email;offers"])
+def test_import_of_a_semicolon_separated_file_says_so_in_one_line(
+    tmp_path: Path, settings_file: Path, header: str
+) -> None:
+    csv_file = write_csv(tmp_path, f"{header}\nAnn Lee;ann@example.com;yes\n")
+    result = run_cli(settings_file, "customers", "import", str(csv_file))
+    assert result.code == 2
+    assert result.stderr.strip() == (
+        f"mailer: {csv_file}: line 1: the header looks `;`-separated; mailer reads "
+        "comma-separated CSV (name,email,...)")
+
+
 def test_reimport_never_reverses_an_opt_out_made_by_request(
     tmp_path: Path, settings_file: Path
 ) -> None:
