@@ -9,6 +9,7 @@ Everything lives in ./demo-run/ and the servers stop at the end.
 
 from __future__ import annotations
 
+import argparse
 import email
 import email.policy
 import json
@@ -107,7 +108,18 @@ def show_preferences(before: dict[str, tuple[bool, bool]],
         print(f"  {address:26} {change(old_ann, ann):13}  {change(old_off, off):10}{changed}")
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """--help prints what the demo does (this module's docstring) and starts nothing."""
+    parser = argparse.ArgumentParser(
+        prog="scripts/demo.py", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run it with `make demo` (which sets up .venv first) or .venv/bin/python "
+               "scripts/demo.py. It takes no options.")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse_args(argv)
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     RUN_DIR.mkdir()
     server = imap_server_class()()
