@@ -28,4 +28,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/campaign_bench.py
 
 clean:
-	rm -rf $(VENV) demo-run
+	rm -rf $(VENV) demo-run build dist

@@ -45,6 +45,11 @@ class Installed:
     def python(self) -> Path:
         return self.prefix / "bin" / "python"
 
+    @property
+    def source(self) -> Path:
+        """The copy of the checkout the wheel was built in (with what the build left)."""
+        return self.prefix.parent / "source"
+
     def run(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> CliResult:
         """The installed `mailer` script, run in `cwd` with nothing pointing at the repo."""
         clean = {k: v for k, v in os.environ.items()
@@ -92,6 +97,22 @@ def test_wheel_holds_every_module_the_default_templates_and_the_example_settings
             name = template.relative_to(ROOT / "templates").as_posix()
             assert wheel.read(f"mailer/default_templates/{name}") == template.read_bytes()
         assert wheel.read("mailer/example/settings.toml") == (ROOT / "settings.toml").read_bytes()
+
+
+def test_what_building_the_wheel_leaves_in_a_checkout_is_ignored_by_git(
+    installed: Installed,
+) -> None:
+    # pip builds in the source folder (build/, mailer.egg-info/): `pip install .` in a
+    # checkout must not leave files `git status` then offers to commit.
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+    top = {path.split("/", 1)[0] for path in tracked}
+    untracked = sorted(p.name + "/" * p.is_dir() for p in installed.source.iterdir()
+                       if p.name not in top)
+    assert "build/" in untracked
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "--stdin"],
+                             input="\n".join(untracked), capture_output=True, text=True)
+    assert ignored.stdout.splitlines() == untracked
 
 
 def test_installed_mailer_inits_imports_honours_a_request_and_sends_a_campaign_outside_the_repo(
