@@ -1,6 +1,7 @@
 """The checks a settings value passes beyond its type: ranges, formats, and relations between
-keys (the three IMAP folders differ; `[dkim]` is all set or all empty). Pure decisions on the
-built dataclasses; each failure is one SettingsError line naming the key.
+keys (the three IMAP folders differ; `[dkim]` is all set or all empty). Decisions on the
+built dataclasses, the only I/O being whether a named `ca_file` or templates folder exists;
+each failure is one SettingsError line naming the key.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def _require(condition: bool, where: str, message: str) -> None:
 
 
 def check_section(name: str, section: Any) -> None:
+    """The ranges and formats of one section's values (`name` as in the file)."""
     if name == "http":
         _check_http(section)
         return
@@ -97,6 +99,7 @@ def _check_http(http: HttpSettings) -> None:
 
 
 def check_relations(settings: Settings) -> None:
+    """What must hold between keys, once every section is built."""
     folders = (settings.imap.folder, settings.imap.processed_folder, settings.imap.review_folder)
     _require(len(set(folders)) == 3, "[imap] processed_folder",
              "folder, processed_folder and review_folder must all differ")
