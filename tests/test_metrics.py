@@ -160,3 +160,36 @@ async def test_a_database_that_cannot_be_read_is_said_so_and_no_stale_gauge_is_s
     assert samples[("mailer_database_readable", ())] == 0
     assert ("mailer_outbox_depth", ()) not in samples
     assert samples[("mailer_imap_reconnects_total", ())] == 0  # the counters still answer
+
+
+async def test_each_campaign_in_progress_is_counted_by_state_and_finished_ones_drop_out(
+    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink, endpoint: str
+) -> None:
+    world = await make_world(tmp_path, imap_server, smtp_sink)
+    ids = []
+    for _ in range(3):
+        created = run_cli(world.settings_path, "campaign", "create", "--kind", "offers",
+                          "--template", "welcome-offer", "--subject", "An offer", env=ENV)
+        assert created.code == 0, created.stderr
+        ids.append(int(created.stdout))
+    sending, paused, finished = ids
+    # The ledger as a sender leaves it part way: rows in every state, one in flight.
+    states = ("CASE id % 5 WHEN 0 THEN 'pending' WHEN 1 THEN 'sending' WHEN 2 THEN 'sent' "
+              "WHEN 3 THEN 'failed' ELSE 'skipped' END")
+    with sqlite3.connect(world.db_path) as conn:
+        for campaign_id, status_ in ((sending, "sending"), (paused, "paused"),
+                                     (finished, "sent")):
+            conn.execute("UPDATE campaigns SET status = ? WHERE id = ?", (status_, campaign_id))
+            conn.execute("INSERT INTO campaign_recipients (campaign_id, customer_id, status) "
+                         f"SELECT ?, id, {states} FROM customers", (campaign_id,))
+
+    samples = await asyncio.to_thread(scrape, endpoint)
+
+    # Customers 1..10: ids 5 and 10 pending, 1 and 6 being sent (counted as pending), ...
+    expected = {"pending": 4, "sent": 2, "failed": 2, "skipped": 2}
+    assert campaign_samples(samples, sending) == expected
+    assert campaign_samples(samples, paused) == expected
+    assert campaign_samples(samples, finished) == {}
+    assert samples[("mailer_campaign_paused", (("campaign", str(paused)), ("kind", "offers")))] == 1
+    assert samples[("mailer_campaign_paused",
+                    (("campaign", str(sending)), ("kind", "offers")))] == 0
