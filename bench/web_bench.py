@@ -3,7 +3,8 @@
 World: `--customers` customers opted in to everything and one offers campaign with their
 pending mail. The server is `mailer.public` in a process of its own (the load generator in this
 one), listening on 127.0.0.1 with its middlewares, security headers and one INFO log line per
-request (to a file), the rate limit off. Its route table has one extra route for the baseline:
+request (to a file), the rate limit off unless `--rate-limit N` (then every request comes from
+one address, as a mail provider's shared egress does). Its route table has one extra route for the baseline:
 
 - one-click: `POST /unsubscribe/TOKEN` with `List-Unsubscribe=One-Click`, each request for a
   different customer, so every one is a real opt-out (consent events, pending mail skipped,
@@ -46,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiohttp import web  # noqa: E402
 
-from mailer import tokens  # noqa: E402
+from mailer.mail import tokens  # noqa: E402
 from mailer.campaigns import service  # noqa: E402
 from mailer.importer import BadRow, CustomerRow, read_rows  # noqa: E402
 from mailer.public.app import make_app  # noqa: E402
@@ -59,7 +60,7 @@ SECRET = "bench-secret"
 BODY = b"List-Unsubscribe=One-Click"
 
 
-def settings_for(folder: Path, port: int) -> Settings:
+def settings_for(folder: Path, port: int, rate_limit_per_min: int = 0) -> Settings:
     return from_mapping({
         "database": {"path": str(folder / "mailer.db")},
         "imap": {"host": "127.0.0.1", "port": 1, "security": "none"},
@@ -68,7 +69,7 @@ def settings_for(folder: Path, port: int) -> Settings:
         "unsubscribe": {"address": "unsubscribe@imperial.test"},
         "templates": {"dir": str(ROOT / "templates")},
         "campaigns": {"unsubscribe_url": "https://imperial.test/unsubscribe", "secret": SECRET},
-        "http": {"host": "127.0.0.1", "port": port, "rate_limit_per_min": 0},
+        "http": {"host": "127.0.0.1", "port": port, "rate_limit_per_min": rate_limit_per_min},
     }, base_dir=folder, environ={})
 
 
@@ -100,11 +101,11 @@ async def static_ok(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
-async def run_server(folder: Path, port: int) -> None:
+async def run_server(folder: Path, port: int, rate_limit_per_min: int) -> None:
     logging.basicConfig(level=logging.INFO, filename=str(folder / "server.log"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)
-    settings = settings_for(folder, port)
+    settings = settings_for(folder, port, rate_limit_per_min)
     app = make_app(settings)
     app.router.add_post("/bench-static/{token}", static_ok)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -211,7 +212,8 @@ async def run(args: argparse.Namespace) -> int:
               f"clients, {args.rounds} round(s); seeded {len(ids):,} customers in "
               f"{time.perf_counter() - t0:.1f} s")
         server = subprocess.Popen(
-            [sys.executable, __file__, "--child-server", str(folder), "--port", str(port)],
+            [sys.executable, __file__, "--child-server", str(folder), "--port", str(port),
+             "--rate-limit", str(args.rate_limit)],
             stdout=subprocess.PIPE, text=True)
         try:
             assert server.stdout is not None
@@ -269,11 +271,15 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=3000, help="requests per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--rate-limit", type=int, default=0,
+                        help="[http] rate_limit_per_min of the server (default 0: off); every "
+                             "request comes from one address, as from a mail provider's "
+                             "shared egress")
     parser.add_argument("--child-server", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args: Any = parser.parse_args()
     if args.child_server:
-        asyncio.run(run_server(args.child_server, args.port))
+        asyncio.run(run_server(args.child_server, args.port, args.rate_limit))
         return 0
     return asyncio.run(run(args))
 
