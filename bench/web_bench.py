@@ -4,7 +4,8 @@ World: `--customers` customers opted in to everything and one offers campaign wi
 pending mail. The server is `mailer.public` in a process of its own (the load generator in this
 one), listening on 127.0.0.1 with its middlewares, security headers and one INFO log line per
 request (to a file), the rate limit off unless `--rate-limit N` (then every request comes from
-one address, as a mail provider's shared egress does). Its route table has one extra route for the baseline:
+one address, as a mail provider's shared egress does). Its route table has one extra route for
+the baseline:
 
 - one-click: `POST /unsubscribe/TOKEN` with `List-Unsubscribe=One-Click`, each request for a
   different customer, so every one is a real opt-out (consent events, pending mail skipped,
@@ -47,9 +48,9 @@ sys.path.insert(0, str(ROOT))
 
 from aiohttp import web  # noqa: E402
 
-from mailer.mail import tokens  # noqa: E402
 from mailer.campaigns import service  # noqa: E402
 from mailer.importer import BadRow, CustomerRow, read_rows  # noqa: E402
+from mailer.mail import tokens  # noqa: E402
 from mailer.public.app import make_app  # noqa: E402
 from mailer.settings import Settings, from_mapping  # noqa: E402
 from mailer.store import campaigns as campaign_store  # noqa: E402

@@ -1,7 +1,8 @@
 """`mailer users …` (console accounts) and `mailer console` (the console on its own).
 
 Passwords are read from the terminal without echo (asked twice), or from the first line of
-stdin when it is not a terminal (for scripts), and never from the command line.
+stdin when it is not a terminal (for scripts), and never from the command line. One that is
+too easy to guess (`store.users.password_problem`: zxcvbn) is refused with one line saying why.
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ from mailer.errors import EXIT_BAD_INPUT, BadInput, NotFound
 from mailer.store import users as store
 from mailer.store.db import open_db, transaction
 
-MIN_PASSWORD = 12
 
-
-def _read_password(prompt: str) -> str:
+def _read_password(prompt: str, name: str) -> str:
     if sys.stdin.isatty():
         password = click.prompt(prompt, hide_input=True, confirmation_prompt=True, err=True)
     else:
         password = sys.stdin.readline().rstrip("\r\n")
-    if len(password) < MIN_PASSWORD:
-        fail(f"password: use at least {MIN_PASSWORD} characters", EXIT_BAD_INPUT)
+    problem = store.password_problem(str(password), name)
+    if problem:
+        fail(f"password: {problem}", EXIT_BAD_INPUT)
     return str(password)
 
 
@@ -42,7 +42,7 @@ def users_add(ctx: click.Context, name: str, role: str) -> None:
     settings = command_settings(ctx)
     if not name.strip() or len(name) > 64 or any(c.isspace() for c in name):
         fail("NAME: one word of at most 64 characters", EXIT_BAD_INPUT)
-    password_hash = store.hash_password(_read_password("Password"))
+    password_hash = store.hash_password(_read_password("Password", name))
 
     async def body() -> None:
         async with open_db(settings.database.path) as conn, transaction(conn):
@@ -77,7 +77,7 @@ def users_list(ctx: click.Context) -> None:
 def users_passwd(ctx: click.Context, name: str) -> None:
     """Set NAME's password (ends their sessions)."""
     settings = command_settings(ctx)
-    password_hash = store.hash_password(_read_password("New password"))
+    password_hash = store.hash_password(_read_password("New password", name))
 
     async def body() -> None:
         async with open_db(settings.database.path) as conn, transaction(conn):

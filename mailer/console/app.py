@@ -1,15 +1,18 @@
 """The console application: its route table, the factory, and `serve` on its own listener.
 
 `make_app` takes the settings and a clock (tests pass their own to expire sessions without
-sleeping); `serve` runs it on `[console] host:port` until `stop` is set, then finishes the
-requests in flight and closes the listener. `mailer console` runs `serve` alone; the daemon
-may run it beside its other tasks.
+sleeping); `serve` runs it on `[console] host:port` until `stop` is set, then closes the
+listener and finishes the requests in flight (`mailer.http.serving`, as the public listener
+does). `mailer console` runs `serve` alone; the daemon may run it beside its other tasks.
+Headers, client address (after `[http] trusted_proxies`) and page rendering come from the
+shared plumbing, `mailer.http`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import aiohttp.web as web
 
@@ -18,14 +21,18 @@ from mailer.console import campaigns, customers, login, overview, review
 from mailer.console.page import APP_SETTINGS
 from mailer.console.render import Renderer
 from mailer.console.security import (
+    CLIENT,
     CLOCK,
     DB_PATH,
+    FORM_MAX_BYTES,
     RENDERER,
     SETTINGS,
     headers_middleware,
     session_middleware,
 )
-from mailer.errors import Unavailable
+from mailer.http import serving
+from mailer.http.client import ClientAddress
+from mailer.http.headers import add_security_headers, content_security_policy
 from mailer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,32 +67,28 @@ def routes() -> list[web.RouteDef]:
 
 
 def make_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> web.Application:
+    # Small bodies for every route; the CSV upload's larger limit applies after its checks.
     app = web.Application(middlewares=[headers_middleware, session_middleware],
-                          client_max_size=settings.console.max_upload_bytes)
+                          client_max_size=FORM_MAX_BYTES)
+    renderer = Renderer.load(settings.templates.dir)
     app[APP_SETTINGS] = settings
     app[SETTINGS] = settings.console
     app[CLOCK] = clock
-    app[RENDERER] = Renderer.load(settings.templates.dir)
+    app[RENDERER] = renderer
     app[DB_PATH] = settings.database.path
+    app[CLIENT] = ClientAddress(settings.http.trusted_proxies, "console")
+    add_security_headers(app, content_security_policy(
+        renderer.css_hash, ["img-src 'self' data:", "frame-src 'self'"]))  # frame: the preview
     app.add_routes(routes())
     return app
 
 
-async def serve(settings: Settings, stop: asyncio.Event, *, clock: Clock = SYSTEM_CLOCK) -> None:
-    """Serve the console on `[console] host:port` until `stop` is set; then finish requests in
-    flight (up to SHUTDOWN_TIMEOUT_S) and close the listener."""
-    runner = web.AppRunner(make_app(settings, clock=clock), access_log=None,
-                           shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, settings.console.host, settings.console.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise Unavailable(f"[console] port {settings.console.port}: cannot listen on "
-                              f"{settings.console.host}: {exc.strerror}") from exc
-        log.info("console listening on %s:%s", settings.console.host, settings.console.port)
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-        log.info("console stopped")
+async def serve(settings: Settings, stop: asyncio.Event, *, clock: Clock = SYSTEM_CLOCK,
+                on_listening: Callable[[str], None] = lambda where: None) -> None:
+    """Serve the console on `[console] host:port` until `stop` is set; then close the listener
+    and finish requests in flight (up to SHUTDOWN_TIMEOUT_S). Raises Unavailable if the
+    address cannot be listened on."""
+    console = settings.console
+    await serving.serve(make_app(settings, clock=clock), stop, name="console",
+                        section="[console]", host=console.host, port=console.port,
+                        shutdown_timeout_s=SHUTDOWN_TIMEOUT_S, on_listening=on_listening)

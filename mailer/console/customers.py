@@ -11,7 +11,7 @@ import aiohttp.web as web
 from mailer.categories import CATEGORIES, label
 from mailer.console import forms, links
 from mailer.console.page import redirect, render
-from mailer.console.security import actor, allow, conn_of, path_id, session_of
+from mailer.console.security import actor, allow, conn_of, path_id, session_of, upload
 from mailer.errors import BadInput
 from mailer.store import console as console_store
 from mailer.store import customers as customer_store
@@ -54,6 +54,7 @@ async def import_form(request: web.Request) -> web.StreamResponse:
 
 
 @allow("reviewer")
+@upload
 async def import_upload(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     upload = form.get("file")

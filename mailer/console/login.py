@@ -1,11 +1,15 @@
 """Signing in and out.
 
 The login form is protected against cross-site posting by a double-submitted token (a cookie
-and a hidden field that must agree) as well as `SameSite=Strict`. Failures are counted per
-name and per client (a client may fail four times as often: several people share an office's
-address); once either reaches its limit, logins for it are refused (429) until the lockout has
-passed, whatever the password. Passwords are checked off the event loop (scrypt
-takes tens of milliseconds), and an unknown name costs the same as a wrong password.
+and a hidden field that must agree) as well as `SameSite=Strict`. Every attempt is counted
+before its password is checked (`store.users.begin_login`, one transaction): one name from one
+client gets `[console] login_max_failures` attempts, then growing delays; one client, whatever
+names it tries, four times as many (several people share an office's address) within the
+window, then `login_lockout_s`. A refused attempt gets 429 whatever the password, and is not
+checked. The client is the address after `[http] trusted_proxies` (`mailer.http.client`).
+Passwords are checked off the event loop (Argon2id takes tens of milliseconds), an unknown name
+costs the same as a wrong password, and an older hash is replaced after a sign-in that
+verified it.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import secrets
 
 import aiohttp.web as web
 
 from mailer.console.security import (
+    CLIENT,
     CLOCK,
     COOKIE,
     LOGIN_COOKIE,
@@ -28,14 +34,16 @@ from mailer.console.security import (
     conn_of,
     public,
     safe_next,
-    throttle_keys,
 )
+from mailer.http.client import limit_key
+from mailer.settings import ConsoleSettings
 from mailer.store import users
 from mailer.store.db import transaction
 
 log = logging.getLogger(__name__)
 
 CLIENT_FACTOR = 4
+MAX_NAME = 64  # `mailer users add` refuses longer names
 
 
 def _login_page(request: web.Request, *, status: int = 200, error: str = "", name: str = "",
@@ -58,7 +66,18 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 
 def _client(request: web.Request) -> str:
-    return request.remote or "unknown"
+    return limit_key(request.app[CLIENT].of(request))
+
+
+def throttle(settings: ConsoleSettings) -> users.Throttle:
+    return users.Throttle(free_failures=settings.login_max_failures,
+                          client_failures=settings.login_max_failures * CLIENT_FACTOR,
+                          window_s=settings.login_window_s, lockout_s=settings.login_lockout_s)
+
+
+def _wait(seconds: float) -> str:
+    minutes = max(1, math.ceil(seconds / 60))
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
 
 
 @public
@@ -66,7 +85,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     now = request.app[CLOCK].time()
     form = await request.post()
-    name = str(form.get("name", "")).strip()
+    name = str(form.get("name", "")).strip()[:MAX_NAME]
     password = str(form.get("password", ""))
     next_path = safe_next(str(form.get("next", "/")))
     cookie = request.cookies.get(LOGIN_COOKIE, "")
@@ -75,30 +94,31 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _login_page(request, status=403, name=name, next_path=next_path,
                            error="The sign-in form had expired. Try again.")
     conn = conn_of(request)
-    keys = throttle_keys(name, _client(request))
-    if await users.locked_until(conn, keys, now):
-        log.info("console: login refused while locked (client %s)", _client(request))
-        return _login_page(request, status=429, name=name, next_path=next_path,
-                           error="Too many failed attempts. Wait 15 minutes, then try again.")
+    client = _client(request)
+    keys = users.throttle_keys(name, client)
+    wait_s = await users.begin_login(conn, keys, now, throttle(settings))
+    if wait_s:
+        log.info("console: login refused for %.0f s more (client %s)", wait_s, client)
+        response = _login_page(request, status=429, name=name, next_path=next_path,
+                               error=f"Too many failed attempts. Wait {_wait(wait_s)}, then "
+                                     "try again.")
+        response.headers["Retry-After"] = str(math.ceil(wait_s))
+        return response
     found = await users.user_with_hash(conn, name) if name else None
     stored = found[1] if found else users.dummy_hash()
     ok = await asyncio.to_thread(users.verify_password, password, stored)
     if found is None or not ok:
-        async with transaction(conn):
-            # One name locks after max_failures; one client (an office behind one address)
-            # after CLIENT_FACTOR times as many, so one person's typos do not lock everyone.
-            for key, limit in ((keys[0], settings.login_max_failures),
-                               (keys[1], settings.login_max_failures * CLIENT_FACTOR)):
-                await users.record_failure(conn, (key,), now, max_failures=limit,
-                                           window_s=settings.login_window_s,
-                                           lockout_s=settings.login_lockout_s)
-        log.info("console: failed login (client %s)", _client(request))
+        log.info("console: failed login (client %s)", client)
         return _login_page(request, status=401, name=name, next_path=next_path,
                            error="The name or password is not right.")
     user = found[0]
+    rehashed = (await asyncio.to_thread(users.hash_password, password)
+                if users.needs_rehash(stored) else None)
     async with transaction(conn):
         token = await users.create_session(conn, user.id, now)
-        await users.clear_failures(conn, keys[0])
+        await users.login_succeeded(conn, keys)
+        if rehashed is not None:
+            await users.replace_hash(conn, user.id, stored, rehashed)
         await users.audit(conn, user.name, "signed in")
     log.info("console: user %s signed in", user.id)
     response = web.HTTPSeeOther(next_path)

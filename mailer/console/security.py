@@ -1,30 +1,37 @@
-"""Everything between the network and a console handler: headers, sessions, roles, CSRF.
+"""Everything between the network and a console handler: error pages, sessions, roles, CSRF,
+request body limits, and where to go after signing in.
 
-Two middlewares, outermost first:
+The security headers and `Server` come from the shared plumbing (`mailer.http.headers`, set by
+`app.make_app`). Two middlewares, outermost first:
 
-- `headers_middleware` puts the security headers on every answer, errors included, and turns
-  an unexpected exception into a plain 500 page (no traceback reaches the browser).
+- `headers_middleware` turns an HTTP error into the console's error page and an unexpected
+  exception into a plain 500 page (no traceback reaches the browser).
 - `session_middleware` opens the request's database connection, finds the session from the
   cookie (expired by idle time or age against the app's clock), and refuses before the
   handler runs: an anonymous user is sent to the login page, a user whose role the route
   does not allow gets 403, and a POST without the session's CSRF token gets 403.
 
 Routes are closed by default: a handler must say who may use it with `@allow(...)` or
-`@public`. Login throttling (`throttle_keys`) counts failures per name and per client.
+`@public`. Every request body is small (`FORM_MAX_BYTES`, 413 beyond): an anonymous client
+must not make the console hold megabytes. Only a route marked `@upload` takes up to
+`[console] max_upload_bytes`, and only once the session and the role have been checked.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import unicodedata
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import aiohttp.web as web
 import aiosqlite
 
 from mailer.clock import Clock
 from mailer.console.render import Renderer
+from mailer.http.client import ClientAddress
 from mailer.settings import ConsoleSettings
 from mailer.store import users
 from mailer.store.db import open_db
@@ -37,12 +44,17 @@ H = TypeVar("H", bound=Handler)
 COOKIE = "console_session"
 LOGIN_COOKIE = "console_login"
 
+# The largest body of any form but an upload: the biggest console form (a campaign with its
+# subject) is a few kilobytes.
+FORM_MAX_BYTES = 64 * 1024
+
 SETTINGS: web.AppKey[ConsoleSettings] = web.AppKey("console_settings", ConsoleSettings)
 CLOCK: web.AppKey[Clock] = web.AppKey("console_clock", Clock)
 RENDERER: web.AppKey[Renderer] = web.AppKey("console_renderer", Renderer)
 DB_PATH: web.AppKey[Any] = web.AppKey("console_db_path", object)
 CONN: web.RequestKey[aiosqlite.Connection] = web.RequestKey("console_conn", aiosqlite.Connection)
 SESSION: web.RequestKey[users.Session | None] = web.RequestKey("console_session")
+CLIENT: web.AppKey[ClientAddress] = web.AppKey("console_client_address", ClientAddress)
 
 
 def allow(*roles: str) -> Callable[[H], H]:
@@ -56,6 +68,13 @@ def allow(*roles: str) -> Callable[[H], H]:
 def public(handler: H) -> H:
     """Let anyone use the route (the login page, and nothing else that shows data)."""
     handler.console_public = True  # type: ignore[attr-defined]
+    return handler
+
+
+def upload(handler: H) -> H:
+    """Let the route's body be up to `[console] max_upload_bytes` (a CSV file), once the
+    session and the role have been checked."""
+    handler.console_upload = True  # type: ignore[attr-defined]
     return handler
 
 
@@ -81,18 +100,6 @@ def actor(request: web.Request) -> str:
     return session_of(request).user.name
 
 
-def content_security_policy(style_hash: str) -> str:
-    return (
-        "default-src 'none'; "
-        f"style-src {style_hash}; "
-        "img-src 'self' data:; "
-        "frame-src 'self'; "  # the sandboxed campaign preview
-        "form-action 'self'; "
-        "frame-ancestors 'none'; "
-        "base-uri 'none'"
-    )
-
-
 def error_page(request: web.Request, status: int, title: str, message: str) -> web.Response:
     renderer = request.app[RENDERER]
     session = request.get(SESSION)
@@ -108,27 +115,14 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        if exc.status < 400:  # a redirect: aiohttp wants it raised, with our headers on it
-            _secure(request, exc)
+        if exc.status < 400:  # a redirect: aiohttp wants it raised
             raise
         response = error_page(request, exc.status, exc.reason, exc.text or exc.reason)
     except Exception:
         log.exception("console: %s %s failed", request.method, request.path)
         response = error_page(request, 500, "Something went wrong",
                               "The console could not do that. The error has been logged.")
-    _secure(request, response)
     return response
-
-
-def _secure(request: web.Request, response: web.StreamResponse) -> None:
-    headers = response.headers
-    headers.setdefault("Content-Security-Policy",
-                       content_security_policy(request.app[RENDERER].css_hash))
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers["Referrer-Policy"] = "no-referrer"
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["Cache-Control"] = "no-store"
-    headers["Cross-Origin-Opener-Policy"] = "same-origin"
 
 
 def _route_handler(request: web.Request) -> Any:
@@ -164,6 +158,9 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
             return error_page(request, 403, "You cannot use this page",
                               "Your account does not have access to this page. Ask an "
                               "administrator if you need it.")
+        if getattr(route, "console_upload", False):
+            # The larger limit only now, for a user the route allows.
+            request = request.clone(client_max_size=settings.max_upload_bytes)
         if request.method == "POST":
             form = await request.post()
             sent = form.get("csrf")
@@ -180,11 +177,25 @@ def _quote_path(request: web.Request) -> str:
 
 
 def safe_next(target: str) -> str:
-    """Where to go after login: only a path on this console (never another site)."""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/"
+    """Where to go after login: only a path on this console, never another site.
+
+    Browsers and URL libraries forgive a lot on the way to a Location header: a tab or newline
+    is dropped (WHATWG URL, "remove all ASCII tab or newline"), a backslash is a slash, and
+    percent-escapes are decoded, so `/%09/evil.example` becomes `//evil.example`, a
+    network-path reference to another host (RFC 3986 §4.2). So the target must be an
+    absolute path (RFC 3986 §4.2, "path-absolute") with no scheme, no authority, and no
+    whitespace, control character or backslash, as written or once percent-decoded."""
+    if not target.startswith("/") or len(target) > 2000:
+        return "/"
+    decoded = unquote(target)
+    for text in (target, decoded):
+        if text.startswith("//") or any(_unsafe(c) for c in text):
+            return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
 
 
-def throttle_keys(name: str, client: str) -> tuple[str, ...]:
-    return (f"user:{name.lower()}", f"client:{client}")
+def _unsafe(char: str) -> bool:
+    return char == "\\" or char.isspace() or unicodedata.category(char).startswith("C")

@@ -1,4 +1,4 @@
-"""Numbers for monitoring (Prometheus) and the `/healthz` and `/metrics` handlers.
+"""Numbers for monitoring (Prometheus) and the `/metrics` handler.
 
 Each daemon has its own `Metrics` with its own `CollectorRegistry` (not the process-global
 one), so two daemons in one test process never share a counter. Two kinds of number:
@@ -10,11 +10,10 @@ one), so two daemons in one test process never share a counter. Two kinds of num
   whoever changed the rows, so a campaign sent by `mailer campaign send` in another process
   shows here as it goes.
 
-`add_routes(app, metrics, health)` serves them on an aiohttp app (the public web listener,
-inside the daemon):
+`add_metrics(app, metrics)` serves them on the public web listener inside the daemon
+(`mailer.public.app`, which also answers `/healthz`, and `/healthz?full` from `Health`):
 
     GET /metrics   Prometheus text format
-    GET /healthz   200 healthy, 503 degraded or not running; the body is `mailer status --json`
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from mailer.errors import StoreError
-from mailer.health.status import HEALTHY, Status
+from mailer.health.status import Status
 from mailer.store.gauges import Gauges, read_gauges
 
 log = logging.getLogger(__name__)
@@ -143,24 +142,13 @@ class Metrics:
 
 METRICS_KEY = web.AppKey("mailer_metrics", Metrics)
 Health = Callable[[], Awaitable[Status]]
-HEALTH_KEY: web.AppKey[Health] = web.AppKey("mailer_health")
-
-
-async def healthz(request: web.Request) -> web.Response:
-    status = await request.app[HEALTH_KEY]()
-    return web.json_response(status.as_json(), status=200 if status.code == HEALTHY else 503)
-
-
 async def metrics(request: web.Request) -> web.Response:
     # In a worker thread: the database gauges are read by a synchronous collector.
     body = await asyncio.to_thread(request.app[METRICS_KEY].render)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def add_routes(app: web.Application, registry: Metrics,
-               health: Callable[[], Awaitable[Status]]) -> None:
-    """Serve /healthz and /metrics on `app` (before it starts)."""
+def add_metrics(app: web.Application, registry: Metrics) -> None:
+    """Serve /metrics on `app` (before it starts)."""
     app[METRICS_KEY] = registry
-    app[HEALTH_KEY] = health
-    app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -2,36 +2,39 @@
 
 Routes live under the path of `[campaigns] unsubscribe_url`, so a TLS proxy in front forwards
 the path as it is: with `https://www.imperialtelecom.co.uk/unsubscribe` the server answers
-`/unsubscribe/TOKEN` on `[http] host:port`. `/healthz` answers 200 while the database can be
-read (for the proxy and systemd).
+`/unsubscribe/TOKEN` on `[http] host:port`.
+
+`/healthz` answers for what this listener serves, and nothing else: 200 while it answers and
+the database can be read, 503 when not. A proxy or load balancer checking it takes the
+unsubscribe link offline on a 503, so an IMAP or SMTP outage (which the link does not need)
+must not turn it red. `/healthz?full` is the daemon's whole health, the `mailer status --json`
+document (200 healthy, 503 degraded or not running), for monitoring.
 
 `serve(settings, stop)` listens until `stop` is set, then closes the listener, lets requests in
-flight finish (at most `[http] shutdown_timeout_s`) and returns; `mailer web` runs it alone, and
-the daemon can run it next to its other tasks. aiohttp's access log is off: it would write the
-path, and the path holds the token (our own log line names the customer id instead).
+flight finish (at most `[http] shutdown_timeout_s`) and returns (`mailer.http.serving`);
+`mailer web` runs it alone, and the daemon runs it next to its other tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from mailer.clock import SYSTEM_CLOCK, Clock
-from mailer.errors import BadInput, StoreError, Unavailable
+from mailer.errors import BadInput, StoreError
+from mailer.health import status as health_status
+from mailer.http import serving
+from mailer.http.client import ClientAddress
+from mailer.http.headers import add_security_headers
+from mailer.mail.tokens import read_link_token
 from mailer.public import unsubscribe
 from mailer.public.context import WEB, WebContext
-from mailer.public.middlewares import (
-    OUTCOME,
-    ClientAddress,
-    RateLimiter,
-    make_middlewares,
-    security_headers,
-)
+from mailer.public.middlewares import OUTCOME, Limits, make_middlewares
 from mailer.public.pages import Pages
 from mailer.settings import Settings
 from mailer.store import customers as customer_store
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
+FullHealth = Callable[[], Awaitable[health_status.Status]]
+FULL_HEALTH: web.AppKey[FullHealth] = web.AppKey("mailer.public.full_health")
 
 # What each error page says: a title and one plain sentence, nothing about the cause.
 _ERRORS: dict[int, tuple[str, str]] = {
@@ -80,9 +85,9 @@ def make_app(
 ) -> web.Application:
     """The aiohttp application; the database opens when it starts and closes when it stops.
 
-    In the daemon (`ops` given) `/healthz` is the daemon's health (the `mailer status` JSON,
-    503 when degraded) and `/metrics` its Prometheus numbers; alone (`mailer web`) `/healthz`
-    says whether the database can be read.
+    In the daemon (`ops` given) `/metrics` serves its Prometheus numbers and `/healthz?full`
+    its own view of its health; alone (`mailer web`) `/healthz?full` reads the daemon's
+    heartbeat from the database, as `mailer status` does.
 
     Raises BadInput when there is no campaign secret to check links with, and TemplateError
     when a page template is missing or broken.
@@ -94,7 +99,6 @@ def make_app(
     pages = Pages(settings.templates.dir)
     ctx = WebContext(pages=pages, secrets=secrets,
                      one_click_categories=settings.unsubscribe.categories, clock=clock)
-    headers = security_headers(pages.content_security_policy)
 
     def error_page(request: web.Request, status: int) -> web.Response:
         title, message = _ERRORS.get(status, _ERRORS[500])
@@ -104,13 +108,16 @@ def make_app(
     app = web.Application(
         client_max_size=settings.http.max_body_bytes,
         middlewares=make_middlewares(
-            client_address=ClientAddress(settings.http.trusted_proxies),
-            limiter=RateLimiter(settings.http.rate_limit_per_min, clock),
+            client_address=ClientAddress(settings.http.trusted_proxies, "web"),
+            limits=Limits(settings.http.rate_limit_per_min, clock,
+                          lambda token: read_link_token(secrets, token) is not None),
             error_page=error_page,
             exempt=frozenset({HEALTH_PATH, METRICS_PATH}),
         ),
     )
     app[WEB] = ctx
+    app[FULL_HEALTH] = (ops[1] if ops is not None
+                        else lambda: health_status.gather(settings.database.path, clock))
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         async with open_db(settings.database.path) as conn:
@@ -120,19 +127,14 @@ def make_app(
             finally:
                 ctx.conn = None
 
-    async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
-        response.headers.update(headers)
-        response.headers["Server"] = "mailer"  # not aiohttp's and Python's versions
-
     app.cleanup_ctx.append(database)
-    app.on_response_prepare.append(add_headers)
+    add_security_headers(app, pages.content_security_policy)
     prefix = route_prefix(settings.campaigns.unsubscribe_url)
-    if ops is None:
-        app.router.add_get(HEALTH_PATH, healthz, name="healthz")
-    else:
-        from mailer.health.metrics import add_routes
+    app.router.add_get(HEALTH_PATH, healthz, name="healthz")
+    if ops is not None:
+        from mailer.health.metrics import add_metrics
 
-        add_routes(app, *ops)
+        add_metrics(app, ops[0])
         honoured = ops[0].requests_honoured
 
         async def count_opt_outs(request: web.Request, response: web.StreamResponse) -> None:
@@ -150,7 +152,17 @@ def make_app(
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
-    """200 while the database can be read, 503 otherwise (the one place to make it richer)."""
+    """200 while the database can be read, 503 otherwise; `?full`: the daemon's health."""
+    if "full" in request.query:
+        try:
+            status = await request.app[FULL_HEALTH]()
+        except StoreError as exc:
+            log.warning("healthz?full: %s", exc)
+            request[OUTCOME] = "database unavailable"
+            return web.Response(text="database unavailable\n", status=503)
+        request[OUTCOME] = status.label
+        return web.json_response(status.as_json(),
+                                 status=200 if status.code == health_status.HEALTHY else 503)
     try:
         async with request.app[WEB].db() as conn:
             await customer_store.check_usable(conn)
@@ -171,21 +183,8 @@ async def serve(
     in flight finish, and return. Raises Unavailable if the address cannot be listened on."""
     http = settings.http
     app = make_app(settings, clock=clock, ops=ops)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=http.shutdown_timeout_s)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, http.host, http.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise Unavailable(f"[http] {http.host}:{http.port}: cannot listen: "
-                              f"{exc.strerror or exc}") from exc
-        log.info("web: serving %s/TOKEN on http://%s:%d",
-                 route_prefix(settings.campaigns.unsubscribe_url), http.host, http.port)
-        on_listening(f"{http.host}:{http.port}")
-        await stop.wait()
-        log.info("web: stopping (finishing requests in flight)")
-    finally:
-        await runner.cleanup()
-    log.info("web: stopped")
+    log.info("web: the unsubscribe link is %s/TOKEN",
+             route_prefix(settings.campaigns.unsubscribe_url))
+    await serving.serve(app, stop, name="web", section="[http]", host=http.host,
+                        port=http.port, shutdown_timeout_s=http.shutdown_timeout_s,
+                        on_listening=on_listening)

@@ -1,13 +1,15 @@
-"""What every request and answer of the web server goes through: the client's address, the rate
-limit, the security headers, plain error pages and the one log line.
+"""What every request and answer of the public listener goes through: the rate limits, plain
+error pages and the one log line (the client's address and the security headers come from the
+shared plumbing, `mailer.http`).
 
-- **Client address**: the peer's address, unless the peer is a trusted proxy
-  (`[http] trusted_proxies`), in which case the right-most address of X-Forwarded-For that is not
-  itself a trusted proxy (the left-most entries are whatever the client chose to send).
-- **Rate limit**: a token bucket per client address, `[http] rate_limit_per_min` requests a
-  minute with as large a burst; beyond it 429 with Retry-After (RFC 6585 §4). /healthz is exempt.
-- **Headers** on every answer, errors included: a strict CSP (see `pages`), no framing, no
-  referrer (the token is in the URL), no sniffing, no caching (a page shows a customer's choices).
+- **Rate limits** (RFC 6585 §4: 429 with Retry-After), by client (`mailer.http.client`: after
+  trusted proxies, IPv6 by its /64), `[http] rate_limit_per_min` (0: none):
+  - a request with a valid link token (signed by us, so from a message we sent) counts only
+    against that link from that client: a mail provider posting RFC 8058 one-clicks for many
+    customers from one shared address is never refused for the rate of the others;
+  - a request with a token that does not verify counts against `BAD_TOKENS_PER_MIN` per client
+    as well, a hard limit on guessing;
+  - anything else counts against the client's own bucket. /healthz and /metrics are exempt.
 - **Errors** are plain pages with no traceback and no hint about why a token was refused.
 - **Logging**: one line per request with the route (never the path: it holds the token), the
   customer id when known, the outcome and the status. Never an address or a token.
@@ -15,17 +17,17 @@ limit, the security headers, plain error pages and the one log line.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from mailer.clock import Clock
 from mailer.errors import Unavailable
+from mailer.http.client import ClientAddress, limit_key
+from mailer.http.limits import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -36,81 +38,33 @@ ErrorPage = Callable[[web.Request, int], web.Response]
 CUSTOMER = web.RequestKey("mailer.customer_id", int)
 OUTCOME = web.RequestKey("mailer.outcome", str)
 
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Tokens that do not verify, per client a minute: a link copied with a character missing is a
+# handful, guessing is thousands.
+BAD_TOKENS_PER_MIN = 10
 
 
-def security_headers(content_security_policy: str) -> dict[str, str]:
-    return {
-        "Content-Security-Policy": content_security_policy,
-        "X-Frame-Options": "DENY",
-        "Referrer-Policy": "no-referrer",
-        "X-Content-Type-Options": "nosniff",
-        "Cache-Control": "no-store",
-        "Cross-Origin-Opener-Policy": "same-origin",
-        "Cross-Origin-Resource-Policy": "same-origin",
-    }
+class Limits:
+    """Which bucket a request counts against (see the module docstring); pure bookkeeping."""
 
+    def __init__(self, per_min: int, clock: Clock, valid_token: Callable[[str], bool]) -> None:
+        self._valid_token = valid_token
+        self._links = RateLimiter(per_min, clock)
+        self._bad_tokens = RateLimiter(min(per_min, BAD_TOKENS_PER_MIN), clock)
+        self._clients = RateLimiter(per_min, clock)
 
-class ClientAddress:
-    """Finds the client's address, believing X-Forwarded-For only from trusted proxies."""
-
-    def __init__(self, trusted_proxies: Sequence[str]) -> None:
-        self._trusted: tuple[_Network, ...] = tuple(
-            ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
-
-    def _is_trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return False
-        return any(ip in network for network in self._trusted)
-
-    def of(self, request: web.Request) -> str:
-        peer = request.remote or ""
-        if not self._trusted or not self._is_trusted(peer):
-            return peer
-        hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", [])
-                for h in v.split(",") if h.strip()]
-        for hop in reversed(hops):
-            if not self._is_trusted(hop):
-                return hop
-        return hops[0] if hops else peer
-
-
-class RateLimiter:
-    """Token buckets per client address: `per_min` requests a minute, bursts of `per_min`."""
-
-    _MAX_CLIENTS = 50_000
-
-    def __init__(self, per_min: int, clock: Clock) -> None:
-        self._capacity = float(per_min)
-        self._rate_per_s = per_min / 60.0
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
-
-    def retry_after_s(self, client: str) -> int:
-        """0 if the request may go ahead (and it is counted), else seconds to wait."""
-        if self._capacity <= 0:
-            return 0
-        now = self._clock.monotonic()
-        tokens, at = self._buckets.get(client, (self._capacity, now))
-        tokens = min(self._capacity, tokens + (now - at) * self._rate_per_s)
-        if tokens < 1.0:
-            self._buckets[client] = (tokens, now)
-            return max(1, math.ceil((1.0 - tokens) / self._rate_per_s))
-        if len(self._buckets) >= self._MAX_CLIENTS and client not in self._buckets:
-            self._forget_idle(now)
-        self._buckets[client] = (tokens - 1.0, now)
-        return 0
-
-    def _forget_idle(self, now: float) -> None:
-        # A bucket that has refilled completely is the same as no bucket.
-        full_after_s = self._capacity / self._rate_per_s
-        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full_after_s}
+    def retry_after_s(self, client: str, token: str | None) -> int:
+        """0 if the request may go ahead (it is counted), else seconds to wait."""
+        if token is not None and self._valid_token(token):
+            return self._links.retry_after_s(f"{client} {token}")
+        if token is not None:
+            wait_s = self._bad_tokens.retry_after_s(client)
+            if wait_s:
+                return wait_s
+        return self._clients.retry_after_s(client)
 
 
 def make_middlewares(
-    *, client_address: ClientAddress, limiter: RateLimiter, error_page: ErrorPage,
+    *, client_address: ClientAddress, limits: Limits, error_page: ErrorPage,
     exempt: frozenset[str],
 ) -> list[Middleware]:
     """The middlewares, outermost first: log and turn errors into pages, then rate limit."""
@@ -146,7 +100,8 @@ def make_middlewares(
     @web.middleware
     async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in exempt:
-            wait_s = limiter.retry_after_s(client_address.of(request))
+            client = limit_key(client_address.of(request))
+            wait_s = limits.retry_after_s(client, request.match_info.get("token"))
             if wait_s:
                 request[OUTCOME] = "rate limited"
                 raise web.HTTPTooManyRequests(headers={"Retry-After": str(wait_s)})

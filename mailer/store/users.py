@@ -1,8 +1,26 @@
 """Console accounts, their sessions, login throttling and the console's audit trail.
 
-Passwords are hashed with scrypt (`hashlib.scrypt`, RFC 7914) under a random salt; the stored
-form names its parameters (`scrypt$n$r$p$salt$hash`) so they can be raised later without
-breaking old hashes. A session cookie carries a random token; only its SHA-256 is stored.
+**Passwords** are hashed with Argon2id (RFC 9106, argon2-cffi) at OWASP's recommended cost
+(19 MiB, two passes): memory-hard, so guessing on graphics cards costs what it costs us. The
+stored form is the PHC string (`$argon2id$v=19$m=…`), which names its parameters. Hashes made
+before (`scrypt$n$r$p$salt$hash`, RFC 7914) still verify, and `needs_rehash` says when a
+successful sign-in should store a new one. A new password must be hard to guess
+(`password_problem`: zxcvbn's estimate, score 3 or more of 4).
+
+**Sessions**: a cookie carries a random token; only its SHA-256 is stored.
+
+**Login throttling** (`begin_login`): an attempt is counted before its password is checked, in
+one transaction, so attempts that arrive together are counted one after another and a burst
+cannot slip past the limit while the hashes run. Two counters:
+
+- one name from one client (`name|client`): `free_failures` attempts, then a growing delay
+  between attempts (30 s, doubling, at most `lockout_s`). Only that client is slowed: someone
+  guessing a name from elsewhere cannot lock its owner out of their own address.
+- one client, any names: past `client_failures` within the window it is refused for
+  `lockout_s`, a ceiling for one address guessing many names.
+
+A counter starts again once `window_s` has passed since its first attempt; a successful sign-in
+clears its name's counter and takes its own attempt off the client's.
 Times are unix seconds from the caller's clock, so tests move time instead of sleeping.
 """
 
@@ -16,17 +34,25 @@ import secrets
 from dataclasses import dataclass
 
 import aiosqlite
+import argon2
+from zxcvbn import zxcvbn
 
-from mailer.store.db import utcnow
+from mailer.store.db import transaction, utcnow
 from mailer.store.edge import translated
 
 ROLES: tuple[str, ...] = ("admin", "marketing", "reviewer")
 
-# RFC 7914 §2 parameters: N=2^15, r=8, p=1 is about 32 MiB and tens of milliseconds a hash.
-_SCRYPT_N = 2**15
-_SCRYPT_R = 8
-_SCRYPT_P = 1
-_SCRYPT_LEN = 32
+# OWASP's Argon2id parameters (19 MiB, t=2, p=1): about 30 ms a hash on one core, and little
+# enough memory that a few sign-ins at once do not swell the console.
+_ARGON2 = argon2.PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+_SCRYPT_MAXMEM = 128 * 1024 * 1024
+
+MIN_PASSWORD = 12
+MIN_STRENGTH = 3  # zxcvbn's score, 0-4: 3 is "safely unguessable" against online attacks
+_STRENGTH_MAX_LENGTH = 72  # zxcvbn's own limit; a longer password is judged by its start
+
+# The first delay once a name's free attempts from one client are used up; it doubles.
+FIRST_DELAY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -56,21 +82,63 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def hash_password(password: str) -> str:
+def scrypt_hash(password: str) -> str:
+    """An scrypt hash in the form stored before Argon2id (kept to test that those still
+    verify and are replaced)."""
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R,
-                            p=_SCRYPT_P, maxmem=128 * 1024 * 1024, dklen=_SCRYPT_LEN)
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=2**15, r=8, p=1,
+                            maxmem=_SCRYPT_MAXMEM, dklen=32)
+    return f"scrypt${2**15}$8$1${_b64(salt)}${_b64(digest)}"
+
+
+def password_problem(password: str, name: str = "") -> str | None:
+    """Why `password` may not be used, in one line, or None. Pure."""
+    if len(password) < MIN_PASSWORD:
+        return f"use at least {MIN_PASSWORD} characters"
+    result = zxcvbn(password[:_STRENGTH_MAX_LENGTH], user_inputs=[name] if name else [])
+    if result["score"] >= MIN_STRENGTH:
+        return None
+    feedback = result["feedback"]
+    why = str(feedback.get("warning") or "it is a common pattern").rstrip(".")
+    return (f"too easy to guess ({why[:1].lower()}{why[1:]}); use a few uncommon words "
+            "together")
+
+
+def hash_password(password: str) -> str:
+    """A new Argon2id hash (PHC string) of `password`."""
+    return _ARGON2.hash(password)
 
 
 def verify_password(password: str, stored: str) -> bool:
-    """Whether `password` matches `stored`; compared in constant time."""
+    """Whether `password` matches `stored` (Argon2id, or an older scrypt hash)."""
+    if stored.startswith("$argon2"):
+        try:
+            return _ARGON2.verify(stored, password)
+        except argon2.exceptions.VerificationError:
+            return False
+        except argon2.exceptions.InvalidHashError:
+            return False
+    return _verify_scrypt(password, stored)
+
+
+def needs_rehash(stored: str) -> bool:
+    """Whether a sign-in that verified against `stored` should store a new hash (an scrypt
+    hash, or Argon2 with other parameters than today's)."""
+    if not stored.startswith("$argon2"):
+        return True
+    try:
+        return _ARGON2.check_needs_rehash(stored)
+    except argon2.exceptions.InvalidHashError:
+        return True
+
+
+def _verify_scrypt(password: str, stored: str) -> bool:
     try:
         scheme, n, r, p, salt, expected = stored.split("$")
         if scheme != "scrypt":
             return False
         digest = hashlib.scrypt(password.encode("utf-8"), salt=_unb64(salt), n=int(n),
-                                r=int(r), p=int(p), maxmem=128 * 1024 * 1024,
+                                r=int(r), p=int(p), maxmem=_SCRYPT_MAXMEM,
                                 dklen=len(_unb64(expected)))
     except (ValueError, TypeError):
         return False
@@ -131,6 +199,16 @@ async def set_password(conn: aiosqlite.Connection, name: str, password_hash: str
         "DELETE FROM console_sessions WHERE user_id = (SELECT id FROM console_users "
         "WHERE name = ?)", (name,))
     return changed
+
+
+@translated("users: replace hash")
+async def replace_hash(conn: aiosqlite.Connection, user_id: int, old_hash: str,
+                       new_hash: str) -> None:
+    """Store a stronger hash of the same password, unless the password changed meanwhile
+    (sessions are kept: it is the same password)."""
+    await conn.execute(
+        "UPDATE console_users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+        (new_hash, user_id, old_hash))
 
 
 @translated("users: remove user")
@@ -199,43 +277,73 @@ async def purge_sessions(conn: aiosqlite.Connection, now: float, *, idle_s: floa
 # --- login throttling -------------------------------------------------------------------
 
 
-@translated("users: locked until")
-async def locked_until(conn: aiosqlite.Connection, keys: tuple[str, ...], now: float) -> float:
-    """The latest lock over any of `keys` still in force at `now`, or 0."""
-    marks = ",".join("?" * len(keys))
-    async with conn.execute(
-        f"SELECT max(locked_until) FROM console_login_failures WHERE key IN ({marks})", keys
-    ) as cur:
-        row = await cur.fetchone()
-    until = float(row[0]) if row and row[0] is not None else 0.0
-    return until if until > now else 0.0
+@dataclass(frozen=True)
+class Throttle:
+    free_failures: int  # attempts for one name from one client before the delays start
+    client_failures: int  # attempts from one client, any names, within the window
+    window_s: float
+    lockout_s: float  # the longest delay, and how long a client past its ceiling waits
 
 
-@translated("users: record failure")
-async def record_failure(
-    conn: aiosqlite.Connection, keys: tuple[str, ...], now: float, *, max_failures: int,
-    window_s: float, lockout_s: float,
-) -> None:
-    """Count a failed login against each key; a key reaching `max_failures` within the window
-    is locked for `lockout_s`. A window that has passed starts again from one."""
-    for key in keys:
-        await conn.execute(
-            "INSERT INTO console_login_failures (key, failures, first_at) VALUES (?, 1, ?) "
-            "ON CONFLICT (key) DO UPDATE SET "
-            "failures = CASE WHEN first_at < ? THEN 1 ELSE failures + 1 END, "
-            "first_at = CASE WHEN first_at < ? THEN excluded.first_at ELSE first_at END",
-            (key, now, now - window_s, now - window_s),
-        )
-        await conn.execute(
-            "UPDATE console_login_failures SET locked_until = ?, failures = 0, first_at = ? "
-            "WHERE key = ? AND failures >= ?",
-            (now + lockout_s, now, key, max_failures),
-        )
+def delay_after_s(attempts: int, throttle: Throttle) -> float:
+    """How long one name from one client waits after its `attempts`-th failure. Pure."""
+    if attempts < throttle.free_failures:
+        return 0.0
+    doublings = min(attempts - throttle.free_failures, 32)
+    return min(throttle.lockout_s, FIRST_DELAY_S * 2.0 ** doublings)
 
 
-@translated("users: clear failures")
-async def clear_failures(conn: aiosqlite.Connection, key: str) -> None:
-    await conn.execute("DELETE FROM console_login_failures WHERE key = ?", (key,))
+def throttle_keys(name: str, client: str) -> tuple[str, str]:
+    """The counters of an attempt: (one name from one client, the client)."""
+    return f"user:{name.lower()}|client:{client}", f"client:{client}"
+
+
+@translated("users: begin login")
+async def begin_login(conn: aiosqlite.Connection, keys: tuple[str, str], now: float,
+                      throttle: Throttle) -> float:
+    """Count an attempt as a failure before its password is checked, or refuse it: 0.0 if it
+    may go ahead, else the seconds to wait. One transaction, so attempts arriving together
+    are counted one after another (`login_succeeded` takes it back)."""
+    pair, client = keys
+    async with transaction(conn, "users: begin login"):
+        rows = await conn.execute_fetchall(
+            "SELECT key, failures, first_at, locked_until FROM console_login_failures "
+            "WHERE key IN (?, ?)", (pair, client))
+        found = {row["key"]: row for row in rows}
+        wait_s = max((float(row["locked_until"]) - now for row in rows), default=0.0)
+        if wait_s > 0:
+            return wait_s
+        counts: dict[str, tuple[int, float]] = {}
+        for key in keys:
+            row = found.get(key)
+            if row is None or now - float(row["first_at"]) > throttle.window_s:
+                counts[key] = (1, now)
+            else:
+                counts[key] = (int(row["failures"]) + 1, float(row["first_at"]))
+        pair_count, pair_since = counts[pair]
+        client_count, client_since = counts[client]
+        pair_until = now + delay_after_s(pair_count, throttle)
+        client_until = 0.0
+        if client_count >= throttle.client_failures:
+            client_until, client_count, client_since = now + throttle.lockout_s, 0, now
+        for key, count, since, until in ((pair, pair_count, pair_since, pair_until),
+                                         (client, client_count, client_since, client_until)):
+            await conn.execute(
+                "INSERT INTO console_login_failures (key, failures, first_at, locked_until) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET failures = "
+                "excluded.failures, first_at = excluded.first_at, "
+                "locked_until = excluded.locked_until", (key, count, since, until))
+    return 0.0
+
+
+@translated("users: login succeeded")
+async def login_succeeded(conn: aiosqlite.Connection, keys: tuple[str, str]) -> None:
+    """The attempt `begin_login` counted was right: clear its name's counter, and take it
+    off the client's. Inside the caller's transaction."""
+    pair, client = keys
+    await conn.execute("DELETE FROM console_login_failures WHERE key = ?", (pair,))
+    await conn.execute("UPDATE console_login_failures SET failures = max(0, failures - 1) "
+                       "WHERE key = ?", (client,))
 
 
 # --- audit ------------------------------------------------------------------------------

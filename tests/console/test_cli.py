@@ -36,7 +36,7 @@ def test_users_are_added_listed_given_a_new_password_and_removed(tmp_path: Path)
                    stdin="a long enough password\n")
     assert (added.returncode, added.stdout) == (0, "user mo added (marketing)\n")
     (stored,) = query(db, "SELECT password_hash FROM console_users WHERE name = 'mo'")[0]
-    assert str(stored).startswith("scrypt$") and "a long enough password" not in str(stored)
+    assert str(stored).startswith("$argon2id$") and "a long enough password" not in str(stored)
     again = mailer(path, "users", "add", "mo", "--role", "admin", stdin="another password!\n")
     assert (again.returncode, again.stderr) == (2, "mailer: user mo already exists\n")
     listed = mailer(path, "users", "list")
@@ -92,7 +92,7 @@ def test_mailer_console_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     try:
         assert process.stderr is not None
         line = ""
-        while "console listening" not in line:
+        while "console: listening on" not in line:
             line = process.stderr.readline()
             assert line, "mailer console exited before listening"
         process.terminate()
