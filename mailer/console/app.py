@@ -34,6 +34,7 @@ from mailer.http import serving
 from mailer.http.client import ClientAddress
 from mailer.http.headers import add_security_headers, content_security_policy
 from mailer.settings import Settings
+from mailer.store.db import open_db
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,14 @@ def make_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> web.Applicat
     add_security_headers(app, content_security_policy(
         renderer.css_hash, ["img-src 'self' data:", "frame-src 'self'"]))  # frame: the preview
     app.add_routes(routes())
+
+    async def migrate_first(app: web.Application) -> None:
+        # Each request opens its own connection, and opening one migrates: done once here,
+        # before any request, so the first requests in parallel never migrate side by side.
+        async with open_db(settings.database.path):
+            pass
+
+    app.on_startup.append(migrate_first)
     return app
 
 
