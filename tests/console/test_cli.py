@@ -59,6 +59,20 @@ def test_a_short_password_or_an_unknown_role_is_refused(tmp_path: Path) -> None:
     assert role.returncode == 2
 
 
+def test_a_password_easy_to_guess_is_refused_with_one_line_saying_why(tmp_path: Path) -> None:
+    path = write_settings(tmp_path / "settings.toml", base_sections(tmp_path))
+    for weak in ("aaaaaaaaaaaa", " " * 12, "Password123!", "mo-mo-mo-mo-mo"):
+        added = mailer(path, "users", "add", "mo", "--role", "reviewer", stdin=weak + "\n")
+        assert added.returncode == 2, weak
+        [line] = added.stderr.splitlines()
+        assert line.startswith("mailer: password: too easy to guess ("), line
+    assert not (tmp_path / "mailer.db").exists()  # refused before the database is opened
+    assert mailer(path, "users", "add", "mo", "--role", "reviewer",
+                  stdin="plum kettle orbit saffron\n").returncode == 0
+    weak = mailer(path, "users", "passwd", "mo", stdin="aaaaaaaaaaaa\n")
+    assert weak.returncode == 2 and "too easy to guess" in weak.stderr
+
+
 async def test_the_console_serves_on_its_own_port_until_stopped(tmp_path: Path) -> None:
     port = free_port()
     path = write_settings(tmp_path / "settings.toml",
@@ -72,6 +86,7 @@ async def test_the_console_serves_on_its_own_port_until_stopped(tmp_path: Path) 
                 async with http.get(f"http://127.0.0.1:{port}/login") as response:
                     assert response.status == 200
                     assert response.headers["X-Frame-Options"] == "DENY"
+                    assert response.headers["Server"] == "mailer"
                     break
             except aiohttp.ClientConnectorError:
                 await asyncio.sleep(0.05)
