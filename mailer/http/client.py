@@ -55,6 +55,8 @@ class ClientAddress:
         self._warned = False
 
     def _is_trusted(self, address: str) -> bool:
+        if not self._trusted:
+            return False
         ip = _ip(address)
         return ip is not None and any(ip in network for network in self._trusted)
 
