@@ -1,8 +1,8 @@
 """The marketing console: an internal aiohttp application behind a login.
 
     app.py        the application factory, the route table and `serve` (its own listener)
-    security.py   headers on every answer, sessions, roles, CSRF, login throttling
-    render.py     the one sandboxed, autoescaping Jinja2 environment over templates/console
+    security.py   error pages, sessions, roles, CSRF, body limits, where to go after login
+    render.py     templates/console through mailer.http.pages (the one Jinja2 sandbox)
     page.py       rendering a page with the user, navigation and CSRF token; signed notices
     links.py      every call into other areas (campaigns, review, import, IMAP, status)
     login.py overview.py campaigns.py review.py customers.py   one module per page family

@@ -4,8 +4,11 @@ preference page), served by aiohttp.
     app.py          make_app (routes, middlewares, database lifecycle) and serve (listen, stop)
     unsubscribe.py  the handlers: GET/HEAD the page, POST one-click or the page's forms
     choices.py      what a click or a saved page does to consent (through mailer.consent.optout)
-    middlewares.py  client address, rate limit, security headers, error pages, the log line
-    pages.py        the Jinja2 environment for templates/web/ and the page's CSP
+    middlewares.py  the rate limits (per link, bad tokens, per client), error pages, the log line
+    pages.py        templates/web/ through mailer.http.pages, and the pages' CSP
+
+The security headers, serving, the client's address and page rendering are the shared
+plumbing of `mailer.http`.
     context.py      what the handlers share (database connection, pages, secrets, clock)
 """
 

@@ -103,7 +103,8 @@ class HttpSettings:
 
     host: str = ""  # empty: `mailer run` serves no web pages
     port: int = 8080
-    # Proxies whose X-Forwarded-For is believed (addresses or networks, e.g. "127.0.0.1").
+    # Proxies whose X-Forwarded-For is believed (addresses or networks, e.g. "127.0.0.1"), by
+    # this listener and the console.
     trusted_proxies: tuple[str, ...] = ()
     max_body_bytes: int = 4096
     # Requests per client address per minute (429 beyond); 0 = no limit.
@@ -170,8 +171,9 @@ class ConsoleSettings:
     session_max_s: float = 12 * 3600.0
     # Set behind TLS (the cookie then carries `Secure`).
     secure_cookie: bool = False
-    # After this many failed logins for one name or one client within login_window_s, both
-    # are refused until login_lockout_s has passed.
+    # One name from one client: login_max_failures attempts, then delays from 30 s doubling
+    # up to login_lockout_s. One client, any names: four times as many within login_window_s,
+    # then refused for login_lockout_s.
     login_max_failures: int = 5
     login_window_s: float = 15 * 60.0
     login_lockout_s: float = 15 * 60.0
