@@ -112,6 +112,7 @@ def error_page(request: web.Request, status: int, title: str, message: str) -> w
 
 @web.middleware
 async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request.app[CLIENT].of(request)  # logs once if an untrusted proxy forwards requests
     try:
         response = await handler(request)
     except web.HTTPException as exc:
