@@ -15,8 +15,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from mailer.health.metrics import Metrics, add_routes
-from mailer.health.status import Status, gather
+from mailer.health.metrics import Metrics, add_metrics
 from tests.daemon_world import daemon, eventually, request, status
 from tests.helpers import run_cli
 from tests.inbox.world import CUSTOMERS_CSV, World, make_world
@@ -108,12 +107,8 @@ async def test_a_campaign_the_cli_sends_and_a_review_it_settles_show_on_the_daem
 async def endpoint(tmp_path: Path) -> AsyncIterator[str]:
     """/metrics of `Metrics(tmp_path / "mailer.db")` on a real server on loopback."""
     db_path = tmp_path / "mailer.db"
-
-    async def health() -> Status:
-        return await gather(db_path)
-
     app = web.Application()
-    add_routes(app, Metrics(db_path), health)
+    add_metrics(app, Metrics(db_path))
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()

@@ -142,6 +142,8 @@ class Metrics:
 
 METRICS_KEY = web.AppKey("mailer_metrics", Metrics)
 Health = Callable[[], Awaitable[Status]]
+
+
 async def metrics(request: web.Request) -> web.Response:
     # In a worker thread: the database gauges are read by a synchronous collector.
     body = await asyncio.to_thread(request.app[METRICS_KEY].render)
