@@ -21,9 +21,10 @@ template and line, the campaign, the server.
           ├── StoreError                the SQLite database (locked, full, read-only, newer)
           ├── ImapError                 the IMAP server
           │    └── ConnectionLost           the connection dropped, or the server said BYE
-          └── SmtpError                 the SMTP server
-               ├── TransientSmtpError       4xx, a dropped connection, a timeout: try again
-               └── PermanentSmtpError       5xx: do not try again
+          ├── SmtpError                 the SMTP server
+          │    ├── TransientSmtpError       4xx, a dropped connection, a timeout: try again
+          │    └── PermanentSmtpError       5xx: do not try again
+          └── DnsError                  the DNS servers `mailer doctor` asks
 
 Library exceptions (sqlite3, aioimaplib, aiosmtplib, jinja2) are translated into these at the
 edge of the module that calls the library (`raise ... from exc`); nothing above `store/` ever
@@ -141,3 +142,7 @@ class TransientSmtpError(SmtpError):
 
 class PermanentSmtpError(SmtpError):
     """Not worth retrying: a 5xx reply."""
+
+
+class DnsError(Unavailable):
+    """No DNS server answered (timed out, refused, SERVFAIL); not "no such record"."""

@@ -5,7 +5,7 @@ call one async function, print). `mailer.cli.support` turns errors into exit cod
     campaign   create ... send, pause, cancel    inbox     process (one burst pass)
     bounces    list;  dkim dns                   users     console accounts
     db         backup, check                     serve     run, web, console, status
-    init       a new installation's files
+    init       a new installation's files        doctor    will providers accept our mail?
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from mailer.cli import bounces, campaigns, customers, db, inbox, init, review, serve, users
+from mailer.cli import bounces, campaigns, customers, db, doctor, inbox, init, review, serve, users
 from mailer.cli.support import CliState
 from mailer.logs import LEVELS, LogFormat
 from mailer.settings import default_path
@@ -42,6 +42,6 @@ def main(ctx: click.Context, settings_path: Path | None, verbose: bool,
 for command in (
     customers.customers, campaigns.campaign, review.review, inbox.inbox, bounces.bounces,
     bounces.dkim_group, users.users, db.db, init.init,
-    serve.run_daemon, serve.web, serve.console, serve.status,
+    serve.run_daemon, serve.web, serve.console, serve.status, doctor.doctor,
 ):
     main.add_command(command)

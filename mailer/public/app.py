@@ -32,7 +32,7 @@ from mailer.http import serving
 from mailer.http.client import ClientAddress
 from mailer.http.headers import add_security_headers
 from mailer.mail.tokens import read_link_token
-from mailer.public import unsubscribe
+from mailer.public import doctor_probe, unsubscribe
 from mailer.public.context import WEB, WebContext
 from mailer.public.middlewares import OUTCOME, Limits, make_middlewares
 from mailer.public.pages import Pages
@@ -146,6 +146,7 @@ def make_app(
                 honoured.labels(source=source).inc()
 
         app.on_response_prepare.append(count_opt_outs)
+    doctor_probe.add_route(app, prefix)
     app.router.add_get(prefix + "/{token}", unsubscribe.show, name="page")
     app.router.add_post(prefix + "/{token}", unsubscribe.submit, name="submit")
     return app

@@ -27,6 +27,9 @@ def check_section(name: str, section: Any) -> None:
     if name == "http":
         _check_http(section)
         return
+    if name == "doctor":
+        section.addresses()  # raises SettingsError for a value that is not an address
+        return
     for spec in dataclasses.fields(section):
         value = getattr(section, spec.name)
         where = f"[{name}] {spec.name}"

@@ -9,11 +9,13 @@ Reading and checking a file is `mailer.settings.loading`'s; this module holds no
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from mailer.categories import CATEGORIES
+from mailer.errors import SettingsError
 
 Security = Literal["tls", "starttls", "none"]
 
@@ -184,6 +186,37 @@ class ConsoleSettings:
 
 
 @dataclass(frozen=True)
+class DoctorSettings:
+    """`mailer doctor`: where it asks DNS (its checks must see what receivers see)."""
+
+    # "address" or "address:port" of recursive or authoritative servers; empty: the system's.
+    nameservers: tuple[str, ...] = ()
+
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """(address, port) of each of `nameservers`, port 53 where none is given."""
+        return tuple(parse_nameserver(value) for value in self.nameservers)
+
+
+def parse_nameserver(value: str) -> tuple[str, int]:
+    """("9.9.9.9", 53) of "9.9.9.9", ("::1", 5353) of "[::1]:5353"; SettingsError naming
+    `[doctor] nameservers` for anything else."""
+    host, port = value, "53"
+    if value.startswith("["):
+        host, _, port = value[1:].partition("]:")
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 65535:
+        raise SettingsError(f'[doctor] nameservers: expected "address" or "address:port", '
+                            f'got "{value}"')
+    return host, number
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings
     imap: ImapSettings
@@ -196,6 +229,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    doctor: DoctorSettings = field(default_factory=DoctorSettings)
     source: Path | None = None
 
     @property
@@ -217,6 +251,7 @@ SECTIONS: dict[str, type[Any]] = {
     "log": LogSettings,
     "http": HttpSettings,
     "console": ConsoleSettings,
+    "doctor": DoctorSettings,
 }
 
 
