@@ -53,10 +53,12 @@ class Relay:
 
     def __init__(self, context: ssl.SSLContext, *, implicit: bool = False) -> None:
         self.port = free_port()
-        tls = {"ssl_context": context} if implicit else {"tls_context": context}
+        # aiosmtpd's auth_require_tls only knows STARTTLS; on implicit TLS the whole
+        # session is encrypted, so AUTH is offered from the start.
+        tls: dict[str, Any] = ({"ssl_context": context, "auth_require_tls": False} if implicit
+                               else {"tls_context": context, "auth_require_tls": True})
         self._controller = Controller(self, hostname=HOST, port=self.port,
-                                      authenticator=self._authenticate, auth_require_tls=True,
-                                      **tls)
+                                      authenticator=self._authenticate, **tls)
 
     @staticmethod
     def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str,
