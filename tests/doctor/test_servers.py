@@ -9,13 +9,15 @@ import pytest
 import trustme
 from aiohttp import web
 
+from mailer.doctor.report import Check
 from mailer.doctor.resolver import Resolver
 from mailer.doctor.servers import imap_checks, smtp_checks, unsubscribe_check
 from mailer.mail.smtp import smtp_config
 from tests.doctor.conftest import HOST, UNSUBSCRIBE_HOST, Relay, World, server_context
+from tests.servers import SmtpSink, free_port
 
 
-def results(checks: list) -> dict[str, str]:  # type: ignore[type-arg]
+def results(checks: list[Check]) -> dict[str, str]:
     return {c.name: c.result for c in checks}
 
 
@@ -25,7 +27,7 @@ async def test_starttls_relay_with_a_certificate_for_its_name_and_our_login_pass
 
     assert results(checks) == {"SMTP": "pass", "SMTP TLS": "pass", "SMTP login": "pass"}
     tls = next(c for c in checks if c.name == "SMTP TLS")
-    assert tls.found.startswith(f"{HOST}:") and f"STARTTLS, TLSv1." in tls.found
+    assert tls.found.startswith(f"{HOST}:") and "STARTTLS, TLSv1." in tls.found
     assert tls.found.endswith(f"certificate verifies for {HOST}")
 
 
@@ -66,10 +68,7 @@ async def test_a_refused_login_fails_naming_the_settings(world: World) -> None:
     assert login.fix == "check [smtp] username and the password (MAILER_SMTP_PASSWORD)"
 
 
-async def test_a_relay_without_tls_fails(world: World, smtp_sink: object) -> None:
-    from tests.servers import SmtpSink
-
-    assert isinstance(smtp_sink, SmtpSink)
+async def test_a_relay_without_tls_fails(world: World, smtp_sink: SmtpSink) -> None:
     settings = world.settings(smtp={"port": smtp_sink.port, "security": "starttls",
                                     "username": ""})
     checks = await smtp_checks(smtp_config(settings))
@@ -79,8 +78,6 @@ async def test_a_relay_without_tls_fails(world: World, smtp_sink: object) -> Non
 
 
 async def test_nothing_listening_fails_smtp(world: World) -> None:
-    from tests.servers import free_port
-
     checks = await smtp_checks(smtp_config(world.settings(smtp={"port": free_port()})))
 
     assert [(c.name, c.result) for c in checks] == [("SMTP", "fail")]
@@ -124,7 +121,7 @@ async def test_unsubscribe_url_over_verified_https_reaches_the_listener(
 
 async def test_unsubscribe_url_with_an_untrusted_certificate_fails(
         world: World, listener: None, resolver: Resolver,
-        monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+        monkeypatch: pytest.MonkeyPatch) -> None:
     stranger = world.path.parent / "stranger.pem"
     trustme.CA().cert_pem.write_to_path(str(stranger))
     monkeypatch.setenv("SSL_CERT_FILE", str(stranger))
