@@ -42,7 +42,8 @@ _MECHANISMS = frozenset({"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exis
 _NEEDS_VALUE = frozenset({"include", "ip4", "ip6", "exists"})
 _SPF_VERSION = re.compile(r"v=spf1(?:\s|$)", re.IGNORECASE)
 _MODIFIER = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)=(.*)")
-_MECHANISM = re.compile(r"([+?~-]?)([A-Za-z][A-Za-z0-9_.-]*)(?::(.*?))?(/\d{1,3}(?://\d{1,3})?)?")
+# RFC 7208 §5.6 dual-cidr-length: "/24", "//64" or "/24//64" after a (name:)domain.
+_MECHANISM = re.compile(r"([+?~-]?)([A-Za-z][A-Za-z0-9_.-]*)(?::(.*?))?((?:/\d{1,3})?(?://\d{1,3})?)")
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,8 @@ async def _follow(resolver: Resolver, domain: str, terms: list[SpfTerm], facts: 
 
 def _networks(addresses: list[str], cidr: str) -> list[Network]:
     """The networks `a/24` or `mx//64` names around each address (RFC 7208 §5.6)."""
-    v4, _, v6 = cidr.lstrip("/").partition("//")
+    v4, _, v6 = cidr.partition("//")
+    v4 = v4.lstrip("/")
     networks: list[Network] = []
     for address in addresses:
         ip = ipaddress.ip_address(address)
