@@ -77,18 +77,18 @@ def parse_spf(record: str) -> list[SpfTerm]:
         if modifier is not None and ":" not in modifier.group(1):
             name, value = modifier.group(1).lower(), modifier.group(2)
             if name in ("redirect", "exp") and not value:
-                raise RecordError(f'"{word}": {name}= needs a domain')
+                raise RecordError(f'"{_shown(word)}": {name}= needs a domain')
             terms.append(SpfTerm(name=name, value=value, modifier=True))
             continue
         mechanism = _MECHANISM.fullmatch(word)
         if mechanism is None or mechanism.group(2).lower() not in _MECHANISMS:
-            raise RecordError(f'"{word}" is not an SPF mechanism')
+            raise RecordError(f'"{_shown(word)}" is not an SPF mechanism')
         qualifier, name, value, cidr = mechanism.groups()
         name = name.lower()
         if name in _NEEDS_VALUE and not value:
-            raise RecordError(f'"{word}": {name} needs a value')
+            raise RecordError(f'"{_shown(word)}": {name} needs a value')
         if name == "all" and (value is not None or cidr):
-            raise RecordError(f'"{word}": all takes no value')
+            raise RecordError(f'"{_shown(word)}": all takes no value')
         if name in ("ip4", "ip6"):
             _network(word, name, (value or "") + (cidr or ""))
         terms.append(SpfTerm(name=name, value=value or "", qualifier=qualifier or "+",
@@ -103,9 +103,9 @@ def _network(word: str, name: str, text: str) -> ipaddress.IPv4Network | ipaddre
     try:
         network = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise RecordError(f'"{word}": not an {name} network') from None
+        raise RecordError(f'"{_shown(word)}": not an {name} network') from None
     if (name == "ip4") != (network.version == 4):
-        raise RecordError(f'"{word}": not an {name} network')
+        raise RecordError(f'"{_shown(word)}": not an {name} network')
     return network
 
 
@@ -131,6 +131,13 @@ def dmarc_records(texts: list[str]) -> list[str]:
     return [t for t in texts if re.match(r"v\s*=\s*DMARC1\s*(;|$)", t)]
 
 
+def _shown(text: str) -> str:
+    """Published text as it can go into a one-line message: whitespace runs made one space,
+    at most 60 characters."""
+    one = " ".join(text.split())
+    return one if len(one) <= 60 else one[:57] + "..."
+
+
 def _tags(record: str) -> dict[str, str]:
     """RFC 6376 §3.2 tag=value list (DMARC uses the same syntax)."""
     tags: dict[str, str] = {}
@@ -140,9 +147,9 @@ def _tags(record: str) -> dict[str, str]:
         name, equals, value = part.partition("=")
         name = name.strip()
         if not equals or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
-            raise RecordError(f'"{part.strip()}" is not a tag=value')
+            raise RecordError(f'"{_shown(part)}" is not a tag=value')
         if name in tags:
-            raise RecordError(f'tag "{name}" appears twice')
+            raise RecordError(f'tag "{_shown(name)}" appears twice')
         tags[name] = value.strip()
     return tags
 
@@ -152,12 +159,13 @@ def parse_dmarc(record: str) -> Dmarc:
     tags = _tags(record)
     policy = tags.get("p", "").lower()
     if policy not in ("none", "quarantine", "reject"):
-        raise RecordError(f'p= must be none, quarantine or reject, got "{tags.get("p", "")}"')
+        given = _shown(tags.get("p", ""))
+        raise RecordError(f'p= must be none, quarantine or reject, got "{given}"')
     alignment = {}
     for tag in ("adkim", "aspf"):
         mode = tags.get(tag, "r").lower()
         if mode not in ("r", "s"):
-            raise RecordError(f'{tag}= must be r or s, got "{tags[tag]}"')
+            raise RecordError(f'{tag}= must be r or s, got "{_shown(tags[tag])}"')
         alignment[tag] = mode
     rua = tuple(u.strip() for u in tags.get("rua", "").split(",") if u.strip())
     return Dmarc(policy=policy, rua=rua, adkim=alignment["adkim"], aspf=alignment["aspf"],
@@ -202,7 +210,7 @@ def dkim_keys(texts: list[str]) -> list[str]:
 def parse_dkim_key(record: str) -> DkimKey:
     tags = _tags(record)
     if "v" in tags and tags["v"] != "DKIM1":
-        raise RecordError(f'v= must be DKIM1, got "{tags["v"]}"')
+        raise RecordError(f'v= must be DKIM1, got "{_shown(tags["v"])}"')
     if "p" not in tags:
         raise RecordError("no p= (public key) tag")
     try:
