@@ -79,7 +79,7 @@ _TITLES: dict[Area, str] = {"dns": "DNS", "servers": "Servers", "messages": "Mes
 
 def table(report: Report) -> str:
     """The report as a table, one row per check, grouped by area; a fix goes on its own
-    line under its row, unwrapped, so a DNS record can be copied as it is."""
+    line under its row (`see:` for an info), unwrapped, so a DNS record can be copied as it is."""
     width = max((len(c.name) for c in report.checks), default=5)
     lines: list[str] = []
     for area, title in _TITLES.items():
@@ -90,7 +90,8 @@ def table(report: Report) -> str:
         for check in rows:
             lines.append(f"  {check.result:<4}  {check.name:<{width}}  {check.found}")
             if check.fix:
-                lines.append(f"  {'':<4}  {'':<{width}}  fix: {check.fix}")
+                label = "see" if check.result == "info" else "fix"
+                lines.append(f"  {'':<4}  {'':<{width}}  {label}: {check.fix}")
     counts = {r: sum(c.result == r for c in report.checks) for r in ("pass", "warn", "fail")}
     lines.append(f"{counts['pass']} passed, {counts['warn']} warnings, {counts['fail']} failed")
     return "\n".join(lines)

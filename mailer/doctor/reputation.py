@@ -38,7 +38,8 @@ def _percent(rate: float) -> str:
 def judge_complaints(days: int, window: ComplaintWindow) -> Check:
     name = f"Complaints {days}d"
     if window.sent == 0:
-        return passed("reputation", name, f"no mail sent in the last {days} days")
+        period = "day" if days == 1 else f"{days} days"
+        return passed("reputation", name, f"no mail sent in the last {period}")
     rate = window.complaints / window.sent
     found = f"{window.complaints} complaints / {window.sent} sent = {_percent(rate)}"
     fix = ("send only to customers who opted in and engaged recently, make the unsubscribe "

@@ -134,7 +134,7 @@ async def imap_checks(settings: Settings) -> list[Check]:
                                      "one in the settings ([imap] folder)"))
             elif absent:
                 checks.append(warn("servers", f"{name} folders",
-                                   f"no folder {', '.join(absent)} yet",
+                                   f"not created yet: {', '.join(absent)}",
                                    "run `mailer inbox process` once: it creates them"))
             else:
                 checks.append(passed("servers", f"{name} folders",

@@ -127,7 +127,7 @@ def test_complaint_rates_pass_under_a_tenth_of_a_percent_warn_from_it_fail_from_
     results = [judge_complaints(7, window(10_000, n)).result for n in (9, 10, 29, 30)]
 
     assert results == ["pass", "warn", "warn", "fail"]
-    assert judge_complaints(1, window(0, 0)).found == "no mail sent in the last 1 days"
+    assert judge_complaints(1, window(0, 0)).found == "no mail sent in the last day"
 
 
 def test_the_pause_needs_the_sample_and_the_rate() -> None:
