@@ -4,8 +4,9 @@ waiting for a person (providers ask for opt-outs honoured within two days); and,
 than guessed, what only the providers see.
 
 `judge_*` and `pause_decision` are pure; `reputation_checks` and `reputation_pause_check` read
-the store. The daemon calls `reputation_pause_check` on each pass: at 0.3% over the last day
-every campaign in progress must pause (the wiring lives in the daemon).
+the store. The daemon is to call `reputation_pause_check` on each pass and, when it says
+pause, `pause_campaigns` (every campaign sending or scheduled, with the reason `mailer status`,
+`campaign show` and the console show); the wiring lives in the daemon.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 import aiosqlite
 
 from mailer.doctor.report import Check, failed, info, passed, warn
+from mailer.store import campaigns as campaign_store
 from mailer.store import reputation as store
-from mailer.store.db import open_db
+from mailer.store.db import open_db, transaction
 from mailer.store.reputation import CampaignBounces, ComplaintWindow
 
 COMPLAINT_WARN = 0.001
@@ -35,13 +37,18 @@ def _percent(rate: float) -> str:
     return f"{rate * 100:.2f}%"
 
 
+def _complaints(window: ComplaintWindow) -> str:
+    noun = "complaint" if window.complaints == 1 else "complaints"
+    return f"{window.complaints} {noun} / {window.sent} sent"
+
+
 def judge_complaints(days: int, window: ComplaintWindow) -> Check:
     name = f"Complaints {days}d"
     if window.sent == 0:
         period = "day" if days == 1 else f"{days} days"
         return passed("reputation", name, f"no mail sent in the last {period}")
     rate = window.complaints / window.sent
-    found = f"{window.complaints} complaints / {window.sent} sent = {_percent(rate)}"
+    found = f"{_complaints(window)} = {_percent(rate)}"
     fix = ("send only to customers who opted in and engaged recently, make the unsubscribe "
            "link prominent, and read the complaints: `mailer bounces list`")
     if rate >= COMPLAINT_FAIL:
@@ -128,7 +135,7 @@ def pause_decision(window: ComplaintWindow, *, min_sample: int) -> PauseDecision
     pause_min_sample`: a handful of sends says nothing); warn from 0.1%."""
     rate = window.complaints / window.sent if window.sent else 0.0
     text = (f"sender-wide complaint rate {_percent(rate)} over the last day "
-            f"({window.complaints} complaints / {window.sent} sent)")
+            f"({_complaints(window)})")
     pause = window.sent >= min_sample and rate >= COMPLAINT_FAIL
     warning = window.sent >= min_sample and rate >= COMPLAINT_WARN
     return PauseDecision(pause=pause, warning=warning, rate=rate, window=window,
@@ -140,3 +147,23 @@ async def reputation_pause_check(conn: aiosqlite.Connection, *, now: datetime,
     """For the daemon's pass: the decision about the last day's complaint rate."""
     return pause_decision(await store.complaint_window(conn, since(now, 1)),
                           min_sample=min_sample)
+
+
+# A campaign sending stops before its next message once its status changes (the sender reads
+# it per batch); a scheduled one would start into the same complaints, so it is held too.
+_IN_PROGRESS = ("sending", "scheduled")
+
+
+async def pause_campaigns(conn: aiosqlite.Connection, decision: PauseDecision) -> list[int]:
+    """Pause every campaign in progress for the complaint rate; the ids paused (none unless
+    `decision.pause`)."""
+    if not decision.pause:
+        return []
+    paused = []
+    async with transaction(conn, "pause campaigns for the complaint rate"):
+        for campaign in await campaign_store.list_campaigns(conn):
+            if campaign.status in _IN_PROGRESS and await campaign_store.set_status(
+                    conn, campaign.id, "paused", reason=f"paused: {decision.reason}",
+                    expected=(campaign.status,)):
+                paused.append(campaign.id)
+    return paused

@@ -17,6 +17,7 @@ from mailer.doctor.reputation import (
     judge_bounces,
     judge_complaints,
     judge_opt_outs,
+    pause_campaigns,
     pause_decision,
     reputation_checks,
     reputation_pause_check,
@@ -85,6 +86,32 @@ async def test_complaints_read_from_the_inbox_set_the_rates_and_the_pause(
         "2 complaints / 40 sent = 5.00% (providers refuse mail at 0.30%)")
     assert by_name["Hard bounces"].result == "pass"
     assert by_name["Gmail Postmaster Tools"].result == "info"
+
+
+async def test_a_pause_decision_pauses_every_campaign_in_progress_saying_why(
+        tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink) -> None:
+    world = await sent_campaign(tmp_path, imap_server, smtp_sink, audience=20)
+    world.deliver(complaint(smtp_sink.messages[0], 1))
+    await world.process()
+    async with open_db(world.db_path) as conn:
+        later = await service.create_campaign(conn, world.settings.templates.dir, kind="offers",
+                                              template="welcome-offer", subject="Later")
+        await service.schedule(conn, later.id, "2099-01-01T09:00:00")
+        draft = await service.create_campaign(conn, world.settings.templates.dir,
+                                              kind="offers", template="welcome-offer",
+                                              subject="Draft")
+        quiet = await reputation_pause_check(conn, now=datetime.now(UTC), min_sample=100)
+        assert await pause_campaigns(conn, quiet) == []
+        decision = await reputation_pause_check(conn, now=datetime.now(UTC), min_sample=10)
+        paused = await pause_campaigns(conn, decision)
+        shown = await service.get(conn, later.id)
+        untouched = await service.get(conn, draft.id)
+
+    assert paused == [later.id]
+    assert (shown.status, shown.status_reason) == (
+        "paused", "paused: sender-wide complaint rate 5.00% over the last day (1 complaint / "
+                  "20 sent): providers refuse mail at 0.30%")
+    assert untouched.status == "draft"
 
 
 async def test_complaints_older_than_a_window_leave_it(
