@@ -162,3 +162,13 @@ async def test_a_verified_host_whose_answer_is_not_mailers_warns(
 
     assert check.result == "warn"
     assert check.found.endswith("certificate verifies, but the answer (404) is not mailer's")
+
+
+async def test_implicit_tls_with_a_certificate_for_another_name_fails_tls(
+        world: World, ca: trustme.CA) -> None:
+    with Relay(server_context(ca, "smtp.elsewhere.test"), implicit=True) as wrong:
+        settings = world.settings(smtp={"port": wrong.port, "security": "tls"})
+        checks = await smtp_checks(smtp_config(settings))
+
+    assert [(c.name, c.result) for c in checks] == [("SMTP TLS", "fail")]
+    assert "certificate does not verify" in checks[0].found
