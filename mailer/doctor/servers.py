@@ -8,6 +8,7 @@ created: the SMTP session ends after the login, the folders are only selected.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from urllib.parse import urlsplit
@@ -77,6 +78,8 @@ async def smtp_checks(config: SmtpConfig) -> list[Check]:
             checks.append(passed("servers", "SMTP TLS", f"{where}: {how}, {version}, "
                                  f"certificate verifies for {config.host}"))
         checks.append(await _smtp_login(client, config, where))
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await client.quit()  # RFC 5321 §4.1.1.10: end the session politely
     except (aiosmtplib.SMTPException, OSError) as exc:
         checks.append(failed("servers", "SMTP", f"{where}: {type(exc).__name__}: "
                              f"{' '.join(str(exc).split())}",

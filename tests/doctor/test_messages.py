@@ -3,7 +3,10 @@ own builders, pass; each rule broken in a message fails; DKIM verifies only agai
 
 from __future__ import annotations
 
+import base64
 from email.message import EmailMessage
+
+import nacl.signing
 
 from mailer.doctor.dns_checks import DkimFacts, dns_checks
 from mailer.doctor.messages import (
@@ -125,3 +128,21 @@ def test_a_handmade_message_that_keeps_the_rules_passes() -> None:
 
     assert [judge_format(data, DOMAIN).result, judge_one_click(data).result,
             judge_visible_link(data).result] == ["pass", "pass", "pass"]
+
+
+async def test_an_ed25519_key_passes_the_key_and_signature_checks(world: World) -> None:
+    seed_file = world.path.parent / "ed25519.key"
+    seed_file.write_text(base64.b64encode(bytes(nacl.signing.SigningKey.generate())).decode())
+    settings = world.settings(dkim={"algorithm": "ed25519-sha256",
+                                    "private_key_file": str(seed_file)})
+    signer = load_signer(settings.dkim)
+    assert signer is not None
+    world.zone.remove(signer.dns_name(), "TXT")
+    world.zone.txt(signer.dns_name(), signer.dns_value())
+
+    checks, facts = await dns_checks(Resolver(settings.doctor), settings, signer)
+    dkim = message_checks(settings, facts)[4]
+
+    assert next(c for c in checks if c.name == "DKIM key").found.endswith(
+        "ed25519 key matches ours")
+    assert (dkim.name, dkim.result) == ("DKIM signature", "pass")
