@@ -23,8 +23,9 @@ from mailer.doctor.records import (
     parse_dmarc,
 )
 from mailer.doctor.report import Check, failed, info, passed, warn
-from mailer.doctor.resolver import DnsError, Resolver
+from mailer.doctor.resolver import Resolver
 from mailer.doctor.spf import gather_spf, judge_spf
+from mailer.errors import DnsError
 from mailer.mail.dkim import Signer
 from mailer.settings import Settings
 

@@ -20,7 +20,7 @@ import dns.reversename
 from mailer.errors import DnsError
 from mailer.settings import DoctorSettings
 
-__all__ = ["DnsError", "Resolver"]
+__all__ = ["Resolver"]
 
 _TIMEOUT_S = 5.0
 

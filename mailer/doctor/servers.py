@@ -19,8 +19,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from mailer.doctor.probe import PROBE_BODY, probe_url
 from mailer.doctor.report import Check, failed, info, passed, warn
-from mailer.doctor.resolver import DnsError, Resolver
-from mailer.errors import ImapError
+from mailer.doctor.resolver import Resolver
+from mailer.errors import DnsError, ImapError
 from mailer.inbox.imap import ImapClient
 from mailer.inbox.worker import bounces_imap_config, imap_config
 from mailer.mail.smtp import SmtpConfig, smtp_config

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from mailer.doctor.report import Check, Report, table
-from mailer.settings import SettingsError, load
+from mailer.errors import SettingsError
+from mailer.settings import load
 from tests.doctor.conftest import DOMAIN, World
 from tests.helpers import ROOT, base_sections, write_settings
 
