@@ -55,7 +55,13 @@ class DkimFacts:
     records: list[str]  # the key records found there
 
 
-def judge_dkim(signer: Signer | None, facts: DkimFacts | None) -> Check:
+def judge_dkim(signer: Signer | None, facts: DkimFacts | None, *,
+               configured: bool = False) -> Check:
+    """Our public key is the one published. `configured`: `[dkim]` is set, though its key
+    could not be loaded (no signer)."""
+    if signer is None and configured:
+        return failed("dns", "DKIM key", "[dkim] is set but its private key cannot be loaded",
+                      "point [dkim] private_key_file at the key (or set MAILER_DKIM_KEY)")
     if signer is None or facts is None:
         return failed("dns", "DKIM key", "[dkim] domain is not set: messages go out unsigned",
                       "set [dkim] domain, selector and private_key_file, then publish the "
@@ -215,7 +221,7 @@ async def dns_checks(resolver: Resolver, settings: Settings, signer: Signer | No
         if signer is not None:
             dkim_facts = DkimFacts(signer.dns_name(),
                                    dkim_keys(await resolver.txt(signer.dns_name())))
-        checks.append(judge_dkim(signer, dkim_facts))
+        checks.append(judge_dkim(signer, dkim_facts, configured=settings.dkim.enabled))
         checks += judge_dmarc(await find_dmarc(resolver, domains.from_domain), domains,
                               signer.domain if signer else "")
         checks.append(judge_mx(domains.envelope_domain, await resolver.mx(domains.envelope_domain)))

@@ -31,7 +31,8 @@ async def _dns(settings: Settings, resolver: Resolver
         signer = load_signer(settings.dkim)
     except SettingsError as exc:
         key_problem = [failed("dns", "DKIM private key", str(exc),
-                              "point [dkim] private_key_file at the key (or set MAILER_DKIM_KEY)")]
+                              "point [dkim] private_key_file at the key (or set "
+                              "MAILER_DKIM_KEY); `mailer dkim dns` then prints its record")]
     checks, facts = await dns_checks(resolver, settings, signer)
     return [*key_problem, *checks], facts
 

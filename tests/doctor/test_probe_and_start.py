@@ -63,3 +63,15 @@ async def test_the_start_report_with_dns_down_fails_a_check_and_returns(world: W
     report = await startup_report(settings)
 
     assert [c.name for c in report.failures()] == ["DNS", "DKIM signature"]
+
+
+async def test_an_unreadable_dkim_key_is_named_not_taken_for_dkim_off(world: World) -> None:
+    settings = world.settings()
+    (world.path.parent / "dkim.pem").write_text("not a key")
+
+    report = await startup_report(settings)
+
+    failures = {c.name: c.found for c in report.failures()}
+    assert failures["DKIM private key"].startswith("[dkim] private_key_file: not an RSA "
+                                                   "private key")
+    assert failures["DKIM key"] == "[dkim] is set but its private key cannot be loaded"
