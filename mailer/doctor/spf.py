@@ -103,6 +103,10 @@ def judge_spf(facts: SpfFacts, smtp_host: str, smtp_addresses: list[str]) -> Che
     if facts.error:
         return failed("dns", "SPF", f'{domain}: "{record}": {facts.error}',
                       f'{where} "{suggested_record(smtp_host, smtp_addresses)}" in its place')
+    if any(w.lower() in ("all", "+all") for w in record.split()[1:]):
+        # "+all" passes every server on the internet: receivers treat it as no SPF at all.
+        return failed("dns", "SPF", f'{domain}: "{record}" allows any server to send (+all)',
+                      f'{where} "{suggested_record(smtp_host, smtp_addresses)}" in its place')
     if facts.lookups > MAX_LOOKUPS:
         return failed("dns", "SPF",
                       f'{domain}: "{record}" needs more than {MAX_LOOKUPS} DNS look-ups '

@@ -84,6 +84,16 @@ async def test_ten_lookups_through_includes_still_pass(world: World) -> None:
     assert (check.result, "(10 of 10 look-ups" in check.found) == ("pass", True)
 
 
+async def test_spf_that_allows_every_server_fails(world: World) -> None:
+    world.zone.remove(DOMAIN, "TXT")
+    world.zone.txt(DOMAIN, "v=spf1 ip4:127.0.0.1 +all")
+
+    check = only(await diagnose_dns(world.settings()), "SPF")
+
+    assert (check.result, check.found) == (
+        "fail", f'{DOMAIN}: "v=spf1 ip4:127.0.0.1 +all" allows any server to send (+all)')
+
+
 async def test_spf_that_leaves_out_the_relay_warns_with_the_term_to_add(world: World) -> None:
     world.zone.remove(DOMAIN, "TXT")
     world.zone.txt(DOMAIN, "v=spf1 ip4:192.0.2.0/24 ~all")
