@@ -107,7 +107,8 @@ class World:
 
 
 @pytest.fixture
-def ca(tmp_path: Path) -> trustme.CA:
+def ca() -> trustme.CA:
+    """A test certificate authority: the relay's and the listener's certificates come from it."""
     return trustme.CA()
 
 
