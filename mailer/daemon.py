@@ -39,7 +39,7 @@ from mailer.campaigns.sender import SendOutcome
 from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.consent.confirmations import confirmation_settings, send_due
 from mailer.console import app as console_app
-from mailer.errors import CampaignRefused
+from mailer.errors import CampaignRefused, SmtpError
 from mailer.health import status as status_module
 from mailer.health.metrics import Metrics
 from mailer.inbox.processor import PassReport
@@ -216,7 +216,7 @@ class Daemon:
                     try:
                         async with asyncio.timeout(config.timeout_s * 2):
                             await (await smtp.connect(config)).close()
-                    except (smtp.SmtpError, TimeoutError) as exc:
+                    except (SmtpError, TimeoutError) as exc:
                         failed_probes += 1
                         delay_s = SERVER_RECONNECT.delay_s(failed_probes)
                         log.info("campaigns %s wait for the SMTP server: %s; probing again in "

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailer.errors import HeaderInjection
 from mailer.mail import outgoing
 from mailer.mail.outgoing import (
     CampaignHeaders,
     CampaignMessageBuilder,
-    HeaderInjection,
     build_confirmation,
     message_id,
 )

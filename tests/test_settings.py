@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mailer import settings
-from mailer.settings import SettingsError
+from mailer.errors import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mailer import settings
-from mailer.settings import SettingsError
+from mailer.errors import SettingsError
 
 MINIMAL: dict[str, Any] = {
     "imap": {"host": "127.0.0.1"},

@@ -13,8 +13,9 @@ from typing import Any, Literal
 import pytest
 from aiosmtpd.controller import Controller
 
+from mailer.errors import PermanentSmtpError, TransientSmtpError
 from mailer.mail import smtp
-from mailer.mail.smtp import PermanentSmtpError, SmtpConfig, TransientSmtpError
+from mailer.mail.smtp import SmtpConfig
 from tests.servers import HOST, PostfixSink, SmtpSink, _self_signed_certificate, free_port
 
 MESSAGE = b"From: news@imperial.test\r\nTo: ann@example.com\r\nSubject: hi\r\n\r\nhello\r\n"

@@ -20,8 +20,7 @@ from mailer.campaigns.failures import SMTP_UNAVAILABLE, retry_delay_s
 from mailer.campaigns.messages import Built, CampaignMessages, SendConfig
 from mailer.campaigns.pool import Connection, RateLimiter, sleep_unless
 from mailer.clock import Clock
-from mailer.errors import HeaderInjection, TemplateError
-from mailer.mail import smtp
+from mailer.errors import HeaderInjection, PermanentSmtpError, TemplateError, TransientSmtpError
 from mailer.mail.dkim_pool import SigningPool
 from mailer.store.campaigns import Campaign, Recipient, RecipientResult
 from mailer.store.consent import ConsentGate
@@ -73,10 +72,10 @@ class Worker:
             client = await self.connection.open(
                 retry=run.config.retry, max_attempts=run.config.max_attempts,
                 halted=run.halted, what=f"campaign {run.campaign.id}")
-        except smtp.PermanentSmtpError as exc:
+        except PermanentSmtpError as exc:
             run.halt("pause", f"paused: SMTP server refused us: {exc}")
             return False
-        except smtp.TransientSmtpError as exc:
+        except TransientSmtpError as exc:
             run.halt("pause", f"{SMTP_UNAVAILABLE}: {exc}")
             return False
         return client is not None
@@ -146,9 +145,9 @@ class Worker:
                 reply = await self.connection.send(
                     config.mail_from(run.campaign.id, customer_id), recipient.email,
                     built.data)
-            except smtp.PermanentSmtpError as exc:
+            except PermanentSmtpError as exc:
                 return RecipientResult(customer_id, "failed", attempts, str(exc), message_id)
-            except smtp.TransientSmtpError as exc:
+            except TransientSmtpError as exc:
                 last_reply = str(exc)
                 delay = retry_delay_s(config.retry, attempts, config.max_attempts)
                 if delay is None:

@@ -18,8 +18,9 @@ from email.utils import parseaddr
 from pathlib import Path
 
 from mailer.backoff import CAMPAIGN_SEND, Backoff
-from mailer.campaigns.model import Campaign, CampaignInvalid
-from mailer.campaigns.templates import CampaignTemplate, RenderContext, TemplateError
+from mailer.campaigns.model import Campaign
+from mailer.campaigns.templates import CampaignTemplate, RenderContext
+from mailer.errors import CampaignInvalid, TemplateError
 from mailer.mail import smtp, tokens, verp
 from mailer.mail.dkim import Signer, load_signer
 from mailer.mail.dkim_pool import SigningPool

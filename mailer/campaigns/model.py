@@ -29,9 +29,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from mailer.categories import CATEGORIES
-from mailer.errors import CampaignInvalid as CampaignInvalid
-from mailer.errors import CampaignNotFound as CampaignNotFound
-from mailer.errors import CampaignRefused as CampaignRefused
+from mailer.errors import CampaignInvalid, CampaignNotFound, CampaignRefused
 from mailer.store.campaigns import Campaign as Campaign
 from mailer.store.campaigns import Counts as Counts
 

@@ -17,6 +17,7 @@ import logging
 
 from mailer.backoff import Backoff
 from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.errors import TransientSmtpError
 from mailer.mail import smtp
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class Connection:
                 async with asyncio.timeout(self.config.timeout_s * 2):
                     self.client = await smtp.connect(self.config)
             except TimeoutError as exc:
-                failure = smtp.TransientSmtpError(
+                failure = TransientSmtpError(
                     f"SMTP {self.config.host}:{self.config.port}: connect timed out")
                 if attempt >= max_attempts:
                     raise failure from exc
@@ -86,7 +87,7 @@ class Connection:
                 log.warning("%s connection %s: %s; retrying in %.1f s", what, self.index,
                             failure, delay)
                 await sleep_unless(halted, delay)
-            except smtp.TransientSmtpError as exc:
+            except TransientSmtpError as exc:
                 if attempt >= max_attempts:
                     raise
                 delay = retry.delay_s(attempt)
@@ -103,12 +104,12 @@ class Connection:
         try:
             # Each exchange (the commands, then the message) is timed out on its own.
             return await self.client.send(sender, recipient, message, self.config.timeout_s)
-        except smtp.TransientSmtpError:
+        except TransientSmtpError:
             self.drop()
             raise
         except TimeoutError as exc:
             self.drop()
-            raise smtp.TransientSmtpError(f"SMTP to <{recipient}>: timed out") from exc
+            raise TransientSmtpError(f"SMTP to <{recipient}>: timed out") from exc
 
     def drop(self) -> None:
         if self.client is not None:

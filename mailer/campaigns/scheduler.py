@@ -22,7 +22,6 @@ from collections.abc import Callable
 
 import aiosqlite
 
-from mailer.campaigns.model import CampaignInvalid, CampaignRefused
 from mailer.campaigns.sender import (
     Holder,
     SendConfig,
@@ -33,6 +32,7 @@ from mailer.campaigns.sender import (
     send_config,
 )
 from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.errors import CampaignInvalid, CampaignRefused
 from mailer.lifecycle.supervise import Part
 from mailer.settings import Settings
 from mailer.store import campaigns as store

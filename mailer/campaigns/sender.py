@@ -69,17 +69,10 @@ from mailer.bounces.deliverability import pause_reason
 from mailer.campaigns.delivery import Worker
 from mailer.campaigns.failures import FailureTally
 from mailer.campaigns.messages import CampaignMessages, SendConfig, send_config
-from mailer.campaigns.model import (
-    Campaign,
-    CampaignInvalid,
-    CampaignNotFound,
-    CampaignRefused,
-    Counts,
-    next_status,
-)
+from mailer.campaigns.model import Campaign, Counts, next_status
 from mailer.campaigns.pool import RateLimiter, first, sleep_unless
 from mailer.clock import SYSTEM_CLOCK, Clock
-from mailer.errors import StoreError
+from mailer.errors import CampaignInvalid, CampaignNotFound, CampaignRefused, StoreError
 from mailer.mail.dkim_pool import SigningPool, signing
 from mailer.store import campaigns as store
 from mailer.store import deliverability as deliverability_store

@@ -25,19 +25,10 @@ from typing import Any
 import aiosqlite
 
 from mailer.campaigns.messages import CampaignMessages, SendConfig
-from mailer.campaigns.model import (
-    Action,
-    Campaign,
-    CampaignInvalid,
-    CampaignNotFound,
-    CampaignRefused,
-    Counts,
-    check_kind,
-    next_status,
-    parse_schedule,
-)
+from mailer.campaigns.model import Action, Campaign, Counts, check_kind, next_status, parse_schedule
 from mailer.campaigns.sender import SendOutcome, SendProgress, send_campaign
-from mailer.campaigns.templates import CampaignTemplate, TemplateError
+from mailer.campaigns.templates import CampaignTemplate
+from mailer.errors import CampaignInvalid, CampaignNotFound, CampaignRefused, TemplateError
 from mailer.mail import smtp
 from mailer.store import campaigns as store
 from mailer.store import customers

@@ -31,13 +31,12 @@ import jinja2
 from jinja2 import meta
 from markupsafe import escape
 
-from mailer.mail.templates import Sandbox, TemplateError, sandbox, template_error
+from mailer.mail.templates import Sandbox, sandbox, template_error
 
 __all__ = [
     "CampaignTemplate",
     "RenderContext",
     "RenderedCampaign",
-    "TemplateError",
 ]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")

@@ -61,8 +61,9 @@ def review_resolve(
     settings = command_settings(ctx)
 
     async def body() -> None:
+        from mailer.errors import ImapError
         from mailer.inbox import review as review_ops
-        from mailer.inbox.imap import ImapClient, ImapError
+        from mailer.inbox.imap import ImapClient
         from mailer.inbox.worker import imap_config, inbox_rules
 
         rules = inbox_rules(settings)

@@ -78,9 +78,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 def check_confirmation_template(settings: Settings) -> None:
     """Exit 2 with one line if the confirmation template cannot render or the DKIM key
     (`[dkim]`, loaded with the outbox's settings) is missing or unreadable."""
-    from mailer.campaigns.templates import TemplateError
     from mailer.consent.confirmations import check_templates, confirmation_settings
-    from mailer.errors import SettingsError
+    from mailer.errors import SettingsError, TemplateError
 
     try:
         check_templates(confirmation_settings(settings))

@@ -35,10 +35,11 @@ import aiosqlite
 
 from mailer import backoff
 from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.errors import PermanentSmtpError, TemplateError, TransientSmtpError
 from mailer.mail import smtp, verp
 from mailer.mail.dkim import Signer, load_signer
 from mailer.mail.outgoing import build_confirmation, message_id
-from mailer.mail.templates import TemplateError, render_confirmation
+from mailer.mail.templates import render_confirmation
 from mailer.settings import Settings
 from mailer.store import outbox as outbox_store
 from mailer.store.db import transaction
@@ -199,14 +200,14 @@ async def send_due(
                     client = await smtp.connect(settings.smtp)
                 await client.send(settings.mail_from(item.id), item.to_address, message,
                                   settings.smtp.timeout_s)
-            except smtp.PermanentSmtpError as exc:
+            except PermanentSmtpError as exc:
                 async with transaction(conn):
                     await outbox_store.mark_failed(conn, item.id, error=str(exc), retry_at=None)
                 report.failed += 1
                 log.warning("confirmation %s to customer %s failed: %s",
                             item.id, item.customer_id, exc)
                 continue
-            except smtp.TransientSmtpError as exc:
+            except TransientSmtpError as exc:
                 when = backoff.CONFIRMATION.retry_at(item.attempts + 1, clock.now())
                 async with transaction(conn):
                     await outbox_store.mark_failed(conn, item.id, error=str(exc), retry_at=when)

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from email.message import Message
 from html.parser import HTMLParser
 
-from mailer.errors import MalformedMessage as MalformedMessage
+from mailer.errors import MalformedMessage
 from mailer.inbox.headers import POLICY, Headers, content_type, decode_bytes, headers_of
 
 __all__ = [
     "MAX_HTML_CHARS",
-    "MalformedMessage",
     "ParsedMessage",
     "html_to_text",
     "own_text",

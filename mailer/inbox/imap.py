@@ -32,8 +32,7 @@ from typing import Any, Literal
 
 from aioimaplib import aioimaplib as upstream
 
-from mailer.errors import ConnectionLost as ConnectionLost
-from mailer.errors import ImapError as ImapError
+from mailer.errors import ConnectionLost, ImapError
 from mailer.inbox.aioimaplib_fixes import ConnectionLostError, PatchedProtocol
 from mailer.inbox.imap_wire import (
     FetchedHeader,
@@ -46,7 +45,7 @@ from mailer.inbox.imap_wire import (
     uidvalidity,
 )
 
-__all__ = ["ConnectionLost", "ImapClient", "ImapConfig", "ImapError"]
+__all__ = ["ImapClient", "ImapConfig"]
 
 log = logging.getLogger(__name__)
 

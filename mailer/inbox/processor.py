@@ -39,7 +39,8 @@ from mailer.bounces import deliverability
 from mailer.bounces.deliverability import Applied
 from mailer.bounces.report_pass import apply_reports, read_reports
 from mailer.consent import optout
-from mailer.inbox.body import MalformedMessage, parse_message
+from mailer.errors import MalformedMessage
+from mailer.inbox.body import parse_message
 from mailer.inbox.classify import Verdict, classify, may_be_report
 from mailer.inbox.headers import Headers, parse_headers
 from mailer.inbox.imap import ImapClient

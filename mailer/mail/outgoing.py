@@ -40,7 +40,7 @@ from email.utils import format_datetime, parseaddr, quote
 from typing import Protocol
 from urllib.parse import quote as url_quote
 
-from mailer.errors import HeaderInjection as HeaderInjection
+from mailer.errors import HeaderInjection
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r")
 
@@ -58,7 +58,6 @@ def crlf_lines(message: bytes) -> bytes:
 __all__ = [
     "CampaignHeaders",
     "CampaignMessageBuilder",
-    "HeaderInjection",
     "RenderedBody",
     "build_confirmation",
     "crlf_lines",

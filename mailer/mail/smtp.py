@@ -27,9 +27,7 @@ from typing import Literal
 
 import aiosmtplib
 
-from mailer.errors import PermanentSmtpError as PermanentSmtpError
-from mailer.errors import SmtpError as SmtpError
-from mailer.errors import TransientSmtpError as TransientSmtpError
+from mailer.errors import PermanentSmtpError, SmtpError, TransientSmtpError
 from mailer.mail.outgoing import crlf_lines
 from mailer.settings import Settings
 

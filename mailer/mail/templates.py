@@ -43,11 +43,10 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from mailer.categories import label
-from mailer.errors import TemplateError as TemplateError
+from mailer.errors import TemplateError
 
 __all__ = [
     "Sandbox",
-    "TemplateError",
     "packaged_defaults",
     "render_confirmation",
     "sandbox",

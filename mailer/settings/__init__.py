@@ -7,7 +7,6 @@
 Everything a caller needs is re-exported here (`from mailer.settings import Settings, load`).
 """
 
-from mailer.errors import SettingsError
 from mailer.settings.loading import default_path, from_mapping, load
 from mailer.settings.sections import (
     SECTIONS,
@@ -43,7 +42,6 @@ __all__ = [
     "LogSettings",
     "Security",
     "Settings",
-    "SettingsError",
     "SmtpSettings",
     "TemplatesSettings",
     "UnsubscribeSettings",

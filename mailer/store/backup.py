@@ -16,8 +16,8 @@ from pathlib import Path
 
 import aiosqlite
 
-from mailer.errors import NotFound
-from mailer.store.db import MIGRATIONS, StoreError, read_only_uri
+from mailer.errors import NotFound, StoreError
+from mailer.store.db import MIGRATIONS, read_only_uri
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ from typing import Any
 import aiosqlite
 
 from mailer.categories import CATEGORIES
+from mailer.errors import StoreError
 from mailer.importer import BadRow, CustomerRow
-from mailer.store.db import StoreError, transaction, utcnow
+from mailer.store.db import transaction, utcnow
 from mailer.store.edge import translated
 
 _BATCH = 5000

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from mailer.errors import StoreError as StoreError
+from mailer.errors import StoreError
 from mailer.store.migrations import MIGRATIONS as MIGRATIONS
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import aiosqlite
 
-from mailer.store.db import MIGRATIONS, StoreError, read_only_uri
+from mailer.errors import StoreError
+from mailer.store.db import MIGRATIONS, read_only_uri
 from mailer.store.edge import translated
 
 # Rows of daemons gone for this long are pruned at the next beat.

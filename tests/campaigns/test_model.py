@@ -7,15 +7,9 @@ import pytest
 
 from mailer.backoff import CAMPAIGN_SEND, Backoff
 from mailer.campaigns.failures import FailureTally, failure_threshold_passed, retry_delay_s
-from mailer.campaigns.model import (
-    Campaign,
-    CampaignInvalid,
-    CampaignRefused,
-    Counts,
-    next_status,
-    parse_schedule,
-)
+from mailer.campaigns.model import Campaign, Counts, next_status, parse_schedule
 from mailer.campaigns.pool import RateLimiter
+from mailer.errors import CampaignInvalid, CampaignRefused
 from tests.campaigns.clock import FakeClock
 
 

@@ -19,8 +19,8 @@ import pytest
 
 from mailer.backoff import Backoff
 from mailer.campaigns import service
-from mailer.campaigns.model import CampaignInvalid, CampaignRefused
 from mailer.campaigns.sender import SendOutcome, send_campaign
+from mailer.errors import CampaignInvalid, CampaignRefused
 from mailer.mail import tokens
 from mailer.mail.outgoing import message_id
 from mailer.store import customers

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 
-from mailer.campaigns.templates import CampaignTemplate, RenderContext, TemplateError
+from mailer.campaigns.templates import CampaignTemplate, RenderContext
+from mailer.errors import TemplateError
 from mailer.mail.templates import render_confirmation
 
 REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"

@@ -8,7 +8,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from mailer.inbox.body import MalformedMessage, html_to_text, own_text, parse_message
+from mailer.errors import MalformedMessage
+from mailer.inbox.body import html_to_text, own_text, parse_message
 from tests.inbox.samples import MAX_BYTES, plain_message
 
 

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from aioimaplib import aioimaplib as upstream
 
+from mailer.errors import ConnectionLost, ImapError
 from mailer.inbox import aioimaplib_fixes
 from mailer.inbox.aioimaplib_fixes import ConnectionLostError, PatchedProtocol
-from mailer.inbox.imap import ConnectionLost, ImapClient, ImapConfig, ImapError
+from mailer.inbox.imap import ImapClient, ImapConfig
 from mailer.inbox.imap_wire import FetchedHeader, encode_mailbox_name
 from tests.helpers import dovecot_only
 from tests.servers import (

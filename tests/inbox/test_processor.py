@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mailer.inbox.imap import ImapClient, ImapError
+from mailer.errors import ImapError
+from mailer.inbox.imap import ImapClient
 from mailer.inbox.processor import prepare_folders, run_pass
 from mailer.store.db import open_db
 from tests.helpers import ROOT, dovecot_only, run_cli

@@ -8,8 +8,9 @@ from email.parser import BytesParser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailer.errors import MalformedMessage
 from mailer.inbox import headers as header_parsing
-from mailer.inbox.body import MalformedMessage, ParsedMessage, parse_message
+from mailer.inbox.body import ParsedMessage, parse_message
 from mailer.inbox.classify import Verdict, classify, may_be_report, normalise_subject
 from mailer.inbox.headers import Headers, parse_headers
 from mailer.inbox.match import Decision, Lookup, decide, extract_clues

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from mailer.settings import SettingsError, from_mapping
+from mailer.errors import SettingsError
+from mailer.settings import from_mapping
 from tests.campaigns.world import settings_mapping
 
 
