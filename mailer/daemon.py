@@ -33,7 +33,6 @@ from typing import Any
 
 from mailer.backoff import RECONNECT, SERVER_RECONNECT
 from mailer.campaigns import service as campaign_service
-from mailer.campaigns.failures import SMTP_UNAVAILABLE
 from mailer.campaigns.scheduler import POLL_INTERVAL_S, scheduler_loop
 from mailer.campaigns.sender import SendOutcome
 from mailer.clock import SYSTEM_CLOCK, Clock
@@ -210,7 +209,7 @@ class Daemon:
         async with open_db(self.settings.database.path) as conn:
             while not self.stop.is_set():
                 waiting = [c.id for c in await campaign_store.list_campaigns(conn)
-                           if c.status == "paused" and c.status_reason.startswith(SMTP_UNAVAILABLE)]
+                           if c.status == "paused" and c.paused_by == "smtp-unavailable"]
                 delay_s = self.timing.scheduler_poll_s
                 if waiting:
                     try:

@@ -1,9 +1,10 @@
 """The one exception tree of `mailer`: every error a person can see, with its exit code.
 
 Each class carries the exit code the command line leaves with (`exit_code`), so the CLI maps
-errors by class in one place (`mailer.cli.support.run`) and never by reading messages. `str()` of
-every error is one line that names the thing at fault: the settings key, the CSV line, the
-template and line, the campaign, the server.
+errors by class in one place (`mailer.cli.support.MailerGroup.invoke`) and never by reading
+messages; what a caller must decide on is a field or a class, never the text. `str()` of every
+error is one line that names the thing at fault: the settings key, the CSV line, the template
+and line, the campaign, the server. Every module imports these from here, and only from here.
 
     MailerError                      1  the root; never raised itself
      ├── BadInput                    2  input that cannot be used as it is
@@ -17,14 +18,19 @@ template and line, the campaign, the server.
      │    └── CampaignNotFound
      ├── Refused                     1  it exists, but the action does not apply in its state
      │    └── CampaignRefused           wrong status, or another process holds the lease
-     └── Unavailable                 3  a server or the database cannot be used (try later)
-          ├── StoreError                the SQLite database (locked, full, read-only, newer)
-          ├── ImapError                 the IMAP server
-          │    └── ConnectionLost           the connection dropped, or the server said BYE
-          ├── SmtpError                 the SMTP server
-          │    ├── TransientSmtpError       4xx, a dropped connection, a timeout: try again
-          │    └── PermanentSmtpError       5xx: do not try again
-          └── DnsError                  the DNS servers `mailer doctor` asks
+     ├── Unavailable                 3  a server or the database cannot be used (try later)
+     │    ├── CampaignPaused            a send that paused itself (SMTP, failures, reports)
+     │    ├── StoreError                the SQLite database (locked, full, read-only, newer)
+     │    ├── ImapError                 the IMAP server
+     │    │    └── ConnectionLost           the connection dropped, or the server said BYE
+     │    ├── SmtpError                 the SMTP server
+     │    │    ├── TransientSmtpError       4xx, a dropped connection, a timeout: try again
+     │    │    └── PermanentSmtpError       5xx: do not try again
+     │    └── DnsError                  the DNS servers `mailer doctor` asks
+     └── Interrupted               130  Ctrl-C (a `campaign send` paused cleanly)
+
+`mailer status` is the exception to these codes: it answers monitoring, so it uses the
+monitoring-plugins convention (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN: any error above).
 
 Library exceptions (sqlite3, aioimaplib, aiosmtplib, jinja2) are translated into these at the
 edge of the module that calls the library (`raise ... from exc`); nothing above `store/` ever
@@ -38,6 +44,8 @@ EXIT_NOT_FOUND = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 3
 EXIT_INTERRUPTED = 130
+# `mailer status` (monitoring-plugins): the state could not be found out.
+EXIT_UNKNOWN = 3
 
 
 class MailerError(Exception):
@@ -95,7 +103,14 @@ class TemplateError(BadInput):
 
 
 class CampaignInvalid(BadInput):
-    """Bad input for a campaign: a kind, a time, a template, or settings a send needs."""
+    """Bad input for a campaign: a kind, a time, a template, or settings a send needs.
+
+    `field` names the input at fault when a form must show the error beside it: "subject"
+    or "template" (empty when it is not one input of the campaign form)."""
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class HeaderInjection(BadInput, ValueError):
@@ -146,3 +161,17 @@ class PermanentSmtpError(SmtpError):
 
 class DnsError(Unavailable):
     """No DNS server answered (timed out, refused, SERVFAIL); not "no such record"."""
+
+
+class CampaignPaused(Unavailable):
+    """A `campaign send` that paused itself: the SMTP server refused or stayed unreachable,
+    too many recipients failed, or its bounce or complaint rate passed `[bounces]`'s limits."""
+
+
+# --- interrupted -------------------------------------------------------------------------
+
+
+class Interrupted(MailerError):
+    """Stopped by Ctrl-C (SIGINT) or SIGTERM; the work can carry on later."""
+
+    exit_code = EXIT_INTERRUPTED

@@ -22,7 +22,7 @@ from mailer.campaigns.pool import Connection, RateLimiter, sleep_unless
 from mailer.clock import Clock
 from mailer.errors import HeaderInjection, PermanentSmtpError, TemplateError, TransientSmtpError
 from mailer.mail.dkim_pool import SigningPool
-from mailer.store.campaigns import Campaign, Recipient, RecipientResult
+from mailer.store.campaigns import Campaign, PauseCause, Recipient, RecipientResult
 from mailer.store.consent import ConsentGate
 from mailer.store.ledger import Ledger
 
@@ -46,7 +46,7 @@ class Run(Protocol):
     signing: SigningPool | None
 
     def halt(self, final: Literal["complete", "pause", "leave", "lost"],
-             reason: str) -> None:
+             reason: str, cause: PauseCause = "") -> None:
         ...
 
     def lease_short(self) -> bool:
@@ -73,10 +73,10 @@ class Worker:
                 retry=run.config.retry, max_attempts=run.config.max_attempts,
                 halted=run.halted, what=f"campaign {run.campaign.id}")
         except PermanentSmtpError as exc:
-            run.halt("pause", f"paused: SMTP server refused us: {exc}")
+            run.halt("pause", f"paused: SMTP server refused us: {exc}", "smtp-refused")
             return False
         except TransientSmtpError as exc:
-            run.halt("pause", f"{SMTP_UNAVAILABLE}: {exc}")
+            run.halt("pause", f"{SMTP_UNAVAILABLE}: {exc}", "smtp-unavailable")
             return False
         return client is not None
 

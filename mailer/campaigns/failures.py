@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from mailer.backoff import Backoff
 from mailer.store.campaigns import Counts
 
-# The reason a campaign pauses with when the SMTP server stays unreachable through the
-# connection retries; the daemon resumes such a campaign by itself once the server answers
-# (a pause by an operator, or for failed recipients, is left for a person).
+# The reason a person reads when a campaign pauses because the SMTP server stayed unreachable
+# through the connection retries (its `paused_by` is "smtp-unavailable": the daemon resumes
+# such a campaign by itself once the server answers; a pause by an operator, or for failed
+# recipients, is left for a person).
 SMTP_UNAVAILABLE = "paused: SMTP server unavailable"
 
 

@@ -99,5 +99,6 @@ async def send_due(
             async with transaction(conn, f"campaign {campaign.id}"):
                 await store.set_status(conn, campaign.id, "paused",
                                        reason=f"paused: cannot send: {exc}",
+                                       paused_by="settings",
                                        expected=("scheduled", "sending"))
     return outcomes

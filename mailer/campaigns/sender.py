@@ -77,7 +77,7 @@ from mailer.mail.dkim_pool import SigningPool, signing
 from mailer.store import campaigns as store
 from mailer.store import deliverability as deliverability_store
 from mailer.store import leases
-from mailer.store.campaigns import RecipientResult
+from mailer.store.campaigns import PauseCause, RecipientResult
 from mailer.store.consent import ConsentGate
 from mailer.store.db import transaction
 from mailer.store.leases import Holder, new_holder
@@ -119,6 +119,7 @@ class SendOutcome:
     sent: int
     failed: int
     skipped: int
+    paused_by: PauseCause = ""  # why, when `status` is "paused"
 
 
 def lease_name(campaign_id: int) -> str:
@@ -216,16 +217,17 @@ class _Run:
         self.finished = asyncio.Event()
         self.final: Ending = "complete"
         self.reason = ""
+        self.cause: PauseCause = ""
         self.rate = RateLimiter(config.rate_limit, clock=clock)
         self.ledger = Ledger(conn, self.db_lock, campaign.id, config.db_path)
         self.tally = FailureTally(config.failure_threshold, config.failure_min_sample)
         self.gate: ConsentGate | None = None
         self.signing: SigningPool | None = None
 
-    def halt(self, final: Ending, reason: str) -> None:
-        """Stop taking new work; the first reason wins."""
+    def halt(self, final: Ending, reason: str, cause: PauseCause = "") -> None:
+        """Stop taking new work; the first reason (and, for a pause, its cause) wins."""
         if not self.halted.is_set():
-            self.final, self.reason = final, reason
+            self.final, self.reason, self.cause = final, reason, cause
             self.halted.set()
             log.info("campaign %s: stopping: %s", self.campaign.id, reason)
 
@@ -263,8 +265,10 @@ class _Run:
     async def _watch_stop(self) -> None:
         await first(self.stop, self.finished)
         if self.stop.is_set() and not self.finished.is_set():
-            self.halt("pause" if self.on_stop == "pause" else "leave",
-                      "paused: interrupted" if self.on_stop == "pause" else "shutting down")
+            if self.on_stop == "pause":
+                self.halt("pause", "paused: interrupted", "interrupted")
+            else:
+                self.halt("leave", "shutting down")
 
     async def _renew_lease(self) -> None:
         interval = self.config.lease_ttl_s / 4
@@ -315,7 +319,7 @@ class _Run:
                     # this campaign sends: look at them at every batch boundary.
                     paused_by_reports = await self._reports_pause_reason()
                     if paused_by_reports is not None:
-                        self.halt("pause", f"paused: {paused_by_reports}")
+                        self.halt("pause", f"paused: {paused_by_reports}", "reports")
                         return
                     ids = await store.claim_batch(self.conn, self.campaign.id,
                                                   self.config.batch_size)
@@ -362,7 +366,7 @@ class _Run:
         self.progress.sent, self.progress.failed, self.progress.skipped = (
             self.tally.sent, self.tally.failed, self.tally.skipped)
         if pause is not None:
-            self.halt("pause", pause)
+            self.halt("pause", pause, "failures")
         log.debug("campaign %s customer %s: %s after %s attempt(s) %s", self.campaign.id,
                   result.customer_id, result.status, result.attempts, result.reply)
         return self.ledger.record(result)
@@ -376,6 +380,7 @@ class _Run:
                 await store.requeue_in_flight(self.conn, cid)
                 if self.final == "pause":
                     await store.set_status(self.conn, cid, "paused", reason=self.reason,
+                                           paused_by=self.cause,
                                            expected=("sending",))
                 elif self.final == "complete" and await store.unsettled(self.conn, cid) == 0:
                     await store.set_status(self.conn, cid, "sent", reason="",
@@ -390,5 +395,6 @@ class _Run:
                  "%s pending", cid, campaign.status, tally.sent, tally.failed, tally.skipped,
                  elapsed, counts.pending)
         return SendOutcome(campaign_id=cid, status=campaign.status,
-                           reason=campaign.status_reason or self.reason, counts=counts,
+                           reason=campaign.status_reason or self.reason,
+                           paused_by=campaign.paused_by or self.cause, counts=counts,
                            sent=tally.sent, failed=tally.failed, skipped=tally.skipped)

@@ -33,6 +33,7 @@ from mailer.mail import smtp
 from mailer.store import campaigns as store
 from mailer.store import customers
 from mailer.store import deliverability as deliverability_store
+from mailer.store.campaigns import PauseCause
 from mailer.store.db import transaction, utcnow
 from mailer.store.deliverability import ReportCounts
 
@@ -63,12 +64,14 @@ async def create_campaign(
     template and subject; CampaignInvalid names the template, line and variable at fault."""
     check_kind(kind)
     if not subject.strip():
-        raise CampaignInvalid("--subject: must not be empty")
+        raise CampaignInvalid("--subject: must not be empty", field="subject")
     scheduled_at = parse_schedule(at) if at is not None else None
     try:
         CampaignTemplate.load(templates_dir, template, subject).check()
     except TemplateError as exc:
-        raise CampaignInvalid(str(exc)) from exc
+        at_fault = "subject" if exc.template == CampaignTemplate.subject_label(template) \
+            else "template"
+        raise CampaignInvalid(str(exc), field=at_fault) from exc
     async with transaction(conn, "creating a campaign"):
         campaign_id = await store.insert_campaign(conn, kind=kind, template=template,
                                                   subject=subject, scheduled_at=scheduled_at)
@@ -182,13 +185,14 @@ async def send_now(
 
 async def _change(
     conn: aiosqlite.Connection, campaign_id: int, action: Action, reason: str,
-    *, scheduled_at: str | None = None,
+    *, scheduled_at: str | None = None, paused_by: PauseCause = "",
 ) -> Campaign:
     async with transaction(conn, f"campaign {campaign_id}"):
         campaign = await get(conn, campaign_id)
         target = next_status(campaign, action)
         moved = await store.set_status(conn, campaign_id, target, reason=reason,
-                                       expected=(campaign.status,), scheduled_at=scheduled_at)
+                                       expected=(campaign.status,), scheduled_at=scheduled_at,
+                                       paused_by=paused_by)
         if not moved:  # pragma: no cover - the transaction holds the write lock
             raise CampaignRefused(f"campaign {campaign_id} changed meanwhile; try again")
     log.info("campaign %s: %s -> %s", campaign_id, campaign.status, target)
@@ -204,7 +208,8 @@ async def schedule(conn: aiosqlite.Connection, campaign_id: int, at: str) -> Cam
 
 async def pause(conn: aiosqlite.Connection, campaign_id: int) -> Campaign:
     """Stop sending (a running sender stops before its next message) or hold a schedule."""
-    return await _change(conn, campaign_id, "pause", "paused by operator")
+    return await _change(conn, campaign_id, "pause", "paused by operator",
+                         paused_by="operator")
 
 
 async def resume(conn: aiosqlite.Connection, campaign_id: int) -> Campaign:

@@ -138,13 +138,18 @@ class CampaignTemplate:
         self._html = html
         self._text_name = f"campaigns/{name}.txt"
         self._html_name = f"campaigns/{name}.html"
-        self._subject_name = f"campaigns/{name} subject"
+        self._subject_name = self.subject_label(name)
         self._labels = {self._subject_name: self._subject_name}
         # A subject that uses nothing but ``campaign`` (``campaign.subject`` is the same for
         # every recipient) is rendered once per campaign subject, not once per recipient.
         self._subject_is_shared = _uses_only(env, subject_source, self._subject_name, {"campaign"})
         self._shared: tuple[str, str, _Campaign] | None = None  # (source, rendered, campaign)
         self._escaped_address: tuple[str, str] = ("", "")  # (address, HTML-escaped)
+
+    @staticmethod
+    def subject_label(name: str) -> str:
+        """What a TemplateError's `template` is when the subject of campaign NAME is at fault."""
+        return f"campaigns/{name} subject"
 
     @property
     def has_html(self) -> bool:
@@ -173,7 +178,7 @@ class CampaignTemplate:
             env=env,
             name=name,
             subject_source=subject,
-            subject=env.string(subject, f"campaigns/{name} subject"),
+            subject=env.string(subject, cls.subject_label(name)),
             text=text,
             html=html,
         )

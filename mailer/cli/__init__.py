@@ -1,5 +1,7 @@
 """The `mailer` command line: one module per noun, each thin (parse arguments, load settings,
-call one async function, print). `mailer.cli.support` turns errors into exit codes.
+call one async function, print). The `main` group (`mailer.cli.support.MailerGroup`) is the
+one place an error becomes a line on stderr and an exit code; `mailer.cli.preflight` holds the
+start-up checks of the long-running commands.
 
     customers  import, show, reactivate          review    list, resolve
     campaign   create ... send, pause, cancel    inbox     process (one burst pass)
@@ -10,17 +12,27 @@ call one async function, print). `mailer.cli.support` turns errors into exit cod
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 
 import click
 
 from mailer.cli import bounces, campaigns, customers, db, doctor, inbox, init, review, serve, users
-from mailer.cli.support import CliState
+from mailer.cli.support import CliState, MailerGroup
 from mailer.logs import LEVELS, LogFormat
 from mailer.settings import default_path
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _version() -> str:
+    try:
+        return importlib.metadata.version("mailer")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
+
+
+@click.group(cls=MailerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", prog_name="mailer",
+                      message="%(prog)s %(version)s")
 @click.option(
     "--settings", "settings_path", type=click.Path(path_type=Path), default=None,
     help="Settings file [default: $MAILER_SETTINGS or ./settings.toml].",
@@ -29,8 +41,8 @@ from mailer.settings import default_path
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="Log lines as text or JSON [default: [log] format, else text].")
 @click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default=None,
-              help="Least level logged [default: [log] level, else info for run, "
-                   "warning otherwise].")
+              help="Least level logged [default: [log] level, else info for run, web and "
+                   "console, warning otherwise].")
 @click.pass_context
 def main(ctx: click.Context, settings_path: Path | None, verbose: bool,
          log_format: LogFormat | None, log_level: str | None) -> None:

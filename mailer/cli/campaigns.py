@@ -1,10 +1,11 @@
 """`mailer campaign ...`: the campaign commands; thin wrappers over `campaigns.service`.
 
-Exit codes (see `mailer.cli.support`): 1 no such campaign or customer, or the command does not
-apply to the campaign's status (or another process is sending it); 2 bad input (kind, time,
-template, missing secret or unsubscribe URL, a missing or unreadable DKIM key); 3 SMTP or the
-database unavailable, and a send that paused itself (SMTP failures, or its bounce or complaint
-rate past `[bounces]`'s limits); 130 a send paused by Ctrl-C.
+Exit codes (the error classes', see `mailer.errors`): 1 no such campaign or customer, or the
+command does not apply to the campaign's status (or another process is sending it); 2 bad
+input (kind, time, template, missing secret or unsubscribe URL, a missing or unreadable DKIM
+key); 3 SMTP or the database unavailable, and a send that paused itself (`CampaignPaused`: SMTP
+failures, or its bounce or complaint rate past `[bounces]`'s limits); 130 a send paused by
+Ctrl-C (`Interrupted`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import aiosqlite
 import click
 
 from mailer.campaigns import service
-from mailer.campaigns.messages import SendConfig, send_config
+from mailer.campaigns.messages import send_config
 from mailer.campaigns.model import KINDS, Campaign
 from mailer.campaigns.sender import SendOutcome, SendProgress
-from mailer.cli.support import command_settings, fail, run
-from mailer.errors import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, SettingsError
+from mailer.cli.support import command_settings, run
+from mailer.errors import CampaignPaused, CampaignRefused, Interrupted
 from mailer.lifecycle.signals import stop_on_signals
 from mailer.settings import Settings
 from mailer.store.db import open_db
@@ -48,13 +49,8 @@ def _run(settings: Settings, body: Callable[[aiosqlite.Connection], Awaitable[T]
     return run(main())
 
 
-def _send_config(settings: Settings) -> SendConfig:
-    """The send settings, checked at the start of the command: a missing or unreadable DKIM
-    key is one line and exit 2, before anything is sent."""
-    try:
-        return send_config(settings)
-    except SettingsError as exc:
-        fail(str(exc), exc.exit_code)
+# The causes a send pauses itself for (not a person, not Ctrl-C): `campaign send` exits 3.
+_SELF_PAUSED = ("smtp-refused", "smtp-unavailable", "failures", "reports")
 
 
 @click.group()
@@ -138,7 +134,7 @@ def show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
 def preview(ctx: click.Context, campaign_id: int, email: str) -> None:
     """Print the complete message the customer with this email would get."""
     settings = command_settings(ctx)
-    config = _send_config(settings)
+    config = send_config(settings)
     message, opted_in = _run(settings, lambda conn: service.preview(conn, config, campaign_id,
                                                                      email))
     if not opted_in:
@@ -156,7 +152,7 @@ def preview(ctx: click.Context, campaign_id: int, email: str) -> None:
 def test(ctx: click.Context, campaign_id: int, address: str) -> None:
     """Send one copy marked as a test to ADDRESS (counted nowhere)."""
     settings = command_settings(ctx)
-    config = _send_config(settings)
+    config = send_config(settings)
     reply = _run(settings, lambda conn: service.send_test(conn, config, campaign_id, address))
     click.echo(f"test copy of campaign {campaign_id} sent to {address}: {reply}")
 
@@ -167,8 +163,10 @@ def test(ctx: click.Context, campaign_id: int, address: str) -> None:
 def send(ctx: click.Context, campaign_id: int) -> None:
     """Send now, in the foreground; Ctrl-C pauses cleanly."""
     terminal = sys.stderr.isatty()
-    settings = command_settings(ctx, quiet=terminal)
-    config = _send_config(settings)
+    # Warnings only, as for every one-shot command: `--log-level info` adds a progress line
+    # every few seconds when stderr is not a terminal (cron, a pipe).
+    settings = command_settings(ctx)
+    config = send_config(settings)
 
     async def body(conn: aiosqlite.Connection) -> SendOutcome:
         stop = asyncio.Event()
@@ -186,14 +184,13 @@ def send(ctx: click.Context, campaign_id: int) -> None:
         click.echo(summary)
         return
     click.echo(summary + (f" ({outcome.reason})" if outcome.reason else ""))
-    if outcome.reason == "paused: interrupted":
-        fail(f"campaign {campaign_id} paused; `mailer campaign send {campaign_id}` or "
-             f"`mailer campaign resume {campaign_id}` carries on", EXIT_INTERRUPTED)
-    if outcome.status == "paused" and outcome.reason.startswith("paused: "):
-        # Paused by the sender itself: SMTP failures or an unreachable server.
-        fail(f"campaign {campaign_id} {outcome.reason}", EXIT_UNAVAILABLE)
-    fail(f"campaign {campaign_id} is {outcome.status}"
-         + (f": {outcome.reason}" if outcome.reason else ""), EXIT_NOT_FOUND)
+    if outcome.status == "paused" and outcome.paused_by == "interrupted":
+        raise Interrupted(f"campaign {campaign_id} paused; `mailer campaign send {campaign_id}` "
+                          f"or `mailer campaign resume {campaign_id}` carries on")
+    if outcome.status == "paused" and outcome.paused_by in _SELF_PAUSED:
+        raise CampaignPaused(f"campaign {campaign_id} {outcome.reason}")
+    raise CampaignRefused(f"campaign {campaign_id} is {outcome.status}"
+                          + (f": {outcome.reason}" if outcome.reason else ""))
 
 
 def _pausing(sig: signal.Signals) -> None:

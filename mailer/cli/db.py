@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from mailer.cli.support import command_settings, fail, run
+from mailer.cli.support import command_settings, run
 from mailer.errors import StoreError
 
 
@@ -42,7 +42,7 @@ def db_check(ctx: click.Context) -> None:
     click.echo(f"{report.path}: integrity {report.integrity}; schema version "
                f"{report.schema_version} (this mailer: {report.code_version})")
     if report.schema_version > report.code_version:
-        fail(f"database schema version {report.schema_version} is newer than this mailer "
-             f"({report.code_version})", StoreError.exit_code)
+        raise StoreError(f"database schema version {report.schema_version} is newer than this "
+                         f"mailer ({report.code_version})")
     if report.integrity != "ok":
-        fail(f"database {report.path} failed its integrity check", StoreError.exit_code)
+        raise StoreError(f"database {report.path} failed its integrity check")

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from mailer.cli.support import check_confirmation_template, command_settings, run
+from mailer.cli import preflight
+from mailer.cli.support import command_settings, run
 from mailer.store.db import open_db
 
 
@@ -21,12 +22,12 @@ def inbox() -> None:
 def inbox_process(ctx: click.Context, as_json: bool) -> None:
     """Make one pass over the inbox, send due confirmations, and exit."""
     settings = command_settings(ctx)
+    preflight.outbox(settings)
 
     async def body() -> None:
         from mailer.consent.confirmations import confirmation_settings, send_due
         from mailer.inbox.worker import process_settings_once
 
-        check_confirmation_template(settings)
         async with open_db(settings.database.path) as conn:
             report = await process_settings_once(conn, settings)
             outbox = await send_due(conn, confirmation_settings(settings))

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from mailer.cli.support import command_settings, fail, run
-from mailer.errors import EXIT_BAD_INPUT
+from mailer.cli.support import command_settings, run
+from mailer.errors import BadInput
 from mailer.store.db import open_db
 
 
@@ -56,8 +56,7 @@ def review_resolve(
 ) -> None:
     """Settle review item ITEM_ID: name the customer, or dismiss it."""
     if bool(customer_email) == dismiss:
-        fail("review resolve: give exactly one of --customer EMAIL or --dismiss",
-                         EXIT_BAD_INPUT)
+        raise BadInput("review resolve: give exactly one of --customer EMAIL or --dismiss")
     settings = command_settings(ctx)
 
     async def body() -> None:

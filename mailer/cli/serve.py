@@ -4,9 +4,12 @@
 - `mailer web`: the unsubscribe link (one-click and the preference page) on its own, for a
   separate front-end host; `mailer run` serves the same app when `[http] host` is set.
 - `mailer console`: the marketing console on its own.
-- `mailer status`: the daemon's health from its heartbeat in the database (exit 0 healthy,
-  1 degraded, 2 not running; see `mailer.health.status`); it never talks to the process.
+- `mailer status`: the daemon's health from its heartbeat in the database, as a monitoring
+  plugin (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; see `mailer.health.status`); it never
+  talks to the process.
 
+Each long-running command first runs its start-up checks (`mailer.cli.preflight`): what
+cannot succeed by waiting exits 2 with one line naming the key, before anything starts.
 SIGINT/SIGTERM close the listeners and let the work in hand finish.
 """
 
@@ -19,8 +22,8 @@ import sys
 
 import click
 
-from mailer.cli.support import check_confirmation_template, command_settings, run
-from mailer.errors import SettingsError
+from mailer.cli import preflight
+from mailer.cli.support import MonitoringCommand, command_settings, run
 from mailer.settings import Settings
 
 
@@ -28,16 +31,14 @@ from mailer.settings import Settings
 @click.pass_context
 def web(ctx: click.Context) -> None:
     """Serve the unsubscribe link on [http] host:port until SIGINT/SIGTERM."""
-    settings = command_settings(ctx, quiet=False)
+    settings = command_settings(ctx, daemon=True)
+    preflight.web(settings)
     run(_serve_until_signalled(settings))
 
 
 async def _serve_until_signalled(settings: Settings) -> None:
     from mailer.public import serve
 
-    if not settings.http.host:
-        raise SettingsError("[http] host: missing value (`mailer web` needs [http] host and "
-                            "port)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -54,10 +55,10 @@ async def _serve_until_signalled(settings: Settings) -> None:
 @click.pass_context
 def run_daemon(ctx: click.Context) -> None:
     """Run the daemon: inbox (IMAP IDLE), confirmations and scheduled campaigns."""
-    settings = command_settings(ctx, quiet=False)
+    settings = command_settings(ctx, daemon=True)
+    preflight.daemon(settings)
     from mailer.daemon import run as daemon_run
 
-    check_confirmation_template(settings)
     run(daemon_run(settings))
 
 
@@ -65,7 +66,8 @@ def run_daemon(ctx: click.Context) -> None:
 @click.pass_context
 def console(ctx: click.Context) -> None:
     """Serve the console on [console] host:port until SIGINT or SIGTERM."""
-    settings = command_settings(ctx, quiet=False)
+    settings = command_settings(ctx, daemon=True)
+    preflight.console(settings)
     from mailer.console.app import serve
 
     async def body() -> None:
@@ -78,12 +80,13 @@ def console(ctx: click.Context) -> None:
     run(body())
 
 
-@click.command("status")
+@click.command("status", cls=MonitoringCommand)
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Is the daemon running, and how are its parts? Exit 0 healthy, 1 degraded, 2 not
-    running."""
+    """Is the daemon running, and how are its parts? As a monitoring plugin: exit 0 OK,
+    1 WARNING (a part reconnecting, a campaign paused by its settings), 2 CRITICAL (not
+    running, or a stale heartbeat), 3 UNKNOWN (bad settings, an unreadable database)."""
     settings = command_settings(ctx)
     from mailer.health.status import gather, render_text
 

@@ -1,7 +1,14 @@
-"""What every CLI command shares: one-line errors, settings loading, logging.
+"""What every CLI command shares: the one place errors become exit codes, settings, logging.
 
-Exit codes come from the error's class (`mailer.errors`, where the tree and its codes are
-drawn); `run` is the one place that turns an error into a line on stderr and an exit code.
+`MailerGroup.invoke` (the `main` group's) is the only place an exception turns into a line on
+stderr and an exit code: a `MailerError` prints `mailer: ` and its one line and exits with the
+code its class carries (`mailer.errors` draws the tree and the codes); Ctrl-C exits 130. A
+command never catches an error to print it; it raises one. Anything else is a bug and keeps
+its traceback.
+
+`mailer status` follows the monitoring-plugins convention instead (0 OK, 1 WARNING, 2
+CRITICAL, 3 UNKNOWN): it is a `MonitoringCommand`, and any error there (bad settings, an
+unreadable database) means UNKNOWN, exit 3.
 """
 
 from __future__ import annotations
@@ -11,17 +18,42 @@ import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from mailer import logs
 from mailer import settings as settings_module
-from mailer.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, MailerError, SettingsError
+from mailer.errors import EXIT_INTERRUPTED, EXIT_UNKNOWN, MailerError
 from mailer.logs import LogFormat
 from mailer.settings import Settings
 
 T = TypeVar("T")
+
+
+class MonitoringCommand(click.Command):
+    """A command that answers monitoring (`mailer status`): an error is UNKNOWN, exit 3."""
+
+    error_exit_code = EXIT_UNKNOWN
+
+
+class MailerGroup(click.Group):
+    """The `main` group: runs a command and turns what it raises into one line and a code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MailerError as exc:
+            command = self.get_command(ctx, ctx.invoked_subcommand or "")
+            code = getattr(command, "error_exit_code", exc.exit_code)
+            _exit(str(exc), code)
+        except KeyboardInterrupt:
+            _exit("interrupted", EXIT_INTERRUPTED)
+
+
+def _exit(message: str, code: int) -> Any:
+    click.echo(f"mailer: {' '.join(message.split())}", err=True)
+    sys.exit(code)
 
 
 @dataclass
@@ -33,29 +65,22 @@ class CliState:
     _settings: Settings | None = None
 
     def settings(self) -> Settings:
+        """The validated settings; SettingsError (one line naming the key) if they are not."""
         if self._settings is None:
-            try:
-                self._settings = settings_module.load(self.settings_path)
-            except SettingsError as exc:
-                fail(f"settings: {exc}", exc.exit_code)
+            self._settings = settings_module.load(self.settings_path)
         return self._settings
 
 
-def command_settings(ctx: click.Context, *, quiet: bool = True) -> Settings:
-    """The validated settings for a command (exit 2 on a bad file), with logging set up:
-    -v (debug), else --log-level, else `[log] level`, else warnings only for one-shot
-    commands (`quiet`) and info for the daemon; text or JSON by --log-format or `[log]`."""
+def command_settings(ctx: click.Context, *, daemon: bool = False) -> Settings:
+    """The validated settings for a command, with logging set up: -v (debug), else
+    --log-level, else `[log] level`, else info for the long-running commands (`daemon`) and
+    warnings only for one-shot ones; text or JSON by --log-format or `[log]`."""
     cli = state(ctx)
     settings = cli.settings()
     level = ("debug" if cli.verbose else cli.log_level or settings.log.level
-             or ("warning" if quiet else "info"))
+             or ("info" if daemon else "warning"))
     logs.configure(level, cli.log_format or settings.log.format)
     return settings
-
-
-def fail(message: str, code: int) -> NoReturn:
-    click.echo(f"mailer: {message}", err=True)
-    sys.exit(code)
 
 
 def state(ctx: click.Context) -> CliState:
@@ -65,23 +90,5 @@ def state(ctx: click.Context) -> CliState:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine, turning the project's errors into one line and the exit
-    code their class carries."""
-    try:
-        return asyncio.run(coro)
-    except MailerError as exc:
-        fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted", EXIT_INTERRUPTED)
-
-
-def check_confirmation_template(settings: Settings) -> None:
-    """Exit 2 with one line if the confirmation template cannot render or the DKIM key
-    (`[dkim]`, loaded with the outbox's settings) is missing or unreadable."""
-    from mailer.consent.confirmations import check_templates, confirmation_settings
-    from mailer.errors import SettingsError, TemplateError
-
-    try:
-        check_templates(confirmation_settings(settings))
-    except (TemplateError, SettingsError) as exc:
-        fail(str(exc), EXIT_BAD_INPUT)
+    """Run a command's coroutine; what it raises is `MailerGroup.invoke`'s to report."""
+    return asyncio.run(coro)

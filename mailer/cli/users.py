@@ -11,8 +11,8 @@ import sys
 
 import click
 
-from mailer.cli.support import command_settings, fail, run
-from mailer.errors import EXIT_BAD_INPUT, BadInput, NotFound
+from mailer.cli.support import command_settings, run
+from mailer.errors import BadInput, NotFound
 from mailer.store import users as store
 from mailer.store.db import open_db, transaction
 
@@ -24,7 +24,7 @@ def _read_password(prompt: str, name: str) -> str:
         password = sys.stdin.readline().rstrip("\r\n")
     problem = store.password_problem(str(password), name)
     if problem:
-        fail(f"password: {problem}", EXIT_BAD_INPUT)
+        raise BadInput(f"password: {problem}")
     return str(password)
 
 
@@ -41,7 +41,7 @@ def users_add(ctx: click.Context, name: str, role: str) -> None:
     """Create account NAME; the password is read from the terminal or stdin."""
     settings = command_settings(ctx)
     if not name.strip() or len(name) > 64 or any(c.isspace() for c in name):
-        fail("NAME: one word of at most 64 characters", EXIT_BAD_INPUT)
+        raise BadInput("NAME: one word of at most 64 characters")
     password_hash = store.hash_password(_read_password("Password", name))
 
     async def body() -> None:

@@ -13,7 +13,7 @@ from mailer.categories import CATEGORIES, label
 from mailer.console import forms, links
 from mailer.console.page import APP_SETTINGS, redirect, render
 from mailer.console.security import CLOCK, actor, allow, conn_of, path_id, session_of
-from mailer.errors import BadInput, MailerError, NotFound
+from mailer.errors import BadInput, CampaignInvalid, MailerError, NotFound
 from mailer.store import console as console_store
 from mailer.store import users
 from mailer.store.db import transaction
@@ -92,8 +92,8 @@ async def campaign_create(request: web.Request) -> web.StreamResponse:
                                                template=values["template"],
                                                subject=values["subject"], at_utc=at_utc)
     except BadInput as exc:
-        # The template's file and line, exactly as the CLI says it.
-        field = "subject" if "subject" in str(exc).split(":")[0] else "template"
+        # The template's file and line, exactly as the CLI says it, beside the input at fault.
+        field = exc.field if isinstance(exc, CampaignInvalid) and exc.field else "template"
         return await _form_page(request, values, {field: str(exc)}, status=400)
     async with transaction(conn):
         await users.audit(conn, actor(request), f"created campaign ({campaign.status})",

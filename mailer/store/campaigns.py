@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import aiosqlite
 
@@ -26,8 +27,15 @@ from mailer.store.edge import translated
 
 _COLUMNS = (
     "id, kind, template, subject, status, scheduled_at, created_at, started_at, finished_at, "
-    "status_reason, audience_at"
+    "status_reason, audience_at, paused_by"
 )
+
+# Why a campaign is paused ("" while it is not): a person (`operator`), Ctrl-C on `campaign
+# send` (`interrupted`), settings a send needs (`settings`), the SMTP server refusing us or
+# staying unreachable (`smtp-refused`, `smtp-unavailable`), too many failed recipients
+# (`failures`), or its bounce or complaint rate (`reports`).
+PauseCause = Literal["", "operator", "interrupted", "settings", "smtp-refused",
+                     "smtp-unavailable", "failures", "reports"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class Campaign:
     finished_at: str | None
     status_reason: str
     audience_at: str | None
+    paused_by: PauseCause = ""
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,7 @@ def _campaign(row: aiosqlite.Row) -> Campaign:
         status=row["status"], scheduled_at=row["scheduled_at"], created_at=row["created_at"],
         started_at=row["started_at"], finished_at=row["finished_at"],
         status_reason=row["status_reason"], audience_at=row["audience_at"],
+        paused_by=row["paused_by"],
     )
 
 
@@ -152,16 +162,19 @@ async def due_campaigns(conn: aiosqlite.Connection, now: str) -> list[Campaign]:
 async def set_status(
     conn: aiosqlite.Connection, campaign_id: int, status: str, *, reason: str,
     expected: Sequence[str], scheduled_at: str | None = None, finished: bool = False,
+    paused_by: PauseCause = "",
 ) -> bool:
-    """Move the campaign to `status` if it is in one of `expected`; True if it moved."""
+    """Move the campaign to `status` if it is in one of `expected`; True if it moved.
+    `paused_by` says why, for `status` "paused" (and is cleared otherwise)."""
     marks = ",".join("?" * len(expected))
     now = utcnow()
     cur = await conn.execute(
-        f"UPDATE campaigns SET status = ?, status_reason = ?, "
+        f"UPDATE campaigns SET status = ?, status_reason = ?, paused_by = ?, "
         f"scheduled_at = coalesce(?, scheduled_at), "
         f"finished_at = CASE WHEN ? THEN ? ELSE finished_at END "
         f"WHERE id = ? AND status IN ({marks})",
-        (status, reason, scheduled_at, int(finished), now, campaign_id, *expected),
+        (status, reason, paused_by if status == "paused" else "", scheduled_at, int(finished),
+         now, campaign_id, *expected),
     )
     changed = cur.rowcount == 1
     await cur.close()
@@ -171,7 +184,7 @@ async def set_status(
 @translated("campaign store: mark started")
 async def mark_started(conn: aiosqlite.Connection, campaign_id: int) -> None:
     await conn.execute(
-        "UPDATE campaigns SET status = 'sending', status_reason = '', "
+        "UPDATE campaigns SET status = 'sending', status_reason = '', paused_by = '', "
         "started_at = coalesce(started_at, ?) WHERE id = ?",
         (utcnow(), campaign_id),
     )

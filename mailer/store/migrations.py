@@ -393,4 +393,20 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE campaign_id = old.campaign_id AND status = old.status;
     END;
     """,
+    # 9: why a paused campaign paused, as a value the code decides on (the daemon resumes
+    # only those paused on an unreachable SMTP server; `mailer status` warns about those
+    # paused by settings) rather than by reading `status_reason`, which is for people. The
+    # campaigns paused before this migration get theirs from the reasons they were written with.
+    """
+    ALTER TABLE campaigns ADD COLUMN paused_by TEXT NOT NULL DEFAULT '';
+    UPDATE campaigns SET paused_by = CASE
+        WHEN status_reason = 'paused by operator' THEN 'operator'
+        WHEN status_reason = 'paused: interrupted' THEN 'interrupted'
+        WHEN status_reason LIKE 'paused: cannot send: %' THEN 'settings'
+        WHEN status_reason LIKE 'paused: SMTP server unavailable%' THEN 'smtp-unavailable'
+        WHEN status_reason LIKE 'paused: SMTP server refused us%' THEN 'smtp-refused'
+        WHEN status_reason LIKE 'paused: % attempted recipients failed %' THEN 'failures'
+        ELSE 'reports' END
+    WHERE status = 'paused';
+    """,
 )
