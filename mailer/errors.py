@@ -39,6 +39,8 @@ sees a `sqlite3` exception.
 
 from __future__ import annotations
 
+import socket
+
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
 EXIT_BAD_INPUT = 2
@@ -175,3 +177,18 @@ class Interrupted(MailerError):
     """Stopped by Ctrl-C (SIGINT) or SIGTERM; the work can carry on later."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+# --- phrasing a library's failure at the edge -----------------------------------------------
+
+
+def unresolved_host(exc: BaseException, host: str) -> str | None:
+    """The one line for a failed DNS look-up of `host` anywhere in `exc`'s chain (a library
+    may wrap it), or None. Its errno is a resolver code (EAI_*, negative), which
+    `os.strerror` cannot name: "Unknown error -2" would hide which host is at fault."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            return f'cannot resolve host name "{host}" ({seen.strerror or seen})'
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from aioimaplib import aioimaplib as upstream
 
-from mailer.errors import ConnectionLost, ImapError
+from mailer.errors import ConnectionLost, ImapError, unresolved_host
 from mailer.inbox.aioimaplib_fixes import ConnectionLostError, PatchedProtocol
 from mailer.inbox.imap_wire import (
     FetchedHeader,
@@ -508,6 +508,9 @@ class ImapClient:
             reason = self._protocol.lost_reason or one_line(exc)
             return ConnectionLost(f"{self._where}: {label}: {reason}")
         detail = one_line(exc) or type(exc).__name__
+        unresolved = unresolved_host(exc, self._config.host)
+        if unresolved is not None:
+            return ImapError(f"{self._where}: {label}: {unresolved}")
         if isinstance(exc, OSError) and exc.errno:
             detail = os.strerror(exc.errno)  # asyncio's own text is "Connect call failed (...)"
         if isinstance(exc, OSError) and self._protocol.transport is not None:

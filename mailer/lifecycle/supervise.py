@@ -7,12 +7,15 @@ part waits `RECONNECT.delay_s(attempt)` (exponential, jittered, from `mailer.bac
 the next session; a session that reported a success since the last failure starts the count
 again. `CancelledError` is never swallowed.
 
-The rule for what stops the daemon instead: a programming error (`PROGRAMMING_ERRORS`: a
-TypeError, AttributeError, NameError, AssertionError, ImportError or NotImplementedError) is
-a bug that would recur on every retry, so retrying only hides it; it is logged with its
-traceback and re-raised, the daemon's TaskGroup cancels the other parts, and `mailer run`
-exits non-zero so systemd (`Restart=on-failure`) and the operator see it. Everything else (a
-server down, the database locked, read-only or full, an unexpected library error) is retried.
+The rule for what stops the daemon instead (`is_programming_error`): a programming error
+(`PROGRAMMING_ERRORS`: a TypeError, ValueError, LookupError such as KeyError or IndexError,
+AttributeError, NameError, AssertionError, ImportError or NotImplementedError, alone or inside
+an ExceptionGroup) is a bug that would recur on every retry, so retrying only hides it; it is
+logged with its traceback and re-raised, the daemon's TaskGroup cancels the other parts, and
+`mailer run` exits non-zero so systemd (`Restart=on-failure`) and the operator see it. Our own
+errors are never bugs, even the one that is also a ValueError (`HeaderInjection`). Everything
+else is a transient fault (a server down, the network, the database locked, read-only or full,
+an unexpected library error) and is retried with backoff.
 """
 
 from __future__ import annotations
@@ -33,8 +36,16 @@ log = logging.getLogger(__name__)
 State = Literal["starting", "running", "reconnecting", "stopped"]
 
 PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
-    TypeError, AttributeError, NameError, AssertionError, ImportError, NotImplementedError,
+    TypeError, ValueError, LookupError, AttributeError, NameError, AssertionError, ImportError,
+    NotImplementedError,
 )
+
+
+def is_programming_error(exc: BaseException) -> bool:
+    """A bug (see the module doc), or an ExceptionGroup (a part's TaskGroup) holding one."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(is_programming_error(inner) for inner in exc.exceptions)
+    return isinstance(exc, PROGRAMMING_ERRORS) and not isinstance(exc, MailerError)
 
 
 @dataclass
@@ -129,11 +140,11 @@ async def supervise(
                 await work()
             except asyncio.CancelledError:
                 raise
-            except PROGRAMMING_ERRORS:
-                log.critical("%s: programming error; stopping the daemon", part.name,
-                             exc_info=True)
-                raise
             except Exception as exc:
+                if is_programming_error(exc):
+                    log.critical("%s: programming error; stopping the daemon: %s", part.name,
+                                 describe(exc), exc_info=True)
+                    raise
                 attempt = part.failed(exc)
                 delay_s = policy.delay_s(attempt)
                 # The traceback of an error we did not foresee is worth one look, not one

@@ -27,7 +27,7 @@ from typing import Literal
 
 import aiosmtplib
 
-from mailer.errors import PermanentSmtpError, SmtpError, TransientSmtpError
+from mailer.errors import PermanentSmtpError, SmtpError, TransientSmtpError, unresolved_host
 from mailer.mail.outgoing import crlf_lines
 from mailer.settings import Settings
 
@@ -81,7 +81,8 @@ async def connect(config: SmtpConfig) -> Session:
         raise classify_error(exc, f"SMTP {where}: connect") from exc
     except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
         client.close()
-        raise TransientSmtpError(f"SMTP {where}: cannot connect: {exc}") from exc
+        detail = unresolved_host(exc, config.host) or f"cannot connect: {exc}"
+        raise TransientSmtpError(f"SMTP {where}: {detail}") from exc
     return Session(client)
 
 
