@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tests.helpers import ROOT, run_cli
+from tests.helpers import DAEMON_SECRET, ROOT, run_cli
 from tests.inbox.world import World
 from tests.servers import sample_message
 
@@ -47,7 +47,7 @@ def daemon(world: World, *args: str, env: dict[str, str] | None = None
     process = subprocess.Popen(
         [sys.executable, "-m", "mailer", "--settings", str(world.settings_path), *args, "run"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
-        env={**os.environ, "MAILER_SECRET": "daemon-test-secret", **(env or {})})
+        env={**os.environ, "MAILER_SECRET": DAEMON_SECRET, **(env or {})})
     try:
         yield process
     finally:

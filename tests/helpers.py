@@ -14,6 +14,9 @@ import pytest
 from tests.servers import DovecotServer, imap_server_class
 
 ROOT = Path(__file__).resolve().parent.parent
+# A secret `mailer run` accepts (32 random bytes, as `mailer init` writes one): the daemons
+# the tests start get it as MAILER_SECRET.
+DAEMON_SECRET = "GcRp-BfYJfmO_vmbyYMCSvwkgSx-EWTQhBMSMNQY6gg"
 
 # Tests of what only Dovecot can be made to do (TLS, announcing fewer capabilities). CI always
 # has Dovecot; under pymap (a newcomer without root) these are the only tests that skip.

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.daemon_world import daemon
-from tests.helpers import ROOT, run_cli
+from tests.helpers import DAEMON_SECRET, ROOT, run_cli
 from tests.inbox.world import make_world
 from tests.servers import ImapTestServer, SmtpSink, sample_message
 
@@ -61,7 +61,7 @@ async def test_an_opt_out_by_email_during_a_campaign_stops_that_customers_mail_a
         tmp_path, imap_server, smtp_sink, csv_text=csv_text,
         campaigns={"unsubscribe_url": "https://imperial.test/unsubscribe", "batch_size": 100},
     )
-    env = {"MAILER_SECRET": "daemon-test-secret"}
+    env = {"MAILER_SECRET": DAEMON_SECRET}
     created = run_cli(world.settings_path, "campaign", "create", "--kind", "offers",
                       "--template", "welcome-offer", "--subject", "An offer",
                       "--at", "2000-01-01T00:00:00Z", env=env)

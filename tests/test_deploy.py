@@ -6,6 +6,7 @@ rather than skips, so CI cannot pass while never checking the unit.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -43,3 +44,18 @@ def test_the_unit_is_a_notify_service_confined_to_its_database_folder() -> None:
     assert {c.split(":")[0] for c in unit["LoadCredential"]} == {
         "imap-password", "smtp-password", "secret"}
     assert "mailer --settings /etc/mailer/settings.toml run" in unit["ExecStart"][0]
+
+
+def test_the_unit_does_not_restart_on_settings_that_cannot_work() -> None:
+    # `mailer run` exits 2 on settings that waiting cannot mend (mailer.cli.preflight).
+    assert directives()["RestartPreventExitStatus"] == ["2"]
+
+
+def test_the_unit_names_no_file_that_does_not_exist() -> None:
+    text = UNIT.read_text()
+    # Files of this repository the unit (comments included) points a reader to.
+    named = set(re.findall(r"\b(?:deploy|docs|scripts)/[\w./-]*\w|\b[\w-]+\.md\b", text))
+    assert named, "the unit names the files it is installed from"
+    assert [name for name in named if not (ROOT / name).exists()] == []
+    # Nothing the documented install does not create (README.md, "Running unattended").
+    assert "Documentation=file:" not in text

@@ -22,7 +22,7 @@ from mailer import backoff
 from mailer.consent.confirmations import ClaimOwner, confirmation_settings, owner_is_gone, send_due
 from mailer.store import outbox as outbox_store
 from mailer.store.db import open_db, transaction
-from tests.helpers import ROOT
+from tests.helpers import DAEMON_SECRET, ROOT
 from tests.inbox.world import World, make_world
 from tests.servers import ImapTestServer, SmtpSink, sample_message
 
@@ -75,7 +75,8 @@ def confirmations(sink: SmtpSink) -> Counter[str]:
 def mailer(world: World, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "mailer", "--settings", str(world.settings_path), *args],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "MAILER_SECRET": DAEMON_SECRET})
 
 
 async def eventually(check: Callable[[], bool], within_s: float = 60.0) -> None:

@@ -20,7 +20,7 @@ from mailer.mail import tokens
 from mailer.public.app import route_prefix
 from mailer.store.db import MIGRATIONS
 from tests.daemon_world import daemon, daemon_log, eventually, request, status
-from tests.helpers import base_sections, run_cli, write_settings
+from tests.helpers import DAEMON_SECRET, base_sections, run_cli, write_settings
 from tests.inbox.world import World, make_world
 from tests.servers import ImapTestServer, SmtpSink, free_port
 
@@ -145,7 +145,7 @@ async def test_healthz_metrics_and_the_full_health_are_served_when_http_is_confi
         assert "mailer_imap_reconnects_total 0.0" in metrics
         assert "mailer_inbox_pass_duration_seconds_count" in metrics
         assert "mailer_inbox_last_successful_pass_timestamp_seconds" in metrics
-        secret = "daemon-test-secret"  # MAILER_SECRET of the daemon (tests.daemon_world)
+        secret = DAEMON_SECRET  # MAILER_SECRET of the daemon (tests.daemon_world)
         [(carol,)] = world.query("SELECT id FROM customers WHERE email = 'carol@example.com'")
         one_click = urllib.request.Request(
             f"{base}{route_prefix(world.settings.campaigns.unsubscribe_url)}/"

@@ -32,8 +32,7 @@ MIN_SECRET_BYTES = 32
 # bytes shows about 200 bits and 64 random hex digits about 240.
 MIN_SECRET_BITS = 128
 _SECRET_KEY = "[campaigns] secret"
-_HOW = "generate one with `mailer init` or `python3 -c 'import secrets; " \
-       "print(secrets.token_urlsafe(32))'`"
+_HOW = "`mailer init` writes one to ./secret"
 
 
 def secret_problem(secret: str) -> str | None:
@@ -42,9 +41,9 @@ def secret_problem(secret: str) -> str | None:
         return f"missing value (set MAILER_SECRET; {_HOW})"
     size = len(secret.encode("utf-8"))
     if size < MIN_SECRET_BYTES:
-        return f"too short: {size} bytes, at least {MIN_SECRET_BYTES} random bytes needed ({_HOW})"
+        return f"too short ({size} bytes); use at least {MIN_SECRET_BYTES} random bytes ({_HOW})"
     if _repeats(secret) or _shown_bits(secret) < MIN_SECRET_BITS:
-        return f"too predictable (repeated or few different characters); {_HOW}"
+        return f"too predictable (repeated, or few different characters); {_HOW}"
     return None
 
 

@@ -1,13 +1,18 @@
-"""How the daemon is: healthy (0), degraded (1) or not running (2), from its heartbeat.
+"""How the daemon is, from its heartbeat, in the monitoring-plugins convention (the exit
+codes Nagios, Icinga and their kin read from a check):
 
 `gather` reads the heartbeat and the queues beside it from the database (read-only) and
 `evaluate` decides, on data alone:
 
-    not running  no database, no heartbeat ever, the last daemon stopped cleanly, or its pid
-                 is gone on this host (a kill -9 leaves a heartbeat behind)
-    degraded     a part is reconnecting or stopped, or the heartbeat is older than
-                 `STALE_AFTER_S` (a hung loop, or a database it cannot write)
-    healthy      otherwise
+    2 CRITICAL  not running: no database, no heartbeat ever, the last daemon stopped cleanly,
+                or its pid is gone on this host (a kill -9 leaves a heartbeat behind);
+                stalled: the heartbeat is older than `STALE_AFTER_S` (a hung loop, or a
+                database it cannot write)
+    1 WARNING   degraded: a part is reconnecting or stopped, or a campaign is paused because
+                of its settings (it waits for a person)
+    0 OK        healthy: otherwise
+    3 UNKNOWN   the state cannot be found out: bad settings, a database that cannot be read
+                (`mailer status` exits 3 on any error: `mailer.cli.support.MonitoringCommand`)
 
 `mailer status`, `/healthz` and monitoring all use this one decision.
 """
@@ -25,8 +30,11 @@ from typing import Any
 from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.store.heartbeat import Snapshot, read_snapshot
 
+# The monitoring-plugins codes: OK, WARNING, CRITICAL (UNKNOWN, 3, is an error's).
 HEALTHY, DEGRADED, NOT_RUNNING = 0, 1, 2
+OK, WARNING, CRITICAL = HEALTHY, DEGRADED, NOT_RUNNING
 LABELS = {HEALTHY: "healthy", DEGRADED: "degraded", NOT_RUNNING: "not running"}
+STALLED = "stalled"  # CRITICAL too: a daemon that is there but makes no progress
 # The daemon beats every HEARTBEAT_INTERVAL_S (mailer.daemon); three missed beats and more
 # is a daemon that is alive but not making progress.
 HEARTBEAT_INTERVAL_S = 5.0
@@ -38,10 +46,12 @@ class Status:
     code: int
     reasons: tuple[str, ...]
     data: dict[str, Any]
+    # What the code means here: "healthy", "degraded", "not running" or "stalled".
+    name: str = ""
 
     @property
     def label(self) -> str:
-        return LABELS[self.code]
+        return self.name or LABELS[self.code]
 
     def as_json(self) -> dict[str, Any]:
         return {"status": self.label, "code": self.code, "reasons": list(self.reasons),
@@ -73,6 +83,8 @@ def evaluate(
         "review_open": snapshot.review_open,
         "campaigns": [{"id": c.id, "kind": c.kind, "sent": c.sent, "total": c.total,
                        "rate_per_s": c.rate_per_s} for c in snapshot.campaigns],
+        "paused_by_settings": [{"id": c.id, "reason": c.reason}
+                               for c in snapshot.paused_by_settings],
     }
     beat = snapshot.heartbeat
     if beat is None:
@@ -87,14 +99,16 @@ def evaluate(
         return Status(NOT_RUNNING, (f"stopped at {beat.stopped_at}",), data)
     if beat.host == host and not alive(beat.pid):
         return Status(NOT_RUNNING, (f"pid {beat.pid} is not running on {host}",), data)
-    reasons = []
     if age_s > stale_after_s:
-        reasons.append(f"heartbeat is {age_s:.0f} s old")
+        return Status(CRITICAL, (f"heartbeat is {age_s:.0f} s old",), data, STALLED)
+    reasons = []
     for name, part in sorted(beat.parts.items()):
         if part.get("state") in ("reconnecting", "stopped"):
             error = part.get("last_error") or "no error recorded"
             reasons.append(f"{name} {part['state']} since {part.get('since')}: {error}")
-    return Status(DEGRADED if reasons else HEALTHY, tuple(reasons), data)
+    for paused in snapshot.paused_by_settings:
+        reasons.append(f"campaign {paused.id} {paused.reason}")
+    return Status(WARNING if reasons else OK, tuple(reasons), data)
 
 
 async def gather(db_path: Path, clock: Clock = SYSTEM_CLOCK,

@@ -30,7 +30,7 @@ from mailer.store.db import open_db
 from tests.servers import SmtpSink
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET = "test-secret-for-campaigns"
+SECRET = "test-secret-for-campaigns-9f2Qx7LmA1"
 UNSUBSCRIBE_URL = "https://imperial.test/unsubscribe"
 UNSUBSCRIBE_ADDRESS = "unsubscribe@imperial.test"
 SENDER = "Imperial Telecom <news@imperial.test>"

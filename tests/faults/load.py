@@ -13,7 +13,7 @@ from collections import Counter
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.helpers import run_cli
+from tests.helpers import DAEMON_SECRET, run_cli
 from tests.inbox.world import World
 from tests.servers import SmtpSink
 
@@ -24,7 +24,7 @@ def knob(name: str, default: float) -> float:
     return float(os.environ.get(f"MAILER_FAULT_{name}", default))
 
 
-SECRET = "daemon-test-secret"  # what tests.daemon_world.daemon gives `mailer run`
+SECRET = DAEMON_SECRET  # what tests.daemon_world.daemon gives `mailer run`
 CAMPAIGNS: dict[str, object] = {"unsubscribe_url": "https://imperial.test/unsubscribe",
                                 "batch_size": 100}
 

@@ -18,7 +18,7 @@ from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import WatchTiming, watch
 from mailer.lifecycle.supervise import Part
 from mailer.store.db import open_db
-from tests.helpers import ROOT, dovecot_only
+from tests.helpers import DAEMON_SECRET, ROOT, dovecot_only
 from tests.inbox.world import World, make_world
 from tests.servers import DovecotServer, ImapTestServer, SmtpSink, sample_message
 
@@ -164,7 +164,7 @@ async def test_mailer_run_stops_cleanly_on_sigterm(world: World) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "mailer", "--settings", str(world.settings_path), "run"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "MAILER_SECRET": "s3cret"})
+        env={**os.environ, "MAILER_SECRET": DAEMON_SECRET})
     try:
         world.deliver(request("grace@example.com"))
         await eventually(lambda: world.opted_out() == {"grace@example.com"}, within_s=30)

@@ -9,7 +9,7 @@ import pytest
 
 from mailer.errors import SettingsError
 from mailer.settings import from_mapping
-from tests.campaigns.world import settings_mapping
+from tests.campaigns.world import SECRET, settings_mapping
 
 
 def load(tmp_path: Path, **overrides: dict[str, Any]) -> Any:
@@ -33,7 +33,7 @@ def test_http_section_and_previous_secrets_are_read(tmp_path: Path) -> None:
 
     assert (settings.http.host, settings.http.port) == ("127.0.0.1", 8081)
     assert settings.http.trusted_proxies == ("127.0.0.1", "10.0.0.0/8")
-    assert settings.campaigns.link_secrets == ("test-secret-for-campaigns", "old-1")
+    assert settings.campaigns.link_secrets == (SECRET, "old-1")
 
 
 @pytest.mark.parametrize(("http", "message"), [
