@@ -80,7 +80,7 @@ async def test_a_daemon_killed_with_sigkill_is_seen_as_not_running(world: World)
     assert data["reasons"] == [f"pid {process.pid} is not running on {data['daemon']['host']}"]
 
 
-async def test_a_stale_heartbeat_is_degraded(world: World) -> None:
+async def test_a_stale_heartbeat_is_critical(world: World) -> None:
     with daemon(world):
         await eventually(lambda: status(world)[0] == 0)
     # The row a daemon would leave had it hung: its pid alive (ours), its beat long ago.
@@ -88,8 +88,53 @@ async def test_a_stale_heartbeat_is_degraded(world: World) -> None:
         conn.execute("UPDATE daemon_heartbeat SET stopped_at = NULL, pid = ?, host = ?, "
                      "beat_at = '2000-01-01T00:00:00+00:00'", (os.getpid(), socket.gethostname()))
     code, data = status(world)
-    assert code == 1
+    assert code == 2
+    assert data["status"] == "stalled"
     assert data["reasons"][0].startswith("heartbeat is ")
+    assert run_cli(world.settings_path, "status").stdout.startswith("mailer: stalled")
+
+
+async def test_a_campaign_paused_by_its_settings_is_a_warning(world: World) -> None:
+    # No [campaigns] unsubscribe_url: the daemon starts (campaigns may never be sent), and a
+    # campaign that comes due waits, paused, for a person to set it.
+    created = run_cli(world.settings_path, "campaign", "create", "--kind", "offers",
+                      "--template", "welcome-offer", "--subject", "An offer")
+    assert created.code == 0, created.stderr
+    campaign_id = int(created.stdout)
+    with sqlite3.connect(world.db_path) as conn:
+        conn.execute("UPDATE campaigns SET status = 'scheduled', "
+                     "scheduled_at = '2000-01-01T00:00:00+00:00' WHERE id = ?", (campaign_id,))
+    with daemon(world):
+        await eventually(lambda: status(world)[0] == 1)
+        code, data = status(world)
+        assert {p["state"] for p in data["parts"].values()} == {"running"}
+        assert data["paused_by_settings"] == [
+            {"id": campaign_id, "reason": data["paused_by_settings"][0]["reason"]}]
+        assert data["reasons"] == [f"campaign {campaign_id} paused: cannot send: "
+                                   "[campaigns] unsubscribe_url: missing; every campaign "
+                                   "message must carry a one-click unsubscribe link"]
+        text = run_cli(world.settings_path, "status")
+        assert (text.code, text.stdout.splitlines()[0]) == (1, "mailer: degraded")
+
+
+def test_status_with_bad_settings_is_unknown_exit_3(tmp_path: Path) -> None:
+    settings = write_settings(tmp_path / "settings.toml",
+                              base_sections(tmp_path, imap={"port": "imap"}))
+    result = run_cli(settings, "status")
+    assert (result.code, result.stdout) == (3, "")
+    assert result.stderr.startswith("mailer: [imap] port: ")
+    missing = run_cli(tmp_path / "absent.toml", "status")
+    assert missing.code == 3
+    assert "cannot read settings file" in missing.stderr
+
+
+def test_status_of_a_database_that_cannot_be_read_is_unknown_exit_3(tmp_path: Path) -> None:
+    (tmp_path / "mailer.db").write_bytes(b"not a database, but a file of that name" * 100)
+    settings = write_settings(tmp_path / "settings.toml", base_sections(tmp_path))
+    result = run_cli(settings, "status")
+    assert result.code == 3
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"mailer: cannot read database {tmp_path / 'mailer.db'}")
 
 
 async def test_a_campaign_in_progress_is_shown_with_sent_of_total(world: World) -> None:
