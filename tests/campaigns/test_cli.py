@@ -1,7 +1,8 @@
 """`mailer campaign ...`: the commands as an operator uses them, exit codes and one-line errors.
 
-The commands run through click's CliRunner on the `campaign` group (with the settings file a
-real `mailer --settings` would load); the Ctrl-C test runs the group in a child process.
+The commands run through click's CliRunner on the `mailer` command (`mailer --settings PATH
+campaign ...`, whose group turns errors into exit codes); the Ctrl-C test runs it in a child
+process.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from mailer.cli.campaigns import campaign
-from mailer.cli.support import CliState
+from mailer.cli import main
 from tests.campaigns.world import ROOT, World, parse, settings_mapping
-from tests.helpers import write_settings
+from tests.helpers import run_cli, write_settings
 from tests.servers import SmtpSink
 
 
@@ -33,8 +33,8 @@ class Cli:
         self.settings_path = settings_path
 
     def __call__(self, *args: str) -> Result:
-        return CliRunner().invoke(campaign, list(args),
-                                  obj=CliState(self.settings_path, verbose=False))
+        return CliRunner().invoke(main, ["--settings", str(self.settings_path), "campaign",
+                                         *args])
 
     def json(self, *args: str) -> Any:
         result = self(*args, "--json")
@@ -177,6 +177,27 @@ def test_send_mails_everyone_and_reports_without_a_terminal(cli: Cli, world: Wor
     assert f"campaign {campaign_id} is sent" in one_line_error(again)
 
 
+def test_a_one_shot_send_logs_warnings_only_unless_asked(cli: Cli, world: World) -> None:
+    asyncio.run(world.add_customers(3))
+    quiet = run_cli(cli.settings_path, "campaign", "send", str(create(cli)))
+    assert (quiet.code, quiet.stderr) == (0, "")  # stderr is a pipe here, not a terminal
+    told = run_cli(cli.settings_path, "--log-level", "info", "campaign", "send",
+                   str(create(cli)))
+    assert told.code == 0, told.stderr
+    assert " INFO mailer.campaigns.sender: campaign " in told.stderr
+
+
+def test_a_send_the_smtp_server_never_answers_pauses_and_exits_3(world: World) -> None:
+    cli = Cli(world, write(world.tmp, 1, smtp={"max_attempts": 1}))  # nothing on port 1
+    asyncio.run(world.add_customers(2))
+    campaign_id = create(cli)
+    result = cli("send", str(campaign_id))
+    assert result.exit_code == 3
+    assert one_line_error(result).startswith(
+        f"mailer: campaign {campaign_id} paused: SMTP server unavailable: ")
+    assert world.rows("SELECT paused_by FROM campaigns") == [("smtp-unavailable",)]
+
+
 def test_send_without_a_secret_refuses_in_one_line(world: World) -> None:
     cli = Cli(world, write(world.tmp, world.sink.port, campaigns={"secret": ""}))
     asyncio.run(world.add_customers(2))
@@ -233,11 +254,8 @@ def test_a_draft_is_scheduled_later_and_moved_and_a_paused_one_resumes_at_a_time
 
 _CHILD = """
 import sys
-from pathlib import Path
-from mailer.cli.campaigns import campaign
-from mailer.cli.support import CliState
-campaign.main(args=sys.argv[2:], obj=CliState(Path(sys.argv[1]), verbose=False),
-              prog_name="mailer campaign")
+from mailer.cli import main
+main(args=["--settings", sys.argv[1], "campaign", *sys.argv[2:]], prog_name="mailer")
 """
 
 

@@ -262,6 +262,7 @@ async def test_a_campaign_pauses_itself_saying_why_when_hard_bounces_reported_me
 
     assert outcome.status == "paused"
     assert outcome.reason.startswith("paused: hard-bounce rate ")
+    assert outcome.paused_by == "reports"
     assert "above [bounces] pause_bounce_rate 5.0%" in outcome.reason
     assert outcome.counts.pending > 0 and len(smtp_sink.messages) < audience
     shown = json.loads(run_cli(world.settings_path, "campaign", "show", str(campaign_id),
