@@ -4,12 +4,14 @@ written over anything that exists. Runs the real command in a subprocess."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from mailer.cli.preflight import secret_problem
 from mailer.mail.templates import packaged_defaults
 from mailer.settings import load
 from tests.helpers import ROOT, CliResult
@@ -45,6 +47,21 @@ def test_init_writes_the_documented_settings_and_a_copy_of_every_packaged_templa
     assert "mailer --settings site/settings.toml customers import" in result.stdout
 
 
+def test_init_writes_a_new_strong_secret_only_its_owner_can_read(tmp_path: Path) -> None:
+    first = mailer_init(str(tmp_path / "a"), cwd=tmp_path)
+    second = mailer_init(str(tmp_path / "b"), cwd=tmp_path)
+
+    assert first.code == 0 and second.code == 0, first.stderr + second.stderr
+    secret_file = tmp_path / "a" / "secret"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    secret = secret_file.read_text().strip()
+    assert secret_problem(secret) is None  # what `mailer run` accepts
+    assert len(secret) == 43  # 32 random bytes, URL-safe base64
+    assert secret != (tmp_path / "b" / "secret").read_text().strip()
+    assert "wrote a/secret (a new campaign secret, readable by you only)" in first.stdout
+    assert 'export MAILER_SECRET="$(cat a/secret)"' in first.stdout
+
+
 def test_init_without_a_folder_writes_into_the_current_one(tmp_path: Path) -> None:
     result = mailer_init(cwd=tmp_path)
 
@@ -65,7 +82,8 @@ def test_written_settings_use_the_written_templates_and_a_database_beside_them(
     assert settings.database.path == tmp_path / "mailer.db"
 
 
-@pytest.mark.parametrize("existing", ["settings.toml", "templates/campaigns/welcome-offer.txt"])
+@pytest.mark.parametrize("existing", ["settings.toml", "templates/campaigns/welcome-offer.txt",
+                                      "secret"])
 def test_init_refuses_when_any_file_exists_naming_it_and_writes_nothing(
     tmp_path: Path, existing: str
 ) -> None:

@@ -107,9 +107,9 @@ async def test_a_campaign_paused_by_its_settings_is_a_warning(world: World) -> N
     with daemon(world):
         await eventually(lambda: status(world)[0] == 1)
         code, data = status(world)
+        assert code == 1
         assert {p["state"] for p in data["parts"].values()} == {"running"}
-        assert data["paused_by_settings"] == [
-            {"id": campaign_id, "reason": data["paused_by_settings"][0]["reason"]}]
+        assert [c["id"] for c in data["paused_by_settings"]] == [campaign_id]
         assert data["reasons"] == [f"campaign {campaign_id} paused: cannot send: "
                                    "[campaigns] unsubscribe_url: missing; every campaign "
                                    "message must carry a one-click unsubscribe link"]

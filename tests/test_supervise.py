@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 
 import pytest
 
 from mailer.backoff import Backoff
-from mailer.errors import ImapError
+from mailer.errors import HeaderInjection, ImapError
 from mailer.lifecycle.signals import stop_on_signals
 from mailer.lifecycle.supervise import Part, supervise
 
@@ -74,6 +75,49 @@ async def test_a_programming_error_stops_the_part_and_is_raised() -> None:
     with pytest.raises(TypeError):
         await supervise(part, work, stop, policy=QUICK)
     assert part.state.state == "stopped"
+
+
+@pytest.mark.parametrize("bug", [
+    ValueError("invalid literal for int() with base 10: 'x'"),
+    KeyError("customer_id"),
+    IndexError("list index out of range"),
+    AttributeError("'NoneType' object has no attribute 'id'"),
+    AssertionError(),
+    ExceptionGroup("a part's task group", [ImapError("down"), KeyError("id")]),
+])
+async def test_every_kind_of_programming_error_stops_the_part(bug: Exception) -> None:
+    stop = asyncio.Event()
+    calls = 0
+
+    async def work() -> None:
+        nonlocal calls
+        calls += 1
+        raise bug
+
+    with pytest.raises(type(bug)):
+        await supervise(Part("outbox"), work, stop, policy=QUICK)
+    assert calls == 1  # never retried
+
+
+@pytest.mark.parametrize("fault", [
+    HeaderInjection("an address with a line break"),  # ours, though also a ValueError
+    OSError(110, "Connection timed out"),
+    socket.gaierror(-3, "Temporary failure in name resolution"),
+    ExceptionGroup("a part's task group", [ImapError("down")]),
+])
+async def test_our_errors_and_transient_faults_are_retried(fault: Exception) -> None:
+    stop = asyncio.Event()
+    calls = 0
+
+    async def work() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise fault
+        stop.set()
+
+    await supervise(Part("inbox"), work, stop, policy=QUICK)
+    assert calls == 2
 
 
 async def test_cancelling_a_supervised_part_is_never_swallowed() -> None:
