@@ -145,6 +145,16 @@ async def test_an_unreachable_server_is_transient() -> None:
                                       timeout_s=5))
 
 
+async def test_a_host_name_that_does_not_resolve_is_named_not_an_errno() -> None:
+    # RFC 6761 §6.4: ".invalid" never resolves, so this asks DNS nothing that could answer.
+    with pytest.raises(TransientSmtpError) as caught:
+        await smtp.connect(SmtpConfig(host="smtp.mailer.invalid", port=25, security="none",
+                                      timeout_s=10))
+    assert str(caught.value).startswith(
+        'SMTP smtp.mailer.invalid:25: cannot resolve host name "smtp.mailer.invalid" (')
+    assert "Errno" not in str(caught.value)
+
+
 async def test_after_a_refused_recipient_the_same_connection_carries_the_next_message(
     smtp_sink: SmtpSink,
 ) -> None:

@@ -129,6 +129,16 @@ async def test_wrong_password_is_an_imap_error_naming_server_and_user(
     assert "wrong" not in message and "wrong" not in caplog.text
 
 
+async def test_a_host_name_that_does_not_resolve_is_named_not_unknown_error_2() -> None:
+    # RFC 6761 §6.4: ".invalid" never resolves.
+    config = ImapConfig("imap.mailer.invalid", 143, "none", "mailer", "secret", timeout_s=10)
+    with pytest.raises(ImapError) as caught:
+        await ImapClient.connect(config)
+    assert str(caught.value).startswith(
+        'IMAP imap.mailer.invalid:143: connect: cannot resolve host name "imap.mailer.invalid" (')
+    assert "Unknown error" not in str(caught.value)
+
+
 async def test_connection_refused_is_an_imap_error() -> None:
     port = free_port()
     config = ImapConfig("127.0.0.1", port, "none", "mailer", "secret", timeout_s=5)
