@@ -340,6 +340,25 @@ async def test_a_template_error_appears_on_the_form_with_file_and_line_as_the_cl
     assert query(world.db, "SELECT count(*) FROM campaigns") == [(0,)]
 
 
+@pytest.mark.parametrize(("template", "subject", "field"), [
+    # A template whose name says "subject": its error still belongs to the template field.
+    ("subject-line-offer", "Hi", "template"),
+    ("welcome-offer", "Hi {{ customer.nmae }}", "subject"),
+])
+async def test_a_template_error_is_shown_next_to_the_field_at_fault(
+    client: Client, world: World, template: str, subject: str, field: str
+) -> None:
+    world.write_template("subject-line-offer.txt", "Hello\n{{ customer.nmae }}\n")
+    assert await login(client, "marketing") == 303
+    token = await csrf(client, "/campaigns/new")
+    form = {"csrf": token, "kind": "offers", "template": template, "subject": subject,
+            "when": "draft", "zone": "Europe/London", "action": "save"}
+    response = await client.post("/campaigns/new", data=form)
+    page = await response.text()
+    assert response.status == 400
+    assert f'<a href="#{field}">template campaigns/{template}' in page, page
+
+
 async def test_the_html_preview_is_framed_sandboxed_under_its_own_strict_policy(
     client: Client, world: World
 ) -> None:
