@@ -107,7 +107,8 @@ def test_an_unknown_settings_key_is_refused_at_start_naming_it(tmp_path: Path) -
     result = mailer_run(path)
 
     assert result.code == 2
-    assert one_line(result).startswith("mailer: [campaigns] unsubscribe_ulr: unknown key")
+    assert one_line(result).startswith("mailer: settings: [campaigns] unsubscribe_ulr: "
+                                       "unknown key")
 
 
 def test_mailer_web_with_a_weak_secret_exits_2(tmp_path: Path) -> None:

@@ -122,7 +122,7 @@ def test_status_with_bad_settings_is_unknown_exit_3(tmp_path: Path) -> None:
                               base_sections(tmp_path, imap={"port": "imap"}))
     result = run_cli(settings, "status")
     assert (result.code, result.stdout) == (3, "")
-    assert result.stderr.startswith("mailer: [imap] port: ")
+    assert result.stderr.startswith("mailer: settings: [imap] port: ")
     missing = run_cli(tmp_path / "absent.toml", "status")
     assert missing.code == 3
     assert "cannot read settings file" in missing.stderr

@@ -24,7 +24,7 @@ import click
 
 from mailer import logs
 from mailer import settings as settings_module
-from mailer.errors import EXIT_INTERRUPTED, EXIT_UNKNOWN, MailerError
+from mailer.errors import EXIT_INTERRUPTED, EXIT_UNKNOWN, MailerError, SettingsError
 from mailer.logs import LogFormat
 from mailer.settings import Settings
 
@@ -67,7 +67,10 @@ class CliState:
     def settings(self) -> Settings:
         """The validated settings; SettingsError (one line naming the key) if they are not."""
         if self._settings is None:
-            self._settings = settings_module.load(self.settings_path)
+            try:
+                self._settings = settings_module.load(self.settings_path)
+            except SettingsError as exc:
+                raise SettingsError(f"settings: {exc}") from exc
         return self._settings
 
 
