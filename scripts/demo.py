@@ -14,6 +14,7 @@ import email
 import email.policy
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -174,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         confirmations = len(sink.messages)
 
         heading("a special-offer campaign")
-        secret = {"MAILER_SECRET": "demo-secret-not-for-production"}
+        # A throwaway secret as `mailer init` makes one (`mailer web` refuses a weak one).
+        secret = {"MAILER_SECRET": secrets.token_urlsafe(32)}
         campaign_id = mailer(
             settings, "campaign", "create", "--kind", "offers", "--template", "welcome-offer",
             "--subject", "A special offer for {{ customer.name }}", env=secret).strip()

@@ -17,12 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mailer.health.metrics import Metrics, add_metrics
 from tests.daemon_world import daemon, eventually, request, status
-from tests.helpers import run_cli
+from tests.helpers import DAEMON_SECRET, run_cli
 from tests.inbox.world import CUSTOMERS_CSV, World, make_world
 from tests.servers import ImapTestServer, SmtpSink, free_port
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-ENV = {"MAILER_SECRET": "daemon-test-secret"}  # the daemon's (tests.daemon_world)
+ENV = {"MAILER_SECRET": DAEMON_SECRET}  # the daemon's (tests.daemon_world)
 
 
 def scrape(url: str) -> Samples:
