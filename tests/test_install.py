@@ -166,7 +166,7 @@ def test_installed_mailer_inits_imports_honours_a_request_and_sends_a_campaign_o
     assert b"Dear Ann Lee," in confirmation.content
     assert b"Reply to this email" in confirmation.content  # the shipped confirmation.txt
 
-    secret = {"MAILER_SECRET": "a-secret-for-the-install-test"}
+    secret = {"MAILER_SECRET": (site / "secret").read_text().strip()}  # what init wrote
     created = installed.run("campaign", "create", "--kind", "offers", "--template", "spring",
                             "--subject", "Spring offer for {{ customer.name }}", cwd=site,
                             env=secret)

@@ -24,9 +24,10 @@ import aiosqlite
 import click
 
 from mailer.campaigns import service
-from mailer.campaigns.messages import send_config
+from mailer.campaigns.messages import SendConfig, send_config
 from mailer.campaigns.model import KINDS, Campaign
 from mailer.campaigns.sender import SendOutcome, SendProgress
+from mailer.cli import preflight
 from mailer.cli.support import command_settings, run
 from mailer.errors import CampaignPaused, CampaignRefused, Interrupted
 from mailer.lifecycle.signals import stop_on_signals
@@ -47,6 +48,13 @@ def _run(settings: Settings, body: Callable[[aiosqlite.Connection], Awaitable[T]
             return await body(conn)
 
     return run(main())
+
+
+def _sending_config(settings: Settings) -> SendConfig:
+    """The send settings of a command that mails: its links are signed with the secret, so a
+    weak one is refused as `mailer run` refuses it (exit 2, one line)."""
+    preflight.check_secret(settings)
+    return send_config(settings)
 
 
 # The causes a send pauses itself for (not a person, not Ctrl-C): `campaign send` exits 3.
@@ -152,7 +160,7 @@ def preview(ctx: click.Context, campaign_id: int, email: str) -> None:
 def test(ctx: click.Context, campaign_id: int, address: str) -> None:
     """Send one copy marked as a test to ADDRESS (counted nowhere)."""
     settings = command_settings(ctx)
-    config = send_config(settings)
+    config = _sending_config(settings)
     reply = _run(settings, lambda conn: service.send_test(conn, config, campaign_id, address))
     click.echo(f"test copy of campaign {campaign_id} sent to {address}: {reply}")
 
@@ -166,7 +174,7 @@ def send(ctx: click.Context, campaign_id: int) -> None:
     # Warnings only, as for every one-shot command: `--log-level info` adds a progress line
     # every few seconds when stderr is not a terminal (cron, a pipe).
     settings = command_settings(ctx)
-    config = send_config(settings)
+    config = _sending_config(settings)
 
     async def body(conn: aiosqlite.Connection) -> SendOutcome:
         stop = asyncio.Event()

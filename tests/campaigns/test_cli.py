@@ -208,6 +208,18 @@ def test_send_without_a_secret_refuses_in_one_line(world: World) -> None:
     assert world.sink.messages == []
 
 
+def test_send_and_test_with_a_weak_secret_refuse_as_mailer_run_does(world: World) -> None:
+    cli = Cli(world, write(world.tmp, world.sink.port, campaigns={"secret": "short"}))
+    asyncio.run(world.add_customers(2))
+    campaign_id = create(cli)
+    for command in (("send", str(campaign_id)), ("test", str(campaign_id), "--to",
+                                                  "marketing@imperial.test")):
+        result = cli(*command)
+        assert result.exit_code == 2, command
+        assert one_line_error(result).startswith("mailer: [campaigns] secret: too short")
+    assert world.sink.messages == []
+
+
 def test_status_commands_move_the_campaign_or_refuse_in_one_line(cli: Cli) -> None:
     draft = create(cli)
     refused = cli("pause", str(draft))
