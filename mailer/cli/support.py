@@ -18,7 +18,7 @@ import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -51,7 +51,7 @@ class MailerGroup(click.Group):
             _exit("interrupted", EXIT_INTERRUPTED)
 
 
-def _exit(message: str, code: int) -> Any:
+def _exit(message: str, code: int) -> NoReturn:
     click.echo(f"mailer: {' '.join(message.split())}", err=True)
     sys.exit(code)
 

@@ -31,7 +31,8 @@ _COLUMNS = (
 )
 
 # Why a campaign is paused ("" while it is not): a person (`operator`), Ctrl-C on `campaign
-# send` (`interrupted`), settings a send needs (`settings`), the SMTP server refusing us or
+# send` (`interrupted`), settings or a template a send needs (`settings`: a person must mend
+# them, and `mailer status` warns), the SMTP server refusing us or
 # staying unreachable (`smtp-refused`, `smtp-unavailable`), too many failed recipients
 # (`failures`), or its bounce or complaint rate (`reports`).
 PauseCause = Literal["", "operator", "interrupted", "settings", "smtp-refused",

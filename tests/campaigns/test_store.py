@@ -13,7 +13,7 @@ from mailer.store import campaigns as store
 from mailer.store import customers
 from mailer.store.campaigns import Campaign, Counts, RecipientResult
 from mailer.store.consent import ConsentGate
-from mailer.store.db import open_db, transaction
+from mailer.store.db import MIGRATIONS, open_db, transaction
 from mailer.store.ledger import find_message, record_results
 from tests.campaigns.world import World
 from tests.servers import SmtpSink
@@ -179,3 +179,53 @@ async def test_consent_gate_sees_a_commit_made_a_moment_earlier_on_another_conne
         with sqlite3.connect(world.db) as other:
             other.execute("UPDATE campaigns SET status = 'paused' WHERE id = ?", (campaign_id,))
         assert gate.check(customer_id).stop_reason == "campaign is now paused"
+
+
+# --- why a campaign is paused -----------------------------------------------------------------
+
+
+async def test_paused_by_is_set_with_a_pause_and_cleared_by_any_other_status(
+    conn: aiosqlite.Connection,
+) -> None:
+    campaign_id = await store.insert_campaign(conn, kind="offers", template="t", subject="s",
+                                              scheduled_at=None)
+    assert await store.set_status(conn, campaign_id, "paused", reason="paused: x",
+                                  expected=("draft",), paused_by="smtp-unavailable")
+    paused = await store.get_campaign(conn, campaign_id)
+    assert paused is not None and paused.paused_by == "smtp-unavailable"
+    assert await store.set_status(conn, campaign_id, "scheduled", reason="",
+                                  expected=("paused",), paused_by="operator")
+    scheduled = await store.get_campaign(conn, campaign_id)
+    assert scheduled is not None and scheduled.paused_by == ""
+
+
+async def test_campaigns_paused_before_the_cause_was_recorded_get_it_from_their_reason(
+    tmp_path: Path,
+) -> None:
+    # A database as the release before this one left it (migrations 1 to 8), with a campaign
+    # of each kind of pause: the daemon must still resume the one the SMTP outage paused.
+    db = tmp_path / "old.db"
+    reasons = {
+        "paused by operator": "operator",
+        "paused: interrupted": "interrupted",
+        "paused: cannot send: [campaigns] secret: missing": "settings",
+        "paused: SMTP server unavailable: SMTP 127.0.0.1:25: connection refused":
+            "smtp-unavailable",
+        "paused: SMTP server refused us: 554 no": "smtp-refused",
+        "paused: 60 of 100 attempted recipients failed (60%, above the failure threshold of "
+        "20%)": "failures",
+        "paused: hard-bounce rate 6.0% above [bounces] pause_bounce_rate 5.0%": "reports",
+    }
+    with sqlite3.connect(db) as old:
+        for number, script in enumerate(MIGRATIONS[:8], start=1):
+            old.executescript(script)
+            old.execute(f"PRAGMA user_version = {number}")
+        for reason in reasons:
+            old.execute("INSERT INTO campaigns (kind, template, subject, status, created_at, "
+                        "status_reason) VALUES ('offers', 't', 's', 'paused', '2026', ?)",
+                        (reason,))
+        old.execute("INSERT INTO campaigns (kind, template, subject, status, created_at, "
+                    "status_reason) VALUES ('offers', 't', 's', 'sent', '2026', '')")
+    async with open_db(db) as conn:  # the upgrade: the remaining migrations run
+        found = {c.status_reason: c.paused_by for c in await store.list_campaigns(conn)}
+    assert found == {**reasons, "": ""}
