@@ -30,11 +30,12 @@ _COLUMNS = (
     "status_reason, audience_at, paused_by"
 )
 
-# Why a campaign is paused ("" while it is not): a person (`operator`), Ctrl-C on `campaign
-# send` (`interrupted`), settings or a template a send needs (`settings`: a person must mend
-# them, and `mailer status` warns), the SMTP server refusing us or
-# staying unreachable (`smtp-refused`, `smtp-unavailable`), too many failed recipients
-# (`failures`), or its bounce or complaint rate (`reports`).
+# Why a campaign is paused ("" while it is not), for the code to decide on (`status_reason` is
+# for people): a person (`operator`), Ctrl-C on `campaign send` (`interrupted`), settings or a
+# template a send needs (`settings`: a person must mend them, and `mailer status` warns), the
+# SMTP server refusing us or staying unreachable (`smtp-refused`, `smtp-unavailable`: the
+# daemon resumes the latter by itself), too many failed recipients (`failures`), or its bounce
+# or complaint rate (`reports`).
 PauseCause = Literal["", "operator", "interrupted", "settings", "smtp-refused",
                      "smtp-unavailable", "failures", "reports"]
 
