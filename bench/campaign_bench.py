@@ -83,7 +83,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiosmtplib  # noqa: E402
 
-from mailer import smtp  # noqa: E402
+from mailer.mail import smtp  # noqa: E402
 from mailer.campaigns.messages import CampaignMessages, SendConfig, send_config  # noqa: E402
 from mailer.campaigns.sender import send_campaign  # noqa: E402
 from mailer.importer import BadRow, CustomerRow, read_rows  # noqa: E402
@@ -95,6 +95,8 @@ from mailer.store.db import open_db  # noqa: E402
 CONNECTIONS = 4
 SOURCE_SESSIONS = 8
 SENDER = "Imperial Telecom <news@imperial.test>"
+# A secret `campaign send` accepts (at least 32 random bytes, as `mailer init` writes).
+BENCH_SECRET = "Ws1Tf0vQ9kYbRz3NuL7hE2xAc8PgJmD5oKi4HqV6yC"
 ENVELOPE_FROM = "news@imperial.test"
 TEMPLATE = "welcome-offer"
 SUBJECT = "A special offer for {{ customer.name }}"
@@ -158,7 +160,7 @@ def config_for(db: Path, port: int, dkim: str = "", dkim_key: Path | None = None
                      "timeout_s": 30.0, "max_connections": CONNECTIONS},
             "unsubscribe": {"address": "unsubscribe@imperial.test"},
             "templates": {"dir": str(ROOT / "templates")},
-            "campaigns": {"secret": "bench-secret-0123456789abcdef",
+            "campaigns": {"secret": BENCH_SECRET,
                           "unsubscribe_url": "https://www.imperial.test/unsubscribe"},
             **extra,
         },
@@ -342,7 +344,7 @@ def settings_toml(db: Path, port: int) -> str:
         f'sender = "{SENDER}"', "timeout_s = 30.0", f"max_connections = {CONNECTIONS}",
         "[unsubscribe]", 'address = "unsubscribe@imperial.test"',
         "[templates]", f'dir = "{ROOT / "templates"}"',
-        "[campaigns]", 'secret = "bench-secret-0123456789abcdef"',
+        "[campaigns]", f'secret = "{BENCH_SECRET}"',
         'unsubscribe_url = "https://www.imperial.test/unsubscribe"', ""))
 
 

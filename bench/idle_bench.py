@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.helpers import DAEMON_SECRET  # noqa: E402
 from tests.inbox.world import make_world  # noqa: E402
 from tests.servers import SmtpSink, imap_server_class  # noqa: E402
 
@@ -73,7 +74,8 @@ async def main() -> int:
                                  imap={"idle_timeout_s": 25 * 60.0})
         mailer = [sys.executable, "-m", "mailer", "--settings", str(world.settings_path)]
         daemon = subprocess.Popen([*mailer, "run"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                  stderr=(tmp / "daemon.log").open("wb"))
+                                  stderr=(tmp / "daemon.log").open("wb"),
+                                  env={**os.environ, "MAILER_SECRET": DAEMON_SECRET})
         deadline = time.monotonic() + 60
         while timed([*mailer, "status"])[1] != 0:
             if time.monotonic() > deadline or daemon.poll() is not None:
