@@ -83,10 +83,10 @@ sys.path.insert(0, str(ROOT))
 
 import aiosmtplib  # noqa: E402
 
-from mailer.mail import smtp  # noqa: E402
 from mailer.campaigns.messages import CampaignMessages, SendConfig, send_config  # noqa: E402
 from mailer.campaigns.sender import send_campaign  # noqa: E402
 from mailer.importer import BadRow, CustomerRow, read_rows  # noqa: E402
+from mailer.mail import smtp  # noqa: E402
 from mailer.settings import from_mapping  # noqa: E402
 from mailer.store import campaigns as store  # noqa: E402
 from mailer.store.customers import import_customers_atomically  # noqa: E402
