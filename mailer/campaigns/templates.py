@@ -262,3 +262,25 @@ def _require_opt_out(name: str, body: str, url: str, address: str) -> None:
     raise template_error(
         name, None, f"the opt-out footer is missing ({what} is not in the output)"
     )
+
+
+SAMPLE_CUSTOMER_NAME = _SAMPLE.customer_name
+
+
+def sample_subjects(templates_dir: Path | None, subjects: list[str]) -> list[str]:
+    """Each subject line as the sample customer (the one `check` renders for) reads it, for
+    people choosing among campaigns; a subject that no longer renders is shown as written.
+    Subjects only (no bodies, no files): one sandbox for the whole list."""
+    env = sandbox(templates_dir, undefined=_StrictUndefined, plain=_PLAIN)
+    customer = _Customer(name=_SAMPLE.customer_name, email=_SAMPLE.customer_email,
+                         company=_SAMPLE.customer_company)
+    shown: list[str] = []
+    for source in subjects:
+        variables = {"customer": customer, "campaign": _Campaign(subject=source),
+                     "unsubscribe_url": _SAMPLE.unsubscribe_url,
+                     "unsubscribe_address": _SAMPLE.unsubscribe_address}
+        try:
+            shown.append(env.render(env.string(source, "subject"), variables, "subject"))
+        except TemplateError:
+            shown.append(source)
+    return shown

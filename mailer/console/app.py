@@ -17,8 +17,8 @@ from collections.abc import Callable
 import aiohttp.web as web
 
 from mailer.clock import SYSTEM_CLOCK, Clock
-from mailer.console import campaigns, customers, login, overview, review
-from mailer.console.page import APP_SETTINGS
+from mailer.console import audit, campaigns, customers, login, overview, review
+from mailer.console.page import APP_SETTINGS, favicon
 from mailer.console.render import Renderer
 from mailer.console.security import (
     CLIENT,
@@ -52,6 +52,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/campaigns/new", campaigns.campaign_create),
         web.get(r"/campaigns/{campaign_id:\d+}", campaigns.campaign_page),
         web.get(r"/campaigns/{campaign_id:\d+}/preview.html", campaigns.campaign_preview_html),
+        web.get(r"/campaigns/{campaign_id:\d+}/cancel", campaigns.cancel_confirm),
         web.post(r"/campaigns/{campaign_id:\d+}/test", campaigns.campaign_test),
         web.post(r"/campaigns/{campaign_id:\d+}/schedule", campaigns.campaign_schedule),
         web.post(r"/campaigns/{campaign_id:\d+}/{action:pause|resume|cancel}",
@@ -64,6 +65,9 @@ def routes() -> list[web.RouteDef]:
         web.get(r"/customers/{customer_id:\d+}", customers.customer_page),
         web.get("/customers/import", customers.import_form),
         web.post("/customers/import", customers.import_upload),
+        web.get("/audit", audit.audit_log),
+        web.get("/favicon.svg", favicon),
+        web.get("/favicon.ico", favicon),
     ]
 
 

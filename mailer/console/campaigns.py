@@ -1,5 +1,6 @@
-"""Campaign pages: the list, the create form, one campaign (progress, outcome, preview, test,
-pause / resume / cancel) and the sandboxed HTML preview. The same service functions as
+"""Campaign pages: the list (subjects as a sample customer reads them), the create form, one
+campaign (progress, outcome, preview, test, pause / resume, cancel after a confirmation page)
+and the HTML preview, a page of its own at the message's full height. The same service functions as
 `mailer campaign …`, through `links`."""
 
 from __future__ import annotations
@@ -20,18 +21,23 @@ from mailer.store.db import transaction
 
 log = logging.getLogger(__name__)
 
-# The preview's own policy: the email's inline styles and embedded images, nothing else, no
-# script, no form, no navigation (CSP3 `sandbox` as well as the frame's attribute).
+# The preview's own policy: the email's inline styles and embedded images, nothing else; CSP3
+# `sandbox` makes it an opaque origin with no script and no form. It is a page of its own (not
+# a frame of fixed height, which cut the footer off), so it is as tall as the message.
 PREVIEW_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
                "frame-ancestors 'self'; sandbox")
 
 
 @allow("marketing")
 async def campaign_list(request: web.Request) -> web.StreamResponse:
-    reports = await links.list_campaigns(conn_of(request))
-    return render(request, "campaigns.html", "campaigns", reports=list(reversed(reports)),
+    reports = list(reversed(await links.list_campaigns(conn_of(request))))
+    # Subjects as a customer reads them, not as templates: a sample customer's copy.
+    subjects = links.sample_subjects(request.app[APP_SETTINGS],
+                                     [r.campaign.subject for r in reports])
+    return render(request, "campaigns.html", "campaigns",
+                  rows=list(zip(reports, subjects, strict=True)),
                   sending=any(r.campaign.status == "sending" for r in reports),
-                  local=forms.utc_to_local)
+                  sample_name=links.SAMPLE_CUSTOMER_NAME, local=forms.utc_to_local)
 
 
 class Errors(dict[str, str]):
@@ -128,8 +134,10 @@ async def _show(request: web.Request, *, status: int = 200, test_error: str = ""
         except MailerError as exc:
             preview_error = str(exc)
     zone = schedule_zone or settings.console.timezone
+    [subject] = links.sample_subjects(settings, [report.campaign.subject])
     context: dict[str, Any] = {
         "report": report, "c": report.campaign, "n": report.counts, "kind_label": label,
+        "sample_subject": subject, "sample_name": links.SAMPLE_CUSTOMER_NAME,
         "local": forms.utc_to_local, "preview_for": preview_for, "preview": preview,
         "preview_error": preview_error, "test_error": test_error,
         "test_address": test_address, "schedule_error": schedule_error,
@@ -142,7 +150,7 @@ async def _show(request: web.Request, *, status: int = 200, test_error: str = ""
 
 @allow("marketing")
 async def campaign_preview_html(request: web.Request) -> web.StreamResponse:
-    """The campaign's HTML for one customer, for the sandboxed frame on the campaign page."""
+    """The campaign's HTML for one customer, as that customer's mail program shows it."""
     settings = request.app[APP_SETTINGS]
     try:
         preview = await links.preview(conn_of(request), settings, path_id(request, "campaign_id"),
@@ -206,12 +214,33 @@ _ACTIONS = {"pause": links.pause, "resume": links.resume, "cancel": links.cancel
 
 
 @allow("marketing")
+async def cancel_confirm(request: web.Request) -> web.StreamResponse:
+    """Cancelling cannot be undone: a page that says what it means and asks first."""
+    campaign_id = path_id(request, "campaign_id")
+    try:
+        report = await links.show_campaign(conn_of(request), campaign_id)
+    except NotFound as exc:
+        raise web.HTTPNotFound(text=str(exc)) from exc
+    if report.campaign.status not in ("draft", "scheduled", "sending", "paused"):
+        raise redirect(request, f"/campaigns/{campaign_id}",
+                       f"Campaign {campaign_id} is {report.campaign.status}: there is nothing "
+                       "to cancel")
+    [subject] = links.sample_subjects(request.app[APP_SETTINGS], [report.campaign.subject])
+    return render(request, "campaign_cancel.html", "campaigns", report=report,
+                  c=report.campaign, n=report.counts, sample_subject=subject,
+                  local=forms.utc_to_local)
+
+
+@allow("marketing")
 async def campaign_action(request: web.Request) -> web.StreamResponse:
     campaign_id = path_id(request, "campaign_id")
     action = request.match_info["action"]
     change = _ACTIONS.get(action)
     if change is None:
         raise web.HTTPNotFound()
+    if action == "cancel" and (await request.post()).get("confirm") != "yes":
+        # Only the confirmation page's button cancels: it cannot be undone.
+        raise web.HTTPSeeOther(f"/campaigns/{campaign_id}/cancel")
     conn = conn_of(request)
     try:
         campaign = await change(conn, campaign_id)

@@ -17,6 +17,7 @@ from mailer.store import console as console_store
 from mailer.store import customers as customer_store
 from mailer.store import users
 from mailer.store.db import transaction
+from mailer.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,8 @@ async def import_upload(request: web.Request) -> web.StreamResponse:
     if not report.ok:
         return render(request, "import.html", "customers", status=400, report=report,
                       filename=filename,
-                      error=f"{filename}: {len(report.bad_rows)} bad row(s); nothing was "
-                            "imported")
+                      error=f"{filename}: {plural(len(report.bad_rows), 'bad row')}; "
+                            "nothing was imported")
     async with transaction(conn):
         await users.audit(conn, actor(request), "imported customers",
                           f"{filename}: {report.created} created, {report.updated} updated")
@@ -82,5 +83,5 @@ async def import_upload(request: web.Request) -> web.StreamResponse:
              report.created, report.updated)
     raise redirect(request, "/customers/import",
                    f"Imported {filename}: {report.created} created, {report.updated} "
-                   f"updated, {report.unchanged} unchanged, {len(report.kept_opt_outs)} "
-                   "opt-out(s) kept")
+                   f"updated, {report.unchanged} unchanged, "
+                   f"{plural(len(report.kept_opt_outs), 'opt-out')} kept")

@@ -24,6 +24,8 @@ import aiosqlite
 from mailer.campaigns import service
 from mailer.campaigns.model import Campaign
 from mailer.campaigns.sender import SendConfig, send_config
+from mailer.campaigns.templates import SAMPLE_CUSTOMER_NAME
+from mailer.campaigns.templates import sample_subjects as _sample_subjects
 from mailer.errors import CsvError, ImapError, MailerError, MalformedMessage
 from mailer.health import status as status_module
 from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
@@ -72,6 +74,11 @@ def campaign_templates(settings: Settings) -> list[str]:
                if f is not None]
     return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.iterdir()
                    if p.suffix == ".txt" and not p.name.startswith(".")})
+
+
+def sample_subjects(settings: Settings, subjects: list[str]) -> list[str]:
+    """Subject lines as the sample customer `SAMPLE_CUSTOMER_NAME` reads them."""
+    return _sample_subjects(settings.templates.dir, subjects)
 
 
 async def create_campaign(conn: aiosqlite.Connection, settings: Settings, *, kind: str,
@@ -275,4 +282,4 @@ async def daemon_state(settings: Settings, db_path: Path) -> DaemonState:
         for name, part in sorted(parts.items())])
 
 
-__all__ = ["CampaignReport", "MailerError"]
+__all__ = ["SAMPLE_CUSTOMER_NAME", "CampaignReport", "MailerError"]

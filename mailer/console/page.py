@@ -1,5 +1,6 @@
 """What every console page shares: rendering with the signed-in user, the navigation and the
-CSRF token; one-line notices carried across a redirect; the application's settings key."""
+CSRF token; one-line notices carried across a redirect; the application's settings key; the
+favicon."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from urllib.parse import quote
 
 import aiohttp.web as web
 
-from mailer.console.security import RENDERER, SESSION
+from mailer.console.security import RENDERER, SESSION, public
 from mailer.settings import Settings
 
 APP_SETTINGS: web.AppKey[Settings] = web.AppKey("console_app_settings", Settings)
@@ -20,6 +21,7 @@ NAV: tuple[tuple[str, str, str, frozenset[str]], ...] = (
     ("campaigns", "Campaigns", "/campaigns", frozenset({"admin", "marketing"})),
     ("review", "Review queue", "/review", frozenset({"admin", "reviewer"})),
     ("customers", "Customers", "/customers", frozenset({"admin", "reviewer"})),
+    ("audit", "Audit log", "/audit", frozenset({"admin"})),
 )
 
 
@@ -58,3 +60,10 @@ def redirect(request: web.Request, path: str, notice: str = "") -> web.HTTPSeeOt
         path += (("&" if "?" in path else "?") + "done=" + quote(notice)
                  + "&sig=" + _signature(request, notice))
     return web.HTTPSeeOther(path)
+
+
+@public
+async def favicon(request: web.Request) -> web.StreamResponse:
+    """The console's icon (an SVG; `img-src 'self'` in the CSP allows it), for every page's
+    `<link rel="icon">` and for browsers that ask for /favicon.ico regardless."""
+    return web.Response(body=request.app[RENDERER].favicon, content_type="image/svg+xml")

@@ -2,7 +2,8 @@
 (`mailer.http.pages`: the one sandboxed Jinja2 environment of `mailer.mail.templates`, with the
 `[templates] dir` override), and the stylesheet every page inlines, allowed by its SHA-256 in
 the Content-Security-Policy (`style-src 'sha256-…'`): no page loads anything, not even from its
-own origin.
+own origin. Pages count with the `plural` and `noun` filters ("1 customer", "2 customers");
+the favicon is `console/favicon.svg`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mailer.http.pages import Pages
+from mailer.wording import noun, plural
 
 # Checked when the console starts: a broken sign-in or error page would hide every other.
 _CHECKED = ("login.html", "error.html")
@@ -20,10 +22,13 @@ _CHECKED = ("login.html", "error.html")
 @dataclass(frozen=True)
 class Renderer:
     pages: Pages
+    favicon: bytes
 
     @classmethod
     def load(cls, override: Path | None = None) -> Renderer:
-        return cls(Pages(override, "console", "console.css", check=_CHECKED))
+        pages = Pages(override, "console", "console.css", check=_CHECKED,
+                      filters={"plural": plural, "noun": noun})
+        return cls(pages, pages.file_text("favicon.svg").encode("utf-8"))
 
     @property
     def css_hash(self) -> str:

@@ -16,6 +16,7 @@ from mailer.errors import ImapError, MailerError, NotFound
 from mailer.store import inbox as inbox_store
 from mailer.store import users
 from mailer.store.db import transaction
+from mailer.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,12 @@ async def review_resolve(request: web.Request) -> web.StreamResponse:
         raise redirect(request, f"/review/{item_id}", str(exc)) from exc
     async with transaction(conn):
         await users.audit(conn, actor(request), "resolved review item",
-                          f"review item {item_id}: {len(set(emails))} customer(s)")
+                          f"review item {item_id}: {plural(len(set(emails)), 'customer')}")
     log.info("console: review item %s resolved by user %s", item_id,
              session_of(request).user.id)
     problem = await links.file_settled(settings, item.message_id)
-    raise redirect(request, "/review", f"Request {item_id} resolved: {len(set(emails))} "
-                   f"customer(s) unsubscribed. {problem}".strip())
+    raise redirect(request, "/review", f"Request {item_id} resolved: "
+                   f"{plural(len(set(emails)), 'customer')} unsubscribed. {problem}".strip())
 
 
 @allow("reviewer")

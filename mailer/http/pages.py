@@ -9,7 +9,7 @@ in a <style> element, allowed by the Content-Security-Policy through its SHA-256
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +17,35 @@ import jinja2
 from markupsafe import Markup
 
 from mailer.http.headers import style_source
-from mailer.mail.templates import Sandbox, sandbox
+from mailer.mail.templates import Sandbox, sandbox, served_css
 
 
 class Pages:
-    """The templates under `folder/`, and `stylesheet` in it; the pages named in `check` are
-    compiled (with what they extend) at once, so a broken one stops the listener at start.
-    Raises TemplateError naming the file."""
+    """The templates under `folder/`, and `stylesheet` in it (served without its comments,
+    which are notes for developers); the pages named in `check` are compiled (with what they
+    extend) at once, so a broken one stops the listener at start. `filters` are the listener's
+    own Jinja2 filters (the console's `plural`). Raises TemplateError naming the file."""
 
     def __init__(self, templates_dir: Path | None, folder: str, stylesheet: str,
-                 check: Iterable[str] = ()) -> None:
+                 check: Iterable[str] = (),
+                 filters: Mapping[str, Callable[..., Any]] | None = None) -> None:
         self._env: Sandbox = sandbox(templates_dir)
+        self._env.filters.update(filters or {})
         self.folder = folder
-        name = f"{folder}/{stylesheet}"
-        try:
-            css, _, _ = self._env.loader.get_source(self._env, name)  # type: ignore[union-attr]
-        except jinja2.TemplateNotFound as exc:
-            raise self._env.not_found(name) from exc
+        css = served_css(self.file_text(stylesheet))
         self.style = Markup(css)  # our own file, not input: inlined as it is
         self.style_source = style_source(css)
         for page in check:
             self._env.file_checked(f"{folder}/{page}")
+
+    def file_text(self, name: str) -> str:
+        """The text of `folder/name` as it is (a stylesheet, an icon)."""
+        path = f"{self.folder}/{name}"
+        try:
+            text, _, _ = self._env.loader.get_source(self._env, path)  # type: ignore[union-attr]
+        except jinja2.TemplateNotFound as exc:
+            raise self._env.not_found(path) from exc
+        return text
 
     def render(self, page: str, context: Mapping[str, Any]) -> str:
         """`folder/page` as HTML. Raises TemplateError naming the template and line."""

@@ -172,3 +172,31 @@ async def sends_per_day(conn: aiosqlite.Connection, since_day: str) -> dict[str,
     rows = await conn.execute_fetchall(
         "SELECT day, count FROM sends_daily WHERE day >= ?", (since_day,))
     return {r["day"]: int(r["count"]) for r in rows}
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: str  # UTC, ISO 8601
+    actor: str  # a console user's name, or "cli" for `mailer users …`
+    action: str
+    target: str
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    entries: list[AuditEntry]  # newest first
+    next_before: int | None  # the id to continue before, or None on the last page
+
+
+@translated("console: audit log")
+async def audit_page(conn: aiosqlite.Connection, *, before: int = 0,
+                     limit: int = 50) -> AuditPage:
+    """Who did what and when (`console_audit`, console and CLI alike), newest first, a page
+    of `limit` entries older than the entry `before` (0: from the newest); keyset-paged."""
+    rows = list(await conn.execute_fetchall(
+        "SELECT id, at, actor, action, target FROM console_audit WHERE (? = 0 OR id < ?) "
+        "ORDER BY id DESC LIMIT ?", (before, before, limit + 1)))
+    entries = [AuditEntry(r["id"], r["at"], r["actor"], r["action"], r["target"])
+               for r in rows[:limit]]
+    return AuditPage(entries, entries[-1].id if len(rows) > limit else None)

@@ -22,6 +22,7 @@ from tests.console.world import (
     login,
     query,
     start_client,
+    token_in,
 )
 from tests.servers import SmtpSink
 
@@ -66,7 +67,8 @@ def concrete(path: str) -> str:
     return re.sub(r"\{action[^}]*\}", "pause", re.sub(r"\{\w+:\\d\+\}", "1", path))
 
 
-PROTECTED = [(r.method, concrete(r.path)) for r in routes() if r.path != "/login"]
+PUBLIC = {"/login", "/favicon.svg", "/favicon.ico"}
+PROTECTED = [(r.method, concrete(r.path)) for r in routes() if r.path not in PUBLIC]
 BY_ROLE = {
     "marketing": {p for m, p in PROTECTED if p.startswith("/campaigns")},
     "reviewer": {p for m, p in PROTECTED if p.startswith(("/review", "/customers"))},
@@ -125,8 +127,8 @@ async def test_a_form_without_the_sessions_csrf_token_is_refused_and_changes_not
         assert "This form has expired" in await response.text()
     assert query(world.db, "SELECT status FROM campaigns") == [("scheduled",)]
     token = await csrf(client)
-    response = await client.post(f"/campaigns/{campaign_id}/cancel", data={"csrf": token},
-                                 allow_redirects=False)
+    response = await client.post(f"/campaigns/{campaign_id}/cancel",
+                                 data={"csrf": token, "confirm": "yes"}, allow_redirects=False)
     assert response.status == 303
     assert query(world.db, "SELECT status FROM campaigns") == [("cancelled",)]
     assert query(world.db, "SELECT actor, action FROM console_audit WHERE action LIKE 'cancel%'"
@@ -139,7 +141,8 @@ async def test_another_users_csrf_token_does_not_pass(client: Client, world: Wor
     admin_token = await csrf(client)
     assert await login(client, "marketing") == 303
     response = await client.post(f"/campaigns/{campaign_id}/cancel",
-                                 data={"csrf": admin_token}, allow_redirects=False)
+                                 data={"csrf": admin_token, "confirm": "yes"},
+                                 allow_redirects=False)
     assert response.status == 403
     assert query(world.db, "SELECT status FROM campaigns") == [("scheduled",)]
 
@@ -359,15 +362,18 @@ async def test_a_template_error_is_shown_next_to_the_field_at_fault(
     assert f'<a href="#{field}">template campaigns/{template}' in page, page
 
 
-async def test_the_html_preview_is_framed_sandboxed_under_its_own_strict_policy(
+async def test_the_html_preview_is_a_whole_page_of_its_own_under_a_sandboxing_policy(
     client: Client, world: World
 ) -> None:
     campaign_id = await world.create_campaign()
     assert await login(client, "marketing") == 303
     page = await (await client.get(f"/campaigns/{campaign_id}?email=ann%40example.com")).text()
-    assert re.search(r'<iframe[^>]* sandbox=""', page)
+    assert "<iframe" not in page  # a frame of fixed height cut the footer off
+    assert (f'href="/campaigns/{campaign_id}/preview.html?email=ann%40example.com"'
+            in page)
     assert "Dear Ann Lee" in page
     html = await client.get(f"/campaigns/{campaign_id}/preview.html?email=ann%40example.com")
+    assert "Unsubscribe" in await html.text()  # the footer, at the end of the message
     policy = html.headers["Content-Security-Policy"]
     assert policy.startswith("default-src 'none'") and "sandbox" in policy
     assert "script-src" not in policy
@@ -520,9 +526,36 @@ async def test_a_send_time_that_cannot_be_is_shown_next_to_the_field_and_changes
         assert f'<a href="#at">{message}' in page and f"Error: {message}" in page
         assert f'value="{at}"' in page  # what was typed stays in the field
     assert query(world.db, "SELECT status, scheduled_at FROM campaigns") == [("draft", None)]
-    await client.post("/campaigns/1/cancel", data={"csrf": token})
+    await client.post("/campaigns/1/cancel", data={"csrf": token, "confirm": "yes"})
     refused = await client.post("/campaigns/1/schedule",
                                 data={"csrf": token, "at": "2027-07-01T09:30",
                                       "zone": "Europe/London"})
     assert "only a draft, scheduled or paused campaign can be scheduled" in await refused.text()
     assert query(world.db, "SELECT status FROM campaigns") == [("cancelled",)]
+
+
+async def test_cancel_asks_first_on_a_page_of_its_own_and_only_its_button_cancels(
+    client: Client, world: World
+) -> None:
+    campaign_id = await world.create_campaign(at="2030-01-01T09:00")
+    assert await login(client, "marketing") == 303
+    page = await (await client.get(f"/campaigns/{campaign_id}")).text()
+    assert f'<a class="button warning" href="/campaigns/{campaign_id}/cancel">' in page
+    token = token_in(page)
+    # A POST that did not come from the confirmation page cancels nothing: it asks.
+    response = await client.post(f"/campaigns/{campaign_id}/cancel", data={"csrf": token},
+                                 allow_redirects=False)
+    assert response.status == 303
+    assert response.headers["Location"] == f"/campaigns/{campaign_id}/cancel"
+    assert query(world.db, "SELECT status FROM campaigns") == [("scheduled",)]
+    confirm = await (await client.get(f"/campaigns/{campaign_id}/cancel")).text()
+    assert f"Are you sure you want to cancel campaign {campaign_id}?" in confirm
+    assert "You cannot undo this." in confirm
+    assert 'name="confirm" value="yes"' in confirm
+    response = await client.post(f"/campaigns/{campaign_id}/cancel",
+                                 data={"csrf": token_in(confirm), "confirm": "yes"})
+    assert f"Campaign {campaign_id} is now cancelled" in await response.text()
+    assert query(world.db, "SELECT status FROM campaigns") == [("cancelled",)]
+    # Nothing left to cancel: the confirmation page is not offered again.
+    response = await client.get(f"/campaigns/{campaign_id}/cancel")
+    assert "there is nothing to cancel" in await response.text()
