@@ -96,13 +96,13 @@ def make_app(
     if not secrets:
         raise BadInput("[campaigns] secret: missing (set MAILER_SECRET); the unsubscribe pages "
                        "cannot check links without it")
-    pages = Pages(settings.templates.dir)
+    pages = Pages(settings.templates.dir, write_to=settings.unsubscribe)
     ctx = WebContext(pages=pages, secrets=secrets,
                      one_click_categories=settings.unsubscribe.categories, clock=clock)
 
     def error_page(request: web.Request, status: int) -> web.Response:
         title, message = _ERRORS.get(status, _ERRORS[500])
-        html = pages.render("error", {"title": title, "message": message})
+        html = pages.render("error", {"title": title, "message": message, "status": status})
         return web.Response(text=html, content_type="text/html", status=status)
 
     app = web.Application(

@@ -6,7 +6,8 @@
   `[unsubscribe] categories` at once and answer 200 with a short plain body; no redirect, no
   cookie, no confirmation. Other fields next to it are ignored (RFC 8058 only requires that one).
 - `POST` from the page's forms (`nonce`, `action` = save | everything, `categories`): apply
-  exactly what was chosen, and answer with the same page showing the saved choices.
+  exactly what was chosen, then 303 to the page with `?saved=choices|everything`, which shows
+  the saved choices and a notice (post/redirect/get: a refresh does not post again).
 
 A forged, truncated or unknown token, or the token of a customer who has been erased, gets the
 same plain 404 page and changes nothing. Handlers are thin: consent changes are in `choices`.
@@ -46,8 +47,16 @@ def _unknown_customer(request: web.Request) -> web.HTTPNotFound:
     return web.HTTPNotFound()
 
 
+# What the page says after a save; the redirect names one of these, never the words.
+SAVED: dict[str, str] = {
+    "choices": "Your email choices have been saved.",
+    "everything": "You have been unsubscribed from everything. We will not send you these "
+                  "emails. You will still get service messages about your account.",
+}
+
+
 async def show(request: web.Request) -> web.StreamResponse:
-    """GET and HEAD: the preference page, read-only."""
+    """GET and HEAD: the preference page, read-only (with `?saved=`, the notice of a save)."""
     ctx = request.app[WEB]
     link = _link(request, ctx)
     async with ctx.db() as conn:
@@ -55,7 +64,7 @@ async def show(request: web.Request) -> web.StreamResponse:
     if customer is None:
         raise _unknown_customer(request)
     request[OUTCOME] = "page shown"
-    return page(ctx, customer)
+    return page(ctx, customer, saved=SAVED.get(request.query.get("saved", ""), ""))
 
 
 async def submit(request: web.Request) -> web.StreamResponse:
@@ -89,11 +98,10 @@ async def submit(request: web.Request) -> web.StreamResponse:
     if customer is None:
         raise _unknown_customer(request)
     request[OUTCOME] = f"saved {outcome.name}"
-    if action == "everything":
-        message = "You have been unsubscribed from everything. We will not send you these emails."
-    else:
-        message = "Your email choices have been saved."
-    return page(ctx, customer, saved=message)
+    # 303 (RFC 9110 §15.4.4): the browser GETs the page, so a refresh cannot post again.
+    # Returned, not raised, so the request's log line and opt-out count see it like any other.
+    saved = "everything" if action == "everything" else "choices"
+    return web.Response(status=303, headers={"Location": f"{request.path}?saved={saved}"})
 
 
 def _wanted(action: object, ticked: list[Any]) -> choices.Choices | None:
@@ -135,6 +143,7 @@ def page(ctx: WebContext, customer: Customer, *, status: int = 200, saved: str =
         "nonce": form_nonce(ctx.secrets[0], customer.id, ctx.clock.time()),
         "saved": saved,
         "error": error,
+        "any_on": any(customer.preferences[c] for c in CATEGORIES),
     })
     return web.Response(text=html, content_type="text/html", status=status)
 

@@ -29,7 +29,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 from mailer.campaigns.sender import send_campaign
 from mailer.public import serve
 from mailer.store.db import open_db
-from tests.campaigns.world import ROOT, UNSUBSCRIBE_URL, World
+from tests.campaigns.world import ROOT, UNSUBSCRIBE_ADDRESS, UNSUBSCRIBE_URL, World
 from tests.pages import left
 from tests.servers import SmtpSink, free_port
 
@@ -160,9 +160,21 @@ def browse(driver: WebDriver, url: str, db: Path, reference: str) -> None:
     assert state(db, "ann@example.com") == (
         {"announcements": 1, "offers": 0}, [("offers", 1, 0, "preference page", reference)])
 
+    # The answer was a redirect: a refresh shows the page again and posts nothing.
+    assert driver.current_url == url + "?saved=choices"
+    driver.refresh()
+    assert "Your email choices have been saved." in driver.find_element(
+        By.CSS_SELECTOR, ".banner").text
+    assert state(db, "ann@example.com")[1] == [
+        ("offers", 1, 0, "preference page", reference)]
+
     submit(driver, "Unsubscribe from everything")
     assert "unsubscribed from everything" in driver.find_element(By.CSS_SELECTOR, ".banner").text
     assert not driver.find_element(By.ID, "category-announcements").is_selected()
+    assert "We will still send you service messages about your account" in driver.find_element(
+        By.ID, "service-messages").text
+    assert driver.find_elements(By.CSS_SELECTOR, "button[value=everything]") == []
+    assert serious_violations(driver) == []
     screenshots(driver, "3-everything")
     assert state(db, "ann@example.com") == (
         {"announcements": 0, "offers": 0},
@@ -185,9 +197,14 @@ def browse(driver: WebDriver, url: str, db: Path, reference: str) -> None:
 
     driver.get(url[:-4])
     assert driver.find_element(By.TAG_NAME, "h1").text == "Page not found"
+    other_way = driver.find_element(By.PARTIAL_LINK_TEXT, "unsubscribe@")
+    assert other_way.get_attribute("href") == (
+        f"mailto:{UNSUBSCRIBE_ADDRESS}?subject=Unsubscribe%20special%20offers")
     assert serious_violations(driver) == []
     screenshots(driver, "5-not-found")
     assert csp_errors(driver) == []
+    # Developer comments stay in the repository: the served style has none.
+    assert "/*" not in driver.find_element(By.TAG_NAME, "style").get_attribute("innerHTML")
 
 
 async def test_a_customer_follows_the_link_in_a_real_campaign_and_changes_their_choices(

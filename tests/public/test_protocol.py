@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from mailer.mail import tokens
 from mailer.public import make_app
-from tests.campaigns.world import SECRET
+from tests.campaigns.world import SECRET, UNSUBSCRIBE_ADDRESS
 from tests.public.world import OLD_SECRET, FakeClock, Site, seed, web_settings
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -215,6 +215,21 @@ async def test_a_bad_token_gets_the_same_plain_404_page_and_changes_nothing(
     assert site.snapshot() == before
 
 
+async def test_a_link_that_is_not_found_offers_to_unsubscribe_by_email_instead(
+    site: Site,
+) -> None:
+    html = await (await site.client.get(f"{site.prefix}/no-such-token")).text()
+    assert "Unsubscribe by email instead" in html
+    assert (f'<a href="mailto:{UNSUBSCRIBE_ADDRESS}?subject=Unsubscribe%20special%20offers">'
+            f"{UNSUBSCRIBE_ADDRESS}</a>") in html
+    assert "with the subject “Unsubscribe special offers”" in html
+    # Other errors are about the request, not the link: no such offer there.
+    wrong_type = await site.client.post(site.url(), data=b"x",
+                                        headers={"Content-Type": "text/plain"})
+    assert wrong_type.status == 415
+    assert "mailto:" not in await wrong_type.text()
+
+
 async def test_a_token_signed_with_a_previous_secret_still_works(site: Site) -> None:
     url = site.url(secret=OLD_SECRET)
 
@@ -258,10 +273,14 @@ async def test_the_token_of_an_erased_customer_gets_the_plain_404_and_changes_no
 async def test_saving_the_page_applies_exactly_the_ticked_categories(site: Site) -> None:
     nonce = await page_nonce(site)
     response = await site.client.post(site.url(), data={
-        "nonce": nonce, "action": "save", "categories": "announcements"})
+        "nonce": nonce, "action": "save", "categories": "announcements"},
+        allow_redirects=False)
 
-    assert response.status == 200
-    html = await response.text()
+    # Post/redirect/get: the answer is a 303 to the page, so a refresh does not post again.
+    assert response.status == 303
+    assert response.headers["Location"] == site.url() + "?saved=choices"
+    shown = await site.client.get(response.headers["Location"])
+    html = await shown.text()
     assert "Saved" in html and "Your email choices have been saved." in html
     assert 'value="offers">' in html and 'value="announcements" checked>' in html
     assert site.preferences() == {"announcements": 1, "offers": 0}
@@ -292,10 +311,20 @@ async def test_unsubscribe_from_everything_turns_every_category_off(site: Site) 
     nonce = await page_nonce(site)
     response = await site.client.post(site.url(), data={"nonce": nonce, "action": "everything"})
 
-    assert response.status == 200
-    assert "unsubscribed from everything" in await response.text()
+    assert [r.status for r in response.history] == [303]
+    assert response.status == 200 and response.url.query_string == "saved=everything"
+    html = await response.text()
+    assert "unsubscribed from everything" in html
+    assert "We will still send you service messages about your account" in html
+    # Nothing is left to stop: the same button is not offered again.
+    assert 'value="everything"' not in html
     assert site.preferences() == {"announcements": 0, "offers": 0}
     assert {e[3] for e in site.events()} == {"preference page"}
+
+
+async def test_a_saved_notice_is_only_one_of_the_pages_own_words(site: Site) -> None:
+    html = await (await site.client.get(site.url() + "?saved=<b>hacked</b>")).text()
+    assert "Saved" not in html and "hacked" not in html
 
 
 async def test_saving_the_same_choices_again_records_nothing_more(site: Site) -> None:
