@@ -1,8 +1,10 @@
 """The overview's charts, drawn as inline SVG from plain numbers (no JavaScript, nothing
 loaded). Pure: values in, markup out; every piece of text is escaped here.
 
-A stacked bar per day, a legend, a y axis with a rounded top, and a `<title>` plus an
-`aria-label` summarising the totals for screen readers (the page also has a data table).
+A stacked bar per day, a y axis with a rounded top labelled at both ends (a phone shows the
+chart scrolled to its right end, today), and a `<title>` plus an `aria-label` summarising the
+totals for screen readers (the page also has a data table). The legend is a drawing of its own
+(`legend`), so it stays in view while the bars scroll sideways.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ HEIGHT = 260
 LEFT = 56
 BOTTOM = 36
 TOP = 16
-RIGHT = 12
+RIGHT = 48
 
 
 def nice_top(value: int) -> int:
@@ -49,7 +51,7 @@ def stacked_bars(title: str, days: Sequence[str], series: Mapping[str, Sequence[
     span = f"{days[0]} to {days[-1]}" if days else "no days"
     aria = f"{title}, {span}. Totals: {summary}."
     parts: list[str] = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT + 24}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
         f'role="img" aria-label="{escape(aria)}" class="chart">',
         f"<title>{escape(aria)}</title>",
     ]
@@ -58,6 +60,8 @@ def stacked_bars(title: str, days: Sequence[str], series: Mapping[str, Sequence[
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" '
                      'stroke="#b1b4b6" stroke-width="1"/>')
         parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="12" '
+                     f'fill="#0b0c0c">{tick}</text>')
+        parts.append(f'<text x="{WIDTH - RIGHT + 6}" y="{y + 4:.1f}" font-size="12" '
                      f'fill="#0b0c0c">{tick}</text>')
     for i, day in enumerate(days):
         x = LEFT + i * slot + (slot - bar_w) / 2
@@ -76,13 +80,18 @@ def stacked_bars(title: str, days: Sequence[str], series: Mapping[str, Sequence[
             parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{TOP + plot_h + 16}" '
                          f'text-anchor="middle" font-size="12" fill="#0b0c0c">'
                          f"{escape(day[5:])}</text>")
-    legend_x = LEFT
-    for index, name in enumerate(series):
-        colour = PALETTE[index % len(PALETTE)]
-        parts.append(f'<rect x="{legend_x}" y="{HEIGHT + 8}" width="12" height="12" '
-                     f'fill="{colour}"/>')
-        parts.append(f'<text x="{legend_x + 18}" y="{HEIGHT + 18}" font-size="13" '
-                     f'fill="#0b0c0c">{escape(labels[name])}</text>')
-        legend_x += 30 + 8 * len(labels[name])
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def legend(names: Sequence[str], labels: Mapping[str, str] | None = None) -> Markup:
+    """The key to `stacked_bars`' colours (same order): a list that wraps on a narrow screen,
+    each entry a swatch (a tiny SVG: its `fill` is an attribute, which the CSP allows where a
+    `style` attribute would not be) and its label."""
+    labels = labels or {name: name for name in names}
+    items = "".join(
+        f'<li><svg width="14" height="14" viewBox="0 0 14 14" aria-hidden="true">'
+        f'<rect width="14" height="14" fill="{PALETTE[index % len(PALETTE)]}"/></svg>'
+        f"{escape(labels[name])}</li>"
+        for index, name in enumerate(names))
+    return Markup(f'<ul class="legend">{items}</ul>')

@@ -51,8 +51,10 @@ async def overview_context(request: web.Request) -> dict[str, Any]:
         "charts": data,
         "optout_chart": chart.stacked_bars("Opt-outs per day by source", data.days,
                                            data.optouts),
+        "optout_legend": chart.legend(OPT_OUT_SOURCES),
         "sends_chart": chart.stacked_bars("Campaign messages sent per day", data.days,
                                           {"sent": data.sends}, {"sent": "Messages sent"}),
+        "sends_legend": chart.legend(["sent"], {"sent": "Messages sent"}),
         "optout_totals": {s: sum(v) for s, v in data.optouts.items()},
         "sends_total": sum(data.sends),
     }

@@ -32,6 +32,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from mailer.campaigns.scheduler import scheduler_loop
 from mailer.console.app import make_app
+from tests.console.test_cli import mailer
 from tests.console.test_review import hostile_request
 from tests.console.world import PASSWORD, FakeClock, add_users
 from tests.helpers import ROOT
@@ -99,11 +100,18 @@ class Browser:
             follow(d, d.find_element(By.CSS_SELECTOR, "main button[type=submit]"))
         await self(act)
 
-    async def photograph(self, name: str) -> None:
-        """Screenshots at both widths, and an axe check of the page as it is."""
+    async def photograph(self, name: str, *, console: bool = True) -> None:
+        """Screenshots at both widths, and an axe check of the page as it is at each (tables
+        become cards at phone width). `console=False` for the campaign's HTML as a mail
+        program shows it: not a console page, and its sandbox policy runs no script, axe's
+        included."""
         await self(lambda d: _photograph(d, name))
-        violations = await self(_serious_violations)
-        assert violations == [], (name, violations)
+        if console:
+            for width in WIDTHS.values():
+                await self(lambda d, w=width: d.set_window_size(w, 900))
+                violations = await self(_serious_violations)
+                assert violations == [], (name, width, violations)
+            await self(desktop_width)
         self.checked.append(name)
 
 
@@ -115,6 +123,46 @@ def _photograph(driver: WebDriver, name: str) -> None:
         driver.set_window_size(width, min(max(height + 140, 600), 5000))
         driver.save_screenshot(str(ARTIFACTS / f"{name}-{label}.png"))
     driver.set_window_size(1280, 900)
+
+
+def phone_width(driver: WebDriver) -> None:
+    driver.set_window_size(WIDTHS["phone"], 900)
+
+
+def desktop_width(driver: WebDriver) -> None:
+    driver.set_window_size(WIDTHS["desktop"], 900)
+
+
+def follow_link(driver: WebDriver, text: str) -> None:
+    old = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.LINK_TEXT, text).click()
+    WebDriverWait(driver, 60).until(left(old))
+
+
+def overflowing(driver: WebDriver) -> list[str]:
+    """The scrolling boxes (and the page) whose content is wider than they are."""
+    return list(driver.execute_script(
+        "const out = [];"
+        "if (document.documentElement.scrollWidth > document.documentElement.clientWidth)"
+        "  out.push('page');"
+        "document.querySelectorAll('.scroll').forEach(function (e) {"
+        "  if (e.scrollWidth > e.clientWidth) out.push(e.innerHTML.slice(0, 60)); });"
+        "return out;"))
+
+
+def inside_window(driver: WebDriver, element: WebElement) -> bool:
+    return bool(driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect();"
+        "return r.width > 0 && r.left >= 0 && r.right <= document.documentElement.clientWidth;",
+        element))
+
+
+def ends_in_view(driver: WebDriver, chart: WebElement) -> bool:
+    """The chart is wider than its box, and the box shows its right end (today)."""
+    return bool(driver.execute_script(
+        "const c = arguments[0].getBoundingClientRect();"
+        "const box = arguments[0].parentElement.getBoundingClientRect();"
+        "return c.width > box.width && Math.abs(c.right - box.right) < 2;", chart))
 
 
 def _serious_violations(driver: WebDriver) -> list[tuple[str, str]]:
@@ -223,10 +271,33 @@ async def test_marketing_schedules_a_campaign_and_watches_it_reach_every_opted_i
     await browser.open(campaign_path.split("?")[0] + "?email=ann%40example.com")
     assert "Dear Ann Lee" in await browser.text()
     await browser.photograph("campaign-sent")
+    # The HTML version is a page of its own, as tall as the message: the footer is there.
+    await browser(lambda d: follow_link(d, "Open the HTML version for ann@example.com"))
+    body = await browser(lambda d: d.find_element(By.TAG_NAME, "body").text)
+    assert "Ann Lee" in body and "unsubscribe" in body.lower()
+    await browser.photograph("campaign-preview-html", console=False)
+
     await browser.open("/campaigns")
+    page = await browser.text()
+    # As a customer reads it, marked as a sample; not the template source.
+    assert "A winter offer for Zoë Ó Briain-Müller" in page and "{{" not in page
+    assert "sample" in await browser(
+        lambda d: d.find_element(By.CSS_SELECTOR, "td .tag.sample").text.lower())
     await browser.photograph("campaigns")
+    await browser(phone_width)
+    # Below 600 px each row is a card: nothing to scroll sideways, the state in view.
+    assert await browser(overflowing) == []
+    state = await browser(lambda d: d.find_element(By.CSS_SELECTOR, "td[data-label=State]"))
+    assert await browser(lambda d: inside_window(d, state))
+    await browser(desktop_width)
+
     await browser.open("/")
     await browser.photograph("overview-after-send")
+    await browser(phone_width)
+    # The 90-day charts open on their last day, today, at phone width.
+    for chart in await browser(lambda d: d.find_elements(By.CSS_SELECTOR, ".to-end svg")):
+        assert await browser(lambda d, c=chart: ends_in_view(d, c))
+    await browser(desktop_width)
 
 
 async def test_marketing_saves_a_draft_then_schedules_it_from_its_page(
@@ -251,6 +322,13 @@ async def test_marketing_saves_a_draft_then_schedules_it_from_its_page(
                              at)
             follow(d, d.find_element(By.XPATH, "//button[text()='Schedule campaign']"))
         return act
+
+    # Cancel asks first, on a page of its own; "No, keep it" changes nothing.
+    await browser(lambda d: follow(d, d.find_element(By.LINK_TEXT, "Cancel campaign")))
+    assert "You cannot undo this." in await browser.text()
+    await browser.photograph("campaign-cancel")
+    await browser(lambda d: follow(d, d.find_element(By.LINK_TEXT, "No, keep it")))
+    assert world.query("SELECT status FROM campaigns") == [("draft",)]
 
     await browser(schedule("2001-01-01T09:00"))
     page = await browser.text()
@@ -287,7 +365,7 @@ async def test_a_reviewer_resolves_a_request_the_inbox_worker_put_in_review(
         follow(d, d.find_element(By.XPATH, "//button[contains(., 'Unsubscribe and send')]"))
 
     await browser(resolve)
-    assert "Request 1 resolved: 2 customer(s) unsubscribed" in await browser.text()
+    assert "Request 1 resolved: 2 customers unsubscribed." in await browser.text()
     assert world.opted_out() == {"john.smith@example.com", "jsmith@example.org"}
     assert {tuple(r) for r in world.query(
         "SELECT source, actor FROM consent_events WHERE new_value = 0")} == {
@@ -303,3 +381,43 @@ async def test_a_reviewer_resolves_a_request_the_inbox_worker_put_in_review(
     await browser.open("/campaigns")
     assert "You cannot use this page" in await browser.text()
     await browser.photograph("refused")
+
+
+async def test_an_administrator_reads_who_did_what_in_the_audit_log_cli_included(
+    browser: Browser, world: World
+) -> None:
+    added = await asyncio.to_thread(
+        mailer, world.settings_path, "users", "add", "ops", "--role", "reviewer",
+        stdin="a long and unguessable pass phrase 2026\n")
+    assert added.returncode == 0, added.stderr
+    await browser.sign_in("marketing")
+    await browser.open("/campaigns/new")
+
+    def save_draft(d: WebDriver) -> None:
+        d.find_element(By.CSS_SELECTOR, "input[name=kind][value=offers]").click()
+        Select(d.find_element(By.ID, "template")).select_by_value("welcome-offer")
+        d.find_element(By.ID, "subject").send_keys("Hello {{ customer.name }}")
+        follow(d, d.find_element(By.CSS_SELECTOR, "button[value=save]"))
+
+    await browser(save_draft)
+    await browser(lambda d: follow(d, d.find_element(By.LINK_TEXT, "Cancel campaign")))
+    await browser(lambda d: follow(d, d.find_element(By.XPATH,
+                                                     "//button[starts-with(., 'Yes, cancel')]")))
+    assert "Campaign 1 is now cancelled" in await browser.text()
+    await browser.open("/audit")
+    assert "You cannot use this page" in await browser.text()  # administrators only
+
+    await browser.sign_in("admin")
+    await browser(lambda d: follow(d, d.find_element(By.LINK_TEXT, "Audit log")))
+    rows = await browser(lambda d: [
+        [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+        for tr in d.find_elements(By.CSS_SELECTOR, "main tbody tr")])
+    assert [r[1:] for r in rows if r[2] != "signed in"] == [
+        ["marketing", "cancel campaign", "campaign 1"],
+        ["marketing", "created campaign (draft)", "campaign 1"],
+        ["cli", "added user (reviewer)", "ops"],
+    ]
+    await browser.photograph("audit")
+    await browser.open("/favicon.ico")
+    icon = await browser(lambda d: d.page_source)
+    assert "<svg" in icon

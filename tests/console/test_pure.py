@@ -57,7 +57,15 @@ def test_the_chart_escapes_its_labels_and_sums_each_series() -> None:
                              {"email": [1, 2], "<script>": [0, 4]})
     assert "<script>" not in svg and "&lt;script&gt;: 4" in svg
     assert "email: 3" in svg
-    assert svg.count("<rect") == 3 + 2  # three non-zero bars, two legend keys
+    assert svg.count("<rect") == 3  # three non-zero bars
+    key = chart.legend(["email", "<script>"])
+    assert "<script>" not in key and "&lt;script&gt;" in key and key.count("<rect") == 2
+
+
+def test_the_chart_is_labelled_on_both_sides_so_its_scale_shows_at_its_end() -> None:
+    svg = chart.stacked_bars("Sent", ["2026-12-01", "2026-12-02"], {"sent": [3, 7]})
+    assert svg.count(">10</text>") == 2 and svg.count(">0</text>") == 2
+    assert ">12-02</text>" in svg  # the last day, today, is labelled
 
 
 def test_the_axis_top_is_a_round_number_at_or_above_the_highest_bar() -> None:
