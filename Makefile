@@ -1,11 +1,12 @@
 # The two newcomer commands (README): `make demo` and `make test`. Both set everything up in a
 # virtual environment first. `make demo` needs no root and no external server; `make test` also
 # installs the programs the suite talks to (scripts/setup-system.sh) when run as root.
+# `make playground` runs the whole service on loopback to click through, until Ctrl-C.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test check bench clean
+.PHONY: demo playground test check bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	$(PY) scripts/demo.py
+
+playground: $(VENV)/.installed
+	$(PY) scripts/playground.py
 
 test: $(VENV)/.installed
 	bash scripts/setup-system.sh
@@ -28,4 +32,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/campaign_bench.py
 
 clean:
-	rm -rf $(VENV) demo-run build dist
+	rm -rf $(VENV) demo-run playground-run build dist

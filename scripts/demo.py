@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
             smtp={"host": sink.host, "port": sink.port, "security": "none"},
             campaigns={"unsubscribe_url": "https://www.imperialtelecom.co.uk/unsubscribe"},
             http={"host": "127.0.0.1", "port": web_port},
+            # The console is off in the demo (`make playground` runs it); its section is
+            # here so the written settings show every part.
+            console={"enabled": False, "host": "127.0.0.1", "port": free_port()},
         ))
         (RUN_DIR / "customers.csv").write_text(CUSTOMERS, encoding="utf-8")
 

@@ -25,7 +25,7 @@ from mailer.mail import smtp, tokens, verp
 from mailer.mail.dkim import Signer, load_signer
 from mailer.mail.dkim_pool import SigningPool
 from mailer.mail.outgoing import CampaignHeaders, CampaignMessageBuilder, message_id
-from mailer.settings import BouncesSettings, Settings
+from mailer.settings import BouncesSettings, Settings, loopback_http_url
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,10 @@ def require_unsubscribe(config: SendConfig) -> None:
             "[campaigns] unsubscribe_url: missing; every campaign message must carry a "
             "one-click unsubscribe link"
         )
-    if not config.unsubscribe_url.startswith("https://"):
-        # RFC 8058 §3.1: the one-click URI must be HTTPS.
+    if not (config.unsubscribe_url.startswith("https://")
+            or loopback_http_url(config.unsubscribe_url)):
+        # RFC 8058 §3.1: the one-click URI must be HTTPS (plain http only to this machine,
+        # for the local playground, where no link leaves it).
         raise CampaignInvalid(
             f'[campaigns] unsubscribe_url: one-click unsubscribe needs an https:// URL, got '
             f'"{config.unsubscribe_url}"'

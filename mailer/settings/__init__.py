@@ -26,6 +26,7 @@ from mailer.settings.sections import (
     TemplatesSettings,
     UnsubscribeSettings,
     address_of,
+    loopback_http_url,
 )
 
 __all__ = [
@@ -49,4 +50,5 @@ __all__ = [
     "default_path",
     "from_mapping",
     "load",
+    "loopback_http_url",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import ipaddress
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -259,3 +260,19 @@ def address_of(value: str) -> str:
     """The bare addr-spec of `Name <addr>` or `addr`, lower-cased."""
     return email.utils.parseaddr(value)[1].lower()
 
+
+
+def loopback_http_url(url: str) -> bool:
+    """Whether `url` is plain http:// to this machine (127.0.0.0/8, ::1, localhost): the one
+    kind of http unsubscribe URL allowed, for `make playground`, whose links must open in a
+    local browser. Nobody outside this machine can follow such a link, so RFC 8058's HTTPS
+    requirement (which protects a link crossing the internet) has nothing to protect."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False

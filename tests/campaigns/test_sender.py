@@ -133,6 +133,31 @@ async def test_sending_without_secret_or_https_link_is_refused_before_anything_g
     assert world.rows("SELECT status FROM campaigns") == [("draft",)]
 
 
+@pytest.mark.parametrize("url", ["http://localhost.evil.test/u", "http://127.0.0.1.evil.test/u",
+                                 "http://10.0.0.1/u", "ftp://127.0.0.1/u"])
+async def test_plain_http_links_are_refused_unless_they_stay_on_this_machine(
+    world: World, url: str,
+) -> None:
+    await world.add_customers(1)
+    campaign_id = await world.create_campaign()
+    with pytest.raises(CampaignInvalid, match="https"):
+        await send(world, campaign_id, unsubscribe_url=url)
+    assert world.sink.messages == []
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/unsubscribe", "http://[::1]/u",
+                                 "http://localhost:9000/u"])
+async def test_a_loopback_http_link_for_the_local_playground_is_sent_as_it_is(
+    world: World, url: str,
+) -> None:
+    await world.add_customers(1)
+    campaign_id = await world.create_campaign()
+    outcome = await send(world, campaign_id, unsubscribe_url=url)
+    assert outcome.status == "sent"
+    [message] = world.parsed()
+    assert f"<{url}/" in str(message["List-Unsubscribe"])
+
+
 async def test_a_rate_limited_campaign_still_mails_everyone_once(world: World) -> None:
     # The spacing itself is the limiter's arithmetic, tested with a moved clock in test_model.
     await world.add_customers(11)
