@@ -33,6 +33,7 @@ from mailer.errors import CampaignPaused, CampaignRefused, Interrupted
 from mailer.lifecycle.signals import stop_on_signals
 from mailer.settings import Settings
 from mailer.store.db import open_db
+from mailer.wording import plural
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,8 +124,8 @@ def show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
         if value:
             click.echo(f"  {label}:{' ' * (10 - len(label))}{value}")
     if report.opted_in_now is not None:
-        click.echo(f"  audience:  not taken yet ({report.opted_in_now} customer(s) opted in "
-                   f"to {c.kind} now)")
+        click.echo(f"  audience:  not taken yet ({plural(report.opted_in_now, 'customer')} "
+                   f"opted in to {c.kind} now)")
     else:
         click.echo(f"  audience:  {n.audience}: {n.sent} sent, {n.failed} failed, "
                    f"{n.skipped} skipped, {n.pending} pending")

@@ -14,6 +14,8 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
 from mailer.console.app import routes
+from mailer.store import users
+from mailer.store.db import open_db, transaction
 from tests.campaigns.world import World
 from tests.console.world import (
     FakeClock,
@@ -559,3 +561,67 @@ async def test_cancel_asks_first_on_a_page_of_its_own_and_only_its_button_cancel
     # Nothing left to cancel: the confirmation page is not offered again.
     response = await client.get(f"/campaigns/{campaign_id}/cancel")
     assert "there is nothing to cancel" in await response.text()
+
+
+async def test_the_audit_log_is_for_administrators_and_pages_through_every_entry(
+    client: Client, world: World
+) -> None:
+    async with open_db(world.settings.database.path) as conn, transaction(conn):
+        for n in range(60):
+            # What `mailer users add` records (actor "cli"), sixty times.
+            await users.audit(conn, "cli", "added user (reviewer)", f"user-{n:02}")
+    assert await login(client, "marketing") == 303
+    refused = await client.get("/audit")
+    assert refused.status == 403
+    assert 'href="/audit"' not in await (await client.get("/")).text()  # not in the menu
+
+    assert await login(client, "admin") == 303
+    first = await (await client.get("/")).text()
+    assert '<a href="/audit">Audit log</a>' in first
+    page = await (await client.get("/audit")).text()
+    shown = re.findall(r"<td class=\"long\" data-label=\"To what\">([^<]*)</td>", page)
+    assert len(shown) == 50  # a page
+    older = re.search(r'<a href="(/audit\?before=\d+)">Older changes</a>', page)
+    assert older is not None
+    rest = await (await client.get(older.group(1))).text()
+    more = re.findall(r"<td class=\"long\" data-label=\"To what\">([^<]*)</td>", rest)
+    assert "Older changes" not in rest and '<a href="/audit">Newest changes</a>' in rest
+    # Every CLI entry once, newest first, across the two pages (sign-ins have no target).
+    assert [t for t in shown + more if t] == [f"user-{n:02}" for n in reversed(range(60))]
+
+
+async def test_the_favicon_is_an_svg_anyone_may_fetch_and_every_page_names_it(
+    client: Client,
+) -> None:
+    for path in ("/favicon.svg", "/favicon.ico"):
+        icon = await client.get(path, allow_redirects=False)
+        assert icon.status == 200 and icon.content_type == "image/svg+xml"
+        assert (await icon.text()).startswith("<svg")
+        assert "img-src 'self'" in icon.headers["Content-Security-Policy"]
+    page = await (await client.get("/login")).text()
+    assert '<link rel="icon" href="/favicon.svg" type="image/svg+xml">' in page
+
+
+async def test_campaign_subjects_read_as_a_sample_customer_would_and_counts_in_words(
+    client: Client, world: World
+) -> None:
+    await world.create_campaign(subject="Welcome, {{ customer.name }}")
+    await world.create_campaign(subject="Network news")
+    query(world.db, "UPDATE customers SET offers = 0 WHERE email = 'evil@example.com'")
+    assert await login(client, "marketing") == 303
+    page = await (await client.get("/campaigns")).text()
+    assert "{{" not in page
+    assert ('<a href="/campaigns/1">Welcome, Zoë Ó Briain-Müller</a> '
+            '<span class="tag sample">sample</span>') in page
+    assert '<a href="/campaigns/2">Network news</a></td>' in page  # the same for everyone
+    one = await (await client.get("/campaigns/1")).text()
+    assert "1 customer is opted in to offers now." in one
+    assert "<code>Welcome, {{ customer.name }}</code>" in one  # the source, shown as such
+    form = await (await client.get("/campaigns/new")).text()
+    assert "(1 customer opted in now)" in form and "(3 customers opted in now)" in form
+
+
+async def test_the_console_style_is_served_without_developer_comments(client: Client) -> None:
+    page = await (await client.get("/login")).text()
+    style = page.split("<style>", 1)[1].split("</style>", 1)[0]
+    assert "/*" not in style and "table.stack" in style
