@@ -57,6 +57,7 @@ def chromium(profile: Path) -> Iterator[WebDriver]:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
     options.add_argument("--window-size=1280,900")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options,
                               service=Service(executable_path="/usr/bin/chromedriver"))
     try:
@@ -418,6 +419,12 @@ async def test_an_administrator_reads_who_did_what_in_the_audit_log_cli_included
         ["cli", "added user (reviewer)", "ops"],
     ]
     await browser.photograph("audit")
+    # Every page so far fetched its icon and style within the policy: nothing refused or
+    # missing in the browser's console.
+    complaints = await browser(lambda d: [e["message"] for e in d.get_log("browser")
+                                          if "Content Security Policy" in e["message"]
+                                          or "404" in e["message"]])
+    assert complaints == []
     await browser.open("/favicon.ico")
     icon = await browser(lambda d: d.page_source)
     assert "<svg" in icon
