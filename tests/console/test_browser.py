@@ -25,6 +25,7 @@ from axe_selenium_python import Axe
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
@@ -140,6 +141,13 @@ def follow_link(driver: WebDriver, text: str) -> None:
     WebDriverWait(driver, 60).until(left(old))
 
 
+def first_tab_stop(driver: WebDriver) -> tuple[str, str]:
+    """What one press of Tab focuses on a fresh page: its text and background colour."""
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    element = driver.switch_to.active_element
+    return element.text, element.value_of_css_property("background-color")
+
+
 def overflowing(driver: WebDriver) -> list[str]:
     """The scrolling boxes (and the page) whose content is wider than they are."""
     return list(driver.execute_script(
@@ -222,6 +230,9 @@ async def test_marketing_schedules_a_campaign_and_watches_it_reach_every_opted_i
 ) -> None:
     await browser.open("/")
     await browser.photograph("login")
+    # The keyboard's first stop is the skip link, shown with the yellow focus colour.
+    focused = await browser(first_tab_stop)
+    assert focused == ("Skip to main content", "rgba(255, 221, 0, 1)")
     await browser.sign_in("marketing")
     assert "Overview" in await browser.text()
     await browser.photograph("overview")
