@@ -136,9 +136,12 @@ def desktop_width(driver: WebDriver) -> None:
 
 
 def follow_link(driver: WebDriver, text: str) -> None:
+    """Follow a link to a page that is not the console's (no `main` to wait for)."""
     old = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.LINK_TEXT, text).click()
     WebDriverWait(driver, 60).until(left(old))
+    WebDriverWait(driver, 60).until(
+        lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def first_tab_stop(driver: WebDriver) -> tuple[str, str]:
