@@ -95,4 +95,4 @@ async def test_the_playground_serves_the_console_and_links_that_open_here_until_
     assert process.wait(timeout=60) == 0
     lines.until(r"^Stopped\.")
     log = (tmp_path / "run" / "mailer.log").read_text(encoding="utf-8")
-    assert "console stopped" in log
+    assert "mailer stopped" in log  # the daemon finished its work and exited
