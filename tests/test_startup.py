@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from mailer.cli.preflight import secret_problem
+from mailer.cli.preflight import check_unsubscribe_url, secret_problem
+from mailer.errors import SettingsError
+from mailer.settings import from_mapping
 from mailer.store.db import open_db
 from tests.helpers import DAEMON_SECRET, ROOT, CliResult, base_sections, run_cli, write_settings
 
@@ -72,6 +74,25 @@ def test_a_plain_http_unsubscribe_url_is_refused_at_start_not_at_send_time(
     assert result.code == 2
     assert one_line(result) == ('mailer: [campaigns] unsubscribe_url: one-click unsubscribe '
                                 'needs an https:// URL (RFC 8058), got "http://imperial.test/u"')
+
+
+@pytest.mark.parametrize(("url", "accepted"), [
+    ("http://127.0.0.1:8080/unsubscribe", True),   # `make playground`: no link leaves this host
+    ("http://[::1]/u", True),
+    ("http://localhost/u", True),
+    ("http://localhost.evil.test/u", False),
+    ("http://127.0.0.1.evil.test/u", False),
+])
+def test_plain_http_passes_the_start_checks_only_for_this_machine(
+    tmp_path: Path, url: str, accepted: bool
+) -> None:
+    settings = from_mapping(base_sections(tmp_path, campaigns={"unsubscribe_url": url}),
+                            base_dir=tmp_path, environ={})
+    if accepted:
+        check_unsubscribe_url(settings)
+    else:
+        with pytest.raises(SettingsError, match="needs an https:// URL"):
+            check_unsubscribe_url(settings)
 
 
 def test_a_broken_confirmation_template_is_refused_at_start_naming_file_and_line(

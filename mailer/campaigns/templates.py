@@ -32,6 +32,7 @@ import jinja2
 from jinja2 import meta
 from markupsafe import escape
 
+from mailer.errors import TemplateError
 from mailer.mail.templates import Sandbox, sandbox, template_error
 
 __all__ = [

@@ -22,7 +22,7 @@ import os
 from collections import Counter
 
 from mailer.errors import SettingsError
-from mailer.settings import Settings
+from mailer.settings import Settings, loopback_http_url
 
 # An HMAC-SHA256 key should hold as much entropy as the hash's output (RFC 2104 §3: keys
 # shorter than the output length are discouraged): 32 random bytes, e.g. `mailer init`'s
@@ -68,9 +68,10 @@ def check_secret(settings: Settings) -> None:
 
 def check_unsubscribe_url(settings: Settings) -> None:
     """An unsubscribe URL, when set, is https (RFC 8058 §3.1: the one-click URI MUST be
-    HTTPS); without one, campaigns wait, paused, for it (and `mailer status` warns)."""
+    HTTPS), or plain http to this machine (`make playground`: no link leaves it); without one,
+    campaigns wait, paused, for it (and `mailer status` warns)."""
     url = settings.campaigns.unsubscribe_url
-    if url and not url.startswith("https://"):
+    if url and not (url.startswith("https://") or loopback_http_url(url)):
         raise SettingsError(f'[campaigns] unsubscribe_url: one-click unsubscribe needs an '
                             f'https:// URL (RFC 8058), got "{url}"')
 
