@@ -86,4 +86,8 @@ def parse_schedule(text: str) -> str:
         ) from exc
     if when.tzinfo is None or when.utcoffset() is None:
         when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).isoformat(timespec="microseconds")
+    try:
+        return when.astimezone(UTC).isoformat(timespec="microseconds")
+    except OverflowError:  # the zone's offset moves it past year 9999 (or before year 1)
+        raise CampaignInvalid(f"--at {text!r}: in UTC that is outside the years 1 to 9999") \
+            from None

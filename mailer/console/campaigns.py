@@ -15,6 +15,7 @@ from mailer.console import forms, links
 from mailer.console.page import APP_SETTINGS, redirect, render
 from mailer.console.security import CLOCK, actor, allow, conn_of, path_id, session_of
 from mailer.errors import BadInput, CampaignInvalid, MailerError, NotFound
+from mailer.http.forms import read_form
 from mailer.store import console as console_store
 from mailer.store import users
 from mailer.store.db import transaction
@@ -68,7 +69,7 @@ async def campaign_new(request: web.Request) -> web.StreamResponse:
 @allow("marketing")
 async def campaign_create(request: web.Request) -> web.StreamResponse:
     settings = request.app[APP_SETTINGS]
-    form = await request.post()
+    form = await read_form(request)
     values = {key: str(form.get(key, "")).strip()
               for key in ("kind", "template", "subject", "when", "at", "zone")}
     errors: dict[str, str] = {}
@@ -168,7 +169,7 @@ async def campaign_preview_html(request: web.Request) -> web.StreamResponse:
 @allow("marketing")
 async def campaign_test(request: web.Request) -> web.StreamResponse:
     settings = request.app[APP_SETTINGS]
-    form = await request.post()
+    form = await read_form(request)
     address = str(form.get("address", "")).strip()
     campaign_id = path_id(request, "campaign_id")
     if "@" not in address:
@@ -188,7 +189,7 @@ async def campaign_test(request: web.Request) -> web.StreamResponse:
 async def campaign_schedule(request: web.Request) -> web.StreamResponse:
     """Schedule a draft, or move a scheduled or paused campaign, to a local time."""
     settings = request.app[APP_SETTINGS]
-    form = await request.post()
+    form = await read_form(request)
     at = str(form.get("at", "")).strip()
     zone = str(form.get("zone", "")).strip() or settings.console.timezone
     campaign_id = path_id(request, "campaign_id")

@@ -13,10 +13,11 @@ from mailer.console import forms, links
 from mailer.console.page import redirect, render
 from mailer.console.security import actor, allow, conn_of, path_id, session_of, upload
 from mailer.errors import BadInput
+from mailer.http.forms import read_form
 from mailer.store import console as console_store
 from mailer.store import customers as customer_store
 from mailer.store import users
-from mailer.store.db import transaction
+from mailer.store.db import MAX_INTEGER, transaction
 from mailer.wording import plural
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,9 @@ PAGE_SIZE = 25
 @allow("reviewer")
 async def customer_search(request: web.Request) -> web.StreamResponse:
     query = request.query.get("q", "").strip()[:200]
-    after = forms.page_number(request.query.get("after"))
+    after = forms.page_number(request.query.get("after"), largest=MAX_INTEGER)
+    if after is None:
+        raise web.HTTPBadRequest(text="The page to show ('after') must be a customer id.")
     page = None
     if query:
         page = await console_store.search_customers(conn_of(request), query, after=after,
@@ -57,7 +60,7 @@ async def import_form(request: web.Request) -> web.StreamResponse:
 @allow("reviewer")
 @upload
 async def import_upload(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     upload = form.get("file")
     if not isinstance(upload, web.FileField) or not upload.filename:
         return render(request, "import.html", "customers", status=400, report=None,

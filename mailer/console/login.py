@@ -36,6 +36,7 @@ from mailer.console.security import (
     safe_next,
 )
 from mailer.http.client import limit_key
+from mailer.http.forms import read_form
 from mailer.settings import ConsoleSettings
 from mailer.store import users
 from mailer.store.db import transaction
@@ -84,7 +85,7 @@ def _wait(seconds: float) -> str:
 async def login(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     now = request.app[CLOCK].time()
-    form = await request.post()
+    form = await read_form(request)
     name = str(form.get("name", "")).strip()[:MAX_NAME]
     password = str(form.get("password", ""))
     next_path = safe_next(str(form.get("next", "/")))

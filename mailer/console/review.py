@@ -13,6 +13,7 @@ from mailer.console import links
 from mailer.console.page import APP_SETTINGS, redirect, render
 from mailer.console.security import actor, allow, conn_of, path_id, session_of
 from mailer.errors import ImapError, MailerError, NotFound
+from mailer.http.forms import read_form
 from mailer.store import inbox as inbox_store
 from mailer.store import users
 from mailer.store.db import transaction
@@ -58,7 +59,7 @@ async def review_item(request: web.Request) -> web.StreamResponse:
 async def review_resolve(request: web.Request) -> web.StreamResponse:
     settings = request.app[APP_SETTINGS]
     item_id = path_id(request, "item_id")
-    form = await request.post()
+    form = await read_form(request)
     chosen = [str(v) for v in form.getall("customer", [])]
     other = str(form.get("other", "")).strip()
     emails = [*chosen, *([other] if other else [])]

@@ -32,9 +32,10 @@ import aiosqlite
 from mailer.clock import Clock
 from mailer.console.render import Renderer
 from mailer.http.client import ClientAddress
+from mailer.http.forms import read_form
 from mailer.settings import ConsoleSettings
 from mailer.store import users
-from mailer.store.db import open_db
+from mailer.store.db import MAX_INTEGER, open_db
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +84,13 @@ def conn_of(request: web.Request) -> aiosqlite.Connection:
 
 
 def path_id(request: web.Request, name: str) -> int:
-    """The numeric id in the route's `{name}` part; a plain 404 for anything else."""
-    try:
-        return int(request.match_info[name])
-    except ValueError as exc:
-        raise web.HTTPNotFound() from exc
+    """The numeric id in the route's `{name}` part; a plain 404 for anything else, including
+    a number too large to be an id."""
+    text = request.match_info[name]
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_INTEGER)) \
+            or int(text) > MAX_INTEGER:
+        raise web.HTTPNotFound()
+    return int(text)
 
 
 def session_of(request: web.Request) -> users.Session:
@@ -163,7 +166,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
             # The larger limit only now, for a user the route allows.
             request = request.clone(client_max_size=settings.max_upload_bytes)
         if request.method == "POST":
-            form = await request.post()
+            form = await read_form(request)
             sent = form.get("csrf")
             if not isinstance(sent, str) or not hmac.compare_digest(sent, session.csrf):
                 return error_page(request, 403, "This form has expired",

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from mailer.categories import CATEGORIES, label
+from mailer.http.forms import BadForm, read_form
 from mailer.mail.tokens import LinkToken, form_nonce, read_link_token, verify_form_nonce
 from mailer.public import choices
 from mailer.public.context import WEB, WebContext
@@ -74,7 +75,11 @@ async def submit(request: web.Request) -> web.StreamResponse:
     if request.content_type not in _FORM_TYPES:
         request[OUTCOME] = "wrong content type"
         raise web.HTTPUnsupportedMediaType()
-    form = await request.post()  # 413 past [http] max_body_bytes (client_max_size)
+    try:
+        form = await read_form(request)  # 413 past [http] max_body_bytes
+    except BadForm:
+        request[OUTCOME] = "unreadable form"
+        raise
     if "List-Unsubscribe" in form:
         return await _one_click(request, ctx, link, form.getall("List-Unsubscribe"))
     action, nonce = form.get("action"), form.get("nonce")

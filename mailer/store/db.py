@@ -22,6 +22,10 @@ import aiosqlite
 from mailer.errors import StoreError
 from mailer.store.migrations import MIGRATIONS as MIGRATIONS
 
+# The largest value an INTEGER column (and so any id) can hold: SQLite integers are signed
+# 64-bit, and binding a larger Python int raises OverflowError instead of matching nothing.
+MAX_INTEGER = 2**63 - 1
+
 
 def read_only_uri(path: Path) -> str:
     """The SQLite URI that opens `path` read-only and never creates it.
