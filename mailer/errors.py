@@ -11,6 +11,7 @@ and line, the campaign, the server. Every module imports these from here, and on
      │    ├── SettingsError             a settings key: `[imap] port: expected an integer, ...`
      │    ├── CsvError                  a CSV file as a whole (its header, its encoding)
      │    ├── TemplateError             a template file and line
+     │    │    └── TemplateTooSlow          a render that ran past its time limit
      │    ├── CampaignInvalid           a campaign's kind, time, template, or the send settings
      │    ├── HeaderInjection           a value that cannot go into a mail header safely
      │    └── MalformedMessage          an incoming message that cannot be parsed
@@ -102,6 +103,11 @@ class TemplateError(BadInput):
         super().__init__(message)
         self.template = template
         self.line = line
+
+
+class TemplateTooSlow(TemplateError):
+    """A render ran past its time limit (`mailer.mail.template_limits`): the template does
+    too much work, for every recipient alike, so a campaign sending it stops."""
 
 
 class CampaignInvalid(BadInput):

@@ -20,7 +20,13 @@ from mailer.campaigns.failures import SMTP_UNAVAILABLE, retry_delay_s
 from mailer.campaigns.messages import Built, CampaignMessages, SendConfig
 from mailer.campaigns.pool import Connection, RateLimiter, sleep_unless
 from mailer.clock import Clock
-from mailer.errors import HeaderInjection, PermanentSmtpError, TemplateError, TransientSmtpError
+from mailer.errors import (
+    HeaderInjection,
+    PermanentSmtpError,
+    TemplateError,
+    TemplateTooSlow,
+    TransientSmtpError,
+)
 from mailer.mail.dkim_pool import SigningPool
 from mailer.store.campaigns import Campaign, PauseCause, Recipient, RecipientResult
 from mailer.store.consent import ConsentGate
@@ -109,6 +115,11 @@ class Worker:
                     built = recipient, await run.messages.build_signed(
                         customer_id=customer_id, email=recipient.email, name=recipient.name,
                         company=recipient.company, signing=run.signing)
+                except TemplateTooSlow as exc:
+                    # The same template for everyone: the next recipient would stall the
+                    # process as long again. Stop the campaign and say why.
+                    run.halt("pause", f"paused: {exc}", "failures")
+                    return None
                 except (TemplateError, HeaderInjection) as exc:
                     return RecipientResult(customer_id, "failed", 0, f"not sent: {exc}")
             if self.committed is not None:

@@ -18,6 +18,8 @@ through `sandbox()`:
   render is kept small without loosening a check: templates see flat globals, the cache is a
   plain dict, and ``plain`` record types (a caller's frozen records of strings) have their
   public fields read without the sandbox's generic attribute checks.
+- **Work.** A render's work is bounded (`template_limits`): operations, the size of every
+  value it makes, its output and its time; past a limit it stops with a `TemplateError`.
 - **Errors.** Any Jinja2 failure while loading or rendering becomes one ``TemplateError`` line
   naming the template, the line when known, and the problem:
   ``template campaigns/x.txt line 4: 'customer' has no attribute 'nmae'``.
@@ -32,20 +34,24 @@ import os
 import re
 import traceback
 from collections import ChainMap
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2 import meta
+from jinja2 import meta, nodes
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from mailer.categories import label
-from mailer.errors import TemplateError
+from mailer.errors import TemplateError, TemplateTooSlow
+from mailer.mail import template_limits
+from mailer.mail.template_limits import Limits
 
 __all__ = [
+    "Limits",
     "Sandbox",
     "packaged_defaults",
     "render_confirmation",
@@ -76,10 +82,11 @@ def _one_line(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip()
 
 
-def template_error(template: str, line: int | None, problem: str) -> TemplateError:
+def template_error(template: str, line: int | None, problem: str,
+                   kind: type[TemplateError] = TemplateError) -> TemplateError:
     """``template NAME[ line N]: problem``, on one line."""
     where = f"template {template}" if line is None else f"template {template} line {line}"
-    return TemplateError(f"{where}: {_one_line(problem)}", template=template, line=line)
+    return kind(f"{where}: {_one_line(problem)}", template=template, line=line)
 
 
 class Sandbox(ImmutableSandboxedEnvironment):
@@ -87,8 +94,12 @@ class Sandbox(ImmutableSandboxedEnvironment):
 
     It knows its folders, so that errors name a template by its path under them and a
     missing one by the folder a person would put it in. Everything that can fail raises
-    `TemplateError` (one line).
+    `TemplateError` (one line). Every render is bounded by `limits` (`template_limits`).
     """
+
+    # Measured before they run: repetition, powers, joins and %-formatting can make values
+    # far larger than their operands.
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def __init__(
         self,
@@ -97,8 +108,10 @@ class Sandbox(ImmutableSandboxedEnvironment):
         auto_reload: bool,
         undefined: type[jinja2.Undefined],
         plain: Mapping[type, frozenset[str]] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.override = override
+        self.limits = limits or Limits()
         self.plain: Mapping[type, frozenset[str]] = dict(plain or {})
         for kind, fields in self.plain.items():
             if any(field.startswith("_") for field in fields):
@@ -122,6 +135,41 @@ class Sandbox(ImmutableSandboxedEnvironment):
             # in the cache on every render, and the templates are a handful of files.
             cache_size=-1,
         )
+        self._budget = template_limits.budget_of(self.limits)
+        self.filters = template_limits.bound_filters(self.filters, self._budget)
+        # lipsum(n) writes n paragraphs of filler: nothing an email needs.
+        self.globals.pop("lipsum", None)
+        # Every value written out is counted (Jinja2 passes each through `finalize`).
+        self.finalize = template_limits.finalize()
+
+    # --- the hooks that bound a render's work (template_limits) ---------------------------
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        return template_limits.bound_tree(super()._parse(source, name, filename))
+
+    def bounded_iter(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        """A `{% for %}`'s items, each one operation (see `template_limits.bound_tree`)."""
+        return template_limits.bounded_iter(self._budget(), iterable)
+
+    def bounded(self, value: Any) -> Any:
+        """A `~` concatenation's result, refused past the size limit."""
+        budget = self._budget()
+        budget.tick()
+        return template_limits.check_made(budget, value, "a ~ concatenation")
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        budget = self._budget()
+        template_limits.before_binop(budget, operator, left, right)
+        result = super().call_binop(context, operator, left, right)
+        return template_limits.check_made(budget, result, f"the {operator} operator")
+
+    def call(__self, __context: Context, __obj: Any,  # noqa: N805 - Jinja2's signature
+             *args: Any, **kwargs: Any) -> Any:
+        budget = __self._budget()
+        template_limits.before_call(budget, __obj, args, kwargs)
+        result = super().call(__context, __obj, *args, **kwargs)
+        return template_limits.check_made(budget, result,
+                                          f"{getattr(__obj, '__name__', 'a call')}()")
 
     def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
         # Jinja2 hands templates a ChainMap over the environment's globals so that globals
@@ -197,10 +245,13 @@ class Sandbox(ImmutableSandboxedEnvironment):
 
         ``labels`` maps the pseudo-filenames of templates compiled by `string` to their names.
         """
+        token = template_limits.start(self.limits)
         try:
             return template.render(variables)
         except Exception as exc:
             raise self.translate(exc, name, labels or {}) from exc
+        finally:
+            template_limits.end(token)
 
     def render_file(self, name: str, variables: Mapping[str, Any]) -> str:
         """Load and render ``name`` in one step (a web page, a confirmation part)."""
@@ -233,9 +284,12 @@ class Sandbox(ImmutableSandboxedEnvironment):
                 name, line = found, lineno
         if isinstance(exc, jinja2.UndefinedError | SecurityError):
             problem = str(exc)
+        elif isinstance(exc, RecursionError):
+            problem = "macros or includes call themselves without end"
         else:
             problem = f"{type(exc).__name__}: {exc}"
-        return template_error(name, line, problem)
+        kind = TemplateTooSlow if isinstance(exc, template_limits.TooSlow) else TemplateError
+        return template_error(name, line, problem, kind)
 
     def _template_name(self, filename: str) -> str | None:
         for folder in self.folders:
