@@ -11,8 +11,9 @@ a `Budget` from its `Limits`:
   `str.center`) may be longer than `size` characters or items, and that is checked *before*
   the value is made where the size can be known beforehand (`'x' * 10**10` never allocates);
   the values written out together may not pass `output`;
-- **time**: past `time_s` the render stops, checked every few hundred operations. Work that is
-  bounded but slow (each operation up to `size`) ends here rather than freezing the process.
+- **time**: past `time_s` the render stops, checked after every filter, call and operator and
+  every few hundred loop iterations. Work that is bounded but slow (each step on values up to
+  `size`) ends here rather than freezing the process.
 
 The hooks are the sandbox's own (`call`, `call_binop`, `finalize`, the filter table) and one
 rewrite of the parsed template (`bound_tree`): each `{% for %}` iterates through
@@ -54,8 +55,10 @@ class Limits:
     campaign renders in tens of microseconds) and far below what would stall the daemon."""
 
     operations: int = 200_000
-    size: int = 1_000_000  # characters of a string, items of a list
-    output: int = 2_000_000  # characters written by one render, all values together
+    # Characters of a string, items of a list. Also what bounds one step: the slowest filters
+    # (urlize, sort, groupby) take about 0.3 s on a value this long.
+    size: int = 100_000
+    output: int = 1_000_000  # characters written by one render, all values together
     time_s: float = 1.0
     int_bits: int = 65_536  # integers made by * and ** (a 20,000-digit number)
 
@@ -88,12 +91,22 @@ class Budget:
         """Count one operation; stop the render past the count or the time limit."""
         self.operations -= 1
         if self.operations & (_CHECK_TIME_EVERY - 1) == 0:
-            if self.operations < 0:
-                raise LimitExceeded(
-                    f"more than {self.limits.operations:,} operations (loop iterations, "
-                    "calls, filters); make the template do less")
-            if time.monotonic() > self.deadline:
-                raise TooSlow(f"rendering took longer than {self.limits.time_s:g} s")
+            self.check()
+
+    def step(self) -> None:
+        """Count one operation that may itself take a while (a filter, a call, an operator
+        on a long value): the time is checked after every one of them."""
+        self.operations -= 1
+        self.check()
+
+    def check(self) -> None:
+        """Stop the render past the count of operations or the time limit."""
+        if self.operations < 0:
+            raise LimitExceeded(
+                f"more than {self.limits.operations:,} operations (loop iterations, calls, "
+                "filters); make the template do less")
+        if time.monotonic() > self.deadline:
+            raise TooSlow(f"rendering took longer than {self.limits.time_s:g} s")
 
     def size(self, size: int, what: str) -> None:
         """Refuse to make a value of `size` characters or items."""
@@ -139,7 +152,7 @@ def finalize() -> Callable[[Any], Any]:
             return value
         budget.operations -= 1
         if budget.operations & mask == 0:
-            budget.tick()
+            budget.check()
         if type(value) is str:
             budget.output -= len(value)
             if budget.output < 0:
@@ -203,7 +216,7 @@ def check_format(budget: Budget, template: str, what: str) -> None:
 
 def before_binop(budget: Budget, operator: str, left: Any, right: Any) -> None:
     """Refuse `left operator right` when its result would pass a limit, before making it."""
-    budget.tick()
+    budget.step()
     limit_bits = budget.limits.int_bits
     if operator == "*":
         for seq, times in ((left, right), (right, left)):
@@ -227,7 +240,7 @@ def before_binop(budget: Budget, operator: str, left: Any, right: Any) -> None:
 def before_call(budget: Budget, obj: Any, args: tuple[Any, ...],
                 kwargs: Mapping[str, Any]) -> None:
     """Refuse a call whose result would pass a limit, where that can be known first."""
-    budget.tick()
+    budget.step()
     name = getattr(obj, "__name__", "a call")
     check_args(budget, (*args, *kwargs.values()), f"{name}()")
     target = getattr(obj, "__wrapped__", obj)  # the sandbox wraps str.format
@@ -298,7 +311,7 @@ def _bounded_filter(name: str, function: Callable[..., Any],
     @wraps(function)  # keeps jinja_pass_arg, so Jinja2 still passes the context first
     def bounded(*args: Any, **kwargs: Any) -> Any:
         budget = budget_of()
-        budget.tick()
+        budget.step()
         given = args[skip:]
         check_args(budget, (*given[1:], *kwargs.values()), what)
         if given and isinstance(given[0], list | tuple | dict | set | frozenset):

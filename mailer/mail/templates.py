@@ -154,7 +154,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def bounded(self, value: Any) -> Any:
         """A `~` concatenation's result, refused past the size limit."""
         budget = self._budget()
-        budget.tick()
+        budget.step()
         return template_limits.check_made(budget, value, "a ~ concatenation")
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
@@ -313,17 +313,20 @@ def sandbox(
     auto_reload: bool = False,
     undefined: type[jinja2.Undefined] = jinja2.StrictUndefined,
     plain: Mapping[type, frozenset[str]] | None = None,
+    limits: Limits | None = None,
 ) -> Sandbox:
     """A new sandbox over ``override`` (``[templates] dir``; None: the defaults only).
 
     ``auto_reload`` re-reads a file that changed on disk (for the long-running daemon's
     low-volume templates); ``undefined`` must be strict (a subclass may word its messages);
     ``plain`` names, per type, the public fields templates may read without the sandbox's
-    generic checks (`Sandbox.getattr`).
+    generic checks (`Sandbox.getattr`); ``limits`` bound each render's work (the defaults
+    suit emails; a page showing long stored text may need a larger ``size``).
     """
     if not issubclass(undefined, jinja2.StrictUndefined):
         raise TypeError("templates treat undefined variables as errors")
-    return Sandbox(override, auto_reload=auto_reload, undefined=undefined, plain=plain)
+    return Sandbox(override, auto_reload=auto_reload, undefined=undefined, plain=plain,
+                   limits=limits)
 
 
 # --- the confirmation of an unsubscribe request ------------------------------------------
