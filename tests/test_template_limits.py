@@ -68,7 +68,7 @@ def test_bounded_but_slow_work_stops_at_the_time_limit_as_too_slow() -> None:
 
 
 def test_exponential_macros_stop_at_the_time_or_operation_limit() -> None:
-    with pytest.raises(TemplateError, match="rendering took longer|more than 200,000"):
+    with pytest.raises(TemplateError, match=r"rendering took longer|more than 200,000"):
         _render("{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}"
                 "{% endmacro %}{{ f(40) }}")
 
