@@ -18,14 +18,13 @@ import unicodedata
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
-__all__ = ["BadForm", "FormValue", "read_form", "text"]
+__all__ = ["BadForm", "FormValue", "read_form"]
 
 FormValue = str | web.FileField
 
 # What `Request.post()` raises for a body it cannot parse (see the module docstring);
 # binascii.Error for a part with a broken base64 Content-Transfer-Encoding (RFC 2045 §6.8).
 _PARSE_ERRORS = (AssertionError, LookupError, ValueError, binascii.Error, EOFError)
-_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
 class BadForm(web.HTTPBadRequest):
@@ -66,17 +65,6 @@ async def read_form(request: web.Request) -> MultiDictProxy[FormValue]:
             except UnicodeDecodeError:
                 raise BadForm(f"field {_quoted(name)} is not UTF-8 text") from None
     return MultiDictProxy(form)
-
-
-def is_form(request: web.Request) -> bool:
-    """Whether the request says its body is a form (urlencoded or multipart)."""
-    return request.content_type in _FORM_TYPES
-
-
-def text(form: MultiDictProxy[FormValue], name: str, default: str = "") -> str:
-    """The text field `name`; `default` when it is missing or is a file."""
-    value = form.get(name, default)
-    return value if isinstance(value, str) else default
 
 
 def _has_control(value: str) -> bool:

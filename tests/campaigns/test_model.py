@@ -56,6 +56,15 @@ def test_schedule_times_without_a_zone_are_utc_and_others_are_converted() -> Non
         parse_schedule("next tuesday")
 
 
+@pytest.mark.parametrize("text", ["9999-12-31T23:59-05:00", "0001-01-01T00:30+01:00"])
+def test_a_schedule_time_outside_the_years_1_to_9999_in_utc_is_refused_in_one_line(
+    text: str,
+) -> None:
+    with pytest.raises(CampaignInvalid) as caught:
+        parse_schedule(text)
+    assert str(caught.value) == f"--at {text!r}: in UTC that is outside the years 1 to 9999"
+
+
 def test_failure_threshold_waits_for_the_minimum_sample() -> None:
     assert not failure_threshold_passed(Counts(sent=0, failed=9), threshold=0.2, min_sample=10)
     assert failure_threshold_passed(Counts(sent=7, failed=3), threshold=0.2, min_sample=10)
