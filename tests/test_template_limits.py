@@ -83,6 +83,19 @@ def test_ordinary_template_code_renders_as_before() -> None:
                                "(1, 2, 3) 1024 empty")
 
 
+def test_a_campaign_whose_render_is_too_slow_to_send_is_refused_when_checked() -> None:
+    # Allowed by the check's one second (or not), but far slower than a send allows.
+    template = CampaignTemplate.load(
+        None, "welcome-offer",
+        "{% for i in range(100) %}{{ ('x y ' * 25000)|title|length }}{% endfor %}Hi")
+    with pytest.raises(TemplateTooSlow) as caught:
+        template.check()
+    message = str(caught.value)
+    assert (message.startswith("template campaigns/welcome-offer: rendering one message took ")
+            and message.endswith(" s, more than the 0.25 s a send allows")) or message == (
+        f"template {SUBJECT} line 1: rendering took longer than 1 s"), message
+
+
 def test_a_campaign_subject_that_loops_without_end_is_refused_when_checked() -> None:
     template = CampaignTemplate.load(
         None, "welcome-offer",

@@ -16,6 +16,13 @@ people: ``check`` renders for a sample customer with a non-ASCII name.
 Per recipient: a subject that uses no variable but ``campaign`` is rendered once and reused
 (``jinja2.meta`` on its source); the bodies and the opt-out check run for every recipient.
 
+Work: a send renders in the daemon's event loop, thousands a second, so each recipient's
+render is bounded (`mailer.mail.template_limits`) with a time limit of ``SEND_TIME_S``; past
+it the render fails with `TemplateTooSlow`, and the sender pauses the campaign. ``check``
+(run off the event loop when a campaign is created, previewed or tested) allows a render up
+to a second, then refuses a template whose sample render took longer than ``SEND_TIME_S``, so
+a campaign that was accepted is cheap to send.
+
 Variables in campaign templates: ``customer.name``, ``customer.email``, ``customer.company``,
 ``campaign.subject`` (in the bodies: the rendered subject), ``unsubscribe_url``,
 ``unsubscribe_address``.
@@ -23,6 +30,7 @@ Variables in campaign templates: ``customer.name``, ``customer.email``, ``custom
 
 import functools
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -32,8 +40,8 @@ import jinja2
 from jinja2 import meta
 from markupsafe import escape
 
-from mailer.errors import TemplateError
-from mailer.mail.templates import Sandbox, sandbox, template_error
+from mailer.errors import TemplateError, TemplateTooSlow
+from mailer.mail.templates import Limits, Sandbox, sandbox, template_error
 
 __all__ = [
     "CampaignTemplate",
@@ -42,6 +50,11 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+# A recipient's render takes tens of microseconds; this is a stall, not a slow machine.
+SEND_TIME_S = 0.25
+_SEND_LIMITS = Limits(time_s=SEND_TIME_S)
+_CHECK_LIMITS = Limits(time_s=1.0)
 
 
 @dataclass(frozen=True)
@@ -169,7 +182,8 @@ class CampaignTemplate:
             raise template_error(
                 f"campaigns/{name}", None, "a template name is letters, digits, '.', '_', '-'"
             )
-        env = sandbox(templates_dir, undefined=_StrictUndefined, plain=_PLAIN)
+        env = sandbox(templates_dir, undefined=_StrictUndefined, plain=_PLAIN,
+                      limits=_SEND_LIMITS)
         text_name, html_name = f"campaigns/{name}.txt", f"campaigns/{name}.html"
         text = env.file_checked(text_name)
         # The HTML part only from the text part's own folder: a campaign is its pair of files.
@@ -185,11 +199,13 @@ class CampaignTemplate:
             html=html,
         )
 
-    def render(self, ctx: RenderContext) -> RenderedCampaign:
-        """The subject and bodies for one recipient.
+    def render(self, ctx: RenderContext, *, limits: Limits | None = None) -> RenderedCampaign:
+        """The subject and bodies for one recipient (each bounded by `limits`, the send
+        limits unless given).
 
         Raises TemplateError naming template and line for an unknown variable, a runtime
-        error or a sandbox violation, and when a part lacks the opt-out link or address.
+        error, a sandbox violation or a limit, and when a part lacks the opt-out link or
+        address; TemplateTooSlow past the time limit.
         """
         env = self._env
         variables: dict[str, Any] = {
@@ -205,17 +221,18 @@ class CampaignTemplate:
             _, subject, campaign = shared
         else:
             variables["campaign"] = _Campaign(subject=ctx.campaign_subject)
-            subject = env.render(self._subject, variables, self._subject_name, self._labels)
+            subject = env.render(self._subject, variables, self._subject_name, self._labels,
+                                 limits)
             # The bodies see the subject the recipient sees, not the template source.
             campaign = _Campaign(subject=subject)
             if self._subject_is_shared:
                 self._shared = (ctx.campaign_subject, subject, campaign)
         variables["campaign"] = campaign
-        text = env.render(self._text, variables, self._text_name, self._labels)
+        text = env.render(self._text, variables, self._text_name, self._labels, limits)
         _require_opt_out(self._text_name, text, ctx.unsubscribe_url, ctx.unsubscribe_address)
         html = None
         if self._html is not None:
-            html = env.render(self._html, variables, self._html_name, self._labels)
+            html = env.render(self._html, variables, self._html_name, self._labels, limits)
             _require_opt_out(
                 self._html_name,
                 html,
@@ -232,7 +249,9 @@ class CampaignTemplate:
 
     def check(self) -> None:
         """Render for a sample customer (non-ASCII name included), so that unknown variables,
-        runtime errors and a missing opt-out footer are caught when the campaign is created."""
+        runtime errors, a missing opt-out footer and a render too slow to send are caught
+        when the campaign is created. Takes up to a second: call it off the event loop."""
+        started = time.monotonic()
         rendered = self.render(
             RenderContext(
                 customer_name=_SAMPLE.customer_name,
@@ -241,8 +260,15 @@ class CampaignTemplate:
                 campaign_subject=self.subject_source,
                 unsubscribe_url=_SAMPLE.unsubscribe_url,
                 unsubscribe_address=_SAMPLE.unsubscribe_address,
-            )
+            ),
+            limits=_CHECK_LIMITS,
         )
+        took_s = time.monotonic() - started
+        if took_s > SEND_TIME_S:
+            raise template_error(
+                f"campaigns/{self.name}", None,
+                f"rendering one message took {took_s:.2f} s, more than the {SEND_TIME_S:g} s "
+                "a send allows", TemplateTooSlow)
         if not rendered.subject.strip():
             raise template_error(self._subject_name, None, "the subject renders empty")
 

@@ -240,12 +240,14 @@ class Sandbox(ImmutableSandboxedEnvironment):
         variables: Mapping[str, Any],
         name: str,
         labels: Mapping[str, str] | None = None,
+        limits: Limits | None = None,
     ) -> str:
         """``template`` rendered; any failure is a `TemplateError` naming template and line.
 
-        ``labels`` maps the pseudo-filenames of templates compiled by `string` to their names.
+        ``labels`` maps the pseudo-filenames of templates compiled by `string` to their names;
+        ``limits`` replaces the sandbox's own for this render.
         """
-        token = template_limits.start(self.limits)
+        token = template_limits.start(limits or self.limits)
         try:
             return template.render(variables)
         except Exception as exc:

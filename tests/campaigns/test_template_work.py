@@ -61,7 +61,7 @@ async def test_a_render_past_the_time_limit_at_send_pauses_the_campaign_saying_w
         outcome = await send_campaign(conn, world.config(), campaign_id, stop=asyncio.Event())
     assert outcome.status == "paused"
     assert outcome.reason == ("paused: template campaigns/welcome-offer subject line 1: "
-                              "rendering took longer than 1 s")
+                              "rendering took longer than 0.25 s")
     assert "c1@example.com" not in world.received()
     assert world.rows("SELECT status FROM campaign_recipients r JOIN customers c "
                       "ON c.id = r.customer_id WHERE c.email = 'c1@example.com'") \
