@@ -149,7 +149,9 @@ async def send_campaign(
     if campaign is None:
         raise CampaignNotFound(f"no campaign {campaign_id}")
     next_status(campaign, "send")
-    messages = CampaignMessages(campaign, config, date=clock.now())
+    # Compiling and checking the template renders it once: off the event loop (up to a
+    # second for a template that does too much; it is then refused).
+    messages = await asyncio.to_thread(CampaignMessages, campaign, config, date=clock.now())
     holder = holder or new_holder()
     name = lease_name(campaign_id)
     async with transaction(conn, f"campaign {campaign_id}"):

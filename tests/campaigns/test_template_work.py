@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from mailer.campaigns.sender import send_campaign
 from mailer.cli.campaigns import campaign
 from mailer.cli.support import CliState
+from mailer.errors import CampaignInvalid
 from mailer.store.db import open_db
 from tests.campaigns.world import World, settings_mapping
 from tests.helpers import write_settings
@@ -66,3 +67,34 @@ async def test_a_render_past_the_time_limit_at_send_pauses_the_campaign_saying_w
     assert world.rows("SELECT status FROM campaign_recipients r JOIN customers c "
                       "ON c.id = r.customer_id WHERE c.email = 'c1@example.com'") \
         == [("pending",)]
+
+
+async def test_a_template_changed_to_do_too_much_is_refused_at_send_without_holding_the_loop(
+    world: World,
+) -> None:
+    await world.add_customers(2)
+    campaign_id = await world.create_campaign()
+    world.write_template("welcome-offer.txt", '{% extends "base.txt" %}{% block content %}'
+                         "{% for i in range(100000) %}{{ ('x y ' * 25000)|title|length }}"
+                         "{% endfor %}{% endblock %}")
+    ticks = 0
+
+    async def count_ticks() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(count_ticks())
+    try:
+        async with open_db(world.db) as conn:
+            with pytest.raises(CampaignInvalid) as caught:
+                await send_campaign(conn, world.config(), campaign_id, stop=asyncio.Event())
+    finally:
+        ticker.cancel()
+    assert str(caught.value) == (f"campaign {campaign_id}: template campaigns/welcome-offer.txt "
+                                 "line 1: rendering took longer than 1 s")
+    # The check ran for its whole second in a thread: the event loop went on meanwhile.
+    assert ticks >= 10
+    assert world.sink.messages == []
+    assert world.rows("SELECT status FROM campaigns") == [("draft",)]
