@@ -7,6 +7,7 @@
     pages.py     rendering a listener's pages through the one Jinja2 sandbox
                  (`mailer.mail.templates`), with the stylesheet they inline
     serving.py   listening on host:port until stop, then finishing the requests in flight
+    forms.py     reading a POSTed form: the fields, or a 400 with one line, never a 500
 
 Nothing here knows about customers, tokens or sessions: the apps above do.
 """

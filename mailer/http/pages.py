@@ -17,6 +17,7 @@ import jinja2
 from markupsafe import Markup
 
 from mailer.http.headers import style_source
+from mailer.mail.template_limits import PAGE_LIMITS
 from mailer.mail.templates import Sandbox, sandbox, served_css
 
 
@@ -29,7 +30,8 @@ class Pages:
     def __init__(self, templates_dir: Path | None, folder: str, stylesheet: str,
                  check: Iterable[str] = (),
                  filters: Mapping[str, Callable[..., Any]] | None = None) -> None:
-        self._env: Sandbox = sandbox(templates_dir)
+        # Our own templates over stored data (a review item's whole text): generous bounds.
+        self._env: Sandbox = sandbox(templates_dir, limits=PAGE_LIMITS)
         self._env.filters.update(filters or {})
         self.folder = folder
         css = served_css(self.file_text(stylesheet))

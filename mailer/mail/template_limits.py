@@ -38,6 +38,7 @@ from jinja2.utils import _PassArg
 from jinja2.visitor import NodeTransformer
 
 __all__ = [
+    "PAGE_LIMITS",
     "Budget",
     "LimitExceeded",
     "Limits",
@@ -61,6 +62,11 @@ class Limits:
     output: int = 1_000_000  # characters written by one render, all values together
     time_s: float = 1.0
     int_bits: int = 65_536  # integers made by * and ** (a 20,000-digit number)
+
+
+# For our own page templates (the listeners') over stored data, such as a review item's text
+# (up to `[imap] max_message_bytes`): a backstop against a runaway page, not a budget.
+PAGE_LIMITS = Limits(operations=5_000_000, size=50_000_000, output=100_000_000, time_s=10.0)
 
 
 class LimitExceeded(SecurityError):
