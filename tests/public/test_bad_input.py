@@ -8,8 +8,11 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailer.public import make_app
 from tests.public.world import FakeClock, Site, seed, web_settings
@@ -17,7 +20,8 @@ from tests.public.world import FakeClock, Site, seed, web_settings
 
 @pytest.fixture
 async def site(tmp_path: Path) -> AsyncIterator[Site]:
-    settings = web_settings(tmp_path)
+    # No rate limit: these requests are about bodies, and the property test sends many.
+    settings = web_settings(tmp_path, http={"rate_limit_per_min": 0})
     ids, campaign_id = await seed(settings)
     clock = FakeClock()
     async with TestClient(TestServer(make_app(settings, clock=clock))) as client:
@@ -56,3 +60,20 @@ async def test_a_body_that_cannot_be_read_gets_400_changes_nothing_and_logs_no_t
     assert [r for r in caplog.records if r.exc_info] == []
     assert any("-> 400" in r.getMessage() and "outcome=unreadable form" in r.getMessage()
                for r in caplog.records)
+
+
+_FIELD_NAMES = st.sampled_from(["List-Unsubscribe", "action", "nonce", "categories", "x", ""])
+_FIELD_VALUES = st.sampled_from(["One-Click", "save", "everything", "offers", "announcements",
+                                 ""]) | st.text(max_size=30)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(fields=st.lists(st.tuples(_FIELD_NAMES, _FIELD_VALUES), max_size=5),
+       multipart=st.booleans())
+async def test_any_form_posted_to_a_valid_link_is_answered_without_a_server_error(
+    site: Site, fields: list[tuple[str, str]], multipart: bool
+) -> None:
+    data = aiohttp.FormData(fields, default_to_multipart=multipart)
+    response = await site.client.post(site.url(), data=data)
+    assert response.status in (200, 400), await response.text()
