@@ -1,12 +1,13 @@
 """Reading a request's form body (urlencoded or multipart) without ever failing with a 500.
 
 `read_form` is the one way handlers of both listeners read a POSTed form. aiohttp's
-`Request.post()` raises whatever its parsers meet on a hostile or broken body: an
-AssertionError for a part without a name, LookupError for an unknown charset,
-UnicodeDecodeError for bytes that are not in the charset, ValueError for a multipart body
-without a boundary or cut short. Here each of those is a `BadForm` (400) with one line saying
-what is wrong, and the values handed on are plain: every text field a `str`, every file a
-`FileField` whose name holds no control character (it ends up in pages, log lines and
+`Request.post()` raises whatever its parsers meet on a hostile or broken body: LookupError for
+an unknown charset, UnicodeDecodeError for bytes that are not in the charset, ValueError for a
+multipart body without a boundary, cut short or with a part without a name, an
+HttpProcessingError for a part whose header lines are not header fields, RuntimeError for a
+part in an unknown transfer encoding. Here each of those is a `BadForm` (400) with one line
+saying what is wrong, and the values handed on are plain: every text field a `str`, every
+file a `FileField` whose name holds no control character (it ends up in pages, log lines and
 headers). A body past the app's `client_max_size` stays aiohttp's 413.
 """
 
@@ -16,6 +17,7 @@ import binascii
 import unicodedata
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict, MultiDictProxy
 
 __all__ = ["BadForm", "FormValue", "read_form"]
@@ -23,8 +25,13 @@ __all__ = ["BadForm", "FormValue", "read_form"]
 FormValue = str | web.FileField
 
 # What `Request.post()` raises for a body it cannot parse (see the module docstring);
-# binascii.Error for a part with a broken base64 Content-Transfer-Encoding (RFC 2045 §6.8).
-_PARSE_ERRORS = (AssertionError, LookupError, ValueError, binascii.Error, EOFError)
+# binascii.Error for a part with a broken base64 Content-Transfer-Encoding (RFC 2045 §6.8),
+# HttpProcessingError for a part's header line that is not a header field
+# (RFC 2046 §5.1.1: a part starts with header fields).
+# aiohttp raises RuntimeError for a part's unknown Content-Transfer-Encoding (RFC 7578 §4.7
+# deprecates the header; a client may still send it).
+_PARSE_ERRORS = (AssertionError, LookupError, ValueError, binascii.Error, EOFError,
+                 HttpProcessingError, RuntimeError)
 
 
 class BadForm(web.HTTPBadRequest):

@@ -13,8 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from mailer.campaigns.sender import send_campaign
-from mailer.cli.campaigns import campaign
-from mailer.cli.support import CliState
+from mailer.cli import main
 from mailer.errors import CampaignInvalid
 from mailer.store.db import open_db
 from tests.campaigns.world import World, settings_mapping
@@ -42,9 +41,9 @@ def test_campaign_create_refuses_a_subject_that_does_too_much_work_in_one_line(
 ) -> None:
     settings_path = write_settings(world.tmp / "settings.toml",
                                    settings_mapping(world.tmp, world.sink.port))
-    result = CliRunner().invoke(
-        campaign, ["create", "--kind", "offers", "--template", "welcome-offer",
-                   "--subject", subject], obj=CliState(settings_path, verbose=False))
+    result = CliRunner().invoke(main, [
+        "--settings", str(settings_path), "campaign", "create", "--kind", "offers",
+        "--template", "welcome-offer", "--subject", subject])
     assert result.exit_code == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("mailer: template campaigns/welcome-offer subject line 1: ")

@@ -111,6 +111,11 @@ FIELD = b'Content-Disposition: form-data; name="a"\r\n\r\nvalue'
      _multipart("xyz", b'Content-Disposition: form-data; name="a"\r\n'
                        b"Content-Type: application/octet-stream\r\n\r\n\xff\xfe"),
      b"is not utf-8 text"),
+    ("multipart/form-data; boundary=xyz", b"--xyz\r\nC", b"malformed multipart/form-data"),
+    ("multipart/form-data; boundary=xyz",
+     _multipart("xyz", b'Content-Disposition: form-data; name="a"\r\n'
+                       b"Content-Transfer-Encoding: x-nope\r\n\r\nvalue"),
+     b"malformed multipart/form-data"),
 ])
 def test_a_body_that_is_not_a_readable_form_is_a_400_with_one_line_saying_why(
     server: FormServer, content_type: str, body: bytes, problem: bytes
@@ -168,14 +173,20 @@ def _part(draw: st.DrawFn) -> bytes:
             + b"; charset=" + draw(_CHARSETS).encode())
     if draw(st.booleans()):
         headers.append(b"Content-Transfer-Encoding: " + draw(st.sampled_from(
-            [b"base64", b"quoted-printable", b"binary", b"x-nope"])))
+            [b"base64", b"quoted-printable", b"binary", b"x-nope", b""])))
+    if draw(st.booleans()):
+        headers.append(b"Content-Encoding: " + draw(st.sampled_from(
+            [b"gzip", b"deflate", b"identity", b"x-nope", b""])))
     return b"\r\n".join(headers) + b"\r\n\r\n" + draw(st.binary(max_size=40))
 
 
 @st.composite
 def _body(draw: st.DrawFn) -> bytes:
-    if draw(st.booleans()):
+    kind = draw(st.sampled_from(["bytes", "after a boundary", "parts"]))
+    if kind == "bytes":
         return draw(st.binary(max_size=200))
+    if kind == "after a boundary":
+        return b"--xyz\r\n" + draw(st.binary(max_size=60))
     body = _multipart("xyz", *draw(st.lists(_part(), max_size=3)), end=draw(st.booleans()))
     return body[:draw(st.integers(min_value=0, max_value=len(body)))]
 
