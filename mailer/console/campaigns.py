@@ -239,7 +239,7 @@ async def campaign_action(request: web.Request) -> web.StreamResponse:
     change = _ACTIONS.get(action)
     if change is None:
         raise web.HTTPNotFound()
-    if action == "cancel" and (await request.post()).get("confirm") != "yes":
+    if action == "cancel" and (await read_form(request)).get("confirm") != "yes":
         # Only the confirmation page's button cancels: it cannot be undone.
         raise web.HTTPSeeOther(f"/campaigns/{campaign_id}/cancel")
     conn = conn_of(request)
