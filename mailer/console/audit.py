@@ -10,13 +10,16 @@ from mailer.console import forms
 from mailer.console.page import render
 from mailer.console.security import allow, conn_of
 from mailer.store import console as console_store
+from mailer.store.db import MAX_INTEGER
 
 PAGE_SIZE = 50
 
 
 @allow()  # administrators only
 async def audit_log(request: web.Request) -> web.StreamResponse:
-    before = forms.page_number(request.query.get("before"))
+    before = forms.page_number(request.query.get("before"), largest=MAX_INTEGER)
+    if before is None:
+        raise web.HTTPBadRequest(text="The page to show ('before') must be an entry's id.")
     page = await console_store.audit_page(conn_of(request), before=before, limit=PAGE_SIZE)
     return render(request, "audit.html", "audit", page=page, before=before,
                   local=forms.utc_to_local)

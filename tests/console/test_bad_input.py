@@ -112,6 +112,16 @@ async def test_a_customer_page_number_that_is_not_an_id_is_a_400_with_one_line(
         "The page to show (&#39;after&#39;) must be a customer id.")
 
 
+async def test_an_audit_log_page_number_that_is_not_an_id_is_a_400_with_one_line(
+    client: Client,
+) -> None:
+    assert await login(client, "admin") == 303
+    response = await client.get("/audit", params={"before": HUGE})
+    assert response.status == 400
+    assert one_line_error(await response.text()) == (
+        "The page to show (&#39;before&#39;) must be an entry&#39;s id.")
+
+
 async def test_a_send_time_past_year_9999_in_its_zone_is_refused_next_to_the_field(
     client: Client, world: World
 ) -> None:
