@@ -321,4 +321,7 @@ def _sample_subject(templates_dir: Path | None, source: str) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _sample_sandbox(templates_dir: Path | None) -> Sandbox:
-    return sandbox(templates_dir, undefined=_StrictUndefined, plain=_PLAIN)
+    # Rendered in the console's event loop, a list of them at a time: a subject that takes
+    # more than a moment (it was checked to render quickly when created) is shown as written.
+    return sandbox(templates_dir, undefined=_StrictUndefined, plain=_PLAIN,
+                   limits=Limits(time_s=0.05))

@@ -102,3 +102,22 @@ async def test_a_preview_of_a_template_changed_to_do_too_much_is_refused_in_one_
                              data={"csrf": await csrf(client), "address": "me@imperial.test"})
     assert test.status == 400
     assert "more than 200,000 operations" in html.unescape(await test.text())
+
+
+async def test_the_campaign_list_shows_slow_stored_subjects_as_written_without_a_long_stall(
+    client: Client, world: World
+) -> None:
+    # Subjects written into the database by hand (create would refuse them), each a second
+    # of work if rendered to the end: the list shows them as written, after a moment each.
+    await world.create_campaign()
+    for n in range(20):
+        world.rows("INSERT INTO campaigns (kind, template, subject, status, created_at) "
+                   "VALUES ('offers', 'welcome-offer', ?, 'draft', '2026-12-01T09:00:00')",
+                   (f"{SLOW} {n}",))
+    assert await login(client, "marketing") == 303
+    started = asyncio.get_running_loop().time()
+    response = await client.get("/campaigns")
+    took_s = asyncio.get_running_loop().time() - started
+    assert response.status == 200
+    assert f"{SLOW} 19" in html.unescape(await response.text())
+    assert took_s < 10  # generous: twenty renders to their end would take twenty seconds
