@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from pathlib import Path
 
-from mailer.store.db import MIGRATIONS
+from mailer.store.db import MIGRATIONS, open_db
 from tests.helpers import base_sections, run_cli, write_settings
 
 
@@ -117,3 +118,23 @@ def test_db_check_of_a_damaged_database_fails_with_exit_3(tmp_path: Path) -> Non
     assert result.code == 3
     assert result.stderr.startswith("mailer: ")
     assert len(result.stderr.splitlines()) == 1
+
+
+async def test_many_connections_opening_a_new_database_at_once_all_get_the_whole_schema(
+    tmp_path: Path,
+) -> None:
+    # A daemon's parts each open their own connection at start; on a new database they all
+    # find it unmigrated. Every one must come up, with every migration applied once.
+    database = tmp_path / "new.db"
+    versions: list[int] = []
+
+    async def one() -> None:
+        async with open_db(database) as conn:
+            async with conn.execute("PRAGMA user_version") as cursor:
+                row = await cursor.fetchone()
+            assert row is not None
+            versions.append(int(row[0]))
+
+    await asyncio.wait_for(asyncio.gather(*(one() for _ in range(8))), timeout=60)
+    assert versions == [len(MIGRATIONS)] * 8
+    assert integrity(database) == "ok"

@@ -48,18 +48,39 @@ async def _configure(conn: aiosqlite.Connection) -> None:
 
 
 async def migrate(conn: aiosqlite.Connection) -> None:
+    """Apply the migrations this database lacks, one transaction each.
+
+    Several processes (or a daemon's parts, each with its own connection) may open a new
+    database at once. Each migration runs under SQLite's write lock, but the version was read
+    before taking it, so another connection may have applied the same migration meanwhile:
+    its script then fails (a table or column that exists), is rolled back, and the version is
+    read again. A failure that is not explained that way is raised."""
+    while True:
+        applied = await _schema_version(conn)
+        if applied > len(MIGRATIONS):
+            raise StoreError(
+                f"database schema version {applied} is newer than this mailer ({len(MIGRATIONS)})"
+            )
+        if applied == len(MIGRATIONS):
+            return
+        number = applied + 1
+        try:
+            # executescript commits first; wrap the script so it applies entirely or not at all.
+            await conn.executescript(
+                f"BEGIN IMMEDIATE;\n{MIGRATIONS[applied]}\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
+        except sqlite3.Error:
+            if conn.in_transaction:  # a failed script leaves its transaction open
+                await conn.rollback()
+            if await _schema_version(conn) >= number:
+                continue  # another connection applied it first
+            raise
+
+
+async def _schema_version(conn: aiosqlite.Connection) -> int:
     async with conn.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
-    applied = int(row[0]) if row else 0
-    if applied > len(MIGRATIONS):
-        raise StoreError(
-            f"database schema version {applied} is newer than this mailer ({len(MIGRATIONS)})"
-        )
-    for number, script in enumerate(MIGRATIONS[applied:], start=applied + 1):
-        # executescript commits first; wrap the script so it applies entirely or not at all.
-        await conn.executescript(
-            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-        )
+    return int(row[0]) if row else 0
 
 
 @asynccontextmanager
