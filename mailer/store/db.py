@@ -10,6 +10,7 @@ busy timeout, so the daemon and a CLI command can share one file.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
@@ -41,10 +42,31 @@ def utcnow() -> str:
 
 
 async def _configure(conn: aiosqlite.Connection) -> None:
-    await conn.execute("PRAGMA journal_mode = WAL")
+    await conn.execute("PRAGMA busy_timeout = 10000")
+    await _use_wal(conn)
     await conn.execute("PRAGMA synchronous = NORMAL")
     await conn.execute("PRAGMA foreign_keys = ON")
-    await conn.execute("PRAGMA busy_timeout = 10000")
+
+
+async def _use_wal(conn: aiosqlite.Connection) -> None:
+    """Switch to write-ahead logging (persistent: once per database file).
+
+    Switching takes an exclusive lock, and SQLite answers SQLITE_BUSY at once, without the busy
+    handler, when another connection opening the same new database holds a lock it waits on:
+    that is retried for as long as the busy timeout."""
+    for _ in range(_WAL_ATTEMPTS):
+        try:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+            await asyncio.sleep(_WAL_RETRY_S)
+    await conn.execute("PRAGMA journal_mode = WAL")
+
+
+_WAL_RETRY_S = 0.05
+_WAL_ATTEMPTS = 200  # 10 s, the busy timeout
 
 
 async def migrate(conn: aiosqlite.Connection) -> None:
@@ -52,9 +74,12 @@ async def migrate(conn: aiosqlite.Connection) -> None:
 
     Several processes (or a daemon's parts, each with its own connection) may open a new
     database at once. Each migration runs under SQLite's write lock, but the version was read
-    before taking it, so another connection may have applied the same migration meanwhile:
-    its script then fails (a table or column that exists), is rolled back, and the version is
-    read again. A failure that is not explained that way is raised."""
+    before taking it, so another connection may have applied it meanwhile. The script's first
+    statement checks the version under the lock (a CHECK constraint on a temporary table, as
+    a script cannot branch): a migration that another connection applied fails that check,
+    or its own statements, is rolled back, and the version is read again. Without the check
+    a migration that can run twice (data only) would set the version back. A failure that is
+    not explained that way is raised."""
     while True:
         applied = await _schema_version(conn)
         if applied > len(MIGRATIONS):
@@ -67,7 +92,12 @@ async def migrate(conn: aiosqlite.Connection) -> None:
         try:
             # executescript commits first; wrap the script so it applies entirely or not at all.
             await conn.executescript(
-                f"BEGIN IMMEDIATE;\n{MIGRATIONS[applied]}\nPRAGMA user_version = {number};\nCOMMIT;"
+                "BEGIN IMMEDIATE;\n"
+                f"CREATE TEMP TABLE migration_guard (version INTEGER CHECK (version = {applied}));"
+                "\n"
+                "INSERT INTO migration_guard SELECT user_version FROM pragma_user_version;\n"
+                "DROP TABLE migration_guard;\n"
+                f"{MIGRATIONS[applied]}\nPRAGMA user_version = {number};\nCOMMIT;"
             )
         except sqlite3.Error:
             if conn.in_transaction:  # a failed script leaves its transaction open
