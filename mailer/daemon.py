@@ -36,7 +36,7 @@ from mailer.campaigns import service as campaign_service
 from mailer.campaigns.scheduler import POLL_INTERVAL_S, scheduler_loop
 from mailer.campaigns.sender import SendOutcome
 from mailer.clock import SYSTEM_CLOCK, Clock
-from mailer.consent.confirmations import confirmation_settings, send_due
+from mailer.consent.confirmations import outbox_config, send_due_confirmations
 from mailer.console import app as console_app
 from mailer.errors import CampaignRefused, SmtpError
 from mailer.health import status as status_module
@@ -45,9 +45,9 @@ from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import (
     WatchTiming,
     bounces_imap_config,
-    bounces_rules,
+    bounces_inbox_config,
     imap_config,
-    inbox_rules,
+    inbox_config,
     watch_session,
 )
 from mailer.lifecycle import systemd
@@ -159,14 +159,14 @@ class Daemon:
         timing = WatchTiming(idle_timeout_s=s.imap.idle_timeout_s,
                              poll_interval_s=s.imap.poll_interval_s)
         async with open_db(s.database.path) as conn:
-            await watch_session(conn, imap_config(s), inbox_rules(s), timing, self.stop,
+            await watch_session(conn, imap_config(s), inbox_config(s), timing, self.stop,
                                 after_pass, part=part,
                                 on_duration=self.metrics.pass_duration.observe)
 
     async def _bounces(self) -> None:
         """The same pass over `[bounces.imap]`'s mailbox, reading reports only."""
         s = self.settings
-        config, rules, mailbox = bounces_imap_config(s), bounces_rules(s), s.bounces.imap
+        config, rules, mailbox = bounces_imap_config(s), bounces_inbox_config(s), s.bounces.imap
         assert config is not None and rules is not None and mailbox is not None
         timing = WatchTiming(idle_timeout_s=mailbox.idle_timeout_s,
                              poll_interval_s=mailbox.poll_interval_s)
@@ -176,11 +176,11 @@ class Daemon:
 
     async def _outbox(self) -> None:
         part = self.parts["outbox"]
-        config = confirmation_settings(self.settings)
+        config = outbox_config(self.settings)
         async with open_db(self.settings.database.path) as conn:
             part.running()
             while not self.stop.is_set():
-                report = await send_due(conn, config)
+                report = await send_due_confirmations(conn, config)
                 self.metrics.confirmations_sent.inc(report.sent)
                 part.succeeded(last_round_at=self.clock.now().isoformat(timespec="seconds"))
                 if report.sent or report.failed or report.retrying:

@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 import aiosqlite
 
 from mailer.bounces import deliverability
+from mailer.bounces.config import ReportConfig
 from mailer.bounces.deliverability import Applied
 from mailer.bounces.reports import Report, read_report
-from mailer.bounces.rules import ReportRules
 from mailer.mail.verp import Verifier
 from mailer.store import deliverability as report_store
 
@@ -39,7 +39,7 @@ def read_reports(
 
 
 async def apply_reports(
-    conn: aiosqlite.Connection, rules: ReportRules, state_key: str, uidvalidity: int,
+    conn: aiosqlite.Connection, rules: ReportConfig, state_key: str, uidvalidity: int,
     reports: Sequence[tuple[int, Report]],
 ) -> list[tuple[int, Applied]]:
     """Record a batch's reports in the caller's transaction; remember the tied ones (also a

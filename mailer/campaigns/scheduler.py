@@ -57,7 +57,7 @@ async def scheduler_loop(
     holder = new_holder()
     async with open_db(settings.database.path) as conn:
         while not stop.is_set():
-            outcomes = await send_due(conn, config, stop, holder=holder)
+            outcomes = await send_due_campaigns(conn, config, stop, holder=holder)
             if part is not None:
                 part.succeeded(last_round_at=part.clock.now().isoformat(timespec="seconds"))
             for outcome in outcomes:
@@ -73,7 +73,7 @@ async def scheduler_loop(
     log.info("campaign scheduler stopped")
 
 
-async def send_due(
+async def send_due_campaigns(
     conn: aiosqlite.Connection, config: SendConfig, stop: asyncio.Event, *,
     holder: Holder | None = None, clock: Clock = SYSTEM_CLOCK,
 ) -> list[SendOutcome]:

@@ -25,12 +25,12 @@ def inbox_process(ctx: click.Context, as_json: bool) -> None:
     preflight.outbox(settings)
 
     async def body() -> None:
-        from mailer.consent.confirmations import confirmation_settings, send_due
+        from mailer.consent.confirmations import outbox_config, send_due_confirmations
         from mailer.inbox.worker import process_settings_once
 
         async with open_db(settings.database.path) as conn:
             report = await process_settings_once(conn, settings)
-            outbox = await send_due(conn, confirmation_settings(settings))
+            outbox = await send_due_confirmations(conn, outbox_config(settings))
         if as_json:
             click.echo(json.dumps(report.as_json()))
             return

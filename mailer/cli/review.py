@@ -63,9 +63,9 @@ def review_resolve(
         from mailer.errors import ImapError
         from mailer.inbox import review as review_ops
         from mailer.inbox.imap import ImapClient
-        from mailer.inbox.worker import imap_config, inbox_rules
+        from mailer.inbox.worker import imap_config, inbox_config
 
-        rules = inbox_rules(settings)
+        rules = inbox_config(settings)
         async with open_db(settings.database.path) as conn:
             if dismiss:
                 item = await review_ops.dismiss(conn, item_id)

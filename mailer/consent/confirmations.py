@@ -3,7 +3,7 @@ queued, each exactly once.
 
 The opt-out has already committed when a confirmation is queued, so nothing here can undo it.
 Every sender (`mailer inbox process` from cron, the daemon's outbox loop, a second daemon) goes
-through `send_due`, and each row goes through three steps:
+through `send_due_confirmations`, and each row goes through three steps:
 
 1. claim: one transaction picks the oldest due row nobody holds and writes the claim (owner =
    this host and pid, expiry = now + `claim_ttl_s`), so no other process can pick it meanwhile;
@@ -47,12 +47,12 @@ from mailer.store.outbox import ClaimOwner
 
 __all__ = [
     "ClaimOwner",
+    "OutboxConfig",
     "OutboxReport",
-    "OutboxSettings",
     "check_templates",
-    "confirmation_settings",
+    "outbox_config",
     "owner_is_gone",
-    "send_due",
+    "send_due_confirmations",
     "this_process",
 ]
 
@@ -64,13 +64,13 @@ DEFAULT_CLAIM_TTL_S = 300.0
 
 
 @dataclass(frozen=True)
-class OutboxSettings:
+class OutboxConfig:
     sender: str            # the From header, may carry a display name
     envelope_sender: str   # MAIL FROM: the bare address
     templates_dir: Path | None
     smtp: smtp.SmtpConfig
     claim_ttl_s: float = DEFAULT_CLAIM_TTL_S
-    batch: int = 50        # at most this many rows per `send_due` call
+    batch: int = 50        # at most this many rows per `send_due_confirmations` call
     # `[bounces] address` and `[campaigns] secret` when confirmations are VERP-tagged.
     verp_address: str = ""
     verp_secret: str = field(default="", repr=False)
@@ -92,10 +92,11 @@ class OutboxSettings:
         return parseaddr(sender)[1].rpartition("@")[2] or "localhost"
 
 
-def confirmation_settings(settings: Settings) -> OutboxSettings:
-    """The outbox's settings; loads the DKIM key (SettingsError: one line naming it)."""
+def outbox_config(settings: Settings) -> OutboxConfig:
+    """The outbox's config, from the settings; loads the DKIM key (SettingsError: one line
+    naming it)."""
     bounces = settings.bounces
-    return OutboxSettings(
+    return OutboxConfig(
         sender=settings.smtp.sender,
         envelope_sender=bounces.address or settings.smtp.sender_address,
         templates_dir=settings.templates.dir,
@@ -112,10 +113,10 @@ class OutboxReport:
     failed: int = 0
 
 
-def check_templates(settings: OutboxSettings) -> None:
+def check_templates(config: OutboxConfig) -> None:
     """Render the confirmation once with sample values; raises TemplateError (one line naming
     the template and line) so a broken template stops the program at start, not mid-outbox."""
-    render_confirmation(settings.templates_dir, customer_name="Ann Example",
+    render_confirmation(config.templates_dir, customer_name="Ann Example",
                         categories=("announcements", "offers"),
                         request_subject="Unsubscribe special offers")
 
@@ -155,36 +156,36 @@ async def _claim(
                                              ttl_s=ttl_s, message_id=message_id(domain))
 
 
-async def send_due(
+async def send_due_confirmations(
     conn: aiosqlite.Connection,
-    settings: OutboxSettings,
+    config: OutboxConfig,
     *,
     clock: Clock = SYSTEM_CLOCK,
     owner: ClaimOwner | None = None,
 ) -> OutboxReport:
-    """Claim, send and mark due confirmations, one row at a time, up to `settings.batch`;
+    """Claim, send and mark due confirmations, one row at a time, up to `config.batch`;
     return counts. Never raises for SMTP trouble."""
     owner = owner or this_process()
     report = OutboxReport()
     client: smtp.Session | None = None
     try:
-        for _ in range(settings.batch):
-            item = await _claim(conn, owner, clock, settings.claim_ttl_s,
-                                settings.message_id_domain)
+        for _ in range(config.batch):
+            item = await _claim(conn, owner, clock, config.claim_ttl_s,
+                                config.message_id_domain)
             if item is None:
                 break
             now = clock.now()
             try:
                 subject, text, html = render_confirmation(
-                    settings.templates_dir, customer_name=item.to_name,
+                    config.templates_dir, customer_name=item.to_name,
                     categories=item.categories, request_subject=item.request_subject)
                 message = build_confirmation(
-                    sender=settings.sender, to_address=item.to_address, to_name=item.to_name,
+                    sender=config.sender, to_address=item.to_address, to_name=item.to_name,
                     subject=subject, text=text, html=html,
                     in_reply_to=item.in_reply_to or None, references=item.refs,
                     message_id=item.message_id, date=now)
-                if settings.signer is not None:
-                    message = settings.signer.sign(message)
+                if config.signer is not None:
+                    message = config.signer.sign(message)
             except (TemplateError, ValueError) as exc:
                 # This one cannot be built (e.g. an address on file no header can carry):
                 # record why and go on with the rest, rather than stall the whole outbox.
@@ -197,9 +198,9 @@ async def send_due(
                 continue
             try:
                 if client is None:
-                    client = await smtp.connect(settings.smtp)
-                await client.send(settings.mail_from(item.id), item.to_address, message,
-                                  settings.smtp.timeout_s)
+                    client = await smtp.connect(config.smtp)
+                await client.send(config.mail_from(item.id), item.to_address, message,
+                                  config.smtp.timeout_s)
             except PermanentSmtpError as exc:
                 async with transaction(conn):
                     await outbox_store.mark_failed(conn, item.id, error=str(exc), retry_at=None)

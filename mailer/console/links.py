@@ -33,7 +33,7 @@ from mailer.inbox import review as review_ops
 from mailer.inbox.body import html_to_text, parse_message
 from mailer.inbox.imap import ImapClient
 from mailer.inbox.match import extract_clues
-from mailer.inbox.worker import imap_config, inbox_rules
+from mailer.inbox.worker import imap_config, inbox_config
 from mailer.mail.templates import packaged_defaults
 from mailer.settings import Settings
 from mailer.store import campaigns as campaign_store
@@ -124,7 +124,7 @@ async def send_test(conn: aiosqlite.Connection, settings: Settings, campaign_id:
 
 async def resolve(conn: aiosqlite.Connection, settings: Settings, item_id: int,
                   emails: Sequence[str], actor: str) -> ReviewItem:
-    return await review_ops.resolve(conn, inbox_rules(settings), item_id, emails, actor=actor)
+    return await review_ops.resolve(conn, inbox_config(settings), item_id, emails, actor=actor)
 
 
 async def dismiss(conn: aiosqlite.Connection, item_id: int) -> ReviewItem:
@@ -136,7 +136,7 @@ async def file_settled(settings: Settings, message_id: str) -> str:
     one line saying why it stays there for now (the settlement stands either way)."""
     if not message_id:
         return ""
-    rules = inbox_rules(settings)
+    rules = inbox_config(settings)
     try:
         async with asyncio.timeout(IMAP_TIMEOUT_S):
             client = await ImapClient.connect(imap_config(settings))
@@ -173,7 +173,7 @@ async def fetch_request(conn: aiosqlite.Connection, settings: Settings,
     Raises ImapError when the server cannot be reached."""
     if not message_id:
         return None
-    rules = inbox_rules(settings)
+    rules = inbox_config(settings)
     try:
         async with asyncio.timeout(IMAP_TIMEOUT_S):
             client = await ImapClient.connect(imap_config(settings))

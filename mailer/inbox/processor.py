@@ -42,11 +42,11 @@ from mailer.consent import optout
 from mailer.errors import MalformedMessage
 from mailer.inbox.body import parse_message
 from mailer.inbox.classify import Verdict, classify, may_be_report
+from mailer.inbox.config import InboxConfig as InboxConfig  # re-exported: callers built on it
 from mailer.inbox.headers import Headers, parse_headers
 from mailer.inbox.imap import ImapClient
 from mailer.inbox.imap_wire import FetchedHeader
 from mailer.inbox.match import Clues, Lookup, decide, extract_clues
-from mailer.inbox.rules import InboxRules as InboxRules  # re-exported: callers built on it
 from mailer.store import customers as customer_store
 from mailer.store import deliverability as report_store
 from mailer.store import inbox as inbox_store
@@ -90,7 +90,7 @@ class PassReport:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-async def prepare_folders(client: ImapClient, rules: InboxRules) -> None:
+async def prepare_folders(client: ImapClient, rules: InboxConfig) -> None:
     if rules.requests:
         await client.ensure_folder(rules.processed_folder)
         await client.ensure_folder(rules.review_folder)
@@ -99,7 +99,7 @@ async def prepare_folders(client: ImapClient, rules: InboxRules) -> None:
 
 
 async def run_pass(
-    client: ImapClient, conn: aiosqlite.Connection, rules: InboxRules
+    client: ImapClient, conn: aiosqlite.Connection, rules: InboxConfig
 ) -> PassReport:
     """Process every message that arrived since the last pass; return what happened."""
     report = PassReport()
@@ -156,7 +156,7 @@ class Outcome:
 async def _process_batch(
     client: ImapClient,
     conn: aiosqlite.Connection,
-    rules: InboxRules,
+    rules: InboxConfig,
     uidvalidity: int,
     batch: list[int],
     report: PassReport,
@@ -230,7 +230,7 @@ async def _process_batch(
             report.bounces += 1
 
 
-def examine(uid: int, headers: Headers, raw: bytes, rules: InboxRules) -> Examined:
+def examine(uid: int, headers: Headers, raw: bytes, rules: InboxConfig) -> Examined:
     """Parse a request and extract its clues; never raises.
 
     A malformed message becomes a problem for review. Anything else that breaks here is a bug
@@ -251,7 +251,7 @@ def examine(uid: int, headers: Headers, raw: bytes, rules: InboxRules) -> Examin
 
 
 def plan(
-    examined: Sequence[Examined], known: set[str], lookup: Lookup, rules: InboxRules
+    examined: Sequence[Examined], known: set[str], lookup: Lookup, rules: InboxConfig
 ) -> list[Outcome]:
     """Decide every request of a batch from the database's answers; pure."""
     seen = set(known)
@@ -278,7 +278,7 @@ def plan(
     return outcomes
 
 
-def _destination(outcome: Outcome, rules: InboxRules) -> str:
+def _destination(outcome: Outcome, rules: InboxConfig) -> str:
     return rules.review_folder if outcome.kind == "review" else rules.processed_folder
 
 
@@ -296,7 +296,7 @@ async def _lookup(conn: aiosqlite.Connection, examined: Sequence[Examined]) -> L
 
 async def _apply(
     conn: aiosqlite.Connection,
-    rules: InboxRules,
+    rules: InboxConfig,
     uidvalidity: int,
     outcomes: Sequence[Outcome],
     report: PassReport,
@@ -335,7 +335,7 @@ _MOVE_CHUNK = 1000
 
 
 async def _finish_moves(
-    client: ImapClient, conn: aiosqlite.Connection, rules: InboxRules, uidvalidity: int
+    client: ImapClient, conn: aiosqlite.Connection, rules: InboxConfig, uidvalidity: int
 ) -> None:
     """Move every decided request and tied report still in the folder to its destination,
     then mark it."""

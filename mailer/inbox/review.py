@@ -17,8 +17,8 @@ import aiosqlite
 
 from mailer.consent import optout
 from mailer.errors import NotFound, Refused
+from mailer.inbox.config import InboxConfig
 from mailer.inbox.imap import ImapClient
-from mailer.inbox.rules import InboxRules
 from mailer.store import customers as customer_store
 from mailer.store import inbox as inbox_store
 from mailer.store.db import transaction
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 async def resolve(
-    conn: aiosqlite.Connection, rules: InboxRules, item_id: int,
+    conn: aiosqlite.Connection, rules: InboxConfig, item_id: int,
     customer_email: str | Sequence[str], *, actor: str = "",
 ) -> inbox_store.ReviewItem:
     """Opt the named customer (or customers) out for this request; return the item (for
@@ -62,7 +62,7 @@ async def resolve(
     return item
 
 
-async def file_settled(client: ImapClient, rules: InboxRules, message_id: str) -> int:
+async def file_settled(client: ImapClient, rules: InboxConfig, message_id: str) -> int:
     """Move a settled request from the review folder to the processed folder; how many moved
     (0 when it has no Message-ID to find it by, or a person already moved it)."""
     await client.ensure_folder(rules.processed_folder)

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from mailer.bounces.rules import ReportRules
+from mailer.bounces.config import ReportConfig
+from mailer.inbox.config import InboxConfig
 from mailer.inbox.imap import ImapClient, ImapConfig
 from mailer.inbox.processor import PassReport, prepare_folders, run_pass
-from mailer.inbox.rules import InboxRules
 from mailer.lifecycle.supervise import Part, supervise
 from mailer.mail.verp import Verifier
 from mailer.settings import ImapSettings, Settings
@@ -49,8 +49,8 @@ def _config(s: ImapSettings) -> ImapConfig:
                       timeout_s=s.timeout_s)
 
 
-def inbox_rules(settings: Settings) -> InboxRules:
-    return InboxRules(
+def inbox_config(settings: Settings) -> InboxConfig:
+    return InboxConfig(
         folder=settings.imap.folder,
         processed_folder=settings.imap.processed_folder,
         review_folder=settings.imap.review_folder,
@@ -61,35 +61,35 @@ def inbox_rules(settings: Settings) -> InboxRules:
         fetch_batch=settings.imap.fetch_batch,
         confirmation_interval_h=settings.unsubscribe.confirmation_interval_h,
         # Reports are read where they arrive: here, unless `[bounces.imap]` is their mailbox.
-        reports=report_rules(settings) if settings.bounces.imap is None else None,
+        reports=report_config(settings) if settings.bounces.imap is None else None,
     )
 
 
-def report_rules(settings: Settings) -> ReportRules:
-    return ReportRules(
+def report_config(settings: Settings) -> ReportConfig:
+    return ReportConfig(
         verifier=Verifier(bounce_address=settings.bounces.address,
                           secret=settings.campaigns.secret),
         bounces=settings.bounces)
 
 
-def bounces_rules(settings: Settings) -> InboxRules | None:
+def bounces_inbox_config(settings: Settings) -> InboxConfig | None:
     """The pass over the `[bounces.imap]` mailbox: reports only, never requests."""
     mailbox = settings.bounces.imap
     if mailbox is None:
         return None
-    return InboxRules(
+    return InboxConfig(
         folder=mailbox.folder, processed_folder=mailbox.processed_folder,
         review_folder=mailbox.review_folder, subject=settings.unsubscribe.subject,
         categories=settings.unsubscribe.categories, own_addresses=settings.own_addresses,
         max_message_bytes=mailbox.max_message_bytes, fetch_batch=mailbox.fetch_batch,
         confirmation_interval_h=settings.unsubscribe.confirmation_interval_h,
-        reports=report_rules(settings), requests=False, account="bounces")
+        reports=report_config(settings), requests=False, account="bounces")
 
 
 async def process_settings_once(conn: aiosqlite.Connection, settings: Settings) -> PassReport:
     """`mailer inbox process`: one pass over `[imap]`, and over `[bounces.imap]` if set."""
-    report = await process_once(conn, imap_config(settings), inbox_rules(settings))
-    bounces = bounces_rules(settings)
+    report = await process_once(conn, imap_config(settings), inbox_config(settings))
+    bounces = bounces_inbox_config(settings)
     config = bounces_imap_config(settings)
     if bounces is not None and config is not None:
         report.add(await process_once(conn, config, bounces))
@@ -97,7 +97,7 @@ async def process_settings_once(conn: aiosqlite.Connection, settings: Settings) 
 
 
 async def process_once(
-    conn: aiosqlite.Connection, config: ImapConfig, rules: InboxRules
+    conn: aiosqlite.Connection, config: ImapConfig, rules: InboxConfig
 ) -> PassReport:
     """Connect, make one pass, disconnect."""
     client = await ImapClient.connect(config)
@@ -111,7 +111,7 @@ async def process_once(
 async def watch(
     conn: aiosqlite.Connection,
     config: ImapConfig,
-    rules: InboxRules,
+    rules: InboxConfig,
     timing: WatchTiming,
     stop: asyncio.Event,
     on_pass: Callable[[PassReport], None] = lambda report: None,
@@ -127,7 +127,7 @@ async def watch(
 async def watch_session(
     conn: aiosqlite.Connection,
     config: ImapConfig,
-    rules: InboxRules,
+    rules: InboxConfig,
     timing: WatchTiming,
     stop: asyncio.Event,
     on_pass: Callable[[PassReport], None] = lambda report: None,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.campaigns.scheduler import scheduler_loop, send_due
+from mailer.campaigns.scheduler import scheduler_loop, send_due_campaigns
 from mailer.campaigns.sender import lease_name
 from mailer.store import campaigns as store
 from mailer.store import leases
@@ -143,12 +143,12 @@ async def test_a_crashed_senders_campaign_on_another_host_is_taken_over_after_it
             await store.mark_started(conn, campaign_id)
         await store.claim_batch(conn, campaign_id, 4)
         stop = asyncio.Event()
-        assert await send_due(conn, world.config(), stop, clock=clock) == []
+        assert await send_due_campaigns(conn, world.config(), stop, clock=clock) == []
         assert world.sink.messages == []
         clock.advance(29.0)
-        assert await send_due(conn, world.config(), stop, clock=clock) == []
+        assert await send_due_campaigns(conn, world.config(), stop, clock=clock) == []
         clock.advance(1.0)
-        [outcome] = await send_due(conn, world.config(), stop, clock=clock)
+        [outcome] = await send_due_campaigns(conn, world.config(), stop, clock=clock)
     assert outcome.status == "sent"
     each_once(world, world.opted_in())
 
@@ -163,7 +163,7 @@ async def test_a_due_campaign_whose_template_broke_is_paused_with_the_reason(
     world.write_template("fragile.txt", '{% extends "base.txt" %}{% block content %}\n'
                          '{{ customer.nmae }}{% endblock %}\n')
     async with open_db(world.db) as conn:
-        assert await send_due(conn, world.config(), asyncio.Event()) == []
+        assert await send_due_campaigns(conn, world.config(), asyncio.Event()) == []
     state, reason = status(world, campaign_id)
     assert state == "paused"
     assert "campaigns/fragile" in reason and "nmae" in reason

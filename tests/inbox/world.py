@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailer import settings as settings_module
-from mailer.consent.confirmations import OutboxReport, confirmation_settings, send_due
+from mailer.consent.confirmations import OutboxReport, outbox_config, send_due_confirmations
 from mailer.importer import BadRow, CustomerRow, read_rows
+from mailer.inbox.config import InboxConfig
 from mailer.inbox.imap import ImapConfig
 from mailer.inbox.processor import PassReport
-from mailer.inbox.rules import InboxRules
-from mailer.inbox.worker import imap_config, inbox_rules, process_once
+from mailer.inbox.worker import imap_config, inbox_config, process_once
 from mailer.settings import Settings
 from mailer.store.customers import import_customers_atomically
 from mailer.store.db import open_db
@@ -49,8 +49,8 @@ class World:
         return self.settings.database.path
 
     @property
-    def rules(self) -> InboxRules:
-        return inbox_rules(self.settings)
+    def rules(self) -> InboxConfig:
+        return inbox_config(self.settings)
 
     @property
     def imap(self) -> ImapConfig:
@@ -76,7 +76,7 @@ class World:
 
     async def send_confirmations(self) -> OutboxReport:
         async with open_db(self.db_path) as conn:
-            return await send_due(conn, confirmation_settings(self.settings))
+            return await send_due_confirmations(conn, outbox_config(self.settings))
 
     def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
         with sqlite3.connect(self.db_path) as conn:
