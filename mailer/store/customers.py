@@ -20,6 +20,7 @@ from typing import Any
 import aiosqlite
 
 from mailer.categories import CATEGORIES
+from mailer.categories import check as check_category
 from mailer.errors import StoreError
 from mailer.importer import BadRow, CustomerRow
 from mailer.store.db import transaction, utcnow
@@ -168,22 +169,8 @@ async def ids_by_company_key(
 # --- changing preferences -------------------------------------------------------------------
 
 
-@translated("customers: opt out")
-async def opt_out(
-    conn: aiosqlite.Connection,
-    customer_ids: Sequence[int],
-    categories: Sequence[str],
-    *,
-    source: str,
-    reference: str,
-) -> dict[int, list[str]]:
-    """Turn `categories` off for each customer; see opt_out_many."""
-    return await opt_out_many(conn, [(cid, reference) for cid in customer_ids], categories,
-                              source=source)
-
-
-@translated("customers: opt out many")
-async def opt_out_many(
+@translated("customers: turn off")
+async def turn_off(
     conn: aiosqlite.Connection,
     requests: Sequence[tuple[int, str]],
     categories: Sequence[str],
@@ -196,11 +183,12 @@ async def opt_out_many(
 
     Must run inside the caller's transaction. Returns, per customer, the categories that
     changed. Never opts anyone in. Pending campaign mail of those categories is skipped in the
-    same transaction, so no campaign can mail them after this commits.
+    same transaction, so no campaign can mail them after this commits. Only
+    `mailer.consent.optout.opt_out` calls it: every refusal goes through there, so none can
+    leave out the confirmation it owes.
     """
     for category in categories:
-        if category not in CATEGORIES:
-            raise ValueError(f"unknown category {category!r}")
+        check_category(category)
     ids = sorted({cid for cid, _ in requests})
     if not ids:
         return {}
@@ -267,16 +255,14 @@ async def opt_in(
     """Turn `categories` on for one customer, recording a consent event per actual change.
 
     Must run inside the caller's transaction (the preference page turns other categories off
-    through `mailer.consent.optout` in the same one).
-    Returns the categories that changed; an unknown
-    customer changes nothing. Raises ValueError for an unknown category or a source that may
-    not opt anyone in.
+    through `mailer.consent.optout` in the same one). Returns the categories that changed;
+    an unknown customer changes nothing. Raises ValueError for an unknown category or a
+    source that may not opt anyone in.
     """
     if source not in OPT_IN_SOURCES:
         raise ValueError(f"source {source!r} may not opt anyone in")
     for category in categories:
-        if category not in CATEGORIES:
-            raise ValueError(f"unknown category {category!r}")
+        check_category(category)
     async with conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)) as cur:
         row = await cur.fetchone()
     if row is None:
