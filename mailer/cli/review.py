@@ -60,9 +60,7 @@ def review_resolve(
     settings = command_settings(ctx)
 
     async def body() -> None:
-        from mailer.errors import ImapError
         from mailer.inbox import review as review_ops
-        from mailer.inbox.imap import ImapClient
         from mailer.inbox.worker import imap_config, inbox_config
 
         rules = inbox_config(settings)
@@ -75,16 +73,8 @@ def review_resolve(
                 item = await review_ops.resolve(conn, rules, item_id, customer_email)
                 click.echo(f"review item {item_id} resolved: {customer_email} unsubscribed "
                            f"from {', '.join(rules.categories)}; confirmation queued")
-        if not item.message_id:
-            return
-        try:
-            client = await ImapClient.connect(imap_config(settings))
-            try:
-                await review_ops.file_settled(client, rules, item.message_id)
-            finally:
-                await client.close()
-        except ImapError as exc:
-            click.echo(f"mailer: the message stays in {rules.review_folder} for now: {exc}",
-                       err=True)
+        problem = await review_ops.file_settled(imap_config(settings), rules, item.message_id)
+        if problem:
+            click.echo(f"mailer: {problem}", err=True)
 
     run(body())

@@ -46,8 +46,8 @@ from mailer.inbox.config import InboxConfig as InboxConfig  # re-exported: calle
 from mailer.inbox.headers import Headers, parse_headers
 from mailer.inbox.imap import ImapClient
 from mailer.inbox.imap_wire import FetchedHeader
+from mailer.inbox.lookup import look_up
 from mailer.inbox.match import Clues, Lookup, decide, extract_clues
-from mailer.store import customers as customer_store
 from mailer.store import deliverability as report_store
 from mailer.store import inbox as inbox_store
 from mailer.store.db import transaction
@@ -205,7 +205,8 @@ async def _process_batch(
     async with transaction(conn, "inbox: recording a batch"):
         if examined:
             known = await inbox_store.existing_keys(conn, [e.key for e in examined])
-            outcomes = plan(examined, known, await _lookup(conn, examined), rules)
+            found = await look_up(conn, [e.clues for e in examined if e.clues is not None])
+            outcomes = plan(examined, known, found, rules)
             await _apply(conn, rules, uidvalidity, outcomes, report)
         if reports and rules.reports is not None:
             applied = await apply_reports(conn, rules.reports, rules.state_key, uidvalidity,
@@ -280,18 +281,6 @@ def plan(
 
 def _destination(outcome: Outcome, rules: InboxConfig) -> str:
     return rules.review_folder if outcome.kind == "review" else rules.processed_folder
-
-
-async def _lookup(conn: aiosqlite.Connection, examined: Sequence[Examined]) -> Lookup:
-    """One query per kind of clue for the whole batch."""
-    clues = [e.clues for e in examined if e.clues is not None]
-    addresses = [a for c in clues for a in (c.from_address, *c.body_addresses) if a]
-    return Lookup(
-        by_address=await customer_store.ids_by_address(conn, addresses),
-        by_name=await customer_store.ids_by_name_key(conn, [k for c in clues for k in c.name_keys]),
-        by_company=await customer_store.ids_by_company_key(
-            conn, [k for c in clues for k in c.company_keys]),
-    )
 
 
 async def _apply(

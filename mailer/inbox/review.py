@@ -10,20 +10,25 @@ even if the IMAP server cannot be reached at that moment.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
 import aiosqlite
 
 from mailer.consent import optout
-from mailer.errors import NotFound, Refused
+from mailer.errors import ImapError, NotFound, Refused
 from mailer.inbox.config import InboxConfig
-from mailer.inbox.imap import ImapClient
+from mailer.inbox.imap import ImapClient, ImapConfig
 from mailer.store import customers as customer_store
 from mailer.store import inbox as inbox_store
 from mailer.store.db import transaction
 
 log = logging.getLogger(__name__)
+
+# Filing is a courtesy after the settlement has committed: a person waits for it, so it gives
+# up after this long rather than hang on a server that stopped answering.
+FILE_TIMEOUT_S = 15.0
 
 
 async def resolve(
@@ -62,9 +67,29 @@ async def resolve(
     return item
 
 
-async def file_settled(client: ImapClient, rules: InboxConfig, message_id: str) -> int:
-    """Move a settled request from the review folder to the processed folder; how many moved
-    (0 when it has no Message-ID to find it by, or a person already moved it)."""
+async def file_settled(config: ImapConfig, rules: InboxConfig, message_id: str, *,
+                       timeout_s: float = FILE_TIMEOUT_S) -> str:
+    """Move a settled request from the review folder to the processed folder, within
+    `timeout_s` in all; '' when done (or nothing to move), else one line saying why it stays
+    in the review folder for now. The settlement stands in the database either way."""
+    if not message_id:
+        return ""
+    try:
+        async with asyncio.timeout(timeout_s):
+            client = await ImapClient.connect(config)
+            try:
+                await _move_settled(client, rules, message_id)
+            finally:
+                await client.close()
+    except (ImapError, TimeoutError) as exc:
+        why = str(exc) or f"IMAP server {config.host}: no answer within {timeout_s:g} s"
+        log.warning("review: settled request stays in %s for now: %s", rules.review_folder, why)
+        return f"the message stays in {rules.review_folder} for now: {why}"
+    return ""
+
+
+async def _move_settled(client: ImapClient, rules: InboxConfig, message_id: str) -> int:
+    """How many moved (0 when a person already moved it)."""
     await client.ensure_folder(rules.processed_folder)
     await client.select(rules.review_folder)
     uids = await client.uids_with_message_id(message_id)
