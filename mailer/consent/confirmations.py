@@ -2,7 +2,7 @@
 queued, each exactly once.
 
 The opt-out has already committed when a confirmation is queued, so nothing here can undo it.
-Every sender (`mailer inbox process` from cron, the daemon's outbox loop, a second daemon) goes
+Every sender (`mailer inbox process` from cron, the daemon's outbox part, a second daemon) goes
 through `send_due_confirmations`, and each row goes through three steps:
 
 1. claim: one transaction picks the oldest due row nobody holds and writes the claim (owner =
@@ -16,6 +16,10 @@ a kill -9 costs at most one duplicate confirmation, never a lost one. A transien
 is retried on the one `backoff.CONFIRMATION` policy; a permanent one (5xx) is marked failed
 with the server's reply. Time comes from a `Clock`, so tests move it instead of sleeping.
 
+`Outbox` is the outbox as a part of the daemon (`mailer.lifecycle.worker`): `run_once` is one
+`send_due_confirmations` round (the burst), `run(stop)` one every `interval_s`, or at once
+when the inbox wakes it after queueing confirmations.
+
 Deliverability: the claim also records the confirmation's Message-ID (random,
 `outgoing.message_id`, random), so a report quoting it is tied to the row; MAIL FROM is the VERP
 address of the row (`verp.Tag.confirmation`) under `[bounces] address` (the bare address with
@@ -24,9 +28,11 @@ address of the row (`verp.Tag.confirmation`) under `[bounces] address` (the bare
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
@@ -34,19 +40,22 @@ from pathlib import Path
 import aiosqlite
 
 from mailer import backoff
+from mailer.backoff import Backoff
 from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.errors import PermanentSmtpError, TemplateError, TransientSmtpError
+from mailer.lifecycle.supervise import Part, wait_any
 from mailer.mail import smtp, verp
 from mailer.mail.dkim import Signer, load_signer
 from mailer.mail.outgoing import build_confirmation, message_id
 from mailer.mail.templates import render_confirmation
 from mailer.settings import Settings
 from mailer.store import outbox as outbox_store
-from mailer.store.db import transaction
+from mailer.store.db import open_db, transaction
 from mailer.store.outbox import ClaimOwner
 
 __all__ = [
     "ClaimOwner",
+    "Outbox",
     "OutboxConfig",
     "OutboxReport",
     "check_templates",
@@ -61,6 +70,8 @@ log = logging.getLogger(__name__)
 # Long enough for one connect and one send under the SMTP timeouts; after a crash the row is
 # picked again this long after the claim (at once when the dead owner ran on this host).
 DEFAULT_CLAIM_TTL_S = 300.0
+# How often the daemon's outbox looks for due rows (retries) when nothing wakes it.
+DEFAULT_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -230,3 +241,39 @@ async def send_due_confirmations(
         if client is not None:
             await client.close()
     return report
+
+
+class Outbox:
+    """The confirmations outbox as a part of the daemon (see the module docstring)."""
+
+    policy: Backoff = backoff.RECONNECT
+
+    def __init__(self, db_path: Path, config: OutboxConfig, *, part: Part,
+                 interval_s: float = DEFAULT_INTERVAL_S, wake: asyncio.Event | None = None,
+                 on_round: Callable[[OutboxReport], None] = lambda report: None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self.db_path = db_path
+        self.config = config
+        self.part = part
+        self.interval_s = interval_s
+        self.wake = wake or asyncio.Event()
+        self.on_round = on_round
+        self.clock = clock
+
+    async def run_once(self) -> OutboxReport:
+        async with open_db(self.db_path) as conn:
+            return await send_due_confirmations(conn, self.config, clock=self.clock)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with open_db(self.db_path) as conn:
+            self.part.running()
+            while not stop.is_set():
+                report = await send_due_confirmations(conn, self.config, clock=self.clock)
+                self.on_round(report)
+                self.part.succeeded(
+                    last_round_at=self.clock.now().isoformat(timespec="seconds"))
+                if report.sent or report.failed or report.retrying:
+                    log.info("outbox: %s sent, %s to retry, %s failed",
+                             report.sent, report.retrying, report.failed)
+                await wait_any(stop, self.wake, self.interval_s)
+                self.wake.clear()

@@ -1,11 +1,16 @@
-"""The inbox worker's lifecycles: one burst pass (`mailer inbox process`) and the watch loop
-that `mailer run` owns (connect, pass, IDLE, pass, ...), one session at a time under
-`mailer.lifecycle.supervise`, which reconnects with backoff after any failure.
+"""The inbox worker: one mailbox as a part of the daemon, with the one lifecycle every part
+has (`mailer.lifecycle.worker`):
 
-Both go through `processor.run_pass`, so a request is handled the same way in both. The loop
-re-issues IDLE before RFC 2177's 29-minute limit and polls where the server lacks IDLE. A lost
-connection, a BYE or a server restart only costs a reconnect with backoff; nothing is lost
-because the database, not the connection, knows where the worker got to.
+    InboxWorker.run_once()   connect, one pass, disconnect: `mailer inbox process` (the burst)
+    InboxWorker.run(stop)    one connection's life: connect, pass, IDLE, pass, ... until `stop`;
+                             `mailer run` runs it under `mailer.lifecycle.supervise`, which
+                             reconnects with backoff after any failure
+
+`inbox_worker` builds the `[imap]` mailbox's, `bounces_worker` the `[bounces.imap]` one's (reports
+only). Both lifecycles go through `processor.run_pass`, so a request is handled the same way in
+both. The session re-issues IDLE before RFC 2177's 29-minute limit and polls where the server
+lacks IDLE. A lost connection, a BYE or a server restart only costs a reconnect with backoff;
+nothing is lost because the database, not the connection, knows where the worker got to.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiosqlite
 
+from mailer.backoff import SERVER_RECONNECT, Backoff
 from mailer.bounces.config import ReportConfig
 from mailer.inbox.config import InboxConfig
 from mailer.inbox.imap import ImapClient, ImapConfig
@@ -25,6 +32,7 @@ from mailer.inbox.processor import PassReport, prepare_folders, run_pass
 from mailer.lifecycle.supervise import Part, supervise
 from mailer.mail.verp import Verifier
 from mailer.settings import ImapSettings, Settings
+from mailer.store.db import open_db
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +94,59 @@ def bounces_inbox_config(settings: Settings) -> InboxConfig | None:
         reports=report_config(settings), requests=False, account="bounces")
 
 
-async def process_settings_once(conn: aiosqlite.Connection, settings: Settings) -> PassReport:
-    """`mailer inbox process`: one pass over `[imap]`, and over `[bounces.imap]` if set."""
-    report = await process_once(conn, imap_config(settings), inbox_config(settings))
-    bounces = bounces_inbox_config(settings)
-    config = bounces_imap_config(settings)
-    if bounces is not None and config is not None:
-        report.add(await process_once(conn, config, bounces))
-    return report
+class InboxWorker:
+    """One mailbox's part of the daemon (see the module docstring); opens its own database
+    connection per session, so its transactions never interleave with another part's."""
+
+    # The IMAP sessions reconnect quickly whatever the outage's length.
+    policy: Backoff = SERVER_RECONNECT
+
+    def __init__(
+        self, db_path: Path, imap: ImapConfig, config: InboxConfig, timing: WatchTiming, *,
+        part: Part, on_pass: Callable[[PassReport], None] = lambda report: None,
+        on_duration: Callable[[float], None] | None = None,
+    ) -> None:
+        self.db_path = db_path
+        self.imap = imap
+        self.config = config
+        self.timing = timing
+        self.part = part
+        self.on_pass = on_pass
+        self.on_duration = on_duration
+
+    async def run_once(self) -> PassReport:
+        async with open_db(self.db_path) as conn:
+            return await process_once(conn, self.imap, self.config)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with open_db(self.db_path) as conn:
+            await watch_session(conn, self.imap, self.config, self.timing, stop, self.on_pass,
+                                part=self.part, on_duration=self.on_duration)
+
+
+def inbox_worker(
+    settings: Settings, part: Part, *,
+    on_pass: Callable[[PassReport], None] = lambda report: None,
+    on_duration: Callable[[float], None] | None = None,
+) -> InboxWorker:
+    """The `[imap]` mailbox: requests, and reports unless `[bounces.imap]` has them."""
+    s = settings.imap
+    return InboxWorker(settings.database.path, imap_config(settings), inbox_config(settings),
+                       WatchTiming(idle_timeout_s=s.idle_timeout_s,
+                                   poll_interval_s=s.poll_interval_s),
+                       part=part, on_pass=on_pass, on_duration=on_duration)
+
+
+def bounces_worker(settings: Settings, part: Part) -> InboxWorker | None:
+    """The `[bounces.imap]` mailbox (reports only), or None when it is not set."""
+    mailbox = settings.bounces.imap
+    imap, config = bounces_imap_config(settings), bounces_inbox_config(settings)
+    if mailbox is None or imap is None or config is None:
+        return None
+    return InboxWorker(settings.database.path, imap, config,
+                       WatchTiming(idle_timeout_s=mailbox.idle_timeout_s,
+                                   poll_interval_s=mailbox.poll_interval_s),
+                       part=part)
 
 
 async def process_once(
