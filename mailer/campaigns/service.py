@@ -1,6 +1,7 @@
 """The campaign operations the CLI calls, one async function per command.
 
-    create_campaign   draft, or scheduled with --at; the template is compiled and checked first
+    create_campaign   draft, or scheduled with --at (never in the past); the template is
+                      compiled and checked first
     list_campaigns / show_campaign   campaigns with their ledger counts (`report_json` for --json);
                       `show` adds bounces (hard, soft) and complaints and their rates
     preview           the complete message one customer would get
@@ -28,6 +29,7 @@ from mailer.campaigns.messages import CampaignMessages, SendConfig
 from mailer.campaigns.model import Action, Campaign, Counts, check_kind, next_status, parse_schedule
 from mailer.campaigns.sender import SendOutcome, SendProgress, send_campaign
 from mailer.campaigns.templates import CampaignTemplate
+from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.errors import CampaignInvalid, CampaignNotFound, CampaignRefused, TemplateError
 from mailer.mail import smtp
 from mailer.store import campaigns as store
@@ -58,14 +60,15 @@ class CampaignReport:
 
 async def create_campaign(
     conn: aiosqlite.Connection, templates_dir: Path | None, *, kind: str, template: str,
-    subject: str, at: str | None = None,
+    subject: str, at: str | None = None, clock: Clock = SYSTEM_CLOCK,
 ) -> Campaign:
-    """Create a draft (or, with `at`, a scheduled campaign) after compiling and checking its
-    template and subject; CampaignInvalid names the template, line and variable at fault."""
+    """Create a draft (or, with `at`, a campaign scheduled then: never a time already past)
+    after compiling and checking its template and subject; CampaignInvalid names the
+    template, line and variable at fault."""
     check_kind(kind)
     if not subject.strip():
         raise CampaignInvalid("--subject: must not be empty", field="subject")
-    scheduled_at = parse_schedule(at) if at is not None else None
+    scheduled_at = parse_schedule(at, now=clock.now()) if at is not None else None
     try:
         # Off the event loop: a subject typed into the console is untrusted work (bounded by
         # the sandbox's limits, a second at most), and the console and daemon share the loop.
@@ -209,11 +212,13 @@ async def _change(
     return await get(conn, campaign_id)
 
 
-async def schedule(conn: aiosqlite.Connection, campaign_id: int, at: str) -> Campaign:
-    """Draft, scheduled or paused -> scheduled for `at` (ISO 8601; no zone is UTC): a draft
-    once it has been previewed and tested, a new time for a scheduled one, or a paused one
-    resumed later rather than now."""
-    return await _change(conn, campaign_id, "schedule", "", scheduled_at=parse_schedule(at))
+async def schedule(conn: aiosqlite.Connection, campaign_id: int, at: str, *,
+                   clock: Clock = SYSTEM_CLOCK) -> Campaign:
+    """Draft, scheduled or paused -> scheduled for `at` (ISO 8601; no zone is UTC; never a
+    time already past): a draft once it has been previewed and tested, a new time for a
+    scheduled one, or a paused one resumed later rather than now."""
+    return await _change(conn, campaign_id, "schedule", "",
+                         scheduled_at=parse_schedule(at, now=clock.now()))
 
 
 async def pause(conn: aiosqlite.Connection, campaign_id: int) -> Campaign:

@@ -264,6 +264,26 @@ def test_a_draft_is_scheduled_later_and_moved_and_a_paused_one_resumes_at_a_time
         "scheduled")
 
 
+def test_a_time_already_past_is_refused_in_one_line_and_nothing_is_scheduled(
+    cli: Cli, world: World,
+) -> None:
+    past = "2020-06-01T09:00Z"
+    created = cli("create", "--kind", "offers", "--template", "welcome-offer",
+                  "--subject", "An offer", "--at", past)
+    assert created.exit_code == 2
+    line = one_line_error(created)
+    assert line.startswith(f"mailer: --at '{past}': 2020-06-01 09:00 UTC is in the past")
+    assert line.endswith("choose a later time, or use `campaign send` to send now")
+    assert world.rows("SELECT count(*) FROM campaigns") == [(0,)]
+
+    draft = create(cli)
+    moved = cli("schedule", str(draft), "--at", past)
+    assert moved.exit_code == 2
+    assert "2020-06-01 09:00 UTC is in the past" in one_line_error(moved)
+    assert world.rows("SELECT status, scheduled_at FROM campaigns") == [("draft", None)]
+    assert world.sink.messages == []
+
+
 _CHILD = """
 import sys
 from mailer.cli import main
