@@ -5,7 +5,7 @@
     list_campaigns / show_campaign   campaigns with their ledger counts (`report_json` for --json);
                       `show` adds bounces (hard, soft) and complaints and their rates
     preview           the complete message one customer would get
-    send_test         one copy marked as a test to any address, recorded nowhere
+    send_test         one copy marked as a test to any address, a few a day (only counted)
     send_now          the foreground send (Ctrl-C pauses); the daemon uses the scheduler instead
     pause / resume / cancel   status changes, refused with one line where they do not apply
 
@@ -156,16 +156,18 @@ async def preview(
 
 
 async def send_test(
-    conn: aiosqlite.Connection, config: SendConfig, campaign_id: int, address: str
+    conn: aiosqlite.Connection, config: SendConfig, campaign_id: int, address: str, *,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> str:
     """Send one copy marked as a test ([TEST] subject, its own Message-ID) to `address`;
     rendered for the customer with that address if there is one, else for a sample customer.
-    Recorded nowhere. Returns the server's reply."""
+    At most `config.test_copies_per_day` per campaign per UTC day (CampaignRefused beyond):
+    only that count is recorded. Returns the server's reply."""
     campaign = await get(conn, campaign_id)
     customer = await customers.get_by_email(conn, address)
 
     def build() -> bytes:  # off the event loop, as for create_campaign
-        messages = CampaignMessages(campaign, config, date=datetime.now(UTC))
+        messages = CampaignMessages(campaign, config, date=clock.now())
         if customer is not None:
             return messages.build(customer_id=customer.id, email=address, name=customer.name,
                                   company=customer.company, test=True).data
@@ -178,12 +180,27 @@ async def send_test(
         raise CampaignInvalid(str(exc)) from exc
     except ValueError as exc:  # HeaderInjection: not a plain address
         raise CampaignInvalid(f"--to: {exc}") from exc
-    client = await smtp.connect(config.smtp)
+    day = clock.now().astimezone(UTC).date().isoformat()
+    async with transaction(conn, f"campaign {campaign_id}: counting a test copy"):
+        taken = await store.take_test_copy(conn, campaign_id, day, config.test_copies_per_day)
+    if taken is None:
+        raise CampaignRefused(
+            f"campaign {campaign_id}: {config.test_copies_per_day} test copies sent today, the "
+            "most [campaigns] test_copies_per_day allows; send more tomorrow (UTC)")
     try:
-        reply = await client.send(config.envelope_from, address, message, config.smtp.timeout_s)
-    finally:
-        await client.close()
-    log.info("campaign %s: test copy sent", campaign_id)
+        client = await smtp.connect(config.smtp)
+        try:
+            reply = await client.send(config.envelope_from, address, message,
+                                      config.smtp.timeout_s)
+        finally:
+            await client.close()
+    except Exception:
+        # Not sent: the copy does not count (the error itself goes to the caller).
+        async with transaction(conn, f"campaign {campaign_id}: uncounting a test copy"):
+            await store.give_back_test_copy(conn, campaign_id, day)
+        raise
+    log.info("campaign %s: test copy %s of %s today sent", campaign_id, taken,
+             config.test_copies_per_day)
     return reply
 
 
