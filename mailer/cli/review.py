@@ -63,17 +63,17 @@ def review_resolve(
         from mailer.inbox import review as review_ops
         from mailer.inbox.worker import imap_config, inbox_config
 
-        rules = inbox_config(settings)
+        config = inbox_config(settings)
         async with open_db(settings.database.path) as conn:
             if dismiss:
                 item = await review_ops.dismiss(conn, item_id)
                 click.echo(f"review item {item_id} dismissed")
             else:
                 assert customer_email is not None
-                item = await review_ops.resolve(conn, rules, item_id, customer_email)
+                item = await review_ops.resolve(conn, config, item_id, customer_email)
                 click.echo(f"review item {item_id} resolved: {customer_email} unsubscribed "
-                           f"from {', '.join(rules.categories)}; confirmation queued")
-        problem = await review_ops.file_settled(imap_config(settings), rules, item.message_id)
+                           f"from {', '.join(config.categories)}; confirmation queued")
+        problem = await review_ops.file_settled(imap_config(settings), config, item.message_id)
         if problem:
             click.echo(f"mailer: {problem}", err=True)
 

@@ -163,12 +163,12 @@ async def fetch_request(conn: aiosqlite.Connection, settings: Settings,
     Raises ImapError when the server cannot be reached."""
     if not message_id:
         return None
-    rules = inbox_config(settings)
+    config = inbox_config(settings)
     try:
         async with asyncio.timeout(IMAP_TIMEOUT_S):
             client = await ImapClient.connect(imap_config(settings))
             try:
-                await client.select(rules.review_folder)
+                await client.select(config.review_folder)
                 uids = await client.uids_with_message_id(message_id)
                 raw = await client.fetch_message(uids[0]) if uids else None
             finally:

@@ -150,21 +150,21 @@ def bounces_worker(settings: Settings, part: Part) -> InboxWorker | None:
 
 
 async def process_once(
-    conn: aiosqlite.Connection, config: ImapConfig, rules: InboxConfig
+    conn: aiosqlite.Connection, imap: ImapConfig, config: InboxConfig
 ) -> PassReport:
     """Connect, make one pass, disconnect."""
-    client = await ImapClient.connect(config)
+    client = await ImapClient.connect(imap)
     try:
-        await prepare_folders(client, rules)
-        return await run_pass(client, conn, rules)
+        await prepare_folders(client, config)
+        return await run_pass(client, conn, config)
     finally:
         await client.close()
 
 
 async def watch(
     conn: aiosqlite.Connection,
-    config: ImapConfig,
-    rules: InboxConfig,
+    imap: ImapConfig,
+    config: InboxConfig,
     timing: WatchTiming,
     stop: asyncio.Event,
     on_pass: Callable[[PassReport], None] = lambda report: None,
@@ -173,14 +173,14 @@ async def watch(
     """Keep the inbox processed until `stop` is set; survives any IMAP or database failure
     by starting a new session under `supervise` (backoff from `mailer.backoff.RECONNECT`)."""
     part = part or Part("inbox")
-    await supervise(part, lambda: watch_session(conn, config, rules, timing, stop, on_pass,
+    await supervise(part, lambda: watch_session(conn, imap, config, timing, stop, on_pass,
                                                 part=part), stop)
 
 
 async def watch_session(
     conn: aiosqlite.Connection,
-    config: ImapConfig,
-    rules: InboxConfig,
+    imap: ImapConfig,
+    config: InboxConfig,
     timing: WatchTiming,
     stop: asyncio.Event,
     on_pass: Callable[[PassReport], None] = lambda report: None,
@@ -195,15 +195,15 @@ async def watch_session(
     timeout: each IDLE ends after `idle_timeout_s` with DONE and a pass, and those commands
     time out after `timeout_s` on a dead connection, so a stuck session lasts at most
     `idle_timeout_s + timeout_s`."""
-    client = await ImapClient.connect(config)
+    client = await ImapClient.connect(imap)
     try:
-        await prepare_folders(client, rules)
+        await prepare_folders(client, config)
         idle = "IDLE" in client.capabilities
-        log.info("watching %s on %s:%s (%s)", rules.folder, config.host, config.port,
+        log.info("watching %s on %s:%s (%s)", config.folder, imap.host, imap.port,
                  "IDLE" if idle else "polling")
         while not stop.is_set():
             started = time.monotonic()
-            report = await run_pass(client, conn, rules)
+            report = await run_pass(client, conn, config)
             if on_duration is not None:
                 on_duration(time.monotonic() - started)
             if part is not None:
