@@ -35,8 +35,8 @@ from mailer.inbox.config import InboxConfig  # noqa: E402
 from mailer.inbox.imap import ImapClient, ImapConfig  # noqa: E402
 from mailer.inbox.processor import prepare_folders, run_pass  # noqa: E402
 from mailer.inbox.worker import WatchTiming, watch  # noqa: E402
-from mailer.store.customers import import_customers_atomically  # noqa: E402
 from mailer.store.db import open_db  # noqa: E402
+from mailer.store.imports import import_customers_atomically  # noqa: E402
 from tests.servers import ImapTestServer, RawImap, imap_server_class, sample_message  # noqa: E402
 
 SUBJECT = "Unsubscribe special offers"

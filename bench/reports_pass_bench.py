@@ -36,7 +36,7 @@ from mailer.inbox.config import InboxConfig  # noqa: E402
 from mailer.inbox.imap import ImapClient, ImapConfig  # noqa: E402
 from mailer.inbox.processor import prepare_folders, run_pass  # noqa: E402
 from mailer.store import campaigns as campaign_store  # noqa: E402
-from mailer.store import customers as customer_store  # noqa: E402
+from mailer.store import imports  # noqa: E402
 from mailer.store.db import open_db, transaction  # noqa: E402
 from tests.servers import RawImap, imap_server_class  # noqa: E402
 
@@ -52,7 +52,7 @@ def rules() -> InboxConfig:
 
 async def seed(db: Path, customers: int) -> None:
     async with open_db(db) as conn:
-        await customer_store.import_customers(conn, _rows(customers), reference="bench")
+        await imports.import_customers(conn, _rows(customers), reference="bench")
         campaign_id = await campaign_store.insert_campaign(
             conn, kind="offers", template="t", subject="s", scheduled_at=None)
         async with transaction(conn):

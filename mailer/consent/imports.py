@@ -2,7 +2,7 @@
 console's upload alike.
 
 The file is decoded as UTF-8 (a byte-order mark allowed) while it streams, read and checked
-row by row by `mailer.importer`, and written by `store.customers.import_customers_atomically`:
+row by row by `mailer.importer`, and written by `store.imports.import_customers_atomically`:
 all rows or none, every bad row named by its line. A file that cannot be read as a whole (not
 UTF-8, a header without `name` and `email`) is one CsvError line naming the file.
 """
@@ -17,7 +17,7 @@ import aiosqlite
 
 from mailer.errors import CsvError
 from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
-from mailer.store.customers import ImportReport, import_customers_atomically
+from mailer.store.imports import ImportReport, import_customers_atomically
 
 __all__ = ["ImportReport", "import_csv"]
 

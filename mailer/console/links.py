@@ -40,7 +40,8 @@ from mailer.settings import Settings
 from mailer.store import campaigns as campaign_store
 from mailer.store import console as console_store
 from mailer.store import customers as customer_store
-from mailer.store.customers import Customer, ImportReport
+from mailer.store.customers import Customer
+from mailer.store.imports import ImportReport
 from mailer.store.inbox import ReviewItem
 
 log = logging.getLogger(__name__)

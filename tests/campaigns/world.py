@@ -27,8 +27,8 @@ from mailer.campaigns.messages import SendConfig, send_config
 from mailer.clock import SYSTEM_CLOCK
 from mailer.importer import BadRow, CustomerRow, read_rows
 from mailer.settings import Settings, from_mapping
-from mailer.store.customers import import_customers_atomically
 from mailer.store.db import open_db
+from mailer.store.imports import import_customers_atomically
 from tests.campaigns.clock import FakeClock
 from tests.servers import SmtpSink
 

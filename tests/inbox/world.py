@@ -17,8 +17,8 @@ from mailer.inbox.imap import ImapConfig
 from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import imap_config, inbox_config, process_once
 from mailer.settings import Settings
-from mailer.store.customers import import_customers_atomically
 from mailer.store.db import open_db
+from mailer.store.imports import import_customers_atomically
 from tests.helpers import base_sections, write_settings
 from tests.servers import ImapTestServer, RawImap, SmtpSink
 

@@ -23,6 +23,7 @@ from mailer.mail import tokens
 from mailer.settings import Settings, from_mapping
 from mailer.store import campaigns as campaign_store
 from mailer.store import customers as customer_store
+from mailer.store import imports
 from mailer.store.db import open_db, transaction
 from tests.campaigns.world import ROOT, SECRET, settings_mapping
 
@@ -71,7 +72,7 @@ async def seed(settings: Settings) -> tuple[dict[str, int], int]:
             yield row
 
     async with open_db(settings.database.path) as conn:
-        report = await customer_store.import_customers_atomically(conn, rows(), reference="t")
+        report = await imports.import_customers_atomically(conn, rows(), reference="t")
         assert report.ok
         campaign = await service.create_campaign(
             conn, settings.templates.dir, kind="offers", template="welcome-offer",
