@@ -14,7 +14,7 @@ import email.policy
 import io
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -25,10 +25,9 @@ from mailer.backoff import Backoff
 from mailer.campaigns import service
 from mailer.campaigns.messages import SendConfig, send_config
 from mailer.clock import SYSTEM_CLOCK
-from mailer.importer import BadRow, CustomerRow, read_rows
+from mailer.consent import imports
 from mailer.settings import Settings, from_mapping
 from mailer.store.db import open_db
-from mailer.store.imports import import_customers_atomically
 from tests.campaigns.clock import FakeClock
 from tests.servers import SmtpSink
 
@@ -94,12 +93,8 @@ class World:
         await self.import_csv("\n".join(lines) + "\n")
 
     async def import_csv(self, text: str) -> None:
-        async def rows() -> AsyncIterator[CustomerRow | BadRow]:
-            for row in read_rows(io.StringIO(text)):
-                yield row
-
         async with open_db(self.db) as conn:
-            report = await import_customers_atomically(conn, rows(), reference="test.csv")
+            report = await imports.import_csv(conn, io.BytesIO(text.encode()), name="test.csv")
         assert report.ok, report.bad_rows
 
     async def create_campaign(self, *, kind: str = "offers", template: str = "welcome-offer",

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import io
 import sqlite3
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from mailer import settings as settings_module
 from mailer.consent.confirmations import OutboxReport, outbox_config, send_due_confirmations
-from mailer.importer import BadRow, CustomerRow, read_rows
+from mailer.consent.imports import import_csv
 from mailer.inbox.config import InboxConfig
 from mailer.inbox.imap import ImapConfig
 from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import imap_config, inbox_config, process_once
 from mailer.settings import Settings
 from mailer.store.db import open_db
-from mailer.store.imports import import_customers_atomically
 from tests.helpers import base_sections, write_settings
 from tests.servers import ImapTestServer, RawImap, SmtpSink
 
@@ -104,12 +102,6 @@ async def make_world(tmp_path: Path, server: ImapTestServer, sink: SmtpSink,
     path = write_settings(tmp_path / "settings.toml", sections)
     settings = settings_module.load(path)
     async with open_db(settings.database.path) as conn:
-        report = await import_customers_atomically(
-            conn, _rows(csv_text), reference="customers.csv")
+        report = await import_csv(conn, io.BytesIO(csv_text.encode()), name="customers.csv")
     assert report.ok, report.bad_rows
     return World(tmp_path, server, sink, path, settings)
-
-
-async def _rows(text: str) -> AsyncIterator[CustomerRow | BadRow]:
-    for row in read_rows(io.StringIO(text)):
-        yield row
