@@ -26,6 +26,7 @@ from mailer.campaigns.model import Campaign
 from mailer.campaigns.sender import SendConfig, send_config
 from mailer.campaigns.templates import SAMPLE_CUSTOMER_NAME
 from mailer.campaigns.templates import sample_subjects as _sample_subjects
+from mailer.clock import Clock
 from mailer.consent import imports
 from mailer.errors import ImapError, MailerError, MalformedMessage
 from mailer.health import status as status_module
@@ -84,9 +85,11 @@ def sample_subjects(settings: Settings, subjects: list[str]) -> list[str]:
 
 
 async def create_campaign(conn: aiosqlite.Connection, settings: Settings, *, kind: str,
-                          template: str, subject: str, at_utc: str | None) -> Campaign:
+                          template: str, subject: str, at_utc: str | None,
+                          clock: Clock) -> Campaign:
     return await service.create_campaign(conn, settings.templates.dir, kind=kind,
-                                         template=template, subject=subject, at=at_utc)
+                                         template=template, subject=subject, at=at_utc,
+                                         clock=clock)
 
 
 def _config(settings: Settings) -> SendConfig:
