@@ -28,7 +28,6 @@ import aiosqlite
 from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.store import customers as customer_store
 from mailer.store import outbox as outbox_store
-from mailer.store.db import transaction
 
 
 @dataclass(frozen=True)
@@ -104,19 +103,3 @@ async def opt_out(
         result.confirmations = await outbox_store.enqueue_confirmations(
             conn, confirmations, interval_h=confirmation_interval_h, now=clock.now())
     return result
-
-
-async def opt_out_now(
-    conn: aiosqlite.Connection,
-    refusal: Refusal,
-    categories: Sequence[str],
-    *,
-    source: str,
-    actor: str = "",
-    confirmation_interval_h: float = 24.0,
-    clock: Clock = SYSTEM_CLOCK,
-) -> OptOutResult:
-    """`opt_out` for one refusal in a transaction of its own (one-click, a complaint)."""
-    async with transaction(conn):
-        return await opt_out(conn, [refusal], categories, source=source, actor=actor,
-                             confirmation_interval_h=confirmation_interval_h, clock=clock)

@@ -459,11 +459,11 @@ async def test_a_good_csv_upload_imports_and_is_recorded_with_the_users_name(
 async def test_the_overview_charts_opt_outs_by_source_and_messages_sent(
     client: Client, world: World, clock: FakeClock
 ) -> None:
-    from mailer.consent.optout import Refusal, opt_out_now
-    from mailer.store.db import open_db
+    from mailer.consent.optout import Refusal, opt_out
+    from mailer.store.db import open_db, transaction
 
-    async with open_db(world.db) as conn:
-        await opt_out_now(conn, Refusal((1,), "campaign 1"), ["offers"], source="one-click")
+    async with open_db(world.db) as conn, transaction(conn):
+        await opt_out(conn, [Refusal((1,), "campaign 1")], ["offers"], source="one-click")
     clock.start = __import__("datetime").datetime.now(__import__("datetime").UTC)
     assert await login(client, "reviewer") == 303
     page = await (await client.get("/")).text()
