@@ -89,8 +89,8 @@ from mailer.importer import BadRow, CustomerRow, read_rows  # noqa: E402
 from mailer.mail import smtp  # noqa: E402
 from mailer.settings import from_mapping  # noqa: E402
 from mailer.store import campaigns as store  # noqa: E402
-from mailer.store.customers import import_customers_atomically  # noqa: E402
 from mailer.store.db import open_db  # noqa: E402
+from mailer.store.imports import import_customers_atomically  # noqa: E402
 
 CONNECTIONS = 4
 SOURCE_SESSIONS = 8

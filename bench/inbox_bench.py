@@ -31,19 +31,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mailer.importer import BadRow, CustomerRow, read_rows  # noqa: E402
+from mailer.inbox.config import InboxConfig  # noqa: E402
 from mailer.inbox.imap import ImapClient, ImapConfig  # noqa: E402
 from mailer.inbox.processor import prepare_folders, run_pass  # noqa: E402
-from mailer.inbox.rules import InboxRules  # noqa: E402
 from mailer.inbox.worker import WatchTiming, watch  # noqa: E402
-from mailer.store.customers import import_customers_atomically  # noqa: E402
 from mailer.store.db import open_db  # noqa: E402
+from mailer.store.imports import import_customers_atomically  # noqa: E402
 from tests.servers import ImapTestServer, RawImap, imap_server_class, sample_message  # noqa: E402
 
 SUBJECT = "Unsubscribe special offers"
 
 
-def rules() -> InboxRules:
-    return InboxRules(folder="INBOX", processed_folder="Processed", review_folder="Review",
+def rules() -> InboxConfig:
+    return InboxConfig(folder="INBOX", processed_folder="Processed", review_folder="Review",
                       subject=SUBJECT, categories=("announcements", "offers"),
                       own_addresses=frozenset({"news@imperial.test"}),
                       max_message_bytes=10 * 1024 * 1024, fetch_batch=200,

@@ -32,7 +32,7 @@ from mailer.bounces.reports import read_report  # noqa: E402
 from mailer.importer import CustomerRow  # noqa: E402
 from mailer.settings import BouncesSettings  # noqa: E402
 from mailer.store import campaigns as campaign_store  # noqa: E402
-from mailer.store import customers as customer_store  # noqa: E402
+from mailer.store import imports  # noqa: E402
 from mailer.store.db import open_db, transaction  # noqa: E402
 from tests.fixtures.reports import CORPUS, NAMES, load  # noqa: E402
 
@@ -68,7 +68,7 @@ def messages(count: int, customers: int) -> list[bytes]:
 
 async def apply_all(path: Path, raws: list[bytes], customers: int) -> float:
     async with open_db(path) as conn:
-        await customer_store.import_customers(conn, _rows(customers), reference="bench")
+        await imports.import_customers(conn, _rows(customers), reference="bench")
         campaign_id = await campaign_store.insert_campaign(
             conn, kind="offers", template="t", subject="s", scheduled_at=None)
         async with transaction(conn):

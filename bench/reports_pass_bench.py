@@ -31,28 +31,28 @@ sys.path.insert(0, str(ROOT / "bench"))
 from inbox_bench import imaplib_fetch_all  # noqa: E402
 from reports_bench import BOUNCES, VERIFIER, _rows, messages  # noqa: E402
 
-from mailer.bounces.rules import ReportRules  # noqa: E402
+from mailer.bounces.config import ReportConfig  # noqa: E402
+from mailer.inbox.config import InboxConfig  # noqa: E402
 from mailer.inbox.imap import ImapClient, ImapConfig  # noqa: E402
 from mailer.inbox.processor import prepare_folders, run_pass  # noqa: E402
-from mailer.inbox.rules import InboxRules  # noqa: E402
 from mailer.store import campaigns as campaign_store  # noqa: E402
-from mailer.store import customers as customer_store  # noqa: E402
+from mailer.store import imports  # noqa: E402
 from mailer.store.db import open_db, transaction  # noqa: E402
 from tests.servers import RawImap, imap_server_class  # noqa: E402
 
 
-def rules() -> InboxRules:
-    return InboxRules(folder="INBOX", processed_folder="Processed", review_folder="Review",
+def rules() -> InboxConfig:
+    return InboxConfig(folder="INBOX", processed_folder="Processed", review_folder="Review",
                       subject="Unsubscribe special offers", categories=("offers",),
                       own_addresses=frozenset({"news@imperialtelecom.co.uk"}),
                       max_message_bytes=1_000_000, fetch_batch=200,
                       confirmation_interval_h=24.0,
-                      reports=ReportRules(verifier=VERIFIER, bounces=BOUNCES))
+                      reports=ReportConfig(verifier=VERIFIER, bounces=BOUNCES))
 
 
 async def seed(db: Path, customers: int) -> None:
     async with open_db(db) as conn:
-        await customer_store.import_customers(conn, _rows(customers), reference="bench")
+        await imports.import_customers(conn, _rows(customers), reference="bench")
         campaign_id = await campaign_store.insert_campaign(
             conn, kind="offers", template="t", subject="s", scheduled_at=None)
         async with transaction(conn):

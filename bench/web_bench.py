@@ -54,8 +54,8 @@ from mailer.mail import tokens  # noqa: E402
 from mailer.public.app import make_app  # noqa: E402
 from mailer.settings import Settings, from_mapping  # noqa: E402
 from mailer.store import campaigns as campaign_store  # noqa: E402
-from mailer.store.customers import import_customers_atomically  # noqa: E402
 from mailer.store.db import open_db, transaction  # noqa: E402
+from mailer.store.imports import import_customers_atomically  # noqa: E402
 
 SECRET = "bench-secret"
 BODY = b"List-Unsubscribe=One-Click"

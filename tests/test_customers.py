@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mailer.consent import optout
 from mailer.store import customers
 from mailer.store.db import open_db, transaction
 from tests.helpers import base_sections, run_cli, write_settings
@@ -114,8 +115,10 @@ def test_reimport_never_reverses_an_opt_out_made_by_request(
             ann = await customers.get_by_email(conn, "ann@example.com")
             assert ann is not None
             async with transaction(conn):
-                await customers.opt_out(conn, [ann.id], ["offers"], source="email",
-                                        reference="<req-1@example.com>")
+                await optout.opt_out(conn, [optout.Refusal(
+                    (ann.id,), reference="<req-1@example.com>",
+                    thread=optout.Thread(message_id="<req-1@example.com>"))],
+                    ["offers"], source="email")
 
     asyncio.run(request_opt_out())
     again = write_csv(tmp_path, "name,email,offers\nAnn Lee,ann@example.com,yes\n"

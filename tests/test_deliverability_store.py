@@ -21,6 +21,7 @@ from mailer.settings import BouncesSettings
 from mailer.store import campaigns as campaign_store
 from mailer.store import customers as customer_store
 from mailer.store import deliverability as store
+from mailer.store import imports
 from mailer.store import outbox as outbox_store
 from mailer.store.db import open_db, transaction
 from mailer.store.deliverability import ReportCounts
@@ -77,7 +78,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     path = tmp_path / "mailer.db"
     async with open_db(path) as conn:
         people = ("ada", "bob", "cat")
-        await customer_store.import_customers(conn, _rows([
+        await imports.import_customers(conn, _rows([
             CustomerRow(line=i + 2, email=f"{name}@example.com", name=name.title(), company="",
                         phone="", name_key=name, company_key="", announcements=True,
                         offers=True)

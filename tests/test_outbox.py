@@ -19,7 +19,12 @@ from pathlib import Path
 import pytest
 
 from mailer import backoff
-from mailer.consent.confirmations import ClaimOwner, confirmation_settings, owner_is_gone, send_due
+from mailer.consent.confirmations import (
+    ClaimOwner,
+    outbox_config,
+    owner_is_gone,
+    send_due_confirmations,
+)
 from mailer.store import outbox as outbox_store
 from mailer.store.db import open_db, transaction
 from tests.helpers import DAEMON_SECRET, ROOT
@@ -117,12 +122,12 @@ async def test_three_senders_on_one_outbox_never_send_the_same_confirmation(
     requests_from(world, CUSTOMERS)
     await world.process()
     world.sink.delay_s = 0.02
-    settings = confirmation_settings(world.settings)
+    settings = outbox_config(world.settings)
 
     async def sender(pid: int) -> int:
         async with open_db(world.db_path) as conn:
             sent = 0
-            while (report := await send_due(conn, settings,
+            while (report := await send_due_confirmations(conn, settings,
                                             owner=ClaimOwner("elsewhere", pid))).sent:
                 sent += report.sent
             return sent
@@ -173,13 +178,13 @@ async def test_a_claim_held_by_a_process_on_another_host_is_waited_out_until_it_
     await world.process()
     clock = FakeClock()
     await claim_as(world, ClaimOwner("another-host", os.getpid() + 1), clock)
-    settings = confirmation_settings(world.settings)
+    settings = outbox_config(world.settings)
 
     async with open_db(world.db_path) as conn:
         clock.advance(299.0)
-        before = await send_due(conn, settings, clock=clock)
+        before = await send_due_confirmations(conn, settings, clock=clock)
         clock.advance(1.0)
-        expired = await send_due(conn, settings, clock=clock)
+        expired = await send_due_confirmations(conn, settings, clock=clock)
 
     assert (before.sent, expired.sent) == (0, 1)
     assert confirmations(world.sink) == {customer(0): 1}
@@ -193,7 +198,7 @@ async def test_a_claim_held_by_a_live_process_on_this_host_is_left_alone(world: 
     await claim_as(world, parent, clock)
 
     async with open_db(world.db_path) as conn:
-        report = await send_due(conn, confirmation_settings(world.settings), clock=clock)
+        report = await send_due_confirmations(conn, outbox_config(world.settings), clock=clock)
 
     assert report.sent == 0
     assert world.sink.messages == []
@@ -206,16 +211,16 @@ async def test_a_transient_failure_is_retried_when_the_confirmation_policy_says(
     requests_from(world, 1)
     await world.process()
     clock = FakeClock()
-    settings = confirmation_settings(world.settings)
+    settings = outbox_config(world.settings)
     world.sink.fail_next(1, code=451)
     wait_s = backoff.CONFIRMATION.delay_s(1, rand=lambda: 0.0)
 
     async with open_db(world.db_path) as conn:
-        failed = await send_due(conn, settings, clock=clock)
+        failed = await send_due_confirmations(conn, settings, clock=clock)
         clock.advance(wait_s - 1.0)
-        early = await send_due(conn, settings, clock=clock)
+        early = await send_due_confirmations(conn, settings, clock=clock)
         clock.advance(1.0)
-        due = await send_due(conn, settings, clock=clock)
+        due = await send_due_confirmations(conn, settings, clock=clock)
 
     assert (failed.retrying, early.sent, due.sent) == (1, 0, 1)
     assert confirmations(world.sink) == {customer(0): 1}
@@ -228,14 +233,14 @@ async def test_a_confirmation_that_keeps_failing_gives_up_after_the_policys_atte
     requests_from(world, 1)
     await world.process()
     clock = FakeClock()
-    settings = confirmation_settings(world.settings)
+    settings = outbox_config(world.settings)
     attempts = backoff.CONFIRMATION.max_attempts
     assert attempts is not None
     world.sink.fail_next(attempts, code=451)
 
     async with open_db(world.db_path) as conn:
         for attempt in range(1, attempts + 1):
-            report = await send_due(conn, settings, clock=clock)
+            report = await send_due_confirmations(conn, settings, clock=clock)
             clock.advance(backoff.CONFIRMATION.delay_s(attempt, rand=lambda: 0.0))
 
     assert (report.retrying, report.failed) == (0, 1)

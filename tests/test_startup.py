@@ -154,10 +154,10 @@ async def test_a_daemon_part_raising_value_error_stops_the_daemon_non_zero(
         import sys
         import mailer.consent.confirmations as confirmations
 
-        async def send_due(*args, **kwargs):
+        async def send_due_confirmations(*args, **kwargs):
             raise ValueError("invalid literal for int() with base 10: 'x'")
 
-        confirmations.send_due = send_due
+        confirmations.send_due_confirmations = send_due_confirmations
         from mailer.cli import main
         main(["--settings", {str(path)!r}, "run"])
     """)

@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 import aiosqlite
 
 from mailer.bounces import deliverability
+from mailer.bounces.config import ReportConfig
 from mailer.bounces.deliverability import Applied
 from mailer.bounces.reports import Report, read_report
-from mailer.bounces.rules import ReportRules
 from mailer.mail.verp import Verifier
 from mailer.store import deliverability as report_store
 
@@ -39,15 +39,15 @@ def read_reports(
 
 
 async def apply_reports(
-    conn: aiosqlite.Connection, rules: ReportRules, state_key: str, uidvalidity: int,
+    conn: aiosqlite.Connection, config: ReportConfig, state_key: str, uidvalidity: int,
     reports: Sequence[tuple[int, Report]],
 ) -> list[tuple[int, Applied]]:
     """Record a batch's reports in the caller's transaction; remember the tied ones (also a
     report seen before: a second copy, or one a crash left in the folder) to be moved."""
     applied: list[tuple[int, Applied]] = []
     for uid, read in reports:
-        applied.append((uid, await deliverability.apply_report_in(conn, read, rules.bounces)))
+        applied.append((uid, await deliverability.apply_report_in(conn, read, config.bounces)))
     await report_store.add_report_moves(conn, state_key, uidvalidity, [
-        report_store.ReportMove(uid, result.report_id, rules.folder)
+        report_store.ReportMove(uid, result.report_id, config.folder)
         for uid, result in applied if result.tied])
     return applied

@@ -46,6 +46,7 @@ class SendConfig:
     failure_threshold: float = 0.2
     failure_min_sample: int = 50
     lease_ttl_s: float = 20.0
+    test_copies_per_day: int = 20
     retry: Backoff = CAMPAIGN_SEND
     # `[bounces]`: the envelope sender and the campaign's own pause rates.
     bounces: BouncesSettings = field(default_factory=BouncesSettings)
@@ -88,6 +89,7 @@ def send_config(settings: Settings) -> SendConfig:
         batch_size=c.batch_size,
         failure_threshold=c.failure_threshold,
         failure_min_sample=c.failure_min_sample,
+        test_copies_per_day=c.test_copies_per_day,
         bounces=settings.bounces,
         signer=load_signer(settings.dkim),
     )

@@ -75,8 +75,10 @@ def check_kind(kind: str) -> str:
     return kind
 
 
-def parse_schedule(text: str) -> str:
-    """An ISO 8601 time as the store's UTC text; a time without a zone is taken as UTC."""
+def parse_schedule(text: str, *, now: datetime) -> str:
+    """An ISO 8601 time as the store's UTC text; a time without a zone is taken as UTC.
+    A time already past `now` is refused: the scheduler would send it at once, which is
+    what `campaign send` is for, not a mistyped date."""
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError as exc:
@@ -87,7 +89,13 @@ def parse_schedule(text: str) -> str:
     if when.tzinfo is None or when.utcoffset() is None:
         when = when.replace(tzinfo=UTC)
     try:
-        return when.astimezone(UTC).isoformat(timespec="microseconds")
+        when = when.astimezone(UTC)
     except OverflowError:  # the zone's offset moves it past year 9999 (or before year 1)
         raise CampaignInvalid(f"--at {text!r}: in UTC that is outside the years 1 to 9999") \
             from None
+    if when <= now:
+        raise CampaignInvalid(
+            f"--at {text.strip()!r}: {when:%Y-%m-%d %H:%M} UTC is in the past (it is now "
+            f"{now.astimezone(UTC):%Y-%m-%d %H:%M} UTC); choose a later time, or use "
+            "`campaign send` to send now")
+    return when.isoformat(timespec="microseconds")

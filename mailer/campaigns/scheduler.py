@@ -1,27 +1,30 @@
-"""`mailer run`'s campaign task: send scheduled campaigns when they fall due.
+"""`mailer run`'s campaigns part: send scheduled campaigns when they fall due.
 
-Every `poll_interval_s` the scheduler looks for campaigns that are due (scheduled, with
-`scheduled_at` passed) or left 'sending' by a process that stopped or crashed, and sends each
-in turn through `sender.send_campaign`. The sending lease decides who sends: a campaign another
-daemon is sending is skipped, and one whose holder died is taken over at once if it ran on
-this host, or once its lease expires if it ran on another.
+`CampaignScheduler` has the lifecycle every part has (`mailer.lifecycle.worker`): `run_once`
+is one round (`send_due_campaigns`), `run(stop)` a round every `poll_interval_s` until `stop`.
+A round looks for campaigns that are due (scheduled, with `scheduled_at` passed) or left
+'sending' by a process that stopped or crashed, and sends each in turn through
+`sender.send_campaign`. The sending lease decides who sends: a campaign another daemon is
+sending is skipped, and one whose holder died is taken over at once if it ran on this host, or
+once its lease expires if it ran on another.
 
 When `stop` is set the sender finishes the messages in flight, returns the rest to pending and
 releases the lease, leaving the campaign 'sending' so that the next `mailer run` (or
 `campaign send`) carries on where this one stopped. A campaign that cannot be sent as it
 stands (its template broke, the unsubscribe secret is missing) is paused with the reason, so
-`campaign show` says why; SMTP trouble pauses it the same way, from inside the sender.
+`campaign show` says why; SMTP trouble pauses it the same way, from inside the sender, and
+`mailer.campaigns.resume` resumes it once the server answers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 import aiosqlite
 
+from mailer.backoff import RECONNECT, Backoff
 from mailer.campaigns.sender import (
     Holder,
     SendConfig,
@@ -33,7 +36,7 @@ from mailer.campaigns.sender import (
 )
 from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.errors import CampaignInvalid, CampaignRefused
-from mailer.lifecycle.supervise import Part
+from mailer.lifecycle.supervise import Part, sleep_unless_stopped
 from mailer.settings import Settings
 from mailer.store import campaigns as store
 from mailer.store import leases
@@ -44,36 +47,62 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 5.0
 
 
-async def scheduler_loop(
-    settings: Settings, stop: asyncio.Event, *, poll_interval_s: float = POLL_INTERVAL_S,
-    part: Part | None = None, on_outcome: Callable[[str, SendOutcome], None] | None = None,
-) -> None:
-    """Send due campaigns until `stop` is set; opens its own database connection.
+class CampaignScheduler:
+    """The campaigns part of the daemon (see the module docstring)."""
 
-    A database or store error ends the loop with the error: `mailer run` runs this under
-    `mailer.lifecycle.supervise`, which records it, backs off and starts it again. `on_outcome` gets
-    each campaign's kind and outcome (for the metrics)."""
-    config = send_config(settings)
-    holder = new_holder()
-    async with open_db(settings.database.path) as conn:
-        while not stop.is_set():
-            outcomes = await send_due(conn, config, stop, holder=holder)
-            if part is not None:
-                part.succeeded(last_round_at=part.clock.now().isoformat(timespec="seconds"))
-            for outcome in outcomes:
-                log.info("campaign %s: %s; %s sent, %s failed, %s skipped this run",
-                         outcome.campaign_id, outcome.status, outcome.sent, outcome.failed,
-                         outcome.skipped)
-                if on_outcome is not None:
-                    campaign = await store.get_campaign(conn, outcome.campaign_id)
-                    on_outcome(campaign.kind if campaign else "", outcome)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(poll_interval_s):
-                    await stop.wait()
-    log.info("campaign scheduler stopped")
+    policy: Backoff = RECONNECT
+
+    def __init__(self, config: SendConfig, *, poll_interval_s: float = POLL_INTERVAL_S,
+                 part: Part | None = None,
+                 on_outcome: Callable[[str, SendOutcome], None] | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self.config = config
+        self.poll_interval_s = poll_interval_s
+        self.part = part or Part("campaigns", clock=clock)
+        self.on_outcome = on_outcome
+        self.clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, poll_interval_s: float = POLL_INTERVAL_S,
+                      part: Part | None = None,
+                      on_outcome: Callable[[str, SendOutcome], None] | None = None,
+                      clock: Clock = SYSTEM_CLOCK) -> CampaignScheduler:
+        """Loads the DKIM key (SettingsError: one line naming it)."""
+        return cls(send_config(settings), poll_interval_s=poll_interval_s, part=part,
+                   on_outcome=on_outcome, clock=clock)
+
+    async def run_once(self, stop: asyncio.Event | None = None) -> list[SendOutcome]:
+        """One round, on a connection of its own."""
+        async with open_db(self.config.db_path) as conn:
+            return await self._round(conn, stop or asyncio.Event(), new_holder())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Send due campaigns until `stop` is set. A database or store error ends the session
+        with the error, for `supervise` to record, back off and start another."""
+        holder = new_holder()
+        async with open_db(self.config.db_path) as conn:
+            while not stop.is_set():
+                await self._round(conn, stop, holder)
+                self.part.succeeded(
+                    last_round_at=self.clock.now().isoformat(timespec="seconds"))
+                await sleep_unless_stopped(self.poll_interval_s, stop)
+        log.info("campaign scheduler stopped")
+
+    async def _round(self, conn: aiosqlite.Connection, stop: asyncio.Event,
+                     holder: Holder) -> list[SendOutcome]:
+        outcomes = await send_due_campaigns(conn, self.config, stop, holder=holder,
+                                            clock=self.clock)
+        for outcome in outcomes:
+            log.info("campaign %s: %s; %s sent, %s failed, %s skipped this run",
+                     outcome.campaign_id, outcome.status, outcome.sent, outcome.failed,
+                     outcome.skipped)
+            if self.on_outcome is not None:
+                campaign = await store.get_campaign(conn, outcome.campaign_id)
+                self.on_outcome(campaign.kind if campaign else "", outcome)
+        return outcomes
 
 
-async def send_due(
+async def send_due_campaigns(
     conn: aiosqlite.Connection, config: SendConfig, stop: asyncio.Event, *,
     holder: Holder | None = None, clock: Clock = SYSTEM_CLOCK,
 ) -> list[SendOutcome]:

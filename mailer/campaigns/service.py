@@ -1,10 +1,11 @@
 """The campaign operations the CLI calls, one async function per command.
 
-    create_campaign   draft, or scheduled with --at; the template is compiled and checked first
+    create_campaign   draft, or scheduled with --at (never in the past); the template is
+                      compiled and checked first
     list_campaigns / show_campaign   campaigns with their ledger counts (`report_json` for --json);
                       `show` adds bounces (hard, soft) and complaints and their rates
     preview           the complete message one customer would get
-    send_test         one copy marked as a test to any address, recorded nowhere
+    send_test         one copy marked as a test to any address, a few a day (only counted)
     send_now          the foreground send (Ctrl-C pauses); the daemon uses the scheduler instead
     pause / resume / cancel   status changes, refused with one line where they do not apply
 
@@ -28,6 +29,7 @@ from mailer.campaigns.messages import CampaignMessages, SendConfig
 from mailer.campaigns.model import Action, Campaign, Counts, check_kind, next_status, parse_schedule
 from mailer.campaigns.sender import SendOutcome, SendProgress, send_campaign
 from mailer.campaigns.templates import CampaignTemplate
+from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.errors import CampaignInvalid, CampaignNotFound, CampaignRefused, TemplateError
 from mailer.mail import smtp
 from mailer.store import campaigns as store
@@ -58,14 +60,15 @@ class CampaignReport:
 
 async def create_campaign(
     conn: aiosqlite.Connection, templates_dir: Path | None, *, kind: str, template: str,
-    subject: str, at: str | None = None,
+    subject: str, at: str | None = None, clock: Clock = SYSTEM_CLOCK,
 ) -> Campaign:
-    """Create a draft (or, with `at`, a scheduled campaign) after compiling and checking its
-    template and subject; CampaignInvalid names the template, line and variable at fault."""
+    """Create a draft (or, with `at`, a campaign scheduled then: never a time already past)
+    after compiling and checking its template and subject; CampaignInvalid names the
+    template, line and variable at fault."""
     check_kind(kind)
     if not subject.strip():
         raise CampaignInvalid("--subject: must not be empty", field="subject")
-    scheduled_at = parse_schedule(at) if at is not None else None
+    scheduled_at = parse_schedule(at, now=clock.now()) if at is not None else None
     try:
         # Off the event loop: a subject typed into the console is untrusted work (bounded by
         # the sandbox's limits, a second at most), and the console and daemon share the loop.
@@ -153,16 +156,18 @@ async def preview(
 
 
 async def send_test(
-    conn: aiosqlite.Connection, config: SendConfig, campaign_id: int, address: str
+    conn: aiosqlite.Connection, config: SendConfig, campaign_id: int, address: str, *,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> str:
     """Send one copy marked as a test ([TEST] subject, its own Message-ID) to `address`;
     rendered for the customer with that address if there is one, else for a sample customer.
-    Recorded nowhere. Returns the server's reply."""
+    At most `config.test_copies_per_day` per campaign per UTC day (CampaignRefused beyond):
+    only that count is recorded. Returns the server's reply."""
     campaign = await get(conn, campaign_id)
     customer = await customers.get_by_email(conn, address)
 
     def build() -> bytes:  # off the event loop, as for create_campaign
-        messages = CampaignMessages(campaign, config, date=datetime.now(UTC))
+        messages = CampaignMessages(campaign, config, date=clock.now())
         if customer is not None:
             return messages.build(customer_id=customer.id, email=address, name=customer.name,
                                   company=customer.company, test=True).data
@@ -175,12 +180,27 @@ async def send_test(
         raise CampaignInvalid(str(exc)) from exc
     except ValueError as exc:  # HeaderInjection: not a plain address
         raise CampaignInvalid(f"--to: {exc}") from exc
-    client = await smtp.connect(config.smtp)
+    day = clock.now().astimezone(UTC).date().isoformat()
+    async with transaction(conn, f"campaign {campaign_id}: counting a test copy"):
+        taken = await store.take_test_copy(conn, campaign_id, day, config.test_copies_per_day)
+    if taken is None:
+        raise CampaignRefused(
+            f"campaign {campaign_id}: {config.test_copies_per_day} test copies sent today, the "
+            "most [campaigns] test_copies_per_day allows; send more tomorrow (UTC)")
     try:
-        reply = await client.send(config.envelope_from, address, message, config.smtp.timeout_s)
-    finally:
-        await client.close()
-    log.info("campaign %s: test copy sent", campaign_id)
+        client = await smtp.connect(config.smtp)
+        try:
+            reply = await client.send(config.envelope_from, address, message,
+                                      config.smtp.timeout_s)
+        finally:
+            await client.close()
+    except Exception:
+        # Not sent: the copy does not count (the error itself goes to the caller).
+        async with transaction(conn, f"campaign {campaign_id}: uncounting a test copy"):
+            await store.give_back_test_copy(conn, campaign_id, day)
+        raise
+    log.info("campaign %s: test copy %s of %s today sent", campaign_id, taken,
+             config.test_copies_per_day)
     return reply
 
 
@@ -209,11 +229,13 @@ async def _change(
     return await get(conn, campaign_id)
 
 
-async def schedule(conn: aiosqlite.Connection, campaign_id: int, at: str) -> Campaign:
-    """Draft, scheduled or paused -> scheduled for `at` (ISO 8601; no zone is UTC): a draft
-    once it has been previewed and tested, a new time for a scheduled one, or a paused one
-    resumed later rather than now."""
-    return await _change(conn, campaign_id, "schedule", "", scheduled_at=parse_schedule(at))
+async def schedule(conn: aiosqlite.Connection, campaign_id: int, at: str, *,
+                   clock: Clock = SYSTEM_CLOCK) -> Campaign:
+    """Draft, scheduled or paused -> scheduled for `at` (ISO 8601; no zone is UTC; never a
+    time already past): a draft once it has been previewed and tested, a new time for a
+    scheduled one, or a paused one resumed later rather than now."""
+    return await _change(conn, campaign_id, "schedule", "",
+                         scheduled_at=parse_schedule(at, now=clock.now()))
 
 
 async def pause(conn: aiosqlite.Connection, campaign_id: int) -> Campaign:

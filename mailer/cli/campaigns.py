@@ -159,7 +159,7 @@ def preview(ctx: click.Context, campaign_id: int, email: str) -> None:
 @click.option("--to", "address", required=True, help="Where to send the test copy.")
 @click.pass_context
 def test(ctx: click.Context, campaign_id: int, address: str) -> None:
-    """Send one copy marked as a test to ADDRESS (counted nowhere)."""
+    """Send one copy marked as a test to ADDRESS ([campaigns] test_copies_per_day a day)."""
     settings = command_settings(ctx)
     config = _sending_config(settings)
     reply = _run(settings, lambda conn: service.send_test(conn, config, campaign_id, address))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import getpass
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,8 @@ import click
 
 from mailer.bounces import deliverability
 from mailer.cli.support import command_settings, run
+from mailer.consent.imports import import_csv
 from mailer.errors import BadInput, CsvError, NotFound
-from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
 from mailer.store import customers as customer_store
 from mailer.store import deliverability as deliverability_store
 from mailer.store.db import open_db
@@ -35,29 +34,13 @@ def customers_import(ctx: click.Context, csv_file: Path) -> None:
 
     async def body() -> None:
         try:
-            handle = csv_file.open(encoding="utf-8-sig", newline="")
+            handle = csv_file.open("rb")
         except OSError as exc:
             raise CsvError(f"{csv_file}: {exc.strerror}") from exc
         with handle:
-            try:
-                rows = read_rows(handle)
-                first = next(rows, None)
-            except HeaderError as exc:
-                raise CsvError(f"{csv_file}: {exc}") from exc
-            except UnicodeDecodeError as exc:
-                raise CsvError(f"{csv_file}: not valid UTF-8") from exc
-
-            async def stream() -> AsyncIterator[CustomerRow | BadRow]:
-                if first is not None:
-                    yield first
-                for row in rows:
-                    yield row
-
-            from mailer.store.customers import import_customers_atomically
-
             async with open_db(settings.database.path) as conn:
-                report = await import_customers_atomically(
-                    conn, stream(), reference=csv_file.name)
+                report = await import_csv(conn, handle, name=str(csv_file),
+                                          reference=csv_file.name)
         if not report.ok:
             for bad in report.bad_rows:
                 click.echo(f"{csv_file}: line {bad.line}: {bad.reason}", err=True)

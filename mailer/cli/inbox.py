@@ -1,4 +1,5 @@
-"""`mailer inbox process`: one burst pass over the inbox, then the due confirmations."""
+"""`mailer inbox process`: the daemon's burst mode (`mailer.daemon.burst`): one pass over each
+mailbox, then the due confirmations, and exit."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import click
 
 from mailer.cli import preflight
 from mailer.cli.support import command_settings, run
-from mailer.store.db import open_db
 
 
 @click.group()
@@ -25,12 +25,10 @@ def inbox_process(ctx: click.Context, as_json: bool) -> None:
     preflight.outbox(settings)
 
     async def body() -> None:
-        from mailer.consent.confirmations import confirmation_settings, send_due
-        from mailer.inbox.worker import process_settings_once
+        from mailer.daemon import burst
 
-        async with open_db(settings.database.path) as conn:
-            report = await process_settings_once(conn, settings)
-            outbox = await send_due(conn, confirmation_settings(settings))
+        done = await burst(settings)
+        report, outbox = done.inbox, done.outbox
         if as_json:
             click.echo(json.dumps(report.as_json()))
             return

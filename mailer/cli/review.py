@@ -60,31 +60,21 @@ def review_resolve(
     settings = command_settings(ctx)
 
     async def body() -> None:
-        from mailer.errors import ImapError
         from mailer.inbox import review as review_ops
-        from mailer.inbox.imap import ImapClient
-        from mailer.inbox.worker import imap_config, inbox_rules
+        from mailer.inbox.worker import imap_config, inbox_config
 
-        rules = inbox_rules(settings)
+        config = inbox_config(settings)
         async with open_db(settings.database.path) as conn:
             if dismiss:
                 item = await review_ops.dismiss(conn, item_id)
                 click.echo(f"review item {item_id} dismissed")
             else:
                 assert customer_email is not None
-                item = await review_ops.resolve(conn, rules, item_id, customer_email)
+                item = await review_ops.resolve(conn, config, item_id, customer_email)
                 click.echo(f"review item {item_id} resolved: {customer_email} unsubscribed "
-                           f"from {', '.join(rules.categories)}; confirmation queued")
-        if not item.message_id:
-            return
-        try:
-            client = await ImapClient.connect(imap_config(settings))
-            try:
-                await review_ops.file_settled(client, rules, item.message_id)
-            finally:
-                await client.close()
-        except ImapError as exc:
-            click.echo(f"mailer: the message stays in {rules.review_folder} for now: {exc}",
-                       err=True)
+                           f"from {', '.join(config.categories)}; confirmation queued")
+        problem = await review_ops.file_settled(imap_config(settings), config, item.message_id)
+        if problem:
+            click.echo(f"mailer: {problem}", err=True)
 
     run(body())

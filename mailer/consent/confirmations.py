@@ -2,8 +2,8 @@
 queued, each exactly once.
 
 The opt-out has already committed when a confirmation is queued, so nothing here can undo it.
-Every sender (`mailer inbox process` from cron, the daemon's outbox loop, a second daemon) goes
-through `send_due`, and each row goes through three steps:
+Every sender (`mailer inbox process` from cron, the daemon's outbox part, a second daemon) goes
+through `send_due_confirmations`, and each row goes through three steps:
 
 1. claim: one transaction picks the oldest due row nobody holds and writes the claim (owner =
    this host and pid, expiry = now + `claim_ttl_s`), so no other process can pick it meanwhile;
@@ -16,6 +16,10 @@ a kill -9 costs at most one duplicate confirmation, never a lost one. A transien
 is retried on the one `backoff.CONFIRMATION` policy; a permanent one (5xx) is marked failed
 with the server's reply. Time comes from a `Clock`, so tests move it instead of sleeping.
 
+`Outbox` is the outbox as a part of the daemon (`mailer.lifecycle.worker`): `run_once` is one
+`send_due_confirmations` round (the burst), `run(stop)` one every `interval_s`, or at once
+when the inbox wakes it after queueing confirmations.
+
 Deliverability: the claim also records the confirmation's Message-ID (random,
 `outgoing.message_id`, random), so a report quoting it is tied to the row; MAIL FROM is the VERP
 address of the row (`verp.Tag.confirmation`) under `[bounces] address` (the bare address with
@@ -24,9 +28,11 @@ address of the row (`verp.Tag.confirmation`) under `[bounces] address` (the bare
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
@@ -34,25 +40,28 @@ from pathlib import Path
 import aiosqlite
 
 from mailer import backoff
+from mailer.backoff import Backoff
 from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.errors import PermanentSmtpError, TemplateError, TransientSmtpError
+from mailer.lifecycle.supervise import Part, wait_any
 from mailer.mail import smtp, verp
 from mailer.mail.dkim import Signer, load_signer
 from mailer.mail.outgoing import build_confirmation, message_id
 from mailer.mail.templates import render_confirmation
 from mailer.settings import Settings
 from mailer.store import outbox as outbox_store
-from mailer.store.db import transaction
+from mailer.store.db import open_db, transaction
 from mailer.store.outbox import ClaimOwner
 
 __all__ = [
     "ClaimOwner",
+    "Outbox",
+    "OutboxConfig",
     "OutboxReport",
-    "OutboxSettings",
     "check_templates",
-    "confirmation_settings",
+    "outbox_config",
     "owner_is_gone",
-    "send_due",
+    "send_due_confirmations",
     "this_process",
 ]
 
@@ -61,16 +70,18 @@ log = logging.getLogger(__name__)
 # Long enough for one connect and one send under the SMTP timeouts; after a crash the row is
 # picked again this long after the claim (at once when the dead owner ran on this host).
 DEFAULT_CLAIM_TTL_S = 300.0
+# How often the daemon's outbox looks for due rows (retries) when nothing wakes it.
+DEFAULT_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True)
-class OutboxSettings:
+class OutboxConfig:
     sender: str            # the From header, may carry a display name
     envelope_sender: str   # MAIL FROM: the bare address
     templates_dir: Path | None
     smtp: smtp.SmtpConfig
     claim_ttl_s: float = DEFAULT_CLAIM_TTL_S
-    batch: int = 50        # at most this many rows per `send_due` call
+    batch: int = 50        # at most this many rows per `send_due_confirmations` call
     # `[bounces] address` and `[campaigns] secret` when confirmations are VERP-tagged.
     verp_address: str = ""
     verp_secret: str = field(default="", repr=False)
@@ -92,10 +103,11 @@ class OutboxSettings:
         return parseaddr(sender)[1].rpartition("@")[2] or "localhost"
 
 
-def confirmation_settings(settings: Settings) -> OutboxSettings:
-    """The outbox's settings; loads the DKIM key (SettingsError: one line naming it)."""
+def outbox_config(settings: Settings) -> OutboxConfig:
+    """The outbox's config, from the settings; loads the DKIM key (SettingsError: one line
+    naming it)."""
     bounces = settings.bounces
-    return OutboxSettings(
+    return OutboxConfig(
         sender=settings.smtp.sender,
         envelope_sender=bounces.address or settings.smtp.sender_address,
         templates_dir=settings.templates.dir,
@@ -112,10 +124,10 @@ class OutboxReport:
     failed: int = 0
 
 
-def check_templates(settings: OutboxSettings) -> None:
+def check_templates(config: OutboxConfig) -> None:
     """Render the confirmation once with sample values; raises TemplateError (one line naming
     the template and line) so a broken template stops the program at start, not mid-outbox."""
-    render_confirmation(settings.templates_dir, customer_name="Ann Example",
+    render_confirmation(config.templates_dir, customer_name="Ann Example",
                         categories=("announcements", "offers"),
                         request_subject="Unsubscribe special offers")
 
@@ -155,36 +167,36 @@ async def _claim(
                                              ttl_s=ttl_s, message_id=message_id(domain))
 
 
-async def send_due(
+async def send_due_confirmations(
     conn: aiosqlite.Connection,
-    settings: OutboxSettings,
+    config: OutboxConfig,
     *,
     clock: Clock = SYSTEM_CLOCK,
     owner: ClaimOwner | None = None,
 ) -> OutboxReport:
-    """Claim, send and mark due confirmations, one row at a time, up to `settings.batch`;
+    """Claim, send and mark due confirmations, one row at a time, up to `config.batch`;
     return counts. Never raises for SMTP trouble."""
     owner = owner or this_process()
     report = OutboxReport()
     client: smtp.Session | None = None
     try:
-        for _ in range(settings.batch):
-            item = await _claim(conn, owner, clock, settings.claim_ttl_s,
-                                settings.message_id_domain)
+        for _ in range(config.batch):
+            item = await _claim(conn, owner, clock, config.claim_ttl_s,
+                                config.message_id_domain)
             if item is None:
                 break
             now = clock.now()
             try:
                 subject, text, html = render_confirmation(
-                    settings.templates_dir, customer_name=item.to_name,
+                    config.templates_dir, customer_name=item.to_name,
                     categories=item.categories, request_subject=item.request_subject)
                 message = build_confirmation(
-                    sender=settings.sender, to_address=item.to_address, to_name=item.to_name,
+                    sender=config.sender, to_address=item.to_address, to_name=item.to_name,
                     subject=subject, text=text, html=html,
                     in_reply_to=item.in_reply_to or None, references=item.refs,
                     message_id=item.message_id, date=now)
-                if settings.signer is not None:
-                    message = settings.signer.sign(message)
+                if config.signer is not None:
+                    message = config.signer.sign(message)
             except (TemplateError, ValueError) as exc:
                 # This one cannot be built (e.g. an address on file no header can carry):
                 # record why and go on with the rest, rather than stall the whole outbox.
@@ -197,9 +209,9 @@ async def send_due(
                 continue
             try:
                 if client is None:
-                    client = await smtp.connect(settings.smtp)
-                await client.send(settings.mail_from(item.id), item.to_address, message,
-                                  settings.smtp.timeout_s)
+                    client = await smtp.connect(config.smtp)
+                await client.send(config.mail_from(item.id), item.to_address, message,
+                                  config.smtp.timeout_s)
             except PermanentSmtpError as exc:
                 async with transaction(conn):
                     await outbox_store.mark_failed(conn, item.id, error=str(exc), retry_at=None)
@@ -229,3 +241,39 @@ async def send_due(
         if client is not None:
             await client.close()
     return report
+
+
+class Outbox:
+    """The confirmations outbox as a part of the daemon (see the module docstring)."""
+
+    policy: Backoff = backoff.RECONNECT
+
+    def __init__(self, db_path: Path, config: OutboxConfig, *, part: Part,
+                 interval_s: float = DEFAULT_INTERVAL_S, wake: asyncio.Event | None = None,
+                 on_round: Callable[[OutboxReport], None] = lambda report: None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self.db_path = db_path
+        self.config = config
+        self.part = part
+        self.interval_s = interval_s
+        self.wake = wake or asyncio.Event()
+        self.on_round = on_round
+        self.clock = clock
+
+    async def run_once(self) -> OutboxReport:
+        async with open_db(self.db_path) as conn:
+            return await send_due_confirmations(conn, self.config, clock=self.clock)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with open_db(self.db_path) as conn:
+            self.part.running()
+            while not stop.is_set():
+                report = await send_due_confirmations(conn, self.config, clock=self.clock)
+                self.on_round(report)
+                self.part.succeeded(
+                    last_round_at=self.clock.now().isoformat(timespec="seconds"))
+                if report.sent or report.failed or report.retrying:
+                    log.info("outbox: %s sent, %s to retry, %s failed",
+                             report.sent, report.retrying, report.failed)
+                await wait_any(stop, self.wake, self.interval_s)
+                self.wake.clear()

@@ -7,7 +7,7 @@ caller's transaction:
 1. turns the categories off (never on: no refusal opts anyone in),
 2. records one consent event per preference that really changed (source, reference, actor),
 3. skips that customer's pending campaign mail of those categories, so no campaign can mail
-   them after the commit (`store.customers.opt_out_many` does 1-3 in bulk),
+   them after the commit (`store.customers.turn_off` does 1-3 in bulk),
 4. queues a confirmation to the address on file (`store.outbox`; `mailer.consent.confirmations`
    sends it) when the source calls for one (an emailed request does; one-click and a
    complaint do not:
@@ -28,7 +28,6 @@ import aiosqlite
 from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.store import customers as customer_store
 from mailer.store import outbox as outbox_store
-from mailer.store.db import transaction
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ async def opt_out(
     result = OptOutResult()
     if not refusals:
         return result
-    result.changed = await customer_store.opt_out_many(
+    result.changed = await customer_store.turn_off(
         conn, [(cid, r.reference) for r in refusals for cid in r.customer_ids], categories,
         source=source, actor=actor)
     customers = {c.id: c for c in await customer_store.get_many(
@@ -104,19 +103,3 @@ async def opt_out(
         result.confirmations = await outbox_store.enqueue_confirmations(
             conn, confirmations, interval_h=confirmation_interval_h, now=clock.now())
     return result
-
-
-async def opt_out_now(
-    conn: aiosqlite.Connection,
-    refusal: Refusal,
-    categories: Sequence[str],
-    *,
-    source: str,
-    actor: str = "",
-    confirmation_interval_h: float = 24.0,
-    clock: Clock = SYSTEM_CLOCK,
-) -> OptOutResult:
-    """`opt_out` for one refusal in a transaction of its own (one-click, a complaint)."""
-    async with transaction(conn):
-        return await opt_out(conn, [refusal], categories, source=source, actor=actor,
-                             confirmation_interval_h=confirmation_interval_h, clock=clock)

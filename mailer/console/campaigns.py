@@ -97,7 +97,8 @@ async def campaign_create(request: web.Request) -> web.StreamResponse:
     try:
         campaign = await links.create_campaign(conn, settings, kind=values["kind"],
                                                template=values["template"],
-                                               subject=values["subject"], at_utc=at_utc)
+                                               subject=values["subject"], at_utc=at_utc,
+                                               clock=request.app[CLOCK])
     except BadInput as exc:
         # The template's file and line, exactly as the CLI says it, beside the input at fault.
         field = exc.field if isinstance(exc, CampaignInvalid) and exc.field else "template"
@@ -199,7 +200,8 @@ async def campaign_schedule(request: web.Request) -> web.StreamResponse:
                            schedule_zone=zone)
     conn = conn_of(request)
     try:
-        campaign = await links.schedule(conn, campaign_id, when.isoformat())
+        campaign = await links.schedule(conn, campaign_id, when.isoformat(),
+                                        clock=request.app[CLOCK])
     except NotFound as exc:
         raise web.HTTPNotFound(text=str(exc)) from exc
     except MailerError as exc:

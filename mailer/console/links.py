@@ -3,7 +3,7 @@ areas' interfaces is adapted here and nowhere else.
 
     campaigns   mailer.campaigns.service (the functions `mailer campaign …` calls)
     review      mailer.inbox.review (`mailer review resolve`), the review folder over IMAP
-    import      mailer.importer + store.customers (`mailer customers import`)
+    import      mailer.consent.imports (`mailer customers import`)
     status      the daemon's heartbeat (`mailer status`, see `daemon_state`)
 """
 
@@ -14,7 +14,7 @@ import email
 import email.policy
 import io
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -26,20 +26,23 @@ from mailer.campaigns.model import Campaign
 from mailer.campaigns.sender import SendConfig, send_config
 from mailer.campaigns.templates import SAMPLE_CUSTOMER_NAME
 from mailer.campaigns.templates import sample_subjects as _sample_subjects
-from mailer.errors import CsvError, ImapError, MailerError, MalformedMessage
+from mailer.clock import Clock
+from mailer.consent import imports
+from mailer.errors import ImapError, MailerError, MalformedMessage
 from mailer.health import status as status_module
-from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
 from mailer.inbox import review as review_ops
 from mailer.inbox.body import html_to_text, parse_message
 from mailer.inbox.imap import ImapClient
+from mailer.inbox.lookup import look_up
 from mailer.inbox.match import extract_clues
-from mailer.inbox.worker import imap_config, inbox_rules
+from mailer.inbox.worker import imap_config, inbox_config
 from mailer.mail.templates import packaged_defaults
 from mailer.settings import Settings
 from mailer.store import campaigns as campaign_store
 from mailer.store import console as console_store
 from mailer.store import customers as customer_store
-from mailer.store.customers import Customer, ImportReport
+from mailer.store.customers import Customer
+from mailer.store.imports import ImportReport
 from mailer.store.inbox import ReviewItem
 
 log = logging.getLogger(__name__)
@@ -82,9 +85,11 @@ def sample_subjects(settings: Settings, subjects: list[str]) -> list[str]:
 
 
 async def create_campaign(conn: aiosqlite.Connection, settings: Settings, *, kind: str,
-                          template: str, subject: str, at_utc: str | None) -> Campaign:
+                          template: str, subject: str, at_utc: str | None,
+                          clock: Clock) -> Campaign:
     return await service.create_campaign(conn, settings.templates.dir, kind=kind,
-                                         template=template, subject=subject, at=at_utc)
+                                         template=template, subject=subject, at=at_utc,
+                                         clock=clock)
 
 
 def _config(settings: Settings) -> SendConfig:
@@ -124,7 +129,7 @@ async def send_test(conn: aiosqlite.Connection, settings: Settings, campaign_id:
 
 async def resolve(conn: aiosqlite.Connection, settings: Settings, item_id: int,
                   emails: Sequence[str], actor: str) -> ReviewItem:
-    return await review_ops.resolve(conn, inbox_rules(settings), item_id, emails, actor=actor)
+    return await review_ops.resolve(conn, inbox_config(settings), item_id, emails, actor=actor)
 
 
 async def dismiss(conn: aiosqlite.Connection, item_id: int) -> ReviewItem:
@@ -132,22 +137,11 @@ async def dismiss(conn: aiosqlite.Connection, item_id: int) -> ReviewItem:
 
 
 async def file_settled(settings: Settings, message_id: str) -> str:
-    """Move a settled request out of the review folder (as the CLI does); '' when done, else
-    one line saying why it stays there for now (the settlement stands either way)."""
-    if not message_id:
-        return ""
-    rules = inbox_rules(settings)
-    try:
-        async with asyncio.timeout(IMAP_TIMEOUT_S):
-            client = await ImapClient.connect(imap_config(settings))
-            try:
-                await review_ops.file_settled(client, rules, message_id)
-            finally:
-                await client.close()
-    except (ImapError, TimeoutError) as exc:
-        log.warning("review: settled request stays in %s for now: %s", rules.review_folder, exc)
-        return f"The message stays in the {rules.review_folder} folder for now: {exc}"
-    return ""
+    """Move a settled request out of the review folder (the CLI's function); '' when done,
+    else one line saying why it stays there for now (the settlement stands either way)."""
+    problem = await review_ops.file_settled(imap_config(settings), inbox_config(settings),
+                                            message_id, timeout_s=IMAP_TIMEOUT_S)
+    return problem[:1].upper() + problem[1:]
 
 
 @dataclass(frozen=True)
@@ -173,12 +167,12 @@ async def fetch_request(conn: aiosqlite.Connection, settings: Settings,
     Raises ImapError when the server cannot be reached."""
     if not message_id:
         return None
-    rules = inbox_rules(settings)
+    config = inbox_config(settings)
     try:
         async with asyncio.timeout(IMAP_TIMEOUT_S):
             client = await ImapClient.connect(imap_config(settings))
             try:
-                await client.select(rules.review_folder)
+                await client.select(config.review_folder)
                 uids = await client.uids_with_message_id(message_id)
                 raw = await client.fetch_message(uids[0]) if uids else None
             finally:
@@ -221,38 +215,17 @@ async def _candidates(conn: aiosqlite.Connection, settings: Settings,
     except MalformedMessage:
         return []
     clues = extract_clues(parsed, own_addresses=settings.own_addresses)
-    addresses = [a for a in (clues.from_address, *clues.body_addresses) if a]
-    ids: set[int] = set((await customer_store.ids_by_address(conn, addresses)).values())
-    for found in (await customer_store.ids_by_name_key(conn, clues.name_keys)).values():
-        ids.update(found)
-    for found in (await customer_store.ids_by_company_key(conn, clues.company_keys)).values():
-        ids.update(found)
-    return await customer_store.get_many(conn, sorted(ids)[:50])
+    found = await look_up(conn, [clues])
+    return await customer_store.get_many(conn, found.customer_ids()[:50])
 
 
 # --- customers import -----------------------------------------------------------------------
 
 
 async def import_csv(conn: aiosqlite.Connection, data: bytes, filename: str) -> ImportReport:
-    """Import an uploaded CSV exactly as `mailer customers import` does: all rows or none,
-    bad rows reported by line. CsvError for a file that cannot be read as a whole."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CsvError(f"{filename}: not valid UTF-8") from exc
-    try:
-        rows = read_rows(io.StringIO(text, newline=""))
-        first = next(rows, None)
-    except HeaderError as exc:
-        raise CsvError(f"{filename}: {exc}") from exc
-
-    async def stream() -> AsyncIterator[CustomerRow | BadRow]:
-        if first is not None:
-            yield first
-        for row in rows:
-            yield row
-
-    return await customer_store.import_customers_atomically(conn, stream(), reference=filename)
+    """Import an uploaded CSV exactly as `mailer customers import` does (the same function):
+    all rows or none, bad rows reported by line. CsvError for a file that cannot be read."""
+    return await imports.import_csv(conn, io.BytesIO(data), name=filename)
 
 
 # --- the daemon's state -------------------------------------------------------------------------

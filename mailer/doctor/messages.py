@@ -22,7 +22,7 @@ import dkim as dkimpy
 
 from mailer.campaigns.messages import CampaignMessages, send_config
 from mailer.campaigns.model import Campaign
-from mailer.consent.confirmations import confirmation_settings
+from mailer.consent.confirmations import outbox_config
 from mailer.doctor.dns_checks import DkimFacts
 from mailer.doctor.report import Check, failed, passed
 from mailer.errors import MailerError
@@ -58,7 +58,7 @@ def build_samples(settings: Settings, *, now: datetime | None = None) -> Samples
                         finished_at=None, status_reason="", audience_at=None)
     built = CampaignMessages(campaign, config, date=now).build(
         customer_id=1, email=_SAMPLE_EMAIL, name=_SAMPLE_NAME, company="Example Ltd")
-    outbox = confirmation_settings(settings)
+    outbox = outbox_config(settings)
     subject, text, body_html = render_confirmation(
         outbox.templates_dir, customer_name=_SAMPLE_NAME, categories=("offers",),
         request_subject=settings.unsubscribe.subject)

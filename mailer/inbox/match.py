@@ -1,10 +1,10 @@
 """Deciding which customers an unsubscribe request is from.
 
-This module owns the two pure halves of matching; the database lookup between them belongs to
-the caller:
+This module owns the two pure halves of matching; the database lookup between them is
+`mailer.inbox.lookup`:
 
     extract_clues(message)  -> Clues     addresses, name keys and company keys in the message
-    (caller)                -> Lookup    which of those clues exist, and for which customers
+    lookup.look_up(clues)   -> Lookup    which of those clues exist, and for which customers
     decide(clues, lookup)   -> Decision  who is opted out, or why a person must review it
 
 `decide` goes from the most certain clue to the least and stops at the first level that
@@ -63,6 +63,14 @@ class Lookup:
     by_address: Mapping[str, int]
     by_name: Mapping[str, tuple[int, ...]]
     by_company: Mapping[str, tuple[int, ...]]
+
+    def customer_ids(self) -> list[int]:
+        """Every customer some clue names, in id order: those `decide` weighs."""
+        ids = set(self.by_address.values())
+        for table in (self.by_name, self.by_company):
+            for found in table.values():
+                ids.update(found)
+        return sorted(ids)
 
 
 @dataclass(frozen=True)

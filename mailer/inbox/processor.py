@@ -42,12 +42,12 @@ from mailer.consent import optout
 from mailer.errors import MalformedMessage
 from mailer.inbox.body import parse_message
 from mailer.inbox.classify import Verdict, classify, may_be_report
+from mailer.inbox.config import InboxConfig as InboxConfig  # re-exported: callers built on it
 from mailer.inbox.headers import Headers, parse_headers
 from mailer.inbox.imap import ImapClient
 from mailer.inbox.imap_wire import FetchedHeader
+from mailer.inbox.lookup import look_up
 from mailer.inbox.match import Clues, Lookup, decide, extract_clues
-from mailer.inbox.rules import InboxRules as InboxRules  # re-exported: callers built on it
-from mailer.store import customers as customer_store
 from mailer.store import deliverability as report_store
 from mailer.store import inbox as inbox_store
 from mailer.store.db import transaction
@@ -90,42 +90,42 @@ class PassReport:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-async def prepare_folders(client: ImapClient, rules: InboxRules) -> None:
-    if rules.requests:
-        await client.ensure_folder(rules.processed_folder)
-        await client.ensure_folder(rules.review_folder)
-    if rules.reports is not None:
-        await client.ensure_folder(rules.reports.folder)
+async def prepare_folders(client: ImapClient, config: InboxConfig) -> None:
+    if config.requests:
+        await client.ensure_folder(config.processed_folder)
+        await client.ensure_folder(config.review_folder)
+    if config.reports is not None:
+        await client.ensure_folder(config.reports.folder)
 
 
 async def run_pass(
-    client: ImapClient, conn: aiosqlite.Connection, rules: InboxRules
+    client: ImapClient, conn: aiosqlite.Connection, config: InboxConfig
 ) -> PassReport:
     """Process every message that arrived since the last pass; return what happened."""
     report = PassReport()
-    uidvalidity = await client.select(rules.folder)
-    state = await inbox_store.mailbox_state(conn, rules.state_key)
+    uidvalidity = await client.select(config.folder)
+    state = await inbox_store.mailbox_state(conn, config.state_key)
     last_uid = 0
     if state is not None and state.uidvalidity == uidvalidity:
         last_uid = state.last_uid
     elif state is not None:
         log.warning("folder %s: UIDVALIDITY changed %s -> %s; rescanning",
-                    rules.folder, state.uidvalidity, uidvalidity)
+                    config.folder, state.uidvalidity, uidvalidity)
         async with transaction(conn, "inbox: forgetting the old UIDVALIDITY"):
-            await inbox_store.forget_stale_moves(conn, rules.state_key, uidvalidity)
-            await report_store.forget_stale_report_moves(conn, rules.state_key, uidvalidity)
+            await inbox_store.forget_stale_moves(conn, config.state_key, uidvalidity)
+            await report_store.forget_stale_report_moves(conn, config.state_key, uidvalidity)
 
-    await _finish_moves(client, conn, rules, uidvalidity)
+    await _finish_moves(client, conn, config, uidvalidity)
 
     uids = await client.uids_above(last_uid)
-    for start in range(0, len(uids), rules.fetch_batch):
-        batch = uids[start : start + rules.fetch_batch]
-        await _process_batch(client, conn, rules, uidvalidity, batch, report)
+    for start in range(0, len(uids), config.fetch_batch):
+        batch = uids[start : start + config.fetch_batch]
+        await _process_batch(client, conn, config, uidvalidity, batch, report)
     # Moves go last, a few large UID MOVEs for the whole pass: each MOVE makes the server
     # rewrite the folder's index, so one per batch would cost more than all else together.
-    await _finish_moves(client, conn, rules, uidvalidity)
+    await _finish_moves(client, conn, config, uidvalidity)
     if report.seen or report.failed:
-        log.info("pass over %s: %s", rules.state_key, report.as_json())
+        log.info("pass over %s: %s", config.state_key, report.as_json())
     return report
 
 
@@ -156,7 +156,7 @@ class Outcome:
 async def _process_batch(
     client: ImapClient,
     conn: aiosqlite.Connection,
-    rules: InboxRules,
+    config: InboxConfig,
     uidvalidity: int,
     batch: list[int],
     report: PassReport,
@@ -169,35 +169,35 @@ async def _process_batch(
     """
     requests: list[tuple[FetchedHeader, Headers]] = []
     candidates: list[FetchedHeader] = []
-    for item in await client.fetch_headers(batch, batch=rules.fetch_batch):
+    for item in await client.fetch_headers(batch, batch=config.fetch_batch):
         report.seen += 1
         headers = parse_headers(item.header)
-        verdict = classify(headers, configured_subject=rules.subject,
-                           own_addresses=rules.own_addresses)
-        if verdict is Verdict.REQUEST and rules.requests:
+        verdict = classify(headers, configured_subject=config.subject,
+                           own_addresses=config.own_addresses)
+        if verdict is Verdict.REQUEST and config.requests:
             report.requests += 1
             requests.append((item, headers))
-        elif (rules.reports is not None and item.size <= rules.max_message_bytes
+        elif (config.reports is not None and item.size <= config.max_message_bytes
               and may_be_report(headers, item.header)):
             candidates.append(item)
         else:
             report.ignored += 1
-    wanted = [item.uid for item, _ in requests if item.size <= rules.max_message_bytes]
+    wanted = [item.uid for item, _ in requests if item.size <= config.max_message_bytes]
     wanted += [item.uid for item in candidates]
-    bodies = await client.fetch_messages(wanted, batch=rules.fetch_batch) if wanted else {}
+    bodies = await client.fetch_messages(wanted, batch=config.fetch_batch) if wanted else {}
 
     examined: list[Examined] = []
     for item, headers in requests:
-        if item.size > rules.max_message_bytes:
+        if item.size > config.max_message_bytes:
             examined.append(Examined(
                 item.uid, headers, _message_key(headers, item.header), None,
-                f"message is {item.size} bytes, over the {rules.max_message_bytes}-byte cap"))
+                f"message is {item.size} bytes, over the {config.max_message_bytes}-byte cap"))
             continue
         raw = bodies.get(item.uid)
         if raw is not None:  # None: expunged by another client between the two fetches
-            examined.append(examine(item.uid, headers, raw, rules))
-    reports = (read_reports([item.uid for item in candidates], bodies, rules.reports.verifier)
-               if rules.reports is not None else [])
+            examined.append(examine(item.uid, headers, raw, config))
+    reports = (read_reports([item.uid for item in candidates], bodies, config.reports.verifier)
+               if config.reports is not None else [])
     report.ignored += len(candidates) - len(reports)
 
     outcomes: list[Outcome] = []
@@ -205,12 +205,13 @@ async def _process_batch(
     async with transaction(conn, "inbox: recording a batch"):
         if examined:
             known = await inbox_store.existing_keys(conn, [e.key for e in examined])
-            outcomes = plan(examined, known, await _lookup(conn, examined), rules)
-            await _apply(conn, rules, uidvalidity, outcomes, report)
-        if reports and rules.reports is not None:
-            applied = await apply_reports(conn, rules.reports, rules.state_key, uidvalidity,
+            found = await look_up(conn, [e.clues for e in examined if e.clues is not None])
+            outcomes = plan(examined, known, found, config)
+            await _apply(conn, config, uidvalidity, outcomes, report)
+        if reports and config.reports is not None:
+            applied = await apply_reports(conn, config.reports, config.state_key, uidvalidity,
                                           reports)
-        await _advance(conn, rules.state_key, uidvalidity, max(batch))
+        await _advance(conn, config.state_key, uidvalidity, max(batch))
     report.failed += sum(e.failed for e in examined)
     for outcome in outcomes:
         # A review reason can quote a name or an address: ids only at INFO.
@@ -230,7 +231,7 @@ async def _process_batch(
             report.bounces += 1
 
 
-def examine(uid: int, headers: Headers, raw: bytes, rules: InboxRules) -> Examined:
+def examine(uid: int, headers: Headers, raw: bytes, config: InboxConfig) -> Examined:
     """Parse a request and extract its clues; never raises.
 
     A malformed message becomes a problem for review. Anything else that breaks here is a bug
@@ -239,8 +240,8 @@ def examine(uid: int, headers: Headers, raw: bytes, rules: InboxRules) -> Examin
     """
     key = _message_key(headers, raw)
     try:
-        parsed = parse_message(raw, max_bytes=rules.max_message_bytes, headers=headers)
-        clues = extract_clues(parsed, own_addresses=rules.own_addresses)
+        parsed = parse_message(raw, max_bytes=config.max_message_bytes, headers=headers)
+        clues = extract_clues(parsed, own_addresses=config.own_addresses)
     except MalformedMessage as exc:
         return Examined(uid, headers, key, None, f"malformed message: {exc}")
     except Exception as exc:
@@ -251,7 +252,7 @@ def examine(uid: int, headers: Headers, raw: bytes, rules: InboxRules) -> Examin
 
 
 def plan(
-    examined: Sequence[Examined], known: set[str], lookup: Lookup, rules: InboxRules
+    examined: Sequence[Examined], known: set[str], lookup: Lookup, config: InboxConfig
 ) -> list[Outcome]:
     """Decide every request of a batch from the database's answers; pure."""
     seen = set(known)
@@ -278,25 +279,13 @@ def plan(
     return outcomes
 
 
-def _destination(outcome: Outcome, rules: InboxRules) -> str:
-    return rules.review_folder if outcome.kind == "review" else rules.processed_folder
-
-
-async def _lookup(conn: aiosqlite.Connection, examined: Sequence[Examined]) -> Lookup:
-    """One query per kind of clue for the whole batch."""
-    clues = [e.clues for e in examined if e.clues is not None]
-    addresses = [a for c in clues for a in (c.from_address, *c.body_addresses) if a]
-    return Lookup(
-        by_address=await customer_store.ids_by_address(conn, addresses),
-        by_name=await customer_store.ids_by_name_key(conn, [k for c in clues for k in c.name_keys]),
-        by_company=await customer_store.ids_by_company_key(
-            conn, [k for c in clues for k in c.company_keys]),
-    )
+def _destination(outcome: Outcome, config: InboxConfig) -> str:
+    return config.review_folder if outcome.kind == "review" else config.processed_folder
 
 
 async def _apply(
     conn: aiosqlite.Connection,
-    rules: InboxRules,
+    config: InboxConfig,
     uidvalidity: int,
     outcomes: Sequence[Outcome],
     report: PassReport,
@@ -311,14 +300,14 @@ async def _apply(
                                              message_id=o.headers.message_id or "",
                                              references=o.headers.references))
          for o in outcomes if o.kind == "unsubscribed"],
-        rules.categories, source="email", confirmation_interval_h=rules.confirmation_interval_h)
+        config.categories, source="email", confirmation_interval_h=config.confirmation_interval_h)
     report.unsubscribed += result.honoured
     report.confirmations += result.confirmations
-    await inbox_store.record_inbound_many(conn, rules.state_key, uidvalidity, [
+    await inbox_store.record_inbound_many(conn, config.state_key, uidvalidity, [
         inbox_store.InboundRow(
             message_key=o.key if o.kind != "duplicate" else f"{o.key}#dup:{uidvalidity}:{o.uid}",
             message_id=o.headers.message_id or "", uid=o.uid, outcome=o.kind,
-            destination=_destination(o, rules), detail=o.detail)
+            destination=_destination(o, config), detail=o.detail)
         for o in outcomes
     ])
     reviews = [o for o in outcomes if o.kind == "review"]
@@ -335,14 +324,14 @@ _MOVE_CHUNK = 1000
 
 
 async def _finish_moves(
-    client: ImapClient, conn: aiosqlite.Connection, rules: InboxRules, uidvalidity: int
+    client: ImapClient, conn: aiosqlite.Connection, config: InboxConfig, uidvalidity: int
 ) -> None:
     """Move every decided request and tied report still in the folder to its destination,
     then mark it."""
     pending = [(item.uid, item.destination)
-               for item in await inbox_store.unmoved(conn, rules.state_key, uidvalidity)]
+               for item in await inbox_store.unmoved(conn, config.state_key, uidvalidity)]
     reports = {(m.uid, m.destination)
-               for m in await report_store.unmoved_reports(conn, rules.state_key, uidvalidity)}
+               for m in await report_store.unmoved_reports(conn, config.state_key, uidvalidity)}
     for folder in sorted({destination for _, destination in [*pending, *reports]}):
         uids = sorted({uid for uid, destination in [*pending, *reports] if destination == folder})
         for start in range(0, len(uids), _MOVE_CHUNK):
@@ -351,8 +340,8 @@ async def _finish_moves(
             # the move and the mark below is harmless.
             await client.move_many(chunk, folder)
             async with transaction(conn, "inbox: marking messages moved"):
-                await inbox_store.mark_moved_uids(conn, rules.state_key, uidvalidity, chunk)
-                await report_store.mark_reports_moved(conn, rules.state_key, uidvalidity, chunk)
+                await inbox_store.mark_moved_uids(conn, config.state_key, uidvalidity, chunk)
+                await report_store.mark_reports_moved(conn, config.state_key, uidvalidity, chunk)
         log.debug("moved %d message(s) to %s", len(uids), folder)
 
 

@@ -10,24 +10,29 @@ even if the IMAP server cannot be reached at that moment.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
 import aiosqlite
 
 from mailer.consent import optout
-from mailer.errors import NotFound, Refused
-from mailer.inbox.imap import ImapClient
-from mailer.inbox.rules import InboxRules
+from mailer.errors import ImapError, NotFound, Refused
+from mailer.inbox.config import InboxConfig
+from mailer.inbox.imap import ImapClient, ImapConfig
 from mailer.store import customers as customer_store
 from mailer.store import inbox as inbox_store
 from mailer.store.db import transaction
 
 log = logging.getLogger(__name__)
 
+# Filing is a courtesy after the settlement has committed: a person waits for it, so it gives
+# up after this long rather than hang on a server that stopped answering.
+FILE_TIMEOUT_S = 15.0
+
 
 async def resolve(
-    conn: aiosqlite.Connection, rules: InboxRules, item_id: int,
+    conn: aiosqlite.Connection, config: InboxConfig, item_id: int,
     customer_email: str | Sequence[str], *, actor: str = "",
 ) -> inbox_store.ReviewItem:
     """Opt the named customer (or customers) out for this request; return the item (for
@@ -53,8 +58,8 @@ async def resolve(
             [optout.Refusal(customer_ids=tuple(ids), reference=item.message_id,
                             thread=optout.Thread(subject=item.subject,
                                                  message_id=item.message_id))],
-            rules.categories, source="email", actor=actor,
-            confirmation_interval_h=rules.confirmation_interval_h)
+            config.categories, source="email", actor=actor,
+            confirmation_interval_h=config.confirmation_interval_h)
         await inbox_store.settle_review(
             conn, item_id, status="resolved",
             settlement=", ".join(f"customer {i}" for i in ids))
@@ -62,13 +67,33 @@ async def resolve(
     return item
 
 
-async def file_settled(client: ImapClient, rules: InboxRules, message_id: str) -> int:
-    """Move a settled request from the review folder to the processed folder; how many moved
-    (0 when it has no Message-ID to find it by, or a person already moved it)."""
-    await client.ensure_folder(rules.processed_folder)
-    await client.select(rules.review_folder)
+async def file_settled(imap: ImapConfig, config: InboxConfig, message_id: str, *,
+                       timeout_s: float = FILE_TIMEOUT_S) -> str:
+    """Move a settled request from the review folder to the processed folder, within
+    `timeout_s` in all; '' when done (or nothing to move), else one line saying why it stays
+    in the review folder for now. The settlement stands in the database either way."""
+    if not message_id:
+        return ""
+    try:
+        async with asyncio.timeout(timeout_s):
+            client = await ImapClient.connect(imap)
+            try:
+                await _move_settled(client, config, message_id)
+            finally:
+                await client.close()
+    except (ImapError, TimeoutError) as exc:
+        why = str(exc) or f"IMAP server {imap.host}: no answer within {timeout_s:g} s"
+        log.warning("review: settled request stays in %s for now: %s", config.review_folder, why)
+        return f"the message stays in {config.review_folder} for now: {why}"
+    return ""
+
+
+async def _move_settled(client: ImapClient, config: InboxConfig, message_id: str) -> int:
+    """How many moved (0 when a person already moved it)."""
+    await client.ensure_folder(config.processed_folder)
+    await client.select(config.review_folder)
     uids = await client.uids_with_message_id(message_id)
-    await client.move_many(uids, rules.processed_folder)
+    await client.move_many(uids, config.processed_folder)
     return len(uids)
 
 

@@ -1,11 +1,16 @@
-"""The inbox worker's lifecycles: one burst pass (`mailer inbox process`) and the watch loop
-that `mailer run` owns (connect, pass, IDLE, pass, ...), one session at a time under
-`mailer.lifecycle.supervise`, which reconnects with backoff after any failure.
+"""The inbox worker: one mailbox as a part of the daemon, with the one lifecycle every part
+has (`mailer.lifecycle.worker`):
 
-Both go through `processor.run_pass`, so a request is handled the same way in both. The loop
-re-issues IDLE before RFC 2177's 29-minute limit and polls where the server lacks IDLE. A lost
-connection, a BYE or a server restart only costs a reconnect with backoff; nothing is lost
-because the database, not the connection, knows where the worker got to.
+    InboxWorker.run_once()   connect, one pass, disconnect: `mailer inbox process` (the burst)
+    InboxWorker.run(stop)    one connection's life: connect, pass, IDLE, pass, ... until `stop`;
+                             `mailer run` runs it under `mailer.lifecycle.supervise`, which
+                             reconnects with backoff after any failure
+
+`inbox_worker` builds the `[imap]` mailbox's, `bounces_worker` the `[bounces.imap]` one's (reports
+only). Both lifecycles go through `processor.run_pass`, so a request is handled the same way in
+both. The session re-issues IDLE before RFC 2177's 29-minute limit and polls where the server
+lacks IDLE. A lost connection, a BYE or a server restart only costs a reconnect with backoff;
+nothing is lost because the database, not the connection, knows where the worker got to.
 """
 
 from __future__ import annotations
@@ -15,16 +20,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiosqlite
 
-from mailer.bounces.rules import ReportRules
+from mailer.backoff import SERVER_RECONNECT, Backoff
+from mailer.bounces.config import ReportConfig
+from mailer.inbox.config import InboxConfig
 from mailer.inbox.imap import ImapClient, ImapConfig
 from mailer.inbox.processor import PassReport, prepare_folders, run_pass
-from mailer.inbox.rules import InboxRules
 from mailer.lifecycle.supervise import Part, supervise
 from mailer.mail.verp import Verifier
 from mailer.settings import ImapSettings, Settings
+from mailer.store.db import open_db
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +57,8 @@ def _config(s: ImapSettings) -> ImapConfig:
                       timeout_s=s.timeout_s)
 
 
-def inbox_rules(settings: Settings) -> InboxRules:
-    return InboxRules(
+def inbox_config(settings: Settings) -> InboxConfig:
+    return InboxConfig(
         folder=settings.imap.folder,
         processed_folder=settings.imap.processed_folder,
         review_folder=settings.imap.review_folder,
@@ -61,57 +69,102 @@ def inbox_rules(settings: Settings) -> InboxRules:
         fetch_batch=settings.imap.fetch_batch,
         confirmation_interval_h=settings.unsubscribe.confirmation_interval_h,
         # Reports are read where they arrive: here, unless `[bounces.imap]` is their mailbox.
-        reports=report_rules(settings) if settings.bounces.imap is None else None,
+        reports=report_config(settings) if settings.bounces.imap is None else None,
     )
 
 
-def report_rules(settings: Settings) -> ReportRules:
-    return ReportRules(
+def report_config(settings: Settings) -> ReportConfig:
+    return ReportConfig(
         verifier=Verifier(bounce_address=settings.bounces.address,
                           secret=settings.campaigns.secret),
         bounces=settings.bounces)
 
 
-def bounces_rules(settings: Settings) -> InboxRules | None:
+def bounces_inbox_config(settings: Settings) -> InboxConfig | None:
     """The pass over the `[bounces.imap]` mailbox: reports only, never requests."""
     mailbox = settings.bounces.imap
     if mailbox is None:
         return None
-    return InboxRules(
+    return InboxConfig(
         folder=mailbox.folder, processed_folder=mailbox.processed_folder,
         review_folder=mailbox.review_folder, subject=settings.unsubscribe.subject,
         categories=settings.unsubscribe.categories, own_addresses=settings.own_addresses,
         max_message_bytes=mailbox.max_message_bytes, fetch_batch=mailbox.fetch_batch,
         confirmation_interval_h=settings.unsubscribe.confirmation_interval_h,
-        reports=report_rules(settings), requests=False, account="bounces")
+        reports=report_config(settings), requests=False, account="bounces")
 
 
-async def process_settings_once(conn: aiosqlite.Connection, settings: Settings) -> PassReport:
-    """`mailer inbox process`: one pass over `[imap]`, and over `[bounces.imap]` if set."""
-    report = await process_once(conn, imap_config(settings), inbox_rules(settings))
-    bounces = bounces_rules(settings)
-    config = bounces_imap_config(settings)
-    if bounces is not None and config is not None:
-        report.add(await process_once(conn, config, bounces))
-    return report
+class InboxWorker:
+    """One mailbox's part of the daemon (see the module docstring); opens its own database
+    connection per session, so its transactions never interleave with another part's."""
+
+    # The IMAP sessions reconnect quickly whatever the outage's length.
+    policy: Backoff = SERVER_RECONNECT
+
+    def __init__(
+        self, db_path: Path, imap: ImapConfig, config: InboxConfig, timing: WatchTiming, *,
+        part: Part, on_pass: Callable[[PassReport], None] = lambda report: None,
+        on_duration: Callable[[float], None] | None = None,
+    ) -> None:
+        self.db_path = db_path
+        self.imap = imap
+        self.config = config
+        self.timing = timing
+        self.part = part
+        self.on_pass = on_pass
+        self.on_duration = on_duration
+
+    async def run_once(self) -> PassReport:
+        async with open_db(self.db_path) as conn:
+            return await process_once(conn, self.imap, self.config)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with open_db(self.db_path) as conn:
+            await watch_session(conn, self.imap, self.config, self.timing, stop, self.on_pass,
+                                part=self.part, on_duration=self.on_duration)
+
+
+def inbox_worker(
+    settings: Settings, part: Part, *,
+    on_pass: Callable[[PassReport], None] = lambda report: None,
+    on_duration: Callable[[float], None] | None = None,
+) -> InboxWorker:
+    """The `[imap]` mailbox: requests, and reports unless `[bounces.imap]` has them."""
+    s = settings.imap
+    return InboxWorker(settings.database.path, imap_config(settings), inbox_config(settings),
+                       WatchTiming(idle_timeout_s=s.idle_timeout_s,
+                                   poll_interval_s=s.poll_interval_s),
+                       part=part, on_pass=on_pass, on_duration=on_duration)
+
+
+def bounces_worker(settings: Settings, part: Part) -> InboxWorker | None:
+    """The `[bounces.imap]` mailbox (reports only), or None when it is not set."""
+    mailbox = settings.bounces.imap
+    imap, config = bounces_imap_config(settings), bounces_inbox_config(settings)
+    if mailbox is None or imap is None or config is None:
+        return None
+    return InboxWorker(settings.database.path, imap, config,
+                       WatchTiming(idle_timeout_s=mailbox.idle_timeout_s,
+                                   poll_interval_s=mailbox.poll_interval_s),
+                       part=part)
 
 
 async def process_once(
-    conn: aiosqlite.Connection, config: ImapConfig, rules: InboxRules
+    conn: aiosqlite.Connection, imap: ImapConfig, config: InboxConfig
 ) -> PassReport:
     """Connect, make one pass, disconnect."""
-    client = await ImapClient.connect(config)
+    client = await ImapClient.connect(imap)
     try:
-        await prepare_folders(client, rules)
-        return await run_pass(client, conn, rules)
+        await prepare_folders(client, config)
+        return await run_pass(client, conn, config)
     finally:
         await client.close()
 
 
 async def watch(
     conn: aiosqlite.Connection,
-    config: ImapConfig,
-    rules: InboxRules,
+    imap: ImapConfig,
+    config: InboxConfig,
     timing: WatchTiming,
     stop: asyncio.Event,
     on_pass: Callable[[PassReport], None] = lambda report: None,
@@ -120,14 +173,14 @@ async def watch(
     """Keep the inbox processed until `stop` is set; survives any IMAP or database failure
     by starting a new session under `supervise` (backoff from `mailer.backoff.RECONNECT`)."""
     part = part or Part("inbox")
-    await supervise(part, lambda: watch_session(conn, config, rules, timing, stop, on_pass,
+    await supervise(part, lambda: watch_session(conn, imap, config, timing, stop, on_pass,
                                                 part=part), stop)
 
 
 async def watch_session(
     conn: aiosqlite.Connection,
-    config: ImapConfig,
-    rules: InboxRules,
+    imap: ImapConfig,
+    config: InboxConfig,
     timing: WatchTiming,
     stop: asyncio.Event,
     on_pass: Callable[[PassReport], None] = lambda report: None,
@@ -142,15 +195,15 @@ async def watch_session(
     timeout: each IDLE ends after `idle_timeout_s` with DONE and a pass, and those commands
     time out after `timeout_s` on a dead connection, so a stuck session lasts at most
     `idle_timeout_s + timeout_s`."""
-    client = await ImapClient.connect(config)
+    client = await ImapClient.connect(imap)
     try:
-        await prepare_folders(client, rules)
+        await prepare_folders(client, config)
         idle = "IDLE" in client.capabilities
-        log.info("watching %s on %s:%s (%s)", rules.folder, config.host, config.port,
+        log.info("watching %s on %s:%s (%s)", config.folder, imap.host, imap.port,
                  "IDLE" if idle else "polling")
         while not stop.is_set():
             started = time.monotonic()
-            report = await run_pass(client, conn, rules)
+            report = await run_pass(client, conn, config)
             if on_duration is not None:
                 on_duration(time.monotonic() - started)
             if part is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import aiosqlite
 
 from mailer.categories import CATEGORIES
+from mailer.categories import check as check_category
 from mailer.consent.optout import Refusal, opt_out
 from mailer.mail.tokens import LinkToken
 from mailer.store import customers as customer_store
@@ -62,8 +63,7 @@ class Choices:
         """Exactly the ticked categories on, the others off. ValueError for one we do not
         have (a forged form, not a customer's mistake)."""
         for category in categories:
-            if category not in CATEGORIES:
-                raise ValueError(f"unknown category {category!r}")
+            check_category(category)
         return cls({c: c in categories for c in CATEGORIES})
 
 
@@ -98,7 +98,8 @@ class OneClickWriter:
         self._queue: list[tuple[LinkToken, asyncio.Future[Outcome]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def opt_out(self, link: LinkToken) -> Outcome:
+    async def click(self, link: LinkToken) -> Outcome:
+        """One click's opt-out, committed with the clicks that came with it."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._queue.append((link, future))
         if self._writer is None or self._writer.done():

@@ -127,7 +127,7 @@ async def _one_click(request: web.Request, ctx: WebContext, link: LinkToken,
     if values != ["One-Click"]:
         request[OUTCOME] = "bad one-click body"
         raise web.HTTPBadRequest()
-    outcome = await ctx.one_click.opt_out(link)
+    outcome = await ctx.one_click.click(link)
     if not outcome.found:
         raise _unknown_customer(request)
     request[OUTCOME] = f"one-click {outcome.name}"

@@ -39,7 +39,7 @@ def check_section(name: str, section: Any) -> None:
             _require(value > 0, where, f"expected a positive number, got {value}")
         elif spec.name in ("fetch_batch", "max_message_bytes", "max_connections", "max_attempts",
                            "batch_size", "failure_min_sample", "soft_limit", "pause_min_sample",
-                           "login_max_failures", "max_upload_bytes"):
+                           "login_max_failures", "max_upload_bytes", "test_copies_per_day"):
             _require(value >= 1, where, f"expected a positive integer, got {value}")
         elif spec.name == "rate_limit":
             _require(value >= 0, where, f"expected 0 (no limit) or more, got {value}")

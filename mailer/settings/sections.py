@@ -91,6 +91,9 @@ class CampaignsSettings:
     # (after at least `failure_min_sample` attempts).
     failure_threshold: float = 0.2
     failure_min_sample: int = 50
+    # `campaign test` copies of one campaign per UTC day: enough to check a draft, not a way
+    # round the audience and the consent gate.
+    test_copies_per_day: int = 20
     # Secrets used before `secret`: links in mail already sent keep working after a rotation.
     previous_secrets: tuple[str, ...] = ()
 

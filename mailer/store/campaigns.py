@@ -281,3 +281,32 @@ async def unsettled(conn: aiosqlite.Connection, campaign_id: int) -> int:
     ) as cur:
         row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+# --- test copies ------------------------------------------------------------------------------
+
+
+@translated("campaign store: take a test copy")
+async def take_test_copy(conn: aiosqlite.Connection, campaign_id: int, day: str,
+                         cap: int) -> int | None:
+    """Count one more test copy of the campaign on `day` if fewer than `cap` were; the new
+    count, or None when the cap is reached. One statement, so two senders cannot both take
+    the last one."""
+    async with conn.execute(
+        "INSERT INTO campaign_test_copies (campaign_id, day, count) VALUES (?, ?, 1) "
+        "ON CONFLICT (campaign_id, day) DO UPDATE SET count = count + 1 WHERE count < ? "
+        "RETURNING count",
+        (campaign_id, day, cap),
+    ) as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else None
+
+
+@translated("campaign store: give back a test copy")
+async def give_back_test_copy(conn: aiosqlite.Connection, campaign_id: int, day: str) -> None:
+    """Uncount a test copy that was not sent after all."""
+    await conn.execute(
+        "UPDATE campaign_test_copies SET count = count - 1 "
+        "WHERE campaign_id = ? AND day = ? AND count > 0",
+        (campaign_id, day),
+    )

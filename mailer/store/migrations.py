@@ -409,4 +409,14 @@ MIGRATIONS: tuple[str, ...] = (
         ELSE 'reports' END
     WHERE status = 'paused';
     """,
+    # 10: test copies of each campaign per UTC day, for `[campaigns] test_copies_per_day`
+    # (the count is all the cap needs: no address is kept).
+    """
+    CREATE TABLE campaign_test_copies (
+        campaign_id INTEGER NOT NULL REFERENCES campaigns (id),
+        day         TEXT NOT NULL,
+        count       INTEGER NOT NULL,
+        PRIMARY KEY (campaign_id, day)
+    ) WITHOUT ROWID;
+    """,
 )

@@ -145,7 +145,7 @@ def test_preview_prints_the_whole_message_that_customer_would_get(
     assert "no customer with email nobody@example.com" in one_line_error(missing)
 
 
-def test_a_test_send_goes_to_the_given_address_marked_and_counted_nowhere(
+def test_a_test_send_goes_to_the_given_address_marked_and_kept_off_the_ledger(
     cli: Cli, world: World
 ) -> None:
     asyncio.run(world.add_customers(2))
@@ -163,6 +163,34 @@ def test_a_test_send_goes_to_the_given_address_marked_and_counted_nowhere(
     assert len(ids) == 2
     assert cli.json("show", str(campaign_id))["status"] == "draft"
     assert world.rows("SELECT count(*) FROM campaign_recipients") == [(0,)]
+
+
+def test_test_copies_stop_at_the_daily_cap_per_campaign_with_one_line(
+    world: World,
+) -> None:
+    cli = Cli(world, write(world.tmp, world.sink.port, campaigns={"test_copies_per_day": 2}))
+    first, second = create(cli), create(cli)
+    for _ in range(2):
+        assert cli("test", str(first), "--to", "marketing@imperial.test").exit_code == 0
+    refused = cli("test", str(first), "--to", "marketing@imperial.test")
+    assert refused.exit_code == 1
+    assert one_line_error(refused) == (
+        f"mailer: campaign {first}: 2 test copies sent today, the most [campaigns] "
+        "test_copies_per_day allows; send more tomorrow (UTC)")
+    assert len(world.sink.messages) == 2
+    # The cap is per campaign.
+    assert cli("test", str(second), "--to", "marketing@imperial.test").exit_code == 0
+    assert len(world.sink.messages) == 3
+
+
+def test_a_test_copy_the_server_refused_does_not_count_against_the_cap(world: World) -> None:
+    cli = Cli(world, write(world.tmp, world.sink.port, campaigns={"test_copies_per_day": 1}))
+    campaign_id = create(cli)
+    world.sink.fail_next(1)
+    failed = cli("test", str(campaign_id), "--to", "marketing@imperial.test")
+    assert failed.exit_code != 0
+    assert cli("test", str(campaign_id), "--to", "marketing@imperial.test").exit_code == 0
+    assert len(world.sink.messages) == 1
 
 
 def test_send_mails_everyone_and_reports_without_a_terminal(cli: Cli, world: World) -> None:
@@ -262,6 +290,26 @@ def test_a_draft_is_scheduled_later_and_moved_and_a_paused_one_resumes_at_a_time
     assert one_line_error(refused).endswith(
         f"campaign {draft} is cancelled; only a draft, scheduled or paused campaign can be "
         "scheduled")
+
+
+def test_a_time_already_past_is_refused_in_one_line_and_nothing_is_scheduled(
+    cli: Cli, world: World,
+) -> None:
+    past = "2020-06-01T09:00Z"
+    created = cli("create", "--kind", "offers", "--template", "welcome-offer",
+                  "--subject", "An offer", "--at", past)
+    assert created.exit_code == 2
+    line = one_line_error(created)
+    assert line.startswith(f"mailer: --at '{past}': 2020-06-01 09:00 UTC is in the past")
+    assert line.endswith("choose a later time, or use `campaign send` to send now")
+    assert world.rows("SELECT count(*) FROM campaigns") == [(0,)]
+
+    draft = create(cli)
+    moved = cli("schedule", str(draft), "--at", past)
+    assert moved.exit_code == 2
+    assert "2020-06-01 09:00 UTC is in the past" in one_line_error(moved)
+    assert world.rows("SELECT status, scheduled_at FROM campaigns") == [("draft", None)]
+    assert world.sink.messages == []
 
 
 _CHILD = """

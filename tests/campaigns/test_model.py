@@ -50,10 +50,22 @@ def test_actions_that_do_not_apply_are_refused_in_one_line(status: str, action: 
 
 
 def test_schedule_times_without_a_zone_are_utc_and_others_are_converted() -> None:
-    assert parse_schedule("2030-01-02T09:30") == "2030-01-02T09:30:00.000000+00:00"
-    assert parse_schedule("2030-01-02T09:30+02:00") == "2030-01-02T07:30:00.000000+00:00"
+    now = FakeClock().now()  # 2030-01-02 09:00 UTC
+    assert parse_schedule("2030-01-02T09:30", now=now) == "2030-01-02T09:30:00.000000+00:00"
+    assert (parse_schedule("2030-01-02T11:30+02:00", now=now)
+            == "2030-01-02T09:30:00.000000+00:00")
     with pytest.raises(CampaignInvalid, match="ISO 8601"):
-        parse_schedule("next tuesday")
+        parse_schedule("next tuesday", now=now)
+
+
+@pytest.mark.parametrize("text", ["2030-01-02T08:59", "2030-01-02T09:00", "2030-01-02T10:30+02:00",
+                                  "2000-01-01T00:00:00Z"])
+def test_a_schedule_time_already_past_is_refused_in_one_line(text: str) -> None:
+    with pytest.raises(CampaignInvalid) as refused:
+        parse_schedule(text, now=FakeClock().now())
+    assert str(refused.value).startswith(f"--at '{text}': ")
+    assert "is in the past (it is now 2030-01-02 09:00 UTC)" in str(refused.value)
+    assert "\n" not in str(refused.value)
 
 
 @pytest.mark.parametrize("text", ["9999-12-31T23:59-05:00", "0001-01-01T00:30+01:00"])
@@ -61,7 +73,7 @@ def test_a_schedule_time_outside_the_years_1_to_9999_in_utc_is_refused_in_one_li
     text: str,
 ) -> None:
     with pytest.raises(CampaignInvalid) as caught:
-        parse_schedule(text)
+        parse_schedule(text, now=FakeClock().now())
     assert str(caught.value) == f"--at {text!r}: in UTC that is outside the years 1 to 9999"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.campaigns.scheduler import scheduler_loop, send_due
+from mailer.campaigns.scheduler import CampaignScheduler, send_due_campaigns
 from mailer.campaigns.sender import lease_name
 from mailer.store import campaigns as store
 from mailer.store import leases
@@ -25,6 +25,12 @@ from tests.servers import SmtpSink
 @pytest.fixture
 def world(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[World]:
     yield World.build(tmp_path, smtp_sink)
+
+
+def scheduling(world: World, stop: asyncio.Event, poll_interval_s: float) -> asyncio.Task[None]:
+    """The daemon's campaigns part, running until `stop`."""
+    scheduler = CampaignScheduler.from_settings(world.settings, poll_interval_s=poll_interval_s)
+    return asyncio.create_task(scheduler.run(stop))
 
 
 def iso(delta_s: float) -> str:
@@ -58,7 +64,7 @@ async def test_a_due_campaign_is_sent_and_drafts_and_future_ones_are_left_alone(
     future = await world.create_campaign(at=iso(3600))
     draft = await world.create_campaign()
     stop = asyncio.Event()
-    loop = asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.05))
+    loop = scheduling(world, stop, 0.05)
     await wait_until(lambda: status(world, due)[0] == "sent")
     stop.set()
     await asyncio.wait_for(loop, 5)
@@ -70,7 +76,7 @@ async def test_a_campaign_falls_due_while_the_loop_runs(world: World) -> None:
     await world.add_customers(3)
     campaign_id = await world.create_campaign(at=iso(0.5))
     stop = asyncio.Event()
-    loop = asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.05))
+    loop = scheduling(world, stop, 0.05)
     await asyncio.sleep(0.2)
     assert world.sink.messages == []
     await wait_until(lambda: status(world, campaign_id)[0] == "sent")
@@ -86,7 +92,7 @@ async def test_stopping_mid_campaign_returns_promptly_and_the_next_run_finishes_
     campaign_id = await world.create_campaign(at=iso(-1))
     world.sink.delay_s = 0.02
     stop = asyncio.Event()
-    loop = asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.05))
+    loop = scheduling(world, stop, 0.05)
     await wait_until(lambda: len(world.sink.messages) >= 10)
     stop.set()
     stopped_with = len(world.sink.messages)
@@ -100,7 +106,7 @@ async def test_stopping_mid_campaign_returns_promptly_and_the_next_run_finishes_
     assert len(world.sink.messages) < 60
     world.sink.delay_s = 0.0
     stop = asyncio.Event()
-    loop = asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.05))
+    loop = scheduling(world, stop, 0.05)
     await wait_until(lambda: status(world, campaign_id)[0] == "sent")
     stop.set()
     await asyncio.wait_for(loop, 5)
@@ -113,7 +119,7 @@ async def test_two_daemons_on_one_database_send_each_message_once(world: World) 
     second = await world.create_campaign(kind="announcements", at=iso(-1))
     world.sink.delay_s = 0.002
     stop = asyncio.Event()
-    loops = [asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.02))
+    loops = [scheduling(world, stop, 0.02)
              for _ in range(2)]
     await wait_until(lambda: status(world, first)[0] == status(world, second)[0] == "sent")
     stop.set()
@@ -143,12 +149,12 @@ async def test_a_crashed_senders_campaign_on_another_host_is_taken_over_after_it
             await store.mark_started(conn, campaign_id)
         await store.claim_batch(conn, campaign_id, 4)
         stop = asyncio.Event()
-        assert await send_due(conn, world.config(), stop, clock=clock) == []
+        assert await send_due_campaigns(conn, world.config(), stop, clock=clock) == []
         assert world.sink.messages == []
         clock.advance(29.0)
-        assert await send_due(conn, world.config(), stop, clock=clock) == []
+        assert await send_due_campaigns(conn, world.config(), stop, clock=clock) == []
         clock.advance(1.0)
-        [outcome] = await send_due(conn, world.config(), stop, clock=clock)
+        [outcome] = await send_due_campaigns(conn, world.config(), stop, clock=clock)
     assert outcome.status == "sent"
     each_once(world, world.opted_in())
 
@@ -163,7 +169,7 @@ async def test_a_due_campaign_whose_template_broke_is_paused_with_the_reason(
     world.write_template("fragile.txt", '{% extends "base.txt" %}{% block content %}\n'
                          '{{ customer.nmae }}{% endblock %}\n')
     async with open_db(world.db) as conn:
-        assert await send_due(conn, world.config(), asyncio.Event()) == []
+        assert await send_due_campaigns(conn, world.config(), asyncio.Event()) == []
     state, reason = status(world, campaign_id)
     assert state == "paused"
     assert "campaigns/fragile" in reason and "nmae" in reason

@@ -20,10 +20,10 @@ import pytest
 from mailer.backoff import Backoff
 from mailer.campaigns import service
 from mailer.campaigns.sender import SendOutcome, send_campaign
+from mailer.consent import optout
 from mailer.errors import CampaignInvalid, CampaignRefused
 from mailer.mail import tokens
 from mailer.mail.outgoing import message_id
-from mailer.store import customers
 from mailer.store.db import open_db, transaction
 from tests.campaigns.world import ROOT, SECRET, UNSUBSCRIBE_ADDRESS, UNSUBSCRIBE_URL, World
 from tests.servers import SmtpSink, free_port
@@ -335,8 +335,10 @@ async def test_a_customer_who_opts_out_mid_campaign_receives_nothing_after(
     await wait_until(lambda: len(world.sink.messages) >= 8)
     [(last_id,)] = world.rows("SELECT id FROM customers WHERE email = 'c39@example.com'")
     async with open_db(world.db) as conn, transaction(conn):
-        await customers.opt_out(conn, [last_id], ["offers"], source="email",
-                                reference="<request@example.com>")
+        await optout.opt_out(conn, [optout.Refusal(
+            (last_id,), reference="<request@example.com>",
+            thread=optout.Thread(message_id="<request@example.com>"))], ["offers"],
+            source="email")
     outcome = await task
     assert outcome.status == "sent"
     assert "c39@example.com" not in world.received()

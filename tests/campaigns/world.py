@@ -14,8 +14,9 @@ import email.policy
 import io
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,11 @@ from typing import Any
 from mailer.backoff import Backoff
 from mailer.campaigns import service
 from mailer.campaigns.messages import SendConfig, send_config
-from mailer.importer import BadRow, CustomerRow, read_rows
+from mailer.clock import SYSTEM_CLOCK
+from mailer.consent import imports
 from mailer.settings import Settings, from_mapping
-from mailer.store.customers import import_customers_atomically
 from mailer.store.db import open_db
+from tests.campaigns.clock import FakeClock
 from tests.servers import SmtpSink
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,21 +93,23 @@ class World:
         await self.import_csv("\n".join(lines) + "\n")
 
     async def import_csv(self, text: str) -> None:
-        async def rows() -> AsyncIterator[CustomerRow | BadRow]:
-            for row in read_rows(io.StringIO(text)):
-                yield row
-
         async with open_db(self.db) as conn:
-            report = await import_customers_atomically(conn, rows(), reference="test.csv")
+            report = await imports.import_csv(conn, io.BytesIO(text.encode()), name="test.csv")
         assert report.ok, report.bad_rows
 
     async def create_campaign(self, *, kind: str = "offers", template: str = "welcome-offer",
                               subject: str = "An offer for {{ customer.name }}",
                               at: str | None = None) -> int:
+        # The service refuses a time already past, so a campaign due now is created as it
+        # would have been: a moment before its time (then it fell due while nothing ran).
+        when = datetime.fromisoformat(at) if at is not None else None
+        if when is not None and when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)  # no zone is UTC, as for `--at`
+        clock = FakeClock(when - timedelta(seconds=1)) if when is not None else SYSTEM_CLOCK
         async with open_db(self.db) as conn:
             created = await service.create_campaign(
                 conn, self.settings.templates.dir, kind=kind, template=template,
-                subject=subject, at=at)
+                subject=subject, at=at, clock=clock)
         return created.id
 
     def rows(self, sql: str, parameters: Iterable[Any] = ()) -> list[tuple[Any, ...]]:

@@ -31,7 +31,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from mailer.campaigns.scheduler import scheduler_loop
+from mailer.campaigns.scheduler import CampaignScheduler
 from mailer.console.app import make_app
 from tests.console.test_cli import mailer
 from tests.console.test_review import hostile_request
@@ -268,7 +268,8 @@ async def test_marketing_schedules_a_campaign_and_watches_it_reach_every_opted_i
     campaign_path = await browser(lambda d: d.current_url.removeprefix(browser.base))
 
     stop = asyncio.Event()
-    scheduler = asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.2))
+    scheduler = asyncio.create_task(
+        CampaignScheduler.from_settings(world.settings, poll_interval_s=0.2).run(stop))
     try:
         async def sent() -> bool:
             await browser.open(campaign_path.split("?")[0])

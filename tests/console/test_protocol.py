@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -396,6 +397,25 @@ async def test_a_test_copy_goes_to_the_address_through_smtp(
     assert query(world.db, "SELECT count(*) FROM campaign_recipients") == [(0,)]
 
 
+async def test_a_test_copy_past_the_days_cap_is_refused_next_to_the_field(
+    client: Client, world: World, smtp_sink: SmtpSink
+) -> None:
+    campaign_id = await world.create_campaign()
+    today = datetime.now(UTC).date().isoformat()
+    # Today's 20 copies, sent before this test.
+    query(world.db, "INSERT INTO campaign_test_copies (campaign_id, day, count) "
+          "VALUES (?, ?, 20)", campaign_id, today)
+    assert await login(client, "marketing") == 303
+    token = await csrf(client, f"/campaigns/{campaign_id}")
+    response = await client.post(f"/campaigns/{campaign_id}/test",
+                                 data={"csrf": token, "address": "me@imperial.test"},
+                                 allow_redirects=False)
+    assert response.status == 400
+    assert (f"campaign {campaign_id}: 20 test copies sent today, the most [campaigns] "
+            "test_copies_per_day allows; send more tomorrow (UTC)") in await response.text()
+    assert smtp_sink.messages == []
+
+
 async def test_a_csv_upload_with_bad_rows_imports_nothing_and_names_each_line(
     client: Client, world: World
 ) -> None:
@@ -439,11 +459,11 @@ async def test_a_good_csv_upload_imports_and_is_recorded_with_the_users_name(
 async def test_the_overview_charts_opt_outs_by_source_and_messages_sent(
     client: Client, world: World, clock: FakeClock
 ) -> None:
-    from mailer.consent.optout import Refusal, opt_out_now
-    from mailer.store.db import open_db
+    from mailer.consent.optout import Refusal, opt_out
+    from mailer.store.db import open_db, transaction
 
-    async with open_db(world.db) as conn:
-        await opt_out_now(conn, Refusal((1,), "campaign 1"), ["offers"], source="one-click")
+    async with open_db(world.db) as conn, transaction(conn):
+        await opt_out(conn, [Refusal((1,), "campaign 1")], ["offers"], source="one-click")
     clock.start = __import__("datetime").datetime.now(__import__("datetime").UTC)
     assert await login(client, "reviewer") == 303
     page = await (await client.get("/")).text()

@@ -7,10 +7,10 @@ import asyncio
 from pathlib import Path
 
 from mailer.campaigns import service
-from mailer.consent.optout import Refusal, opt_out_now
+from mailer.consent.optout import Refusal, Thread, opt_out
 from mailer.store import campaigns as campaign_store
 from mailer.store import console as console_store
-from mailer.store.db import open_db, utcnow
+from mailer.store.db import open_db, transaction, utcnow
 from tests.campaigns.world import World
 from tests.console.world import query
 from tests.servers import SmtpSink
@@ -37,10 +37,14 @@ async def test_opt_outs_are_counted_per_day_and_source_as_they_are_recorded(
     world = World.build(tmp_path, smtp_sink)
     await world.add_customers(3)
     async with open_db(world.db) as conn:
-        await opt_out_now(conn, Refusal((1, 2), "campaign 1"), ["offers"], source="one-click")
-        await opt_out_now(conn, Refusal((3,), "<m@x>"), ["offers", "announcements"],
-                          source="email")
-        await opt_out_now(conn, Refusal((1,), "again"), ["offers"], source="one-click")
+        for refusal, categories, source in [
+            (Refusal((1, 2), "campaign 1"), ["offers"], "one-click"),
+            (Refusal((3,), "<m@x>", Thread(message_id="<m@x>")), ["offers", "announcements"],
+             "email"),
+            (Refusal((1,), "again"), ["offers"], "one-click"),
+        ]:
+            async with transaction(conn):
+                await opt_out(conn, [refusal], categories, source=source)
         counted = await console_store.optouts_per_day(conn, utcnow()[:10])
     today = utcnow()[:10]
     assert counted == {(today, "one-click"): 2, (today, "email"): 2}

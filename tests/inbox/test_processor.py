@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import json
 import random
 import shutil
+import socket
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from mailer.errors import ImapError
+from mailer.inbox import review
 from mailer.inbox.imap import ImapClient
 from mailer.inbox.processor import prepare_folders, run_pass
 from mailer.store.db import open_db
 from tests.helpers import ROOT, dovecot_only, run_cli
 from tests.inbox.world import World, make_world
-from tests.servers import DovecotServer, ImapTestServer, SmtpSink, sample_message
+from tests.servers import HOST, DovecotServer, ImapTestServer, SmtpSink, sample_message
 
 SUBJECT = "Unsubscribe special offers"
 
@@ -385,6 +388,22 @@ async def test_a_settled_review_stands_when_the_imap_server_is_down(world: World
     assert result.code == 0
     assert "the message stays in Review for now" in result.stderr
     assert world.opted_out() == {"john.smith@example.com"}
+
+
+async def test_filing_a_settled_review_gives_up_on_a_server_that_never_answers(
+    world: World,
+) -> None:
+    """A listener that accepts and then says nothing, with a command timeout far longer than
+    the filing's own: the filing's limit is the one that ends it, with one line."""
+    silent = socket.create_server((HOST, 0))
+    try:
+        config = dataclasses.replace(world.imap, port=silent.getsockname()[1], timeout_s=600)
+        line = await review.file_settled(config, world.rules, "<settled@example.com>",
+                                         timeout_s=0.2)
+    finally:
+        silent.close()
+    assert line == ("the message stays in Review for now: "
+                    f"IMAP server {HOST}: no answer within 0.2 s")
 
 
 async def test_a_broken_confirmation_template_stops_the_worker_at_start_naming_it(

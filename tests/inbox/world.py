@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import io
 import sqlite3
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from mailer import settings as settings_module
-from mailer.consent.confirmations import OutboxReport, confirmation_settings, send_due
-from mailer.importer import BadRow, CustomerRow, read_rows
+from mailer.consent.confirmations import OutboxReport, outbox_config, send_due_confirmations
+from mailer.consent.imports import import_csv
+from mailer.inbox.config import InboxConfig
 from mailer.inbox.imap import ImapConfig
 from mailer.inbox.processor import PassReport
-from mailer.inbox.rules import InboxRules
-from mailer.inbox.worker import imap_config, inbox_rules, process_once
+from mailer.inbox.worker import imap_config, inbox_config, process_once
 from mailer.settings import Settings
-from mailer.store.customers import import_customers_atomically
 from mailer.store.db import open_db
 from tests.helpers import base_sections, write_settings
 from tests.servers import ImapTestServer, RawImap, SmtpSink
@@ -49,8 +47,8 @@ class World:
         return self.settings.database.path
 
     @property
-    def rules(self) -> InboxRules:
-        return inbox_rules(self.settings)
+    def rules(self) -> InboxConfig:
+        return inbox_config(self.settings)
 
     @property
     def imap(self) -> ImapConfig:
@@ -76,7 +74,7 @@ class World:
 
     async def send_confirmations(self) -> OutboxReport:
         async with open_db(self.db_path) as conn:
-            return await send_due(conn, confirmation_settings(self.settings))
+            return await send_due_confirmations(conn, outbox_config(self.settings))
 
     def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
         with sqlite3.connect(self.db_path) as conn:
@@ -104,12 +102,6 @@ async def make_world(tmp_path: Path, server: ImapTestServer, sink: SmtpSink,
     path = write_settings(tmp_path / "settings.toml", sections)
     settings = settings_module.load(path)
     async with open_db(settings.database.path) as conn:
-        report = await import_customers_atomically(
-            conn, _rows(csv_text), reference="customers.csv")
+        report = await import_csv(conn, io.BytesIO(csv_text.encode()), name="customers.csv")
     assert report.ok, report.bad_rows
     return World(tmp_path, server, sink, path, settings)
-
-
-async def _rows(text: str) -> AsyncIterator[CustomerRow | BadRow]:
-    for row in read_rows(io.StringIO(text)):
-        yield row

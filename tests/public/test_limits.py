@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from mailer.consent import imports
 from mailer.http.client import limit_key
-from mailer.importer import BadRow, CustomerRow, read_rows
 from mailer.public import make_app
 from mailer.store import customers as customer_store
 from mailer.store.db import open_db
@@ -35,13 +35,8 @@ async def open_site(tmp_path: Path, customers: int = 0,
         csv = "name,email,announcements,offers\n" + "".join(
             f"Customer {n},c{n}@example.com,yes,yes\n" for n in range(customers))
 
-        async def rows() -> AsyncIterator[CustomerRow | BadRow]:
-            for row in read_rows(io.StringIO(csv)):
-                yield row
-
         async with open_db(settings.database.path) as conn:
-            assert (await customer_store.import_customers_atomically(
-                conn, rows(), reference="t")).ok
+            assert (await imports.import_csv(conn, io.BytesIO(csv.encode()), name="t")).ok
             ids.update(await customer_store.ids_by_address(
                 conn, [f"c{n}@example.com" for n in range(customers)]))
     async with TestClient(TestServer(make_app(settings, clock=FakeClock()))) as client:

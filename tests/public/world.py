@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from mailer.campaigns import service
-from mailer.importer import BadRow, CustomerRow, read_rows
+from mailer.consent import imports
 from mailer.mail import tokens
 from mailer.settings import Settings, from_mapping
 from mailer.store import campaigns as campaign_store
@@ -66,12 +66,8 @@ def web_settings(tmp: Path, smtp_port: int = 1, **overrides: dict[str, Any]) -> 
 async def seed(settings: Settings) -> tuple[dict[str, int], int]:
     """Ann and Bob (opted in to everything) and an offers campaign whose audience is taken,
     so both have pending mail. Returns ({email: id}, campaign id)."""
-    async def rows() -> AsyncIterator[CustomerRow | BadRow]:
-        for row in read_rows(io.StringIO(CUSTOMERS_CSV)):
-            yield row
-
     async with open_db(settings.database.path) as conn:
-        report = await customer_store.import_customers_atomically(conn, rows(), reference="t")
+        report = await imports.import_csv(conn, io.BytesIO(CUSTOMERS_CSV.encode()), name="t")
         assert report.ok
         campaign = await service.create_campaign(
             conn, settings.templates.dir, kind="offers", template="welcome-offer",

@@ -1,18 +1,18 @@
 """What the inbox pipeline needs to know from the settings, as plain values.
 
 Shared by the processor (automatic passes) and review resolution (a person decides), so
-neither reaches into the other; `worker.inbox_rules` builds it from `Settings`.
+neither reaches into the other; `worker.inbox_config` builds it from `Settings`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailer.bounces.rules import ReportRules
+from mailer.bounces.config import ReportConfig
 
 
 @dataclass(frozen=True)
-class InboxRules:
+class InboxConfig:
     folder: str
     processed_folder: str
     review_folder: str
@@ -23,7 +23,7 @@ class InboxRules:
     fetch_batch: int
     confirmation_interval_h: float
     # None: reports are not read (no `[bounces] address`); they stay in the folder untouched.
-    reports: ReportRules | None = None
+    reports: ReportConfig | None = None
     # False for the `[bounces.imap]` mailbox: only reports are read there, never requests.
     requests: bool = True
     # Names this mailbox in the database when it is not the `[imap]` one (`[bounces.imap]`

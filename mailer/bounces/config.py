@@ -9,7 +9,7 @@ from mailer.settings import BouncesSettings
 
 
 @dataclass(frozen=True)
-class ReportRules:
+class ReportConfig:
     """Reading delivery reports and complaints : whose tags are ours, what they do,
     and where a report tied to one of our messages is moved."""
 

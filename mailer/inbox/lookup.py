@@ -1,0 +1,27 @@
+"""The database half of matching: which customers a message's clues name.
+
+`match.extract_clues` reads the clues and `match.decide` judges them, both pure; this looks
+them up, one query per kind of clue however many messages the clues come from. The inbox
+pass calls it for a batch, the console for the one request a person is reviewing, so a
+person sees exactly the customers the matcher weighed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import aiosqlite
+
+from mailer.inbox.match import Clues, Lookup
+from mailer.store import customers as customer_store
+
+
+async def look_up(conn: aiosqlite.Connection, clues: Sequence[Clues]) -> Lookup:
+    """Every customer any of `clues` names, by address, name key and company key."""
+    addresses = [a for c in clues for a in (c.from_address, *c.body_addresses) if a]
+    return Lookup(
+        by_address=await customer_store.ids_by_address(conn, addresses),
+        by_name=await customer_store.ids_by_name_key(conn, [k for c in clues for k in c.name_keys]),
+        by_company=await customer_store.ids_by_company_key(
+            conn, [k for c in clues for k in c.company_keys]),
+    )

@@ -1,0 +1,220 @@
+"""The streaming CSV import into `customers` and `consent_events`: every row in one
+transaction, or none.
+
+Rows stream into a temporary table in batches, so memory stays flat for a million rows;
+duplicates, and the opt-outs a file may not reverse (those made by request), are then found
+with SQL. `mailer.consent.imports.import_csv` is the one caller outside tests: it reads and
+checks the file (`mailer.importer`) and hands the rows here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosqlite
+
+from mailer.categories import CATEGORIES
+from mailer.importer import BadRow, CustomerRow
+from mailer.store.db import transaction, utcnow
+from mailer.store.edge import translated
+
+_BATCH = 5000
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    bad_rows: list[BadRow] = field(default_factory=list)
+    # (line, email, category): rows that asked to opt back in someone who opted out by request.
+    kept_opt_outs: list[tuple[int, str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad_rows
+
+@translated("customers: import customers")
+async def import_customers(
+    conn: aiosqlite.Connection,
+    rows: AsyncIterator[CustomerRow | BadRow],
+    *,
+    reference: str,
+) -> ImportReport:
+    """Upsert every row in one transaction; if any row is bad, change nothing.
+
+    Rows stream into a temporary table in batches, so memory stays flat for a million rows;
+    duplicates and the request-made opt-outs are then found with SQL.
+    """
+    report = ImportReport()
+    now = utcnow()
+    async with transaction(conn):
+        await conn.execute("DROP TABLE IF EXISTS temp.import_rows")
+        await conn.execute(
+            "CREATE TEMP TABLE import_rows (line INTEGER PRIMARY KEY, email TEXT NOT NULL "
+            "COLLATE NOCASE, name TEXT, company TEXT, phone TEXT, name_key TEXT, "
+            "company_key TEXT, announcements INTEGER, offers INTEGER, customer_id INTEGER, "
+            "keep_announcements INTEGER NOT NULL DEFAULT 0, keep_offers INTEGER NOT NULL "
+            "DEFAULT 0, is_new INTEGER NOT NULL DEFAULT 0)"
+        )
+        batch: list[tuple[Any, ...]] = []
+        async for item in rows:
+            if isinstance(item, BadRow):
+                report.bad_rows.append(item)
+                continue
+            batch.append((
+                item.line, item.email, item.name, item.company, item.phone, item.name_key,
+                item.company_key, _flag(item.announcements), _flag(item.offers),
+            ))
+            if len(batch) >= _BATCH:
+                await _insert_batch(conn, batch)
+                batch = []
+        if batch:
+            await _insert_batch(conn, batch)
+        await conn.execute("CREATE INDEX temp.import_rows_email ON import_rows (email)")
+        async with conn.execute(
+            "SELECT email, group_concat(line) AS lines FROM import_rows GROUP BY email "
+            "HAVING count(*) > 1"
+        ) as cur:
+            for r in await cur.fetchall():
+                lines = [int(x) for x in str(r["lines"]).split(",")]
+                for line in sorted(lines)[1:]:
+                    report.bad_rows.append(
+                        BadRow(line, f"email '{r['email']}' appears more than once "
+                                     f"(first on line {min(lines)})")
+                    )
+        if report.bad_rows:
+            report.bad_rows.sort(key=lambda b: b.line)
+            await conn.execute("DROP TABLE temp.import_rows")
+            raise _Rollback(report)
+        await _apply_import(conn, report, now, reference)
+        await conn.execute("DROP TABLE temp.import_rows")
+    return report
+
+
+class _Rollback(Exception):
+    def __init__(self, report: ImportReport) -> None:
+        super().__init__("import has bad rows")
+        self.report = report
+
+
+@translated("customers: import customers atomically")
+async def import_customers_atomically(
+    conn: aiosqlite.Connection,
+    rows: AsyncIterator[CustomerRow | BadRow],
+    *,
+    reference: str,
+) -> ImportReport:
+    """Like import_customers, but a file with bad rows returns its report instead of raising."""
+    try:
+        return await import_customers(conn, rows, reference=reference)
+    except _Rollback as rollback:
+        return rollback.report
+
+
+def _flag(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+async def _insert_batch(conn: aiosqlite.Connection, batch: list[tuple[Any, ...]]) -> None:
+    await conn.executemany(
+        "INSERT INTO import_rows (line, email, name, company, phone, name_key, company_key, "
+        "announcements, offers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        batch,
+    )
+
+
+async def _apply_import(
+    conn: aiosqlite.Connection, report: ImportReport, now: str, reference: str
+) -> None:
+    await conn.execute(
+        "UPDATE import_rows SET customer_id = c.id FROM customers c "
+        "WHERE c.email = import_rows.email"
+    )
+    for category in CATEGORIES:
+        # An opt-in in the file never reverses an opt-out whose latest event is a request.
+        await conn.execute(
+            f"UPDATE import_rows SET keep_{category} = 1 FROM customers c "
+            f"WHERE c.id = import_rows.customer_id AND import_rows.{category} = 1 "
+            f"AND c.{category} = 0 AND (SELECT e.source FROM consent_events e "
+            f"WHERE e.customer_id = c.id AND e.category = '{category}' "
+            f"ORDER BY e.id DESC LIMIT 1) IS NOT 'import'"
+        )
+        async with conn.execute(
+            f"SELECT line, email FROM import_rows WHERE keep_{category} = 1 ORDER BY line"
+        ) as cur:
+            for r in await cur.fetchall():
+                report.kept_opt_outs.append((r["line"], r["email"], category))
+    report.kept_opt_outs.sort()
+
+    # Known customers: details, then each preference that really changes, with its event.
+    changed_lines: set[int] = set()
+    async with conn.execute(
+        "SELECT r.line FROM import_rows r JOIN customers c ON c.id = r.customer_id "
+        "WHERE r.name IS NOT c.name OR r.company IS NOT c.company OR r.phone IS NOT c.phone "
+        "OR r.email IS NOT c.email COLLATE BINARY "
+        "OR (r.announcements IS NOT NULL AND r.announcements != c.announcements "
+        "    AND r.keep_announcements = 0) "
+        "OR (r.offers IS NOT NULL AND r.offers != c.offers AND r.keep_offers = 0)"
+    ) as cur:
+        changed_lines = {r["line"] for r in await cur.fetchall()}
+    for category in CATEGORIES:
+        where = (
+            f"r.customer_id IS NOT NULL AND r.{category} IS NOT NULL "
+            f"AND r.{category} != c.{category} AND r.keep_{category} = 0"
+        )
+        await conn.execute(
+            "INSERT INTO consent_events (customer_id, at, category, old_value, new_value, "
+            f"source, reference) SELECT c.id, ?, '{category}', c.{category}, r.{category}, "
+            f"'import', ? FROM import_rows r JOIN customers c ON c.id = r.customer_id "
+            f"WHERE {where} ORDER BY r.line",
+            (now, reference),
+        )
+        await conn.execute(
+            f"UPDATE customers SET {category} = r.{category}, updated_at = ? FROM import_rows r "
+            f"WHERE r.customer_id = customers.id AND r.{category} IS NOT NULL "
+            f"AND r.{category} != customers.{category} AND r.keep_{category} = 0",
+            (now,),
+        )
+    await conn.execute(
+        "UPDATE customers SET name = r.name, company = r.company, phone = r.phone, "
+        "email = r.email, name_key = r.name_key, company_key = r.company_key, updated_at = ? "
+        "FROM import_rows r WHERE r.customer_id = customers.id AND (r.name IS NOT customers.name "
+        "OR r.company IS NOT customers.company OR r.phone IS NOT customers.phone "
+        "OR r.email IS NOT customers.email COLLATE BINARY)",
+        (now,),
+    )
+    report.updated = len(changed_lines)
+
+    # New customers: opted in unless the file says otherwise; their starting state is an event.
+    async with conn.execute(
+        "SELECT count(*) FROM import_rows WHERE customer_id IS NULL"
+    ) as cur:
+        row = await cur.fetchone()
+    report.created = int(row[0]) if row else 0
+    async with conn.execute("SELECT count(*) FROM import_rows") as cur:
+        row = await cur.fetchone()
+    total = int(row[0]) if row else 0
+    report.unchanged = total - report.created - report.updated
+    await conn.execute("UPDATE import_rows SET is_new = 1 WHERE customer_id IS NULL")
+    await conn.execute(
+        "INSERT INTO customers (email, name, company, phone, name_key, company_key, "
+        "announcements, offers, created_at, updated_at) SELECT email, name, company, phone, "
+        "name_key, company_key, coalesce(announcements, 1), coalesce(offers, 1), ?, ? "
+        "FROM import_rows WHERE customer_id IS NULL ORDER BY line",
+        (now, now),
+    )
+    await conn.execute(
+        "UPDATE import_rows SET customer_id = c.id FROM customers c "
+        "WHERE import_rows.customer_id IS NULL AND c.email = import_rows.email"
+    )
+    for category in CATEGORIES:
+        await conn.execute(
+            "INSERT INTO consent_events (customer_id, at, category, old_value, new_value, "
+            f"source, reference) SELECT c.id, ?, '{category}', NULL, c.{category}, 'import', ? "
+            "FROM import_rows r JOIN customers c ON c.id = r.customer_id WHERE r.is_new = 1 "
+            "ORDER BY r.line",
+            (now, reference),
+        )
