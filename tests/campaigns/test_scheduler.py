@@ -4,8 +4,7 @@ often it is stopped."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from mailer.store.leases import Holder
 from tests.campaigns.clock import FakeClock
 from tests.campaigns.world import World
 from tests.servers import SmtpSink
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -37,13 +37,6 @@ def status(world: World, campaign_id: int) -> tuple[str, str]:
     return state, reason
 
 
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.01)
-
-
 def each_once(world: World, expected: set[str]) -> None:
     received = world.received()
     assert set(received) == expected
@@ -59,7 +52,7 @@ async def test_a_due_campaign_is_sent_and_drafts_and_future_ones_are_left_alone(
     draft = await world.create_campaign()
     stop = asyncio.Event()
     loop = asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.05))
-    await wait_until(lambda: status(world, due)[0] == "sent")
+    await wait_for(lambda: status(world, due)[0] == "sent", what="the due campaign sent")
     stop.set()
     await asyncio.wait_for(loop, 5)
     assert status(world, future)[0] == "scheduled" and status(world, draft)[0] == "draft"
@@ -73,7 +66,7 @@ async def test_a_campaign_falls_due_while_the_loop_runs(world: World) -> None:
     loop = asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.05))
     await asyncio.sleep(0.2)
     assert world.sink.messages == []
-    await wait_until(lambda: status(world, campaign_id)[0] == "sent")
+    await wait_for(lambda: status(world, campaign_id)[0] == "sent", what="the campaign sent")
     stop.set()
     await asyncio.wait_for(loop, 5)
     each_once(world, world.opted_in())
@@ -87,7 +80,7 @@ async def test_stopping_mid_campaign_returns_promptly_and_the_next_run_finishes_
     world.sink.delay_s = 0.02
     stop = asyncio.Event()
     loop = asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.05))
-    await wait_until(lambda: len(world.sink.messages) >= 10)
+    await wait_for(lambda: len(world.sink.messages) >= 10, what="10 messages sent")
     stop.set()
     stopped_with = len(world.sink.messages)
     await asyncio.wait_for(loop, 5)
@@ -101,7 +94,7 @@ async def test_stopping_mid_campaign_returns_promptly_and_the_next_run_finishes_
     world.sink.delay_s = 0.0
     stop = asyncio.Event()
     loop = asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.05))
-    await wait_until(lambda: status(world, campaign_id)[0] == "sent")
+    await wait_for(lambda: status(world, campaign_id)[0] == "sent", what="the campaign sent")
     stop.set()
     await asyncio.wait_for(loop, 5)
     each_once(world, world.opted_in())
@@ -115,7 +108,8 @@ async def test_two_daemons_on_one_database_send_each_message_once(world: World) 
     stop = asyncio.Event()
     loops = [asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.02))
              for _ in range(2)]
-    await wait_until(lambda: status(world, first)[0] == status(world, second)[0] == "sent")
+    await wait_for(lambda: status(world, first)[0] == status(world, second)[0] == "sent",
+                   what="both campaigns sent")
     stop.set()
     await asyncio.wait_for(asyncio.gather(*loops), 5)
     received = world.received()
