@@ -34,9 +34,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -48,9 +47,12 @@ from typing import Any, ClassVar
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from tests.waiting import WaitTimeout, wait_for_sync
+
 __all__ = [
     "DovecotServer",
     "ImapTestServer",
+    "LoopbackController",
     "PymapServer",
     "RawImap",
     "Received",
@@ -65,21 +67,73 @@ _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 10.0
 # Dovecot takes ~1.1 s to stop, but ~6 s when stopped within milliseconds of starting.
 _GRACEFUL_STOP_S = 2.0
+# Fresh ports a first start tries when the one it was given is taken after all.
+_PORT_ATTEMPTS = 3
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 for a server that must be told its port before it starts
+    (Dovecot, smtp-sink, `mailer web`); servers started in-process bind port 0 instead.
+
+    The port is handed back in TCP's TIME-WAIT state (RFC 9293 3.3.2): for about a minute the
+    kernel gives it to no other bind to port 0 and no outgoing connection, so nothing steals it
+    between here and the server's bind, while a server binding it with SO_REUSEADDR (Dovecot,
+    Postfix, asyncio and aiohttp all do) takes it at once. A plain bind without SO_REUSEADDR
+    is refused until the minute is up.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((HOST, 0))
+        listener.listen(1)
+        address = listener.getsockname()
+        with socket.create_connection(address, timeout=5):
+            accepted, _ = listener.accept()
+            # The side that closes first is the one left in TIME-WAIT: ours, on the port.
+            accepted.close()
+        return int(address[1])
 
 
-def _port_accepts(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5):
-            return True
-    except OSError:
+class _Exited(Exception):
+    pass
+
+
+def _until_listening(process: subprocess.Popen[bytes], ports: Sequence[int], what: str) -> None:
+    """Return once `process` listens on every port; _Exited if it ends first, WaitTimeout
+    after _START_TIMEOUT_S."""
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise _Exited
+        return _listens(process.pid, ports)
+
+    wait_for_sync(listening, what=what, timeout_s=_START_TIMEOUT_S, interval_s=0.005)
+
+
+def _port_taken(log: str) -> bool:
+    # Dovecot: "listen(127.0.0.1, N) failed: Address already in use"; smtp-sink: "bind ...:
+    # Address already in use"; pymap: "[Errno 98] ... address already in use".
+    return "address already in use" in log.lower()
+
+
+def _listens(pid: int, ports: Sequence[int]) -> bool:
+    """Whether process `pid` itself holds a listening socket on 127.0.0.1 on every port (read
+    from /proc): a port that accepts connections may be another program's, one that took the
+    port first, while this process is failing to bind it."""
+    wanted = {f"0100007F:{port:04X}" for port in ports}  # /proc/net/tcp's 127.0.0.1:port
+    inodes: dict[str, set[str]] = {address: set() for address in wanted}
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] in wanted and fields[3] == "0A":  # 0A: LISTEN
+                inodes[fields[1]].add(f"socket:[{fields[9]}]")
+    if not all(inodes.values()):
         return False
+    held = set()
+    with contextlib.suppress(FileNotFoundError):  # an fd closed while we look
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(FileNotFoundError):
+                held.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return all(sockets & held for sockets in inodes.values())
 
 
 # -- IMAP servers -------------------------------------------------------------------------------
@@ -97,6 +151,7 @@ class ImapTestServer:
 
     def __init__(self) -> None:
         self.port = free_port()
+        self._started = False  # once started, a restart keeps the port clients know
         self.dir = Path(tempfile.mkdtemp(prefix=f"mailer-{self.name}-"))
         self._process: subprocess.Popen[bytes] | None = None
         # Should a script forget close(), the server and its files still go when it exits.
@@ -112,11 +167,32 @@ class ImapTestServer:
     def _log_tail(self) -> str:
         return ""
 
+    def _new_ports(self) -> None:
+        self.port = free_port()
+
     def start(self) -> None:
-        """Start the server and return once its port accepts connections."""
+        """Start the server and return once its port accepts connections.
+
+        Should its port be taken after all on the first start, it starts on fresh ports (up
+        to three tries); a restart keeps its port, so there a taken port is the error.
+        """
         if self._process is not None:
             raise RuntimeError(f"{self.name} is already running")
-        stderr = (self.dir / "stderr.log").open("ab")
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            try:
+                self._start_once()
+            except _PortTaken as exc:
+                if self._started or attempt == _PORT_ATTEMPTS:
+                    raise RuntimeError(str(exc)) from None
+                self._new_ports()
+            else:
+                self._started = True
+                return
+
+    def _start_once(self) -> None:
+        stderr_path = self.dir / "stderr.log"
+        stderr = stderr_path.open("ab")
+        earlier = stderr.tell()  # what earlier starts wrote
         with stderr:
             # A session of its own, so kill() can take every child process with it.
             self._process = subprocess.Popen(
@@ -127,16 +203,20 @@ class ImapTestServer:
                 start_new_session=True,
             )
         self._reaper = weakref.finalize(self, _kill_group, self._process)
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while not all(_port_accepts(port) for port in self._ports()):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(
-                    f"{self.name} did not start on {HOST}:{self.port}: "
-                    f"{(self.dir / 'stderr.log').read_text(errors='replace')[-2000:]}"
-                    f"{self._log_tail()}"
-                )
-            time.sleep(0.005)
+        ports = self._ports()
+        try:
+            _until_listening(self._process, ports,
+                             f"{self.name} to listen on {HOST}:{self.port}")
+        except (_Exited, WaitTimeout):
+            self.kill()
+            with stderr_path.open("rb") as written:
+                written.seek(earlier)
+                log = written.read().decode(errors="replace")[-2000:] + self._log_tail()
+            if _port_taken(log):
+                taken = ", ".join(str(port) for port in ports)
+                raise _PortTaken(f"{self.name} did not start: {HOST} port {taken} is in use "
+                                 "by another program") from None
+            raise RuntimeError(f"{self.name} did not start on {HOST}:{self.port}: {log}") from None
 
     def stop(self) -> None:
         """Graceful shutdown (SIGTERM), SIGKILL after 2 s; takes Dovecot about a second."""
@@ -201,6 +281,10 @@ class ImapTestServer:
         return f"<{type(self).__name__} {self.host}:{self.port}>"
 
 
+class _PortTaken(RuntimeError):
+    pass
+
+
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
@@ -241,8 +325,15 @@ class DovecotServer(ImapTestServer):
         self.tls_port = free_port() if tls else None
         self.ca_file: str | None = None
         self.maildir = self.dir / "Maildir"
-        self._write_config({name for name, off in (("MOVE", without_move),
-                                                   ("IDLE", without_idle)) if off})
+        self._without = {name for name, off in (("MOVE", without_move),
+                                                ("IDLE", without_idle)) if off}
+        self._write_config(self._without)
+
+    def _new_ports(self) -> None:
+        super()._new_ports()
+        if self.tls_port is not None:
+            self.tls_port = free_port()
+        self._write_config(self._without)
 
     def _write_config(self, without: set[str]) -> None:
         base = self.dir
@@ -250,8 +341,8 @@ class DovecotServer(ImapTestServer):
         uid, gid = account.pw_uid, account.pw_gid
         group = grp.getgrgid(gid).gr_name
         for sub in ("run", "state"):
-            (base / sub).mkdir()
-        self.maildir.mkdir()
+            (base / sub).mkdir(exist_ok=True)
+        self.maildir.mkdir(exist_ok=True)
         os.chown(self.maildir, uid, gid)
         base.chmod(0o755)  # the mail user must reach the Maildir
         passwd = base / "passwd"
@@ -261,8 +352,10 @@ class DovecotServer(ImapTestServer):
         ssl_lines = "ssl = no"
         imaps_port = 0
         if self.tls_port is not None:
-            cert, key = _self_signed_certificate(base)
-            self.ca_file = str(cert)
+            cert, key = base / "cert.pem", base / "key.pem"
+            if self.ca_file is None:
+                cert, key = _self_signed_certificate(base)
+                self.ca_file = str(cert)
             ssl_lines = f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}"
             imaps_port = self.tls_port
         announced = " ".join(c for c in _DOVECOT_CAPABILITIES.split() if c not in without)
@@ -580,7 +673,26 @@ class _SinkSMTP(SMTP):
         await super().smtp_DATA(arg)
 
 
-class _SinkController(Controller):
+class LoopbackController(Controller):
+    """aiosmtpd's threaded Controller on 127.0.0.1, on the port the kernel picks as it starts
+    (read back into `port`, so nothing can take it between choosing and binding). Like any
+    Controller, it starts once: `stop()` closes its event loop."""
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, hostname=HOST, port=0, **kwargs)
+
+    def _create_server(self) -> Coroutine[Any, Any, asyncio.AbstractServer]:
+        return self._listen()
+
+    async def _listen(self) -> asyncio.AbstractServer:
+        # Runs on the controller's thread before `start()` connects to `port` to see it ready.
+        server = await self.loop.create_server(
+            self._factory_invoker, host=self.hostname, port=self.port, ssl=self.ssl_context)
+        self.port = int(server.sockets[0].getsockname()[1])
+        return server
+
+
+class _SinkController(LoopbackController):
     def __init__(self, handler: Any, faults: _Faults, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._faults = faults
@@ -590,7 +702,8 @@ class _SinkController(Controller):
 
 
 class SmtpSink:
-    """aiosmtpd on 127.0.0.1:<free port> keeping every accepted message in `messages`.
+    """aiosmtpd on 127.0.0.1 keeping every accepted message in `messages`; `port` is known
+    once it has started (the kernel picks it).
 
     Fault knobs, all off by default and safe to change while the sink runs:
 
@@ -612,13 +725,18 @@ class SmtpSink:
 
     def __init__(self, *, pipelining: bool = True) -> None:
         self.pipelining = pipelining
-        self.port = free_port()
         self.messages: list[Received] = []
         self.reject_recipients: set[str] = set()
         self.delay_s = 0.0
         self.transactions = 0
         self._faults = _Faults()
-        self._controller = _SinkController(self, self._faults, hostname=HOST, port=self.port)
+        self._controller = _SinkController(self, self._faults)
+
+    @property
+    def port(self) -> int:
+        if not self._controller.port:
+            raise RuntimeError("SmtpSink: the port is chosen when it starts; start() it first")
+        return int(self._controller.port)
 
     def fail_next(self, count: int, code: int = 451) -> None:
         if code not in _FAILURE_TEXT:
@@ -683,7 +801,9 @@ class PostfixSink:
     PIPELINING and answers a pipelined group in one write (aiosmtpd answers command by
     command). Each accepted message is kept in a file of `directory`, with smtp-sink's few
     headers (X-Rcpt-Args and the like) above it. `flags` are smtp-sink's own: `-Q rcpt` sends
-    421 and hangs up on RCPT, `-q .` hangs up without a word at the end of a message."""
+    421 and hangs up on RCPT, `-q .` hangs up without a word at the end of a message.
+    smtp-sink must be told its port: should it be taken after all, it starts on a fresh one
+    (up to three tries)."""
 
     host = HOST
 
@@ -698,8 +818,7 @@ class PostfixSink:
         if binary is None:
             raise RuntimeError("smtp-sink not found: install Postfix (scripts/setup-system.sh)")
         user = ["-u", "nobody"] if os.geteuid() == 0 else []
-        self._command = [binary, *user, *flags, "-d", f"{self.directory}/%H%M%S.",
-                         f"{HOST}:{self.port}", "100"]
+        self._command = [binary, *user, *flags, "-d", f"{self.directory}/%H%M%S."]
         self._process: subprocess.Popen[bytes] | None = None
 
     def messages(self) -> list[bytes]:
@@ -707,14 +826,25 @@ class PostfixSink:
         return [path.read_bytes() for path in sorted(self.directory.iterdir())]
 
     def __enter__(self) -> PostfixSink:
-        self._process = subprocess.Popen(self._command, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not _port_accepts(self.port):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"smtp-sink did not start: {' '.join(self._command)}")
-            time.sleep(0.02)
-        return self
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            command = [*self._command, f"{HOST}:{self.port}", "100"]
+            with tempfile.TemporaryFile() as stderr:
+                process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+                try:
+                    _until_listening(process, [self.port], f"smtp-sink on {HOST}:{self.port}")
+                except (_Exited, WaitTimeout):
+                    process.kill()
+                    process.wait(_STOP_TIMEOUT_S)
+                    stderr.seek(0)
+                    log = stderr.read().decode(errors="replace")[-2000:]
+                else:
+                    self._process = process
+                    return self
+            if not _port_taken(log) or attempt == _PORT_ATTEMPTS:
+                raise RuntimeError(f"smtp-sink did not start on {HOST}:{self.port}: "
+                                   f"{' '.join(command)}: {log.strip()}")
+            self.port = free_port()
+        raise AssertionError("unreachable")
 
     def __exit__(self, *exc_info: object) -> None:
         if self._process is not None:

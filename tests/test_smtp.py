@@ -11,12 +11,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from mailer.errors import PermanentSmtpError, TransientSmtpError
 from mailer.mail import smtp
 from mailer.mail.smtp import SmtpConfig
-from tests.servers import HOST, PostfixSink, SmtpSink, _self_signed_certificate, free_port
+from tests.servers import (
+    HOST,
+    LoopbackController,
+    PostfixSink,
+    SmtpSink,
+    _self_signed_certificate,
+    free_port,
+)
 
 MESSAGE = b"From: news@imperial.test\r\nTo: ann@example.com\r\nSubject: hi\r\n\r\nhello\r\n"
 
@@ -66,12 +72,11 @@ def _server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
 @pytest.fixture
 def starttls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[int, _Recorder]]:
     recorder = _Recorder()
-    port = free_port()
-    controller = Controller(recorder, hostname=HOST, port=port,
-                            tls_context=_server_context(certificate), require_starttls=True)
+    controller = LoopbackController(recorder, tls_context=_server_context(certificate),
+                                    require_starttls=True)
     controller.start()
     try:
-        yield port, recorder
+        yield controller.port, recorder
     finally:
         controller.stop()
 
@@ -79,12 +84,10 @@ def starttls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[int, _Reco
 @pytest.fixture
 def implicit_tls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[int, _Recorder]]:
     recorder = _Recorder()
-    port = free_port()
-    controller = Controller(recorder, hostname=HOST, port=port,
-                            ssl_context=_server_context(certificate))
+    controller = LoopbackController(recorder, ssl_context=_server_context(certificate))
     controller.start()
     try:
-        yield port, recorder
+        yield controller.port, recorder
     finally:
         controller.stop()
 

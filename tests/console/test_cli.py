@@ -15,6 +15,8 @@ from mailer import settings as settings_module
 from mailer.console.app import serve
 from tests.console.world import query
 from tests.helpers import ROOT, base_sections, write_settings
+from tests.servers import free_port
+from tests.waiting import wait_for
 
 
 def mailer(settings_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -23,10 +25,9 @@ def mailer(settings_path: Path, *args: str, stdin: str = "") -> subprocess.Compl
                           timeout=60, env=dict(os.environ))
 
 
-def free_port() -> int:
+def accepts(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_users_are_added_listed_given_a_new_password_and_removed(tmp_path: Path) -> None:
@@ -80,18 +81,14 @@ async def test_the_console_serves_on_its_own_port_until_stopped(tmp_path: Path) 
     settings = settings_module.load(path)
     stop = asyncio.Event()
     server = asyncio.create_task(serve(settings, stop))
-    async with aiohttp.ClientSession() as http:
-        for _ in range(100):
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/login") as response:
-                    assert response.status == 200
-                    assert response.headers["X-Frame-Options"] == "DENY"
-                    assert response.headers["Server"] == "mailer"
-                    break
-            except aiohttp.ClientConnectorError:
-                await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the console never answered")
+    await wait_for(lambda: accepts(port) or server.done(), what="the console to listen")
+    if server.done():
+        server.result()  # raises why it never listened
+    async with aiohttp.ClientSession() as http, http.get(
+            f"http://127.0.0.1:{port}/login") as response:
+        assert response.status == 200
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Server"] == "mailer"
     stop.set()
     await asyncio.wait_for(server, 15)
     with socket.socket() as s:
