@@ -7,11 +7,13 @@ import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mailer.campaigns.scheduler import scheduler_loop, send_due
 from mailer.campaigns.sender import lease_name
+from mailer.lifecycle.supervise import Part
 from mailer.store import campaigns as store
 from mailer.store import leases
 from mailer.store.db import open_db, transaction
@@ -61,12 +63,22 @@ async def test_a_due_campaign_is_sent_and_drafts_and_future_ones_are_left_alone(
 
 async def test_a_campaign_falls_due_while_the_loop_runs(world: World) -> None:
     await world.add_customers(3)
-    campaign_id = await world.create_campaign(at=iso(0.5))
+    due = datetime.now(UTC) + timedelta(seconds=3)
+    campaign_id = await world.create_campaign(at=due.isoformat())
+    early: list[int] = []  # messages sent by the end of each round that ended before `due`
+
+    class Rounds(Part):
+        def succeeded(self, **details: Any) -> None:
+            if datetime.now(UTC) < due:
+                early.append(len(world.sink.messages))
+            super().succeeded(**details)
+
     stop = asyncio.Event()
-    loop = asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.05))
-    await asyncio.sleep(0.2)
-    assert world.sink.messages == []
+    loop = asyncio.create_task(scheduler_loop(world.settings, stop, poll_interval_s=0.05,
+                                              part=Rounds("campaigns")))
     await wait_for(lambda: status(world, campaign_id)[0] == "sent", what="the campaign sent")
+    # Rounds ran while it was not yet due, and sent nothing.
+    assert early and set(early) == {0}
     stop.set()
     await asyncio.wait_for(loop, 5)
     each_once(world, world.opted_in())

@@ -256,9 +256,7 @@ async def test_fetch_headers_of_1500_messages_in_batches_without_setting_seen(
     uids = await selected.uids_above(0)
     assert len(uids) == 1500
 
-    started = time.monotonic()
-    headers = await selected.fetch_headers(uids)
-    assert time.monotonic() - started < 10
+    headers = await selected.fetch_headers(uids)  # how fast: bench/inbox_bench.py
 
     assert [h.uid for h in headers] == uids
     for header, message in zip(headers, messages, strict=True):
