@@ -57,6 +57,7 @@ __all__ = [
     "RawImap",
     "Received",
     "SmtpSink",
+    "accepts",
     "free_port",
     "imap_server_class",
     "sample_message",
@@ -91,6 +92,13 @@ def free_port() -> int:
             # The side that closes first is the one left in TIME-WAIT: ours, on the port.
             accepted.close()
         return int(address[1])
+
+
+def accepts(port: int, host: str = HOST) -> bool:
+    """Whether something accepts connections on host:port now (for a server of mailer's own,
+    started in the test, whose port the test chose)."""
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) == 0
 
 
 class _Exited(Exception):

@@ -15,7 +15,7 @@ from mailer import settings as settings_module
 from mailer.console.app import serve
 from tests.console.world import query
 from tests.helpers import ROOT, base_sections, write_settings
-from tests.servers import free_port
+from tests.servers import accepts, free_port
 from tests.waiting import wait_for
 
 
@@ -23,11 +23,6 @@ def mailer(settings_path: Path, *args: str, stdin: str = "") -> subprocess.Compl
     return subprocess.run([sys.executable, "-m", "mailer", "--settings", str(settings_path),
                            *args], input=stdin, capture_output=True, text=True, cwd=ROOT,
                           timeout=60, env=dict(os.environ))
-
-
-def accepts(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_users_are_added_listed_given_a_new_password_and_removed(tmp_path: Path) -> None:

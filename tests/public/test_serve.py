@@ -21,18 +21,10 @@ from mailer.public import serve
 from tests.campaigns.world import SECRET, settings_mapping
 from tests.helpers import ROOT, write_settings
 from tests.public.world import seed, web_settings
-from tests.servers import free_port
+from tests.servers import accepts, free_port
 from tests.waiting import wait_for
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
-
-
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 class _Started(logging.Handler):
