@@ -47,7 +47,16 @@ from typing import Any, ClassVar
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.waiting import WaitTimeout, wait_for_sync
+from tests.ports import (
+    HOST,
+    PORT_ATTEMPTS,
+    ProcessExited,
+    accepts,
+    free_port,
+    port_taken,
+    until_listening,
+)
+from tests.waiting import WaitTimeout
 
 __all__ = [
     "DovecotServer",
@@ -63,87 +72,10 @@ __all__ = [
     "sample_message",
 ]
 
-HOST = "127.0.0.1"
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 10.0
 # Dovecot takes ~1.1 s to stop, but ~6 s when stopped within milliseconds of starting.
 _GRACEFUL_STOP_S = 2.0
-# Fresh ports a first start tries when the one it was given is taken after all.
-_PORT_ATTEMPTS = 3
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 for a server that must be told its port before it starts
-    (Dovecot, smtp-sink, `mailer web`); servers started in-process bind port 0 instead.
-
-    The port is handed back in TCP's TIME-WAIT state (RFC 9293 3.3.2): for about a minute the
-    kernel gives it to no other bind to port 0 and no outgoing connection, so nothing steals it
-    between here and the server's bind, while a server binding it with SO_REUSEADDR (Dovecot,
-    Postfix, asyncio and aiohttp all do) takes it at once. A plain bind without SO_REUSEADDR
-    is refused until the minute is up.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((HOST, 0))
-        listener.listen(1)
-        address = listener.getsockname()
-        with socket.create_connection(address, timeout=5):
-            accepted, _ = listener.accept()
-            # The side that closes first is the one left in TIME-WAIT: ours, on the port.
-            accepted.close()
-        return int(address[1])
-
-
-def accepts(port: int, host: str = HOST) -> bool:
-    """Whether something accepts connections on host:port now (for a server of mailer's own,
-    started in the test, whose port the test chose)."""
-    with socket.socket() as probe:
-        return probe.connect_ex((host, port)) == 0
-
-
-class _Exited(Exception):
-    pass
-
-
-def _until_listening(process: subprocess.Popen[bytes], ports: Sequence[int], what: str) -> None:
-    """Return once `process` listens on every port; _Exited if it ends first, WaitTimeout
-    after _START_TIMEOUT_S."""
-
-    def listening() -> bool:
-        if process.poll() is not None:
-            raise _Exited
-        return _listens(process.pid, ports)
-
-    wait_for_sync(listening, what=what, timeout_s=_START_TIMEOUT_S, interval_s=0.005)
-
-
-def _port_taken(log: str) -> bool:
-    # Dovecot: "listen(127.0.0.1, N) failed: Address already in use"; smtp-sink: "bind ...:
-    # Address already in use"; pymap: "[Errno 98] ... address already in use".
-    return "address already in use" in log.lower()
-
-
-def _listens(pid: int, ports: Sequence[int]) -> bool:
-    """Whether process `pid` itself holds a listening socket on 127.0.0.1 on every port (read
-    from /proc): a port that accepts connections may be another program's, one that took the
-    port first, while this process is failing to bind it."""
-    wanted = {f"0100007F:{port:04X}" for port in ports}  # /proc/net/tcp's 127.0.0.1:port
-    inodes: dict[str, set[str]] = {address: set() for address in wanted}
-    with open("/proc/net/tcp") as table:
-        for line in table.readlines()[1:]:
-            fields = line.split()
-            if fields[1] in wanted and fields[3] == "0A":  # 0A: LISTEN
-                inodes[fields[1]].add(f"socket:[{fields[9]}]")
-    if not all(inodes.values()):
-        return False
-    held = set()
-    with contextlib.suppress(FileNotFoundError):  # an fd closed while we look
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(FileNotFoundError):
-                held.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
-    return all(sockets & held for sockets in inodes.values())
-
-
 # -- IMAP servers -------------------------------------------------------------------------------
 
 
@@ -179,18 +111,18 @@ class ImapTestServer:
         self.port = free_port()
 
     def start(self) -> None:
-        """Start the server and return once its port accepts connections.
+        """Start the server and return once its own process listens on its ports.
 
         Should its port be taken after all on the first start, it starts on fresh ports (up
         to three tries); a restart keeps its port, so there a taken port is the error.
         """
         if self._process is not None:
             raise RuntimeError(f"{self.name} is already running")
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
+        for attempt in range(1, PORT_ATTEMPTS + 1):
             try:
                 self._start_once()
             except _PortTaken as exc:
-                if self._started or attempt == _PORT_ATTEMPTS:
+                if self._started or attempt == PORT_ATTEMPTS:
                     raise RuntimeError(str(exc)) from None
                 self._new_ports()
             else:
@@ -213,17 +145,18 @@ class ImapTestServer:
         self._reaper = weakref.finalize(self, _kill_group, self._process)
         ports = self._ports()
         try:
-            _until_listening(self._process, ports,
-                             f"{self.name} to listen on {HOST}:{self.port}")
-        except (_Exited, WaitTimeout):
+            until_listening(self._process, ports, f"{self.name} to listen on {HOST}:{self.port}",
+                            timeout_s=_START_TIMEOUT_S)
+        except (ProcessExited, WaitTimeout):
             self.kill()
             with stderr_path.open("rb") as written:
                 written.seek(earlier)
                 log = written.read().decode(errors="replace")[-2000:] + self._log_tail()
-            if _port_taken(log):
-                taken = ", ".join(str(port) for port in ports)
-                raise _PortTaken(f"{self.name} did not start: {HOST} port {taken} is in use "
-                                 "by another program") from None
+            if port_taken(log):
+                taken = (f"port {ports[0]} is" if len(ports) == 1 else
+                         f"one of ports {', '.join(map(str, ports))} is")
+                raise _PortTaken(f"{self.name} did not start: {HOST} {taken} in use by another "
+                                 "program") from None
             raise RuntimeError(f"{self.name} did not start on {HOST}:{self.port}: {log}") from None
 
     def stop(self) -> None:
@@ -834,25 +767,30 @@ class PostfixSink:
         return [path.read_bytes() for path in sorted(self.directory.iterdir())]
 
     def __enter__(self) -> PostfixSink:
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
-            command = [*self._command, f"{HOST}:{self.port}", "100"]
-            with tempfile.TemporaryFile() as stderr:
-                process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-                try:
-                    _until_listening(process, [self.port], f"smtp-sink on {HOST}:{self.port}")
-                except (_Exited, WaitTimeout):
-                    process.kill()
-                    process.wait(_STOP_TIMEOUT_S)
-                    stderr.seek(0)
-                    log = stderr.read().decode(errors="replace")[-2000:]
-                else:
-                    self._process = process
-                    return self
-            if not _port_taken(log) or attempt == _PORT_ATTEMPTS:
-                raise RuntimeError(f"smtp-sink did not start on {HOST}:{self.port}: "
-                                   f"{' '.join(command)}: {log.strip()}")
+        attempt = 1
+        while (failure := self._start()) is not None:
+            if not port_taken(failure) or attempt == PORT_ATTEMPTS:
+                raise RuntimeError(f"smtp-sink did not start on {HOST}:{self.port}: {failure}")
+            attempt += 1
             self.port = free_port()
-        raise AssertionError("unreachable")
+        return self
+
+    def _start(self) -> str | None:
+        """Start smtp-sink on `port`: None once it listens, else what it said."""
+        command = [*self._command, f"{HOST}:{self.port}", "100"]
+        with tempfile.TemporaryFile() as stderr:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+            try:
+                until_listening(process, [self.port], f"smtp-sink on {HOST}:{self.port}",
+                                timeout_s=_START_TIMEOUT_S)
+            except (ProcessExited, WaitTimeout):
+                process.kill()
+                process.wait(_STOP_TIMEOUT_S)
+                stderr.seek(0)
+                said = stderr.read().decode(errors="replace")[-2000:].strip()
+                return f"{' '.join(command)}: {said or 'no word'}"
+        self._process = process
+        return None
 
     def __exit__(self, *exc_info: object) -> None:
         if self._process is not None:
