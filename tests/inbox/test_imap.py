@@ -698,9 +698,9 @@ async def test_patched_protocol_fails_pending_and_later_commands_on_a_lost_conne
     protocol.data_received(b"* BYE going down\r\n")
     protocol.connection_lost(None)
     with pytest.raises(ConnectionLostError, match="server said BYE: going down"):
-        await asyncio.wait_for(noop, 1)
+        await asyncio.wait_for(noop, 10)
     with pytest.raises(ConnectionLostError):
-        await asyncio.wait_for(protocol.simple_command("NOOP"), 1)
+        await asyncio.wait_for(protocol.simple_command("NOOP"), 10)
 
 
 async def test_upstream_login_still_logs_a_password_with_a_quote(
