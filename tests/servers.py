@@ -666,18 +666,13 @@ class SmtpSink:
 
     def __init__(self, *, pipelining: bool = True) -> None:
         self.pipelining = pipelining
+        self.port = 0  # the kernel's choice, known once started
         self.messages: list[Received] = []
         self.reject_recipients: set[str] = set()
         self.delay_s = 0.0
         self.transactions = 0
         self._faults = _Faults()
         self._controller = _SinkController(self, self._faults)
-
-    @property
-    def port(self) -> int:
-        if not self._controller.port:
-            raise RuntimeError("SmtpSink: the port is chosen when it starts; start() it first")
-        return int(self._controller.port)
 
     def fail_next(self, count: int, code: int = 451) -> None:
         if code not in _FAILURE_TEXT:
@@ -691,6 +686,7 @@ class SmtpSink:
 
     def start(self) -> None:
         self._controller.start()
+        self.port = self._controller.port
 
     def stop(self) -> None:
         self._controller.stop()
