@@ -759,8 +759,15 @@ class PostfixSink:
         self._process: subprocess.Popen[bytes] | None = None
 
     def messages(self) -> list[bytes]:
-        """The messages accepted so far, each as smtp-sink wrote it."""
-        return [path.read_bytes() for path in sorted(self.directory.iterdir())]
+        """The messages accepted so far, each as smtp-sink wrote it. smtp-sink opens a
+        transaction's file before the transaction ends and removes it if the transaction is
+        aborted, a moment after the client has seen the connection go; wait for that with
+        tests.waiting rather than asking at once."""
+        found = []
+        for path in sorted(self.directory.iterdir()):
+            with contextlib.suppress(FileNotFoundError):  # an aborted transaction's, removed
+                found.append(path.read_bytes())
+        return found
 
     def __enter__(self) -> PostfixSink:
         attempt = 1
