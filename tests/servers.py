@@ -615,12 +615,13 @@ class _SinkSMTP(SMTP):
 
 
 class LoopbackController(Controller):
-    """aiosmtpd's threaded Controller on 127.0.0.1, on the port the kernel picks as it starts
-    (read back into `port`, so nothing can take it between choosing and binding). Like any
-    Controller, it starts once: `stop()` closes its event loop."""
+    """aiosmtpd's threaded Controller on 127.0.0.1: by default on the port the kernel picks as
+    it starts (read back into `port`, so nothing can take it between choosing and binding),
+    else on `port` (one from `free_port()`). Like any Controller, it starts once: `stop()`
+    closes its event loop."""
 
-    def __init__(self, handler: Any, **kwargs: Any) -> None:
-        super().__init__(handler, hostname=HOST, port=0, **kwargs)
+    def __init__(self, handler: Any, *, port: int = 0, **kwargs: Any) -> None:
+        super().__init__(handler, hostname=HOST, port=port, **kwargs)
 
     def _create_server(self) -> Coroutine[Any, Any, asyncio.AbstractServer]:
         return self._listen()
@@ -643,8 +644,9 @@ class _SinkController(LoopbackController):
 
 
 class SmtpSink:
-    """aiosmtpd on 127.0.0.1 keeping every accepted message in `messages`; `port` is known
-    once it has started (the kernel picks it).
+    """aiosmtpd on 127.0.0.1:<free port> keeping every accepted message in `messages`. The
+    port is known before it starts (settings are often written first), and held in TIME-WAIT
+    by `free_port()` until the sink binds it, so nothing takes it meanwhile.
 
     Fault knobs, all off by default and safe to change while the sink runs:
 
@@ -666,13 +668,13 @@ class SmtpSink:
 
     def __init__(self, *, pipelining: bool = True) -> None:
         self.pipelining = pipelining
-        self.port = 0  # the kernel's choice, known once started
+        self.port = free_port()
         self.messages: list[Received] = []
         self.reject_recipients: set[str] = set()
         self.delay_s = 0.0
         self.transactions = 0
         self._faults = _Faults()
-        self._controller = _SinkController(self, self._faults)
+        self._controller = _SinkController(self, self._faults, port=self.port)
 
     def fail_next(self, count: int, code: int = 451) -> None:
         if code not in _FAILURE_TEXT:
@@ -686,7 +688,6 @@ class SmtpSink:
 
     def start(self) -> None:
         self._controller.start()
-        self.port = self._controller.port
 
     def stop(self) -> None:
         self._controller.stop()

@@ -13,6 +13,7 @@ import pytest
 from tests.servers import (
     DovecotServer,
     ImapTestServer,
+    LoopbackController,
     PostfixSink,
     PymapServer,
     RawImap,
@@ -168,11 +169,22 @@ def test_an_imap_server_restarted_on_a_taken_port_says_which_port(
     assert imap_server.port == port and not imap_server.running
 
 
-def test_an_smtp_sink_listens_on_the_port_the_kernel_chose_as_it_started() -> None:
+def test_an_smtp_sink_listens_on_the_port_it_was_given_before_it_started() -> None:
     sink = SmtpSink()
-    assert sink.port == 0  # not chosen yet
-    with sink, socket.create_connection(("127.0.0.1", sink.port), timeout=5) as client:
+    port = sink.port
+    with sink, socket.create_connection(("127.0.0.1", port), timeout=5) as client:
         assert client.recv(100).startswith(b"220 ")
+
+
+def test_a_loopback_controller_listens_on_the_port_the_kernel_chose() -> None:
+    controller = LoopbackController(SmtpSink())
+    assert controller.port == 0
+    controller.start()
+    try:
+        with socket.create_connection(("127.0.0.1", controller.port), timeout=5) as client:
+            assert client.recv(100).startswith(b"220 ")
+    finally:
+        controller.stop()
 
 
 def test_smtp_sink_whose_port_was_taken_moves_to_a_fresh_one() -> None:
