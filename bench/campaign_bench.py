@@ -91,6 +91,7 @@ from mailer.settings import from_mapping  # noqa: E402
 from mailer.store import campaigns as store  # noqa: E402
 from mailer.store.db import open_db  # noqa: E402
 from mailer.store.imports import import_customers_atomically  # noqa: E402
+from tests.servers import free_port  # noqa: E402
 
 CONNECTIONS = 4
 SOURCE_SESSIONS = 8
@@ -418,12 +419,6 @@ def run_child(args: argparse.Namespace) -> None:
 
 class MeasurementFailed(Exception):
     """A measurement could not be made; str() is one line."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

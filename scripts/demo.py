@@ -18,7 +18,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from tests.servers import (  # noqa: E402
     imap_server_class,
     sample_message,
 )
+from tests.waiting import wait_for_sync  # noqa: E402
 
 RUN_DIR = ROOT / "demo-run"
 SUBJECT = "Unsubscribe special offers"
@@ -213,12 +213,15 @@ def one_click(settings: Path, secret: dict[str, str], port: int,
         cwd=ROOT, env={**os.environ, **secret},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
+        def answers() -> bool:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
-                break
             except OSError:
-                time.sleep(0.1)
+                return False
+            return True
+
+        wait_for_sync(answers, what=f"mailer web on 127.0.0.1:{port}", timeout_s=10,
+                      interval_s=0.1)
         request = urllib.request.Request(
             local, data=b"List-Unsubscribe=One-Click", method="POST",
             headers={"Content-Type": "application/x-www-form-urlencoded"})

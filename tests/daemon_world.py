@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,15 +19,6 @@ from tests.servers import sample_message
 def request(sender: str) -> bytes:
     return sample_message(subject="Unsubscribe special offers", sender=sender,
                           body="Please stop.\n")
-
-
-async def eventually(check: Callable[[], bool], within_s: float = 60.0) -> None:
-    """Wait for a condition the daemon should bring about (a liveness bound, not a timing)."""
-    deadline = time.monotonic() + within_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.1)
 
 
 def status(world: World) -> tuple[int, dict[str, Any]]:

@@ -34,9 +34,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -48,40 +47,35 @@ from typing import Any, ClassVar
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from tests.ports import (
+    HOST,
+    PORT_ATTEMPTS,
+    ProcessExited,
+    accepts,
+    free_port,
+    port_taken,
+    until_listening,
+)
+from tests.waiting import WaitTimeout
+
 __all__ = [
     "DovecotServer",
     "ImapTestServer",
+    "LoopbackController",
     "PymapServer",
     "RawImap",
     "Received",
     "SmtpSink",
+    "accepts",
     "free_port",
     "imap_server_class",
     "sample_message",
 ]
 
-HOST = "127.0.0.1"
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 10.0
 # Dovecot takes ~1.1 s to stop, but ~6 s when stopped within milliseconds of starting.
 _GRACEFUL_STOP_S = 2.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_accepts(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 # -- IMAP servers -------------------------------------------------------------------------------
 
 
@@ -97,6 +91,7 @@ class ImapTestServer:
 
     def __init__(self) -> None:
         self.port = free_port()
+        self._started = False  # once started, a restart keeps the port clients know
         self.dir = Path(tempfile.mkdtemp(prefix=f"mailer-{self.name}-"))
         self._process: subprocess.Popen[bytes] | None = None
         # Should a script forget close(), the server and its files still go when it exits.
@@ -112,11 +107,32 @@ class ImapTestServer:
     def _log_tail(self) -> str:
         return ""
 
+    def _new_ports(self) -> None:
+        self.port = free_port()
+
     def start(self) -> None:
-        """Start the server and return once its port accepts connections."""
+        """Start the server and return once its own process listens on its ports.
+
+        Should its port be taken after all on the first start, it starts on fresh ports (up
+        to three tries); a restart keeps its port, so there a taken port is the error.
+        """
         if self._process is not None:
             raise RuntimeError(f"{self.name} is already running")
-        stderr = (self.dir / "stderr.log").open("ab")
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._start_once()
+            except _PortTaken as exc:
+                if self._started or attempt == PORT_ATTEMPTS:
+                    raise RuntimeError(str(exc)) from None
+                self._new_ports()
+            else:
+                self._started = True
+                return
+
+    def _start_once(self) -> None:
+        stderr_path = self.dir / "stderr.log"
+        stderr = stderr_path.open("ab")
+        earlier = stderr.tell()  # what earlier starts wrote
         with stderr:
             # A session of its own, so kill() can take every child process with it.
             self._process = subprocess.Popen(
@@ -127,16 +143,21 @@ class ImapTestServer:
                 start_new_session=True,
             )
         self._reaper = weakref.finalize(self, _kill_group, self._process)
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while not all(_port_accepts(port) for port in self._ports()):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(
-                    f"{self.name} did not start on {HOST}:{self.port}: "
-                    f"{(self.dir / 'stderr.log').read_text(errors='replace')[-2000:]}"
-                    f"{self._log_tail()}"
-                )
-            time.sleep(0.005)
+        ports = self._ports()
+        try:
+            until_listening(self._process, ports, f"{self.name} to listen on {HOST}:{self.port}",
+                            timeout_s=_START_TIMEOUT_S)
+        except (ProcessExited, WaitTimeout):
+            self.kill()
+            with stderr_path.open("rb") as written:
+                written.seek(earlier)
+                log = written.read().decode(errors="replace")[-2000:] + self._log_tail()
+            if port_taken(log):
+                taken = (f"port {ports[0]} is" if len(ports) == 1 else
+                         f"one of ports {', '.join(map(str, ports))} is")
+                raise _PortTaken(f"{self.name} did not start: {HOST} {taken} in use by another "
+                                 "program") from None
+            raise RuntimeError(f"{self.name} did not start on {HOST}:{self.port}: {log}") from None
 
     def stop(self) -> None:
         """Graceful shutdown (SIGTERM), SIGKILL after 2 s; takes Dovecot about a second."""
@@ -201,6 +222,10 @@ class ImapTestServer:
         return f"<{type(self).__name__} {self.host}:{self.port}>"
 
 
+class _PortTaken(RuntimeError):
+    pass
+
+
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
@@ -241,8 +266,15 @@ class DovecotServer(ImapTestServer):
         self.tls_port = free_port() if tls else None
         self.ca_file: str | None = None
         self.maildir = self.dir / "Maildir"
-        self._write_config({name for name, off in (("MOVE", without_move),
-                                                   ("IDLE", without_idle)) if off})
+        self._without = {name for name, off in (("MOVE", without_move),
+                                                ("IDLE", without_idle)) if off}
+        self._write_config(self._without)
+
+    def _new_ports(self) -> None:
+        super()._new_ports()
+        if self.tls_port is not None:
+            self.tls_port = free_port()
+        self._write_config(self._without)
 
     def _write_config(self, without: set[str]) -> None:
         base = self.dir
@@ -250,8 +282,8 @@ class DovecotServer(ImapTestServer):
         uid, gid = account.pw_uid, account.pw_gid
         group = grp.getgrgid(gid).gr_name
         for sub in ("run", "state"):
-            (base / sub).mkdir()
-        self.maildir.mkdir()
+            (base / sub).mkdir(exist_ok=True)
+        self.maildir.mkdir(exist_ok=True)
         os.chown(self.maildir, uid, gid)
         base.chmod(0o755)  # the mail user must reach the Maildir
         passwd = base / "passwd"
@@ -261,8 +293,10 @@ class DovecotServer(ImapTestServer):
         ssl_lines = "ssl = no"
         imaps_port = 0
         if self.tls_port is not None:
-            cert, key = _self_signed_certificate(base)
-            self.ca_file = str(cert)
+            cert, key = base / "cert.pem", base / "key.pem"
+            if self.ca_file is None:
+                cert, key = _self_signed_certificate(base)
+                self.ca_file = str(cert)
             ssl_lines = f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}"
             imaps_port = self.tls_port
         announced = " ".join(c for c in _DOVECOT_CAPABILITIES.split() if c not in without)
@@ -580,7 +614,27 @@ class _SinkSMTP(SMTP):
         await super().smtp_DATA(arg)
 
 
-class _SinkController(Controller):
+class LoopbackController(Controller):
+    """aiosmtpd's threaded Controller on 127.0.0.1: by default on the port the kernel picks as
+    it starts (read back into `port`, so nothing can take it between choosing and binding),
+    else on `port` (one from `free_port()`). Like any Controller, it starts once: `stop()`
+    closes its event loop."""
+
+    def __init__(self, handler: Any, *, port: int = 0, **kwargs: Any) -> None:
+        super().__init__(handler, hostname=HOST, port=port, **kwargs)
+
+    def _create_server(self) -> Coroutine[Any, Any, asyncio.AbstractServer]:
+        return self._listen()
+
+    async def _listen(self) -> asyncio.AbstractServer:
+        # Runs on the controller's thread before `start()` connects to `port` to see it ready.
+        server = await self.loop.create_server(
+            self._factory_invoker, host=self.hostname, port=self.port, ssl=self.ssl_context)
+        self.port = int(server.sockets[0].getsockname()[1])
+        return server
+
+
+class _SinkController(LoopbackController):
     def __init__(self, handler: Any, faults: _Faults, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._faults = faults
@@ -590,7 +644,9 @@ class _SinkController(Controller):
 
 
 class SmtpSink:
-    """aiosmtpd on 127.0.0.1:<free port> keeping every accepted message in `messages`.
+    """aiosmtpd on 127.0.0.1:<free port> keeping every accepted message in `messages`. The
+    port is known before it starts (settings are often written first), and held in TIME-WAIT
+    by `free_port()` until the sink binds it, so nothing takes it meanwhile.
 
     Fault knobs, all off by default and safe to change while the sink runs:
 
@@ -618,7 +674,7 @@ class SmtpSink:
         self.delay_s = 0.0
         self.transactions = 0
         self._faults = _Faults()
-        self._controller = _SinkController(self, self._faults, hostname=HOST, port=self.port)
+        self._controller = _SinkController(self, self._faults, port=self.port)
 
     def fail_next(self, count: int, code: int = 451) -> None:
         if code not in _FAILURE_TEXT:
@@ -683,7 +739,9 @@ class PostfixSink:
     PIPELINING and answers a pipelined group in one write (aiosmtpd answers command by
     command). Each accepted message is kept in a file of `directory`, with smtp-sink's few
     headers (X-Rcpt-Args and the like) above it. `flags` are smtp-sink's own: `-Q rcpt` sends
-    421 and hangs up on RCPT, `-q .` hangs up without a word at the end of a message."""
+    421 and hangs up on RCPT, `-q .` hangs up without a word at the end of a message.
+    smtp-sink must be told its port: should it be taken after all, it starts on a fresh one
+    (up to three tries)."""
 
     host = HOST
 
@@ -698,23 +756,45 @@ class PostfixSink:
         if binary is None:
             raise RuntimeError("smtp-sink not found: install Postfix (scripts/setup-system.sh)")
         user = ["-u", "nobody"] if os.geteuid() == 0 else []
-        self._command = [binary, *user, *flags, "-d", f"{self.directory}/%H%M%S.",
-                         f"{HOST}:{self.port}", "100"]
+        self._command = [binary, *user, *flags, "-d", f"{self.directory}/%H%M%S."]
         self._process: subprocess.Popen[bytes] | None = None
 
     def messages(self) -> list[bytes]:
-        """The messages accepted so far, each as smtp-sink wrote it."""
-        return [path.read_bytes() for path in sorted(self.directory.iterdir())]
+        """The messages accepted so far, each as smtp-sink wrote it. smtp-sink opens a
+        transaction's file before the transaction ends and removes it if the transaction is
+        aborted, a moment after the client has seen the connection go; wait for that with
+        tests.waiting rather than asking at once."""
+        found = []
+        for path in sorted(self.directory.iterdir()):
+            with contextlib.suppress(FileNotFoundError):  # an aborted transaction's, removed
+                found.append(path.read_bytes())
+        return found
 
     def __enter__(self) -> PostfixSink:
-        self._process = subprocess.Popen(self._command, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not _port_accepts(self.port):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"smtp-sink did not start: {' '.join(self._command)}")
-            time.sleep(0.02)
+        attempt = 1
+        while (failure := self._start()) is not None:
+            if not port_taken(failure) or attempt == PORT_ATTEMPTS:
+                raise RuntimeError(f"smtp-sink did not start on {HOST}:{self.port}: {failure}")
+            attempt += 1
+            self.port = free_port()
         return self
+
+    def _start(self) -> str | None:
+        """Start smtp-sink on `port`: None once it listens, else what it said."""
+        command = [*self._command, f"{HOST}:{self.port}", "100"]
+        with tempfile.TemporaryFile() as stderr:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+            try:
+                until_listening(process, [self.port], f"smtp-sink on {HOST}:{self.port}",
+                                timeout_s=_START_TIMEOUT_S)
+            except (ProcessExited, WaitTimeout):
+                process.kill()
+                process.wait(_STOP_TIMEOUT_S)
+                stderr.seek(0)
+                said = stderr.read().decode(errors="replace")[-2000:].strip()
+                return f"{' '.join(command)}: {said or 'no word'}"
+        self._process = process
+        return None
 
     def __exit__(self, *exc_info: object) -> None:
         if self._process is not None:

@@ -7,7 +7,6 @@ gets no campaign message from that moment on, while everyone else gets exactly o
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import os
@@ -17,25 +16,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 from tests.daemon_world import daemon
 from tests.helpers import DAEMON_SECRET, ROOT, run_cli
 from tests.inbox.world import make_world
 from tests.servers import ImapTestServer, SmtpSink, sample_message
+from tests.waiting import wait_for
 
 CUSTOMERS = 800
-
-
-async def eventually(check: Callable[[], bool], within_s: float = 60.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.05)
 
 
 def campaign_recipients(sink: SmtpSink) -> Counter[str]:
@@ -77,13 +67,18 @@ async def test_an_opt_out_by_email_during_a_campaign_stops_that_customers_mail_a
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         env={**os.environ, **env})
     try:
-        await eventually(lambda: sum(campaign_recipients(smtp_sink).values()) >= 40)
+        await wait_for(lambda: sum(campaign_recipients(smtp_sink).values()) >= 40,
+                       what="40 campaign messages sent")
         world.deliver(sample_message(subject="Unsubscribe special offers", sender=last,
                                      body="Please stop.\n"))
-        await eventually(lambda: world.preferences(last) == (False, False))
-        await eventually(lambda: world.query(
-            "SELECT status FROM campaigns WHERE id = ?", int(created.stdout)) == [("sent",)])
-        await eventually(lambda: last in confirmation_recipients(smtp_sink))
+        await wait_for(lambda: world.preferences(last) == (False, False),
+                       what="the last customer opted out")
+        await wait_for(
+            lambda: world.query("SELECT status FROM campaigns WHERE id = ?",
+                                int(created.stdout)) == [("sent",)],
+            what="the campaign sent")
+        await wait_for(lambda: last in confirmation_recipients(smtp_sink),
+                       what="the last customer's confirmation")
     finally:
         daemon.send_signal(signal.SIGTERM)
         _, stderr = daemon.communicate(timeout=60)

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dkim as dkimpy
@@ -27,6 +26,7 @@ from tests.test_dkim import (  # noqa: F401 - fixtures
     rsa_key_file,
     signer_for,
 )
+from tests.waiting import wait_for_sync
 
 
 def tag(signed: bytes, name: bytes) -> bytes:
@@ -150,10 +150,8 @@ def test_no_child_outlives_a_sender_killed_with_sigkill(ed25519_key: str) -> Non
     assert len(pids) == 2 and all(alive(pid) for pid in pids)
     sender.kill()
     sender.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(alive(pid) for pid in pids)
+    wait_for_sync(lambda: not any(alive(pid) for pid in pids),
+                  what=f"the signing processes {pids} to go with their sender")
 
 
 def test_signer_key_text_is_kept_for_the_children_but_never_shown(

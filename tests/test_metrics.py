@@ -16,10 +16,11 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailer.health.metrics import Metrics, add_metrics
-from tests.daemon_world import daemon, eventually, request, status
+from tests.daemon_world import daemon, request, status
 from tests.helpers import DAEMON_SECRET, run_cli
 from tests.inbox.world import CUSTOMERS_CSV, World, make_world
 from tests.servers import ImapTestServer, SmtpSink, free_port
+from tests.waiting import wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 ENV = {"MAILER_SECRET": DAEMON_SECRET}  # the daemon's (tests.daemon_world)
@@ -54,7 +55,7 @@ async def test_a_campaign_the_cli_sends_and_a_review_it_settles_show_on_the_daem
                    "failure_threshold": 0.5, "failure_min_sample": 3})
     url = f"http://127.0.0.1:{port}/metrics"
     with daemon(world):
-        await eventually(lambda: status(world)[0] == 0)
+        await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0")
         first = await asyncio.to_thread(scrape, url)
         assert first[("mailer_database_readable", ())] == 1
         assert first[("mailer_review_open_items", ())] == 0
@@ -62,7 +63,8 @@ async def test_a_campaign_the_cli_sends_and_a_review_it_settles_show_on_the_daem
 
         # A request nobody can be matched to waits for a person; the CLI settles it.
         world.deliver(request("stranger@example.net"))
-        await eventually(lambda: scrape(url)[("mailer_review_open_items", ())] == 1)
+        await wait_for(lambda: scrape(url)[("mailer_review_open_items", ())] == 1,
+                       what="one open review item in /metrics")
         listed = run_cli(world.settings_path, "review", "list", "--json")
         [item] = json.loads(listed.stdout)
         settled = run_cli(world.settings_path, "review", "resolve", str(item["id"]),

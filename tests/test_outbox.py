@@ -10,9 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from mailer.store.db import open_db, transaction
 from tests.helpers import DAEMON_SECRET, ROOT
 from tests.inbox.world import World, make_world
 from tests.servers import ImapTestServer, SmtpSink, sample_message
+from tests.waiting import wait_for
 
 SUBJECT = "Unsubscribe special offers"
 CUSTOMERS = 30
@@ -84,14 +84,6 @@ def mailer(world: World, *args: str) -> subprocess.Popen[bytes]:
         env={**os.environ, "MAILER_SECRET": DAEMON_SECRET})
 
 
-async def eventually(check: Callable[[], bool], within_s: float = 60.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.05)
-
-
 async def test_three_overlapping_inbox_runs_and_a_daemon_confirm_every_customer_exactly_once(
     world: World
 ) -> None:
@@ -104,8 +96,9 @@ async def test_three_overlapping_inbox_runs_and_a_daemon_confirm_every_customer_
         for cron in crons:
             _, stderr = cron.communicate(timeout=120)
             assert cron.returncode == 0, stderr.decode()
-        await eventually(lambda: world.query(
-            "SELECT count(*) FROM outbox WHERE status = 'pending'") == [(0,)])
+        await wait_for(
+            lambda: world.query("SELECT count(*) FROM outbox WHERE status = 'pending'")
+            == [(0,)], what="the outbox to be empty")
     finally:
         daemon.send_signal(signal.SIGTERM)
         _, stderr = daemon.communicate(timeout=60)
@@ -146,7 +139,7 @@ async def test_a_confirmation_sent_by_a_process_killed_before_marking_it_goes_on
     world.sink.delay_s = 5.0  # the sink holds its reply to DATA: the sender waits, unmarked
     cron = mailer(world, "inbox", "process")
     try:
-        await eventually(lambda: world.sink.transactions == 1)
+        await wait_for(lambda: world.sink.transactions == 1, what="the one SMTP transaction")
     finally:
         cron.send_signal(signal.SIGKILL)
         cron.wait(timeout=60)

@@ -11,12 +11,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from mailer.errors import PermanentSmtpError, TransientSmtpError
 from mailer.mail import smtp
 from mailer.mail.smtp import SmtpConfig
-from tests.servers import HOST, PostfixSink, SmtpSink, _self_signed_certificate, free_port
+from tests.servers import (
+    HOST,
+    LoopbackController,
+    PostfixSink,
+    SmtpSink,
+    _self_signed_certificate,
+    free_port,
+)
+from tests.waiting import wait_for
 
 MESSAGE = b"From: news@imperial.test\r\nTo: ann@example.com\r\nSubject: hi\r\n\r\nhello\r\n"
 
@@ -66,12 +73,11 @@ def _server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
 @pytest.fixture
 def starttls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[int, _Recorder]]:
     recorder = _Recorder()
-    port = free_port()
-    controller = Controller(recorder, hostname=HOST, port=port,
-                            tls_context=_server_context(certificate), require_starttls=True)
+    controller = LoopbackController(recorder, tls_context=_server_context(certificate),
+                                    require_starttls=True)
     controller.start()
     try:
-        yield port, recorder
+        yield controller.port, recorder
     finally:
         controller.stop()
 
@@ -79,12 +85,10 @@ def starttls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[int, _Reco
 @pytest.fixture
 def implicit_tls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[int, _Recorder]]:
     recorder = _Recorder()
-    port = free_port()
-    controller = Controller(recorder, hostname=HOST, port=port,
-                            ssl_context=_server_context(certificate))
+    controller = LoopbackController(recorder, ssl_context=_server_context(certificate))
     controller.start()
     try:
-        yield port, recorder
+        yield controller.port, recorder
     finally:
         controller.stop()
 
@@ -274,7 +278,8 @@ async def test_postfix_refusing_the_recipient_and_hanging_up_gives_its_421() -> 
                 await client.send("news@imperial.test", "ann@example.com", MESSAGE, 10)
         finally:
             await client.close()
-        assert sink.messages() == []
+        # smtp-sink removes the refused transaction's file just after hanging up.
+        await wait_for(lambda: sink.messages() == [], what="smtp-sink to keep no message")
 
 
 async def test_postfix_hanging_up_after_the_message_without_a_reply_is_transient() -> None:

@@ -19,10 +19,11 @@ import pytest
 from mailer.mail import tokens
 from mailer.public.app import route_prefix
 from mailer.store.db import MIGRATIONS
-from tests.daemon_world import daemon, daemon_log, eventually, request, status
+from tests.daemon_world import daemon, daemon_log, request, status
 from tests.helpers import DAEMON_SECRET, base_sections, run_cli, write_settings
 from tests.inbox.world import World, make_world
 from tests.servers import ImapTestServer, SmtpSink, free_port
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -48,9 +49,9 @@ async def test_status_of_a_database_no_daemon_has_run_on_is_not_running(world: W
 
 async def test_a_running_daemon_is_healthy_then_not_running_after_sigterm(world: World) -> None:
     with daemon(world) as process:
-        await eventually(lambda: status(world)[0] == 0)
+        await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0")
         world.deliver(request("ann@example.com"))
-        await eventually(lambda: world.opted_out() == {"ann@example.com"})
+        await wait_for(lambda: world.opted_out() == {"ann@example.com"}, what="ann opted out")
         code, data = status(world)
         assert data["daemon"]["pid"] == process.pid
         assert data["daemon"]["version"] == "0.1.0"
@@ -72,7 +73,7 @@ async def test_a_running_daemon_is_healthy_then_not_running_after_sigterm(world:
 
 async def test_a_daemon_killed_with_sigkill_is_seen_as_not_running(world: World) -> None:
     with daemon(world) as process:
-        await eventually(lambda: status(world)[0] == 0)
+        await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0")
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     code, data = status(world)
@@ -82,7 +83,7 @@ async def test_a_daemon_killed_with_sigkill_is_seen_as_not_running(world: World)
 
 async def test_a_stale_heartbeat_is_critical(world: World) -> None:
     with daemon(world):
-        await eventually(lambda: status(world)[0] == 0)
+        await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0")
     # The row a daemon would leave had it hung: its pid alive (ours), its beat long ago.
     with sqlite3.connect(world.db_path) as conn:
         conn.execute("UPDATE daemon_heartbeat SET stopped_at = NULL, pid = ?, host = ?, "
@@ -105,7 +106,7 @@ async def test_a_campaign_paused_by_its_settings_is_a_warning(world: World) -> N
         conn.execute("UPDATE campaigns SET status = 'scheduled', "
                      "scheduled_at = '2000-01-01T00:00:00+00:00' WHERE id = ?", (campaign_id,))
     with daemon(world):
-        await eventually(lambda: status(world)[0] == 1)
+        await wait_for(lambda: status(world)[0] == 1, what="mailer status to exit 1")
         code, data = status(world)
         assert code == 1
         assert {p["state"] for p in data["parts"].values()} == {"running"}
@@ -174,11 +175,11 @@ async def test_healthz_metrics_and_the_full_health_are_served_when_http_is_confi
                              http={"host": "127.0.0.1", "port": port})
     base = f"http://127.0.0.1:{port}"
     with daemon(world):
-        await eventually(lambda: status(world)[0] == 0)
+        await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0")
         world.deliver(request("bob@example.com"))
-        await eventually(lambda: len(smtp_sink.messages) == 1)
-        await eventually(lambda: b'mailer_confirmations_sent_total 1.0' in get(
-            base + "/metrics")[1])
+        await wait_for(lambda: len(smtp_sink.messages) == 1, what="bob's confirmation")
+        await wait_for(lambda: b'mailer_confirmations_sent_total 1.0' in get(
+            base + "/metrics")[1], what="the confirmations counter in /metrics")
         assert get(base + "/healthz") == (200, b"ok\n")
         code, body = get(base + "/healthz?full")
         assert code == 200
@@ -201,19 +202,21 @@ async def test_healthz_metrics_and_the_full_health_are_served_when_http_is_confi
         metrics = get(base + "/metrics")[1].decode()
         assert 'mailer_requests_honoured_total{source="one-click"} 1.0' in metrics
         imap_server.stop()
-        await eventually(lambda: get(base + "/healthz?full")[0] == 503)
+        await wait_for(lambda: get(base + "/healthz?full")[0] == 503,
+                       what="/healthz?full to say 503")
         # The unsubscribe link does not need IMAP: a proxy checking /healthz keeps it online.
         assert get(base + "/healthz") == (200, b"ok\n")
         imap_server.start()
-        await eventually(lambda: get(base + "/healthz?full")[0] == 200)
+        await wait_for(lambda: get(base + "/healthz?full")[0] == 200,
+                       what="/healthz?full to say 200 again")
         assert "mailer_imap_reconnects_total 0.0" not in get(base + "/metrics")[1].decode()
 
 
 async def test_json_logs_are_one_object_a_line_with_ids_and_no_addresses(world: World) -> None:
     with daemon(world, "--log-format", "json", "--log-level", "info"):
-        await eventually(lambda: status(world)[0] == 0)
+        await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0")
         world.deliver(request("carol@example.com"))
-        await eventually(lambda: len(world.sink.messages) == 1)
+        await wait_for(lambda: len(world.sink.messages) == 1, what="carol's confirmation")
     lines = daemon_log(world).splitlines()
     entries = [json.loads(line) for line in lines]
     assert {"time", "level", "logger", "message"} <= set(entries[0])
@@ -229,7 +232,7 @@ async def test_log_format_and_level_come_from_the_settings_file(
                              log={"format": "json", "level": "warning"})
     imap_server.stop()  # a warning to log
     with daemon(world):
-        await eventually(lambda: status(world)[0] == 1)
+        await wait_for(lambda: status(world)[0] == 1, what="mailer status to exit 1")
     entries = [json.loads(line) for line in daemon_log(world).splitlines()]
     assert entries
     assert {e["level"] for e in entries} == {"warning"}

@@ -336,7 +336,7 @@ class ImapClient:
         with self._exclusive("NOOP"):
             await self._ok("NOOP", lambda: self._protocol.simple_command("NOOP"))
 
-    async def idle(self, timeout_s: float) -> bool:
+    async def idle(self, timeout_s: float, *, idling: asyncio.Event | None = None) -> bool:
         """Wait in IDLE (RFC 2177) until the server announces new mail (True) or timeout_s.
 
         New mail is an EXISTS that makes the mailbox grow; expunges and RECENT alone are not.
@@ -344,6 +344,10 @@ class ImapClient:
         Mail announced while another command ran since the last `uids_above` counts as news
         too: it returns True at once, since the server will not announce it a second time.
         The caller keeps timeout_s under RFC 2177's 29 minutes.
+
+        `idling`, when given, is set while the server has accepted IDLE (its "+" continuation,
+        RFC 2177 3) and cleared when the IDLE ends: from the moment it is set, new mail is
+        announced, so whoever waits on it (a test) knows a delivery will be noticed.
         """
         if "IDLE" not in self.capabilities:
             raise ImapError(f"{self._where}: server does not support IDLE")
@@ -355,6 +359,8 @@ class ImapClient:
             while not protocol.idle_queue.empty():  # leftovers from an earlier IDLE
                 protocol.idle_queue.get_nowait()
             idle_task = await self._run("IDLE", self._start_idle)
+            if idling is not None:
+                idling.set()
             try:
                 news = await self._wait_for_news(idle_task, timeout_s)
             except asyncio.CancelledError:
@@ -365,6 +371,9 @@ class ImapClient:
             except BaseException:
                 self._abort()
                 raise
+            finally:
+                if idling is not None:
+                    idling.clear()
             if not idle_task.done():
                 protocol.idle_done()
             await self._ok("DONE", lambda: idle_task)

@@ -169,12 +169,15 @@ async def watch(
     stop: asyncio.Event,
     on_pass: Callable[[PassReport], None] = lambda report: None,
     part: Part | None = None,
+    *,
+    idling: asyncio.Event | None = None,
 ) -> None:
     """Keep the inbox processed until `stop` is set; survives any IMAP or database failure
-    by starting a new session under `supervise` (backoff from `mailer.backoff.RECONNECT`)."""
+    by starting a new session under `supervise` (backoff from `mailer.backoff.RECONNECT`).
+    `idling` is set while the session waits in an accepted IDLE (see `ImapClient.idle`)."""
     part = part or Part("inbox")
     await supervise(part, lambda: watch_session(conn, imap, config, timing, stop, on_pass,
-                                                part=part), stop)
+                                                part=part, idling=idling), stop)
 
 
 async def watch_session(
@@ -187,6 +190,7 @@ async def watch_session(
     *,
     part: Part | None = None,
     on_duration: Callable[[float], None] | None = None,
+    idling: asyncio.Event | None = None,
 ) -> None:
     """One connection's life: connect, pass, IDLE (or poll), pass, ... until `stop` is set.
 
@@ -212,7 +216,7 @@ async def watch_session(
                                left_to_retry=report.failed)
             on_pass(report)
             if idle:
-                await _until_stopped(client.idle(timing.idle_timeout_s), stop)
+                await _until_stopped(client.idle(timing.idle_timeout_s, idling=idling), stop)
             else:
                 await _until_stopped(asyncio.sleep(timing.poll_interval_s), stop)
     finally:

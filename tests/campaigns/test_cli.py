@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from mailer.cli import main
 from tests.campaigns.world import ROOT, World, parse, settings_mapping
 from tests.helpers import run_cli, write_settings
 from tests.servers import SmtpSink
+from tests.waiting import wait_for_sync
 
 
 class Cli:
@@ -330,10 +330,8 @@ def test_ctrl_c_during_send_pauses_cleanly_and_send_carries_on_exactly_once(
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.monotonic() + 20
-    while len(world.sink.messages) < 10 and child.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_for_sync(lambda: len(world.sink.messages) >= 10 or child.poll() is not None,
+                  what="10 messages sent or the sender gone")
     child.send_signal(signal.SIGINT)
     stdout, stderr = child.communicate(timeout=20)
     assert f"campaign {campaign_id}: paused" in stdout
@@ -358,10 +356,8 @@ def test_send_again_after_kill_9_of_send_carries_on_at_once(cli: Cli, world: Wor
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 20
-    while len(world.sink.messages) < 10 and child.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_for_sync(lambda: len(world.sink.messages) >= 10 or child.poll() is not None,
+                  what="10 messages sent or the sender gone")
     child.kill()
     assert child.wait(20) == -signal.SIGKILL
     # Its lease has not expired, but its holder is a dead process of this host.

@@ -4,15 +4,16 @@ often it is stopped."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mailer.campaigns.scheduler import CampaignScheduler, send_due_campaigns
 from mailer.campaigns.sender import lease_name
+from mailer.lifecycle.supervise import Part
 from mailer.store import campaigns as store
 from mailer.store import leases
 from mailer.store.db import open_db, transaction
@@ -20,6 +21,7 @@ from mailer.store.leases import Holder
 from tests.campaigns.clock import FakeClock
 from tests.campaigns.world import World
 from tests.servers import SmtpSink
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -27,9 +29,11 @@ def world(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[World]:
     yield World.build(tmp_path, smtp_sink)
 
 
-def scheduling(world: World, stop: asyncio.Event, poll_interval_s: float) -> asyncio.Task[None]:
+def scheduling(world: World, stop: asyncio.Event, poll_interval_s: float,
+               part: Part | None = None) -> asyncio.Task[None]:
     """The daemon's campaigns part, running until `stop`."""
-    scheduler = CampaignScheduler.from_settings(world.settings, poll_interval_s=poll_interval_s)
+    scheduler = CampaignScheduler.from_settings(world.settings, poll_interval_s=poll_interval_s,
+                                                part=part)
     return asyncio.create_task(scheduler.run(stop))
 
 
@@ -41,13 +45,6 @@ def status(world: World, campaign_id: int) -> tuple[str, str]:
     [(state, reason)] = world.rows(
         "SELECT status, status_reason FROM campaigns WHERE id = ?", (campaign_id,))
     return state, reason
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.01)
 
 
 def each_once(world: World, expected: set[str]) -> None:
@@ -65,7 +62,7 @@ async def test_a_due_campaign_is_sent_and_drafts_and_future_ones_are_left_alone(
     draft = await world.create_campaign()
     stop = asyncio.Event()
     loop = scheduling(world, stop, 0.05)
-    await wait_until(lambda: status(world, due)[0] == "sent")
+    await wait_for(lambda: status(world, due)[0] == "sent", what="the due campaign sent")
     stop.set()
     await asyncio.wait_for(loop, 5)
     assert status(world, future)[0] == "scheduled" and status(world, draft)[0] == "draft"
@@ -74,12 +71,21 @@ async def test_a_due_campaign_is_sent_and_drafts_and_future_ones_are_left_alone(
 
 async def test_a_campaign_falls_due_while_the_loop_runs(world: World) -> None:
     await world.add_customers(3)
-    campaign_id = await world.create_campaign(at=iso(0.5))
+    due = datetime.now(UTC) + timedelta(seconds=3)
+    campaign_id = await world.create_campaign(at=due.isoformat())
+    early: list[int] = []  # messages sent by the end of each round that ended before `due`
+
+    class Rounds(Part):
+        def succeeded(self, **details: Any) -> None:
+            if datetime.now(UTC) < due:
+                early.append(len(world.sink.messages))
+            super().succeeded(**details)
+
     stop = asyncio.Event()
-    loop = scheduling(world, stop, 0.05)
-    await asyncio.sleep(0.2)
-    assert world.sink.messages == []
-    await wait_until(lambda: status(world, campaign_id)[0] == "sent")
+    loop = scheduling(world, stop, 0.05, Rounds("campaigns"))
+    await wait_for(lambda: status(world, campaign_id)[0] == "sent", what="the campaign sent")
+    # Rounds ran while it was not yet due, and sent nothing.
+    assert early and set(early) == {0}
     stop.set()
     await asyncio.wait_for(loop, 5)
     each_once(world, world.opted_in())
@@ -93,7 +99,7 @@ async def test_stopping_mid_campaign_returns_promptly_and_the_next_run_finishes_
     world.sink.delay_s = 0.02
     stop = asyncio.Event()
     loop = scheduling(world, stop, 0.05)
-    await wait_until(lambda: len(world.sink.messages) >= 10)
+    await wait_for(lambda: len(world.sink.messages) >= 10, what="10 messages sent")
     stop.set()
     stopped_with = len(world.sink.messages)
     await asyncio.wait_for(loop, 5)
@@ -107,7 +113,7 @@ async def test_stopping_mid_campaign_returns_promptly_and_the_next_run_finishes_
     world.sink.delay_s = 0.0
     stop = asyncio.Event()
     loop = scheduling(world, stop, 0.05)
-    await wait_until(lambda: status(world, campaign_id)[0] == "sent")
+    await wait_for(lambda: status(world, campaign_id)[0] == "sent", what="the campaign sent")
     stop.set()
     await asyncio.wait_for(loop, 5)
     each_once(world, world.opted_in())
@@ -121,7 +127,8 @@ async def test_two_daemons_on_one_database_send_each_message_once(world: World) 
     stop = asyncio.Event()
     loops = [scheduling(world, stop, 0.02)
              for _ in range(2)]
-    await wait_until(lambda: status(world, first)[0] == status(world, second)[0] == "sent")
+    await wait_for(lambda: status(world, first)[0] == status(world, second)[0] == "sent",
+                   what="both campaigns sent")
     stop.set()
     await asyncio.wait_for(asyncio.gather(*loops), 5)
     received = world.received()

@@ -10,8 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from mailer.mail.outgoing import message_id
 from mailer.store.db import open_db, transaction
 from tests.campaigns.world import ROOT, SECRET, UNSUBSCRIBE_ADDRESS, UNSUBSCRIBE_URL, World
 from tests.servers import SmtpSink, free_port
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -39,13 +39,6 @@ async def send(world: World, campaign_id: int, *, stop: asyncio.Event | None = N
     async with open_db(world.db) as conn:
         return await send_campaign(conn, world.config(**config), campaign_id,
                                    stop=stop or asyncio.Event())
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.005)
 
 
 def each_once(world: World, expected: set[str]) -> None:
@@ -332,7 +325,7 @@ async def test_a_customer_who_opts_out_mid_campaign_receives_nothing_after(
     campaign_id = await world.create_campaign()
     world.sink.delay_s = 0.02
     task = asyncio.create_task(send(world, campaign_id, batch_size=batch_size))
-    await wait_until(lambda: len(world.sink.messages) >= 8)
+    await wait_for(lambda: len(world.sink.messages) >= 8, what="8 messages sent")
     [(last_id,)] = world.rows("SELECT id FROM customers WHERE email = 'c39@example.com'")
     async with open_db(world.db) as conn, transaction(conn):
         await optout.opt_out(conn, [optout.Refusal(
@@ -366,7 +359,7 @@ async def test_pause_and_resume_mail_everyone_exactly_once(world: World) -> None
     campaign_id = await world.create_campaign()
     world.sink.delay_s = 0.01
     task = asyncio.create_task(send(world, campaign_id))
-    await wait_until(lambda: len(world.sink.messages) >= 10)
+    await wait_for(lambda: len(world.sink.messages) >= 10, what="10 messages sent")
     async with open_db(world.db) as conn:
         paused = await service.pause(conn, campaign_id)
     assert paused.status == "paused"
@@ -394,7 +387,7 @@ async def test_stop_pauses_cleanly_and_a_second_send_finishes_exactly_once(
     world.sink.delay_s = 0.01
     stop = asyncio.Event()
     task = asyncio.create_task(send(world, campaign_id, stop=stop))
-    await wait_until(lambda: len(world.sink.messages) >= 10)
+    await wait_for(lambda: len(world.sink.messages) >= 10, what="10 messages sent")
     stop.set()
     outcome = await task
     assert (outcome.status, outcome.reason) == ("paused", "paused: interrupted")
@@ -409,7 +402,7 @@ async def test_cancel_stops_the_sender_and_leaves_the_rest_pending(world: World)
     campaign_id = await world.create_campaign()
     world.sink.delay_s = 0.01
     task = asyncio.create_task(send(world, campaign_id))
-    await wait_until(lambda: len(world.sink.messages) >= 5)
+    await wait_for(lambda: len(world.sink.messages) >= 5, what="5 messages sent")
     async with open_db(world.db) as conn:
         await service.cancel(conn, campaign_id)
     outcome = await task
@@ -469,7 +462,8 @@ async def test_kill_9_mid_campaign_then_send_again_takes_over_at_once_missing_no
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
-        await wait_until(lambda: len(world.sink.messages) >= 30 or child.poll() is not None)
+        await wait_for(lambda: len(world.sink.messages) >= 30 or child.poll() is not None,
+                       what="30 messages sent or the sender gone")
         assert child.poll() is None, "the sender ended before it could be killed"
         os.kill(child.pid, signal.SIGKILL)
     finally:

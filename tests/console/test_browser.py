@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +39,7 @@ from tests.helpers import ROOT
 from tests.inbox.world import World, make_world
 from tests.pages import left
 from tests.servers import ImapTestServer, SmtpSink
+from tests.waiting import wait_for
 
 T = TypeVar("T")
 
@@ -185,15 +185,6 @@ def _serious_violations(driver: WebDriver) -> list[tuple[str, str]]:
             if v.get("impact") in ("serious", "critical")]
 
 
-async def wait_for(check: Callable[[], Any], within_s: float = 60.0) -> None:
-    """A liveness bound for something the system should bring about, not a timing."""
-    deadline = time.monotonic() + within_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.5)
-
-
 @pytest.fixture
 async def world(tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink) -> World:
     world = await make_world(
@@ -276,7 +267,7 @@ async def test_marketing_schedules_a_campaign_and_watches_it_reach_every_opted_i
             state = await browser(
                 lambda d: d.find_element(By.CSS_SELECTOR, "dd .tag").text.strip().lower())
             return state == "sent"
-        await wait_for(sent)
+        await wait_for(sent, what="the campaign page to say sent", interval_s=0.5)
     finally:
         stop.set()
         await scheduler

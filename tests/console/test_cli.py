@@ -15,18 +15,14 @@ from mailer import settings as settings_module
 from mailer.console.app import serve
 from tests.console.world import query
 from tests.helpers import ROOT, base_sections, write_settings
+from tests.servers import accepts, free_port
+from tests.waiting import wait_for
 
 
 def mailer(settings_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mailer", "--settings", str(settings_path),
                            *args], input=stdin, capture_output=True, text=True, cwd=ROOT,
                           timeout=60, env=dict(os.environ))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_users_are_added_listed_given_a_new_password_and_removed(tmp_path: Path) -> None:
@@ -80,18 +76,14 @@ async def test_the_console_serves_on_its_own_port_until_stopped(tmp_path: Path) 
     settings = settings_module.load(path)
     stop = asyncio.Event()
     server = asyncio.create_task(serve(settings, stop))
-    async with aiohttp.ClientSession() as http:
-        for _ in range(100):
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/login") as response:
-                    assert response.status == 200
-                    assert response.headers["X-Frame-Options"] == "DENY"
-                    assert response.headers["Server"] == "mailer"
-                    break
-            except aiohttp.ClientConnectorError:
-                await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the console never answered")
+    await wait_for(lambda: accepts(port) or server.done(), what="the console to listen")
+    if server.done():
+        server.result()  # raises why it never listened
+    async with aiohttp.ClientSession() as http, http.get(
+            f"http://127.0.0.1:{port}/login") as response:
+        assert response.status == 200
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Server"] == "mailer"
     stop.set()
     await asyncio.wait_for(server, 15)
     with socket.socket() as s:

@@ -21,12 +21,12 @@ import threading
 import time
 from types import TracebackType
 
-from tests.servers import HOST, free_port
+from tests.servers import HOST
 
 
 class FreezingProxy:
     def __init__(self, target_port: int) -> None:
-        self.port = free_port()
+        self.port = 0  # the kernel's choice, known once entered
         self.target_port = target_port
         self.connections = 0
         self._frozen_below = 0  # connections numbered below this are stuck
@@ -38,7 +38,8 @@ class FreezingProxy:
     def __enter__(self) -> FreezingProxy:
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._accept, HOST, self.port), self._loop).result(10)
+            asyncio.start_server(self._accept, HOST, 0), self._loop).result(10)
+        self.port = int(self._server.sockets[0].getsockname()[1])
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -87,7 +88,7 @@ class OutageProxy:
     """In front of an SMTP server: `down()`, `up()`, and every connection attempt counted."""
 
     def __init__(self, target_port: int) -> None:
-        self.port = free_port()
+        self.port = 0  # the kernel's choice, known once entered
         self.target_port = target_port
         self.attempts: list[tuple[float, bool]] = []  # (time.monotonic(), server was up)
         self.is_down = False
@@ -99,7 +100,8 @@ class OutageProxy:
     def __enter__(self) -> OutageProxy:
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._accept, HOST, self.port), self._loop).result(10)
+            asyncio.start_server(self._accept, HOST, 0), self._loop).result(10)
+        self.port = int(self._server.sockets[0].getsockname()[1])
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

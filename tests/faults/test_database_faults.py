@@ -25,9 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_world import daemon, daemon_log, eventually, request, status
+from tests.daemon_world import daemon, daemon_log, request, status
 from tests.inbox.world import make_world
 from tests.servers import ImapTestServer, SmtpSink
+from tests.waiting import wait_for
 
 CUSTOMERS = ("eve@example.com", "frank@example.com", "grace@example.com")
 
@@ -78,13 +79,16 @@ async def test_a_read_only_database_folder_loses_no_request_and_recovers(
         folder.read_only()
         world.deliver(*(request(customer) for customer in CUSTOMERS))
         with daemon(world) as process:
-            await eventually(lambda: daemon_log(world).count("retrying in") >= 6)
+            await wait_for(lambda: daemon_log(world).count("retrying in") >= 6,
+                           what="six 'retrying in' lines in the daemon log")
             await asyncio.sleep(2)  # a few more attempts
             assert process.poll() is None  # still running, still trying
             assert len(world.folder_subjects("INBOX")) == len(CUSTOMERS)  # left where they were
             folder.writable()
-            await eventually(lambda: world.opted_out() == set(CUSTOMERS))
-            await eventually(lambda: len(smtp_sink.messages) == len(CUSTOMERS))
+            await wait_for(lambda: world.opted_out() == set(CUSTOMERS),
+                           what="every customer opted out")
+            await wait_for(lambda: len(smtp_sink.messages) == len(CUSTOMERS),
+                           what="every confirmation sent")
         assert process.returncode == 0
         log = daemon_log(world)
         failures = [line for line in log.splitlines() if "retrying in" in line]
@@ -130,20 +134,23 @@ async def test_a_full_disk_loses_no_request_corrupts_nothing_and_recovers_once_s
         world = await make_world(tmp_path, imap_server, smtp_sink,
                                  database={"path": str(folder.path / "mailer.db")})
         with daemon(world) as process:
-            await eventually(lambda: status(world)[0] == 0)
+            await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0")
             filler = fill(folder.path)
             full_at = time.monotonic()
             world.deliver(*(request(customer) for customer in CUSTOMERS))
-            await eventually(lambda: len(FULL.findall(daemon_log(world))) >= 6)
+            await wait_for(lambda: len(FULL.findall(daemon_log(world))) >= 6,
+                           what="six disk-full lines in the daemon log")
             await asyncio.sleep(2)  # a few more attempts
             assert process.poll() is None  # still running, still trying
             assert world.opted_out() == set()
             filler.unlink()
             freed_at = time.monotonic()
-            await eventually(lambda: world.opted_out() == set(CUSTOMERS))
+            await wait_for(lambda: world.opted_out() == set(CUSTOMERS),
+                           what="every customer opted out")
             recovered_s = time.monotonic() - freed_at
-            await eventually(lambda: len(smtp_sink.messages) == len(CUSTOMERS))
-            await eventually(lambda: status(world)[0] == 0)
+            await wait_for(lambda: len(smtp_sink.messages) == len(CUSTOMERS),
+                           what="every confirmation sent")
+            await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0")
         assert process.returncode == 0
         print(f"\ndisk full for {freed_at - full_at:.1f} s: requests honoured "
               f"{recovered_s:.1f} s after space was freed")

@@ -40,7 +40,7 @@ from pathlib import Path
 import pytest
 
 from mailer.categories import CATEGORIES
-from tests.daemon_world import eventually, request, status
+from tests.daemon_world import request, status
 from tests.faults.load import (
     CAMPAIGNS,
     SECRET,
@@ -54,6 +54,7 @@ from tests.faults.load import (
 from tests.helpers import ROOT
 from tests.inbox.world import World, make_world
 from tests.servers import ImapTestServer
+from tests.waiting import wait_for
 
 KILL_SEED = int(knob("SEED", 20261202))
 KILLS = int(knob("KILLS", 20))
@@ -171,11 +172,14 @@ async def test_twenty_kill_9s_under_mixed_load_lose_nothing_and_duplicate_only_w
         try:
             # Ready (its signal handlers installed) before anything else, so the SIGTERM
             # below is a clean stop even when the work was all done before this start.
-            await eventually(lambda: status(world)[0] == 0)
-            await eventually(lambda: campaign_status(world, campaign) == "sent", within_s=300)
-            await eventually(lambda: world.folder_subjects("INBOX") == [], within_s=120)
-            await eventually(lambda: world.query(
-                "SELECT count(*) FROM outbox WHERE status = 'pending'") == [(0,)], within_s=120)
+            await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0")
+            await wait_for(lambda: campaign_status(world, campaign) == "sent", timeout_s=300,
+                           what="the campaign sent")
+            await wait_for(lambda: world.folder_subjects("INBOX") == [], timeout_s=120,
+                           what="the inbox emptied")
+            await wait_for(
+                lambda: world.query("SELECT count(*) FROM outbox WHERE status = 'pending'")
+                == [(0,)], timeout_s=120, what="the outbox to be empty")
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_world import daemon, daemon_log, eventually
+from tests.daemon_world import daemon, daemon_log
 from tests.faults.load import (
     CAMPAIGNS,
     TimedSink,
@@ -28,6 +28,7 @@ from tests.faults.load import (
 from tests.faults.proxy import OutageProxy
 from tests.inbox.world import make_world
 from tests.servers import ImapTestServer
+from tests.waiting import wait_for
 
 OUTAGE_S = knob("OUTAGE_S", 30.0)
 CUSTOMERS = 600
@@ -59,7 +60,8 @@ async def test_an_smtp_outage_mid_campaign_is_waited_out_and_the_campaign_comple
         sink.delay_s = 0.01  # a few seconds of sending over four connections
 
         with daemon(world):
-            await eventually(lambda: len(sink.campaign_messages()) >= len(opted_in) // 5)
+            await wait_for(lambda: len(sink.campaign_messages()) >= len(opted_in) // 5,
+                           what="a fifth of the campaign sent")
             proxy.down()
             down_at = time.time()
             before_outage = len(sink.campaign_messages())
@@ -69,9 +71,11 @@ async def test_an_smtp_outage_mid_campaign_is_waited_out_and_the_campaign_comple
             during = len(sink.campaign_messages(since=down_at + 1.0))
             proxy.up()
             up_at = time.time()
-            await eventually(lambda: bool(sink.campaign_messages(since=up_at)), within_s=60)
+            await wait_for(lambda: bool(sink.campaign_messages(since=up_at)), timeout_s=60,
+                           what="a campaign message after the outage")
             resumed_s = sink.campaign_messages(since=up_at)[0][1] - up_at
-            await eventually(lambda: campaign_status(world, campaign) == "sent", within_s=120)
+            await wait_for(lambda: campaign_status(world, campaign) == "sent", timeout_s=120,
+                           what="the campaign sent")
             done_s = time.time() - up_at
 
     print(f"\nSMTP outage of {OUTAGE_S:.0f} s mid-campaign: {attempts} connection attempts "

@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from tests.fixtures.reports import CORPUS, load
 from tests.helpers import ROOT, run_cli
 from tests.inbox.world import World, make_world
 from tests.servers import ImapTestServer, SmtpSink, sample_message
+from tests.waiting import wait_for_sync
 
 BOUNCE_ADDRESS = "bounces@imperialtelecom.co.uk"
 SECRET = "campaign-secret-for-the-tests-0123456789"
@@ -383,11 +383,11 @@ async def test_kill_9_between_commit_and_move_is_finished_by_the_next_pass_count
         [sys.executable, "-m", "mailer", "--settings", str(world.settings_path),
          "inbox", "process"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while not world.query("SELECT 1 FROM delivery_reports"):
+        def committed() -> bool:
             assert process.poll() is None, "the pass ended before the report was committed"
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+            return bool(world.query("SELECT 1 FROM delivery_reports"))
+
+        wait_for_sync(committed, what="the report committed", interval_s=0.005)
         os.kill(process.pid, signal.SIGSTOP)
         assert world.query("SELECT moved FROM delivery_reports") == [(0,)]
         assert "Undelivered Mail Returned to Sender" in world.folder_subjects("INBOX")
@@ -429,12 +429,12 @@ async def test_the_daemon_reads_reports_in_its_inbox_and_in_the_bounces_imap_mai
     try:
         world.deliver(report("exim-plain", to_bob), folder="BounceBox")
         world.deliver(report("microsoft-arf", to_dan), folder="BounceBox")
-        deadline = time.monotonic() + 60
-        while (set(undeliverable(world)) != {"bob@example.com"}
-               or world.preferences("dan@example.com") != (False, False)):
+        def processed() -> bool:
             assert daemon.poll() is None, "the daemon stopped"
-            assert time.monotonic() < deadline, "the reports were not processed"
-            time.sleep(0.05)
+            return (set(undeliverable(world)) == {"bob@example.com"}
+                    and world.preferences("dan@example.com") == (False, False))
+
+        wait_for_sync(processed, what="both reports processed")
     finally:
         daemon.send_signal(signal.SIGTERM)
         _, stderr = daemon.communicate(timeout=60)

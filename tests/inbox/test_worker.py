@@ -8,8 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from mailer.store.db import open_db
 from tests.helpers import DAEMON_SECRET, ROOT, dovecot_only
 from tests.inbox.world import World, make_world
 from tests.servers import DovecotServer, ImapTestServer, SmtpSink, sample_message
+from tests.waiting import wait_for, wait_for_event
 
 SUBJECT = "Unsubscribe special offers"
 
@@ -35,15 +35,6 @@ def request(sender: str) -> bytes:
     return sample_message(subject=SUBJECT, sender=sender, body="Please stop.\n")
 
 
-async def eventually(check: Callable[[], bool], within_s: float = 20.0) -> None:
-    """Wait for a condition the worker should bring about (a liveness bound, not a timing)."""
-    deadline = time.monotonic() + within_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.05)
-
-
 class Watcher:
     def __init__(self, world: World, idle_timeout_s: float = 60.0,
                  part: Part | None = None) -> None:
@@ -51,6 +42,7 @@ class Watcher:
         self.part = part
         self.stop = asyncio.Event()
         self.passes: list[PassReport] = []
+        self.idling = asyncio.Event()  # set while the worker waits in an accepted IDLE
         self.timing = WatchTiming(idle_timeout_s=idle_timeout_s, poll_interval_s=1.0)
         self.task: asyncio.Task[None] | None = None
 
@@ -58,10 +50,13 @@ class Watcher:
         async def body() -> None:
             async with open_db(self.world.db_path) as conn:
                 await watch(conn, self.world.imap, self.world.rules, self.timing, self.stop,
-                            self.passes.append, part=self.part)
+                            self.passes.append, part=self.part, idling=self.idling)
         self.task = asyncio.create_task(body())
-        await eventually(lambda: len(self.passes) >= 1)
+        await wait_for(lambda: len(self.passes) >= 1, what="the worker's first pass")
         return self
+
+    async def until_idling(self) -> None:
+        await wait_for_event(self.idling, what="the worker to wait in IDLE")
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.stop.set()
@@ -71,34 +66,41 @@ class Watcher:
 
 async def test_idle_honours_a_request_soon_after_it_arrives(world: World) -> None:
     async with Watcher(world) as watcher:
-        await asyncio.sleep(0.2)  # let it settle into IDLE
+        await watcher.until_idling()
         world.deliver(request("ann@example.com"))
-        await eventually(lambda: world.opted_out() == {"ann@example.com"})
-        await eventually(lambda: sum(p.unsubscribed for p in watcher.passes) == 1)
+        await wait_for(lambda: sum(p.unsubscribed for p in watcher.passes) == 1,
+                       what="a pass honouring ann's request")
+        assert world.opted_out() == {"ann@example.com"}
+        # The second pass is the one IDLE woke: the IDLE timeout is a minute, and there is
+        # no polling while the server offers IDLE.
+        assert len(watcher.passes) == 2
 
 
 async def test_idle_is_reissued_before_its_timeout_and_keeps_working(world: World) -> None:
     async with Watcher(world, idle_timeout_s=0.3) as watcher:
-        await eventually(lambda: len(watcher.passes) >= 4)
+        await wait_for(lambda: len(watcher.passes) >= 4, what="four passes")
         world.deliver(request("bob@example.com"))
-        await eventually(lambda: world.opted_out() == {"bob@example.com"})
+        await wait_for(lambda: world.opted_out() == {"bob@example.com"}, what="bob opted out")
 
 
 async def test_server_restart_during_idle_is_survived(world: World) -> None:
-    async with Watcher(world):
-        await asyncio.sleep(0.2)
+    async with Watcher(world) as watcher:
+        await watcher.until_idling()
         world.server.restart()
         world.deliver(request("carol@example.com"))
-        await eventually(lambda: world.opted_out() == {"carol@example.com"}, within_s=30)
+        await wait_for(lambda: world.opted_out() == {"carol@example.com"},
+                       what="carol opted out")
 
 
 async def test_server_down_for_a_while_is_survived(world: World) -> None:
-    async with Watcher(world):
+    part = Part("inbox")
+    async with Watcher(world, part=part):
         world.server.stop()
-        await asyncio.sleep(1.5)
+        # A while: the lost session and at least one reconnect that found nobody there.
+        await wait_for(lambda: part.state.failures >= 2, what="a failed reconnect")
         world.server.start()
         world.deliver(request("dan@example.com"))
-        await eventually(lambda: world.opted_out() == {"dan@example.com"}, within_s=30)
+        await wait_for(lambda: world.opted_out() == {"dan@example.com"}, what="dan opted out")
 
 
 async def test_the_watcher_reports_reconnecting_with_its_error_while_the_server_is_down(
@@ -109,13 +111,13 @@ async def test_the_watcher_reports_reconnecting_with_its_error_while_the_server_
         assert part.state.state == "running"
         assert part.state.details["connected"] is True
         world.server.stop()
-        await eventually(lambda: part.state.state == "reconnecting")
+        await wait_for(lambda: part.state.state == "reconnecting", what="reconnecting")
         assert part.state.details["connected"] is False
         assert f"{world.server.host}:{world.server.port}" in part.state.last_error
         assert part.state.last_error_at
         passes = len(watcher.passes)
         world.server.start()
-        await eventually(lambda: part.state.state == "running", within_s=30)
+        await wait_for(lambda: part.state.state == "running", what="running again")
         assert len(watcher.passes) > passes
     assert part.state.state == "stopped"
 
@@ -167,8 +169,9 @@ async def test_mailer_run_stops_cleanly_on_sigterm(world: World) -> None:
         env={**os.environ, "MAILER_SECRET": DAEMON_SECRET})
     try:
         world.deliver(request("grace@example.com"))
-        await eventually(lambda: world.opted_out() == {"grace@example.com"}, within_s=30)
-        await eventually(lambda: len(world.sink.messages) == 1, within_s=30)
+        await wait_for(lambda: world.opted_out() == {"grace@example.com"},
+                       what="grace opted out")
+        await wait_for(lambda: len(world.sink.messages) == 1, what="grace's confirmation")
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
@@ -185,5 +188,6 @@ async def test_a_server_without_idle_is_polled(
         world = await make_world(tmp_path, server, smtp_sink)
         async with Watcher(world):
             world.deliver(request("eve@example.com"))
-            await eventually(lambda: world.opted_out() == {"eve@example.com"})
+            await wait_for(lambda: world.opted_out() == {"eve@example.com"},
+                           what="eve opted out")
     assert any("(polling)" in record.getMessage() for record in caplog.records)

@@ -31,7 +31,8 @@ from mailer.public import serve
 from mailer.store.db import open_db
 from tests.campaigns.world import ROOT, UNSUBSCRIBE_ADDRESS, UNSUBSCRIBE_URL, World
 from tests.pages import left
-from tests.servers import SmtpSink, free_port
+from tests.servers import SmtpSink, accepts, free_port
+from tests.waiting import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -224,6 +225,10 @@ async def test_a_customer_follows_the_link_in_a_real_campaign_and_changes_their_
     stop = asyncio.Event()
     server = asyncio.create_task(serve(world.settings, stop))
     try:
+        port = world.settings.http.port
+        await wait_for(lambda: accepts(port) or server.done(), what="the web listener")
+        if server.done():
+            server.result()  # raises why it never listened
         reference_of = await _reference(world, link)
         await asyncio.to_thread(browse, browser, local, world.db, reference_of)
     finally:

@@ -10,7 +10,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -22,24 +21,10 @@ from mailer.public import serve
 from tests.campaigns.world import SECRET, settings_mapping
 from tests.helpers import ROOT, write_settings
 from tests.public.world import seed, web_settings
-from tests.servers import free_port
+from tests.servers import accepts, free_port
+from tests.waiting import wait_for
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
-
-
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-async def until(condition: object, what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 class _Started(logging.Handler):
@@ -70,13 +55,13 @@ async def test_stop_closes_the_listener_and_lets_the_request_in_flight_finish(
     server = asyncio.create_task(serve(settings, stop))
     blocker = sqlite3.connect(settings.database.path, isolation_level=None)
     try:
-        await until(lambda: accepts(port), "the listener")
+        await wait_for(lambda: accepts(port), what="the listener")
         blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock for now
         async with aiohttp.ClientSession() as session:
             request = asyncio.create_task(session.post(url, data=ONE_CLICK))
             await asyncio.wait_for(started.post_started.wait(), 20)
             stop.set()
-            await until(lambda: not accepts(port), "the listener to close")
+            await wait_for(lambda: not accepts(port), what="the listener to close")
 
             assert not request.done() and not server.done()
             blocker.execute("ROLLBACK")
@@ -120,7 +105,7 @@ async def test_mailer_web_serves_until_sigterm_then_exits_0(tmp_path: Path) -> N
         [sys.executable, "-m", "mailer", "--settings", str(path), "web"], cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        await until(lambda: accepts(port) or process.poll() is not None, "mailer web")
+        await wait_for(lambda: accepts(port) or process.poll() is not None, what="mailer web")
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{port}/healthz") as health:
                 assert health.status == 200
