@@ -51,3 +51,6 @@ RECONNECT = Backoff(base_s=1.0, max_s=60.0, jitter=0.2)
 # campaign paused by an unreachable server is resumed): capped low, so the server's return is
 # noticed within seconds, while a months-long outage costs one connect attempt every 3-4 s.
 SERVER_RECONNECT = Backoff(base_s=0.5, max_s=4.0, jitter=0.2)
+
+# An erasure's IMAP clean-up (`consent.rights.run_pending_erasures`): retried until done.
+ERASURE_CLEANUP = Backoff(base_s=60.0, max_s=6 * 3600.0)

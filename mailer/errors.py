@@ -16,7 +16,8 @@ and line, the campaign, the server. Every module imports these from here, and on
      │    ├── HeaderInjection           a value that cannot go into a mail header safely
      │    └── MalformedMessage          an incoming message that cannot be parsed
      ├── NotFound                    1  no such campaign, customer or review item
-     │    └── CampaignNotFound
+     │    ├── CampaignNotFound
+     │    └── ErasedCustomer            an address whose customer was erased
      ├── Refused                     1  it exists, but the action does not apply in its state
      │    └── CampaignRefused           wrong status, or another process holds the lease
      ├── Unavailable                 3  a server or the database cannot be used (try later)
@@ -134,6 +135,10 @@ class MalformedMessage(BadInput):
 
 class CampaignNotFound(NotFound):
     """No such campaign (or no such customer to preview it for)."""
+
+
+class ErasedCustomer(NotFound):
+    """The address asked for belonged to a customer who was erased (the suppression list)."""
 
 
 class CampaignRefused(Refused):

@@ -3,7 +3,8 @@ call one async function, print). The `main` group (`mailer.cli.support.MailerGro
 one place an error becomes a line on stderr and an exit code; `mailer.cli.preflight` holds the
 start-up checks of the long-running commands.
 
-    customers  import, show, reactivate          review    list, resolve
+    customers  import, show, reactivate,         review    list, resolve
+               export, erase                     retention run (--dry-run)
     campaign   create ... send, pause, cancel    inbox     process (one burst pass)
     bounces    list;  dkim dns                   users     console accounts
     db         backup, check                     serve     run, web, console, status
@@ -18,6 +19,7 @@ from pathlib import Path
 import click
 
 from mailer.cli import bounces, campaigns, customers, db, doctor, inbox, init, review, serve, users
+from mailer.cli import retention as retention_cli
 from mailer.cli.support import CliState, MailerGroup
 from mailer.logs import LEVELS, LogFormat
 from mailer.settings import default_path
@@ -55,5 +57,6 @@ for command in (
     customers.customers, campaigns.campaign, review.review, inbox.inbox, bounces.bounces,
     bounces.dkim_group, users.users, db.db, init.init,
     serve.run_daemon, serve.web, serve.console, serve.status, doctor.doctor,
+    retention_cli.retention_group,
 ):
     main.add_command(command)

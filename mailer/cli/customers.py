@@ -1,5 +1,6 @@
 """`mailer customers ...`: import customers from CSV, show one (details, consent history,
-deliverability), and make a bounced address deliverable again."""
+deliverability), make a bounced address deliverable again, and the customer's data rights:
+`export` (everything held, as JSON) and `erase` (with a suppression entry)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import click
 
 from mailer.bounces import deliverability
 from mailer.cli.support import command_settings, run
+from mailer.consent import rights
 from mailer.consent.imports import import_csv
-from mailer.errors import BadInput, CsvError, NotFound
+from mailer.errors import BadInput, CsvError, ImapError, NotFound
+from mailer.inbox.imap import ImapClient
+from mailer.inbox.worker import imap_config
 from mailer.store import customers as customer_store
 from mailer.store import deliverability as deliverability_store
 from mailer.store.db import open_db
@@ -40,7 +44,8 @@ def customers_import(ctx: click.Context, csv_file: Path) -> None:
         with handle:
             async with open_db(settings.database.path) as conn:
                 report = await import_csv(conn, handle, name=str(csv_file),
-                                          reference=csv_file.name)
+                                          reference=csv_file.name,
+                                          suppression_key=settings.privacy.key)
         if not report.ok:
             for bad in report.bad_rows:
                 click.echo(f"{csv_file}: line {bad.line}: {bad.reason}", err=True)
@@ -48,8 +53,12 @@ def customers_import(ctx: click.Context, csv_file: Path) -> None:
         for line, email, category in report.kept_opt_outs:
             click.echo(f"{csv_file}: line {line}: kept {email} opted out of {category} "
                        "(the opt-out was made by request)", err=True)
+        for line, email in report.suppressed:
+            click.echo(f"{csv_file}: line {line}: {email} is on the suppression list (erased "
+                       "before): opted out of everything", err=True)
         click.echo(f"imported {csv_file}: {report.created} created, {report.updated} updated, "
-                   f"{report.unchanged} unchanged, {len(report.kept_opt_outs)} opt-out(s) kept")
+                   f"{report.unchanged} unchanged, {len(report.kept_opt_outs)} opt-out(s) kept, "
+                   f"{len(report.suppressed)} suppressed")
 
     run(body())
 
@@ -68,6 +77,7 @@ def customers_show(ctx: click.Context, email: str, as_json: bool) -> None:
         async with open_db(settings.database.path) as conn:
             customer = await store.get_by_email(conn, email)
             if customer is None:
+                await rights.raise_if_erased(conn, email, settings.privacy.key)
                 raise NotFound(f"no customer with email {email}")
             events = await store.history(conn, customer.id)
             delivery = await delivery_view(conn, customer.id)
@@ -125,6 +135,64 @@ def customers_reactivate(ctx: click.Context, email: str, actor: str | None) -> N
             click.echo(f"{email} is deliverable again (reactivated by {who})")
         else:
             click.echo(f"{email} was deliverable already; nothing changed")
+
+    run(body())
+
+
+@customers.command("export")
+@click.argument("email")
+@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the JSON here [default: standard output].")
+@click.pass_context
+def customers_export(ctx: click.Context, email: str, out: Path | None) -> None:
+    """Everything held about EMAIL as one JSON document (UK GDPR art. 15 and 20): the record,
+    preferences, consent history, deliveries, bounces, review items and request emails."""
+    settings = command_settings(ctx)
+
+    async def body() -> str:
+        folders = (settings.imap.processed_folder, settings.imap.review_folder)
+        async with (open_db(settings.database.path) as conn,
+                    await ImapClient.connect(imap_config(settings)) as mailbox):
+            document = await rights.export(conn, email, mailbox=mailbox, folders=folders,
+                                           key=settings.privacy.key)
+        return json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
+
+    text = run(body())
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"--out {out}: {exc.strerror}") from exc
+    click.echo(f"exported {email} to {out}")
+
+
+@customers.command("erase")
+@click.argument("email")
+@click.option("--reason", required=True, help="Why (recorded with the erasure).")
+@click.option("--by", "actor", default=None,
+              help="Who is doing this, for the record [default: the OS user].")
+@click.pass_context
+def customers_erase(ctx: click.Context, email: str, reason: str, actor: str | None) -> None:
+    """Erase EMAIL's personal data (UK GDPR art. 17), keeping a suppression entry so no
+    import mails it again, then delete their request emails from the IMAP folders."""
+    settings = command_settings(ctx)
+    who = (actor or _os_user()).strip() or "unknown"
+
+    async def body() -> None:
+        folders = (settings.imap.processed_folder, settings.imap.review_folder)
+        async with open_db(settings.database.path) as conn:
+            erased = await rights.erase(conn, email, key=settings.privacy.key, reason=reason,
+                                        actor=who)
+            click.echo(f"erased {email} (erasure {erased.erasure_id}, by {who})")
+            try:
+                async with await ImapClient.connect(imap_config(settings)) as mailbox:
+                    await rights.run_pending_erasures(conn, mailbox, folders)
+            except ImapError as exc:
+                raise ImapError(f"erased from the database; the IMAP clean-up is pending and "
+                                f"retried by `mailer retention run`: {exc}") from exc
+        click.echo(f"removed the request emails from {' and '.join(folders)}")
 
     run(body())
 

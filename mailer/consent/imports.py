@@ -23,10 +23,12 @@ __all__ = ["ImportReport", "import_csv"]
 
 
 async def import_csv(conn: aiosqlite.Connection, source: IO[bytes], *, name: str,
-                     reference: str | None = None) -> ImportReport:
+                     reference: str | None = None, suppression_key: bytes | None = None
+                     ) -> ImportReport:
     """Import the CSV in `source`; `name` is how errors name the file, `reference` how the
-    consent history does (default: `name`). Returns the report, bad rows included (nothing
-    was imported then); CsvError for a file that cannot be read as a whole."""
+    consent history does (default: `name`); `suppression_key` checks each address against
+    the suppression list of erased customers (`[privacy]`). Returns the report, bad rows
+    included (nothing was imported then); CsvError for a file that cannot be read as a whole."""
     text = io.TextIOWrapper(source, encoding="utf-8-sig", newline="")
     try:
         rows = read_rows(text)
@@ -43,4 +45,5 @@ async def import_csv(conn: aiosqlite.Connection, source: IO[bytes], *, name: str
         for row in rows:
             yield row
 
-    return await import_customers_atomically(conn, stream(), reference=reference or name)
+    return await import_customers_atomically(conn, stream(), reference=reference or name,
+                                             suppression_key=suppression_key)

@@ -177,6 +177,33 @@ class ImapClient(ImapSession):
             )
         return sorted(search_uids(response.lines))
 
+    async def uids_search(self, *criteria: str) -> list[int]:
+        """UIDs in the selected folder matching SEARCH `criteria` (RFC 3501 6.4.4), e.g.
+        `("TEXT", quoted(term))` for data rights, `("BEFORE", "1-Jan-2026")` for retention."""
+        with self._exclusive("UID SEARCH"):
+            response = await self._ok(
+                f"UID SEARCH {' '.join(criteria)}",
+                lambda: self._protocol.search(*criteria, charset="UTF-8", by_uid=True),
+            )
+        return sorted(search_uids(response.lines))
+
+    async def delete_many(self, uids: Sequence[int]) -> None:
+        """Remove messages for good: UID STORE \\Deleted, then UID EXPUNGE of just those UIDs
+        (RFC 4315; a plain EXPUNGE would also remove what other clients flagged). Gone UIDs
+        are a no-op, so a retried clean-up is harmless."""
+        if not uids:
+            return
+        selection = uid_set(sorted(set(uids)))
+        with self._exclusive("UID EXPUNGE"):
+            await self._ok_synced(
+                f"UID STORE {selection} +FLAGS.SILENT (\\Deleted)",
+                lambda: self._protocol.store(selection, "+FLAGS.SILENT", r"(\Deleted)",
+                                             by_uid=True))
+            if "UIDPLUS" not in self.capabilities:
+                raise ImapError(f"{self._where}: no UIDPLUS: cannot expunge only our messages")
+            await self._ok_synced(f"UID EXPUNGE {selection}",
+                                  lambda: self._protocol.expunge(selection, by_uid=True))
+
     async def fetch_headers(self, uids: Sequence[int], batch: int = 200) -> list[FetchedHeader]:
         """Header block and size of each UID still present, ascending; never sets \\Seen.
 

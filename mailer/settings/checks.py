@@ -45,6 +45,10 @@ def check_section(name: str, section: Any) -> None:
             _require(value >= 0, where, f"expected 0 (no limit) or more, got {value}")
         elif spec.name in ("failure_threshold", "pause_bounce_rate", "pause_complaint_rate"):
             _require(0 < value <= 1, where, f"expected a share between 0 and 1, got {value}")
+        elif name == "retention":
+            _require(value >= 1, where, f"expected a positive number of days, got {value}")
+        elif spec.name == "suppression_key" and value:
+            _require(len(value) >= 16, where, "expected at least 16 characters")
         elif spec.name == "soft_window_days":
             _require(value > 0, where, f"expected a positive number, got {value}")
         elif spec.name in ("domain", "selector") and value:

@@ -9,7 +9,8 @@ file, so a daemon started from any working directory finds the same database and
 
 Passwords, the campaign secret and the DKIM key may come from the environment instead of the
 file: `MAILER_IMAP_PASSWORD`, `MAILER_SMTP_PASSWORD`, `MAILER_SECRET`, `MAILER_DKIM_KEY`,
-`MAILER_BOUNCES_IMAP_PASSWORD` (the environment wins).
+`MAILER_BOUNCES_IMAP_PASSWORD` (the environment wins); the suppression key only from the
+environment (`MAILER_SUPPRESSION_KEY`).
 
 `[bounces.imap]` is the one nested table: the optional mailbox delivery reports arrive in, with
 the keys of `[imap]`, when it is not the `[imap]` mailbox.
@@ -34,6 +35,7 @@ _ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("smtp", "password", "MAILER_SMTP_PASSWORD"),
     ("campaigns", "secret", "MAILER_SECRET"),
     ("dkim", "private_key", "MAILER_DKIM_KEY"),
+    ("privacy", "suppression_key", "MAILER_SUPPRESSION_KEY"),
 )
 
 
@@ -68,6 +70,10 @@ def from_mapping(
                 f"[{section}]: unknown section (expected one of: {', '.join(SECTIONS)})"
             )
     data = {name: dict(value) if isinstance(value, dict) else value for name, value in data.items()}
+    privacy = data.get("privacy")
+    if isinstance(privacy, dict) and "suppression_key" in privacy:
+        raise SettingsError("[privacy] suppression_key: set it in the environment "
+                            "(MAILER_SUPPRESSION_KEY), never in the settings file")
     for section, key, variable in _ENVIRONMENT:
         if environ.get(variable):
             table = data.setdefault(section, {})

@@ -201,6 +201,33 @@ class DoctorSettings:
         return tuple(parse_nameserver(value) for value in self.nameservers)
 
 
+@dataclass(frozen=True)
+class PrivacySettings:
+    """The customer's data rights (`mailer customers export`, `erase`)."""
+
+    # The key of the suppression list's HMAC-SHA256 of each erased address. From the
+    # environment only (MAILER_SUPPRESSION_KEY): with the database it would let anyone test
+    # guessed addresses against the list. Empty: erasure is refused.
+    suppression_key: str = ""
+
+    @property
+    def key(self) -> bytes | None:
+        return self.suppression_key.encode("utf-8") if self.suppression_key else None
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """How long what is not evidence of consent is kept (`mailer retention run`, daily in
+    `mailer run`); consent events themselves are kept, they are the evidence."""
+
+    # Request emails filed in [imap] processed_folder.
+    processed_mail_days: int = 400
+    # Delivery reports and complaints filed in [bounces] folder.
+    reports_days: int = 90
+    # The client address and user agent recorded with a consent change made on the web.
+    web_evidence_days: int = 400
+
+
 def parse_nameserver(value: str) -> tuple[str, int]:
     """("9.9.9.9", 53) of "9.9.9.9", ("::1", 5353) of "[::1]:5353"; SettingsError naming
     `[doctor] nameservers` for anything else."""
@@ -234,6 +261,8 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     doctor: DoctorSettings = field(default_factory=DoctorSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     source: Path | None = None
 
     @property
@@ -256,6 +285,8 @@ SECTIONS: dict[str, type[Any]] = {
     "http": HttpSettings,
     "console": ConsoleSettings,
     "doctor": DoctorSettings,
+    "privacy": PrivacySettings,
+    "retention": RetentionSettings,
 }
 
 

@@ -16,9 +16,11 @@ from typing import Any
 import aiosqlite
 
 from mailer.categories import CATEGORIES
+from mailer.errors import SettingsError
 from mailer.importer import BadRow, CustomerRow
 from mailer.store.db import transaction, utcnow
 from mailer.store.edge import translated
+from mailer.store.rights import suppression_count, suppression_digest
 
 _BATCH = 5000
 
@@ -31,6 +33,9 @@ class ImportReport:
     bad_rows: list[BadRow] = field(default_factory=list)
     # (line, email, category): rows that asked to opt back in someone who opted out by request.
     kept_opt_outs: list[tuple[int, str, str]] = field(default_factory=list)
+    # (line, email): addresses on the suppression list (erased before), created or kept opted
+    # out of everything.
+    suppressed: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -42,14 +47,23 @@ async def import_customers(
     rows: AsyncIterator[CustomerRow | BadRow],
     *,
     reference: str,
+    suppression_key: bytes | None = None,
 ) -> ImportReport:
     """Upsert every row in one transaction; if any row is bad, change nothing.
+
+    A row whose address is on the suppression list (an erased customer's keyed digest) is
+    opted out of everything, whatever the file says, and reported in `suppressed`: every way
+    an address comes back goes through here. Without `suppression_key` an import is refused
+    once the list has entries, since it could not be checked.
 
     Rows stream into a temporary table in batches, so memory stays flat for a million rows;
     duplicates and the request-made opt-outs are then found with SQL.
     """
     report = ImportReport()
     now = utcnow()
+    if suppression_key is None and await suppression_count(conn):
+        raise SettingsError("[privacy] suppression_key: not set (MAILER_SUPPRESSION_KEY); "
+                            "the suppression list cannot be checked, so nothing was imported")
     async with transaction(conn):
         await conn.execute("DROP TABLE IF EXISTS temp.import_rows")
         await conn.execute(
@@ -57,7 +71,8 @@ async def import_customers(
             "COLLATE NOCASE, name TEXT, company TEXT, phone TEXT, name_key TEXT, "
             "company_key TEXT, announcements INTEGER, offers INTEGER, customer_id INTEGER, "
             "keep_announcements INTEGER NOT NULL DEFAULT 0, keep_offers INTEGER NOT NULL "
-            "DEFAULT 0, is_new INTEGER NOT NULL DEFAULT 0)"
+            "DEFAULT 0, is_new INTEGER NOT NULL DEFAULT 0, digest TEXT, "
+            "suppressed INTEGER NOT NULL DEFAULT 0)"
         )
         batch: list[tuple[Any, ...]] = []
         async for item in rows:
@@ -67,6 +82,8 @@ async def import_customers(
             batch.append((
                 item.line, item.email, item.name, item.company, item.phone, item.name_key,
                 item.company_key, _flag(item.announcements), _flag(item.offers),
+                None if suppression_key is None else suppression_digest(suppression_key,
+                                                                        item.email),
             ))
             if len(batch) >= _BATCH:
                 await _insert_batch(conn, batch)
@@ -106,10 +123,12 @@ async def import_customers_atomically(
     rows: AsyncIterator[CustomerRow | BadRow],
     *,
     reference: str,
+    suppression_key: bytes | None = None,
 ) -> ImportReport:
     """Like import_customers, but a file with bad rows returns its report instead of raising."""
     try:
-        return await import_customers(conn, rows, reference=reference)
+        return await import_customers(conn, rows, reference=reference,
+                                      suppression_key=suppression_key)
     except _Rollback as rollback:
         return rollback.report
 
@@ -121,7 +140,7 @@ def _flag(value: bool | None) -> int | None:
 async def _insert_batch(conn: aiosqlite.Connection, batch: list[tuple[Any, ...]]) -> None:
     await conn.executemany(
         "INSERT INTO import_rows (line, email, name, company, phone, name_key, company_key, "
-        "announcements, offers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "announcements, offers, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         batch,
     )
 
@@ -129,6 +148,13 @@ async def _insert_batch(conn: aiosqlite.Connection, batch: list[tuple[Any, ...]]
 async def _apply_import(
     conn: aiosqlite.Connection, report: ImportReport, now: str, reference: str
 ) -> None:
+    await conn.execute(
+        "UPDATE import_rows SET suppressed = 1, announcements = 0, offers = 0 "
+        "WHERE digest IN (SELECT digest FROM suppression_entries)")
+    async with conn.execute(
+        "SELECT line, email FROM import_rows WHERE suppressed = 1 ORDER BY line"
+    ) as cur:
+        report.suppressed = [(r["line"], r["email"]) for r in await cur.fetchall()]
     await conn.execute(
         "UPDATE import_rows SET customer_id = c.id FROM customers c "
         "WHERE c.email = import_rows.email"

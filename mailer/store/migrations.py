@@ -419,4 +419,31 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (campaign_id, day)
     ) WITHOUT ROWID;
     """,
+    # 11: the customer's rights. An erased customer's row stays (consent events and the ledger
+    # point to its id: pseudonymous counts) with every personal field blanked; `erasures`
+    # records when, why and by whom, with no personal data; `suppression_entries` keeps a
+    # keyed HMAC of the erased address, so an import that brings it back is opted out;
+    # `erasure_imap_pending` holds the search terms of an IMAP clean-up not yet done, deleted
+    # once it is (the only place an erased address stays, and only until then).
+    """
+    ALTER TABLE customers ADD COLUMN erased_at TEXT;
+    CREATE TABLE suppression_entries (
+        digest     TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE erasures (
+        id          INTEGER PRIMARY KEY,
+        customer_id INTEGER NOT NULL REFERENCES customers (id),
+        erased_at   TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        actor       TEXT NOT NULL
+    );
+    CREATE TABLE erasure_imap_pending (
+        erasure_id      INTEGER PRIMARY KEY REFERENCES erasures (id),
+        terms           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error      TEXT NOT NULL DEFAULT ''
+    );
+    """,
 )
