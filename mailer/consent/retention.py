@@ -53,6 +53,7 @@ def imap_date(day: date) -> str:
 
 async def apply_mail(mailbox: Mailbox, window: Window, *, dry_run: bool) -> int:
     """Delete (or, dry, count) the messages of `window.folder` older than the window."""
+    await mailbox.ensure_folder(window.folder)
     await mailbox.select(window.folder)
     uids = await mailbox.uids_search("BEFORE", imap_date(window.first_kept))
     if uids and not dry_run:

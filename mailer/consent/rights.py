@@ -33,6 +33,7 @@ FORMAT = "mailer customer export 1"
 
 
 class Mailbox(Protocol):
+    async def ensure_folder(self, name: str) -> None: ...
     async def select(self, folder: str) -> int: ...
     async def uids_search(self, *criteria: str) -> list[int]: ...
     async def fetch_messages(self, uids: Sequence[int], batch: int = 200
@@ -67,6 +68,7 @@ async def find_mails(mailbox: Mailbox, folders: Sequence[str], terms: Sequence[s
     body, RFC 3501 section 6.4.4)."""
     found: dict[str, list[int]] = {}
     for folder in folders:
+        await mailbox.ensure_folder(folder)  # a new installation may not have it yet
         await mailbox.select(folder)
         uids: set[int] = set()
         for term in terms:
