@@ -42,6 +42,7 @@ from mailer.consent import optout
 from mailer.errors import MalformedMessage
 from mailer.inbox.body import parse_message
 from mailer.inbox.classify import Verdict, classify, may_be_report
+from mailer.inbox.erasure import REVIEW_MARK, asks_for_erasure
 from mailer.inbox.config import InboxConfig as InboxConfig  # re-exported: callers built on it
 from mailer.inbox.headers import Headers, parse_headers
 from mailer.inbox.imap import ImapClient
@@ -139,6 +140,7 @@ class Examined:
     clues: Clues | None
     problem: str | None
     failed: bool = False
+    asks_erasure: bool = False  # see mailer.inbox.erasure: also goes to review
 
 
 @dataclass(frozen=True)
@@ -207,7 +209,8 @@ async def _process_batch(
             known = await inbox_store.existing_keys(conn, [e.key for e in examined])
             found = await look_up(conn, [e.clues for e in examined if e.clues is not None])
             outcomes = plan(examined, known, found, config)
-            await _apply(conn, config, uidvalidity, outcomes, report)
+            await _apply(conn, config, uidvalidity, outcomes, report,
+                         erasure_keys={e.key for e in examined if e.asks_erasure})
         if reports and config.reports is not None:
             applied = await apply_reports(conn, config.reports, config.state_key, uidvalidity,
                                           reports)
@@ -242,13 +245,14 @@ def examine(uid: int, headers: Headers, raw: bytes, config: InboxConfig) -> Exam
     try:
         parsed = parse_message(raw, max_bytes=config.max_message_bytes, headers=headers)
         clues = extract_clues(parsed, own_addresses=config.own_addresses)
+        asks = asks_for_erasure(headers.subject, parsed.own_text)
     except MalformedMessage as exc:
         return Examined(uid, headers, key, None, f"malformed message: {exc}")
     except Exception as exc:
         log.exception("uid %s: processing failed; moving to review", uid)
         return Examined(uid, headers, key, None,
                         f"processing failed: {type(exc).__name__}: {exc}", failed=True)
-    return Examined(uid, headers, key, clues, None)
+    return Examined(uid, headers, key, clues, None, asks_erasure=asks)
 
 
 def plan(
@@ -279,6 +283,10 @@ def plan(
     return outcomes
 
 
+def _erasure(outcome: Outcome, erasure_keys: frozenset[str] | set[str]) -> bool:
+    return outcome.kind != "duplicate" and outcome.key in erasure_keys
+
+
 def _destination(outcome: Outcome, config: InboxConfig) -> str:
     return config.review_folder if outcome.kind == "review" else config.processed_folder
 
@@ -289,9 +297,11 @@ async def _apply(
     uidvalidity: int,
     outcomes: Sequence[Outcome],
     report: PassReport,
+    erasure_keys: frozenset[str] | set[str] = frozenset(),
 ) -> None:
     """Write a batch's outcomes: opt-outs, consent events, confirmations, inbound rows and
-    review items, in the caller's transaction."""
+    review items, in the caller's transaction. A request that asks for erasure is honoured
+    as usual and also filed in review for a person (`erasure_keys`)."""
     # Source `email`, reference: the request's Message-ID; the confirmation threads under it.
     result = await optout.opt_out(
         conn,
@@ -307,14 +317,16 @@ async def _apply(
         inbox_store.InboundRow(
             message_key=o.key if o.kind != "duplicate" else f"{o.key}#dup:{uidvalidity}:{o.uid}",
             message_id=o.headers.message_id or "", uid=o.uid, outcome=o.kind,
-            destination=_destination(o, config), detail=o.detail)
+            destination=config.review_folder if _erasure(o, erasure_keys)
+            else _destination(o, config), detail=o.detail)
         for o in outcomes
     ])
-    reviews = [o for o in outcomes if o.kind == "review"]
+    reviews = [o for o in outcomes if o.kind == "review" or _erasure(o, erasure_keys)]
     await inbox_store.add_reviews(conn, [
         inbox_store.NewReview(message_key=o.key, message_id=o.headers.message_id or "",
                               sender=o.headers.from_address or "", subject=o.headers.subject,
-                              reason=o.detail)
+                              reason=(f"{REVIEW_MARK}; {o.detail}" if _erasure(o, erasure_keys)
+                                      else o.detail))
         for o in reviews
     ])
     report.review += len(reviews)
