@@ -17,7 +17,7 @@ from collections.abc import Callable
 import aiohttp.web as web
 
 from mailer.clock import SYSTEM_CLOCK, Clock
-from mailer.console import audit, campaigns, customers, login, overview, review
+from mailer.console import audit, campaigns, customers, login, overview, review, rights
 from mailer.console.page import APP_SETTINGS, favicon
 from mailer.console.render import Renderer
 from mailer.console.security import (
@@ -63,6 +63,9 @@ def routes() -> list[web.RouteDef]:
         web.post(r"/review/{item_id:\d+}/dismiss", review.review_dismiss),
         web.get("/customers", customers.customer_search),
         web.get(r"/customers/{customer_id:\d+}", customers.customer_page),
+        web.get(r"/customers/{customer_id:\d+}/export", rights.download),
+        web.get(r"/customers/{customer_id:\d+}/erase", rights.erase_confirm),
+        web.post(r"/customers/{customer_id:\d+}/erase", rights.erase),
         web.get("/customers/import", customers.import_form),
         web.post("/customers/import", customers.import_upload),
         web.get("/audit", audit.audit_log),

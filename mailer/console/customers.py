@@ -1,6 +1,8 @@
 """Customer pages: search by name, address or company (indexed, paged by id), one customer's
-preferences, deliverability and full consent history, and CSV import by upload with the same
-all-or-none validation and line-numbered errors as `mailer customers import`."""
+preferences, deliverability and full consent history, CSV import by upload with the same
+all-or-none validation and line-numbered errors as `mailer customers import`, and, for
+administrators, the customer's data rights: "Download data" (the export of `mailer customers
+export`) and "Erase" after a confirmation page (`mailer customers erase`)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,13 @@ import aiohttp.web as web
 
 from mailer.categories import CATEGORIES, label
 from mailer.console import forms, links
-from mailer.console.page import redirect, render
+from mailer.console.page import APP_SETTINGS, redirect, render
 from mailer.console.security import actor, allow, conn_of, path_id, session_of, upload
 from mailer.errors import BadInput
 from mailer.http.forms import read_form
 from mailer.store import console as console_store
 from mailer.store import customers as customer_store
+from mailer.store import rights as rights_store
 from mailer.store import users
 from mailer.store.db import MAX_INTEGER, transaction
 from mailer.wording import plural
@@ -46,6 +49,9 @@ async def customer_page(request: web.Request) -> web.StreamResponse:
     customer = await console_store.customer(conn, customer_id)
     if customer is None:
         raise web.HTTPNotFound(text="There is no such customer.")
+    if (erased := await rights_store.erased_at(conn, customer_id)) is not None:
+        raise web.HTTPNotFound(text=f"Customer {customer_id} was erased on {erased[:10]}; "
+                                    "nothing is held about them.")
     return render(request, "customer.html", "customers", customer=customer,
                   history=await customer_store.history(conn, customer_id),
                   delivery=await console_store.deliverability(conn, customer_id),
@@ -69,7 +75,9 @@ async def import_upload(request: web.Request) -> web.StreamResponse:
     data = upload.file.read()
     conn = conn_of(request)
     try:
-        report = await links.import_csv(conn, data, filename)
+        report = await links.import_csv(
+            conn, data, filename,
+            suppression_key=request.app[APP_SETTINGS].privacy.key)
     except BadInput as exc:
         return render(request, "import.html", "customers", status=400, report=None,
                       filename=filename, error=str(exc))
@@ -87,4 +95,6 @@ async def import_upload(request: web.Request) -> web.StreamResponse:
     raise redirect(request, "/customers/import",
                    f"Imported {filename}: {report.created} created, {report.updated} "
                    f"updated, {report.unchanged} unchanged, "
-                   f"{plural(len(report.kept_opt_outs), 'opt-out')} kept")
+                   f"{plural(len(report.kept_opt_outs), 'opt-out')} kept, "
+                   f"{len(report.suppressed)} suppressed (erased before: opted out of "
+                   "everything)")

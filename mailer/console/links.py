@@ -222,10 +222,13 @@ async def _candidates(conn: aiosqlite.Connection, settings: Settings,
 # --- customers import -----------------------------------------------------------------------
 
 
-async def import_csv(conn: aiosqlite.Connection, data: bytes, filename: str) -> ImportReport:
+async def import_csv(conn: aiosqlite.Connection, data: bytes, filename: str, *,
+                     suppression_key: bytes | None = None) -> ImportReport:
     """Import an uploaded CSV exactly as `mailer customers import` does (the same function):
-    all rows or none, bad rows reported by line. CsvError for a file that cannot be read."""
-    return await imports.import_csv(conn, io.BytesIO(data), name=filename)
+    all rows or none, bad rows reported by line, erased addresses suppressed. CsvError for a
+    file that cannot be read."""
+    return await imports.import_csv(conn, io.BytesIO(data), name=filename,
+                                    suppression_key=suppression_key)
 
 
 # --- the daemon's state -------------------------------------------------------------------------

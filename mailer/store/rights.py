@@ -259,3 +259,12 @@ async def erasures(conn: aiosqlite.Connection) -> list[Erasure]:
         "SELECT id, customer_id, erased_at, reason, actor FROM erasures ORDER BY id")
     return [Erasure(int(r["id"]), int(r["customer_id"]), str(r["erased_at"]), str(r["reason"]),
                     str(r["actor"])) for r in rows]
+
+
+@translated("rights: erased at")
+async def erased_at(conn: aiosqlite.Connection, customer_id: int) -> str | None:
+    """When customer `customer_id` was erased, or None (not erased, or no such customer)."""
+    async with conn.execute("SELECT erased_at FROM customers WHERE id = ?",
+                            (customer_id,)) as cur:
+        row = await cur.fetchone()
+    return str(row[0]) if row and row[0] else None

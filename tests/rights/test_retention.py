@@ -11,7 +11,7 @@ from mailer.consent.retention import imap_date, windows
 from tests.helpers import base_sections, run_cli, write_settings
 from tests.servers import ImapTestServer, RawImap, sample_message
 
-_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
 def append_on(raw: RawImap, folder: str, day: date, subject: str) -> None:
