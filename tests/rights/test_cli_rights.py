@@ -189,3 +189,28 @@ def test_a_suppression_key_in_the_settings_file_is_refused(tmp_path: Path) -> No
     result = run_cli(path, "customers", "show", "x@example.com")
     assert result.code == 2
     assert "[privacy] suppression_key: set it in the environment" in result.stderr
+
+
+def test_an_imap_clean_up_that_fails_is_kept_and_finished_by_a_later_run(
+    world: Path, settings_file: Path, tmp_path: Path, raw_imap: RawImap
+) -> None:
+    unreachable = write_settings(tmp_path / "down.toml", base_sections(
+        tmp_path, imap={"host": "127.0.0.1", "port": 1, "security": "none", "timeout_s": 5.0}))
+    result = run_cli(unreachable, "customers", "erase", "ann@example.com", "--reason", "asked",
+                     env=KEY)
+    assert result.code == 3
+    assert result.stderr.startswith("mailer: erased from the database; the IMAP clean-up is "
+                                    "pending and retried by `mailer retention run`: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    with sqlite3.connect(world / "mailer.db") as conn:
+        assert conn.execute("SELECT count(*) FROM erasure_imap_pending").fetchone() == (1,)
+    assert "ann@example.com" in "\n".join(folder_texts(raw_imap, "Processed"))
+
+    code, stdout, err = cli(settings_file, "retention", "run")
+    assert code == 0, err
+    assert "erasures: finished 1 pending IMAP clean-up(s)" in stdout
+    assert "ann@example.com" not in "\n".join(folder_texts(raw_imap, "Processed"))
+    assert "Ann Lee" not in "\n".join(folder_texts(raw_imap, "Review"))
+    with sqlite3.connect(world / "mailer.db") as conn:
+        assert conn.execute("SELECT count(*) FROM erasure_imap_pending").fetchone() == (0,)
+    assert "erasures:" not in cli(settings_file, "retention", "run")[1]
