@@ -15,7 +15,9 @@ from aiohttp import web
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from mailer.consent import rights
 from mailer.console.app import make_app
+from mailer.store.db import open_db
 from tests.console.test_browser import Browser, chromium, follow
 from tests.console.world import FakeClock, add_users
 from tests.inbox.world import World, make_world
@@ -109,3 +111,25 @@ async def test_a_reviewer_is_offered_neither_download_nor_erase(
     assert "Download data" not in page and "Erase" not in page
     assert (await download(browser, f"/customers/{ann_id}/export"))[0] == 403
     assert (await download(browser, f"/customers/{ann_id}/erase"))[0] == 403
+
+
+async def test_an_erased_address_uploaded_again_is_created_opted_out_and_reported(
+    browser: Browser, world: World, tmp_path: Path
+) -> None:
+    async with open_db(world.settings.database.path) as conn:
+        await rights.erase(conn, "ann@example.com", key=world.settings.privacy.key,
+                           reason="asked", actor="test")
+    upload = tmp_path / "again.csv"
+    upload.write_text("name,email,announcements,offers\nAnn Lee,ann@example.com,yes,yes\n",
+                      encoding="utf-8")
+    await browser.sign_in("reviewer")
+    await browser.open("/customers/import")
+
+    def send(d: WebDriver) -> None:
+        d.find_element(By.ID, "file").send_keys(str(upload))
+        follow(d, d.find_element(By.XPATH, "//button[contains(., 'Import')]"))
+
+    await browser(send)
+    assert ("Imported again.csv: 1 created, 0 updated, 0 unchanged, 0 opt-outs kept, "
+            "1 suppressed (erased before: opted out of everything)") in await browser.text()
+    assert world.preferences("ann@example.com") == (False, False)
