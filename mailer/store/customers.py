@@ -247,8 +247,8 @@ async def opt_in(
         check_category(category)
     async with conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)) as cur:
         row = await cur.fetchone()
-    if row is None:
-        return []
+    if row is None or row["erased_at"] is not None:
+        return []  # an erased customer is opted out of everything for good
     changed = [c for c in dict.fromkeys(categories) if not row[c]]
     if not changed:
         return []

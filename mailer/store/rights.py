@@ -157,8 +157,8 @@ async def erase(conn: aiosqlite.Connection, customer_id: int, *, digest: str, re
             "UPDATE outbox SET to_address = '', to_name = '', request_subject = '', "
             "in_reply_to = '', refs = '' WHERE customer_id = ?", (customer_id,))
         await conn.execute(
-            "UPDATE campaign_recipients SET status = 'skipped', last_reply = 'erased' "
-            "WHERE customer_id = ? AND status = 'pending'", (customer_id,))
+            "UPDATE campaign_recipients SET status = 'skipped', updated_at = ? "
+            "WHERE customer_id = ? AND status = 'pending'", (now, customer_id))
         await conn.execute("UPDATE delivery_reports SET diagnostic = '' WHERE customer_id = ?",
                            (customer_id,))
         await conn.execute(
@@ -166,6 +166,11 @@ async def erase(conn: aiosqlite.Connection, customer_id: int, *, digest: str, re
             (ERASED, ERASED, ERASED, email))
         for term in _sweep_terms(email, name):
             await _sweep(conn, term)
+        # The ledger is the largest table: only this customer's rows (by its index) can hold
+        # their address, in a server's reply.
+        await conn.execute(
+            "UPDATE campaign_recipients SET last_reply = ? WHERE customer_id = ? "
+            "AND last_reply != ''", (ERASED, customer_id))
         # An FTS5 delete only marks; merging the segments drops the old terms from the file.
         await conn.execute("INSERT INTO customers_search (customers_search) VALUES ('optimize')")
         await conn.execute(
@@ -190,7 +195,8 @@ async def _sweep(conn: aiosqlite.Connection, term: str) -> None:
     """Blank every text value holding `term` in any table but the permanent ones."""
     pattern = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     for table in await tables(conn):
-        if table in _PERMANENT or table in ("customers", "customers_search"):
+        if table in _PERMANENT or table in ("customers", "customers_search",
+                                             "campaign_recipients"):
             continue
         columns = await conn.execute_fetchall(f"PRAGMA table_info({table})")
         for column in columns:

@@ -53,3 +53,18 @@ async def test_a_failed_clean_up_is_postponed_then_finished_once(
                                                      now=later) == 0
     assert raw_imap.subjects("Processed") == ["Hello"]
     assert len(raw_imap.uids("Processed")) == 1
+
+
+async def test_an_erased_customer_cannot_be_opted_back_in_by_an_old_link(tmp_path: Path) -> None:
+    async with open_db(tmp_path / "mailer.db") as conn:
+        await customer_store.import_customers(conn, _rows(CSV), reference="c.csv",
+                                              suppression_key=KEY)
+        ann = await customer_store.get_by_email(conn, "ann@example.com")
+        assert ann is not None
+        await rights.erase(conn, "ann@example.com", key=KEY, reason="asked", actor="test")
+        changed = await customer_store.opt_in(conn, ann.id, ["offers"],
+                                              source="preference page", reference="old link")
+        assert changed == []
+        erased = await customer_store.get(conn, ann.id)
+        assert erased is not None and erased.preferences == {"announcements": False,
+                                                             "offers": False}
