@@ -42,8 +42,8 @@ from mailer.consent import optout
 from mailer.errors import MalformedMessage
 from mailer.inbox.body import parse_message
 from mailer.inbox.classify import Verdict, classify, may_be_report
-from mailer.inbox.erasure import REVIEW_MARK, asks_for_erasure
 from mailer.inbox.config import InboxConfig as InboxConfig  # re-exported: callers built on it
+from mailer.inbox.erasure import REVIEW_MARK, asks_for_erasure
 from mailer.inbox.headers import Headers, parse_headers
 from mailer.inbox.imap import ImapClient
 from mailer.inbox.imap_wire import FetchedHeader
@@ -171,6 +171,7 @@ async def _process_batch(
     """
     requests: list[tuple[FetchedHeader, Headers]] = []
     candidates: list[FetchedHeader] = []
+    erasures: list[Examined] = []  # other mail whose subject asks to delete data
     for item in await client.fetch_headers(batch, batch=config.fetch_batch):
         report.seen += 1
         headers = parse_headers(item.header)
@@ -179,6 +180,12 @@ async def _process_batch(
         if verdict is Verdict.REQUEST and config.requests:
             report.requests += 1
             requests.append((item, headers))
+        elif (verdict is Verdict.NOT_REQUEST and config.requests
+              and asks_for_erasure(headers.subject, "")):
+            # Not an opt-out, but a person must see it: it goes to review, body unread here.
+            report.requests += 1
+            erasures.append(Examined(item.uid, headers, _message_key(headers, item.header),
+                                     None, "not an unsubscribe request", asks_erasure=True))
         elif (config.reports is not None and item.size <= config.max_message_bytes
               and may_be_report(headers, item.header)):
             candidates.append(item)
@@ -188,7 +195,7 @@ async def _process_batch(
     wanted += [item.uid for item in candidates]
     bodies = await client.fetch_messages(wanted, batch=config.fetch_batch) if wanted else {}
 
-    examined: list[Examined] = []
+    examined: list[Examined] = list(erasures)
     for item, headers in requests:
         if item.size > config.max_message_bytes:
             examined.append(Examined(

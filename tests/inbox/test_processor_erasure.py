@@ -42,3 +42,24 @@ async def test_a_request_asking_for_erasure_opts_out_and_goes_to_review_marked_s
     assert len(reasons) == 2
     assert all(str(r).startswith("asks for erasure; ") for r in reasons)
     assert world.query("SELECT count(*) FROM customers WHERE email = ?", email) == [(1,)]
+
+
+async def test_other_mail_whose_subject_asks_for_erasure_goes_to_review_and_opts_no_one_out(
+    world: World
+) -> None:
+    (email,) = world.query("SELECT email FROM customers ORDER BY id LIMIT 1")[0]
+    world.deliver(
+        sample_message(subject="GDPR: please delete my data", sender=str(email),
+                       to="unsubscribe@imperial.test", body="Thank you.\n"),
+        sample_message(subject="Lunch on Friday?", sender=str(email),
+                       to="unsubscribe@imperial.test", body="Delete my data? No, just lunch.\n"),
+    )
+
+    report = await world.process()
+
+    assert (report.unsubscribed, report.review) == (0, 1)
+    assert world.opted_out() == set()
+    assert world.folder_subjects("Review") == ["GDPR: please delete my data"]
+    assert world.folder_subjects("INBOX") == ["Lunch on Friday?"]  # ordinary mail: untouched
+    assert world.query("SELECT reason FROM review_items") == [
+        ("asks for erasure; not an unsubscribe request",)]
