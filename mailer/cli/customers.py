@@ -186,6 +186,9 @@ def customers_erase(ctx: click.Context, email: str, reason: str, actor: str | No
             erased = await rights.erase(conn, email, key=settings.privacy.key, reason=reason,
                                         actor=who)
             click.echo(f"erased {email} (erasure {erased.erasure_id}, by {who})")
+            if not erased.checkpointed:
+                click.echo("the write-ahead log is in use by another process (the daemon?): "
+                           "the old pages leave it at its next checkpoint", err=True)
             try:
                 async with await ImapClient.connect(imap_config(settings)) as mailbox:
                     await rights.run_pending_erasures(conn, mailbox, folders)

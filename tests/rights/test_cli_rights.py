@@ -214,3 +214,11 @@ def test_an_imap_clean_up_that_fails_is_kept_and_finished_by_a_later_run(
     with sqlite3.connect(world / "mailer.db") as conn:
         assert conn.execute("SELECT count(*) FROM erasure_imap_pending").fetchone() == (0,)
     assert "erasures:" not in cli(settings_file, "retention", "run")[1]
+
+
+def test_a_suppression_key_too_short_to_be_secret_is_refused(settings_file: Path) -> None:
+    result = run_cli(settings_file, "customers", "show", "x@example.com",
+                     env={"MAILER_SUPPRESSION_KEY": "short"})
+    assert result.code == 2
+    assert result.stderr.strip() == ("mailer: settings: [privacy] suppression_key: expected at "
+                                     "least 16 characters")
