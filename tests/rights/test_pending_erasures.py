@@ -3,6 +3,7 @@ its error kept; once done it is forgotten, and running it again changes nothing.
 
 from __future__ import annotations
 
+import io
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from mailer.consent import rights
+from mailer.consent.imports import import_csv
 from mailer.errors import ImapError
 from mailer.inbox.imap import ImapClient, ImapConfig
 from mailer.store import customers as customer_store
 from mailer.store.db import open_db
-from tests.inbox.world import _rows
 from tests.servers import RawImap, sample_message
 
 KEY = b"a test key of at least sixteen characters"
@@ -31,8 +32,7 @@ async def test_a_failed_clean_up_is_postponed_then_finished_once(
         sample_message(sender="carol@example.net", body="hello\n")])
     now = datetime.now(UTC) + timedelta(hours=1)  # after the erasure: the clean-up is due
     async with open_db(tmp_path / "mailer.db") as conn:
-        await customer_store.import_customers(conn, _rows(CSV), reference="c.csv",
-                                              suppression_key=KEY)
+        await import_csv(conn, io.BytesIO(CSV.encode()), name="c.csv", suppression_key=KEY)
         await rights.erase(conn, "ann@example.com", key=KEY, reason="asked", actor="test")
         lost = await ImapClient.connect(imap_config)
         await lost.close()
@@ -57,8 +57,7 @@ async def test_a_failed_clean_up_is_postponed_then_finished_once(
 
 async def test_an_erased_customer_cannot_be_opted_back_in_by_an_old_link(tmp_path: Path) -> None:
     async with open_db(tmp_path / "mailer.db") as conn:
-        await customer_store.import_customers(conn, _rows(CSV), reference="c.csv",
-                                              suppression_key=KEY)
+        await import_csv(conn, io.BytesIO(CSV.encode()), name="c.csv", suppression_key=KEY)
         ann = await customer_store.get_by_email(conn, "ann@example.com")
         assert ann is not None
         await rights.erase(conn, "ann@example.com", key=KEY, reason="asked", actor="test")
