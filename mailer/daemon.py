@@ -9,6 +9,9 @@
                      (`mailer.campaigns.scheduler.CampaignScheduler`)
     campaign-resume  campaigns an SMTP outage paused, resumed once the server answers again
                      (`mailer.campaigns.resume.CampaignResumer`)
+    reputation       the sender-wide complaint rate of the last day, each round: every campaign
+                     in progress paused at 0.3%, a warning from 0.1%
+                     (`mailer.doctor.watch.ReputationWatch`)
     heartbeat        every part's state into the database for `mailer status`; systemd's
                      WATCHDOG=1
     web              one-click, preference page, /healthz and /metrics, when `[http] host` is set
@@ -28,6 +31,10 @@ again by `mailer.lifecycle.supervise`; a programming error stops the daemon with
 exit (the rule is written there). SIGINT and SIGTERM (`mailer.lifecycle.signals`) set one `stop`
 event: every part finishes the unit of work in hand and returns, the heartbeat records the
 stop, and the daemon exits 0. systemd hears READY=1 after the first inbox pass that went through.
+
+At start the doctor's DNS and message checks run beside the parts, not before them (slow DNS
+must not delay READY=1, and records change outside our control): each failure is one log
+line, and the result is kept for the console (`mailer.doctor.watch.doctor_at_start`).
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ from mailer.consent.confirmations import (
     outbox_config,
 )
 from mailer.console import app as console_app
+from mailer.doctor.watch import POLL_INTERVAL_S as REPUTATION_POLL_S
+from mailer.doctor.watch import ReputationWatch, doctor_at_start
 from mailer.health import status as status_module
 from mailer.health.metrics import Metrics
 from mailer.inbox.processor import PassReport
@@ -85,6 +94,7 @@ class DaemonTiming:
     heartbeat_interval_s: float = status_module.HEARTBEAT_INTERVAL_S
     outbox_interval_s: float = DEFAULT_INTERVAL_S
     scheduler_poll_s: float = POLL_INTERVAL_S
+    reputation_poll_s: float = REPUTATION_POLL_S
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None, *,
@@ -162,6 +172,9 @@ class Daemon:
                 on_outcome=self._counted, clock=clock)}
         if self.bounces is not None:
             shown["bounces"] = self.bounces
+        shown["reputation"] = ReputationWatch(
+            s.database.path, min_sample=s.bounces.pause_min_sample,
+            poll_interval_s=timing.reputation_poll_s, part=part("reputation"), clock=clock)
         if s.http.host:
             shown["web"] = _Loop(part("web"), self._web)
         if s.console.enabled:
@@ -183,6 +196,7 @@ class Daemon:
     async def run(self) -> None:
         log.info("mailer %s starting (pid %s)", VERSION, os.getpid())
         async with asyncio.TaskGroup() as group:
+            group.create_task(self._doctor(), name="doctor")
             for name, worker in self.supervised.items():
                 task = group.create_task(run_supervised(worker, self.stop), name=name)
                 if name in self.parts:
@@ -213,6 +227,17 @@ class Daemon:
     def _counted(self, kind: str, outcome: SendOutcome) -> None:
         self.metrics.campaign_sent.labels(kind=kind).inc(outcome.sent)
         self.metrics.campaign_failed.labels(kind=kind).inc(outcome.failed)
+
+    async def _doctor(self) -> None:
+        """The doctor's checks at start, until done or the daemon stops (DNS may be slow)."""
+        checks = asyncio.create_task(doctor_at_start(self.settings, self.clock))
+        stopping = asyncio.create_task(self.stop.wait())
+        try:
+            await asyncio.wait((checks, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (checks, stopping):
+                task.cancel()
+            await asyncio.gather(checks, stopping, return_exceptions=True)
 
     # --- the listeners ----------------------------------------------------------------------
 

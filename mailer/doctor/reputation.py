@@ -4,9 +4,10 @@ waiting for a person (providers ask for opt-outs honoured within two days); and,
 than guessed, what only the providers see.
 
 `judge_*` and `pause_decision` are pure; `reputation_checks` and `reputation_pause_check` read
-the store. The daemon is to call `reputation_pause_check` on each pass and, when it says
+the store. The daemon calls `reputation_pause_check` on each pass and, when it says
 pause, `pause_campaigns` (every campaign sending or scheduled, with the reason `mailer status`,
-`campaign show` and the console show); the wiring lives in the daemon.
+`campaign show` and the console show, and the cause "complaint-rate"); the daemon's
+reputation part (`mailer.doctor.watch`) does so.
 """
 
 from __future__ import annotations
@@ -164,6 +165,6 @@ async def pause_campaigns(conn: aiosqlite.Connection, decision: PauseDecision) -
         for campaign in await campaign_store.list_campaigns(conn):
             if campaign.status in _IN_PROGRESS and await campaign_store.set_status(
                     conn, campaign.id, "paused", reason=f"paused: {decision.reason}",
-                    expected=(campaign.status,)):
+                    expected=(campaign.status,), paused_by="complaint-rate"):
                 paused.append(campaign.id)
     return paused

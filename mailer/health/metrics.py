@@ -6,7 +6,9 @@ one), so two daemons in one test process never share a counter. Two kinds of num
 - counters of what this daemon did (requests honoured, messages sent, reconnects), which its
   parts increment as they work;
 - gauges of what the database holds, read at each scrape by `DatabaseGauges` (a custom
-  collector): the review queue, the outbox and each campaign in progress. They tell the truth
+  collector): the review queue, the outbox, each campaign in progress, and the sender-wide
+  complaint rate over 1, 7 and 30 days (`mailer_complaint_rate{window="1d"}`: the daemon
+  pauses every campaign at 0.3% over a day and warns from 0.1%). They tell the truth
   whoever changed the rows, so a campaign sent by `mailer campaign send` in another process
   shows here as it goes.
 
@@ -37,7 +39,7 @@ from prometheus_client.metrics_core import Metric
 
 from mailer.errors import StoreError
 from mailer.health.status import Status
-from mailer.store.gauges import Gauges, read_gauges
+from mailer.store.gauges import COMPLAINT_DAYS, Gauges, read_gauges
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,10 @@ def _families(gauges: Gauges | None, *, readable: bool | None) -> list[Metric]:
         "paused": GaugeMetricFamily(
             "mailer_campaign_paused", "1 for a campaign in progress that is paused",
             labels=_CAMPAIGN_LABELS),
+        "complaints": GaugeMetricFamily(
+            "mailer_complaint_rate",
+            "ARF complaints over messages sent (0 when none was sent), by window",
+            labels=["window"]),
     }
     if readable is None:
         return list(families.values())
@@ -102,6 +108,10 @@ def _families(gauges: Gauges | None, *, readable: bool | None) -> list[Metric]:
                          ("skipped", c.skipped)):
             families["recipients"].add_metric([*labels, state], n)
         families["paused"].add_metric(labels, 1 if c.status == "paused" else 0)
+    for days in COMPLAINT_DAYS:
+        window = gauges.complaints.get(days) if gauges else None
+        rate = window.complaints / window.sent if window and window.sent else 0.0
+        families["complaints"].add_metric([f"{days}d"], rate)
     return list(families.values())
 
 

@@ -8,8 +8,9 @@ codes Nagios, Icinga and their kin read from a check):
                 or its pid is gone on this host (a kill -9 leaves a heartbeat behind);
                 stalled: the heartbeat is older than `STALE_AFTER_S` (a hung loop, or a
                 database it cannot write)
-    1 WARNING   degraded: a part is reconnecting or stopped, or a campaign is paused because
-                of its settings (it waits for a person)
+    1 WARNING   degraded: a part is reconnecting or stopped, or reports a warning (the
+                sender-wide complaint rate of the last day at 0.1% or more), or a campaign is
+                paused because of its settings or that complaint rate (it waits for a person)
     0 OK        healthy: otherwise
     3 UNKNOWN   the state cannot be found out: bad settings, a database that cannot be read
                 (`mailer status` exits 3 on any error: `mailer.cli.support.MonitoringCommand`)
@@ -85,6 +86,8 @@ def evaluate(
                        "rate_per_s": c.rate_per_s} for c in snapshot.campaigns],
         "paused_by_settings": [{"id": c.id, "reason": c.reason}
                                for c in snapshot.paused_by_settings],
+        "paused_by_complaints": [{"id": c.id, "reason": c.reason}
+                                 for c in snapshot.paused_by_complaints],
     }
     beat = snapshot.heartbeat
     if beat is None:
@@ -106,7 +109,9 @@ def evaluate(
         if part.get("state") in ("reconnecting", "stopped"):
             error = part.get("last_error") or "no error recorded"
             reasons.append(f"{name} {part['state']} since {part.get('since')}: {error}")
-    for paused in snapshot.paused_by_settings:
+        elif part.get("warning"):
+            reasons.append(f"{name}: {part['warning']}")
+    for paused in (*snapshot.paused_by_settings, *snapshot.paused_by_complaints):
         reasons.append(f"campaign {paused.id} {paused.reason}")
     return Status(WARNING if reasons else OK, tuple(reasons), data)
 
@@ -131,7 +136,7 @@ def render_text(status: Status) -> str:
     for name, part in sorted(status.data.get("parts", {}).items()):
         extra = "".join(f", {k} {v}" for k, v in sorted(part.items())
                         if k not in ("state", "since", "last_error", "last_error_at",
-                                     "failures") and v not in ("", None))
+                                     "failures", "warning") and v not in ("", None))
         lines.append(f"  {name}: {part.get('state')} since {part.get('since')}{extra}")
         if part.get("last_error"):
             lines.append(f"    last error at {part.get('last_error_at')}: {part['last_error']}")

@@ -34,10 +34,12 @@ _COLUMNS = (
 # for people): a person (`operator`), Ctrl-C on `campaign send` (`interrupted`), settings or a
 # template a send needs (`settings`: a person must mend them, and `mailer status` warns), the
 # SMTP server refusing us or staying unreachable (`smtp-refused`, `smtp-unavailable`: the
-# daemon resumes the latter by itself), too many failed recipients (`failures`), or its bounce
-# or complaint rate (`reports`).
+# daemon resumes the latter by itself), too many failed recipients (`failures`), its own bounce
+# or complaint rate (`reports`), or the sender-wide complaint rate of the last day, which the
+# daemon checks on each round and which holds every campaign in progress (`complaint-rate`:
+# a person decides when to resume, and `mailer status` warns).
 PauseCause = Literal["", "operator", "interrupted", "settings", "smtp-refused",
-                     "smtp-unavailable", "failures", "reports"]
+                     "smtp-unavailable", "failures", "reports", "complaint-rate"]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""What monitoring reads at scrape time: the review queue, the outbox and each campaign in
-progress, as the database holds them now, whichever process (the daemon, a `mailer campaign
-send` beside it, the console) changed them.
+"""What monitoring reads at scrape time: the review queue, the outbox, each campaign in
+progress and the sender-wide complaint rates over 1, 7 and 30 days, as the database holds
+them now, whichever process (the daemon, a `mailer campaign send` beside it, the console)
+changed them.
 
 Synchronous on purpose: prometheus-client asks a collector for its numbers synchronously, and
 `mailer.health.metrics` renders in a worker thread, so `read_gauges` opens its own read-only
@@ -12,11 +13,13 @@ index look-ups however large a campaign is.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mailer.errors import StoreError
 from mailer.store.db import MIGRATIONS, read_only_uri
+from mailer.store.reputation import COMPLAINT_WINDOW_SQL, ComplaintWindow
 
 # Campaigns with a ledger that is not finished: being sent, or paused part way.
 IN_PROGRESS = ("sending", "paused")
@@ -43,9 +46,15 @@ class Gauges:
     review_open: int
     outbox_depth: int
     campaigns: tuple[CampaignLedger, ...]
+    # The sender-wide complaint windows, by days: 1, 7, 30 (as `mailer doctor` reads them).
+    complaints: dict[int, ComplaintWindow] = field(default_factory=dict)
 
 
-def read_gauges(path: Path) -> Gauges | None:
+# The complaint-rate windows the metrics show, in days (`mailer doctor`'s own).
+COMPLAINT_DAYS = (1, 7, 30)
+
+
+def read_gauges(path: Path, now: datetime | None = None) -> Gauges | None:
     """The numbers now; None while there is no database (or nothing of ours in it yet).
 
     Raises StoreError, one line, when the database cannot be read or is newer than this code."""
@@ -54,14 +63,14 @@ def read_gauges(path: Path) -> Gauges | None:
     try:
         conn = sqlite3.connect(read_only_uri(path), uri=True, timeout=_BUSY_TIMEOUT_S)
         try:
-            return _read(conn)
+            return _read(conn, now or datetime.now(UTC))
         finally:
             conn.close()
     except sqlite3.Error as exc:
         raise StoreError(f"gauges: cannot read database {path}: {exc}") from exc
 
 
-def _read(conn: sqlite3.Connection) -> Gauges | None:
+def _read(conn: sqlite3.Connection, now: datetime) -> Gauges | None:
     version = _count(conn, "PRAGMA user_version")
     if version > len(MIGRATIONS):
         raise StoreError(f"database schema version {version} is newer than this mailer "
@@ -90,7 +99,16 @@ def _read(conn: sqlite3.Connection) -> Gauges | None:
         review_open=_count(conn, "SELECT count(*) FROM review_items WHERE status = 'open'"),
         outbox_depth=_count(conn, "SELECT count(*) FROM outbox WHERE status = 'pending'"),
         campaigns=campaigns,
+        complaints={days: _complaints(conn, now - timedelta(days=days))
+                    for days in COMPLAINT_DAYS},
     )
+
+
+def _complaints(conn: sqlite3.Connection, since: datetime) -> ComplaintWindow:
+    start = since.astimezone(UTC).isoformat(timespec="microseconds")
+    row = conn.execute(COMPLAINT_WINDOW_SQL, (start, start, start)).fetchone()
+    sent, complaints = (int(row[0]), int(row[1])) if row else (0, 0)
+    return ComplaintWindow(since=start, sent=sent, complaints=complaints)
 
 
 def _count(conn: sqlite3.Connection, sql: str) -> int:

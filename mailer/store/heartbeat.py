@@ -49,8 +49,8 @@ class CampaignProgress:
 
 @dataclass(frozen=True)
 class PausedCampaign:
-    """A campaign paused because of its settings (`paused_by` "settings"): it waits for a
-    person to mend them, so `mailer status` warns."""
+    """A campaign paused because of its settings (`paused_by` "settings") or the sender-wide
+    complaint rate ("complaint-rate"): it waits for a person, so `mailer status` warns."""
 
     id: int
     reason: str
@@ -63,6 +63,7 @@ class Snapshot:
     review_open: int = 0
     campaigns: list[CampaignProgress] = field(default_factory=list)
     paused_by_settings: list[PausedCampaign] = field(default_factory=list)
+    paused_by_complaints: list[PausedCampaign] = field(default_factory=list)
 
 
 @translated("heartbeat: write heartbeat")
@@ -140,20 +141,21 @@ async def _snapshot(conn: aiosqlite.Connection) -> Snapshot | None:
             campaigns.append(CampaignProgress(
                 id=int(r[0]), kind=str(r[1]), sent=int(r[2] or 0), total=int(r[3]),
                 rate_per_s=round(int(r[4] or 0) / RATE_WINDOW_S, 2)))
-    paused: list[PausedCampaign] = []
+    paused: dict[str, list[PausedCampaign]] = {"settings": [], "complaint-rate": []}
     # A database a daemon of this version has not migrated yet has no `paused_by` (read-only
     # here: status never migrates).
     if await _count(conn, "SELECT count(*) FROM pragma_table_info('campaigns') "
                           "WHERE name = 'paused_by'"):
         async with conn.execute(
-            "SELECT id, status_reason FROM campaigns WHERE status = 'paused' "
-            "AND paused_by = 'settings' ORDER BY id"
+            "SELECT id, status_reason, paused_by FROM campaigns WHERE status = 'paused' "
+            "AND paused_by IN ('settings', 'complaint-rate') ORDER BY id"
         ) as cur:
-            paused = [PausedCampaign(id=int(r[0]), reason=str(r[1]))
-                      for r in await cur.fetchall()]
+            for r in await cur.fetchall():
+                paused[str(r[2])].append(PausedCampaign(id=int(r[0]), reason=str(r[1])))
     return Snapshot(
         heartbeat=heartbeat,
-        paused_by_settings=paused,
+        paused_by_settings=paused["settings"],
+        paused_by_complaints=paused["complaint-rate"],
         outbox_depth=await outbox_depth(conn),
         review_open=await _count(conn, "SELECT count(*) FROM review_items WHERE status = 'open'"),
         campaigns=campaigns,

@@ -446,4 +446,16 @@ MIGRATIONS: tuple[str, ...] = (
         last_error      TEXT NOT NULL DEFAULT ''
     );
     """,
+    # 12: the doctor's DNS and message checks the daemon runs at start, kept so the console
+    # can show the last result (the counts, and each failure with its fix) after a restart.
+    """
+    CREATE TABLE doctor_runs (
+        id        INTEGER PRIMARY KEY,
+        ran_at    TEXT NOT NULL,
+        passed    INTEGER NOT NULL,
+        warned    INTEGER NOT NULL,
+        failed    INTEGER NOT NULL,
+        failures  TEXT NOT NULL  -- JSON: [{"name", "found", "fix"}], the failed checks
+    );
+    """,
 )

@@ -29,17 +29,20 @@ class CampaignBounces:
     hard: int  # distinct customers with a hard bounce
 
 
+# Sent and complaints since a time (the one parameter, three times); the metrics read it too,
+# synchronously (`store.gauges`), so both count the same way.
+COMPLAINT_WINDOW_SQL = (
+    "SELECT (SELECT count(*) FROM campaign_recipients "
+    "        WHERE status = 'sent' AND updated_at >= ?)"
+    "     + (SELECT count(*) FROM outbox WHERE status = 'sent' AND sent_at >= ?),"
+    "       (SELECT count(*) FROM delivery_reports WHERE kind = 'complaint' "
+    "        AND received_at >= ? AND outcome != 'ignored' "
+    "        AND (campaign_id IS NOT NULL OR outbox_id IS NOT NULL))")
+
+
 @translated("reputation: complaint window")
 async def complaint_window(conn: aiosqlite.Connection, since: str) -> ComplaintWindow:
-    async with conn.execute(
-        "SELECT (SELECT count(*) FROM campaign_recipients "
-        "        WHERE status = 'sent' AND updated_at >= ?)"
-        "     + (SELECT count(*) FROM outbox WHERE status = 'sent' AND sent_at >= ?),"
-        "       (SELECT count(*) FROM delivery_reports WHERE kind = 'complaint' "
-        "        AND received_at >= ? AND outcome != 'ignored' "
-        "        AND (campaign_id IS NOT NULL OR outbox_id IS NOT NULL))",
-        (since, since, since),
-    ) as cur:
+    async with conn.execute(COMPLAINT_WINDOW_SQL, (since, since, since)) as cur:
         row = await cur.fetchone()
     sent, complaints = (int(row[0]), int(row[1])) if row else (0, 0)
     return ComplaintWindow(since=since, sent=sent, complaints=complaints)
