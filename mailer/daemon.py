@@ -172,7 +172,7 @@ class Daemon:
                 on_outcome=self._counted, clock=clock)}
         if self.bounces is not None:
             shown["bounces"] = self.bounces
-        shown["reputation"] = ReputationWatch(
+        shown["reputation"] = self.reputation = ReputationWatch(
             s.database.path, min_sample=s.bounces.pause_min_sample,
             poll_interval_s=timing.reputation_poll_s, part=part("reputation"), clock=clock)
         if s.http.host:
@@ -219,6 +219,8 @@ class Daemon:
         self.metrics.last_pass.set(time.time())
         if report.confirmations:
             self.outbox.wake.set()
+        if report.complaints:
+            self.reputation.wake.set()
         if not self.ready:
             self.ready = True
             systemd.notify("READY=1")

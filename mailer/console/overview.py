@@ -1,10 +1,12 @@
-"""The overview page: the daemon's state, campaigns sending now, the queues, and 90 days of
-opt-outs by source and messages sent, drawn as inline SVG."""
+"""The overview page: the daemon's state, the sender's reputation (the complaint rates over
+1, 7 and 30 days, judged as `mailer doctor` judges them, and the last result of the doctor's
+checks the daemon runs at start), campaigns sending now, the queues, and 90 days of opt-outs
+by source and messages sent, drawn as inline SVG."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import aiohttp.web as web
@@ -13,7 +15,11 @@ import aiosqlite
 from mailer.console import chart, links
 from mailer.console.page import APP_SETTINGS, render
 from mailer.console.security import CLOCK, allow, conn_of
+from mailer.doctor.report import Check
+from mailer.doctor.reputation import WINDOWS_DAYS, judge_complaints, since
 from mailer.store import console as console_store
+from mailer.store import doctor as doctor_store
+from mailer.store import reputation as reputation_store
 
 DAYS = 90
 # The sources of an opt-out a person outside the company makes (not imports or operators).
@@ -38,16 +44,29 @@ async def charts(conn: aiosqlite.Connection, today: date) -> Charts:
     )
 
 
+async def complaint_rates(conn: aiosqlite.Connection, now: datetime
+                          ) -> list[tuple[str, Check]]:
+    """The sender-wide complaint rate over each window, as `mailer doctor` judges it, with
+    the period's name."""
+    return [("Last day" if days == 1 else f"Last {days} days",
+             judge_complaints(days, await reputation_store.complaint_window(
+                 conn, since(now, days))))
+            for days in WINDOWS_DAYS]
+
+
 async def overview_context(request: web.Request) -> dict[str, Any]:
     conn = conn_of(request)
     settings = request.app[APP_SETTINGS]
+    now = request.app[CLOCK].now()
     active = await links.active_campaigns(conn)
-    data = await charts(conn, request.app[CLOCK].now().date())
+    data = await charts(conn, now.date())
     return {
         "daemon": await links.daemon_state(settings, settings.database.path),
         "active": active,
         "sending": any(c.status == "sending" for c, _ in active),
         "queues": await console_store.queue_facts(conn),
+        "complaints": await complaint_rates(conn, now),
+        "doctor": await doctor_store.last_run(conn),
         "charts": data,
         "optout_chart": chart.stacked_bars("Opt-outs per day by source", data.days,
                                            data.optouts),

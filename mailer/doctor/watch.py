@@ -1,7 +1,8 @@
 """The doctor in the daemon: the reputation part, which checks the sender-wide complaint rate
 of the last day on each round, and the DNS and message checks run once at start.
 
-    reputation   each round: `reputation_pause_check`; at 0.3% (once `[bounces]
+    reputation   each round (every `POLL_INTERVAL_S`, and at once after an inbox pass that
+                 read a complaint): `reputation_pause_check`; at 0.3% (once `[bounces]
                  pause_min_sample` messages went out) every campaign sending or scheduled is
                  paused with the cause "complaint-rate" and the rate as its reason; from 0.1%
                  the part carries a `warning` that `mailer status` turns into WARNING (exit 1)
@@ -25,7 +26,7 @@ from mailer.doctor.report import Report
 from mailer.doctor.reputation import PauseDecision, pause_campaigns, reputation_pause_check
 from mailer.doctor.run import startup_report
 from mailer.errors import MailerError
-from mailer.lifecycle.supervise import Part, describe, sleep_unless_stopped
+from mailer.lifecycle.supervise import Part, describe, wait_any
 from mailer.settings import Settings
 from mailer.store import doctor as doctor_store
 from mailer.store.db import open_db
@@ -64,6 +65,7 @@ class ReputationWatch:
         self.poll_interval_s = poll_interval_s
         self.clock = clock
         self.part = part or Part("reputation", clock=clock)
+        self.wake = asyncio.Event()  # set by the daemon when a pass read a complaint
 
     async def run_once(self) -> ReputationRound:
         async with open_db(self.db_path) as conn:
@@ -77,8 +79,9 @@ class ReputationWatch:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            self.wake.clear()
             await self.run_once()
-            await sleep_unless_stopped(self.poll_interval_s, stop)
+            await wait_any(stop, self.wake, self.poll_interval_s)
 
 
 def doctor_run(report: Report, ran_at: str) -> doctor_store.DoctorRun:
