@@ -6,7 +6,7 @@ by source and messages sent, drawn as inline SVG."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import aiohttp.web as web
@@ -60,13 +60,16 @@ async def overview_context(request: web.Request) -> dict[str, Any]:
     now = request.app[CLOCK].now()
     active = await links.active_campaigns(conn)
     data = await charts(conn, now.date())
+    doctor = await doctor_store.last_run(conn)
     return {
         "daemon": await links.daemon_state(settings, settings.database.path),
         "active": active,
         "sending": any(c.status == "sending" for c, _ in active),
         "queues": await console_store.queue_facts(conn),
         "complaints": await complaint_rates(conn, now),
-        "doctor": await doctor_store.last_run(conn),
+        "doctor": doctor,
+        "doctor_at": (datetime.fromisoformat(doctor.ran_at).astimezone(UTC).strftime(
+            "%-d %b %Y %H:%M UTC") if doctor else ""),
         "charts": data,
         "optout_chart": chart.stacked_bars("Opt-outs per day by source", data.days,
                                            data.optouts),

@@ -30,11 +30,19 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from mailer.campaigns import service
+from mailer.campaigns.messages import send_config
 from mailer.campaigns.scheduler import CampaignScheduler
+from mailer.campaigns.sender import send_campaign
 from mailer.console.app import make_app
+from mailer.doctor.report import Report, failed, passed, warn
+from mailer.doctor.watch import ReputationWatch, doctor_run
+from mailer.store import doctor as doctor_store
+from mailer.store.db import open_db
 from tests.console.test_cli import mailer
 from tests.console.test_review import hostile_request
 from tests.console.world import PASSWORD, FakeClock, add_users
+from tests.doctor.test_reputation import complaint
 from tests.helpers import ROOT
 from tests.inbox.world import World, make_world
 from tests.pages import left
@@ -434,3 +442,48 @@ async def test_an_administrator_reads_who_did_what_in_the_audit_log_cli_included
     await browser.open("/favicon.ico")
     icon = await browser(lambda d: d.page_source)
     assert "<svg" in icon
+
+
+async def test_the_overview_shows_the_complaint_rates_the_pause_and_the_last_doctor_result(
+    browser: Browser, world: World, smtp_sink: SmtpSink
+) -> None:
+    async with open_db(world.db_path) as conn:
+        sent = await service.create_campaign(
+            conn, world.settings.templates.dir, kind="offers", template="welcome-offer",
+            subject="An offer")
+        await send_campaign(conn, send_config(world.settings), sent.id, stop=asyncio.Event())
+        later = await service.create_campaign(
+            conn, world.settings.templates.dir, kind="offers", template="welcome-offer",
+            subject="A later offer")
+        await service.schedule(conn, later.id, "2099-01-01T09:00:00")
+    world.deliver(complaint(smtp_sink.messages[0], 1))
+    assert (await world.process()).complaints == 1
+    watch = ReputationWatch(world.db_path, min_sample=1)
+    assert (await watch.run_once()).paused == [later.id]
+    report = Report.of([
+        passed("dns", "SPF", "v=spf1 ip4:127.0.0.1 ~all"),
+        failed("dns", "DMARC", "_dmarc.imperial.test: no DMARC record",
+               'publish _dmarc.imperial.test. IN TXT "v=DMARC1; p=none; '
+               'rua=mailto:dmarc-reports@imperial.test"'),
+        warn("messages", "List-Unsubscribe", "one-click only", "set [unsubscribe] address")])
+    async with open_db(world.db_path) as conn:
+        await doctor_store.record_run(conn, doctor_run(report, "2026-12-06T08:00:00+00:00"))
+
+    await browser.sign_in("marketing")
+    text = await browser.text()
+    await browser(phone_width)
+    overflow = await browser(overflowing)
+    await browser(desktop_width)
+    await browser.photograph("overview-reputation")
+
+    rates = await browser(lambda d: [
+        [cell.text for cell in tr.find_elements(By.CSS_SELECTOR, "th, td")]
+        for tr in d.find_elements(By.CSS_SELECTOR, "#complaint-rates tbody tr")])
+    assert rates[0] == ["Last day", "FAIL",
+                        "1 complaint / 10 sent = 10.00% (providers refuse mail at 0.30%)"]
+    assert [row[0] for row in rates] == ["Last day", "Last 7 days", "Last 30 days"]
+    assert "Last doctor result: 1 pass, 1 warn, 1 fail at 6 Dec 2026 08:00 UTC" in text
+    assert "DMARC: _dmarc.imperial.test: no DMARC record" in text
+    assert ("paused: sender-wide complaint rate 10.00% over the last day (1 complaint / "
+            "10 sent): providers refuse mail at 0.30%") in text
+    assert "page" not in overflow  # the charts scroll in their boxes; the page does not
