@@ -205,3 +205,25 @@ async def test_the_checks_at_start_wait_for_dns_beside_the_daemon_and_the_consol
             f'<time datetime="{last.ran_at}">') in page
     assert "<strong>DMARC</strong>: _dmarc.imperial.test: no DMARC record" in page
     assert "<th scope=\"row\">Last 30 days</th>" in page
+
+
+async def test_a_daemon_stopped_while_dns_hangs_stops_without_waiting_for_the_doctor(
+        world: DoctorWorld) -> None:
+    zone = world.zone
+    assert isinstance(zone, GatedZone)
+    settings = world.settings()
+    stop = asyncio.Event()
+    daemon = Daemon(settings, stop, timing=DaemonTiming(), metrics=Metrics(),
+                    clock=SYSTEM_CLOCK)
+    task = asyncio.create_task(daemon.run())
+    await wait_for(lambda: daemon.ready and zone.asked.is_set(),
+                   what="READY=1 while the doctor waits for DNS")
+
+    stop.set()
+    await wait_for(task.done, what="the daemon to stop with DNS still silent")
+    async with open_db(settings.database.path) as conn:
+        kept = await doctor_store.last_run(conn)
+
+    assert task.exception() is None
+    assert not zone.gate.is_set()
+    assert kept is None
