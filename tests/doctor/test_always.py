@@ -227,3 +227,42 @@ async def test_a_daemon_stopped_while_dns_hangs_stops_without_waiting_for_the_do
     assert task.exception() is None
     assert not zone.gate.is_set()
     assert kept is None
+
+
+async def test_a_campaign_sending_when_complaints_arrive_stops_part_way_paused_for_the_rate(
+        tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink) -> None:
+    world = await make_world(
+        tmp_path, imap_server, smtp_sink, customers_csv(100),
+        bounces={"address": BOUNCE_ADDRESS, "pause_min_sample": 10},
+        smtp={"max_connections": 1},
+        campaigns={"secret": SECRET, "unsubscribe_url": "https://imperial.test/unsubscribe",
+                   "batch_size": 5})
+    async with open_db(world.db_path) as conn:
+        first = await service.create_campaign(
+            conn, world.settings.templates.dir, kind="offers", template="welcome-offer",
+            subject="An offer")
+        await send_campaign(conn, send_config(world.settings), first.id, stop=asyncio.Event())
+        second = await service.create_campaign(
+            conn, world.settings.templates.dir, kind="offers", template="welcome-offer",
+            subject="Another offer")
+        # Due now: scheduled, held, and resumed (which schedules it for now).
+        await service.schedule(conn, second.id, "2099-01-01T09:00:00")
+        await service.pause(conn, second.id)
+        await service.resume(conn, second.id)
+    # Slow enough that the daemon is still sending the second campaign when the complaint
+    # about the first one arrives (its pass is woken by IDLE).
+    smtp_sink.delay_s = 0.5
+
+    with daemon(world):
+        await wait_for(lambda: len(smtp_sink.messages) > 101, what="the second campaign sending")
+        world.deliver(complaint(smtp_sink.messages[0], 1))
+        await wait_for(lambda: world.query(
+            "SELECT status, paused_by FROM campaigns WHERE id = ?", second.id) == [
+                ("paused", "complaint-rate")], what="the sending campaign paused")
+        await wait_for(lambda: world.query(
+            "SELECT count(*) FROM campaign_recipients WHERE campaign_id = ? "
+            "AND status = 'sending'", second.id) == [(0,)], what="the sender to stop")
+        sent = world.query("SELECT count(*) FROM campaign_recipients WHERE campaign_id = ? "
+                           "AND status = 'sent'", second.id)
+
+    assert 0 < int(str(sent[0][0])) < 100
