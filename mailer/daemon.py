@@ -164,7 +164,7 @@ class Daemon:
             s.database.path, outbox_config(s), part=part("outbox"),
             interval_s=timing.outbox_interval_s, clock=clock,
             on_round=lambda report: metrics.confirmations_sent.inc(report.sent))
-        self.bounces = bounces_worker(s, part("bounces"))
+        self.bounces = bounces_worker(s, part("bounces"), on_pass=self._after_reports)
         shown: dict[str, Supervised] = {
             "inbox": self.inbox, "outbox": self.outbox,
             "campaigns": CampaignScheduler.from_settings(
@@ -219,12 +219,16 @@ class Daemon:
         self.metrics.last_pass.set(time.time())
         if report.confirmations:
             self.outbox.wake.set()
-        if report.complaints:
-            self.reputation.wake.set()
+        self._after_reports(report)
         if not self.ready:
             self.ready = True
             systemd.notify("READY=1")
             log.info("ready: first inbox pass done")
+
+    def _after_reports(self, report: PassReport) -> None:
+        """A pass that read a complaint: the reputation part looks at the rate now."""
+        if report.complaints:
+            self.reputation.wake.set()
 
     def _counted(self, kind: str, outcome: SendOutcome) -> None:
         self.metrics.campaign_sent.labels(kind=kind).inc(outcome.sent)

@@ -137,7 +137,10 @@ def inbox_worker(
                        part=part, on_pass=on_pass, on_duration=on_duration)
 
 
-def bounces_worker(settings: Settings, part: Part) -> InboxWorker | None:
+def bounces_worker(
+    settings: Settings, part: Part, *,
+    on_pass: Callable[[PassReport], None] = lambda report: None,
+) -> InboxWorker | None:
     """The `[bounces.imap]` mailbox (reports only), or None when it is not set."""
     mailbox = settings.bounces.imap
     imap, config = bounces_imap_config(settings), bounces_inbox_config(settings)
@@ -146,7 +149,7 @@ def bounces_worker(settings: Settings, part: Part) -> InboxWorker | None:
     return InboxWorker(settings.database.path, imap, config,
                        WatchTiming(idle_timeout_s=mailbox.idle_timeout_s,
                                    poll_interval_s=mailbox.poll_interval_s),
-                       part=part)
+                       part=part, on_pass=on_pass)
 
 
 async def process_once(

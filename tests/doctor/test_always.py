@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -266,3 +267,34 @@ async def test_a_campaign_sending_when_complaints_arrive_stops_part_way_paused_f
                            "AND status = 'sent'", second.id)
 
     assert 0 < int(str(sent[0][0])) < 100
+
+
+async def test_a_complaint_read_from_the_bounces_mailbox_wakes_the_reputation_part(
+        tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink) -> None:
+    mailbox = {"host": imap_server.host, "port": imap_server.port, "security": "none",
+               "username": imap_server.username, "password": imap_server.password,
+               "folder": "Reports", "idle_timeout_s": 60.0, "poll_interval_s": 1.0}
+    world, later = await campaign_sent_and_one_scheduled(
+        tmp_path, imap_server, smtp_sink, audience=20, min_sample=10)
+    with world.raw() as raw:
+        raw.command("CREATE Reports")
+    settings = world.settings
+    settings = replace(settings, bounces=replace(
+        settings.bounces, imap=replace(settings.imap, **mailbox)))
+    stop = asyncio.Event()
+    # A round an hour apart: only the wake after the pass can pause within the test.
+    running = Daemon(settings, stop, timing=DaemonTiming(reputation_poll_s=3600),
+                     metrics=Metrics(), clock=SYSTEM_CLOCK)
+    task = asyncio.create_task(running.run())
+    try:
+        await wait_for(lambda: running.reputation.part.state.last_success_at != "",
+                       what="the reputation part's first round")
+        world.deliver(complaint(smtp_sink.messages[0], 1), folder="Reports")
+        await wait_for(lambda: world.query(
+            "SELECT status, paused_by FROM campaigns WHERE id = ?", later) == [
+                ("paused", "complaint-rate")], what="the scheduled campaign paused")
+    finally:
+        stop.set()
+        await task
+    assert world.query("SELECT count(*) FROM delivery_reports WHERE kind = 'complaint'") == [
+        (1,)]
