@@ -115,7 +115,11 @@ async def test_an_admin_may_use_every_page(client: Client, world: World) -> None
         if method != "GET":
             continue
         response = await client.get(path, allow_redirects=False)
-        assert response.status not in (303, 403), path
+        # A redirect is a refusal only when it sends the admin to sign in; the export, with
+        # no IMAP server in this world, goes back to the customer's page with a notice.
+        refused = response.status == 403 or (
+            response.status == 303 and response.headers["Location"].startswith("/login"))
+        assert not refused, path
 
 
 async def test_a_form_without_the_sessions_csrf_token_is_refused_and_changes_nothing(
