@@ -9,6 +9,8 @@
                      (`mailer.campaigns.scheduler.CampaignScheduler`)
     campaign-resume  campaigns an SMTP outage paused, resumed once the server answers again
                      (`mailer.campaigns.resume.CampaignResumer`)
+    housekeeping     `[retention]` once a day, erasures' IMAP clean-up within the hour
+                     (`mailer.inbox.housekeeping.Housekeeping`)
     reputation       the sender-wide complaint rate of the last day, each round: every campaign
                      in progress paused at 0.3%, a warning from 0.1%
                      (`mailer.doctor.watch.ReputationWatch`)
@@ -64,6 +66,8 @@ from mailer.doctor.watch import POLL_INTERVAL_S as REPUTATION_POLL_S
 from mailer.doctor.watch import ReputationWatch, doctor_at_start
 from mailer.health import status as status_module
 from mailer.health.metrics import Metrics
+from mailer.inbox.housekeeping import INTERVAL_S as HOUSEKEEPING_INTERVAL_S
+from mailer.inbox.housekeeping import Housekeeping, housekeeping_config
 from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import bounces_worker, inbox_worker
 from mailer.lifecycle import systemd
@@ -95,6 +99,7 @@ class DaemonTiming:
     outbox_interval_s: float = DEFAULT_INTERVAL_S
     scheduler_poll_s: float = POLL_INTERVAL_S
     reputation_poll_s: float = REPUTATION_POLL_S
+    housekeeping_interval_s: float = HOUSEKEEPING_INTERVAL_S
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None, *,
@@ -175,6 +180,9 @@ class Daemon:
         shown["reputation"] = self.reputation = ReputationWatch(
             s.database.path, min_sample=s.bounces.pause_min_sample,
             poll_interval_s=timing.reputation_poll_s, part=part("reputation"), clock=clock)
+        shown["housekeeping"] = Housekeeping(
+            housekeeping_config(s), part=part("housekeeping"),
+            interval_s=timing.housekeeping_interval_s, clock=clock)
         if s.http.host:
             shown["web"] = _Loop(part("web"), self._web)
         if s.console.enabled:

@@ -56,7 +56,8 @@ async def test_a_running_daemon_is_healthy_then_not_running_after_sigterm(world:
         assert data["daemon"]["pid"] == process.pid
         assert data["daemon"]["version"] == "0.1.0"
         assert data["daemon"]["stopped_at"] is None
-        assert set(data["parts"]) == {"inbox", "outbox", "campaigns", "reputation"}
+        assert set(data["parts"]) == {"inbox", "outbox", "campaigns", "reputation",
+                                      "housekeeping"}
         assert {p["state"] for p in data["parts"].values()} == {"running"}
         assert data["parts"]["inbox"]["connected"] is True
         assert data["parts"]["inbox"]["last_pass_at"]

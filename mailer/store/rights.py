@@ -66,6 +66,7 @@ NOT_PERSONAL: dict[str, str] = {
     "sends_daily": "counts per day",
     "campaign_progress": "counts per campaign",
     "campaign_test_copies": "test copies sent per campaign and day (counts, no address)",
+    "doctor_runs": "results of `mailer doctor` at daemon start (our DNS and servers, no customer)",
     "suppression_entries": "keyed digests, no address",
     "erasure_imap_pending": "clean-ups to do (emptied when done)",
     "customers_search": "the index of `customers` (its rows are the customer's)",
