@@ -127,7 +127,7 @@ async def seed(db: Path, opted_in: int) -> int:
     """Customers and one draft campaign; the campaign's id."""
 
     async def rows() -> AsyncIterator[CustomerRow | BadRow]:
-        for row in read_rows(io.StringIO(customers_csv(opted_in))):
+        for row in read_rows(io.StringIO(customers_csv(opted_in)), consent_default=False):
             yield row
 
     async with open_db(db) as conn:

@@ -55,7 +55,7 @@ async def seed_customers(db: Path, count: int) -> None:
         text = "name,email,company\n" + "".join(
             f"Customer{i} Surname{i % 977},customer{i}@example.com,Company {i}\n"
             for i in range(count))
-        for row in read_rows(io.StringIO(text)):
+        for row in read_rows(io.StringIO(text), consent_default=True):
             yield row
 
     async with open_db(db) as conn:

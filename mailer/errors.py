@@ -10,6 +10,7 @@ and line, the campaign, the server. Every module imports these from here, and on
      ├── BadInput                    2  input that cannot be used as it is
      │    ├── SettingsError             a settings key: `[imap] port: expected an integer, ...`
      │    ├── CsvError                  a CSV file as a whole (its header, its encoding)
+     │    │    └── ConsentNotNamed          no consent column, and no default named for it
      │    ├── TemplateError             a template file and line
      │    │    └── TemplateTooSlow          a render that ran past its time limit
      │    ├── CampaignInvalid           a campaign's kind, time, template, or the send settings
@@ -91,6 +92,10 @@ class SettingsError(BadInput):
 
 class CsvError(BadInput):
     """A CSV file that cannot be read as a whole (its header, its encoding)."""
+
+
+class ConsentNotNamed(CsvError):
+    """A CSV without a consent column, imported without naming the consent its rows gave."""
 
 
 class TemplateError(BadInput):

@@ -1,9 +1,15 @@
 """Reading a customers CSV: pure validation of each row, streaming, one problem per bad line.
 
 The file has a header row naming `name` and `email` and optionally `company`, `phone`,
-`announcements`, `offers`. Preference values are true/false/yes/no/1/0 (any case); an empty
-cell or a missing column leaves the choice to the store (opted in for a new customer,
-unchanged for a known one). Rows stream: a million-row file never sits in memory.
+`announcements`, `offers`. Preference values are true/false/yes/no/1/0 (any case).
+
+Consent is never assumed: a file without a column for each category is refused
+(`ConsentNotNamed`) unless the import names the default (`consent_default`, from
+`customers import --consent opted-in|opted-out` or the console's upload form), which then
+fills the missing column and every empty cell. Without a default an empty cell leaves a known
+customer's choice unchanged and a new customer opted out (no answer is no consent). Each row
+says which categories took the default (`defaulted`), so the import's summary can say why.
+Rows stream: a million-row file never sits in memory.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from mailer.errors import CsvError
+from mailer.categories import CATEGORIES
+from mailer.errors import ConsentNotNamed, CsvError
 from mailer.names import normalise_company, normalise_name
 
 REQUIRED_COLUMNS = ("name", "email")
@@ -41,6 +48,7 @@ class CustomerRow:
     company_key: str
     announcements: bool | None
     offers: bool | None
+    defaulted: tuple[str, ...] = ()  # categories whose value is the import's named default
 
 
 @dataclass(frozen=True)
@@ -65,8 +73,10 @@ def parse_flag(value: str) -> bool | None:
     raise ValueError(value)
 
 
-def read_rows(stream: IO[str]) -> Iterator[CustomerRow | BadRow]:
-    """Yield a CustomerRow or a BadRow for each data line; raise HeaderError for a bad header."""
+def read_rows(stream: IO[str], *,
+              consent_default: bool | None = None) -> Iterator[CustomerRow | BadRow]:
+    """Yield a CustomerRow or a BadRow for each data line; raise HeaderError for a bad header,
+    ConsentNotNamed for a header missing a consent column when `consent_default` is None."""
     reader = csv.reader(stream, strict=True)
     try:
         header = next(reader)
@@ -91,6 +101,11 @@ def read_rows(stream: IO[str]) -> Iterator[CustomerRow | BadRow]:
             )
     if len(set(columns)) != len(columns):
         raise HeaderError("line 1: a column is named twice")
+    missing = [c for c in CATEGORIES if c not in columns]
+    if missing and consent_default is None:
+        raise ConsentNotNamed(
+            f"line 1: no {' or '.join(repr(c) for c in missing)} column, so the file does "
+            "not say what these customers agreed to")
     index = {name: i for i, name in enumerate(columns)}
     line = 1
     while True:
@@ -108,10 +123,11 @@ def read_rows(stream: IO[str]) -> Iterator[CustomerRow | BadRow]:
         line = reader.line_num
         if not cells or all(not c.strip() for c in cells):
             continue
-        yield _row(line, cells, index, len(columns))
+        yield _row(line, cells, index, len(columns), consent_default)
 
 
-def _row(line: int, cells: list[str], index: dict[str, int], width: int) -> CustomerRow | BadRow:
+def _row(line: int, cells: list[str], index: dict[str, int], width: int,
+         consent_default: bool | None) -> CustomerRow | BadRow:
     if len(cells) != width:
         return BadRow(line, f"expected {width} columns, found {len(cells)}")
 
@@ -128,6 +144,7 @@ def _row(line: int, cells: list[str], index: dict[str, int], width: int) -> Cust
     if any(ord(c) < 32 for c in name + cell("company") + cell("phone")):
         return BadRow(line, "control character in a field")
     flags: dict[str, bool | None] = {}
+    defaulted: list[str] = []
     for category in ("announcements", "offers"):
         try:
             flags[category] = parse_flag(cell(category))
@@ -136,6 +153,9 @@ def _row(line: int, cells: list[str], index: dict[str, int], width: int) -> Cust
                 line,
                 f"unknown {category} value '{cell(category)}' (expected true/false/yes/no/1/0)",
             )
+        if flags[category] is None and consent_default is not None:
+            flags[category] = consent_default
+            defaulted.append(category)
     company = cell("company")
     return CustomerRow(
         line=line,
@@ -147,4 +167,5 @@ def _row(line: int, cells: list[str], index: dict[str, int], width: int) -> Cust
         company_key=normalise_company(company),
         announcements=flags["announcements"],
         offers=flags["offers"],
+        defaulted=tuple(defaulted),
     )

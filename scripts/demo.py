@@ -60,6 +60,9 @@ INBOX = [
     ("request naming a name two customers share",
      sample_message(subject=SUBJECT, sender="John Smith <js@unknown.example>",
                     body="Stop please.\n")),
+    ("a customer who changed their mind (waits in review, marked \"opt back in\")",
+     sample_message(subject=f"Re: {SUBJECT}", sender="Eve Adams <eve@example.com>",
+                    body="I changed my mind: please turn the offers back on.\n")),
     ("out-of-office reply quoting the subject",
      sample_message(subject=f"Automatic reply: {SUBJECT}", sender="bob@example.com",
                     headers={"Auto-Submitted": "auto-replied"})),
@@ -154,9 +157,12 @@ def main(argv: list[str] | None = None) -> None:
         for label, _ in INBOX:
             print(f"  - {label}")
 
+        # A throwaway secret as `mailer init` makes one (`mailer web` refuses a weak one): it
+        # signs the confirmations' preference-page links and the campaign's links.
+        secret = {"MAILER_SECRET": secrets.token_urlsafe(32)}
         heading("mailer inbox process")
-        print(mailer(settings, "inbox", "process").strip())
-        print(mailer(settings, "inbox", "process", "--json").strip(),
+        print(mailer(settings, "inbox", "process", env=secret).strip())
+        print(mailer(settings, "inbox", "process", "--json", env=secret).strip(),
               " (a second pass finds nothing new)")
 
         heading("preferences before -> after")
@@ -175,11 +181,13 @@ def main(argv: list[str] | None = None) -> None:
             parsed = email.message_from_bytes(received.content, policy=email.policy.default)
             print(f"  to {', '.join(received.rcpt_tos)}: {parsed['Subject']} "
                   f"(Auto-Submitted: {parsed['Auto-Submitted']})")
+            body = parsed.get_body(preferencelist=("plain",))
+            for line in (body.get_content() if body is not None else "").splitlines():
+                if line.startswith("Changed your mind?"):
+                    print(f"    {line}")
         confirmations = len(sink.messages)
 
         heading("a special-offer campaign")
-        # A throwaway secret as `mailer init` makes one (`mailer web` refuses a weak one).
-        secret = {"MAILER_SECRET": secrets.token_urlsafe(32)}
         campaign_id = mailer(
             settings, "campaign", "create", "--kind", "offers", "--template", "welcome-offer",
             "--subject", "A special offer for {{ customer.name }}", env=secret).strip()

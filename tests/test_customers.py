@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.consent import optout
+from mailer.consent import change
 from mailer.store import customers
 from mailer.store.db import open_db, transaction
 from tests.helpers import base_sections, run_cli, write_settings
@@ -39,24 +39,26 @@ def show(settings_file: Path, email: str) -> dict[str, object]:
     return data
 
 
-def test_import_creates_customers_opted_in_unless_the_file_says_otherwise(
+def test_import_creates_customers_as_the_file_says_and_an_empty_cell_is_no_consent(
     tmp_path: Path, settings_file: Path
 ) -> None:
     csv_file = write_csv(tmp_path, "name,email,company,phone,announcements,offers\n"
                          "Ann Lee,Ann@Example.com,Lee Ltd,0123,yes,no\n"
                          "Bob Roe,bob@example.com,,,,\n")
-    result = run_cli(settings_file, "customers", "import", str(csv_file))
+    result = run_cli(settings_file, "customers", "import", "--by", "jo", str(csv_file))
     assert result.code == 0, result.stderr
     assert "2 created" in result.stdout
     ann = show(settings_file, "ann@example.com")
     assert ann["name"] == "Ann Lee" and ann["company"] == "Lee Ltd"
     assert ann["preferences"] == {"announcements": True, "offers": False}
     assert show(settings_file, "BOB@example.com")["preferences"] == {
-        "announcements": True, "offers": True}
+        "announcements": False, "offers": False}
     history = ann["history"]
     assert isinstance(history, list)
-    assert [(h["category"], h["old"], h["new"], h["source"]) for h in history] == [
-        ("announcements", None, True, "import"), ("offers", None, False, "import")]
+    assert [(h["category"], h["old"], h["new"], h["source"], h["reference"], h["actor"])
+            for h in history] == [
+        ("announcements", None, True, "import", "customers.csv line 2", "jo"),
+        ("offers", None, False, "import", "customers.csv line 2", "jo")]
 
 
 def test_import_with_bad_rows_lists_each_and_imports_nothing(
@@ -69,7 +71,8 @@ def test_import_with_bad_rows_lists_each_and_imports_nothing(
                          "Ann Again,ANN@example.com,no\n"
                          "Odd Flag,odd@example.com,maybe\n"
                          "Too,many@example.com,yes,extra\n")
-    result = run_cli(settings_file, "customers", "import", str(csv_file))
+    result = run_cli(settings_file, "customers", "import", "--consent", "opted-out",
+                     str(csv_file))
     assert result.code == 2
     lines = result.stderr.strip().splitlines()
     assert lines[:5] == [
@@ -108,22 +111,23 @@ def test_reimport_never_reverses_an_opt_out_made_by_request(
 ) -> None:
     first = write_csv(tmp_path, "name,email,offers\nAnn Lee,ann@example.com,yes\n"
                       "Bob Roe,bob@example.com,no\n")
-    assert run_cli(settings_file, "customers", "import", str(first)).code == 0
+    assert run_cli(settings_file, "customers", "import", "--consent", "opted-in",
+                   str(first)).code == 0
 
     async def request_opt_out() -> None:
         async with open_db(tmp_path / "mailer.db") as conn:
             ann = await customers.get_by_email(conn, "ann@example.com")
             assert ann is not None
             async with transaction(conn):
-                await optout.opt_out(conn, [optout.Refusal(
+                await change.opt_out(conn, [change.Refusal(
                     (ann.id,), reference="<req-1@example.com>",
-                    thread=optout.Thread(message_id="<req-1@example.com>"))],
+                    thread=change.Thread(message_id="<req-1@example.com>"))],
                     ["offers"], source="email")
 
     asyncio.run(request_opt_out())
     again = write_csv(tmp_path, "name,email,offers\nAnn Lee,ann@example.com,yes\n"
                       "Bob Roe,bob@example.com,yes\n", name="again.csv")
-    result = run_cli(settings_file, "customers", "import", str(again))
+    result = run_cli(settings_file, "customers", "import", "--consent", "opted-in", str(again))
     assert result.code == 0, result.stderr
     assert ("line 2: kept ann@example.com opted out of offers (the opt-out was made by request)"
             in result.stderr)
@@ -139,8 +143,9 @@ def test_reimport_never_reverses_an_opt_out_made_by_request(
 
 def test_reimport_of_the_same_file_changes_nothing(tmp_path: Path, settings_file: Path) -> None:
     csv_file = write_csv(tmp_path, "name,email\nAnn Lee,ann@example.com\n")
-    assert run_cli(settings_file, "customers", "import", str(csv_file)).code == 0
-    result = run_cli(settings_file, "customers", "import", str(csv_file))
+    imported = ("customers", "import", "--consent", "opted-in", str(csv_file))
+    assert run_cli(settings_file, *imported).code == 0
+    result = run_cli(settings_file, *imported)
     assert "0 created, 0 updated, 1 unchanged" in result.stdout
     assert db_rows(tmp_path, "SELECT count(*) FROM consent_events") == [(2,)]
 
@@ -149,7 +154,8 @@ def test_consent_events_can_never_be_changed_or_deleted(
     tmp_path: Path, settings_file: Path
 ) -> None:
     csv_file = write_csv(tmp_path, "name,email\nAnn Lee,ann@example.com\n")
-    assert run_cli(settings_file, "customers", "import", str(csv_file)).code == 0
+    assert run_cli(settings_file, "customers", "import", "--consent", "opted-in",
+                   str(csv_file)).code == 0
     with sqlite3.connect(tmp_path / "mailer.db") as conn:
         with pytest.raises(sqlite3.IntegrityError, match="consent events are permanent"):
             conn.execute("UPDATE consent_events SET new_value = 1")

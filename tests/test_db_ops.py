@@ -16,7 +16,7 @@ def settings_with_data(tmp_path: Path, rows: int = 2000) -> Path:
     imported = tmp_path / "customers.csv"
     imported.write_text("name,email\n" + "".join(
         f"Customer {i},c{i}@example.com\n" for i in range(rows)))
-    result = run_cli(settings, "customers", "import", str(imported))
+    result = run_cli(settings, "customers", "import", "--consent", "opted-in", str(imported))
     assert result.code == 0, result.stderr
     return settings
 

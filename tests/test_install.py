@@ -151,7 +151,8 @@ def test_installed_mailer_inits_imports_honours_a_request_and_sends_a_campaign_o
         "name,email,offers\nAnn Lee,ann@example.com,yes\nBob Roe,bob@example.com,yes\n"
         "Carol Diaz,carol@example.com,yes\n", encoding="utf-8")
 
-    imported = installed.run("customers", "import", "customers.csv", cwd=site)
+    imported = installed.run("customers", "import", "--consent", "opted-in", "customers.csv",
+                             cwd=site)
     assert imported.code == 0, imported.stderr
     assert "3 created" in imported.stdout
 
@@ -164,7 +165,9 @@ def test_installed_mailer_inits_imports_honours_a_request_and_sends_a_campaign_o
     (confirmation,) = smtp_sink.messages
     assert confirmation.rcpt_tos == ("ann@example.com",)
     assert b"Dear Ann Lee," in confirmation.content
-    assert b"Reply to this email" in confirmation.content  # the shipped confirmation.txt
+    # The shipped confirmation.txt: the way back in is the signed preference-page link.
+    assert b"Changed your mind? Choose the emails you want: " in confirmation.content
+    assert b"Reply to this email" not in confirmation.content
 
     secret = {"MAILER_SECRET": (site / "secret").read_text().strip()}  # what init wrote
     created = installed.run("campaign", "create", "--kind", "offers", "--template", "spring",

@@ -55,8 +55,8 @@ def test_status_reads_a_database_in_a_folder_named_with_uri_characters(tmp_path:
     site.mkdir()
     assert mailer("init", str(site), cwd=tmp_path).code == 0
     (tmp_path / "customers.csv").write_text("name,email\nAnn Lee,ann@example.com\n")
-    imported = run_cli(site / "settings.toml", "customers", "import",
-                       str(tmp_path / "customers.csv"))
+    imported = run_cli(site / "settings.toml", "customers", "import", "--consent",
+                       "opted-in", str(tmp_path / "customers.csv"))
     assert imported.code == 0, imported.stderr
     before = listing(tmp_path)
 

@@ -10,11 +10,13 @@ from hypothesis import strategies as st
 from mailer.mail.tokens import (
     LinkToken,
     campaign_token,
+    confirmation_token,
     form_nonce,
     read_link_token,
     unsubscribe_link,
     unsubscribe_token,
     verify_campaign_token,
+    verify_confirmation_token,
     verify_form_nonce,
     verify_token,
 )
@@ -180,3 +182,26 @@ def test_empty_secret_or_negative_ids_are_refused_for_campaign_tokens() -> None:
         campaign_token("", 1, 1)
     with pytest.raises(ValueError, match="negative"):
         campaign_token(SECRET, 1, -1)
+
+
+def test_a_confirmation_token_names_the_customer_and_the_confirmation_it_came_in() -> None:
+    token = confirmation_token(SECRET, 42, 7)
+
+    assert re.fullmatch(r"42\.o7\.[A-Za-z0-9_-]{22}", token)
+    assert verify_confirmation_token([SECRET], token) == (42, 7)
+    link = read_link_token(["new-secret", SECRET], token)
+    assert link == LinkToken(customer_id=42, confirmation_id=7)
+    assert link.reference == "confirmation 7"
+    # Never taken for a campaign token (nor the reverse): each kind signs its own prefix.
+    assert verify_campaign_token([SECRET], token.replace(".o7.", ".7.")) is None
+    assert verify_confirmation_token([SECRET], campaign_token(SECRET, 42, 7)) is None
+
+
+@given(st.integers(0, 10**9), st.integers(0, 10**9), st.text(max_size=30))
+def test_an_altered_confirmation_token_is_refused(customer: int, outbox: int,
+                                                  junk: str) -> None:
+    token = confirmation_token(SECRET, customer, outbox)
+    assert verify_confirmation_token(["other-secret"], token) is None
+    altered = token.replace(f".o{outbox}.", f".o{outbox + 1}.")
+    assert verify_confirmation_token([SECRET], altered) is None
+    assert read_link_token([SECRET], token + junk) in (None, read_link_token([SECRET], token))

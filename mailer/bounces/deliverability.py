@@ -10,7 +10,7 @@ or unsubscribe someone else.
   address, not a choice);
 - soft bounce: counted per different message; `soft_limit` of them within
   `soft_window_days` (since the last reactivation, if later) make it undeliverable;
-- complaint: opted out of every category through `mailer.consent.optout` (source `complaint`, no
+- complaint: opted out of every category through `mailer.consent.change` (source `complaint`, no
   confirmation: a confirmation to someone who just reported us as spam makes it worse).
 
 `decide` is the pure rule; `apply_report` does it in one transaction (record, undeliverable or
@@ -30,7 +30,7 @@ import aiosqlite
 from mailer.bounces.reports import Kind, Report
 from mailer.categories import CATEGORIES
 from mailer.clock import SYSTEM_CLOCK, Clock
-from mailer.consent.optout import Refusal, opt_out
+from mailer.consent.change import Refusal, opt_out
 from mailer.settings import BouncesSettings
 from mailer.store import deliverability as store
 from mailer.store.db import transaction

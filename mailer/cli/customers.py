@@ -1,6 +1,7 @@
 """`mailer customers ...`: import customers from CSV, show one (details, consent history,
-deliverability), make a bounced address deliverable again, and the customer's data rights:
-`export` (everything held, as JSON) and `erase` (with a suppression entry)."""
+deliverability), record consent given or refused another way (`consent`), make a bounced
+address deliverable again, and the customer's data rights: `export` (everything held, as
+JSON) and `erase` (with a suppression entry)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ import click
 from mailer.bounces import deliverability
 from mailer.cli.support import command_settings, run
 from mailer.consent import rights
-from mailer.consent.imports import import_csv
-from mailer.errors import BadInput, CsvError, ImapError, NotFound
+from mailer.consent.change import Evidence, change_consent
+from mailer.consent.imports import consent_summary, import_csv
+from mailer.errors import BadInput, ConsentNotNamed, CsvError, ImapError, NotFound
 from mailer.inbox.imap import ImapClient
 from mailer.inbox.worker import imap_config
 from mailer.store import customers as customer_store
 from mailer.store import deliverability as deliverability_store
-from mailer.store.db import open_db
+from mailer.store.db import open_db, transaction
 
 
 @click.group()
@@ -29,12 +31,22 @@ def customers() -> None:
     """Import and inspect customers and their preferences."""
 
 
+_CONSENT = {"opted-in": True, "opted-out": False}
+
+
 @customers.command("import")
 @click.argument("csv_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--consent", type=click.Choice(sorted(_CONSENT)), default=None,
+              help="The consent of rows the file does not state (a missing announcements or "
+                   "offers column, an empty cell); required when a column is missing.")
+@click.option("--by", "actor", default=None,
+              help="Who is importing, for the consent history [default: the OS user].")
 @click.pass_context
-def customers_import(ctx: click.Context, csv_file: Path) -> None:
+def customers_import(ctx: click.Context, csv_file: Path, consent: str | None,
+                     actor: str | None) -> None:
     """Upsert customers from CSV_FILE; all rows or none."""
     settings = command_settings(ctx)
+    who = (actor or os_user()).strip() or "unknown"
 
     async def body() -> None:
         try:
@@ -43,9 +55,14 @@ def customers_import(ctx: click.Context, csv_file: Path) -> None:
             raise CsvError(f"{csv_file}: {exc.strerror}") from exc
         with handle:
             async with open_db(settings.database.path) as conn:
-                report = await import_csv(conn, handle, name=str(csv_file),
-                                          reference=csv_file.name,
-                                          suppression_key=settings.privacy.key)
+                try:
+                    report = await import_csv(
+                        conn, handle, name=str(csv_file), reference=csv_file.name,
+                        consent=None if consent is None else _CONSENT[consent], actor=who,
+                        suppression_key=settings.privacy.key)
+                except ConsentNotNamed as exc:
+                    raise ConsentNotNamed(
+                        f"{exc}: name it with --consent opted-in or --consent opted-out") from exc
         if not report.ok:
             for bad in report.bad_rows:
                 click.echo(f"{csv_file}: line {bad.line}: {bad.reason}", err=True)
@@ -59,6 +76,8 @@ def customers_import(ctx: click.Context, csv_file: Path) -> None:
         click.echo(f"imported {csv_file}: {report.created} created, {report.updated} updated, "
                    f"{report.unchanged} unchanged, {len(report.kept_opt_outs)} opt-out(s) kept, "
                    f"{len(report.suppressed)} suppressed")
+        for summary in consent_summary(report):
+            click.echo(f"  {summary}")
 
     run(body())
 
@@ -86,7 +105,7 @@ def customers_show(ctx: click.Context, email: str, as_json: bool) -> None:
             "phone": customer.phone, "preferences": customer.preferences,
             "history": [
                 {"at": e.at, "category": e.category, "old": e.old_value, "new": e.new_value,
-                 "source": e.source, "reference": e.reference}
+                 "source": e.source, "reference": e.reference, "actor": e.actor}
                 for e in events
             ],
             **delivery,
@@ -102,13 +121,14 @@ def customers_show(ctx: click.Context, email: str, as_json: bool) -> None:
         for e in events:
             old = "-" if e.old_value is None else ("in" if e.old_value else "out")
             click.echo(f"    {e.at}  {e.category}: {old} -> {'in' if e.new_value else 'out'}"
-                       f"  ({e.source}{': ' + e.reference if e.reference else ''})")
+                       f"  ({e.source}{': ' + e.reference if e.reference else ''}"
+                       f"{', by ' + e.actor if e.actor else ''})")
         echo_delivery(delivery)
 
     run(body())
 
 
-def _os_user() -> str:
+def os_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (a container), no LOGNAME
@@ -123,7 +143,7 @@ def _os_user() -> str:
 def customers_reactivate(ctx: click.Context, email: str, actor: str | None) -> None:
     """Make EMAIL deliverable again (after a bounce), recorded with who did it."""
     settings = command_settings(ctx)
-    who = (actor or _os_user()).strip() or "unknown"
+    who = (actor or os_user()).strip() or "unknown"
 
     async def body() -> None:
         async with open_db(settings.database.path) as conn:
@@ -178,7 +198,7 @@ def customers_erase(ctx: click.Context, email: str, reason: str, actor: str | No
     """Erase EMAIL's personal data (UK GDPR art. 17), keeping a suppression entry so no
     import mails it again, then delete their request emails from the IMAP folders."""
     settings = command_settings(ctx)
-    who = (actor or _os_user()).strip() or "unknown"
+    who = (actor or os_user()).strip() or "unknown"
 
     async def body() -> None:
         folders = (settings.imap.processed_folder, settings.imap.review_folder)
@@ -196,6 +216,47 @@ def customers_erase(ctx: click.Context, email: str, reason: str, actor: str | No
                 raise ImapError(f"erased from the database; the IMAP clean-up is pending and "
                                 f"retried by `mailer retention run`: {exc}") from exc
         click.echo(f"removed the request emails from {' and '.join(folders)}")
+
+    run(body())
+
+
+_SWITCH = {"on": True, "off": False}
+
+
+@customers.command("consent")
+@click.argument("email")
+@click.option("--offers", type=click.Choice(["on", "off"]), default=None)
+@click.option("--announcements", type=click.Choice(["on", "off"]), default=None)
+@click.option("--evidence", default="",
+              help="How the customer gave or refused consent (a phone call, a signed form); "
+                   "required to opt anyone in.")
+@click.option("--by", "actor", default=None,
+              help="Who is recording this, for the history [default: the OS user].")
+@click.pass_context
+def customers_consent(ctx: click.Context, email: str, offers: str | None,
+                      announcements: str | None, evidence: str, actor: str | None) -> None:
+    """Record consent EMAIL gave or refused another way (by phone, in a shop)."""
+    settings = command_settings(ctx)
+    who = (actor or os_user()).strip() or "unknown"
+    wanted = {c: _SWITCH[v] for c, v in (("announcements", announcements), ("offers", offers))
+              if v is not None}
+
+    async def body() -> None:
+        if not wanted:
+            raise BadInput("nothing to record: give --offers on|off or --announcements on|off")
+        async with open_db(settings.database.path) as conn:
+            customer = await customer_store.get_by_email(conn, email)
+            if customer is None:
+                raise NotFound(f"no customer with email {email}")
+            async with transaction(conn):
+                change = await change_consent(
+                    conn, customer.id, wanted,
+                    Evidence(source="operator", reference=evidence.strip(), actor=who))
+        done = [f"{c} on" for c in change.turned_on] + [f"{c} off" for c in change.turned_off]
+        if done:
+            click.echo(f"{email}: {', '.join(done)} (recorded by {who})")
+        else:
+            click.echo(f"{email}: already as asked; nothing changed")
 
     run(body())
 

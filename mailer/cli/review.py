@@ -1,4 +1,4 @@
-"""`mailer review list|resolve`: the requests the worker would not decide alone."""
+"""`mailer review list|resolve|opt-in`: the requests the worker would not decide alone."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def review_list(ctx: click.Context, as_json: bool, include_settled: bool) -> Non
             click.echo(json.dumps([
                 {"id": i.id, "message_id": i.message_id, "sender": i.sender,
                  "subject": i.subject, "reason": i.reason, "status": i.status,
-                 "created_at": i.created_at, "settlement": i.settlement}
+                 "created_at": i.created_at, "settlement": i.settlement, "marked": i.marked}
                 for i in items
             ], indent=2, ensure_ascii=False))
             return
@@ -73,6 +73,40 @@ def review_resolve(
                 item = await review_ops.resolve(conn, config, item_id, customer_email)
                 click.echo(f"review item {item_id} resolved: {customer_email} unsubscribed "
                            f"from {', '.join(config.categories)}; confirmation queued")
+        problem = await review_ops.file_settled(imap_config(settings), config, item.message_id)
+        if problem:
+            click.echo(f"mailer: {problem}", err=True)
+
+    run(body())
+
+
+@review.command("opt-in")
+@click.argument("item_id", type=int)
+@click.argument("email")
+@click.option("--offers", is_flag=True, help="Turn special offers back on.")
+@click.option("--announcements", is_flag=True, help="Turn announcements back on.")
+@click.option("--by", "actor", default=None,
+              help="Who checked the request, for the history [default: the OS user].")
+@click.pass_context
+def review_opt_in(ctx: click.Context, item_id: int, email: str, offers: bool,
+                  announcements: bool, actor: str | None) -> None:
+    """Record the opt-in review item ITEM_ID (marked "opt back in") asks for, for EMAIL, with
+    the request as the evidence."""
+    from mailer.cli.customers import os_user
+
+    settings = command_settings(ctx)
+    who = (actor or os_user()).strip() or "unknown"
+    categories = [c for c, on in (("announcements", announcements), ("offers", offers)) if on]
+
+    async def body() -> None:
+        from mailer.inbox import review as review_ops
+        from mailer.inbox.worker import imap_config, inbox_config
+
+        config = inbox_config(settings)
+        async with open_db(settings.database.path) as conn:
+            item = await review_ops.record_opt_in(conn, item_id, email, categories, actor=who)
+        click.echo(f"review item {item_id} resolved: {email} opted in to "
+                   f"{', '.join(categories)} (recorded by {who})")
         problem = await review_ops.file_settled(imap_config(settings), config, item.message_id)
         if problem:
             click.echo(f"mailer: {problem}", err=True)

@@ -1,4 +1,4 @@
-"""The confirmation outbox: sending the confirmations `mailer.consent.optout`
+"""The confirmation outbox: sending the confirmations `mailer.consent.change`
 queued, each exactly once.
 
 The opt-out has already committed when a confirmation is queued, so nothing here can undo it.
@@ -48,6 +48,7 @@ from mailer.mail import smtp, verp
 from mailer.mail.dkim import Signer, load_signer
 from mailer.mail.outgoing import build_confirmation, message_id
 from mailer.mail.templates import render_confirmation
+from mailer.mail.tokens import confirmation_token, unsubscribe_link
 from mailer.settings import Settings
 from mailer.store import outbox as outbox_store
 from mailer.store.db import open_db, transaction
@@ -86,6 +87,16 @@ class OutboxConfig:
     verp_address: str = ""
     verp_secret: str = field(default="", repr=False)
     signer: Signer | None = None  # `[dkim]`
+    # `[campaigns] unsubscribe_url` and `secret`: each confirmation carries a signed link to
+    # the customer's preference page (the way back in); none when either is unset.
+    preferences_url: str = ""
+    link_secret: str = field(default="", repr=False)
+
+    def preferences_link(self, customer_id: int, outbox_id: int) -> str:
+        if not (self.preferences_url and self.link_secret):
+            return ""
+        return unsubscribe_link(self.preferences_url,
+                                confirmation_token(self.link_secret, customer_id, outbox_id))
 
     def mail_from(self, outbox_id: int) -> str:
         """The envelope sender of one confirmation (RFC 5321 §4.5.5: reports go there)."""
@@ -114,7 +125,9 @@ def outbox_config(settings: Settings) -> OutboxConfig:
         smtp=smtp.smtp_config(settings),
         verp_address=bounces.address if bounces.verp else "",
         verp_secret=settings.campaigns.secret if bounces.verp else "",
-        signer=load_signer(settings.dkim))
+        signer=load_signer(settings.dkim),
+        preferences_url=settings.campaigns.unsubscribe_url,
+        link_secret=settings.campaigns.secret)
 
 
 @dataclass
@@ -129,7 +142,8 @@ def check_templates(config: OutboxConfig) -> None:
     the template and line) so a broken template stops the program at start, not mid-outbox."""
     render_confirmation(config.templates_dir, customer_name="Ann Example",
                         categories=("announcements", "offers"),
-                        request_subject="Unsubscribe special offers")
+                        request_subject="Unsubscribe special offers",
+                        preferences_url="https://example.com/u/1.o1.sample")
 
 
 def this_process() -> ClaimOwner:
@@ -189,7 +203,8 @@ async def send_due_confirmations(
             try:
                 subject, text, html = render_confirmation(
                     config.templates_dir, customer_name=item.to_name,
-                    categories=item.categories, request_subject=item.request_subject)
+                    categories=item.categories, request_subject=item.request_subject,
+                    preferences_url=config.preferences_link(item.customer_id, item.id))
                 message = build_confirmation(
                     sender=config.sender, to_address=item.to_address, to_name=item.to_name,
                     subject=subject, text=text, html=html,

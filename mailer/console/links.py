@@ -132,6 +132,11 @@ async def resolve(conn: aiosqlite.Connection, settings: Settings, item_id: int,
     return await review_ops.resolve(conn, inbox_config(settings), item_id, emails, actor=actor)
 
 
+async def record_opt_in(conn: aiosqlite.Connection, item_id: int, email: str,
+                        categories: Sequence[str], actor: str) -> ReviewItem:
+    return await review_ops.record_opt_in(conn, item_id, email, categories, actor=actor)
+
+
 async def dismiss(conn: aiosqlite.Connection, item_id: int) -> ReviewItem:
     return await review_ops.dismiss(conn, item_id)
 
@@ -223,12 +228,14 @@ async def _candidates(conn: aiosqlite.Connection, settings: Settings,
 
 
 async def import_csv(conn: aiosqlite.Connection, data: bytes, filename: str, *,
+                     consent: bool | None, actor: str,
                      suppression_key: bytes | None = None) -> ImportReport:
     """Import an uploaded CSV exactly as `mailer customers import` does (the same function):
     all rows or none, bad rows reported by line, erased addresses suppressed. CsvError for a
-    file that cannot be read."""
-    return await imports.import_csv(conn, io.BytesIO(data), name=filename,
-                                    suppression_key=suppression_key)
+    file that cannot be read, ConsentNotNamed for one without a consent column when `consent`
+    is None."""
+    return await imports.import_csv(conn, io.BytesIO(data), name=filename, consent=consent,
+                                    actor=actor, suppression_key=suppression_key)
 
 
 # --- the daemon's state -------------------------------------------------------------------------

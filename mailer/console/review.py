@@ -1,19 +1,23 @@
 """Review queue pages: the waiting requests, one request shown safely (its text as text,
 never its HTML rendered, attachments named and never opened) with the customers the matcher
 considered, and resolving or dismissing it with the same effect as `mailer review resolve`.
-The resolution carries the user's name into the consent history (`actor`)."""
+An item marked "opt back in" also offers to record the opt-in it asks for, with the request
+as the evidence. Either carries the user's name into the consent history (`actor`)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import aiohttp.web as web
 
+from mailer.categories import CATEGORIES, label
 from mailer.console import links
 from mailer.console.page import APP_SETTINGS, redirect, render
 from mailer.console.security import actor, allow, conn_of, path_id, session_of
-from mailer.errors import ImapError, MailerError, NotFound
+from mailer.errors import BadInput, ImapError, MailerError, NotFound
 from mailer.http.forms import read_form
+from mailer.inbox.optback import OPT_BACK_IN
 from mailer.store import inbox as inbox_store
 from mailer.store import users
 from mailer.store.db import transaction
@@ -30,7 +34,9 @@ async def review_list(request: web.Request) -> web.StreamResponse:
 
 
 async def _item_page(request: web.Request, *, status: int = 200, error: str = "",
-                     chosen: list[str] | None = None, other: str = "") -> web.Response:
+                     chosen: list[str] | None = None, other: str = "",
+                     optin_error: str = "", optin: Mapping[str, object] | None = None,
+                     ) -> web.Response:
     settings = request.app[APP_SETTINGS]
     conn = conn_of(request)
     item = await inbox_store.review_item(conn, path_id(request, "item_id"))
@@ -47,7 +53,9 @@ async def _item_page(request: web.Request, *, status: int = 200, error: str = ""
             fetch_problem = "The message is no longer in the review folder."
     return render(request, "review_item.html", "review", status=status, item=item,
                   message=message, fetch_problem=fetch_problem, error=error,
-                  chosen=chosen or [], other=other)
+                  chosen=chosen or [], other=other, optin_error=optin_error,
+                  optin=optin or {"email": "", "categories": []}, categories=CATEGORIES,
+                  label=label, opt_back_in=item.marked == OPT_BACK_IN)
 
 
 @allow("reviewer")
@@ -81,6 +89,35 @@ async def review_resolve(request: web.Request) -> web.StreamResponse:
     problem = await links.file_settled(settings, item.message_id)
     raise redirect(request, "/review", f"Request {item_id} resolved: "
                    f"{plural(len(set(emails)), 'customer')} unsubscribed. {problem}".strip())
+
+
+@allow("reviewer")
+async def review_opt_in(request: web.Request) -> web.StreamResponse:
+    """Record the opt-in an item marked "opt back in" asks for (admin and reviewer only)."""
+    settings = request.app[APP_SETTINGS]
+    item_id = path_id(request, "item_id")
+    form = await read_form(request)
+    email = str(form.get("email", "")).strip()
+    wanted = [c for c in CATEGORIES if c in {str(v) for v in form.getall("category", [])}]
+    kept = {"email": email, "categories": wanted}
+    if not email:
+        return await _item_page(request, status=400, optin=kept,
+                                optin_error="Enter the email address of the customer to opt in")
+    conn = conn_of(request)
+    try:
+        item = await links.record_opt_in(conn, item_id, email, wanted, actor(request))
+    except (NotFound, BadInput) as exc:
+        return await _item_page(request, status=400, optin=kept, optin_error=str(exc))
+    except MailerError as exc:
+        raise redirect(request, f"/review/{item_id}", str(exc)) from exc
+    async with transaction(conn):
+        await users.audit(conn, actor(request), "recorded an opt-in from review",
+                          f"review item {item_id}: {', '.join(wanted)}")
+    log.info("console: review item %s: opt-in recorded by user %s", item_id,
+             session_of(request).user.id)
+    problem = await links.file_settled(settings, item.message_id)
+    raise redirect(request, "/review", f"Request {item_id}: opt-in recorded for {email}. "
+                   f"{problem}".strip())
 
 
 @allow("reviewer")

@@ -60,6 +60,7 @@ class Headers:
     has_autoreply_header: bool
     content_type: str
     references: tuple[str, ...]
+    in_reply_to: tuple[str, ...] = ()  # RFC 5322 §3.6.4: the message(s) this one answers
 
 
 class _CappedPolicy(Compat32):
@@ -116,7 +117,7 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _READ_FIELDS = frozenset(
     {
         "message-id", "subject", "from", "auto-submitted", "precedence", "x-autoreply",
-        "x-autorespond", "content-type", "references",
+        "x-autorespond", "content-type", "references", "in-reply-to",
     }
 )  # fmt: skip
 
@@ -194,6 +195,9 @@ def _headers_from(fields: dict[str, str], content_type: str) -> Headers:
         content_type=content_type,
         references=tuple(
             "".join(m.split()) for m in _MSG_ID.findall(_clean(fields.get("references", "")))
+        ),
+        in_reply_to=tuple(
+            "".join(m.split()) for m in _MSG_ID.findall(_clean(fields.get("in-reply-to", "")))
         ),
     )
 

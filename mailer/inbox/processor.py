@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import aiosqlite
@@ -38,7 +38,7 @@ import aiosqlite
 from mailer.bounces import deliverability
 from mailer.bounces.deliverability import Applied
 from mailer.bounces.report_pass import apply_reports, read_reports
-from mailer.consent import optout
+from mailer.consent import change
 from mailer.errors import MalformedMessage
 from mailer.inbox.body import parse_message
 from mailer.inbox.classify import Verdict, classify, may_be_report
@@ -49,8 +49,15 @@ from mailer.inbox.imap import ImapClient
 from mailer.inbox.imap_wire import FetchedHeader
 from mailer.inbox.lookup import look_up
 from mailer.inbox.match import Clues, Lookup, decide, extract_clues
+from mailer.inbox.optback import (
+    OPT_BACK_IN,
+    asks_to_opt_back_in,
+    opt_back_in_reason,
+    threads_to,
+)
 from mailer.store import deliverability as report_store
 from mailer.store import inbox as inbox_store
+from mailer.store import outbox as outbox_store
 from mailer.store.db import transaction
 
 log = logging.getLogger(__name__)
@@ -141,6 +148,11 @@ class Examined:
     problem: str | None
     failed: bool = False
     asks_erasure: bool = False  # see mailer.inbox.erasure: also goes to review
+    asks_back_in: bool = False  # the sender's own words ask for emails again (`optback`)
+
+    @property
+    def thread_ids(self) -> tuple[str, ...]:
+        return (*self.headers.in_reply_to, *self.headers.references)
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,7 @@ class Outcome:
     kind: str  # "unsubscribed" | "review" | "duplicate"
     customer_ids: tuple[int, ...]
     detail: str
+    marked: str = ""  # a review item's mark: "opt back in" or ''
 
 
 async def _process_batch(
@@ -172,12 +185,18 @@ async def _process_batch(
     requests: list[tuple[FetchedHeader, Headers]] = []
     candidates: list[FetchedHeader] = []
     erasures: list[Examined] = []  # other mail whose subject asks to delete data
-    for item in await client.fetch_headers(batch, batch=config.fetch_batch):
+    fetched = [(item, parse_headers(item.header))
+               for item in await client.fetch_headers(batch, batch=config.fetch_batch)]
+    verdicts = [classify(headers, configured_subject=config.subject,
+                         own_addresses=config.own_addresses) for _, headers in fetched]
+    # A person's answer to one of our confirmations is a request whatever its subject: it
+    # goes to review (`optback`), never unread, never as an opt-out.
+    answers = await _answers_to_confirmations(
+        conn, {n: h for n, ((_, h), v) in enumerate(zip(fetched, verdicts, strict=True))
+               if v is Verdict.NOT_REQUEST}) if config.requests else set()
+    for n, ((item, headers), verdict) in enumerate(zip(fetched, verdicts, strict=True)):
         report.seen += 1
-        headers = parse_headers(item.header)
-        verdict = classify(headers, configured_subject=config.subject,
-                           own_addresses=config.own_addresses)
-        if verdict is Verdict.REQUEST and config.requests:
+        if config.requests and (verdict is Verdict.REQUEST or n in answers):
             report.requests += 1
             requests.append((item, headers))
         elif (verdict is Verdict.NOT_REQUEST and config.requests
@@ -215,7 +234,9 @@ async def _process_batch(
         if examined:
             known = await inbox_store.existing_keys(conn, [e.key for e in examined])
             found = await look_up(conn, [e.clues for e in examined if e.clues is not None])
-            outcomes = plan(examined, known, found, config)
+            ours = await outbox_store.confirmation_message_ids(
+                conn, [i for e in examined for i in e.thread_ids])
+            outcomes = plan(examined, known, found, config, confirmation_ids=ours)
             await _apply(conn, config, uidvalidity, outcomes, report,
                          erasure_keys={e.key for e in examined if e.asks_erasure})
         if reports and config.reports is not None:
@@ -253,19 +274,24 @@ def examine(uid: int, headers: Headers, raw: bytes, config: InboxConfig) -> Exam
         parsed = parse_message(raw, max_bytes=config.max_message_bytes, headers=headers)
         clues = extract_clues(parsed, own_addresses=config.own_addresses)
         asks = asks_for_erasure(headers.subject, parsed.own_text)
+        asks_back_in = asks_to_opt_back_in(parsed.own_text)
     except MalformedMessage as exc:
         return Examined(uid, headers, key, None, f"malformed message: {exc}")
     except Exception as exc:
         log.exception("uid %s: processing failed; moving to review", uid)
         return Examined(uid, headers, key, None,
                         f"processing failed: {type(exc).__name__}: {exc}", failed=True)
-    return Examined(uid, headers, key, clues, None, asks_erasure=asks)
+    return Examined(uid, headers, key, clues, None, asks_erasure=asks,
+                    asks_back_in=asks_back_in)
 
 
 def plan(
-    examined: Sequence[Examined], known: set[str], lookup: Lookup, config: InboxConfig
+    examined: Sequence[Examined], known: set[str], lookup: Lookup, config: InboxConfig, *,
+    confirmation_ids: Collection[str] = frozenset(),
 ) -> list[Outcome]:
-    """Decide every request of a batch from the database's answers; pure."""
+    """Decide every request of a batch from the database's answers; pure. A request that
+    answers one of our confirmations (`confirmation_ids`) or asks for emails again is never
+    an opt-out: it goes to review, marked for a person to record the opt-in."""
     seen = set(known)
     outcomes: list[Outcome] = []
     for e in examined:
@@ -275,6 +301,11 @@ def plan(
                                     f"duplicate of {e.key}"))
             continue
         seen.add(e.key)
+        back_in = opt_back_in_reason(e.thread_ids, confirmation_ids, e.asks_back_in)
+        if back_in is not None:
+            outcomes.append(Outcome(e.uid, e.headers, e.key, "review", (), back_in,
+                                    marked=OPT_BACK_IN))
+            continue
         if e.clues is None:
             outcomes.append(Outcome(e.uid, e.headers, e.key, "review", (),
                                     e.problem or "message could not be read"))
@@ -310,10 +341,10 @@ async def _apply(
     review items, in the caller's transaction. A request that asks for erasure is honoured
     as usual and also filed in review for a person (`erasure_keys`)."""
     # Source `email`, reference: the request's Message-ID; the confirmation threads under it.
-    result = await optout.opt_out(
+    result = await change.opt_out(
         conn,
-        [optout.Refusal(customer_ids=o.customer_ids, reference=o.headers.message_id or "",
-                        thread=optout.Thread(subject=o.headers.subject,
+        [change.Refusal(customer_ids=o.customer_ids, reference=o.headers.message_id or "",
+                        thread=change.Thread(subject=o.headers.subject,
                                              message_id=o.headers.message_id or "",
                                              references=o.headers.references))
          for o in outcomes if o.kind == "unsubscribed"],
@@ -333,7 +364,7 @@ async def _apply(
         inbox_store.NewReview(message_key=o.key, message_id=o.headers.message_id or "",
                               sender=o.headers.from_address or "", subject=o.headers.subject,
                               reason=(f"{REVIEW_MARK}; {o.detail}" if _erasure(o, erasure_keys)
-                                      else o.detail))
+                                      else o.detail), marked=o.marked)
         for o in reviews
     ])
     report.review += len(reviews)
@@ -362,6 +393,18 @@ async def _finish_moves(
                 await inbox_store.mark_moved_uids(conn, config.state_key, uidvalidity, chunk)
                 await report_store.mark_reports_moved(conn, config.state_key, uidvalidity, chunk)
         log.debug("moved %d message(s) to %s", len(uids), folder)
+
+
+async def _answers_to_confirmations(conn: aiosqlite.Connection,
+                                    headers: dict[int, Headers]) -> set[int]:
+    """Which of these messages (by key) answer a confirmation we sent."""
+    threads = {n: (*h.in_reply_to, *h.references) for n, h in headers.items()
+               if h.in_reply_to or h.references}
+    if not threads:
+        return set()
+    ours = await outbox_store.confirmation_message_ids(
+        conn, [i for ids in threads.values() for i in ids])
+    return {n for n, ids in threads.items() if threads_to(ids, ours)}
 
 
 def _message_key(headers: Headers, raw: bytes) -> str:

@@ -1,11 +1,17 @@
-"""Settling the review queue by hand: a person names the customer, or dismisses the request.
+"""Settling the review queue by hand: a person names the customer, records the opt-in a
+request asked for, or dismisses the request.
 
-Resolving calls `optout.opt_out` with the same arguments the processor gives it, so it opts
+Resolving calls `change.opt_out` with the same arguments the processor gives it, so it opts
 out, records consent events (source `email`, reference: the request's Message-ID) and queues
 the confirmation, threaded to the request, exactly as an automatic match would. Once settled
 (either way), the message is filed from the review folder into the processed folder, so the
 review folder holds only what still waits for a person; the settlement stands in the database
 even if the IMAP server cannot be reached at that moment.
+
+`record_opt_in` settles an item marked "opt back in" (`inbox.optback`): mail never opts anyone
+in by itself, so a reviewer who has read the request records it, through
+`consent.change.change_consent` with the request as the evidence (source `email (reviewed)`,
+the reviewer as actor, the request's Message-ID as reference).
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from mailer.consent import optout
-from mailer.errors import ImapError, NotFound, Refused
+from mailer.consent import change
+from mailer.consent.change import Evidence, change_consent
+from mailer.errors import BadInput, ImapError, NotFound, Refused
 from mailer.inbox.config import InboxConfig
 from mailer.inbox.imap import ImapClient, ImapConfig
+from mailer.inbox.optback import OPT_BACK_IN
 from mailer.store import customers as customer_store
 from mailer.store import inbox as inbox_store
 from mailer.store.db import transaction
@@ -53,10 +61,10 @@ async def resolve(
         if not ids:
             raise NotFound(f"review item {item_id}: no customer named")
         ids = sorted(set(ids))
-        await optout.opt_out(
+        await change.opt_out(
             conn,
-            [optout.Refusal(customer_ids=tuple(ids), reference=item.message_id,
-                            thread=optout.Thread(subject=item.subject,
+            [change.Refusal(customer_ids=tuple(ids), reference=item.message_id,
+                            thread=change.Thread(subject=item.subject,
                                                  message_id=item.message_id))],
             config.categories, source="email", actor=actor,
             confirmation_interval_h=config.confirmation_interval_h)
@@ -64,6 +72,42 @@ async def resolve(
             conn, item_id, status="resolved",
             settlement=", ".join(f"customer {i}" for i in ids))
     log.info("review item %s resolved: customers %s", item_id, ids)
+    return item
+
+
+REVIEWED_EMAIL = "email (reviewed)"
+
+
+async def record_opt_in(
+    conn: aiosqlite.Connection, item_id: int, customer_email: str,
+    categories: Sequence[str], *, actor: str,
+) -> inbox_store.ReviewItem:
+    """Opt the named customer in to `categories`, with this request as the evidence; return
+    the item (for `file_settled`). Refused for an item not marked "opt back in" or not open:
+    an opt-out request is never turned into an opt-in."""
+    if not categories:
+        raise BadInput("choose at least one kind of email to turn back on")
+    async with transaction(conn):
+        item = await inbox_store.review_item(conn, item_id)
+        if item is None:
+            raise NotFound(f"review item {item_id} does not exist")
+        if item.status != "open":
+            raise Refused(f"review item {item_id} is already {item.status}")
+        if item.marked != OPT_BACK_IN:
+            raise Refused(f"review item {item_id} does not ask to opt back in")
+        customer = await customer_store.get_by_email(conn, customer_email)
+        if customer is None:
+            raise NotFound(f"no customer with email {customer_email}")
+        change = await change_consent(
+            conn, customer.id, dict.fromkeys(categories, True),
+            Evidence(source=REVIEWED_EMAIL, reference=item.message_id or f"review item {item_id}",
+                     actor=actor))
+        turned_on = ", ".join(change.turned_on) or "nothing new"
+        await inbox_store.settle_review(
+            conn, item_id, status="resolved",
+            settlement=f"customer {customer.id} opted in: {turned_on}")
+    log.info("review item %s: opt-in recorded for customer %s: %s", item_id, customer.id,
+             list(change.turned_on))
     return item
 
 

@@ -356,17 +356,22 @@ def render_confirmation(
     customer_name: str,
     categories: Sequence[str],
     request_subject: str,
+    preferences_url: str = "",
 ) -> tuple[str, str, str]:
     """(subject, text, html) of the email confirming an unsubscribe request.
+    `preferences_url` is the signed link to the customer's preference page ('' when the
+    public pages are not set up: the email then points to customer services).
 
     ``templates_dir`` is the override folder (``[templates] dir``), None for the defaults only.
     ``categories`` are the categories just turned off, named as customers know them
-    (`categories.label`). Transactional, so no opt-out footer; it says how to opt back in.
+    (`categories.label`). Transactional, so no opt-out footer; it links to the preference
+    page, the way back in.
     """
     env = _confirmation_sandbox(templates_dir)
     variables = {
         "customer_name": customer_name.strip(),
         "categories": [label(c) for c in categories],
+        "preferences_url": preferences_url,
     }
     text = env.render_file("confirmation.txt", variables)
     html = env.render_file("confirmation.html", variables)

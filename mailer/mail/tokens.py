@@ -12,7 +12,11 @@ URL-safe characters (RFC 3986 §2.3), so they go into a link path as they are:
 - **Category tokens** (the first kind, still in mail already delivered):
   ``{customer_id}.{category}.{sig}``, described below.
 
-The web server accepts both (`read_link_token`). In a category token ``sig`` is the first
+- **Confirmation tokens**: ``{customer_id}.o{outbox_id}.{sig}``, the preference-page link in a
+  confirmation email (the outbox row it was sent from); ``sig`` is the first 16 bytes of
+  HMAC-SHA256(secret, ``"confirmation-preferences:{customer_id}:{outbox_id}"``).
+
+The web server accepts all three (`read_link_token`). In a category token ``sig`` is the first
 16 bytes of HMAC-SHA256(secret, ``"{customer_id}:{category}"``), base64url without padding.
 """
 
@@ -122,6 +126,47 @@ def verify_campaign_token(secrets: Sequence[str], token: str) -> tuple[int, int]
     return (customer_id, campaign_id) if found else None
 
 
+# --- confirmation tokens ----------------------------------------------------------------------
+
+_OUTBOX_PART = re.compile(r"o(0|[1-9][0-9]*)")
+
+
+def _confirmation_signature(secret: str, customer_id: int, outbox_id: int) -> str:
+    if not secret:
+        raise ValueError("the unsubscribe token secret is empty")
+    # A prefix of its own, so it can never be taken for a campaign or category token.
+    message = f"confirmation-preferences:{customer_id}:{outbox_id}".encode()
+    digest = hmac.digest(secret.encode("utf-8"), message, "sha256")
+    return base64.urlsafe_b64encode(digest[:_SIG_BYTES]).rstrip(b"=").decode("ascii")
+
+
+def confirmation_token(secret: str, customer_id: int, outbox_id: int) -> str:
+    """The preference-page token of one confirmation (outbox row) to one customer."""
+    if customer_id < 0 or outbox_id < 0:
+        raise ValueError(f"ids must not be negative (customer {customer_id}, "
+                         f"confirmation {outbox_id})")
+    sig = _confirmation_signature(secret, customer_id, outbox_id)
+    return f"{customer_id}.o{outbox_id}.{sig}"
+
+
+def verify_confirmation_token(secrets: Sequence[str], token: str) -> tuple[int, int] | None:
+    """The (customer_id, outbox_id) a confirmation token was made for, or None."""
+    if len(token) > _MAX_TOKEN_CHARS:
+        return None
+    customer_part, _, rest = token.partition(".")
+    outbox_part, _, sig = rest.partition(".")
+    outbox = _OUTBOX_PART.fullmatch(outbox_part)
+    if not (_CUSTOMER_ID.fullmatch(customer_part) and outbox and _SIG.fullmatch(sig)):
+        return None
+    customer_id, outbox_id = int(customer_part), int(outbox.group(1))
+    found = False
+    for secret in secrets:
+        if secret:
+            expected = _confirmation_signature(secret, customer_id, outbox_id).encode("ascii")
+            found |= hmac.compare_digest(expected, sig.encode("ascii"))
+    return (customer_id, outbox_id) if found else None
+
+
 @dataclass(frozen=True)
 class LinkToken:
     """Who an unsubscribe link is for, and where it came from: a campaign (campaign tokens) or
@@ -130,12 +175,15 @@ class LinkToken:
     customer_id: int
     campaign_id: int | None = None
     category: str | None = None
+    confirmation_id: int | None = None  # the outbox row of the confirmation it came in
 
     @property
     def reference(self) -> str:
         """The consent event's reference for a change made through this link."""
         if self.campaign_id is not None:
             return f"campaign {self.campaign_id}"
+        if self.confirmation_id is not None:
+            return f"confirmation {self.confirmation_id}"
         return f"unsubscribe link ({self.category})"
 
 
@@ -150,6 +198,9 @@ def read_link_token(secrets: Sequence[str], token: str) -> LinkToken | None:
     campaign = verify_campaign_token(secrets, token)
     if campaign is not None:
         return LinkToken(customer_id=campaign[0], campaign_id=campaign[1])
+    confirmation = verify_confirmation_token(secrets, token)
+    if confirmation is not None:
+        return LinkToken(customer_id=confirmation[0], confirmation_id=confirmation[1])
     for secret in secrets:
         if not secret:
             continue

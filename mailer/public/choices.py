@@ -1,11 +1,9 @@
 """What an unsubscribe link does to consent: one click, or the choices on the preference page.
 
-No HTTP here: the handlers call these with what the request said. Turning a category off always
-goes through `mailer.consent.optout` (the one place
- consent is turned off; it also skips the customer's
-pending campaign mail in the same transaction). Turning one back on happens only here, from the
-preference page (the link's token proves who it is), through `store.customers.opt_in`, in the
-same transaction as the opt-outs of that submission.
+No HTTP here: the handlers call these with what the request said. Every change goes through
+`mailer.consent.change`, the one place consent changes (turning off also skips the customer's
+pending campaign mail in the same transaction). A saved page is one `change_consent` call, with
+the link (the campaign it came from) as the evidence: the token proves who it is.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import aiosqlite
 
 from mailer.categories import CATEGORIES
 from mailer.categories import check as check_category
-from mailer.consent.optout import Refusal, opt_out
+from mailer.consent.change import Evidence, Refusal, change_consent, opt_out
 from mailer.mail.tokens import LinkToken
 from mailer.store import customers as customer_store
 from mailer.store.db import transaction
@@ -129,16 +127,10 @@ class OneClickWriter:
 async def save(conn: aiosqlite.Connection, link: LinkToken, choices: Choices) -> Outcome:
     """Apply exactly the chosen preferences in one transaction (consent events of source
     'preference page'); the customer's pending mail of what they turned off is skipped."""
-    off = [c for c, on in choices.wanted.items() if not on]
-    on = [c for c, on in choices.wanted.items() if on]
     async with transaction(conn):
-        customer = await customer_store.get(conn, link.customer_id)
-        if customer is None:
-            return Outcome(found=False)
-        result = await opt_out(
-            conn, [Refusal(customer_ids=(link.customer_id,), reference=link.reference)], off,
-            source=PREFERENCE_PAGE)
-        turned_on = await customer_store.opt_in(
-            conn, link.customer_id, on, source=PREFERENCE_PAGE, reference=link.reference)
-    return Outcome(found=True, turned_off=tuple(result.changed.get(link.customer_id, ())),
-                   turned_on=tuple(turned_on))
+        change = await change_consent(conn, link.customer_id, choices.wanted,
+                                      Evidence(source=PREFERENCE_PAGE,
+                                               reference=link.reference or "preference link"))
+    if not change.found:
+        return Outcome(found=False)
+    return Outcome(found=True, turned_off=change.turned_off, turned_on=change.turned_on)

@@ -166,7 +166,7 @@ async def turn_off(
     Must run inside the caller's transaction. Returns, per customer, the categories that
     changed. Never opts anyone in. Pending campaign mail of those categories is skipped in the
     same transaction, so no campaign can mail them after this commits. Only
-    `mailer.consent.optout.opt_out` calls it: every refusal goes through there, so none can
+    `mailer.consent.change.opt_out` calls it: every refusal goes through there, so none can
     leave out the confirmation it owes.
     """
     for category in categories:
@@ -219,9 +219,10 @@ async def turn_off(
 
 
 # Sources that may opt a customer back in: the customer on the preference page (the link's
-# token proves who it is), or a person acting for them. An email, a click of one-click
-# unsubscribe or a complaint only ever opts out.
-OPT_IN_SOURCES = frozenset({"preference page", "console", "operator"})
+# token proves who it is), a person acting for them (console, operator, an import naming the
+# consent), or a reviewer who read the customer's email asking for it ("email (reviewed)").
+# An email by itself, a click of one-click unsubscribe or a complaint only ever opts out.
+OPT_IN_SOURCES = frozenset({"preference page", "console", "operator", "email (reviewed)"})
 
 
 @translated("customers: opt in")
@@ -236,9 +237,10 @@ async def opt_in(
 ) -> list[str]:
     """Turn `categories` on for one customer, recording a consent event per actual change.
 
-    Must run inside the caller's transaction (the preference page turns other categories off
-    through `mailer.consent.optout` in the same one). Returns the categories that changed;
-    an unknown customer changes nothing. Raises ValueError for an unknown category or a
+    Must run inside the caller's transaction; only `mailer.consent.change.change_consent`
+    calls it, which turns the other categories off in the same one. Returns the categories
+    that changed; an unknown customer changes nothing. Raises ValueError for an unknown
+    category or a
     source that may not opt anyone in.
     """
     if source not in OPT_IN_SOURCES:

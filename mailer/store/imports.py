@@ -36,6 +36,9 @@ class ImportReport:
     # (line, email): addresses on the suppression list (erased before), created or kept opted
     # out of everything.
     suppressed: list[tuple[int, str]] = field(default_factory=list)
+    # (category, value, why) -> rows: what the file asked for, and whether it said so in a
+    # column ("column") or left it to the import's named default ("default").
+    consent: dict[tuple[str, bool, str], int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -48,8 +51,11 @@ async def import_customers(
     *,
     reference: str,
     suppression_key: bytes | None = None,
+    actor: str = "",
 ) -> ImportReport:
-    """Upsert every row in one transaction; if any row is bad, change nothing.
+    """Upsert every row in one transaction; if any row is bad, change nothing. Each consent
+    event it writes has source `import`, reference `<reference> line <n>` (the file and the
+    row's line) and `actor`.
 
     A row whose address is on the suppression list (an erased customer's keyed digest) is
     opted out of everything, whatever the file says, and reported in `suppressed`: every way
@@ -106,7 +112,7 @@ async def import_customers(
             report.bad_rows.sort(key=lambda b: b.line)
             await conn.execute("DROP TABLE temp.import_rows")
             raise _Rollback(report)
-        await _apply_import(conn, report, now, reference)
+        await _apply_import(conn, report, now, reference, actor)
         await conn.execute("DROP TABLE temp.import_rows")
     return report
 
@@ -124,11 +130,12 @@ async def import_customers_atomically(
     *,
     reference: str,
     suppression_key: bytes | None = None,
+    actor: str = "",
 ) -> ImportReport:
     """Like import_customers, but a file with bad rows returns its report instead of raising."""
     try:
         return await import_customers(conn, rows, reference=reference,
-                                      suppression_key=suppression_key)
+                                      suppression_key=suppression_key, actor=actor)
     except _Rollback as rollback:
         return rollback.report
 
@@ -146,7 +153,7 @@ async def _insert_batch(conn: aiosqlite.Connection, batch: list[tuple[Any, ...]]
 
 
 async def _apply_import(
-    conn: aiosqlite.Connection, report: ImportReport, now: str, reference: str
+    conn: aiosqlite.Connection, report: ImportReport, now: str, reference: str, actor: str
 ) -> None:
     await conn.execute(
         "UPDATE import_rows SET suppressed = 1, announcements = 0, offers = 0 "
@@ -193,10 +200,10 @@ async def _apply_import(
         )
         await conn.execute(
             "INSERT INTO consent_events (customer_id, at, category, old_value, new_value, "
-            f"source, reference) SELECT c.id, ?, '{category}', c.{category}, r.{category}, "
-            f"'import', ? FROM import_rows r JOIN customers c ON c.id = r.customer_id "
-            f"WHERE {where} ORDER BY r.line",
-            (now, reference),
+            f"source, reference, actor) SELECT c.id, ?, '{category}', c.{category}, "
+            f"r.{category}, 'import', ? || ' line ' || r.line, ? FROM import_rows r "
+            f"JOIN customers c ON c.id = r.customer_id WHERE {where} ORDER BY r.line",
+            (now, reference, actor),
         )
         await conn.execute(
             f"UPDATE customers SET {category} = r.{category}, updated_at = ? FROM import_rows r "
@@ -214,7 +221,8 @@ async def _apply_import(
     )
     report.updated = len(changed_lines)
 
-    # New customers: opted in unless the file says otherwise; their starting state is an event.
+    # New customers: what the file (or the import's named default) says; no answer is no
+    # consent (opted out). Their starting state is an event.
     async with conn.execute(
         "SELECT count(*) FROM import_rows WHERE customer_id IS NULL"
     ) as cur:
@@ -228,7 +236,7 @@ async def _apply_import(
     await conn.execute(
         "INSERT INTO customers (email, name, company, phone, name_key, company_key, "
         "announcements, offers, created_at, updated_at) SELECT email, name, company, phone, "
-        "name_key, company_key, coalesce(announcements, 1), coalesce(offers, 1), ?, ? "
+        "name_key, company_key, coalesce(announcements, 0), coalesce(offers, 0), ?, ? "
         "FROM import_rows WHERE customer_id IS NULL ORDER BY line",
         (now, now),
     )
@@ -239,8 +247,8 @@ async def _apply_import(
     for category in CATEGORIES:
         await conn.execute(
             "INSERT INTO consent_events (customer_id, at, category, old_value, new_value, "
-            f"source, reference) SELECT c.id, ?, '{category}', NULL, c.{category}, 'import', ? "
-            "FROM import_rows r JOIN customers c ON c.id = r.customer_id WHERE r.is_new = 1 "
-            "ORDER BY r.line",
-            (now, reference),
+            f"source, reference, actor) SELECT c.id, ?, '{category}', NULL, c.{category}, "
+            "'import', ? || ' line ' || r.line, ? FROM import_rows r "
+            "JOIN customers c ON c.id = r.customer_id WHERE r.is_new = 1 ORDER BY r.line",
+            (now, reference, actor),
         )

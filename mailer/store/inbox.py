@@ -40,6 +40,7 @@ class ReviewItem:
     status: str
     created_at: str
     settlement: str
+    marked: str = ""  # '' or 'opt back in' (see migration 11)
 
 
 @translated("inbox: mailbox state")
@@ -142,15 +143,17 @@ class NewReview:
     sender: str
     subject: str
     reason: str
+    marked: str = ""
 
 
 @translated("inbox: add reviews")
 async def add_reviews(conn: aiosqlite.Connection, items: Sequence[NewReview]) -> None:
     now = utcnow()
     await conn.executemany(
-        "INSERT INTO review_items (inbound_id, message_id, sender, subject, reason, created_at) "
-        "VALUES ((SELECT id FROM inbound WHERE message_key = ?), ?, ?, ?, ?, ?)",
-        [(i.message_key, i.message_id, i.sender, i.subject, i.reason, now) for i in items],
+        "INSERT INTO review_items (inbound_id, message_id, sender, subject, reason, marked, "
+        "created_at) VALUES ((SELECT id FROM inbound WHERE message_key = ?), ?, ?, ?, ?, ?, ?)",
+        [(i.message_key, i.message_id, i.sender, i.subject, i.reason, i.marked, now)
+         for i in items],
     )
 
 
@@ -158,7 +161,7 @@ def _review(row: aiosqlite.Row) -> ReviewItem:
     return ReviewItem(
         id=row["id"], message_id=row["message_id"], sender=row["sender"],
         subject=row["subject"], reason=row["reason"], status=row["status"],
-        created_at=row["created_at"], settlement=row["settlement"],
+        created_at=row["created_at"], settlement=row["settlement"], marked=row["marked"],
     )
 
 

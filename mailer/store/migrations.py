@@ -458,4 +458,43 @@ MIGRATIONS: tuple[str, ...] = (
         failures  TEXT NOT NULL  -- JSON: [{"name", "found", "fix"}], the failed checks
     );
     """,
+    # 13: a reviewer may record an opt-in that a customer asked for by email, with that email
+    # as the evidence: source 'email (reviewed)' (mail alone never opts anyone in). SQLite
+    # cannot alter a CHECK: rebuild the table with its indexes and triggers (DROP TABLE's
+    # implicit delete fires no trigger).
+    """
+    CREATE TABLE consent_events_13 (
+        id          INTEGER PRIMARY KEY,
+        customer_id INTEGER NOT NULL REFERENCES customers (id),
+        at          TEXT NOT NULL,
+        category    TEXT NOT NULL,
+        old_value   INTEGER CHECK (old_value IN (0, 1)),
+        new_value   INTEGER NOT NULL CHECK (new_value IN (0, 1)),
+        source      TEXT NOT NULL CHECK (source IN ('import', 'email', 'operator',
+                    'one-click', 'preference page', 'complaint', 'console',
+                    'email (reviewed)')),
+        reference   TEXT NOT NULL DEFAULT '',
+        actor       TEXT NOT NULL DEFAULT ''
+    );
+    INSERT INTO consent_events_13 (id, customer_id, at, category, old_value, new_value, source,
+                                   reference, actor)
+        SELECT id, customer_id, at, category, old_value, new_value, source, reference, actor
+        FROM consent_events;
+    DROP TABLE consent_events;
+    ALTER TABLE consent_events_13 RENAME TO consent_events;
+    CREATE INDEX consent_events_customer ON consent_events (customer_id, id);
+    CREATE INDEX consent_events_source_at ON consent_events (source, at);
+    CREATE TRIGGER consent_events_are_never_updated BEFORE UPDATE ON consent_events
+    BEGIN SELECT RAISE(ABORT, 'consent events are permanent'); END;
+    CREATE TRIGGER consent_events_are_never_deleted BEFORE DELETE ON consent_events
+    BEGIN SELECT RAISE(ABORT, 'consent events are permanent'); END;
+    CREATE TRIGGER optouts_daily_count AFTER INSERT ON consent_events
+    WHEN new.new_value = 0 BEGIN
+        INSERT INTO optouts_daily (day, source, count) VALUES (substr(new.at, 1, 10), new.source, 1)
+        ON CONFLICT (day, source) DO UPDATE SET count = count + 1;
+    END;
+    -- What a review item asks for beyond "who is this?": '' (an opt-out to match) or
+    -- 'opt back in' (a reviewer may record the opt-in, with the message as evidence).
+    ALTER TABLE review_items ADD COLUMN marked TEXT NOT NULL DEFAULT '';
+    """,
 )

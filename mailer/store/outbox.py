@@ -191,3 +191,18 @@ async def mark_failed(
             f"{_UNCLAIM} WHERE id = ?",
             (error, _stamp(retry_at), item_id),
         )
+
+
+@translated("outbox: confirmation message ids")
+async def confirmation_message_ids(conn: aiosqlite.Connection, ids: Iterable[str]) -> set[str]:
+    """Which of these Message-IDs are confirmations we sent (or are sending): a reply threaded
+    to one is a customer answering it."""
+    wanted = sorted({i for i in ids if i})
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = await conn.execute_fetchall(
+            f"SELECT message_id FROM outbox WHERE message_id IN ({','.join('?' * len(chunk))})",
+            tuple(chunk))
+        found.update(r["message_id"] for r in rows)
+    return found

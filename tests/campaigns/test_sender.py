@@ -19,7 +19,7 @@ import pytest
 from mailer.backoff import Backoff
 from mailer.campaigns import service
 from mailer.campaigns.sender import SendOutcome, send_campaign
-from mailer.consent import optout
+from mailer.consent import change
 from mailer.errors import CampaignInvalid, CampaignRefused
 from mailer.mail import tokens
 from mailer.mail.outgoing import message_id
@@ -328,9 +328,9 @@ async def test_a_customer_who_opts_out_mid_campaign_receives_nothing_after(
     await wait_for(lambda: len(world.sink.messages) >= 8, what="8 messages sent")
     [(last_id,)] = world.rows("SELECT id FROM customers WHERE email = 'c39@example.com'")
     async with open_db(world.db) as conn, transaction(conn):
-        await optout.opt_out(conn, [optout.Refusal(
+        await change.opt_out(conn, [change.Refusal(
             (last_id,), reference="<request@example.com>",
-            thread=optout.Thread(message_id="<request@example.com>"))], ["offers"],
+            thread=change.Thread(message_id="<request@example.com>"))], ["offers"],
             source="email")
     outcome = await task
     assert outcome.status == "sent"

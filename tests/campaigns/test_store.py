@@ -9,7 +9,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from mailer.consent import optout
+from mailer.consent import change
 from mailer.store import campaigns as store
 from mailer.store.campaigns import Campaign, Counts, RecipientResult
 from mailer.store.consent import ConsentGate
@@ -152,8 +152,8 @@ async def test_an_opt_out_skips_pending_rows_but_leaves_claimed_ones_to_the_cons
     [claimed] = await store.claim_batch(conn, campaign_id, 1)
     ids = [r[0] for r in world.rows("SELECT id FROM customers ORDER BY id")]
     async with transaction(conn):
-        await optout.opt_out(conn, [optout.Refusal(tuple(ids), reference="<m@x>",
-                                                   thread=optout.Thread(message_id="<m@x>"))],
+        await change.opt_out(conn, [change.Refusal(tuple(ids), reference="<m@x>",
+                                                   thread=change.Thread(message_id="<m@x>"))],
                              ["offers"], source="email")
     ledger = dict(world.rows("SELECT customer_id, status FROM campaign_recipients"))
     assert ledger[claimed] == "sending"

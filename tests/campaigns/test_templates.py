@@ -448,6 +448,7 @@ def test_confirmation_names_the_categories_turned_off_and_how_to_opt_back_in() -
         customer_name="Zoë Ó Briain",
         categories=["offers", "announcements"],
         request_subject="Unsubscribe special offers",
+        preferences_url="https://example.com/u/7.o3.sig",
     )
 
     assert subject == "Re: Unsubscribe special offers"
@@ -455,8 +456,20 @@ def test_confirmation_names_the_categories_turned_off_and_how_to_opt_back_in() -
         assert "Dear Zoë Ó Briain," in body
         assert "special offers" in body
         assert "announcements" in body
-        assert "Reply to this email" in body
+        assert "Changed your mind?" in body
+        assert "https://example.com/u/7.o3.sig" in body
+        assert "Reply to this email" not in body  # no promise the system does not keep
         assert "Imperial Telecom Ltd" in body
+
+
+def test_confirmation_without_public_pages_points_to_customer_services() -> None:
+    _, text, html = render_confirmation(
+        REPO_TEMPLATES, customer_name="Ann", categories=["offers"],
+        request_subject="Unsubscribe special offers")
+
+    for body in (text, html):
+        assert "Contact our customer services team" in body
+        assert "Reply to this email" not in body
 
 
 def test_confirmation_carries_no_opt_out_footer() -> None:

@@ -185,6 +185,7 @@ async def test_a_csv_larger_than_a_form_is_imported_by_a_signed_in_reviewer(
     data.add_field("csrf", token)
     data.add_field("file", io.BytesIO(("name,email\n" + rows).encode()),
                    filename="people.csv", content_type="text/csv")
+    data.add_field("consent", "opted-in")
     response = await client.post("/customers/import", data=data, allow_redirects=False)
     assert response.status == 303
     assert query(world.db, "SELECT count(*) FROM customers") == [(4000,)]

@@ -451,6 +451,7 @@ async def test_a_good_csv_upload_imports_and_is_recorded_with_the_users_name(
     data.add_field("csrf", token)
     data.add_field("file", io.BytesIO(b"name,email\nNew Person,new@example.com\n"),
                    filename="people.csv", content_type="text/csv")
+    data.add_field("consent", "opted-in")
     response = await client.post("/customers/import", data=data)
     assert response.status == 200
     assert "1 created" in await response.text()
@@ -463,7 +464,7 @@ async def test_a_good_csv_upload_imports_and_is_recorded_with_the_users_name(
 async def test_the_overview_charts_opt_outs_by_source_and_messages_sent(
     client: Client, world: World, clock: FakeClock
 ) -> None:
-    from mailer.consent.optout import Refusal, opt_out
+    from mailer.consent.change import Refusal, opt_out
     from mailer.store.db import open_db, transaction
 
     async with open_db(world.db) as conn, transaction(conn):

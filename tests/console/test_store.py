@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from mailer.campaigns import service
-from mailer.consent.optout import Refusal, Thread, opt_out
+from mailer.consent.change import Refusal, Thread, opt_out
 from mailer.store import campaigns as campaign_store
 from mailer.store import console as console_store
 from mailer.store.db import open_db, transaction, utcnow

@@ -55,7 +55,8 @@ class Sent:
 
 
 async def send_confirmation(world: World, email_address: str) -> Sent:
-    """Queue a confirmation for the customer as `optout` does, and send it through the outbox."""
+    """Queue a confirmation for the customer as `consent.change.opt_out` does, and send it
+    through the outbox."""
     [(customer_id, name)] = world.query("SELECT id, name FROM customers WHERE email = ?",
                                         email_address)
     async with open_db(world.db_path) as conn, transaction(conn):

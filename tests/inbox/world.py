@@ -102,6 +102,8 @@ async def make_world(tmp_path: Path, server: ImapTestServer, sink: SmtpSink,
     path = write_settings(tmp_path / "settings.toml", sections)
     settings = settings_module.load(path)
     async with open_db(settings.database.path) as conn:
-        report = await import_csv(conn, io.BytesIO(csv_text.encode()), name="customers.csv")
+        # The tests' customers agreed to mail unless their CSV says otherwise.
+        report = await import_csv(conn, io.BytesIO(csv_text.encode()), name="customers.csv",
+                                  consent=True)
     assert report.ok, report.bad_rows
     return World(tmp_path, server, sink, path, settings)

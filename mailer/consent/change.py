@@ -1,8 +1,11 @@
-"""The one transaction that opts customers out: every way a customer refuses mail ends here.
+"""The one entry point that changes consent: every way a customer refuses mail, and every way
+back in, ends here.
 
-Called by the inbox processor (an emailed request), review resolution (a person names the
-customer), and the one-click link and complaint handling. For each customer it, in the
-caller's transaction:
+`change_consent` sets one customer's categories on or off with the `Evidence` that justifies it
+(the preference page, a reviewed email, staff recording consent given by phone or in a shop);
+an opt-in without evidence is refused. `opt_out` is the bulk refusal, called by the inbox
+processor (an emailed request), review resolution (a person names the customer), and the
+one-click link and complaint handling. For each customer it, in the caller's transaction:
 
 1. turns the categories off (never on: no refusal opts anyone in),
 2. records one consent event per preference that really changed (source, reference, actor),
@@ -14,18 +17,23 @@ caller's transaction:
    the mail provider already told them, and a confirmation to someone who just reported us
    as spam makes it worse).
 
+An opt-in is only ever made by `change_consent`, from a source in
+`store.customers.OPT_IN_SOURCES`: mail never opts anyone in by itself (a From address can be
+forged), so an emailed request to opt back in waits in review for a person.
+
 Because it is one transaction with the change that caused it, a crash leaves either all of it
 or none of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aiosqlite
 
 from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.errors import BadInput
 from mailer.store import customers as customer_store
 from mailer.store import outbox as outbox_store
 
@@ -103,3 +111,61 @@ async def opt_out(
         result.confirmations = await outbox_store.enqueue_confirmations(
             conn, confirmations, interval_h=confirmation_interval_h, now=clock.now())
     return result
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why a consent change may be made: where it came from and what proves it.
+
+    `reference` is what the history shows as proof: the request's Message-ID for a reviewed
+    email, the campaign a preference link came from, the words staff wrote down for a phone
+    call. Later kinds of proof (the web client, the request's authentication verdict) are
+    added here, so every caller passes them through the one entry point.
+    """
+
+    source: str
+    reference: str
+    actor: str = ""
+
+
+@dataclass(frozen=True)
+class ConsentChange:
+    """What `change_consent` did to one customer."""
+
+    found: bool
+    turned_on: tuple[str, ...] = ()
+    turned_off: tuple[str, ...] = ()
+
+
+class MissingEvidence(BadInput):
+    """An opt-in was asked for without the evidence that justifies it."""
+
+
+async def change_consent(
+    conn: aiosqlite.Connection,
+    customer_id: int,
+    wanted: Mapping[str, bool],
+    evidence: Evidence,
+) -> ConsentChange:
+    """Set each category in `wanted` on or off for one customer, inside the caller's
+    transaction, recording `evidence` on every consent event. Turning off goes through
+    `opt_out` (pending mail skipped, no confirmation: the person changing it sees the result).
+    An opt-in (a category now off asked on) needs a non-empty `evidence.reference`
+    (MissingEvidence) and a source that may opt anyone in (ValueError: a programming error).
+    `wanted` may only name known categories (KeyError otherwise)."""
+    customer = await customer_store.get(conn, customer_id)
+    if customer is None:
+        return ConsentChange(found=False)
+    # Only a real opt-in needs evidence: a form that repeats a choice already on changes nothing.
+    on = [c for c, value in wanted.items() if value and not customer.preferences[c]]
+    off = [c for c, value in wanted.items() if not value]
+    if on and not evidence.reference.strip():
+        raise MissingEvidence("evidence is required to opt anyone in: say how they consented")
+    result = await opt_out(
+        conn, [Refusal(customer_ids=(customer_id,), reference=evidence.reference)], off,
+        source=evidence.source, actor=evidence.actor)
+    turned_on = await customer_store.opt_in(
+        conn, customer_id, on, source=evidence.source, reference=evidence.reference,
+        actor=evidence.actor) if on else []
+    return ConsentChange(found=True, turned_on=tuple(turned_on),
+                         turned_off=tuple(result.changed.get(customer_id, ())))
