@@ -32,7 +32,8 @@ async def test_a_failed_clean_up_is_postponed_then_finished_once(
         sample_message(sender="carol@example.net", body="hello\n")])
     now = datetime.now(UTC) + timedelta(hours=1)  # after the erasure: the clean-up is due
     async with open_db(tmp_path / "mailer.db") as conn:
-        await import_csv(conn, io.BytesIO(CSV.encode()), name="c.csv", suppression_key=KEY)
+        await import_csv(conn, io.BytesIO(CSV.encode()), name="c.csv", consent=True,
+                         suppression_key=KEY)
         await rights.erase(conn, "ann@example.com", key=KEY, reason="asked", actor="test")
         lost = await ImapClient.connect(imap_config)
         await lost.close()
@@ -57,7 +58,8 @@ async def test_a_failed_clean_up_is_postponed_then_finished_once(
 
 async def test_an_erased_customer_cannot_be_opted_back_in_by_an_old_link(tmp_path: Path) -> None:
     async with open_db(tmp_path / "mailer.db") as conn:
-        await import_csv(conn, io.BytesIO(CSV.encode()), name="c.csv", suppression_key=KEY)
+        await import_csv(conn, io.BytesIO(CSV.encode()), name="c.csv", consent=True,
+                         suppression_key=KEY)
         ann = await customer_store.get_by_email(conn, "ann@example.com")
         assert ann is not None
         await rights.erase(conn, "ann@example.com", key=KEY, reason="asked", actor="test")
