@@ -47,14 +47,9 @@ from mailer.inbox.erasure import REVIEW_MARK, asks_for_erasure
 from mailer.inbox.headers import Headers, parse_headers
 from mailer.inbox.imap import ImapClient
 from mailer.inbox.imap_wire import FetchedHeader
-from mailer.inbox.lookup import look_up
+from mailer.inbox.lookup import answers_to_confirmations, look_up
 from mailer.inbox.match import Clues, Lookup, decide, extract_clues
-from mailer.inbox.optback import (
-    OPT_BACK_IN,
-    asks_to_opt_back_in,
-    opt_back_in_reason,
-    threads_to,
-)
+from mailer.inbox.optback import OPT_BACK_IN, asks_to_opt_back_in, opt_back_in_reason
 from mailer.store import deliverability as report_store
 from mailer.store import inbox as inbox_store
 from mailer.store import outbox as outbox_store
@@ -191,7 +186,7 @@ async def _process_batch(
                          own_addresses=config.own_addresses) for _, headers in fetched]
     # A person's answer to one of our confirmations is a request whatever its subject: it
     # goes to review (`optback`), never unread, never as an opt-out.
-    answers = await _answers_to_confirmations(
+    answers = await answers_to_confirmations(
         conn, {n: h for n, ((_, h), v) in enumerate(zip(fetched, verdicts, strict=True))
                if v is Verdict.NOT_REQUEST}) if config.requests else set()
     for n, ((item, headers), verdict) in enumerate(zip(fetched, verdicts, strict=True)):
@@ -393,18 +388,6 @@ async def _finish_moves(
                 await inbox_store.mark_moved_uids(conn, config.state_key, uidvalidity, chunk)
                 await report_store.mark_reports_moved(conn, config.state_key, uidvalidity, chunk)
         log.debug("moved %d message(s) to %s", len(uids), folder)
-
-
-async def _answers_to_confirmations(conn: aiosqlite.Connection,
-                                    headers: dict[int, Headers]) -> set[int]:
-    """Which of these messages (by key) answer a confirmation we sent."""
-    threads = {n: (*h.in_reply_to, *h.references) for n, h in headers.items()
-               if h.in_reply_to or h.references}
-    if not threads:
-        return set()
-    ours = await outbox_store.confirmation_message_ids(
-        conn, [i for ids in threads.values() for i in ids])
-    return {n for n, ids in threads.items() if threads_to(ids, ours)}
 
 
 def _message_key(headers: Headers, raw: bytes) -> str:
