@@ -93,7 +93,8 @@ async def test_a_read_only_database_folder_loses_no_request_and_recovers(
         log = daemon_log(world)
         failures = [line for line in log.splitlines() if "retrying in" in line]
         # One clear line per failed attempt, naming the database; no traceback.
-        assert all(re.search(r"(inbox|outbox|campaigns|campaign-resume|heartbeat): cannot "
+        assert all(re.search(r"(inbox|outbox|campaigns|campaign-resume|heartbeat|reputation|"
+                             r"housekeeping): cannot "
                              r"(open|prepare) "
                              r"database .*mailer\.db: .*; retrying in [\d.]+ s \(attempt \d+\)$",
                              line) for line in failures), failures
