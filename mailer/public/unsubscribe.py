@@ -9,8 +9,13 @@
   exactly what was chosen, then 303 to the page with `?saved=choices|everything`, which shows
   the saved choices and a notice (post/redirect/get: a refresh does not post again).
 
-A forged, truncated or unknown token, or the token of a customer who has been erased, gets the
-same plain 404 page and changes nothing. Handlers are thin: consent changes are in `choices`.
+A link opens the page only when the ledger shows its message was sent to the customer its
+token names (`mailer.store.links`): a token made for a preview or a draft never sent proves
+nothing about the customer. A forged, truncated or unknown token, a token whose message was
+never sent, or the token of a customer who has been erased, gets the same plain 404 page and
+changes nothing. Two links change nothing by design and say so (200, on GET and POST alike):
+the sample link of a campaign preview and the link in a test copy.
+Handlers are thin: consent changes are in `choices`.
 """
 
 from __future__ import annotations
@@ -18,15 +23,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import aiosqlite
 from aiohttp import web
 
 from mailer.categories import CATEGORIES, label
 from mailer.http.forms import BadForm, read_form
-from mailer.mail.tokens import LinkToken, form_nonce, read_link_token, verify_form_nonce
+from mailer.mail.tokens import (
+    SAMPLE_TOKEN,
+    LinkToken,
+    form_nonce,
+    read_link_token,
+    verify_form_nonce,
+    verify_token_for_test_copies,
+)
 from mailer.public import choices
 from mailer.public.context import WEB, WebContext
 from mailer.public.middlewares import CUSTOMER, OUTCOME
 from mailer.store import customers as customer_store
+from mailer.store import links as link_store
 from mailer.store.customers import Customer
 
 # A page may be left open this long before Save (a customer reading slowly, a tab left open).
@@ -34,13 +48,56 @@ NONCE_MAX_AGE_S = 24 * 3600.0
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
-def _link(request: web.Request, ctx: WebContext) -> LinkToken:
+async def _link(request: web.Request, ctx: WebContext) -> LinkToken:
+    """The link's token, when its message was sent to that customer; else 404."""
     link = read_link_token(ctx.secrets, request.match_info["token"])
     if link is None:
         request[OUTCOME] = "bad token"
         raise web.HTTPNotFound()
     request[CUSTOMER] = link.customer_id
+    async with ctx.db() as conn:
+        sent = await _was_sent(conn, link)
+    if not sent:
+        # The same 404 as a bad token: the page tells no one which tokens we have made.
+        request[OUTCOME] = "message not sent"
+        raise web.HTTPNotFound()
     return link
+
+
+async def _was_sent(conn: aiosqlite.Connection, link: LinkToken) -> bool:
+    """Whether the ledger shows the message that carried `link` sent to its customer."""
+    if link.confirmation_id is not None:
+        return await link_store.confirmation_sent(conn, link.customer_id, link.confirmation_id)
+    return await link_store.campaign_message_sent(conn, link.customer_id, link.campaign_id)
+
+
+# What a link that changes nothing says: (title, what happened, what the real link does).
+INERT: dict[str, tuple[str, str, str]] = {
+    "sample": ("This is a sample link",
+               "This is a sample link in a preview; nothing was changed.",
+               "In the emails we send, this link opens the customer's own email choices."),
+    "test copy": ("This is a test copy",
+                  "This link came in a test copy of a campaign; nothing was changed.",
+                  "In the emails we send, this link opens the customer's own email choices."),
+}
+
+
+def _inert(request: web.Request, ctx: WebContext) -> web.Response | None:
+    """The page of a link that changes nothing (a preview's sample, a test copy's), or None.
+    A one-click POST gets the same words as plain text (RFC 8058 §3.2 answers have no page)."""
+    token = request.match_info["token"]
+    if token == SAMPLE_TOKEN:
+        kind = "sample"
+    elif verify_token_for_test_copies(ctx.secrets, token) is not None:
+        kind = "test copy"
+    else:
+        return None
+    request[OUTCOME] = f"{kind} link"
+    title, message, real_link = INERT[kind]
+    if request.method == "POST":
+        return web.Response(text=f"{message}\n")
+    return web.Response(text=ctx.pages.render("notice", {
+        "title": title, "message": message, "real_link": real_link}), content_type="text/html")
 
 
 def _unknown_customer(request: web.Request) -> web.HTTPNotFound:
@@ -59,7 +116,10 @@ SAVED: dict[str, str] = {
 async def show(request: web.Request) -> web.StreamResponse:
     """GET and HEAD: the preference page, read-only (with `?saved=`, the notice of a save)."""
     ctx = request.app[WEB]
-    link = _link(request, ctx)
+    inert = _inert(request, ctx)
+    if inert is not None:
+        return inert
+    link = await _link(request, ctx)
     async with ctx.db() as conn:
         customer = await customer_store.get(conn, link.customer_id)
     if customer is None:
@@ -71,7 +131,10 @@ async def show(request: web.Request) -> web.StreamResponse:
 async def submit(request: web.Request) -> web.StreamResponse:
     """POST: one-click, or the preference page's forms."""
     ctx = request.app[WEB]
-    link = _link(request, ctx)
+    inert = _inert(request, ctx)
+    if inert is not None:
+        return inert
+    link = await _link(request, ctx)
     if request.content_type not in _FORM_TYPES:
         request[OUTCOME] = "wrong content type"
         raise web.HTTPUnsupportedMediaType()
