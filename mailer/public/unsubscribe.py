@@ -75,10 +75,10 @@ async def _was_sent(conn: aiosqlite.Connection, link: LinkToken) -> bool:
 INERT: dict[str, tuple[str, str, str]] = {
     "sample": ("This is a sample link",
                "This is a sample link in a preview; nothing was changed.",
-               "In the emails we send, this link opens the customer's own email choices."),
+               "In the emails we send, this link opens the customer’s own email choices."),
     "test copy": ("This is a test copy",
                   "This link came in a test copy of a campaign; nothing was changed.",
-                  "In the emails we send, this link opens the customer's own email choices."),
+                  "In the emails we send, this link opens the customer’s own email choices."),
 }
 
 
