@@ -18,6 +18,11 @@ URL-safe characters (RFC 3986 §2.3), so they go into a link path as they are:
 
 The web server accepts all three (`read_link_token`). In a category token ``sig`` is the first
 16 bytes of HMAC-SHA256(secret, ``"{customer_id}:{category}"``), base64url without padding.
+
+Two links name no customer and change nothing: the preview's sample (`SAMPLE_TOKEN`, not a
+token at all) and a campaign's test copies' (``test.{campaign_id}.{sig}``, signed, so the page
+saying "this is a test copy" answers only links we made). A customer's own token goes only
+into a message that is being sent; the web server also checks the ledger before it opens one.
 """
 
 import base64

@@ -89,6 +89,7 @@ async def test_the_harvested_preview_attack_fails_and_the_history_is_unchanged(
     html = await (await console.get(
         f"/campaigns/{campaign_id}/preview.html?email=olive%40example.com")).text()
     assert "Dear Olive Out" in page
+    assert "The unsubscribe link in a preview is a sample that changes nothing" in page
     harvested = set(LINK.findall(page + html))
     assert harvested == {f"{UNSUBSCRIBE_URL}/{tokens.SAMPLE_TOKEN}"}
     [link] = harvested
