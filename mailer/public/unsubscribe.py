@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import aiosqlite
 from aiohttp import web
 
 from mailer.categories import CATEGORIES, label
@@ -40,7 +39,6 @@ from mailer.public import choices
 from mailer.public.context import WEB, WebContext
 from mailer.public.middlewares import CUSTOMER, OUTCOME
 from mailer.store import customers as customer_store
-from mailer.store import links as link_store
 from mailer.store.customers import Customer
 
 # A page may be left open this long before Save (a customer reading slowly, a tab left open).
@@ -48,27 +46,27 @@ NONCE_MAX_AGE_S = 24 * 3600.0
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
-async def _link(request: web.Request, ctx: WebContext) -> LinkToken:
-    """The link's token, when its message was sent to that customer; else 404."""
+def _link(request: web.Request, ctx: WebContext) -> LinkToken:
     link = read_link_token(ctx.secrets, request.match_info["token"])
     if link is None:
         request[OUTCOME] = "bad token"
         raise web.HTTPNotFound()
     request[CUSTOMER] = link.customer_id
-    async with ctx.db() as conn:
-        sent = await _was_sent(conn, link)
-    if not sent:
-        # The same 404 as a bad token: the page tells no one which tokens we have made.
-        request[OUTCOME] = "message not sent"
-        raise web.HTTPNotFound()
     return link
 
 
-async def _was_sent(conn: aiosqlite.Connection, link: LinkToken) -> bool:
-    """Whether the ledger shows the message that carried `link` sent to its customer."""
-    if link.confirmation_id is not None:
-        return await link_store.confirmation_sent(conn, link.customer_id, link.confirmation_id)
-    return await link_store.campaign_message_sent(conn, link.customer_id, link.campaign_id)
+async def _require_sent(request: web.Request, ctx: WebContext, link: LinkToken) -> None:
+    """404 unless the ledger shows the link's message sent to its customer."""
+    async with ctx.db() as conn:
+        sent = await choices.was_sent(conn, link)
+    if not sent:
+        raise _not_sent(request)
+
+
+def _not_sent(request: web.Request) -> web.HTTPNotFound:
+    # The same 404 as a bad token: the page tells no one which tokens we have made.
+    request[OUTCOME] = "message not sent"
+    return web.HTTPNotFound()
 
 
 # What a link that changes nothing says: (title, what happened, what the real link does).
@@ -119,9 +117,12 @@ async def show(request: web.Request) -> web.StreamResponse:
     inert = _inert(request, ctx)
     if inert is not None:
         return inert
-    link = await _link(request, ctx)
+    link = _link(request, ctx)
     async with ctx.db() as conn:
-        customer = await customer_store.get(conn, link.customer_id)
+        sent = await choices.was_sent(conn, link)
+        customer = await customer_store.get(conn, link.customer_id) if sent else None
+    if not sent:
+        raise _not_sent(request)
     if customer is None:
         raise _unknown_customer(request)
     request[OUTCOME] = "page shown"
@@ -134,7 +135,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
     inert = _inert(request, ctx)
     if inert is not None:
         return inert
-    link = await _link(request, ctx)
+    link = _link(request, ctx)
     if request.content_type not in _FORM_TYPES:
         request[OUTCOME] = "wrong content type"
         raise web.HTTPUnsupportedMediaType()
@@ -143,8 +144,9 @@ async def submit(request: web.Request) -> web.StreamResponse:
     except BadForm:
         request[OUTCOME] = "unreadable form"
         raise
-    if "List-Unsubscribe" in form:
+    if "List-Unsubscribe" in form:  # the ledger is checked in the click's group commit
         return await _one_click(request, ctx, link, form.getall("List-Unsubscribe"))
+    await _require_sent(request, ctx, link)
     action, nonce = form.get("action"), form.get("nonce")
     wanted = _wanted(action, form.getall("categories", []))
     if wanted is None or not isinstance(nonce, str):
@@ -191,6 +193,8 @@ async def _one_click(request: web.Request, ctx: WebContext, link: LinkToken,
         request[OUTCOME] = "bad one-click body"
         raise web.HTTPBadRequest()
     outcome = await ctx.one_click.click(link)
+    if not outcome.sent:
+        raise _not_sent(request)
     if not outcome.found:
         raise _unknown_customer(request)
     request[OUTCOME] = f"one-click {outcome.name}"

@@ -9,6 +9,8 @@ no campaign), any campaign message sent to that customer.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import aiosqlite
 
 from mailer.store.edge import translated
@@ -40,3 +42,25 @@ async def confirmation_sent(conn: aiosqlite.Connection, customer_id: int,
         "SELECT 1 FROM outbox WHERE id = ? AND customer_id = ? AND status = 'sent'",
         (outbox_id, customer_id))
     return bool(list(rows))
+
+
+@translated("links: which messages were sent")
+async def sent_campaign_messages(conn: aiosqlite.Connection,
+                                 pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Which (campaign id, customer id) pairs the ledger shows sent: one index search per
+    campaign and few hundred customers (the one-click group commit checks its whole batch at
+    once). Grouped by campaign because a row-value IN would scan the ledger."""
+    by_campaign: dict[int, set[int]] = {}
+    for campaign_id, customer_id in pairs:
+        by_campaign.setdefault(campaign_id, set()).add(customer_id)
+    found: set[tuple[int, int]] = set()
+    for campaign_id, customers in sorted(by_campaign.items()):
+        wanted = sorted(customers)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = await conn.execute_fetchall(
+                "SELECT customer_id FROM campaign_recipients WHERE campaign_id = ? "
+                f"AND status = 'sent' AND customer_id IN ({','.join('?' * len(chunk))})",
+                (campaign_id, *chunk))
+            found.update((campaign_id, int(r[0])) for r in rows)
+    return found

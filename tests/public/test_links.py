@@ -5,6 +5,7 @@ changed; a link only ever changes its own customer's consent."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
@@ -84,6 +85,21 @@ async def test_a_drafts_token_answers_the_same_404_as_a_bad_token_and_changes_no
     assert [status for status, _ in drafts] == [404] * 5
     assert drafts == bads  # the page tells no one which tokens we have made
     assert site.snapshot() == before
+
+
+async def test_one_clicks_arriving_together_are_each_checked_against_the_ledger(
+    site: Site,
+) -> None:
+    bob = site.ids["bob@example.com"]
+    draft = f"{site.prefix}/{tokens.campaign_token(SECRET, bob, draft_id(site))}"
+    bob_before = (site.preferences("bob@example.com"), site.events("bob@example.com"))
+
+    answers = await asyncio.gather(*(site.client.post(path, data=ONE_CLICK)
+                                     for path in (site.url(), draft) * 5))
+
+    assert [a.status for a in answers] == [200, 404] * 5
+    assert site.preferences() == {"announcements": 0, "offers": 0}
+    assert (site.preferences("bob@example.com"), site.events("bob@example.com")) == bob_before
 
 
 async def test_a_token_for_a_campaign_never_created_is_refused_even_though_it_is_signed(
