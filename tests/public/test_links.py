@@ -154,25 +154,34 @@ async def test_a_category_token_works_only_for_a_customer_we_sent_a_campaign_mes
     assert site.preferences("bob@example.com") == {"announcements": 1, "offers": 1}
 
 
-async def test_a_confirmation_link_counts_once_its_outbox_row_was_sent_to_that_customer(
+async def test_a_confirmation_link_opens_once_its_outbox_row_was_sent_to_that_customer(
     site: Site,
 ) -> None:
     ann, bob = site.ids["ann@example.com"], site.ids["bob@example.com"]
     now = datetime.now(UTC)
-    async with open_db(site.settings.database.path) as conn:
-        async with transaction(conn):
-            await outbox.enqueue_confirmations(conn, [outbox.NewConfirmation(
-                customer_id=ann, to_address="ann@example.com", to_name="Ann",
-                categories=("offers",), request_subject="Unsubscribe", in_reply_to="",
-                refs=())], interval_h=0, now=now)
-        [(outbox_id,)] = site.rows("SELECT id FROM outbox")
-        pending = await link_store.confirmation_sent(conn, ann, outbox_id)
-        async with transaction(conn):
-            await outbox.mark_sent(conn, outbox_id, now=now)
-        sent = await link_store.confirmation_sent(conn, ann, outbox_id)
-        someone_else = await link_store.confirmation_sent(conn, bob, outbox_id)
+    async with open_db(site.settings.database.path) as conn, transaction(conn):
+        await outbox.enqueue_confirmations(conn, [outbox.NewConfirmation(
+            customer_id=ann, to_address="ann@example.com", to_name="Ann",
+            categories=("offers",), request_subject="Unsubscribe", in_reply_to="",
+            refs=())], interval_h=0, now=now)
+    [(outbox_id,)] = site.rows("SELECT id FROM outbox")
+    ann_link = f"{site.prefix}/{tokens.confirmation_token(SECRET, ann, outbox_id)}"
+    # Signed for Bob, naming Ann's confirmation: it was never sent to him.
+    bob_link = f"{site.prefix}/{tokens.confirmation_token(SECRET, bob, outbox_id)}"
 
-    assert (pending, sent, someone_else) == (False, True, False)
+    while_pending = (await site.client.get(ann_link)).status
+    async with open_db(site.settings.database.path) as conn, transaction(conn):
+        await outbox.mark_sent(conn, outbox_id, now=now)
+    before = site.snapshot()
+    refused = [(await site.client.get(bob_link)).status,
+               (await site.client.post(bob_link, data=ONE_CLICK)).status]
+    unchanged = site.snapshot() == before
+    once_sent = (await site.client.get(ann_link)).status
+
+    assert (while_pending, refused, unchanged, once_sent) == (404, [404, 404], True, 200)
+    async with open_db(site.settings.database.path) as conn:
+        assert await link_store.confirmation_sent(conn, ann, outbox_id)
+        assert not await link_store.confirmation_sent(conn, bob, outbox_id)
 
 
 # --- a link changes only its own customer's consent ----------------------------------------
