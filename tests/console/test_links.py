@@ -117,6 +117,8 @@ async def test_a_test_copy_from_the_console_links_to_the_test_copy_page_which_ch
     campaign_id = await world.create_campaign()
     before = [consent_of(world, e) for e in ("ann@example.com", "olive@example.com")]
     assert await login(console, "marketing") == 303
+    page = await (await console.get(f"/campaigns/{campaign_id}")).text()
+    assert "Its unsubscribe link opens a page saying it is a test copy" in page
     token = await csrf(console, f"/campaigns/{campaign_id}")
     # One to an outside address, one to a customer's own: neither carries a customer's link.
     for address in ("me@imperial.test", "ann@example.com"):
