@@ -1,11 +1,11 @@
 """One-click unsubscribe benchmark: RFC 8058 POSTs from an asyncio load generator on loopback.
 
-World: `--customers` customers opted in to everything and one offers campaign with their
-pending mail. The server is `mailer.public` in a process of its own (the load generator in this
-one), listening on 127.0.0.1 with its middlewares, security headers and one INFO log line per
-request (to a file), the rate limit off unless `--rate-limit N` (then every request comes from
-one address, as a mail provider's shared egress does). Its route table has one extra route for
-the baseline:
+World: `--customers` customers opted in to everything, the offers campaign the links came in
+(sent to them all: a link opens only then) and a later one with their pending mail. The server
+is `mailer.public` in a process of its own (the load generator in this one), listening on
+127.0.0.1 with its middlewares, security headers and one INFO log line per request (to a file),
+the rate limit off unless `--rate-limit N` (then every request comes from one address, as a mail
+provider's shared egress does). Its route table has one extra route for the baseline:
 
 - one-click: `POST /unsubscribe/TOKEN` with `List-Unsubscribe=One-Click`, each request for a
   different customer, so every one is a real opt-out (consent events, pending mail skipped,
@@ -85,14 +85,21 @@ async def seed(settings: Settings, customers: int) -> tuple[list[int], int]:
     async with open_db(settings.database.path) as conn:
         report = await import_customers_atomically(conn, rows(), reference="bench")
         assert report.ok
-        campaign = await service.create_campaign(
-            conn, settings.templates.dir, kind="offers", template="welcome-offer",
-            subject="Offer")
-        async with transaction(conn):
-            await campaign_store.snapshot_audience(conn, campaign)
+        # The links' campaign, which the ledger shows sent (a link opens only then), and a
+        # later one with pending mail, which each one-click skips.
+        campaigns = []
+        for _ in range(2):
+            campaign = await service.create_campaign(
+                conn, settings.templates.dir, kind="offers", template="welcome-offer",
+                subject="Offer")
+            async with transaction(conn):
+                await campaign_store.snapshot_audience(conn, campaign)
+            campaigns.append(campaign.id)
     with sqlite3.connect(settings.database.path) as db:
+        db.execute("UPDATE campaign_recipients SET status = 'sent' WHERE campaign_id = ?",
+                   (campaigns[0],))
         ids = [r[0] for r in db.execute("SELECT id FROM customers ORDER BY id")]
-    return ids, campaign.id
+    return ids, campaigns[0]
 
 
 # --- the server process ---------------------------------------------------------------------

@@ -175,6 +175,16 @@ async def test_healthz_metrics_and_the_full_health_are_served_when_http_is_confi
     world = await make_world(tmp_path, imap_server, smtp_sink,
                              http={"host": "127.0.0.1", "port": port})
     base = f"http://127.0.0.1:{port}"
+    # A campaign the ledger shows sent to Carol: the link followed below came in it.
+    created = run_cli(world.settings_path, "campaign", "create", "--kind", "offers",
+                      "--template", "welcome-offer", "--subject", "An offer",
+                      env={"MAILER_SECRET": DAEMON_SECRET})
+    assert created.code == 0, created.stderr
+    campaign_id = int(created.stdout)
+    with sqlite3.connect(world.db_path) as conn:
+        conn.execute("INSERT INTO campaign_recipients (campaign_id, customer_id, status) "
+                     "SELECT ?, id, 'sent' FROM customers WHERE email = 'carol@example.com'",
+                     (campaign_id,))
     with daemon(world):
         await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0")
         world.deliver(request("bob@example.com"))
@@ -196,7 +206,7 @@ async def test_healthz_metrics_and_the_full_health_are_served_when_http_is_confi
         [(carol,)] = world.query("SELECT id FROM customers WHERE email = 'carol@example.com'")
         one_click = urllib.request.Request(
             f"{base}{route_prefix(world.settings.campaigns.unsubscribe_url)}/"
-            f"{tokens.campaign_token(secret, int(str(carol)), 1)}",
+            f"{tokens.campaign_token(secret, int(str(carol)), campaign_id)}",
             data=b"List-Unsubscribe=One-Click", method="POST",
             headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert await asyncio.to_thread(lambda: post_status(one_click)) == 200

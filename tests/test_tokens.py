@@ -1,5 +1,5 @@
-"""Unsubscribe tokens (category and campaign kinds) and the preference page's form nonce:
-deterministic, URL-safe, and impossible to alter without the secret."""
+"""Unsubscribe tokens (category, campaign, confirmation and test-copy kinds) and the preference
+page's form nonce: deterministic, URL-safe, and impossible to alter without the secret."""
 
 import re
 
@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailer.mail.tokens import (
+    SAMPLE_TOKEN,
     LinkToken,
     campaign_token,
     confirmation_token,
@@ -19,7 +20,9 @@ from mailer.mail.tokens import (
     verify_confirmation_token,
     verify_form_nonce,
     verify_token,
+    verify_token_for_test_copies,
 )
+from mailer.mail.tokens import token_for_test_copies as copies_token
 
 SECRET = "test-secret"
 
@@ -205,3 +208,27 @@ def test_an_altered_confirmation_token_is_refused(customer: int, outbox: int,
     altered = token.replace(f".o{outbox}.", f".o{outbox + 1}.")
     assert verify_confirmation_token([SECRET], altered) is None
     assert read_link_token([SECRET], token + junk) in (None, read_link_token([SECRET], token))
+
+
+def test_a_test_copys_token_names_only_the_campaign_and_opens_no_customers_page() -> None:
+    token = copies_token(SECRET, 7)
+
+    assert re.fullmatch(r"test\.7\.[A-Za-z0-9_-]{22}", token)
+    assert verify_token_for_test_copies([OLD, SECRET], token) == 7
+    assert verify_token_for_test_copies(["another-secret"], token) is None
+    assert verify_token_for_test_copies([SECRET], token.replace("test.7.", "test.8.")) is None
+    assert read_link_token([SECRET], token) is None
+    assert read_link_token([SECRET], SAMPLE_TOKEN) is None
+    # Nor can a campaign token's signature pass for a test copy's, or the reverse.
+    _, _, sig = campaign_token(SECRET, 0, 7).split(".")
+    assert verify_token_for_test_copies([SECRET], f"test.7.{sig}") is None
+    assert verify_campaign_token([SECRET], f"0.7.{token.rpartition('.')[2]}") is None
+
+
+@given(st.integers(0, 2**63), st.text(max_size=80))
+def test_test_copy_tokens_round_trip_and_arbitrary_text_is_never_one(
+    campaign_id: int, text: str
+) -> None:
+    assert verify_token_for_test_copies([SECRET], copies_token(SECRET, campaign_id)) == (
+        campaign_id)
+    assert verify_token_for_test_copies([SECRET, OLD], text) is None

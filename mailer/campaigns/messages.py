@@ -158,14 +158,17 @@ class CampaignMessages:
                           what=f"campaign:{self._campaign_id}:customer:{customer_id}")
 
     def build(self, *, customer_id: int, email: str, name: str, company: str,
-              test: bool = False, sign: bool = True) -> Built:
+              test: bool = False, sample: bool = False, sign: bool = True) -> Built:
         """One recipient's message, DKIM-signed when `[dkim]` is set (and `sign`). Raises
         TemplateError or HeaderInjection.
 
         A test copy gets a random Message-ID of its own: receivers drop a second message
-        with the id of one they already have."""
-        link = tokens.unsubscribe_link(
-            self._base_url, tokens.campaign_token(self._secret, customer_id, self._campaign_id))
+        with the id of one they already have. Only a message that will really be sent
+        carries the customer's own link: a test copy carries the campaign's test-copy link
+        and a preview (`sample`) the sample link, pages that change nothing, so a preview
+        cannot hand anyone the means to change a customer's consent."""
+        link = tokens.unsubscribe_link(self._base_url, self._token(customer_id, test=test,
+                                                                   sample=sample))
         rendered = self._template.render(RenderContext(
             customer_name=name, customer_email=email, customer_company=company,
             campaign_subject=self._subject, unsubscribe_url=link,
@@ -176,6 +179,13 @@ class CampaignMessages:
         if sign and self._signer is not None:
             data = self._signer.sign(data)
         return Built(own_id, data)
+
+    def _token(self, customer_id: int, *, test: bool, sample: bool) -> str:
+        if sample:
+            return tokens.SAMPLE_TOKEN
+        if test:
+            return tokens.token_for_test_copies(self._secret, self._campaign_id)
+        return tokens.campaign_token(self._secret, customer_id, self._campaign_id)
 
     async def build_signed(self, *, customer_id: int, email: str, name: str, company: str,
                            signing: SigningPool | None) -> Built:

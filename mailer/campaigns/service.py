@@ -145,8 +145,9 @@ async def preview(
 
     def build() -> bytes:  # off the event loop, as for create_campaign
         messages = CampaignMessages(campaign, config, date=datetime.now(UTC))
+        # The sample link, never the customer's own: a preview is not a message we sent.
         return messages.build(customer_id=customer.id, email=customer.email,
-                              name=customer.name, company=customer.company).data
+                              name=customer.name, company=customer.company, sample=True).data
 
     try:
         message = await asyncio.to_thread(build)

@@ -56,8 +56,10 @@ def build_samples(settings: Settings, *, now: datetime | None = None) -> Samples
                         subject="A sample for mailer doctor", status="draft",
                         scheduled_at=None, created_at=now.isoformat(), started_at=None,
                         finished_at=None, status_reason="", audience_at=None)
+    # The sample link: a real token for customer 1 in campaign 1 could open a real page.
     built = CampaignMessages(campaign, config, date=now).build(
-        customer_id=1, email=_SAMPLE_EMAIL, name=_SAMPLE_NAME, company="Example Ltd")
+        customer_id=1, email=_SAMPLE_EMAIL, name=_SAMPLE_NAME, company="Example Ltd",
+        sample=True)
     outbox = outbox_config(settings)
     subject, text, body_html = render_confirmation(
         outbox.templates_dir, customer_name=_SAMPLE_NAME, categories=("offers",),

@@ -18,6 +18,11 @@ URL-safe characters (RFC 3986 §2.3), so they go into a link path as they are:
 
 The web server accepts all three (`read_link_token`). In a category token ``sig`` is the first
 16 bytes of HMAC-SHA256(secret, ``"{customer_id}:{category}"``), base64url without padding.
+
+Two links name no customer and change nothing: the preview's sample (`SAMPLE_TOKEN`, not a
+token at all) and a campaign's test copies' (``test.{campaign_id}.{sig}``, signed, so the page
+saying "this is a test copy" answers only links we made). A customer's own token goes only
+into a message that is being sent; the web server also checks the ledger before it opens one.
 """
 
 import base64
@@ -245,3 +250,41 @@ def verify_form_nonce(secrets: Sequence[str], customer_id: int, nonce: str, *, n
             expected = _nonce_signature(secret, customer_id, issued).encode("ascii")
             found |= hmac.compare_digest(expected, sig.encode("ascii"))
     return found
+
+
+# --- links that change nothing: a preview's sample, a test copy's ---------------------------
+
+# The preview's link: not a token at all, so nothing it could open belongs to anyone.
+SAMPLE_TOKEN = "SAMPLE"
+_TEST_COPY = re.compile(r"test\.(0|[1-9][0-9]*)\.([A-Za-z0-9_-]{22})")
+
+
+def _test_copy_signature(secret: str, campaign_id: int) -> str:
+    if not secret:
+        raise ValueError("the unsubscribe token secret is empty")
+    # A prefix of its own, so it can never be taken for another kind's signature.
+    digest = hmac.digest(secret.encode("utf-8"), f"campaign-test-copy:{campaign_id}".encode(),
+                         "sha256")
+    return base64.urlsafe_b64encode(digest[:_SIG_BYTES]).rstrip(b"=").decode("ascii")
+
+
+def token_for_test_copies(secret: str, campaign_id: int) -> str:
+    """The link token of a campaign's test copies, ``test.{campaign_id}.{sig}``: it names no
+    customer (a test copy goes to any address), so it opens nothing but the page saying so.
+    (Not called ``test_…``: a test runner would collect it.)"""
+    if campaign_id < 0:
+        raise ValueError(f"campaign id {campaign_id} is negative")
+    return f"test.{campaign_id}.{_test_copy_signature(secret, campaign_id)}"
+
+
+def verify_token_for_test_copies(secrets: Sequence[str], token: str) -> int | None:
+    """The campaign a test copy's token was made for under any of `secrets`, or None."""
+    match = _TEST_COPY.fullmatch(token) if len(token) <= _MAX_TOKEN_CHARS else None
+    if match is None:
+        return None
+    campaign_id, found = int(match.group(1)), False
+    for secret in secrets:
+        if secret:
+            expected = _test_copy_signature(secret, campaign_id).encode("ascii")
+            found |= hmac.compare_digest(expected, match.group(2).encode("ascii"))
+    return campaign_id if found else None

@@ -20,6 +20,7 @@ from mailer.categories import check as check_category
 from mailer.consent.change import Evidence, Refusal, change_consent, opt_out
 from mailer.mail.tokens import LinkToken
 from mailer.store import customers as customer_store
+from mailer.store import links as link_store
 from mailer.store.db import transaction
 
 ONE_CLICK = "one-click"
@@ -28,15 +29,20 @@ PREFERENCE_PAGE = "preference page"
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one request changed. `found` is False when the customer no longer exists."""
+    """What one request changed. `found` is False when the customer no longer exists, `sent`
+    when the ledger does not show the link's message sent to them (nothing changed either
+    way)."""
 
     found: bool
     turned_off: tuple[str, ...] = ()
     turned_on: tuple[str, ...] = ()
+    sent: bool = True
 
     @property
     def name(self) -> str:
         """One word for the request log line."""
+        if not self.sent:
+            return "message-not-sent"
         if not self.found:
             return "unknown-customer"
         if not (self.turned_off or self.turned_on):
@@ -65,21 +71,42 @@ class Choices:
         return cls({c: c in categories for c in CATEGORIES})
 
 
+async def was_sent(conn: aiosqlite.Connection, link: LinkToken) -> bool:
+    """Whether the ledger shows the message that carried `link` sent to its customer: only
+    then is the link evidence that this customer is the one using it."""
+    if link.confirmation_id is not None:
+        return await link_store.confirmation_sent(conn, link.customer_id, link.confirmation_id)
+    return await link_store.campaign_message_sent(conn, link.customer_id, link.campaign_id)
+
+
+async def _sent(conn: aiosqlite.Connection, links: Sequence[LinkToken]) -> list[bool]:
+    """`was_sent` for each link; campaign links (nearly all) in one query."""
+    found = await link_store.sent_campaign_messages(
+        conn, [(link.campaign_id, link.customer_id) for link in links
+               if link.campaign_id is not None and link.confirmation_id is None])
+    return [(link.campaign_id, link.customer_id) in found
+            if link.campaign_id is not None and link.confirmation_id is None
+            else await was_sent(conn, link) for link in links]
+
+
 async def one_click(conn: aiosqlite.Connection, links: Sequence[LinkToken],
                     categories: Sequence[str]) -> list[Outcome]:
-    """RFC 8058 one-click for each link: opt out of `categories` at once, with no
-    confirmation email (the mail provider already told the customer). All of them in one
-    transaction (a group commit of the clicks that arrived together, see `OneClickWriter`);
-    each customer's opt-out is whole in it. Outcomes in the order of `links`."""
+    """RFC 8058 one-click for each link whose message was sent: opt out of `categories` at
+    once, with no confirmation email (the mail provider already told the customer). All of
+    them in one transaction (a group commit of the clicks that arrived together, see
+    `OneClickWriter`); each customer's opt-out is whole in it. Outcomes in the order of
+    `links`."""
     async with transaction(conn):
+        sent = await _sent(conn, links)
+        honoured = [link for link, ok in zip(links, sent, strict=True) if ok]
         found = {c.id for c in await customer_store.get_many(
-            conn, sorted({link.customer_id for link in links}))}
+            conn, sorted({link.customer_id for link in honoured}))}
         result = await opt_out(
             conn, [Refusal(customer_ids=(link.customer_id,), reference=link.reference)
-                   for link in links], categories, source=ONE_CLICK)
-    return [Outcome(found=link.customer_id in found,
+                   for link in honoured], categories, source=ONE_CLICK)
+    return [Outcome(found=link.customer_id in found, sent=ok,
                     turned_off=tuple(result.changed.get(link.customer_id, ())))
-            for link in links]
+            for link, ok in zip(links, sent, strict=True)]
 
 
 class OneClickWriter:

@@ -15,7 +15,7 @@ from mailer.http import pages
 from mailer.http.headers import content_security_policy
 from mailer.settings import UnsubscribeSettings
 
-_PAGES = ("preferences", "error")
+_PAGES = ("preferences", "error", "notice")
 
 
 class Pages:

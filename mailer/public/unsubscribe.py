@@ -9,8 +9,13 @@
   exactly what was chosen, then 303 to the page with `?saved=choices|everything`, which shows
   the saved choices and a notice (post/redirect/get: a refresh does not post again).
 
-A forged, truncated or unknown token, or the token of a customer who has been erased, gets the
-same plain 404 page and changes nothing. Handlers are thin: consent changes are in `choices`.
+A link opens the page only when the ledger shows its message was sent to the customer its
+token names (`mailer.store.links`): a token made for a preview or a draft never sent proves
+nothing about the customer. A forged, truncated or unknown token, a token whose message was
+never sent, or the token of a customer who has been erased, gets the same plain 404 page and
+changes nothing. Two links change nothing by design and say so (200, on GET and POST alike):
+the sample link of a campaign preview and the link in a test copy.
+Handlers are thin: consent changes are in `choices`.
 """
 
 from __future__ import annotations
@@ -22,7 +27,14 @@ from aiohttp import web
 
 from mailer.categories import CATEGORIES, label
 from mailer.http.forms import BadForm, read_form
-from mailer.mail.tokens import LinkToken, form_nonce, read_link_token, verify_form_nonce
+from mailer.mail.tokens import (
+    SAMPLE_TOKEN,
+    LinkToken,
+    form_nonce,
+    read_link_token,
+    verify_form_nonce,
+    verify_token_for_test_copies,
+)
 from mailer.public import choices
 from mailer.public.context import WEB, WebContext
 from mailer.public.middlewares import CUSTOMER, OUTCOME
@@ -43,6 +55,49 @@ def _link(request: web.Request, ctx: WebContext) -> LinkToken:
     return link
 
 
+async def _require_sent(request: web.Request, ctx: WebContext, link: LinkToken) -> None:
+    """404 unless the ledger shows the link's message sent to its customer."""
+    async with ctx.db() as conn:
+        sent = await choices.was_sent(conn, link)
+    if not sent:
+        raise _not_sent(request)
+
+
+def _not_sent(request: web.Request) -> web.HTTPNotFound:
+    # The same 404 as a bad token: the page tells no one which tokens we have made.
+    request[OUTCOME] = "message not sent"
+    return web.HTTPNotFound()
+
+
+# What a link that changes nothing says: (title, what happened, what the real link does).
+INERT: dict[str, tuple[str, str, str]] = {
+    "sample": ("This is a sample link",
+               "This is a sample link in a preview; nothing was changed.",
+               "In the emails we send, this link opens the customer’s own email choices."),
+    "test copy": ("This is a test copy",
+                  "This link came in a test copy of a campaign; nothing was changed.",
+                  "In the emails we send, this link opens the customer’s own email choices."),
+}
+
+
+def _inert(request: web.Request, ctx: WebContext) -> web.Response | None:
+    """The page of a link that changes nothing (a preview's sample, a test copy's), or None.
+    A one-click POST gets the same words as plain text (RFC 8058 §3.2 answers have no page)."""
+    token = request.match_info["token"]
+    if token == SAMPLE_TOKEN:
+        kind = "sample"
+    elif verify_token_for_test_copies(ctx.secrets, token) is not None:
+        kind = "test copy"
+    else:
+        return None
+    request[OUTCOME] = f"{kind} link"
+    title, message, real_link = INERT[kind]
+    if request.method == "POST":
+        return web.Response(text=f"{message}\n")
+    return web.Response(text=ctx.pages.render("notice", {
+        "title": title, "message": message, "real_link": real_link}), content_type="text/html")
+
+
 def _unknown_customer(request: web.Request) -> web.HTTPNotFound:
     request[OUTCOME] = "unknown customer"
     return web.HTTPNotFound()
@@ -59,9 +114,15 @@ SAVED: dict[str, str] = {
 async def show(request: web.Request) -> web.StreamResponse:
     """GET and HEAD: the preference page, read-only (with `?saved=`, the notice of a save)."""
     ctx = request.app[WEB]
+    inert = _inert(request, ctx)
+    if inert is not None:
+        return inert
     link = _link(request, ctx)
     async with ctx.db() as conn:
-        customer = await customer_store.get(conn, link.customer_id)
+        sent = await choices.was_sent(conn, link)
+        customer = await customer_store.get(conn, link.customer_id) if sent else None
+    if not sent:
+        raise _not_sent(request)
     if customer is None:
         raise _unknown_customer(request)
     request[OUTCOME] = "page shown"
@@ -71,6 +132,9 @@ async def show(request: web.Request) -> web.StreamResponse:
 async def submit(request: web.Request) -> web.StreamResponse:
     """POST: one-click, or the preference page's forms."""
     ctx = request.app[WEB]
+    inert = _inert(request, ctx)
+    if inert is not None:
+        return inert
     link = _link(request, ctx)
     if request.content_type not in _FORM_TYPES:
         request[OUTCOME] = "wrong content type"
@@ -80,8 +144,9 @@ async def submit(request: web.Request) -> web.StreamResponse:
     except BadForm:
         request[OUTCOME] = "unreadable form"
         raise
-    if "List-Unsubscribe" in form:
+    if "List-Unsubscribe" in form:  # the ledger is checked in the click's group commit
         return await _one_click(request, ctx, link, form.getall("List-Unsubscribe"))
+    await _require_sent(request, ctx, link)
     action, nonce = form.get("action"), form.get("nonce")
     wanted = _wanted(action, form.getall("categories", []))
     if wanted is None or not isinstance(nonce, str):
@@ -128,6 +193,8 @@ async def _one_click(request: web.Request, ctx: WebContext, link: LinkToken,
         request[OUTCOME] = "bad one-click body"
         raise web.HTTPBadRequest()
     outcome = await ctx.one_click.click(link)
+    if not outcome.sent:
+        raise _not_sent(request)
     if not outcome.found:
         raise _unknown_customer(request)
     request[OUTCOME] = f"one-click {outcome.name}"

@@ -21,7 +21,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from mailer.cli import main
-from tests.campaigns.world import ROOT, World, parse, settings_mapping
+from mailer.mail import tokens
+from tests.campaigns.world import ROOT, SECRET, UNSUBSCRIBE_URL, World, parse, settings_mapping
 from tests.helpers import run_cli, write_settings
 from tests.servers import SmtpSink
 from tests.waiting import wait_for_sync
@@ -139,6 +140,9 @@ def test_preview_prints_the_whole_message_that_customer_would_get(
     assert message["To"].addresses[0].addr_spec == "c1@example.com"
     assert message["Subject"] == "An offer for Customer 1"
     assert "List-Unsubscribe" in message and "List-Unsubscribe-Post" in message
+    # A preview is not a message we sent: its link is the sample, never the customer's own.
+    assert f"<{UNSUBSCRIBE_URL}/SAMPLE>" in " ".join(str(message["List-Unsubscribe"]).split())
+    assert f"{UNSUBSCRIBE_URL}/SAMPLE" in result.stdout
     assert world.sink.messages == []
     missing = cli("preview", str(campaign_id), "--to", "nobody@example.com")
     assert missing.exit_code == 1
@@ -156,6 +160,9 @@ def test_a_test_send_goes_to_the_given_address_marked_and_kept_off_the_ledger(
     assert received.rcpt_tos == ("marketing@imperial.test",)
     message = parse(received.content)
     assert str(message["Subject"]).startswith("[TEST] ")
+    # The test copies' link, which opens a page saying nothing was changed.
+    assert (f"<{UNSUBSCRIBE_URL}/{tokens.token_for_test_copies(SECRET, campaign_id)}>"
+            in " ".join(str(message["List-Unsubscribe"]).split()))
     # Its own random Message-ID: receivers drop a second message with an id they have seen.
     again = cli("test", str(campaign_id), "--to", "marketing@imperial.test")
     assert again.exit_code == 0, again.output

@@ -146,3 +146,10 @@ async def test_an_ed25519_key_passes_the_key_and_signature_checks(world: World) 
     assert next(c for c in checks if c.name == "DKIM key").found.endswith(
         "ed25519 key matches ours")
     assert (dkim.name, dkim.result) == ("DKIM signature", "pass")
+
+
+async def test_the_doctors_sample_message_carries_the_sample_link_not_a_customers(
+        world: World) -> None:
+    link = unsubscribe_link(build_samples(world.settings()).campaign)
+
+    assert link.endswith("/unsubscribe/SAMPLE"), link

@@ -244,3 +244,49 @@ async def _reference(world: World, link: str) -> str:
     token = read_link_token(world.settings.campaigns.link_secrets, link.rpartition("/")[2])
     assert token is not None
     return token.reference
+
+
+def look_at_inert_page(driver: WebDriver, url: str, title: str, says: str, name: str) -> None:
+    """A link that changes nothing: its page says so plainly, passes axe, keeps the CSP."""
+    driver.get(url)
+    assert driver.title == f"{title} – Imperial Telecom Ltd"
+    assert driver.find_element(By.TAG_NAME, "h1").text == title
+    assert says in driver.find_element(By.TAG_NAME, "main").text
+    assert driver.find_elements(By.TAG_NAME, "form") == []  # nothing to press
+    assert serious_violations(driver) == []
+    screenshots(driver, name)
+    assert csp_errors(driver) == []
+
+
+async def test_the_sample_link_of_a_preview_and_a_test_copys_link_show_their_pages(
+    world: World, browser: WebDriver,
+) -> None:
+    from mailer.campaigns import service
+    from mailer.mail.tokens import SAMPLE_TOKEN
+
+    await world.import_csv("name,email,announcements,offers\n"
+                           "Ann Archer,ann@example.com,yes,yes\n")
+    campaign_id = await world.create_campaign(kind="offers")
+    async with open_db(world.db) as conn:
+        await service.send_test(conn, world.config(), campaign_id, "ann@example.com")
+    test_link = take_link(world)
+    before = state(world.db, "ann@example.com")
+    local = f"http://127.0.0.1:{world.settings.http.port}/unsubscribe"
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve(world.settings, stop))
+    try:
+        port = world.settings.http.port
+        await wait_for(lambda: accepts(port) or server.done(), what="the web listener")
+        if server.done():
+            server.result()  # raises why it never listened
+        await asyncio.to_thread(
+            look_at_inert_page, browser, f"{local}/{SAMPLE_TOKEN}", "This is a sample link",
+            "This is a sample link in a preview; nothing was changed.", "6-sample-link")
+        await asyncio.to_thread(
+            look_at_inert_page, browser, test_link.replace(UNSUBSCRIBE_URL, local),
+            "This is a test copy",
+            "This link came in a test copy of a campaign; nothing was changed.", "7-test-copy")
+    finally:
+        stop.set()
+        await server
+    assert state(world.db, "ann@example.com") == before

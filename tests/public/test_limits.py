@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,11 +14,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from mailer.consent import imports
 from mailer.http.client import limit_key
 from mailer.public import make_app
-from mailer.store import customers as customer_store
-from mailer.store.db import open_db
 from tests.public.world import FakeClock, Site, seed, web_settings
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -30,15 +26,7 @@ async def open_site(tmp_path: Path, customers: int = 0,
                     **overrides: dict[str, Any]) -> AsyncIterator[Site]:
     """The public app over Ann, Bob and `customers` more (c0@example.com, ...)."""
     settings = web_settings(tmp_path, **overrides)
-    ids, campaign_id = await seed(settings)
-    if customers:
-        csv = "name,email,announcements,offers\n" + "".join(
-            f"Customer {n},c{n}@example.com,yes,yes\n" for n in range(customers))
-
-        async with open_db(settings.database.path) as conn:
-            assert (await imports.import_csv(conn, io.BytesIO(csv.encode()), name="t")).ok
-            ids.update(await customer_store.ids_by_address(
-                conn, [f"c{n}@example.com" for n in range(customers)]))
+    ids, campaign_id = await seed(settings, customers)
     async with TestClient(TestServer(make_app(settings, clock=FakeClock()))) as client:
         yield Site(client, settings, FakeClock(), ids, campaign_id)
 

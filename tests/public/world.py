@@ -1,5 +1,5 @@
-"""A web test world: settings, a SQLite file with customers and a campaign with pending mail, and
-the app behind aiohttp's test client (a real HTTP server on loopback).
+"""A web test world: settings, a SQLite file with customers, a campaign sent to them and one with
+pending mail, and the app behind aiohttp's test client (a real HTTP server on loopback).
 
 Plain helpers; each test module builds its world with one small fixture of its own.
 """
@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from aiohttp.test_utils import TestClient
 
 from mailer.campaigns import service
@@ -23,6 +24,7 @@ from mailer.mail import tokens
 from mailer.settings import Settings, from_mapping
 from mailer.store import campaigns as campaign_store
 from mailer.store import customers as customer_store
+from mailer.store import ledger
 from mailer.store.db import open_db, transaction
 from tests.campaigns.world import ROOT, SECRET, settings_mapping
 
@@ -63,19 +65,35 @@ def web_settings(tmp: Path, smtp_port: int = 1, **overrides: dict[str, Any]) -> 
     return from_mapping(sections, base_dir=tmp, environ={})
 
 
-async def seed(settings: Settings) -> tuple[dict[str, int], int]:
-    """Ann and Bob (opted in to everything) and an offers campaign whose audience is taken,
-    so both have pending mail. Returns ({email: id}, campaign id)."""
+async def seed(settings: Settings, customers: int = 0) -> tuple[dict[str, int], int]:
+    """Ann, Bob and `customers` more (c0@example.com, ...), opted in to everything; an offers
+    campaign the ledger shows sent to all of them (its links are the ones a customer follows),
+    and a later offers campaign whose audience is taken, so all have pending mail.
+    Returns ({email: id}, the sent campaign's id)."""
+    csv = CUSTOMERS_CSV + "".join(f"Customer {n},c{n}@example.com,,yes,yes\n"
+                                  for n in range(customers))
+    emails = ["ann@example.com", "bob@example.com"] + [f"c{n}@example.com"
+                                                       for n in range(customers)]
     async with open_db(settings.database.path) as conn:
-        report = await imports.import_csv(conn, io.BytesIO(CUSTOMERS_CSV.encode()), name="t")
+        report = await imports.import_csv(conn, io.BytesIO(csv.encode()), name="t")
         assert report.ok
-        campaign = await service.create_campaign(
-            conn, settings.templates.dir, kind="offers", template="welcome-offer",
-            subject="Offer")
-        async with transaction(conn):
-            await campaign_store.snapshot_audience(conn, campaign)
-        ids = await customer_store.ids_by_address(conn, ["ann@example.com", "bob@example.com"])
-    return ids, campaign.id
+        sent = await add_campaign(settings, conn)
+        claimed = await campaign_store.claim_batch(conn, sent, len(emails))
+        await ledger.record_results(conn, sent, [
+            campaign_store.RecipientResult(customer_id, "sent", 1, "250 OK")
+            for customer_id in claimed])
+        await add_campaign(settings, conn)
+        ids = await customer_store.ids_by_address(conn, emails)
+    return ids, sent
+
+
+async def add_campaign(settings: Settings, conn: aiosqlite.Connection) -> int:
+    """A new offers campaign with its audience taken (pending mail, nothing sent)."""
+    campaign = await service.create_campaign(
+        conn, settings.templates.dir, kind="offers", template="welcome-offer", subject="Offer")
+    async with transaction(conn):
+        await campaign_store.snapshot_audience(conn, campaign)
+    return campaign.id
 
 
 @dataclass
@@ -111,9 +129,10 @@ class Site:
             "WHERE customer_id = ? AND source != 'import' ORDER BY id", (self.ids[email],))
 
     def pending(self, email: str = "ann@example.com") -> str:
+        """The status of the customer's mail in the latest campaign (pending when seeded)."""
         [(status,)] = self.rows(
-            "SELECT status FROM campaign_recipients WHERE customer_id = ? AND campaign_id = ?",
-            (self.ids[email], self.campaign_id))
+            "SELECT status FROM campaign_recipients WHERE customer_id = ? AND campaign_id = "
+            "(SELECT max(id) FROM campaigns)", (self.ids[email],))
         return str(status)
 
     def snapshot(self) -> list[list[tuple[Any, ...]]]:
