@@ -10,7 +10,8 @@ it, by the way it came in:
     import        import_file, import_line and the actor
 
 Written in the same INSERT as the event (`store.customers`); a row is never updated afterwards,
-except that the web columns may be blanked (the table's trigger allows exactly that).
+except that the personal columns may be blanked (the table's triggers allow exactly that):
+the web ones after `[retention] web_evidence_days`, all of them when the person is erased.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from __future__ import annotations
 from dataclasses import astuple, dataclass, fields
 from typing import Any
 
-# The columns a person can be told apart by on the web; cleared by retention and erasure.
+# The columns a person can be told apart by on the web: cleared by retention and erasure.
 WEB_COLUMNS = ("client_address", "user_agent")
+# Every column of personal data (the request's From names its sender): cleared by erasure.
+# These alone may be updated, and only to '' (migration 13's triggers).
+PERSONAL_COLUMNS = (*WEB_COLUMNS, "message_from")
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ async def test_retention_clears_web_evidence_older_than_the_window_and_leaves_th
     "SET client_address = '', reference = ''",  # a clearing that takes more with it
     "SET new_value = 1",
     "SET dkim = 'pass'",
+    "SET message_from = 'someone@example.org'",
 ])
 async def test_the_trigger_still_refuses_every_other_update(tmp_path: Path, change: str) -> None:
     db = tmp_path / "mailer.db"
