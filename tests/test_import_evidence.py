@@ -12,9 +12,10 @@ from tests.helpers import base_sections, run_cli, write_settings
 def test_each_imported_consent_event_names_its_file_and_line(tmp_path: Path) -> None:
     settings_file = write_settings(tmp_path / "settings.toml", base_sections(tmp_path))
     first = tmp_path / "first.csv"
-    first.write_text("name,email,offers\nAnn Lee,ann@example.com,yes\nBob Roe,bob@example.com,no\n")
+    first.write_text("name,email,announcements,offers\nAnn Lee,ann@example.com,yes,yes\n"
+                     "Bob Roe,bob@example.com,yes,no\n")
     later = tmp_path / "later.csv"
-    later.write_text("name,email,offers\nBob Roe,bob@example.com,yes\n")
+    later.write_text("name,email,announcements,offers\nBob Roe,bob@example.com,yes,yes\n")
     assert run_cli(settings_file, "customers", "import", str(first)).code == 0
     assert run_cli(settings_file, "customers", "import", str(later)).code == 0
 

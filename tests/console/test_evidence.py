@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from mailer.consent.optout import Refusal, opt_out
+from mailer.consent.change import Refusal, opt_out
 from mailer.store.db import open_db, transaction
 from mailer.store.evidence import EventEvidence
 from tests.campaigns.world import World

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mailer.consent import imports
-from mailer.consent.optout import Refusal, opt_out
+from mailer.consent.change import Refusal, opt_out
 from mailer.consent.retention import apply_store, windows
 from mailer.store import customers as customer_store
 from mailer.store.db import open_db, transaction
@@ -23,7 +23,8 @@ WEB = EventEvidence(client_address="192.0.2.7", user_agent="Firefox/140", wordin
 async def seeded(db: Path) -> int:
     async with open_db(db) as conn:
         report = await imports.import_csv(
-            conn, io.BytesIO(b"name,email\nAnn Lee,ann@example.com\n"), name="t.csv")
+            conn, io.BytesIO(b"name,email\nAnn Lee,ann@example.com\n"), name="t.csv",
+            consent=True)
         assert report.ok
         (ann,) = (await customer_store.ids_by_address(conn, ["ann@example.com"])).values()
         async with transaction(conn):
