@@ -51,6 +51,8 @@ def test_defaults_fill_everything_but_the_required_keys() -> None:
         ({"imap": {"port": "abc"}}, '[imap] port: expected an integer, got "abc"'),
         ({"imap": {"port": 70000}}, "[imap] port: expected a port from 1 to 65535"),
         ({"imap": {"security": "ssl"}}, '[imap] security: expected "tls" | "starttls" | "none"'),
+        ({"imap": {"authserv_id": "mx.example.co.uk; dkim=pass"}},
+         '[imap] authserv_id: expected one word like "mx.example.co.uk"'),
         ({"smtp": {"rate_limit": -1}}, "[smtp] rate_limit: expected 0 (no limit) or more"),
         ({"unsubscribe": {"categories": ["offers", "spam"]}},
          '[unsubscribe] categories: unknown category "spam"'),

@@ -105,7 +105,8 @@ def customers_show(ctx: click.Context, email: str, as_json: bool) -> None:
             "phone": customer.phone, "preferences": customer.preferences,
             "history": [
                 {"at": e.at, "category": e.category, "old": e.old_value, "new": e.new_value,
-                 "source": e.source, "reference": e.reference, "actor": e.actor}
+                 "source": e.source, "reference": e.reference, "actor": e.actor,
+                 "evidence": dict(e.evidence.shown())}
                 for e in events
             ],
             **delivery,
@@ -123,6 +124,9 @@ def customers_show(ctx: click.Context, email: str, as_json: bool) -> None:
             click.echo(f"    {e.at}  {e.category}: {old} -> {'in' if e.new_value else 'out'}"
                        f"  ({e.source}{': ' + e.reference if e.reference else ''}"
                        f"{', by ' + e.actor if e.actor else ''})")
+            if e.evidence.shown():
+                click.echo("      evidence: " + "; ".join(
+                    f"{name} {value}" for name, value in e.evidence.shown()))
         echo_delivery(delivery)
 
     run(body())

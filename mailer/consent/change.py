@@ -8,7 +8,8 @@ processor (an emailed request), review resolution (a person names the customer),
 one-click link and complaint handling. For each customer it, in the caller's transaction:
 
 1. turns the categories off (never on: no refusal opts anyone in),
-2. records one consent event per preference that really changed (source, reference, actor),
+2. records one consent event per preference that really changed (source, reference, actor,
+   and the refusal's evidence: `store.evidence`),
 3. skips that customer's pending campaign mail of those categories, so no campaign can mail
    them after the commit (`store.customers.turn_off` does 1-3 in bulk),
 4. queues a confirmation to the address on file (`store.outbox`; `mailer.consent.confirmations`
@@ -36,6 +37,7 @@ from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.errors import BadInput
 from mailer.store import customers as customer_store
 from mailer.store import outbox as outbox_store
+from mailer.store.evidence import NO_EVIDENCE, EventEvidence
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Refusal:
     customer_ids: tuple[int, ...]
     reference: str  # the request's Message-ID, the campaign the link came from, ...
     thread: Thread | None = None  # set: queue a confirmation threaded to this request
+    evidence: EventEvidence = NO_EVIDENCE  # what proves it, recorded with each event
 
 
 @dataclass
@@ -84,7 +87,8 @@ async def opt_out(
         return result
     result.changed = await customer_store.turn_off(
         conn, [(cid, r.reference) for r in refusals for cid in r.customer_ids], categories,
-        source=source, actor=actor)
+        source=source, actor=actor,
+        evidence=[r.evidence for r in refusals for _ in r.customer_ids])
     customers = {c.id: c for c in await customer_store.get_many(
         conn, sorted({cid for r in refusals for cid in r.customer_ids}))}
     confirmations: list[outbox_store.NewConfirmation] = []
@@ -119,13 +123,15 @@ class Evidence:
 
     `reference` is what the history shows as proof: the request's Message-ID for a reviewed
     email, the campaign a preference link came from, the words staff wrote down for a phone
-    call. Later kinds of proof (the web client, the request's authentication verdict) are
-    added here, so every caller passes them through the one entry point.
+    call. `details` holds what else proves it (`store.evidence`: the request's Message-ID,
+    From, Date and authentication verdicts, the web client, the page's wording, the review
+    item, the words staff wrote down), written with every consent event it causes.
     """
 
     source: str
     reference: str
     actor: str = ""
+    details: EventEvidence = NO_EVIDENCE
 
 
 @dataclass(frozen=True)
@@ -162,10 +168,11 @@ async def change_consent(
     if on and not evidence.reference.strip():
         raise MissingEvidence("evidence is required to opt anyone in: say how they consented")
     result = await opt_out(
-        conn, [Refusal(customer_ids=(customer_id,), reference=evidence.reference)], off,
+        conn, [Refusal(customer_ids=(customer_id,), reference=evidence.reference,
+                       evidence=evidence.details)], off,
         source=evidence.source, actor=evidence.actor)
     turned_on = await customer_store.opt_in(
         conn, customer_id, on, source=evidence.source, reference=evidence.reference,
-        actor=evidence.actor) if on else []
+        actor=evidence.actor, evidence=evidence.details) if on else []
     return ConsentChange(found=True, turned_on=tuple(turned_on),
                          turned_off=tuple(result.changed.get(customer_id, ())))

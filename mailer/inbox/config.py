@@ -29,6 +29,8 @@ class InboxConfig:
     # Names this mailbox in the database when it is not the `[imap]` one (`[bounces.imap]`
     # may watch a folder of the same name on another account).
     account: str = ""
+    # Only the Authentication-Results headers of this authserv-id are evidence (RFC 8601).
+    authserv_id: str = ""
 
     @property
     def state_key(self) -> str:

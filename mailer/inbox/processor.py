@@ -40,6 +40,7 @@ from mailer.bounces.deliverability import Applied
 from mailer.bounces.report_pass import apply_reports, read_reports
 from mailer.consent import change
 from mailer.errors import MalformedMessage
+from mailer.inbox.authresults import event_evidence
 from mailer.inbox.body import parse_message
 from mailer.inbox.classify import Verdict, classify, may_be_report
 from mailer.inbox.config import InboxConfig as InboxConfig  # re-exported: callers built on it
@@ -54,6 +55,7 @@ from mailer.store import deliverability as report_store
 from mailer.store import inbox as inbox_store
 from mailer.store import outbox as outbox_store
 from mailer.store.db import transaction
+from mailer.store.evidence import NO_EVIDENCE, EventEvidence
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +150,7 @@ class Examined:
     @property
     def thread_ids(self) -> tuple[str, ...]:
         return (*self.headers.in_reply_to, *self.headers.references)
+    evidence: EventEvidence = NO_EVIDENCE  # what the request proves (mailer.inbox.authresults)
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,7 @@ class Outcome:
     customer_ids: tuple[int, ...]
     detail: str
     marked: str = ""  # a review item's mark: "opt back in" or ''
+    evidence: EventEvidence = NO_EVIDENCE
 
 
 async def _process_batch(
@@ -265,6 +269,7 @@ def examine(uid: int, headers: Headers, raw: bytes, config: InboxConfig) -> Exam
     counted as failed, so one bad message never blocks the rest.
     """
     key = _message_key(headers, raw)
+    evidence = event_evidence(raw, config.authserv_id)
     try:
         parsed = parse_message(raw, max_bytes=config.max_message_bytes, headers=headers)
         clues = extract_clues(parsed, own_addresses=config.own_addresses)
@@ -277,7 +282,7 @@ def examine(uid: int, headers: Headers, raw: bytes, config: InboxConfig) -> Exam
         return Examined(uid, headers, key, None,
                         f"processing failed: {type(exc).__name__}: {exc}", failed=True)
     return Examined(uid, headers, key, clues, None, asks_erasure=asks,
-                    asks_back_in=asks_back_in)
+                    asks_back_in=asks_back_in, evidence=evidence)
 
 
 def plan(
@@ -312,7 +317,8 @@ def plan(
         else:
             outcomes.append(Outcome(e.uid, e.headers, e.key, "unsubscribed",
                                     decision.customer_ids,
-                                    f"{decision.method}: customers {list(decision.customer_ids)}"))
+                                    f"{decision.method}: customers {list(decision.customer_ids)}",
+                                    evidence=e.evidence))
     return outcomes
 
 
@@ -341,7 +347,8 @@ async def _apply(
         [change.Refusal(customer_ids=o.customer_ids, reference=o.headers.message_id or "",
                         thread=change.Thread(subject=o.headers.subject,
                                              message_id=o.headers.message_id or "",
-                                             references=o.headers.references))
+                                             references=o.headers.references),
+                        evidence=o.evidence)
          for o in outcomes if o.kind == "unsubscribed"],
         config.categories, source="email", confirmation_interval_h=config.confirmation_interval_h)
     report.unsubscribed += result.honoured

@@ -31,6 +31,7 @@ from mailer.inbox.optback import OPT_BACK_IN
 from mailer.store import customers as customer_store
 from mailer.store import inbox as inbox_store
 from mailer.store.db import transaction
+from mailer.store.evidence import EventEvidence
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ async def resolve(
             conn,
             [change.Refusal(customer_ids=tuple(ids), reference=item.message_id,
                             thread=change.Thread(subject=item.subject,
-                                                 message_id=item.message_id))],
+                                                 message_id=item.message_id),
+                            evidence=_request_evidence(item, item_id))],
             config.categories, source="email", actor=actor,
             confirmation_interval_h=config.confirmation_interval_h)
         await inbox_store.settle_review(
@@ -101,7 +103,7 @@ async def record_opt_in(
         change = await change_consent(
             conn, customer.id, dict.fromkeys(categories, True),
             Evidence(source=REVIEWED_EMAIL, reference=item.message_id or f"review item {item_id}",
-                     actor=actor))
+                     actor=actor, details=_request_evidence(item, item_id)))
         turned_on = ", ".join(change.turned_on) or "nothing new"
         await inbox_store.settle_review(
             conn, item_id, status="resolved",
@@ -153,3 +155,8 @@ async def dismiss(conn: aiosqlite.Connection, item_id: int) -> inbox_store.Revie
     log.info("review item %s dismissed", item_id)
     return item
 
+
+def _request_evidence(item: inbox_store.ReviewItem, item_id: int) -> EventEvidence:
+    """What a reviewed request proves: the review item and the message it holds."""
+    return EventEvidence(message_id=item.message_id, message_from=item.sender,
+                         review_item=item_id)

@@ -68,6 +68,7 @@ def inbox_config(settings: Settings) -> InboxConfig:
         max_message_bytes=settings.imap.max_message_bytes,
         fetch_batch=settings.imap.fetch_batch,
         confirmation_interval_h=settings.unsubscribe.confirmation_interval_h,
+        authserv_id=settings.imap.authserv_id,
         # Reports are read where they arrive: here, unless `[bounces.imap]` is their mailbox.
         reports=report_config(settings) if settings.bounces.imap is None else None,
     )

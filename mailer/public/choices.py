@@ -22,6 +22,7 @@ from mailer.mail.tokens import LinkToken
 from mailer.store import customers as customer_store
 from mailer.store import links as link_store
 from mailer.store.db import transaction
+from mailer.store.evidence import NO_EVIDENCE, EventEvidence
 
 ONE_CLICK = "one-click"
 PREFERENCE_PAGE = "preference page"
@@ -90,20 +91,25 @@ async def _sent(conn: aiosqlite.Connection, links: Sequence[LinkToken]) -> list[
 
 
 async def one_click(conn: aiosqlite.Connection, links: Sequence[LinkToken],
-                    categories: Sequence[str]) -> list[Outcome]:
+                    categories: Sequence[str], evidence: Sequence[EventEvidence] = ()
+                    ) -> list[Outcome]:
     """RFC 8058 one-click for each link whose message was sent: opt out of `categories` at
     once, with no confirmation email (the mail provider already told the customer). All of
     them in one transaction (a group commit of the clicks that arrived together, see
-    `OneClickWriter`); each customer's opt-out is whole in it. Outcomes in the order of
-    `links`."""
+    `OneClickWriter`); each customer's opt-out is whole in it, with its `evidence` (aligned
+    with `links`). Outcomes in the order of `links`."""
     async with transaction(conn):
         sent = await _sent(conn, links)
         honoured = [link for link, ok in zip(links, sent, strict=True) if ok]
+        # Each link's evidence, paired before the unsent ones are dropped.
+        proofs = [evidence[i] if i < len(evidence) else NO_EVIDENCE for i in range(len(links))]
         found = {c.id for c in await customer_store.get_many(
             conn, sorted({link.customer_id for link in honoured}))}
         result = await opt_out(
-            conn, [Refusal(customer_ids=(link.customer_id,), reference=link.reference)
-                   for link in honoured], categories, source=ONE_CLICK)
+            conn, [Refusal(customer_ids=(link.customer_id,), reference=link.reference,
+                           evidence=proof)
+                   for link, proof, ok in zip(links, proofs, sent, strict=True) if ok],
+            categories, source=ONE_CLICK)
     return [Outcome(found=link.customer_id in found, sent=ok,
                     turned_off=tuple(result.changed.get(link.customer_id, ())))
             for link, ok in zip(links, sent, strict=True)]
@@ -120,13 +126,13 @@ class OneClickWriter:
                  categories: Sequence[str]) -> None:
         self._db = db
         self._categories = tuple(categories)
-        self._queue: list[tuple[LinkToken, asyncio.Future[Outcome]]] = []
+        self._queue: list[tuple[LinkToken, EventEvidence, asyncio.Future[Outcome]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def click(self, link: LinkToken) -> Outcome:
+    async def click(self, link: LinkToken, evidence: EventEvidence = NO_EVIDENCE) -> Outcome:
         """One click's opt-out, committed with the clicks that came with it."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.append((link, future))
+        self._queue.append((link, evidence, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write(), name="one-click writer")
         return await future
@@ -137,27 +143,30 @@ class OneClickWriter:
             del self._queue[:self._MAX_BATCH]
             try:
                 async with self._db() as conn:
-                    outcomes = await one_click(conn, [link for link, _ in batch],
-                                               self._categories)
+                    outcomes = await one_click(conn, [link for link, _, _ in batch],
+                                               self._categories, [e for _, e, _ in batch])
             except BaseException as exc:  # every waiting click learns why, then the next batch
-                for _, future in batch:
+                for _, _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                     raise
                 continue
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
+            for (_, _, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)
 
 
-async def save(conn: aiosqlite.Connection, link: LinkToken, choices: Choices) -> Outcome:
+async def save(conn: aiosqlite.Connection, link: LinkToken, choices: Choices,
+               evidence: EventEvidence = NO_EVIDENCE) -> Outcome:
     """Apply exactly the chosen preferences in one transaction (consent events of source
-    'preference page'); the customer's pending mail of what they turned off is skipped."""
+    'preference page', each with `evidence`); the customer's pending mail of what they turned
+    off is skipped."""
     async with transaction(conn):
         change = await change_consent(conn, link.customer_id, choices.wanted,
                                       Evidence(source=PREFERENCE_PAGE,
-                                               reference=link.reference or "preference link"))
+                                               reference=link.reference or "preference link",
+                                               details=evidence))
     if not change.found:
         return Outcome(found=False)
     return Outcome(found=True, turned_off=change.turned_off, turned_on=change.turned_on)

@@ -37,6 +37,8 @@ ErrorPage = Callable[[web.Request, int], web.Response]
 # Keys a handler sets on the request for the log line.
 CUSTOMER = web.RequestKey("mailer.customer_id", int)
 OUTCOME = web.RequestKey("mailer.outcome", str)
+# The client's address after `[http] trusted_proxies` (mailer.http.client).
+CLIENT = web.RequestKey("mailer.client", str)
 
 # Tokens that do not verify, per client a minute: a link copied with a character missing is a
 # handful, guessing is thousands.
@@ -101,6 +103,7 @@ def make_middlewares(
     @web.middleware
     async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         client = client_address.of(request)  # always: it warns of an untrusted proxy
+        request[CLIENT] = client  # the evidence of a consent change names it
         if limits.on and request.path not in exempt:
             wait_s = limits.retry_after_s(limit_key(client), request.match_info.get("token"))
             if wait_s:

@@ -37,9 +37,11 @@ from mailer.mail.tokens import (
 )
 from mailer.public import choices
 from mailer.public.context import WEB, WebContext
-from mailer.public.middlewares import CUSTOMER, OUTCOME
+from mailer.public.evidence import web_evidence, wording_version
+from mailer.public.middlewares import CLIENT, CUSTOMER, OUTCOME
 from mailer.store import customers as customer_store
 from mailer.store.customers import Customer
+from mailer.store.evidence import EventEvidence
 
 # A page may be left open this long before Save (a customer reading slowly, a tab left open).
 NONCE_MAX_AGE_S = 24 * 3600.0
@@ -163,7 +165,13 @@ async def submit(request: web.Request) -> web.StreamResponse:
             "This page was open for too long, so nothing was saved. Check your choices "
             "below and save them again."))
     async with ctx.db() as conn:
-        outcome = await choices.save(conn, link, wanted)
+        shown = await customer_store.get(conn, link.customer_id)
+        if shown is None:
+            raise _unknown_customer(request)
+        # The wording of the page this form came from: the same page rendered again for the
+        # customer as they were before this save (the nonce is left out of the hash).
+        evidence = _evidence(request, wording_version(page(ctx, shown).text or ""))
+        outcome = await choices.save(conn, link, wanted, evidence)
         customer = await customer_store.get(conn, link.customer_id) if outcome.found else None
     if customer is None:
         raise _unknown_customer(request)
@@ -172,6 +180,10 @@ async def submit(request: web.Request) -> web.StreamResponse:
     # Returned, not raised, so the request's log line and opt-out count see it like any other.
     saved = "everything" if action == "everything" else "choices"
     return web.Response(status=303, headers={"Location": f"{request.path}?saved={saved}"})
+
+
+def _evidence(request: web.Request, wording: str) -> EventEvidence:
+    return web_evidence(request.get(CLIENT, ""), request.headers.get("User-Agent", ""), wording)
 
 
 def _wanted(action: object, ticked: list[Any]) -> choices.Choices | None:
@@ -192,7 +204,8 @@ async def _one_click(request: web.Request, ctx: WebContext, link: LinkToken,
     if values != ["One-Click"]:
         request[OUTCOME] = "bad one-click body"
         raise web.HTTPBadRequest()
-    outcome = await ctx.one_click.click(link)
+    # A one-click POST comes from the mail client or provider, with no page shown.
+    outcome = await ctx.one_click.click(link, _evidence(request, ""))
     if not outcome.sent:
         raise _not_sent(request)
     if not outcome.found:

@@ -49,6 +49,10 @@ def check_section(name: str, section: Any) -> None:
             _require(value >= 1, where, f"expected a positive number of days, got {value}")
         elif spec.name == "suppression_key" and value:
             _require(len(value) >= 16, where, "expected at least 16 characters")
+        elif spec.name == "authserv_id" and value:
+            # RFC 8601 section 2.2: an authserv-id is a single token (a host name as a rule).
+            _require(not any(ch.isspace() or ch in ';()"' for ch in value), where,
+                     f'expected one word like "mx.example.co.uk", got "{value}"')
         elif spec.name == "soft_window_days":
             _require(value > 0, where, f"expected a positive number, got {value}")
         elif spec.name in ("domain", "selector") and value:

@@ -44,6 +44,9 @@ class ImapSettings:
     poll_interval_s: float = 30.0
     fetch_batch: int = 200
     max_message_bytes: int = 10 * 1024 * 1024
+    # The authserv-id (RFC 8601 section 2.5) our receiving server writes in the
+    # Authentication-Results headers it adds: only those are trusted as evidence; empty, none.
+    authserv_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from mailer.categories import check as check_category
 from mailer.errors import StoreError
 from mailer.store.db import utcnow
 from mailer.store.edge import translated
+from mailer.store.evidence import COLUMNS as EVIDENCE_COLUMNS
+from mailer.store.evidence import NO_EVIDENCE, EventEvidence, from_row
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,14 @@ class ConsentEvent:
     source: str
     reference: str
     actor: str = ""
+    evidence: EventEvidence = NO_EVIDENCE
+
+
+# The INSERT of one consent event with its evidence (store.evidence); old and new value fixed
+# by the caller's statement.
+_EVENT_COLUMNS = ("customer_id, at, category, old_value, new_value, source, reference, actor, "
+                  + ", ".join(EVIDENCE_COLUMNS))
+_EVENT_MARKS = ", ".join("?" * (len(EVIDENCE_COLUMNS) + 3))
 
 
 def _customer(row: aiosqlite.Row) -> Customer:
@@ -77,8 +87,7 @@ async def get_many(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[Custo
 @translated("customers: history")
 async def history(conn: aiosqlite.Connection, customer_id: int) -> list[ConsentEvent]:
     async with conn.execute(
-        "SELECT at, category, old_value, new_value, source, reference, actor FROM consent_events "
-        "WHERE customer_id = ? ORDER BY id",
+        "SELECT * FROM consent_events WHERE customer_id = ? ORDER BY id",
         (customer_id,),
     ) as cur:
         rows = await cur.fetchall()
@@ -91,6 +100,7 @@ async def history(conn: aiosqlite.Connection, customer_id: int) -> list[ConsentE
             source=r["source"],
             reference=r["reference"],
             actor=r["actor"],
+            evidence=from_row(r),
         )
         for r in rows
     ]
@@ -159,9 +169,11 @@ async def turn_off(
     *,
     source: str,
     actor: str = "",
+    evidence: Sequence[EventEvidence] = (),
 ) -> dict[int, list[str]]:
     """Turn `categories` off for each (customer id, reference), in order, recording a consent
-    event per actual change (the first request to change a preference is its reference).
+    event per actual change (the first request to change a preference is its reference, and
+    its `evidence`, aligned with `requests`, what proves it; none given: no evidence).
 
     Must run inside the caller's transaction. Returns, per customer, the categories that
     changed. Never opts anyone in. Pending campaign mail of those categories is skipped in the
@@ -185,21 +197,23 @@ async def turn_off(
         )
         current.update({r["id"]: {c: bool(r[c]) for c in CATEGORIES} for r in rows})
     changed: dict[int, list[str]] = {}
-    events: list[tuple[int, str, str, str, str, str]] = []
-    for customer_id, reference in requests:
+    events: list[tuple[object, ...]] = []
+    for index, (customer_id, reference) in enumerate(requests):
         prefs = current.get(customer_id)
         if prefs is None:
             continue
+        proof = evidence[index] if index < len(evidence) else NO_EVIDENCE
         for category in categories:
             if prefs[category]:
                 prefs[category] = False
                 changed.setdefault(customer_id, []).append(category)
-                events.append((customer_id, now, category, source, reference, actor))
+                events.append((customer_id, now, category, source, reference, actor,
+                               *proof.values()))
     if not events:
         return changed
     await conn.executemany(
-        "INSERT INTO consent_events (customer_id, at, category, old_value, new_value, source, "
-        "reference, actor) VALUES (?, ?, ?, 1, 0, ?, ?, ?)",
+        f"INSERT INTO consent_events ({_EVENT_COLUMNS}) "
+        f"VALUES (?, ?, ?, 1, 0, {_EVENT_MARKS})",
         events,
     )
     for category in categories:
@@ -234,6 +248,7 @@ async def opt_in(
     source: str,
     reference: str,
     actor: str = "",
+    evidence: EventEvidence = NO_EVIDENCE,
 ) -> list[str]:
     """Turn `categories` on for one customer, recording a consent event per actual change.
 
@@ -256,9 +271,9 @@ async def opt_in(
         return []
     now = utcnow()
     await conn.executemany(
-        "INSERT INTO consent_events (customer_id, at, category, old_value, new_value, source, "
-        "reference, actor) VALUES (?, ?, ?, 0, 1, ?, ?, ?)",
-        [(customer_id, now, c, source, reference, actor) for c in changed],
+        f"INSERT INTO consent_events ({_EVENT_COLUMNS}) "
+        f"VALUES (?, ?, ?, 0, 1, {_EVENT_MARKS})",
+        [(customer_id, now, c, source, reference, actor, *evidence.values()) for c in changed],
     )
     for category in changed:
         await conn.execute(f"UPDATE customers SET {category} = 1, updated_at = ? WHERE id = ?",

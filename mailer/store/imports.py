@@ -200,10 +200,11 @@ async def _apply_import(
         )
         await conn.execute(
             "INSERT INTO consent_events (customer_id, at, category, old_value, new_value, "
-            f"source, reference, actor) SELECT c.id, ?, '{category}', c.{category}, "
-            f"r.{category}, 'import', ? || ' line ' || r.line, ? FROM import_rows r "
-            f"JOIN customers c ON c.id = r.customer_id WHERE {where} ORDER BY r.line",
-            (now, reference, actor),
+            f"source, reference, actor, import_file, import_line) SELECT c.id, ?, '{category}', "
+            f"c.{category}, r.{category}, 'import', ? || ' line ' || r.line, ?, ?, r.line "
+            f"FROM import_rows r JOIN customers c ON c.id = r.customer_id WHERE {where} "
+            "ORDER BY r.line",
+            (now, reference, actor, reference),
         )
         await conn.execute(
             f"UPDATE customers SET {category} = r.{category}, updated_at = ? FROM import_rows r "
@@ -247,8 +248,9 @@ async def _apply_import(
     for category in CATEGORIES:
         await conn.execute(
             "INSERT INTO consent_events (customer_id, at, category, old_value, new_value, "
-            f"source, reference, actor) SELECT c.id, ?, '{category}', NULL, c.{category}, "
-            "'import', ? || ' line ' || r.line, ? FROM import_rows r "
-            "JOIN customers c ON c.id = r.customer_id WHERE r.is_new = 1 ORDER BY r.line",
-            (now, reference, actor),
+            f"source, reference, actor, import_file, import_line) SELECT c.id, ?, '{category}', "
+            f"NULL, c.{category}, 'import', ? || ' line ' || r.line, ?, ?, r.line "
+            "FROM import_rows r JOIN customers c ON c.id = r.customer_id WHERE r.is_new = 1 "
+            "ORDER BY r.line",
+            (now, reference, actor, reference),
         )

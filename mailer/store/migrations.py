@@ -497,4 +497,37 @@ MIGRATIONS: tuple[str, ...] = (
     -- 'opt back in' (a reviewer may record the opt-in, with the message as evidence).
     ALTER TABLE review_items ADD COLUMN marked TEXT NOT NULL DEFAULT '';
     """,
+    # 14: evidence on every consent event (see store.evidence for what each column proves).
+    # The permanence trigger is replaced by two: naming any column but the personal evidence
+    # in an UPDATE is refused, and the personal evidence (client address, user agent, the
+    # request's From) may only be blanked, never rewritten: retention clears the web part,
+    # erasure all of it, and nothing can alter what an event says.
+    """
+    ALTER TABLE consent_events ADD COLUMN message_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent_events ADD COLUMN message_from TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent_events ADD COLUMN message_date TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent_events ADD COLUMN dkim TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent_events ADD COLUMN spf TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent_events ADD COLUMN dmarc TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent_events ADD COLUMN client_address TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent_events ADD COLUMN user_agent TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent_events ADD COLUMN wording TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent_events ADD COLUMN note TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent_events ADD COLUMN review_item INTEGER;
+    ALTER TABLE consent_events ADD COLUMN import_file TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent_events ADD COLUMN import_line INTEGER;
+    DROP TRIGGER consent_events_are_never_updated;
+    CREATE TRIGGER consent_events_are_never_updated BEFORE UPDATE OF id, customer_id, at,
+        category, old_value, new_value, source, reference, actor, message_id, message_date,
+        dkim, spf, dmarc, wording, note, review_item, import_file, import_line
+        ON consent_events
+    BEGIN SELECT RAISE(ABORT, 'consent events are permanent'); END;
+    CREATE TRIGGER consent_events_personal_evidence_is_only_cleared BEFORE UPDATE OF
+        client_address, user_agent, message_from ON consent_events
+    WHEN (new.client_address != '' AND new.client_address IS NOT old.client_address)
+        OR (new.user_agent != '' AND new.user_agent IS NOT old.user_agent)
+        OR (new.message_from != '' AND new.message_from IS NOT old.message_from)
+    BEGIN SELECT RAISE(ABORT, 'consent events are permanent: evidence may only be cleared');
+    END;
+    """,
 )

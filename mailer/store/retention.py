@@ -12,10 +12,13 @@ import aiosqlite
 
 from mailer.store.db import transaction
 from mailer.store.edge import translated
+from mailer.store.evidence import WEB_COLUMNS
 
-# table -> (its time column, the columns of web evidence). Empty until the evidence columns
-# exist; consent_events' permanence trigger must then allow exactly this clearing.
-WEB_EVIDENCE_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {}
+# table -> (its time column, the columns of web evidence). consent_events' permanence
+# triggers (migration 13) allow exactly this clearing and no other update.
+WEB_EVIDENCE_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "consent_events": ("at", WEB_COLUMNS),
+}
 
 
 async def _existing(conn: aiosqlite.Connection, table: str, columns: tuple[str, ...]

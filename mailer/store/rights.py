@@ -26,6 +26,7 @@ import aiosqlite
 
 from mailer.store.db import transaction, utcnow
 from mailer.store.edge import translated
+from mailer.store.evidence import PERSONAL_COLUMNS
 
 ERASED = "[erased]"
 
@@ -166,8 +167,15 @@ async def erase(conn: aiosqlite.Connection, customer_id: int, *, digest: str, re
         await conn.execute(
             "UPDATE review_items SET sender = ?, subject = ?, reason = ? WHERE sender = ?",
             (ERASED, ERASED, ERASED, email))
+        # Consent events stay (the evidence, pseudonymous once erased) without the personal
+        # part of their evidence; the request's From may name them on another's event too.
+        blank = ", ".join(f"{c} = ''" for c in PERSONAL_COLUMNS)
+        await conn.execute(f"UPDATE consent_events SET {blank} WHERE customer_id = ?",
+                           (customer_id,))
         for term in _sweep_terms(email, name):
             await _sweep(conn, term)
+            await conn.execute("UPDATE consent_events SET message_from = '' "
+                               "WHERE message_from LIKE ? ESCAPE '\\'", (_like(term),))
         # The ledger is the largest table: only this customer's rows (by its index) can hold
         # their address, in a server's reply.
         await conn.execute(
@@ -188,6 +196,11 @@ async def erase(conn: aiosqlite.Connection, customer_id: int, *, digest: str, re
     return Erased(erasure_id, customer_id, await checkpoint(conn))
 
 
+def _like(term: str) -> str:
+    """A LIKE pattern (ESCAPE '\\') matching any text that holds `term`."""
+    return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def _sweep_terms(email: str, name: str) -> list[str]:
     # A short name ("Al") would blank unrelated text; a full name or a longer one is specific.
     return [email] + ([name] if len(name.strip()) >= 4 else [])
@@ -195,7 +208,7 @@ def _sweep_terms(email: str, name: str) -> list[str]:
 
 async def _sweep(conn: aiosqlite.Connection, term: str) -> None:
     """Blank every text value holding `term` in any table but the permanent ones."""
-    pattern = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    pattern = _like(term)
     for table in await tables(conn):
         if table in _PERMANENT or table in ("customers", "customers_search",
                                              "campaign_recipients"):

@@ -87,6 +87,10 @@ async def test_resolving_in_the_console_opts_out_the_chosen_customers_in_the_use
         "ON c.id = e.customer_id WHERE e.new_value = 0 ORDER BY c.email, e.category")
     assert {(e[1], e[2]) for e in events} == {("email", "reviewer")}
     assert len(events) == 4  # two customers, two categories each
+    # The evidence: the review item and the request it holds.
+    assert world.query("SELECT DISTINCT review_item, message_from, message_id != '' "
+                       "FROM consent_events WHERE new_value = 0") == [
+        (1, "js@unknown.example", 1)]
     assert world.query("SELECT status FROM review_items") == [("resolved",)]
     assert world.folder_subjects("Review") == []
     assert world.folder_subjects("Processed") == [SUBJECT]

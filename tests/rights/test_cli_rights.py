@@ -96,6 +96,11 @@ def test_export_holds_the_persons_rows_of_every_table_and_no_one_elses(
     assert len(document["tables"]["outbox"]) == outbox == 1
     assert len(document["tables"]["inbound"]) == 1
     assert all(e["customer_id"] == ann_id for e in document["consent_history"])
+    # Each event with its evidence: the request's From, the import's file and line.
+    assert [(e["source"], e["message_from"], e["import_file"], e["import_line"])
+            for e in document["consent_history"]] == [
+        ("import", "", "customers.csv", 2)] * 2 + [
+        ("email", "Ann Lee <ann@example.com>", "", None)] * 2
     mails = document["request_emails"]
     assert sorted(m["folder"] for m in mails) == ["Processed", "Review"]
     assert "bob@example.com" not in text and "Bob Roe" not in text

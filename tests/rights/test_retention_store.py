@@ -1,6 +1,6 @@
 """Web evidence is cleared after `[retention] web_evidence_days`, leaving the rest of each row:
-the store's part, on a real SQLite file, for a table listed in WEB_EVIDENCE_COLUMNS (the
-consent tables list theirs once the evidence columns exist)."""
+the store's part, on a real SQLite file, for a table listed in WEB_EVIDENCE_COLUMNS
+(consent_events' own case: tests/rights/test_evidence_retention.py)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,6 @@ async def test_web_evidence_older_than_the_window_is_cleared_and_nothing_else(
         assert await retention.clear_web_evidence(conn, before=before, dry_run=False) == 0
 
 
-async def test_no_web_evidence_columns_yet_clears_nothing(tmp_path: Path) -> None:
+async def test_a_database_without_consent_events_clears_nothing(tmp_path: Path) -> None:
     async with open_db(tmp_path / "mailer.db") as conn:
         assert await retention.clear_web_evidence(conn, before="9999", dry_run=False) == 0
