@@ -159,7 +159,9 @@ def test_installed_mailer_inits_imports_honours_a_request_and_sends_a_campaign_o
     raw_imap.append_many("INBOX", [sample_message(
         subject="Unsubscribe special offers", sender="Ann Lee <ann@example.com>",
         to=settings["unsubscribe"]["address"], body="Please stop.\n")])
-    processed = installed.run("inbox", "process", cwd=site)
+    secret = {"MAILER_SECRET": (site / "secret").read_text().strip()}  # what init wrote
+    # The confirmation's link to the preference page is signed with the secret.
+    processed = installed.run("inbox", "process", cwd=site, env=secret)
     assert processed.code == 0, processed.stderr
     assert "1 customer(s) unsubscribed" in processed.stdout
     (confirmation,) = smtp_sink.messages
@@ -169,7 +171,6 @@ def test_installed_mailer_inits_imports_honours_a_request_and_sends_a_campaign_o
     assert b"Changed your mind? Choose the emails you want: " in confirmation.content
     assert b"Reply to this email" not in confirmation.content
 
-    secret = {"MAILER_SECRET": (site / "secret").read_text().strip()}  # what init wrote
     created = installed.run("campaign", "create", "--kind", "offers", "--template", "spring",
                             "--subject", "Spring offer for {{ customer.name }}", cwd=site,
                             env=secret)
