@@ -18,8 +18,6 @@ from pathlib import Path
 
 import click
 
-from mailer.cli import bounces, campaigns, customers, db, doctor, inbox, init, review, serve, users
-from mailer.cli import retention as retention_cli
 from mailer.cli.support import CliState, MailerGroup
 from mailer.logs import LEVELS, LogFormat
 from mailer.settings import default_path
@@ -32,7 +30,30 @@ def _version() -> str:
         return "unknown"
 
 
-@click.group(cls=MailerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+# Each command's module is imported only when that command runs (or --help lists them all), so
+# a one-shot command does not pay for every other noun's imports (the doctor's DNS and HTTP
+# clients, the console's password checks) at start-up.
+COMMANDS = {
+    "customers": "mailer.cli.customers:customers",
+    "campaign": "mailer.cli.campaigns:campaign",
+    "review": "mailer.cli.review:review",
+    "inbox": "mailer.cli.inbox:inbox",
+    "bounces": "mailer.cli.bounces:bounces",
+    "dkim": "mailer.cli.bounces:dkim_group",
+    "users": "mailer.cli.users:users",
+    "db": "mailer.cli.db:db",
+    "init": "mailer.cli.init:init",
+    "run": "mailer.cli.serve:run_daemon",
+    "web": "mailer.cli.serve:web",
+    "console": "mailer.cli.serve:console",
+    "status": "mailer.cli.serve:status",
+    "doctor": "mailer.cli.doctor:doctor",
+    "retention": "mailer.cli.retention:retention_group",
+}
+
+
+@click.group(cls=MailerGroup, lazy_commands=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_version(), "--version", prog_name="mailer",
                       message="%(prog)s %(version)s")
 @click.option(
@@ -51,12 +72,3 @@ def main(ctx: click.Context, settings_path: Path | None, verbose: bool,
     """Honour 'Unsubscribe special offers' emails and send consent-aware campaigns."""
     ctx.obj = CliState(settings_path=settings_path or default_path(), verbose=verbose,
                        log_format=log_format, log_level=log_level and log_level.lower())
-
-
-for command in (
-    customers.customers, campaigns.campaign, review.review, inbox.inbox, bounces.bounces,
-    bounces.dkim_group, users.users, db.db, init.init,
-    serve.run_daemon, serve.web, serve.console, serve.status, doctor.doctor,
-    retention_cli.retention_group,
-):
-    main.add_command(command)

@@ -14,8 +14,9 @@ unreadable database) means UNKNOWN, exit 3.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -38,7 +39,28 @@ class MonitoringCommand(click.Command):
 
 
 class MailerGroup(click.Group):
-    """The `main` group: runs a command and turns what it raises into one line and a code."""
+    """The `main` group: runs a command and turns what it raises into one line and a code.
+
+    `lazy_commands` names each command as "module:attribute", imported when it is first asked
+    for (click's documented lazy-loading group)."""
+
+    def __init__(self, *args: Any, lazy_commands: Mapping[str, str] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = self.lazy_commands.get(cmd_name)
+        if where is not None and cmd_name not in self.commands:
+            module_name, _, attribute = where.partition(":")
+            command = getattr(importlib.import_module(module_name), attribute)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{where} is not a click command")
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
