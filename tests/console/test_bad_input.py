@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.campaigns.world import World
-from tests.console.world import FakeClock, add_users, csrf, login, query, start_client
+from tests.console.world import add_users, csrf, login, query
 from tests.servers import SmtpSink
 
 Client = TestClient[object, object]
@@ -29,14 +29,6 @@ async def world(tmp_path: Path, smtp_sink: SmtpSink) -> World:
     await add_users(world.settings)
     return world
 
-
-@pytest.fixture
-async def client(world: World) -> AsyncIterator[Client]:
-    client = await start_client(world.settings, FakeClock())
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@ client, real SQLite)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from mailer.consent.change import Refusal, opt_out
 from mailer.store.db import open_db, transaction
 from mailer.store.evidence import EventEvidence
 from tests.campaigns.world import World
-from tests.console.world import FakeClock, add_users, login, query, start_client
+from tests.console.world import add_users, login, query
 from tests.servers import SmtpSink
 
 Client = TestClient[object, object]
@@ -26,14 +25,6 @@ async def world(tmp_path: Path, smtp_sink: SmtpSink) -> World:
     await add_users(world.settings)
     return world
 
-
-@pytest.fixture
-async def client(world: World) -> AsyncIterator[Client]:
-    client = await start_client(world.settings, FakeClock())
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def test_the_customer_page_shows_each_events_evidence_as_text(

@@ -10,7 +10,6 @@ import asyncio
 import io
 import json
 import re
-from collections.abc import AsyncIterator
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
@@ -20,7 +19,7 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 
 from mailer.public.app import make_app as make_public_app
-from tests.console.world import FakeClock, add_users, csrf, login, start_client
+from tests.console.world import add_users, csrf, login
 from tests.helpers import run_cli
 from tests.inbox.world import World, make_world
 from tests.servers import ImapTestServer, SmtpSink, sample_message
@@ -38,14 +37,6 @@ async def world(tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
     await add_users(world.settings)
     return world
 
-
-@pytest.fixture
-async def client(world: World) -> AsyncIterator[Client]:
-    client = await start_client(world.settings, FakeClock())
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def text_of(message: Message) -> str:

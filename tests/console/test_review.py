@@ -4,7 +4,6 @@ user's name in the consent history."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.console.world import FakeClock, add_users, csrf, login, start_client
+from tests.console.world import add_users, csrf, login
 from tests.inbox.world import World, make_world
 from tests.servers import ImapTestServer, SmtpSink
 
@@ -46,14 +45,6 @@ async def world(tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
     assert report.review == 1
     return world
 
-
-@pytest.fixture
-async def client(world: World) -> AsyncIterator[Client]:
-    client = await start_client(world.settings, FakeClock())
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def test_a_hostile_request_is_shown_as_text_with_its_attachment_named_not_opened(

@@ -4,7 +4,6 @@ does not reach. The real inbox worker, IMAP server and SMTP sink."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.console.world import FakeClock, add_users, login, start_client
+from tests.console.world import add_users, login
 from tests.inbox.world import World, make_world
 from tests.servers import ImapTestServer, SmtpSink
 
@@ -40,14 +39,6 @@ async def world(tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
     assert report.review == 1
     return world
 
-
-@pytest.fixture
-async def client(world: World) -> AsyncIterator[Client]:
-    client = await start_client(world.settings, FakeClock())
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def test_a_request_of_two_megabytes_is_shown_whole_on_its_review_page(

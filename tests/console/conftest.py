@@ -1,0 +1,21 @@
+"""What the console tests share: a client of the console app, served on loopback over the
+settings of the module's own `world` fixture (each module builds the world it needs)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.console.world import FakeClock, start_client
+
+
+@pytest.fixture
+async def client(world: Any) -> AsyncIterator[TestClient[object, object]]:
+    client = await start_client(world.settings, FakeClock())
+    try:
+        yield client
+    finally:
+        await client.close()
