@@ -13,7 +13,7 @@ import aiohttp
 
 from mailer import settings as settings_module
 from mailer.console.app import serve
-from tests.console.world import query
+from tests.console.world import console_process, query
 from tests.helpers import ROOT, base_sections, write_settings
 from tests.servers import accepts, free_port
 from tests.waiting import wait_for
@@ -91,17 +91,8 @@ async def test_the_console_serves_on_its_own_port_until_stopped(tmp_path: Path) 
 
 
 def test_mailer_console_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    port = free_port()
-    path = write_settings(tmp_path / "settings.toml",
-                          base_sections(tmp_path, console={"port": port}))
-    process = subprocess.Popen([sys.executable, "-m", "mailer", "--settings", str(path),
-                                "console"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    process, _ = console_process(tmp_path)
     try:
-        assert process.stderr is not None
-        line = ""
-        while "console: listening on" not in line:
-            line = process.stderr.readline()
-            assert line, "mailer console exited before listening"
         process.terminate()
         assert process.wait(timeout=20) == 0
     finally:

@@ -5,14 +5,11 @@ clients, which must be refused with 413 without the console holding their bodies
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, base_sections, write_settings
-from tests.servers import free_port
+from tests.console.world import console_process
 
 BODY_BYTES = 60 * 1024 * 1024
 CHUNK = b"x" * (1024 * 1024)
@@ -56,17 +53,8 @@ async def oversized_post(port: int, path: str) -> int:
 async def test_parallel_oversized_posts_get_413_and_the_console_stays_small(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    path = write_settings(tmp_path / "settings.toml",
-                          base_sections(tmp_path, console={"port": port}))
-    process = subprocess.Popen([sys.executable, "-m", "mailer", "--settings", str(path),
-                                "console"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    process, port = await asyncio.to_thread(console_process, tmp_path)
     try:
-        assert process.stderr is not None
-        line = ""
-        while "console: listening on" not in line:
-            line = await asyncio.to_thread(process.stderr.readline)
-            assert line, "mailer console exited before listening"
         before_kb = peak_kb(process.pid)
         statuses = await asyncio.gather(*(oversized_post(port, "/login")
                                           for _ in range(PARALLEL)))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from tests.console.world import (
     csrf,
     login,
     query,
-    start_client,
     token_in,
 )
 from tests.servers import SmtpSink
@@ -50,19 +48,6 @@ async def world(tmp_path: Path, smtp_sink: SmtpSink) -> World:
     await add_users(world.settings)
     return world
 
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def client(world: World, clock: FakeClock) -> AsyncIterator[Client]:
-    client = await start_client(world.settings, clock)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def concrete(path: str) -> str:

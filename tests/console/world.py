@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +17,8 @@ from mailer.console.app import make_app
 from mailer.settings import Settings
 from mailer.store import users
 from mailer.store.db import open_db, transaction
+from tests.helpers import ROOT, base_sections, write_settings
+from tests.servers import free_port
 
 PASSWORD = "correct horse battery staple"
 ROLES = ("admin", "marketing", "reviewer")
@@ -82,3 +86,24 @@ async def csrf(client: TestClient[object, object], path: str = "/") -> str:
 def query(db: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
     with sqlite3.connect(db) as conn:
         return conn.execute(sql, params).fetchall()
+
+
+def console_process(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    """`mailer console` as a real process on a free loopback port, returned once it says it
+    is listening, with that port. The caller stops it."""
+    port = free_port()
+    path = write_settings(tmp_path / "settings.toml",
+                          base_sections(tmp_path, console={"port": port}))
+    process = subprocess.Popen([sys.executable, "-m", "mailer", "--settings", str(path),
+                                "console"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        line = ""
+        while "console: listening on" not in line:
+            line = process.stderr.readline()
+            assert line, "mailer console exited before listening"
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process, port
