@@ -108,7 +108,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None, *,
     """Run until SIGINT/SIGTERM (or `stop` is set)."""
     stop = stop or asyncio.Event()
     daemon = Daemon(settings, stop, timing=timing,
-                    metrics=metrics or Metrics(settings.database.path), clock=clock)
+                    metrics=metrics or Metrics(settings.database.location), clock=clock)
     async with stop_on_signals(stop):
         await daemon.run()
 
@@ -166,7 +166,7 @@ class Daemon:
             s, part("inbox", on_failure=lambda p: metrics.imap_reconnects.inc()),
             on_pass=self._after_pass, on_duration=metrics.pass_duration.observe)
         self.outbox = Outbox(
-            s.database.path, outbox_config(s), part=part("outbox"),
+            s.database.location, outbox_config(s), part=part("outbox"),
             interval_s=timing.outbox_interval_s, clock=clock,
             on_round=lambda report: metrics.confirmations_sent.inc(report.sent))
         self.bounces = bounces_worker(s, part("bounces"), on_pass=self._after_reports)
@@ -178,7 +178,7 @@ class Daemon:
         if self.bounces is not None:
             shown["bounces"] = self.bounces
         shown["reputation"] = self.reputation = ReputationWatch(
-            s.database.path, min_sample=s.bounces.pause_min_sample,
+            s.database.location, min_sample=s.bounces.pause_min_sample,
             poll_interval_s=timing.reputation_poll_s, part=part("reputation"), clock=clock)
         shown["housekeeping"] = Housekeeping(
             housekeeping_config(s), part=part("housekeeping"),
@@ -194,7 +194,7 @@ class Daemon:
             **shown,
             "heartbeat": _Loop(Part("heartbeat", clock=clock), self._heartbeat),
             "campaign-resume": CampaignResumer(
-                s.database.path, smtp.smtp_config(s), poll_interval_s=timing.scheduler_poll_s,
+                s.database.location, smtp.smtp_config(s), poll_interval_s=timing.scheduler_poll_s,
                 part=Part("campaign-resume", clock=clock), clock=clock),
         }
 
@@ -269,7 +269,7 @@ class Daemon:
         await console_app.serve(self.settings, stop, clock=self.clock)
 
     async def health(self) -> status_module.Status:
-        return await status_module.gather(self.settings.database.path, self.clock)
+        return await status_module.gather(self.settings.database.location, self.clock)
 
     # --- heartbeat and watchdog -----------------------------------------------------------
 
@@ -283,7 +283,7 @@ class Daemon:
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         watchdog_s = systemd.watchdog_interval_s()
         interval_s = min(self.timing.heartbeat_interval_s, watchdog_s or float("inf"))
-        async with open_db(self.settings.database.path) as conn:
+        async with open_db(self.settings.database.location) as conn:
             await heartbeat_store.prune_heartbeats(conn, self.clock.now())
             while not stop.is_set():
                 self.changed.clear()
@@ -297,7 +297,7 @@ class Daemon:
     async def _last_beat(self) -> None:
         systemd.notify("STOPPING=1")
         try:
-            async with open_db(self.settings.database.path) as conn:
+            async with open_db(self.settings.database.location) as conn:
                 await heartbeat_store.write_heartbeat(conn, self._beat(stopped=True))
         except Exception as exc:  # the database may be why we stop; status then sees the pid
             log.warning("heartbeat: could not record the stop: %s", describe(exc))

@@ -25,15 +25,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-import aiosqlite
-
 from mailer.bounces.reports import Kind, Report
 from mailer.categories import CATEGORIES
 from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.consent.change import Refusal, opt_out
 from mailer.settings import BouncesSettings
 from mailer.store import deliverability as store
-from mailer.store.db import transaction
+from mailer.store.db import Connection, transaction
 from mailer.store.deliverability import ReportCounts, SentMessage
 
 log = logging.getLogger(__name__)
@@ -96,7 +94,7 @@ def decide(
         f"soft bounce {soft_messages} of {soft_limit}: {status} {diagnostic}"))
 
 
-async def resolve(conn: aiosqlite.Connection, report: Report) -> Tie | None:
+async def resolve(conn: Connection, report: Report) -> Tie | None:
     """The message of ours `report` is about, or None (then it changes nobody)."""
     tag = report.tag
     if tag is not None:
@@ -112,7 +110,7 @@ async def resolve(conn: aiosqlite.Connection, report: Report) -> Tie | None:
 
 
 async def apply_report(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     report: Report,
     bounces: BouncesSettings,
     *,
@@ -135,7 +133,7 @@ def log_applied(applied: Applied) -> None:
 
 
 async def apply_report_in(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     report: Report,
     bounces: BouncesSettings,
     *,
@@ -181,7 +179,7 @@ async def apply_report_in(
 
 
 async def reactivate(
-    conn: aiosqlite.Connection, customer_id: int, *, actor: str, source: str = "operator",
+    conn: Connection, customer_id: int, *, actor: str, source: str = "operator",
     clock: Clock = SYSTEM_CLOCK,
 ) -> bool:
     """Make the address deliverable again (`mailer customers reactivate`), in its own

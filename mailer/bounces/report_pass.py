@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import aiosqlite
-
 from mailer.bounces import deliverability
 from mailer.bounces.config import ReportConfig
 from mailer.bounces.deliverability import Applied
 from mailer.bounces.reports import Report, read_report
 from mailer.mail.verp import Verifier
 from mailer.store import deliverability as report_store
+from mailer.store.db import Connection
 
 
 def read_reports(
@@ -39,7 +38,7 @@ def read_reports(
 
 
 async def apply_reports(
-    conn: aiosqlite.Connection, config: ReportConfig, state_key: str, uidvalidity: int,
+    conn: Connection, config: ReportConfig, state_key: str, uidvalidity: int,
     reports: Sequence[tuple[int, Report]],
 ) -> list[tuple[int, Applied]]:
     """Record a batch's reports in the caller's transaction; remember the tied ones (also a

@@ -100,7 +100,7 @@ class Worker:
             # The consent check: from here to the SMTP transaction, only building the
             # message (its signature made by a signing process) and (usually) one turn of
             # the event loop for the previous commit.
-            verdict = run.gate.check(customer_id)
+            verdict = await run.gate.check(customer_id)
             decided_at = run.clock.monotonic()
             if verdict.stop_reason:
                 run.halt("leave", verdict.stop_reason)

@@ -26,13 +26,14 @@ from mailer.mail.dkim import Signer, load_signer
 from mailer.mail.dkim_pool import SigningPool
 from mailer.mail.outgoing import CampaignHeaders, CampaignMessageBuilder, message_id
 from mailer.settings import BouncesSettings, Settings, loopback_http_url
+from mailer.store.db import Location
 
 
 @dataclass(frozen=True)
 class SendConfig:
     """Everything a campaign send needs, taken from the settings once."""
 
-    db_path: Path
+    db_location: Location
     smtp: smtp.SmtpConfig
     sender: str
     unsubscribe_address: str
@@ -76,7 +77,7 @@ def send_config(settings: Settings) -> SendConfig:
     """The send settings; loads the DKIM key (SettingsError: one line naming it)."""
     s, c = settings.smtp, settings.campaigns
     return SendConfig(
-        db_path=settings.database.path,
+        db_location=settings.database.location,
         smtp=smtp.smtp_config(settings),
         sender=s.sender,
         unsubscribe_address=settings.unsubscribe.address,

@@ -17,9 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import aiosqlite
 
 from mailer.backoff import RECONNECT, SERVER_RECONNECT, Backoff
 from mailer.campaigns import service
@@ -29,7 +26,7 @@ from mailer.errors import CampaignRefused, SmtpError
 from mailer.lifecycle.supervise import Part, describe, sleep_unless_stopped
 from mailer.mail import smtp
 from mailer.store import campaigns as campaign_store
-from mailer.store.db import open_db
+from mailer.store.db import Connection, Location, open_db
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +51,21 @@ class CampaignResumer:
 
     policy: Backoff = RECONNECT
 
-    def __init__(self, db_path: Path, config: smtp.SmtpConfig, *,
+    def __init__(self, db_location: Location, config: smtp.SmtpConfig, *,
                  poll_interval_s: float = POLL_INTERVAL_S, part: Part | None = None,
                  clock: Clock = SYSTEM_CLOCK) -> None:
-        self.db_path = db_path
+        self.db_location = db_location
         self.config = config
         self.poll_interval_s = poll_interval_s
         self.part = part or Part("campaign-resume", clock=clock)
 
     async def run_once(self) -> ResumeRound:
-        async with open_db(self.db_path) as conn:
+        async with open_db(self.db_location) as conn:
             return await self._round(conn)
 
     async def run(self, stop: asyncio.Event) -> None:
         failed_probes = 0
-        async with open_db(self.db_path) as conn:
+        async with open_db(self.db_location) as conn:
             while not stop.is_set():
                 looked = await self._round(conn)
                 delay_s = self.poll_interval_s
@@ -82,7 +79,7 @@ class CampaignResumer:
                     failed_probes = 0
                 await sleep_unless_stopped(delay_s, stop)
 
-    async def _round(self, conn: aiosqlite.Connection) -> ResumeRound:
+    async def _round(self, conn: Connection) -> ResumeRound:
         looked = ResumeRound(waiting=[
             c.id for c in await campaign_store.list_campaigns(conn)
             if waiting_for_server(c.status, c.paused_by)])

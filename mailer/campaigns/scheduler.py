@@ -22,8 +22,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-import aiosqlite
-
 from mailer.backoff import RECONNECT, Backoff
 from mailer.campaigns.sender import (
     Holder,
@@ -40,7 +38,7 @@ from mailer.lifecycle.supervise import Part, sleep_unless_stopped
 from mailer.settings import Settings
 from mailer.store import campaigns as store
 from mailer.store import leases
-from mailer.store.db import open_db, transaction, utcnow
+from mailer.store.db import Connection, open_db, transaction, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +71,14 @@ class CampaignScheduler:
 
     async def run_once(self, stop: asyncio.Event | None = None) -> list[SendOutcome]:
         """One round, on a connection of its own."""
-        async with open_db(self.config.db_path) as conn:
+        async with open_db(self.config.db_location) as conn:
             return await self._round(conn, stop or asyncio.Event(), new_holder())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send due campaigns until `stop` is set. A database or store error ends the session
         with the error, for `supervise` to record, back off and start another."""
         holder = new_holder()
-        async with open_db(self.config.db_path) as conn:
+        async with open_db(self.config.db_location) as conn:
             while not stop.is_set():
                 await self._round(conn, stop, holder)
                 self.part.succeeded(
@@ -88,7 +86,7 @@ class CampaignScheduler:
                 await sleep_unless_stopped(self.poll_interval_s, stop)
         log.info("campaign scheduler stopped")
 
-    async def _round(self, conn: aiosqlite.Connection, stop: asyncio.Event,
+    async def _round(self, conn: Connection, stop: asyncio.Event,
                      holder: Holder) -> list[SendOutcome]:
         outcomes = await send_due_campaigns(conn, self.config, stop, holder=holder,
                                             clock=self.clock)
@@ -103,7 +101,7 @@ class CampaignScheduler:
 
 
 async def send_due_campaigns(
-    conn: aiosqlite.Connection, config: SendConfig, stop: asyncio.Event, *,
+    conn: Connection, config: SendConfig, stop: asyncio.Event, *,
     holder: Holder | None = None, clock: Clock = SYSTEM_CLOCK,
 ) -> list[SendOutcome]:
     """One round: send every campaign due now that no other live process is sending."""

@@ -63,8 +63,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-import aiosqlite
-
 from mailer.bounces.deliverability import pause_reason
 from mailer.campaigns.delivery import Worker
 from mailer.campaigns.failures import FailureTally
@@ -79,7 +77,7 @@ from mailer.store import deliverability as deliverability_store
 from mailer.store import leases
 from mailer.store.campaigns import PauseCause, RecipientResult
 from mailer.store.consent import ConsentGate
-from mailer.store.db import transaction
+from mailer.store.db import Connection, transaction
 from mailer.store.leases import Holder, new_holder
 from mailer.store.ledger import Ledger
 
@@ -127,7 +125,7 @@ def lease_name(campaign_id: int) -> str:
 
 
 async def send_campaign(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     config: SendConfig,
     campaign_id: int,
     *,
@@ -196,7 +194,7 @@ class _Run:
     """One process's run over one campaign, between taking and releasing its lease."""
 
     def __init__(
-        self, conn: aiosqlite.Connection, config: SendConfig, campaign: Campaign,
+        self, conn: Connection, config: SendConfig, campaign: Campaign,
         messages: CampaignMessages, *, holder: Holder, lease_expires: float,
         progress: SendProgress, stop: asyncio.Event, on_stop: OnStop, clock: Clock,
     ) -> None:
@@ -221,7 +219,7 @@ class _Run:
         self.reason = ""
         self.cause: PauseCause = ""
         self.rate = RateLimiter(config.rate_limit, clock=clock)
-        self.ledger = Ledger(conn, self.db_lock, campaign.id, config.db_path)
+        self.ledger = Ledger(conn, self.db_lock, campaign.id, config.db_location)
         self.tally = FailureTally(config.failure_threshold, config.failure_min_sample)
         self.gate: ConsentGate | None = None
         self.signing: SigningPool | None = None
@@ -234,7 +232,8 @@ class _Run:
             log.info("campaign %s: stopping: %s", self.campaign.id, reason)
 
     async def run(self) -> SendOutcome:
-        with ConsentGate(self.config.db_path, self.campaign.id, self.campaign.kind) as gate:
+        async with ConsentGate(self.config.db_location, self.campaign.id,
+                               self.campaign.kind) as gate:
             self.gate = gate
             try:
                 async with signing(self.config.signer) as self.signing:

@@ -23,8 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from mailer.campaigns.messages import CampaignMessages, SendConfig
 from mailer.campaigns.model import Action, Campaign, Counts, check_kind, next_status, parse_schedule
 from mailer.campaigns.sender import SendOutcome, SendProgress, send_campaign
@@ -36,7 +34,7 @@ from mailer.store import campaigns as store
 from mailer.store import customers
 from mailer.store import deliverability as deliverability_store
 from mailer.store.campaigns import PauseCause
-from mailer.store.db import transaction, utcnow
+from mailer.store.db import Connection, transaction, utcnow
 from mailer.store.deliverability import ReportCounts
 
 log = logging.getLogger(__name__)
@@ -59,7 +57,7 @@ class CampaignReport:
 
 
 async def create_campaign(
-    conn: aiosqlite.Connection, templates_dir: Path | None, *, kind: str, template: str,
+    conn: Connection, templates_dir: Path | None, *, kind: str, template: str,
     subject: str, at: str | None = None, clock: Clock = SYSTEM_CLOCK,
 ) -> Campaign:
     """Create a draft (or, with `at`, a campaign scheduled then: never a time already past)
@@ -87,14 +85,14 @@ async def create_campaign(
     return campaign
 
 
-async def get(conn: aiosqlite.Connection, campaign_id: int) -> Campaign:
+async def get(conn: Connection, campaign_id: int) -> Campaign:
     campaign = await store.get_campaign(conn, campaign_id)
     if campaign is None:
         raise CampaignNotFound(f"no campaign {campaign_id}")
     return campaign
 
 
-async def _report(conn: aiosqlite.Connection, campaign: Campaign) -> CampaignReport:
+async def _report(conn: Connection, campaign: Campaign) -> CampaignReport:
     counts = await store.counts(conn, campaign.id)
     opted_in = None
     if campaign.audience_at is None:
@@ -102,11 +100,11 @@ async def _report(conn: aiosqlite.Connection, campaign: Campaign) -> CampaignRep
     return CampaignReport(campaign, counts, opted_in)
 
 
-async def list_campaigns(conn: aiosqlite.Connection) -> list[CampaignReport]:
+async def list_campaigns(conn: Connection) -> list[CampaignReport]:
     return [await _report(conn, c) for c in await store.list_campaigns(conn)]
 
 
-async def show_campaign(conn: aiosqlite.Connection, campaign_id: int) -> CampaignReport:
+async def show_campaign(conn: Connection, campaign_id: int) -> CampaignReport:
     report = await _report(conn, await get(conn, campaign_id))
     reports = await deliverability_store.campaign_report_counts(conn, campaign_id)
     return dataclasses.replace(report, reports=reports)
@@ -134,7 +132,7 @@ def report_json(report: CampaignReport) -> dict[str, Any]:
 
 
 async def preview(
-    conn: aiosqlite.Connection, config: SendConfig, campaign_id: int, email: str
+    conn: Connection, config: SendConfig, campaign_id: int, email: str
 ) -> tuple[bytes, bool]:
     """The message the customer with `email` would get, and whether they are opted in to the
     campaign's kind now (if not, they would get nothing)."""
@@ -157,7 +155,7 @@ async def preview(
 
 
 async def send_test(
-    conn: aiosqlite.Connection, config: SendConfig, campaign_id: int, address: str, *,
+    conn: Connection, config: SendConfig, campaign_id: int, address: str, *,
     clock: Clock = SYSTEM_CLOCK,
 ) -> str:
     """Send one copy marked as a test ([TEST] subject, its own Message-ID) to `address`;
@@ -206,7 +204,7 @@ async def send_test(
 
 
 async def send_now(
-    conn: aiosqlite.Connection, config: SendConfig, campaign_id: int, *,
+    conn: Connection, config: SendConfig, campaign_id: int, *,
     stop: asyncio.Event, progress: SendProgress | None = None,
 ) -> SendOutcome:
     """Send in the foreground until done; `stop` (Ctrl-C) pauses the campaign cleanly."""
@@ -215,7 +213,7 @@ async def send_now(
 
 
 async def _change(
-    conn: aiosqlite.Connection, campaign_id: int, action: Action, reason: str,
+    conn: Connection, campaign_id: int, action: Action, reason: str,
     *, scheduled_at: str | None = None, paused_by: PauseCause = "",
 ) -> Campaign:
     async with transaction(conn, f"campaign {campaign_id}"):
@@ -230,7 +228,7 @@ async def _change(
     return await get(conn, campaign_id)
 
 
-async def schedule(conn: aiosqlite.Connection, campaign_id: int, at: str, *,
+async def schedule(conn: Connection, campaign_id: int, at: str, *,
                    clock: Clock = SYSTEM_CLOCK) -> Campaign:
     """Draft, scheduled or paused -> scheduled for `at` (ISO 8601; no zone is UTC; never a
     time already past): a draft once it has been previewed and tested, a new time for a
@@ -239,18 +237,18 @@ async def schedule(conn: aiosqlite.Connection, campaign_id: int, at: str, *,
                          scheduled_at=parse_schedule(at, now=clock.now()))
 
 
-async def pause(conn: aiosqlite.Connection, campaign_id: int) -> Campaign:
+async def pause(conn: Connection, campaign_id: int) -> Campaign:
     """Stop sending (a running sender stops before its next message) or hold a schedule."""
     return await _change(conn, campaign_id, "pause", "paused by operator",
                          paused_by="operator")
 
 
-async def resume(conn: aiosqlite.Connection, campaign_id: int) -> Campaign:
+async def resume(conn: Connection, campaign_id: int) -> Campaign:
     """Paused -> scheduled for now: `mailer run` picks it up, or `campaign send` does."""
     return await _change(conn, campaign_id, "resume", "", scheduled_at=utcnow())
 
 
-async def cancel(conn: aiosqlite.Connection, campaign_id: int) -> Campaign:
+async def cancel(conn: Connection, campaign_id: int) -> Campaign:
     """Nothing more goes out; unsent recipients stay pending, marked by the campaign's
     status as never to be sent."""
     return await _change(conn, campaign_id, "cancel", "cancelled by operator")

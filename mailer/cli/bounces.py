@@ -34,7 +34,7 @@ def bounces_list(ctx: click.Context, as_json: bool, since: str | None) -> None:
     start = _since(since)
 
     async def body() -> None:
-        async with open_db(settings.database.path) as conn:
+        async with open_db(settings.database.location) as conn:
             reports = await store.recent_reports(conn, start.isoformat(timespec="microseconds"))
         rows: list[dict[str, Any]] = [
             {"id": r.id, "received_at": r.received_at, "kind": r.kind, "format": r.format,

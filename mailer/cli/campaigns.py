@@ -20,7 +20,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-import aiosqlite
 import click
 
 from mailer.campaigns import service
@@ -32,7 +31,7 @@ from mailer.cli.support import command_settings, run
 from mailer.errors import CampaignPaused, CampaignRefused, Interrupted
 from mailer.lifecycle.signals import stop_on_signals
 from mailer.settings import Settings
-from mailer.store.db import open_db
+from mailer.store.db import Connection, open_db
 from mailer.wording import plural
 
 log = logging.getLogger(__name__)
@@ -41,11 +40,11 @@ _PROGRESS_INTERVAL_S = 0.2
 _LOG_INTERVAL_S = 5.0
 
 
-def _run(settings: Settings, body: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+def _run(settings: Settings, body: Callable[[Connection], Awaitable[T]]) -> T:
     """Open the database and run `body` (errors become one line and their class's code)."""
 
     async def main() -> T:
-        async with open_db(settings.database.path) as conn:
+        async with open_db(settings.database.location) as conn:
             return await body(conn)
 
     return run(main())
@@ -177,7 +176,7 @@ def send(ctx: click.Context, campaign_id: int) -> None:
     settings = command_settings(ctx)
     config = _sending_config(settings)
 
-    async def body(conn: aiosqlite.Connection) -> SendOutcome:
+    async def body(conn: Connection) -> SendOutcome:
         stop = asyncio.Event()
         progress = SendProgress()
         display = _terminal_progress if terminal else _log_progress
@@ -294,7 +293,7 @@ def _echo_state(changed: Campaign) -> None:
                   if changed.status == "scheduled" else ""))
 
 
-def _state_command(name: str, action: Callable[[aiosqlite.Connection, int],
+def _state_command(name: str, action: Callable[[Connection, int],
                                                Awaitable[Campaign]], help_: str) -> None:
     @campaign.command(name, help=help_)
     @click.argument("campaign_id", type=int)

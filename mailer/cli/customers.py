@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import click
 
 from mailer.bounces import deliverability
@@ -23,7 +22,7 @@ from mailer.inbox.imap import ImapClient
 from mailer.inbox.worker import imap_config
 from mailer.store import customers as customer_store
 from mailer.store import deliverability as deliverability_store
-from mailer.store.db import open_db, transaction
+from mailer.store.db import Connection, open_db, transaction
 
 
 @click.group()
@@ -54,7 +53,7 @@ def customers_import(ctx: click.Context, csv_file: Path, consent: str | None,
         except OSError as exc:
             raise CsvError(f"{csv_file}: {exc.strerror}") from exc
         with handle:
-            async with open_db(settings.database.path) as conn:
+            async with open_db(settings.database.location) as conn:
                 try:
                     report = await import_csv(
                         conn, handle, name=str(csv_file), reference=csv_file.name,
@@ -93,7 +92,7 @@ def customers_show(ctx: click.Context, email: str, as_json: bool) -> None:
     async def body() -> None:
         from mailer.store import customers as store
 
-        async with open_db(settings.database.path) as conn:
+        async with open_db(settings.database.location) as conn:
             customer = await store.get_by_email(conn, email)
             if customer is None:
                 await rights.raise_if_erased(conn, email, settings.privacy.key)
@@ -150,7 +149,7 @@ def customers_reactivate(ctx: click.Context, email: str, actor: str | None) -> N
     who = (actor or os_user()).strip() or "unknown"
 
     async def body() -> None:
-        async with open_db(settings.database.path) as conn:
+        async with open_db(settings.database.location) as conn:
             customer = await customer_store.get_by_email(conn, email)
             if customer is None:
                 raise NotFound(f"no customer with email {email}")
@@ -175,7 +174,7 @@ def customers_export(ctx: click.Context, email: str, out: Path | None) -> None:
 
     async def body() -> str:
         folders = (settings.imap.processed_folder, settings.imap.review_folder)
-        async with (open_db(settings.database.path) as conn,
+        async with (open_db(settings.database.location) as conn,
                     await ImapClient.connect(imap_config(settings)) as mailbox):
             document = await rights.export(conn, email, mailbox=mailbox, folders=folders,
                                            key=settings.privacy.key)
@@ -206,7 +205,7 @@ def customers_erase(ctx: click.Context, email: str, reason: str, actor: str | No
 
     async def body() -> None:
         folders = (settings.imap.processed_folder, settings.imap.review_folder)
-        async with open_db(settings.database.path) as conn:
+        async with open_db(settings.database.location) as conn:
             erased = await rights.erase(conn, email, key=settings.privacy.key, reason=reason,
                                         actor=who)
             click.echo(f"erased {email} (erasure {erased.erasure_id}, by {who})")
@@ -248,7 +247,7 @@ def customers_consent(ctx: click.Context, email: str, offers: str | None,
     async def body() -> None:
         if not wanted:
             raise BadInput("nothing to record: give --offers on|off or --announcements on|off")
-        async with open_db(settings.database.path) as conn:
+        async with open_db(settings.database.location) as conn:
             customer = await customer_store.get_by_email(conn, email)
             if customer is None:
                 raise NotFound(f"no customer with email {email}")
@@ -265,7 +264,7 @@ def customers_consent(ctx: click.Context, email: str, offers: str | None,
     run(body())
 
 
-async def delivery_view(conn: aiosqlite.Connection, customer_id: int) -> dict[str, Any]:
+async def delivery_view(conn: Connection, customer_id: int) -> dict[str, Any]:
     """Deliverable or not, why, and the history of that: `customers show`'s part."""
     reason = await deliverability_store.undeliverable_reason(conn, customer_id)
     events = await deliverability_store.delivery_history(conn, customer_id)

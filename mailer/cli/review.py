@@ -27,7 +27,7 @@ def review_list(ctx: click.Context, as_json: bool, include_settled: bool) -> Non
     async def body() -> None:
         from mailer.store import inbox as store
 
-        async with open_db(settings.database.path) as conn:
+        async with open_db(settings.database.location) as conn:
             items = await store.review_items(conn, include_settled=include_settled)
         if as_json:
             click.echo(json.dumps([
@@ -64,7 +64,7 @@ def review_resolve(
         from mailer.inbox.worker import imap_config, inbox_config
 
         config = inbox_config(settings)
-        async with open_db(settings.database.path) as conn:
+        async with open_db(settings.database.location) as conn:
             if dismiss:
                 item = await review_ops.dismiss(conn, item_id)
                 click.echo(f"review item {item_id} dismissed")
@@ -103,7 +103,7 @@ def review_opt_in(ctx: click.Context, item_id: int, email: str, offers: bool,
         from mailer.inbox.worker import imap_config, inbox_config
 
         config = inbox_config(settings)
-        async with open_db(settings.database.path) as conn:
+        async with open_db(settings.database.location) as conn:
             item = await review_ops.record_opt_in(conn, item_id, email, categories, actor=who)
         click.echo(f"review item {item_id} resolved: {email} opted in to "
                    f"{', '.join(categories)} (recorded by {who})")

@@ -90,6 +90,6 @@ def status(ctx: click.Context, as_json: bool) -> None:
     settings = command_settings(ctx)
     from mailer.health.status import gather, render_text
 
-    result = run(gather(settings.database.path))
+    result = run(gather(settings.database.location))
     click.echo(json.dumps(result.as_json(), indent=2) if as_json else render_text(result))
     sys.exit(result.code)

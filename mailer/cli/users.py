@@ -45,7 +45,7 @@ def users_add(ctx: click.Context, name: str, role: str) -> None:
     password_hash = store.hash_password(_read_password("Password", name))
 
     async def body() -> None:
-        async with open_db(settings.database.path) as conn, transaction(conn):
+        async with open_db(settings.database.location) as conn, transaction(conn):
             if not await store.add_user(conn, name, role, password_hash):
                 raise BadInput(f"user {name} already exists")
             await store.audit(conn, "cli", f"added user ({role})", name)
@@ -61,7 +61,7 @@ def users_list(ctx: click.Context) -> None:
     settings = command_settings(ctx)
 
     async def body() -> None:
-        async with open_db(settings.database.path) as conn:
+        async with open_db(settings.database.location) as conn:
             found = await store.list_users(conn)
         if not found:
             click.echo("no users")
@@ -80,7 +80,7 @@ def users_passwd(ctx: click.Context, name: str) -> None:
     password_hash = store.hash_password(_read_password("New password", name))
 
     async def body() -> None:
-        async with open_db(settings.database.path) as conn, transaction(conn):
+        async with open_db(settings.database.location) as conn, transaction(conn):
             if not await store.set_password(conn, name, password_hash):
                 raise NotFound(f"no user {name}")
             await store.audit(conn, "cli", "changed password", name)
@@ -97,7 +97,7 @@ def users_remove(ctx: click.Context, name: str) -> None:
     settings = command_settings(ctx)
 
     async def body() -> None:
-        async with open_db(settings.database.path) as conn, transaction(conn):
+        async with open_db(settings.database.location) as conn, transaction(conn):
             if not await store.remove_user(conn, name):
                 raise NotFound(f"no user {name}")
             await store.audit(conn, "cli", "removed user", name)

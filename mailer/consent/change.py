@@ -31,12 +31,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import aiosqlite
-
 from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.errors import BadInput
 from mailer.store import customers as customer_store
 from mailer.store import outbox as outbox_store
+from mailer.store.db import Connection
 from mailer.store.evidence import NO_EVIDENCE, EventEvidence
 
 
@@ -71,7 +70,7 @@ class OptOutResult:
 
 
 async def opt_out(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     refusals: Sequence[Refusal],
     categories: Sequence[str],
     *,
@@ -148,7 +147,7 @@ class MissingEvidence(BadInput):
 
 
 async def change_consent(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     customer_id: int,
     wanted: Mapping[str, bool],
     evidence: Evidence,

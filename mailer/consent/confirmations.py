@@ -37,8 +37,6 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
 
-import aiosqlite
-
 from mailer import backoff
 from mailer.backoff import Backoff
 from mailer.clock import SYSTEM_CLOCK, Clock
@@ -51,7 +49,7 @@ from mailer.mail.templates import render_confirmation
 from mailer.mail.tokens import confirmation_token, unsubscribe_link
 from mailer.settings import Settings
 from mailer.store import outbox as outbox_store
-from mailer.store.db import open_db, transaction
+from mailer.store.db import Connection, Location, open_db, transaction
 from mailer.store.outbox import ClaimOwner
 
 __all__ = [
@@ -165,7 +163,7 @@ def owner_is_gone(owner: ClaimOwner, here: ClaimOwner) -> bool:
 
 
 async def _claim(
-    conn: aiosqlite.Connection, owner: ClaimOwner, clock: Clock, ttl_s: float, domain: str
+    conn: Connection, owner: ClaimOwner, clock: Clock, ttl_s: float, domain: str
 ) -> outbox_store.OutboxItem | None:
     """Take back the claims of dead local owners, then claim the next due row: one
     transaction, so the pick and the claim are one step."""
@@ -182,7 +180,7 @@ async def _claim(
 
 
 async def send_due_confirmations(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     config: OutboxConfig,
     *,
     clock: Clock = SYSTEM_CLOCK,
@@ -263,11 +261,11 @@ class Outbox:
 
     policy: Backoff = backoff.RECONNECT
 
-    def __init__(self, db_path: Path, config: OutboxConfig, *, part: Part,
+    def __init__(self, db_location: Location, config: OutboxConfig, *, part: Part,
                  interval_s: float = DEFAULT_INTERVAL_S, wake: asyncio.Event | None = None,
                  on_round: Callable[[OutboxReport], None] = lambda report: None,
                  clock: Clock = SYSTEM_CLOCK) -> None:
-        self.db_path = db_path
+        self.db_location = db_location
         self.config = config
         self.part = part
         self.interval_s = interval_s
@@ -276,11 +274,11 @@ class Outbox:
         self.clock = clock
 
     async def run_once(self) -> OutboxReport:
-        async with open_db(self.db_path) as conn:
+        async with open_db(self.db_location) as conn:
             return await send_due_confirmations(conn, self.config, clock=self.clock)
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with open_db(self.db_path) as conn:
+        async with open_db(self.db_location) as conn:
             self.part.running()
             while not stop.is_set():
                 report = await send_due_confirmations(conn, self.config, clock=self.clock)

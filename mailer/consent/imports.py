@@ -16,17 +16,16 @@ import io
 from collections.abc import AsyncIterator
 from typing import IO
 
-import aiosqlite
-
 from mailer.categories import CATEGORIES
 from mailer.errors import ConsentNotNamed, CsvError
 from mailer.importer import BadRow, CustomerRow, HeaderError, read_rows
+from mailer.store.db import Connection
 from mailer.store.imports import ImportReport, import_customers_atomically
 
 __all__ = ["ImportReport", "consent_summary", "import_csv"]
 
 
-async def import_csv(conn: aiosqlite.Connection, source: IO[bytes], *, name: str,
+async def import_csv(conn: Connection, source: IO[bytes], *, name: str,
                      reference: str | None = None, consent: bool | None = None,
                      actor: str = "", suppression_key: bytes | None = None) -> ImportReport:
     """Import the CSV in `source`; `name` is how errors name the file, `reference` how the

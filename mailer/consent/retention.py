@@ -18,10 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-import aiosqlite
-
 from mailer.consent.rights import Mailbox
 from mailer.store import retention as retention_store
+from mailer.store.db import Connection
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +62,14 @@ async def apply_mail(mailbox: Mailbox, window: Window, *, dry_run: bool) -> int:
     return len(uids)
 
 
-async def apply_store(conn: aiosqlite.Connection, window: Window, *, dry_run: bool) -> int:
+async def apply_store(conn: Connection, window: Window, *, dry_run: bool) -> int:
     """Clear (or, dry, count) web evidence older than the window."""
     before = datetime(window.first_kept.year, window.first_kept.month,
                       window.first_kept.day).isoformat()
     return await retention_store.clear_web_evidence(conn, before=before, dry_run=dry_run)
 
 
-async def apply_all(conn: aiosqlite.Connection, processed: Mailbox,
+async def apply_all(conn: Connection, processed: Mailbox,
                     reports: Mailbox, chosen: Sequence[Window], *, dry_run: bool
                     ) -> dict[str, int]:
     """Every window: the processed folder in `processed`, reports in `reports` (the

@@ -20,12 +20,11 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import aiosqlite
-
 from mailer.backoff import ERASURE_CLEANUP
 from mailer.errors import ErasedCustomer, ImapError, NotFound, SettingsError
 from mailer.store import customers as customer_store
 from mailer.store import rights as rights_store
+from mailer.store.db import Connection
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,7 @@ def export_document(email: str, rows: Mapping[str, list[dict[str, Any]]],
     }
 
 
-async def export(conn: aiosqlite.Connection, email: str, *, mailbox: Mailbox | None,
+async def export(conn: Connection, email: str, *, mailbox: Mailbox | None,
                  folders: Sequence[str], key: bytes | None) -> dict[str, Any]:
     """Everything held about the customer at `email`, as one JSON-ready document."""
     customer = await _customer(conn, email, key)
@@ -123,7 +122,7 @@ async def export(conn: aiosqlite.Connection, email: str, *, mailbox: Mailbox | N
                            exported_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
 
-async def _customer(conn: aiosqlite.Connection, email: str, key: bytes | None
+async def _customer(conn: Connection, email: str, key: bytes | None
                     ) -> customer_store.Customer:
     customer = await customer_store.get_by_email(conn, email)
     if customer is not None:
@@ -132,7 +131,7 @@ async def _customer(conn: aiosqlite.Connection, email: str, key: bytes | None
     raise NotFound(f"no customer with email {email}")
 
 
-async def raise_if_erased(conn: aiosqlite.Connection, email: str, key: bytes | None) -> None:
+async def raise_if_erased(conn: Connection, email: str, key: bytes | None) -> None:
     """ErasedCustomer if `email` is on the suppression list (checked only with the key)."""
     if key is None:
         return
@@ -142,7 +141,7 @@ async def raise_if_erased(conn: aiosqlite.Connection, email: str, key: bytes | N
         raise ErasedCustomer(f"{email} was erased on {since[:10]}; nothing is held about it")
 
 
-async def erase(conn: aiosqlite.Connection, email: str, *, key: bytes | None, reason: str,
+async def erase(conn: Connection, email: str, *, key: bytes | None, reason: str,
                 actor: str) -> rights_store.Erased:
     """Erase the customer at `email` (one transaction); the IMAP clean-up is left pending
     for `run_pending_erasures`."""
@@ -158,7 +157,7 @@ async def erase(conn: aiosqlite.Connection, email: str, *, key: bytes | None, re
     return erased
 
 
-async def run_pending_erasures(conn: aiosqlite.Connection, mailbox: Mailbox,
+async def run_pending_erasures(conn: Connection, mailbox: Mailbox,
                                folders: Sequence[str], *, now: datetime | None = None) -> int:
     """Delete the request emails of every erasure whose IMAP clean-up is due; returns how
     many clean-ups finished. Safe to repeat: a search finds only what is still there. A

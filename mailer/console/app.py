@@ -85,7 +85,7 @@ def make_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> web.Applicat
     app[SETTINGS] = settings.console
     app[CLOCK] = clock
     app[RENDERER] = renderer
-    app[DB_PATH] = settings.database.path
+    app[DB_PATH] = settings.database.location
     app[CLIENT] = ClientAddress(settings.http.trusted_proxies, "console")
     add_security_headers(app, content_security_policy(
         renderer.css_hash, ["img-src 'self' data:", "frame-src 'self'"]))  # frame: the preview
@@ -94,7 +94,7 @@ def make_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> web.Applicat
     async def migrate_first(app: web.Application) -> None:
         # Each request opens its own connection, and opening one migrates: done once here,
         # before any request, so the first requests in parallel never migrate side by side.
-        async with open_db(settings.database.path):
+        async with open_db(settings.database.location):
             pass
 
     app.on_startup.append(migrate_first)

@@ -17,9 +17,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
-from pathlib import Path
-
-import aiosqlite
 
 from mailer.campaigns import service
 from mailer.campaigns.model import Campaign
@@ -42,6 +39,7 @@ from mailer.store import campaigns as campaign_store
 from mailer.store import console as console_store
 from mailer.store import customers as customer_store
 from mailer.store.customers import Customer
+from mailer.store.db import Connection, Location
 from mailer.store.imports import ImportReport
 from mailer.store.inbox import ReviewItem
 
@@ -61,7 +59,7 @@ cancel = service.cancel
 
 
 async def active_campaigns(
-    conn: aiosqlite.Connection,
+    conn: Connection,
 ) -> list[tuple[Campaign, console_store.Progress]]:
     """Campaigns sending, scheduled or paused, with their ledger counts (no audience count:
     the overview must not count a million customers per campaign)."""
@@ -84,7 +82,7 @@ def sample_subjects(settings: Settings, subjects: list[str]) -> list[str]:
     return _sample_subjects(settings.templates.dir, subjects)
 
 
-async def create_campaign(conn: aiosqlite.Connection, settings: Settings, *, kind: str,
+async def create_campaign(conn: Connection, settings: Settings, *, kind: str,
                           template: str, subject: str, at_utc: str | None,
                           clock: Clock) -> Campaign:
     return await service.create_campaign(conn, settings.templates.dir, kind=kind,
@@ -104,7 +102,7 @@ class Preview:
     opted_in: bool
 
 
-async def preview(conn: aiosqlite.Connection, settings: Settings, campaign_id: int,
+async def preview(conn: Connection, settings: Settings, campaign_id: int,
                   customer_email: str) -> Preview:
     raw, opted_in = await service.preview(conn, _config(settings), campaign_id, customer_email)
     message = email.message_from_bytes(raw, policy=email.policy.default)
@@ -119,7 +117,7 @@ async def preview(conn: aiosqlite.Connection, settings: Settings, campaign_id: i
     )
 
 
-async def send_test(conn: aiosqlite.Connection, settings: Settings, campaign_id: int,
+async def send_test(conn: Connection, settings: Settings, campaign_id: int,
                     address: str) -> str:
     return await service.send_test(conn, _config(settings), campaign_id, address)
 
@@ -127,17 +125,17 @@ async def send_test(conn: aiosqlite.Connection, settings: Settings, campaign_id:
 # --- review ---------------------------------------------------------------------------------
 
 
-async def resolve(conn: aiosqlite.Connection, settings: Settings, item_id: int,
+async def resolve(conn: Connection, settings: Settings, item_id: int,
                   emails: Sequence[str], actor: str) -> ReviewItem:
     return await review_ops.resolve(conn, inbox_config(settings), item_id, emails, actor=actor)
 
 
-async def record_opt_in(conn: aiosqlite.Connection, item_id: int, email: str,
+async def record_opt_in(conn: Connection, item_id: int, email: str,
                         categories: Sequence[str], actor: str) -> ReviewItem:
     return await review_ops.record_opt_in(conn, item_id, email, categories, actor=actor)
 
 
-async def dismiss(conn: aiosqlite.Connection, item_id: int) -> ReviewItem:
+async def dismiss(conn: Connection, item_id: int) -> ReviewItem:
     return await review_ops.dismiss(conn, item_id)
 
 
@@ -166,7 +164,7 @@ class RequestMessage:
     candidates: list[Customer]
 
 
-async def fetch_request(conn: aiosqlite.Connection, settings: Settings,
+async def fetch_request(conn: Connection, settings: Settings,
                         message_id: str) -> RequestMessage | None:
     """The request in the review folder with this Message-ID, or None when it is not there.
     Raises ImapError when the server cannot be reached."""
@@ -189,7 +187,7 @@ async def fetch_request(conn: aiosqlite.Connection, settings: Settings,
     return await _readable(conn, settings, raw)
 
 
-async def _readable(conn: aiosqlite.Connection, settings: Settings,
+async def _readable(conn: Connection, settings: Settings,
                     raw: bytes) -> RequestMessage:
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
@@ -212,7 +210,7 @@ async def _readable(conn: aiosqlite.Connection, settings: Settings,
                           candidates=await _candidates(conn, settings, raw))
 
 
-async def _candidates(conn: aiosqlite.Connection, settings: Settings,
+async def _candidates(conn: Connection, settings: Settings,
                       raw: bytes) -> list[Customer]:
     """The customers the matcher considered: every customer any clue of the message names."""
     try:
@@ -227,7 +225,7 @@ async def _candidates(conn: aiosqlite.Connection, settings: Settings,
 # --- customers import -----------------------------------------------------------------------
 
 
-async def import_csv(conn: aiosqlite.Connection, data: bytes, filename: str, *,
+async def import_csv(conn: Connection, data: bytes, filename: str, *,
                      consent: bool | None, actor: str,
                      suppression_key: bytes | None = None) -> ImportReport:
     """Import an uploaded CSV exactly as `mailer customers import` does (the same function):
@@ -248,12 +246,12 @@ class DaemonState:
     parts: list[tuple[str, str]]
 
 
-async def daemon_state(settings: Settings, db_path: Path) -> DaemonState:
+async def daemon_state(settings: Settings, db_location: Location) -> DaemonState:
     """The facts `mailer status` gives (running, each part's state, last errors), read from
     the daemon's heartbeat by `mailer.health.status`."""
     del settings
     try:
-        status = await status_module.gather(db_path)
+        status = await status_module.gather(db_location)
     except MailerError as exc:
         return DaemonState(known=False, parts=[], summary=f"Cannot tell: {exc}")
     summary = status.label.capitalize() + (": " + "; ".join(status.reasons)

@@ -10,7 +10,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import aiohttp.web as web
-import aiosqlite
 
 from mailer.console import chart, links
 from mailer.console.page import APP_SETTINGS, render
@@ -20,6 +19,7 @@ from mailer.doctor.reputation import WINDOWS_DAYS, judge_complaints, since
 from mailer.store import console as console_store
 from mailer.store import doctor as doctor_store
 from mailer.store import reputation as reputation_store
+from mailer.store.db import Connection
 
 DAYS = 90
 # The sources of an opt-out a person outside the company makes (not imports or operators).
@@ -33,7 +33,7 @@ class Charts:
     sends: list[int]
 
 
-async def charts(conn: aiosqlite.Connection, today: date) -> Charts:
+async def charts(conn: Connection, today: date) -> Charts:
     days = [(today - timedelta(days=DAYS - 1 - i)).isoformat() for i in range(DAYS)]
     optouts = await console_store.optouts_per_day(conn, days[0])
     sends = await console_store.sends_per_day(conn, days[0])
@@ -44,7 +44,7 @@ async def charts(conn: aiosqlite.Connection, today: date) -> Charts:
     )
 
 
-async def complaint_rates(conn: aiosqlite.Connection, now: datetime
+async def complaint_rates(conn: Connection, now: datetime
                           ) -> list[tuple[str, Check]]:
     """The sender-wide complaint rate over each window, as `mailer doctor` judges it, with
     the period's name."""
@@ -62,7 +62,7 @@ async def overview_context(request: web.Request) -> dict[str, Any]:
     data = await charts(conn, now.date())
     doctor = await doctor_store.last_run(conn)
     return {
-        "daemon": await links.daemon_state(settings, settings.database.path),
+        "daemon": await links.daemon_state(settings, settings.database.location),
         "active": active,
         "sending": any(c.status == "sending" for c, _ in active),
         "queues": await console_store.queue_facts(conn),

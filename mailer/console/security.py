@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aiohttp.web as web
-import aiosqlite
 
 from mailer.clock import Clock
 from mailer.console.render import Renderer
@@ -35,7 +34,7 @@ from mailer.http.client import ClientAddress
 from mailer.http.forms import read_form
 from mailer.settings import ConsoleSettings
 from mailer.store import users
-from mailer.store.db import MAX_INTEGER, open_db
+from mailer.store.db import MAX_INTEGER, Connection, open_db
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ SETTINGS: web.AppKey[ConsoleSettings] = web.AppKey("console_settings", ConsoleSe
 CLOCK: web.AppKey[Clock] = web.AppKey("console_clock", Clock)
 RENDERER: web.AppKey[Renderer] = web.AppKey("console_renderer", Renderer)
 DB_PATH: web.AppKey[Any] = web.AppKey("console_db_path", object)
-CONN: web.RequestKey[aiosqlite.Connection] = web.RequestKey("console_conn", aiosqlite.Connection)
+CONN: web.RequestKey[Connection] = web.RequestKey("console_conn", Connection)
 SESSION: web.RequestKey[users.Session | None] = web.RequestKey("console_session")
 CLIENT: web.AppKey[ClientAddress] = web.AppKey("console_client_address", ClientAddress)
 
@@ -79,7 +78,7 @@ def upload(handler: H) -> H:
     return handler
 
 
-def conn_of(request: web.Request) -> aiosqlite.Connection:
+def conn_of(request: web.Request) -> Connection:
     return request[CONN]
 
 

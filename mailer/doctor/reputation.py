@@ -14,14 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import aiosqlite
 
 from mailer.doctor.report import Check, failed, info, passed, warn
 from mailer.store import campaigns as campaign_store
 from mailer.store import reputation as store
-from mailer.store.db import open_db, transaction
+from mailer.store.db import Connection, Location, open_db, transaction
 from mailer.store.reputation import CampaignBounces, ComplaintWindow
 
 COMPLAINT_WARN = 0.001
@@ -109,10 +106,10 @@ def since(now: datetime, days: float) -> str:
     return (now - timedelta(days=days)).astimezone(UTC).isoformat(timespec="microseconds")
 
 
-async def reputation_checks(db_path: Path, from_domain: str, *, now: datetime | None = None
+async def reputation_checks(db_location: Location, from_domain: str, *, now: datetime | None = None
                             ) -> list[Check]:
     now = now or datetime.now(UTC)
-    async with open_db(db_path) as conn:
+    async with open_db(db_location) as conn:
         windows = [(d, await store.complaint_window(conn, since(now, d))) for d in WINDOWS_DAYS]
         campaigns = await store.recent_campaign_bounces(conn)
         oldest = await store.oldest_open_review(conn)
@@ -143,7 +140,7 @@ def pause_decision(window: ComplaintWindow, *, min_sample: int) -> PauseDecision
                          reason=f"{text}: providers refuse mail at 0.30%" if pause else text)
 
 
-async def reputation_pause_check(conn: aiosqlite.Connection, *, now: datetime,
+async def reputation_pause_check(conn: Connection, *, now: datetime,
                                  min_sample: int) -> PauseDecision:
     """For the daemon's pass: the decision about the last day's complaint rate."""
     return pause_decision(await store.complaint_window(conn, since(now, 1)),
@@ -155,7 +152,7 @@ async def reputation_pause_check(conn: aiosqlite.Connection, *, now: datetime,
 _IN_PROGRESS = ("sending", "scheduled")
 
 
-async def pause_campaigns(conn: aiosqlite.Connection, decision: PauseDecision) -> list[int]:
+async def pause_campaigns(conn: Connection, decision: PauseDecision) -> list[int]:
     """Pause every campaign in progress for the complaint rate; the ids paused (none unless
     `decision.pause`)."""
     if not decision.pause:

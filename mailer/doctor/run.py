@@ -44,7 +44,7 @@ async def diagnose(settings: Settings, *, now: datetime | None = None) -> Report
     servers = await server_checks(settings, resolver)
     messages = message_checks(settings, facts)
     try:
-        reputation = await reputation_checks(settings.database.path,
+        reputation = await reputation_checks(settings.database.location,
                                              domains_of(settings).from_domain, now=now)
     except StoreError as exc:
         reputation = [failed("reputation", "Database", str(exc),

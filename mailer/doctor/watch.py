@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from mailer.backoff import RECONNECT, Backoff
 from mailer.clock import SYSTEM_CLOCK, Clock
@@ -29,7 +28,7 @@ from mailer.errors import MailerError
 from mailer.lifecycle.supervise import Part, describe, wait_any
 from mailer.settings import Settings
 from mailer.store import doctor as doctor_store
-from mailer.store.db import open_db
+from mailer.store.db import Location, open_db
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +56,10 @@ class ReputationWatch:
 
     policy: Backoff = RECONNECT
 
-    def __init__(self, db_path: Path, *, min_sample: int,
+    def __init__(self, db_location: Location, *, min_sample: int,
                  poll_interval_s: float = POLL_INTERVAL_S, part: Part | None = None,
                  clock: Clock = SYSTEM_CLOCK) -> None:
-        self.db_path = db_path
+        self.db_location = db_location
         self.min_sample = min_sample
         self.poll_interval_s = poll_interval_s
         self.clock = clock
@@ -68,7 +67,7 @@ class ReputationWatch:
         self.wake = asyncio.Event()  # set by the daemon when a pass read a complaint
 
     async def run_once(self) -> ReputationRound:
-        async with open_db(self.db_path) as conn:
+        async with open_db(self.db_location) as conn:
             decision = await reputation_pause_check(conn, now=self.clock.now(),
                                                     min_sample=self.min_sample)
             looked = ReputationRound(decision, await pause_campaigns(conn, decision))
@@ -98,7 +97,7 @@ async def doctor_at_start(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Re
     daemon goes on either way)."""
     try:
         report = await startup_report(settings)
-        async with open_db(settings.database.path) as conn:
+        async with open_db(settings.database.location) as conn:
             await doctor_store.record_run(
                 conn, doctor_run(report, clock.now().isoformat(timespec="seconds")))
     except Exception as exc:  # diagnosis must never stop the daemon; a bug is logged whole

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import (
@@ -39,6 +38,7 @@ from prometheus_client.metrics_core import Metric
 
 from mailer.errors import StoreError
 from mailer.health.status import Status
+from mailer.store.db import Location
 from mailer.store.gauges import COMPLAINT_DAYS, Gauges, read_gauges
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ class DatabaseGauges:
     `mailer_database_readable` is 0 when the read failed, and the other gauges are then left
     out rather than shown stale; the failure is logged once, when it starts."""
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
+    def __init__(self, db_location: Location) -> None:
+        self.db_location = db_location
         self._readable = True
 
     def describe(self) -> Iterable[Metric]:
@@ -63,7 +63,7 @@ class DatabaseGauges:
 
     def collect(self) -> Iterable[Metric]:
         try:
-            gauges = read_gauges(self.db_path)
+            gauges = read_gauges(self.db_location)
         except StoreError as exc:
             if self._readable:
                 log.warning("metrics: %s", exc)
@@ -116,9 +116,9 @@ def _families(gauges: Gauges | None, *, readable: bool | None) -> list[Metric]:
 
 
 class Metrics:
-    """The daemon's counters, and with `db_path` the database's gauges read at each scrape."""
+    """The daemon's counters, and with `db_location` the database's gauges read at each scrape."""
 
-    def __init__(self, db_path: Path | None = None) -> None:
+    def __init__(self, db_location: Location | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests_honoured = Counter(
@@ -142,8 +142,8 @@ class Metrics:
         self.last_pass = Gauge(
             "mailer_inbox_last_successful_pass_timestamp_seconds",
             "Unix time of the last inbox pass that went through", registry=r)
-        if db_path is not None:
-            r.register(DatabaseGauges(db_path))
+        if db_location is not None:
+            r.register(DatabaseGauges(db_location))
 
     def render(self) -> bytes:
         """The Prometheus text; reads the database (blocking): call it off the event loop."""

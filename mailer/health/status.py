@@ -25,10 +25,10 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.store.db import Location
 from mailer.store.heartbeat import Snapshot, read_snapshot
 
 # The monitoring-plugins codes: OK, WARNING, CRITICAL (UNKNOWN, 3, is an error's).
@@ -116,10 +116,10 @@ def evaluate(
     return Status(WARNING if reasons else OK, tuple(reasons), data)
 
 
-async def gather(db_path: Path, clock: Clock = SYSTEM_CLOCK,
+async def gather(db_location: Location, clock: Clock = SYSTEM_CLOCK,
                  stale_after_s: float = STALE_AFTER_S) -> Status:
     """Read and evaluate; raises StoreError (exit 3) if the database cannot be read."""
-    return evaluate(await read_snapshot(db_path), now=clock.now(), host=socket.gethostname(),
+    return evaluate(await read_snapshot(db_location), now=clock.now(), host=socket.gethostname(),
                     stale_after_s=stale_after_s)
 
 

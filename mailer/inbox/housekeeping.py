@@ -22,7 +22,6 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 from mailer.backoff import SERVER_RECONNECT, Backoff
 from mailer.clock import SYSTEM_CLOCK, Clock
@@ -32,7 +31,7 @@ from mailer.inbox.worker import bounces_imap_config, imap_config
 from mailer.lifecycle.supervise import Part, sleep_unless_stopped
 from mailer.settings import Settings
 from mailer.settings.sections import RetentionSettings
-from mailer.store.db import open_db
+from mailer.store.db import Location, open_db
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ INTERVAL_S = 3600.0  # how often a pending erasure clean-up is looked for
 
 @dataclass(frozen=True)
 class HousekeepingConfig:
-    db_path: Path
+    db_location: Location
     imap: ImapConfig
     reports_imap: ImapConfig | None  # the `[bounces.imap]` mailbox, when it has the reports
     processed_folder: str
@@ -52,7 +51,7 @@ class HousekeepingConfig:
 
 def housekeeping_config(settings: Settings) -> HousekeepingConfig:
     return HousekeepingConfig(
-        db_path=settings.database.path, imap=imap_config(settings),
+        db_location=settings.database.location, imap=imap_config(settings),
         reports_imap=bounces_imap_config(settings),
         processed_folder=settings.imap.processed_folder,
         review_folder=settings.imap.review_folder, reports_folder=settings.bounces.folder,
@@ -90,7 +89,7 @@ class Housekeeping:
             reports_days=c.keep.reports_days, web_evidence_days=c.keep.web_evidence_days,
         ) if retain else ()
         async with contextlib.AsyncExitStack() as stack:
-            conn = await stack.enter_async_context(open_db(c.db_path))
+            conn = await stack.enter_async_context(open_db(c.db_location))
             mailbox = await stack.enter_async_context(await ImapClient.connect(c.imap))
             reports = mailbox if c.reports_imap is None else await stack.enter_async_context(
                 await ImapClient.connect(c.reports_imap))

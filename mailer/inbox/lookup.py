@@ -13,16 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import aiosqlite
-
 from mailer.inbox.headers import Headers
 from mailer.inbox.match import Clues, Lookup
 from mailer.inbox.optback import threads_to
 from mailer.store import customers as customer_store
 from mailer.store import outbox as outbox_store
+from mailer.store.db import Connection
 
 
-async def look_up(conn: aiosqlite.Connection, clues: Sequence[Clues]) -> Lookup:
+async def look_up(conn: Connection, clues: Sequence[Clues]) -> Lookup:
     """Every customer any of `clues` names, by address, name key and company key."""
     addresses = [a for c in clues for a in (c.from_address, *c.body_addresses) if a]
     return Lookup(
@@ -33,7 +32,7 @@ async def look_up(conn: aiosqlite.Connection, clues: Sequence[Clues]) -> Lookup:
     )
 
 
-async def answers_to_confirmations(conn: aiosqlite.Connection,
+async def answers_to_confirmations(conn: Connection,
                                    headers: Mapping[int, Headers]) -> set[int]:
     """Which of these messages (by key) answer a confirmation we sent: one query."""
     threads = {n: (*h.in_reply_to, *h.references) for n, h in headers.items()

@@ -33,8 +33,6 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-import aiosqlite
-
 from mailer.bounces import deliverability
 from mailer.bounces.deliverability import Applied
 from mailer.bounces.report_pass import apply_reports, read_reports
@@ -54,7 +52,7 @@ from mailer.inbox.optback import OPT_BACK_IN, asks_to_opt_back_in, opt_back_in_r
 from mailer.store import deliverability as report_store
 from mailer.store import inbox as inbox_store
 from mailer.store import outbox as outbox_store
-from mailer.store.db import transaction
+from mailer.store.db import Connection, transaction
 from mailer.store.evidence import NO_EVIDENCE, EventEvidence
 
 log = logging.getLogger(__name__)
@@ -104,7 +102,7 @@ async def prepare_folders(client: ImapClient, config: InboxConfig) -> None:
 
 
 async def run_pass(
-    client: ImapClient, conn: aiosqlite.Connection, config: InboxConfig
+    client: ImapClient, conn: Connection, config: InboxConfig
 ) -> PassReport:
     """Process every message that arrived since the last pass; return what happened."""
     report = PassReport()
@@ -169,7 +167,7 @@ class Outcome:
 
 async def _process_batch(
     client: ImapClient,
-    conn: aiosqlite.Connection,
+    conn: Connection,
     config: InboxConfig,
     uidvalidity: int,
     batch: list[int],
@@ -331,7 +329,7 @@ def _destination(outcome: Outcome, config: InboxConfig) -> str:
 
 
 async def _apply(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     config: InboxConfig,
     uidvalidity: int,
     outcomes: Sequence[Outcome],
@@ -376,7 +374,7 @@ _MOVE_CHUNK = 1000
 
 
 async def _finish_moves(
-    client: ImapClient, conn: aiosqlite.Connection, config: InboxConfig, uidvalidity: int
+    client: ImapClient, conn: Connection, config: InboxConfig, uidvalidity: int
 ) -> None:
     """Move every decided request and tied report still in the folder to its destination,
     then mark it."""
@@ -403,7 +401,7 @@ def _message_key(headers: Headers, raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-async def _advance(conn: aiosqlite.Connection, folder: str, uidvalidity: int, uid: int) -> None:
+async def _advance(conn: Connection, folder: str, uidvalidity: int, uid: int) -> None:
     current = await inbox_store.mailbox_state(conn, folder)
     last = current.last_uid if current and current.uidvalidity == uidvalidity else 0
     await inbox_store.set_mailbox_state(conn, folder, uidvalidity, max(last, uid))

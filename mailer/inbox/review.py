@@ -20,8 +20,6 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-import aiosqlite
-
 from mailer.consent import change
 from mailer.consent.change import Evidence, change_consent
 from mailer.errors import BadInput, ImapError, NotFound, Refused
@@ -30,7 +28,7 @@ from mailer.inbox.imap import ImapClient, ImapConfig
 from mailer.inbox.optback import OPT_BACK_IN
 from mailer.store import customers as customer_store
 from mailer.store import inbox as inbox_store
-from mailer.store.db import transaction
+from mailer.store.db import Connection, transaction
 from mailer.store.evidence import EventEvidence
 
 log = logging.getLogger(__name__)
@@ -41,7 +39,7 @@ FILE_TIMEOUT_S = 15.0
 
 
 async def resolve(
-    conn: aiosqlite.Connection, config: InboxConfig, item_id: int,
+    conn: Connection, config: InboxConfig, item_id: int,
     customer_email: str | Sequence[str], *, actor: str = "",
 ) -> inbox_store.ReviewItem:
     """Opt the named customer (or customers) out for this request; return the item (for
@@ -81,7 +79,7 @@ REVIEWED_EMAIL = "email (reviewed)"
 
 
 async def record_opt_in(
-    conn: aiosqlite.Connection, item_id: int, customer_email: str,
+    conn: Connection, item_id: int, customer_email: str,
     categories: Sequence[str], *, actor: str,
 ) -> inbox_store.ReviewItem:
     """Opt the named customer in to `categories`, with this request as the evidence; return
@@ -143,7 +141,7 @@ async def _move_settled(client: ImapClient, config: InboxConfig, message_id: str
     return len(uids)
 
 
-async def dismiss(conn: aiosqlite.Connection, item_id: int) -> inbox_store.ReviewItem:
+async def dismiss(conn: Connection, item_id: int) -> inbox_store.ReviewItem:
     """Close the item without changing anyone; return it (for `file_settled`)."""
     async with transaction(conn):
         item = await inbox_store.review_item(conn, item_id)

@@ -20,9 +20,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
-
-import aiosqlite
 
 from mailer.backoff import SERVER_RECONNECT, Backoff
 from mailer.bounces.config import ReportConfig
@@ -32,7 +29,7 @@ from mailer.inbox.processor import PassReport, prepare_folders, run_pass
 from mailer.lifecycle.supervise import Part, supervise
 from mailer.mail.verp import Verifier
 from mailer.settings import ImapSettings, Settings
-from mailer.store.db import open_db
+from mailer.store.db import Connection, Location, open_db
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +100,11 @@ class InboxWorker:
     policy: Backoff = SERVER_RECONNECT
 
     def __init__(
-        self, db_path: Path, imap: ImapConfig, config: InboxConfig, timing: WatchTiming, *,
+        self, db_location: Location, imap: ImapConfig, config: InboxConfig, timing: WatchTiming, *,
         part: Part, on_pass: Callable[[PassReport], None] = lambda report: None,
         on_duration: Callable[[float], None] | None = None,
     ) -> None:
-        self.db_path = db_path
+        self.db_location = db_location
         self.imap = imap
         self.config = config
         self.timing = timing
@@ -116,11 +113,11 @@ class InboxWorker:
         self.on_duration = on_duration
 
     async def run_once(self) -> PassReport:
-        async with open_db(self.db_path) as conn:
+        async with open_db(self.db_location) as conn:
             return await process_once(conn, self.imap, self.config)
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with open_db(self.db_path) as conn:
+        async with open_db(self.db_location) as conn:
             await watch_session(conn, self.imap, self.config, self.timing, stop, self.on_pass,
                                 part=self.part, on_duration=self.on_duration)
 
@@ -132,7 +129,7 @@ def inbox_worker(
 ) -> InboxWorker:
     """The `[imap]` mailbox: requests, and reports unless `[bounces.imap]` has them."""
     s = settings.imap
-    return InboxWorker(settings.database.path, imap_config(settings), inbox_config(settings),
+    return InboxWorker(settings.database.location, imap_config(settings), inbox_config(settings),
                        WatchTiming(idle_timeout_s=s.idle_timeout_s,
                                    poll_interval_s=s.poll_interval_s),
                        part=part, on_pass=on_pass, on_duration=on_duration)
@@ -147,14 +144,14 @@ def bounces_worker(
     imap, config = bounces_imap_config(settings), bounces_inbox_config(settings)
     if mailbox is None or imap is None or config is None:
         return None
-    return InboxWorker(settings.database.path, imap, config,
+    return InboxWorker(settings.database.location, imap, config,
                        WatchTiming(idle_timeout_s=mailbox.idle_timeout_s,
                                    poll_interval_s=mailbox.poll_interval_s),
                        part=part, on_pass=on_pass)
 
 
 async def process_once(
-    conn: aiosqlite.Connection, imap: ImapConfig, config: InboxConfig
+    conn: Connection, imap: ImapConfig, config: InboxConfig
 ) -> PassReport:
     """Connect, make one pass, disconnect."""
     client = await ImapClient.connect(imap)
@@ -166,7 +163,7 @@ async def process_once(
 
 
 async def watch(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     imap: ImapConfig,
     config: InboxConfig,
     timing: WatchTiming,
@@ -185,7 +182,7 @@ async def watch(
 
 
 async def watch_session(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     imap: ImapConfig,
     config: InboxConfig,
     timing: WatchTiming,

@@ -117,10 +117,10 @@ def make_app(
     )
     app[WEB] = ctx
     app[FULL_HEALTH] = (ops[1] if ops is not None
-                        else lambda: health_status.gather(settings.database.path, clock))
+                        else lambda: health_status.gather(settings.database.location, clock))
 
     async def database(app: web.Application) -> AsyncIterator[None]:
-        async with open_db(settings.database.path) as conn:
+        async with open_db(settings.database.location) as conn:
             ctx.conn = conn
             try:
                 yield

@@ -13,15 +13,13 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
-import aiosqlite
-
 from mailer.categories import CATEGORIES
 from mailer.categories import check as check_category
 from mailer.consent.change import Evidence, Refusal, change_consent, opt_out
 from mailer.mail.tokens import LinkToken
 from mailer.store import customers as customer_store
 from mailer.store import links as link_store
-from mailer.store.db import transaction
+from mailer.store.db import Connection, transaction
 from mailer.store.evidence import NO_EVIDENCE, EventEvidence
 
 ONE_CLICK = "one-click"
@@ -72,7 +70,7 @@ class Choices:
         return cls({c: c in categories for c in CATEGORIES})
 
 
-async def was_sent(conn: aiosqlite.Connection, link: LinkToken) -> bool:
+async def was_sent(conn: Connection, link: LinkToken) -> bool:
     """Whether the ledger shows the message that carried `link` sent to its customer: only
     then is the link evidence that this customer is the one using it."""
     if link.confirmation_id is not None:
@@ -80,7 +78,7 @@ async def was_sent(conn: aiosqlite.Connection, link: LinkToken) -> bool:
     return await link_store.campaign_message_sent(conn, link.customer_id, link.campaign_id)
 
 
-async def _sent(conn: aiosqlite.Connection, links: Sequence[LinkToken]) -> list[bool]:
+async def _sent(conn: Connection, links: Sequence[LinkToken]) -> list[bool]:
     """`was_sent` for each link; campaign links (nearly all) in one query."""
     found = await link_store.sent_campaign_messages(
         conn, [(link.campaign_id, link.customer_id) for link in links
@@ -90,7 +88,7 @@ async def _sent(conn: aiosqlite.Connection, links: Sequence[LinkToken]) -> list[
             else await was_sent(conn, link) for link in links]
 
 
-async def one_click(conn: aiosqlite.Connection, links: Sequence[LinkToken],
+async def one_click(conn: Connection, links: Sequence[LinkToken],
                     categories: Sequence[str], evidence: Sequence[EventEvidence] = ()
                     ) -> list[Outcome]:
     """RFC 8058 one-click for each link whose message was sent: opt out of `categories` at
@@ -122,7 +120,7 @@ class OneClickWriter:
 
     _MAX_BATCH = 200
 
-    def __init__(self, db: Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]],
+    def __init__(self, db: Callable[[], AbstractAsyncContextManager[Connection]],
                  categories: Sequence[str]) -> None:
         self._db = db
         self._categories = tuple(categories)
@@ -157,7 +155,7 @@ class OneClickWriter:
                     future.set_result(outcome)
 
 
-async def save(conn: aiosqlite.Connection, link: LinkToken, choices: Choices,
+async def save(conn: Connection, link: LinkToken, choices: Choices,
                evidence: EventEvidence = NO_EVIDENCE) -> Outcome:
     """Apply exactly the chosen preferences in one transaction (consent events of source
     'preference page', each with `evidence`); the customer's pending mail of what they turned

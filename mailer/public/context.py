@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import aiosqlite
 from aiohttp import web
 
 from mailer.clock import Clock
 from mailer.errors import StoreError
 from mailer.public.choices import OneClickWriter
 from mailer.public.pages import Pages
+from mailer.store.db import Connection
 
 
 @dataclass
@@ -28,7 +28,7 @@ class WebContext:
     secrets: tuple[str, ...]  # the current campaign secret first, then previous ones
     one_click_categories: tuple[str, ...]
     clock: Clock
-    conn: aiosqlite.Connection | None = None
+    conn: Connection | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     one_click: OneClickWriter = field(init=False)
 
@@ -36,7 +36,7 @@ class WebContext:
         self.one_click = OneClickWriter(self.db, self.one_click_categories)
 
     @asynccontextmanager
-    async def db(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def db(self) -> AsyncIterator[Connection]:
         """The connection, to this request alone until the block ends."""
         async with self._lock:
             if self.conn is None:

@@ -10,7 +10,9 @@ file, so a daemon started from any working directory finds the same database and
 Passwords, the campaign secret and the DKIM key may come from the environment instead of the
 file: `MAILER_IMAP_PASSWORD`, `MAILER_SMTP_PASSWORD`, `MAILER_SECRET`, `MAILER_DKIM_KEY`,
 `MAILER_BOUNCES_IMAP_PASSWORD` (the environment wins); the suppression key only from the
-environment (`MAILER_SUPPRESSION_KEY`).
+environment (`MAILER_SUPPRESSION_KEY`). `MAILER_DATABASE_URL` overrides `[database] url`; the
+PostgreSQL password comes from `MAILER_DATABASE_PASSWORD` (read by the store), a `.pgpass`
+or a libpq service, never from the file.
 
 `[bounces.imap]` is the one nested table: the optional mailbox delivery reports arrive in, with
 the keys of `[imap]`, when it is not the `[imap]` mailbox.
@@ -25,10 +27,11 @@ import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from mailer.errors import SettingsError
 from mailer.settings.checks import check_relations, check_section
-from mailer.settings.sections import SECTIONS, ImapSettings, Settings
+from mailer.settings.sections import SECTIONS, DatabaseSettings, ImapSettings, Settings
 
 _ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("imap", "password", "MAILER_IMAP_PASSWORD"),
@@ -36,6 +39,7 @@ _ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("campaigns", "secret", "MAILER_SECRET"),
     ("dkim", "private_key", "MAILER_DKIM_KEY"),
     ("privacy", "suppression_key", "MAILER_SUPPRESSION_KEY"),
+    ("database", "url", "MAILER_DATABASE_URL"),
 )
 
 
@@ -86,6 +90,7 @@ def from_mapping(
         if not isinstance(table, dict):
             raise SettingsError(f"[{name}]: expected a table, got {_describe(table)}")
         built[name] = _build_section(name, cls, table, base_dir)
+    built["database"] = _database(built["database"], base_dir)
     if bounces_imap is not None:
         built["bounces"] = dataclasses.replace(
             built["bounces"], imap=_build_section("bounces.imap", ImapSettings, bounces_imap,
@@ -93,6 +98,28 @@ def from_mapping(
     settings = Settings(**built, source=source)
     check_relations(settings)
     return settings
+
+
+def _database(database: DatabaseSettings, base_dir: Path) -> DatabaseSettings:
+    """A `sqlite:///` URL becomes `path` (relative to the settings file, as `path` is); a
+    PostgreSQL URL stays `url`. Anything else, or a password written into the URL, is
+    refused with the key named."""
+    url = database.url.strip()
+    if not url:
+        return database
+    if url.startswith("sqlite:///"):
+        path = Path(unquote(url.removeprefix("sqlite:///")) or "mailer.db")
+        return dataclasses.replace(database, url="", path=base_dir / path)
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise SettingsError(f"[database] url: expected sqlite:///path or "
+                            f"postgresql://user@host:port/db, got \"{url.split('://')[0]}://...\"")
+    parts = urlsplit(url)
+    if parts.password:
+        raise SettingsError("[database] url: holds a password; set MAILER_DATABASE_PASSWORD, "
+                            "a .pgpass or a libpq service instead")
+    if not parts.hostname and "host=" not in parts.query:
+        raise SettingsError("[database] url: names no host (postgresql://user@host:port/db)")
+    return dataclasses.replace(database, url=url)
 
 
 def _pop_bounces_imap(

@@ -23,7 +23,20 @@ Security = Literal["tls", "starttls", "none"]
 
 @dataclass(frozen=True)
 class DatabaseSettings:
+    """Where the store lives: the SQLite file `path` (the default), or `url`, a
+    `postgresql://user@host:port/db` (several hosts) or `sqlite:///path` URL."""
+
     path: Path = Path("mailer.db")
+    url: str = ""
+
+    @property
+    def location(self) -> Path | str:
+        """What `store.db.open_db` takes: the SQLite file, or the PostgreSQL URL."""
+        return self.url or self.path
+
+    @property
+    def engine(self) -> str:
+        return "postgresql" if self.url else "sqlite"
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import aiosqlite
-
 from mailer.categories import CATEGORIES
 from mailer.store.db import utcnow
 from mailer.store.edge import translated
+from mailer.store.engine import Connection, StoredRow
 
 _COLUMNS = (
     "id, kind, template, subject, status, scheduled_at, created_at, started_at, finished_at, "
@@ -99,7 +98,7 @@ class Recipient:
     undeliverable: str = ""
 
 
-def _campaign(row: aiosqlite.Row) -> Campaign:
+def _campaign(row: StoredRow) -> Campaign:
     return Campaign(
         id=row["id"], kind=row["kind"], template=row["template"], subject=row["subject"],
         status=row["status"], scheduled_at=row["scheduled_at"], created_at=row["created_at"],
@@ -121,7 +120,7 @@ def kind_column(kind: str) -> str:
 
 @translated("campaign store: insert campaign")
 async def insert_campaign(
-    conn: aiosqlite.Connection, *, kind: str, template: str, subject: str,
+    conn: Connection, *, kind: str, template: str, subject: str,
     scheduled_at: str | None,
 ) -> int:
     status = "draft" if scheduled_at is None else "scheduled"
@@ -136,7 +135,7 @@ async def insert_campaign(
 
 
 @translated("campaign store: get campaign")
-async def get_campaign(conn: aiosqlite.Connection, campaign_id: int) -> Campaign | None:
+async def get_campaign(conn: Connection, campaign_id: int) -> Campaign | None:
     async with conn.execute(
         f"SELECT {_COLUMNS} FROM campaigns WHERE id = ?", (campaign_id,)
     ) as cur:
@@ -145,13 +144,13 @@ async def get_campaign(conn: aiosqlite.Connection, campaign_id: int) -> Campaign
 
 
 @translated("campaign store: list campaigns")
-async def list_campaigns(conn: aiosqlite.Connection) -> list[Campaign]:
+async def list_campaigns(conn: Connection) -> list[Campaign]:
     async with conn.execute(f"SELECT {_COLUMNS} FROM campaigns ORDER BY id") as cur:
         return [_campaign(r) for r in await cur.fetchall()]
 
 
 @translated("campaign store: due campaigns")
-async def due_campaigns(conn: aiosqlite.Connection, now: str) -> list[Campaign]:
+async def due_campaigns(conn: Connection, now: str) -> list[Campaign]:
     """Scheduled campaigns whose time has come, and campaigns left 'sending' (by a stopped or
     crashed process; whether they are free to take is the lease's business)."""
     async with conn.execute(
@@ -164,7 +163,7 @@ async def due_campaigns(conn: aiosqlite.Connection, now: str) -> list[Campaign]:
 
 @translated("campaign store: set status")
 async def set_status(
-    conn: aiosqlite.Connection, campaign_id: int, status: str, *, reason: str,
+    conn: Connection, campaign_id: int, status: str, *, reason: str,
     expected: Sequence[str], scheduled_at: str | None = None, finished: bool = False,
     paused_by: PauseCause = "",
 ) -> bool:
@@ -186,7 +185,7 @@ async def set_status(
 
 
 @translated("campaign store: mark started")
-async def mark_started(conn: aiosqlite.Connection, campaign_id: int) -> None:
+async def mark_started(conn: Connection, campaign_id: int) -> None:
     await conn.execute(
         "UPDATE campaigns SET status = 'sending', status_reason = '', paused_by = '', "
         "started_at = coalesce(started_at, ?) WHERE id = ?",
@@ -198,7 +197,7 @@ async def mark_started(conn: aiosqlite.Connection, campaign_id: int) -> None:
 
 
 @translated("campaign store: snapshot audience")
-async def snapshot_audience(conn: aiosqlite.Connection, campaign: Campaign) -> int:
+async def snapshot_audience(conn: Connection, campaign: Campaign) -> int:
     """Write one pending row per customer opted in to the campaign's kind, once per campaign.
 
     One INSERT ... SELECT, so 100,000 customers take a fraction of a second and no memory.
@@ -220,7 +219,7 @@ async def snapshot_audience(conn: aiosqlite.Connection, campaign: Campaign) -> i
 
 
 @translated("campaign store: counts")
-async def counts(conn: aiosqlite.Connection, campaign_id: int) -> Counts:
+async def counts(conn: Connection, campaign_id: int) -> Counts:
     async with conn.execute(
         "SELECT status, count(*) FROM campaign_recipients WHERE campaign_id = ? GROUP BY status",
         (campaign_id,),
@@ -236,7 +235,7 @@ async def counts(conn: aiosqlite.Connection, campaign_id: int) -> Counts:
 
 
 @translated("campaign store: opted in count")
-async def opted_in_count(conn: aiosqlite.Connection, kind: str) -> int:
+async def opted_in_count(conn: Connection, kind: str) -> int:
     async with conn.execute(
         f"SELECT count(*) FROM customers WHERE {kind_column(kind)} = 1"
     ) as cur:
@@ -245,7 +244,7 @@ async def opted_in_count(conn: aiosqlite.Connection, kind: str) -> int:
 
 
 @translated("campaign store: claim batch")
-async def claim_batch(conn: aiosqlite.Connection, campaign_id: int, limit: int) -> list[int]:
+async def claim_batch(conn: Connection, campaign_id: int, limit: int) -> list[int]:
     """Mark up to `limit` pending rows 'sending' (lowest customer id first); their ids.
 
     One statement, so it is its own transaction when no other is open.
@@ -262,7 +261,7 @@ async def claim_batch(conn: aiosqlite.Connection, campaign_id: int, limit: int) 
 
 
 @translated("campaign store: requeue in flight")
-async def requeue_in_flight(conn: aiosqlite.Connection, campaign_id: int) -> int:
+async def requeue_in_flight(conn: Connection, campaign_id: int) -> int:
     """Return every 'sending' row to pending; only the lease holder may call this."""
     cur = await conn.execute(
         "UPDATE campaign_recipients SET status = 'pending', updated_at = ? "
@@ -275,7 +274,7 @@ async def requeue_in_flight(conn: aiosqlite.Connection, campaign_id: int) -> int
 
 
 @translated("campaign store: unsettled")
-async def unsettled(conn: aiosqlite.Connection, campaign_id: int) -> int:
+async def unsettled(conn: Connection, campaign_id: int) -> int:
     async with conn.execute(
         "SELECT count(*) FROM campaign_recipients WHERE campaign_id = ? "
         "AND status IN ('pending', 'sending')",
@@ -289,7 +288,7 @@ async def unsettled(conn: aiosqlite.Connection, campaign_id: int) -> int:
 
 
 @translated("campaign store: take a test copy")
-async def take_test_copy(conn: aiosqlite.Connection, campaign_id: int, day: str,
+async def take_test_copy(conn: Connection, campaign_id: int, day: str,
                          cap: int) -> int | None:
     """Count one more test copy of the campaign on `day` if fewer than `cap` were; the new
     count, or None when the cap is reached. One statement, so two senders cannot both take
@@ -305,7 +304,7 @@ async def take_test_copy(conn: aiosqlite.Connection, campaign_id: int, day: str,
 
 
 @translated("campaign store: give back a test copy")
-async def give_back_test_copy(conn: aiosqlite.Connection, campaign_id: int, day: str) -> None:
+async def give_back_test_copy(conn: Connection, campaign_id: int, day: str) -> None:
     """Uncount a test copy that was not sent after all."""
     await conn.execute(
         "UPDATE campaign_test_copies SET count = count - 1 "

@@ -5,24 +5,27 @@ that customer's row again together with the campaign's status: a customer who op
 the audience was taken is skipped, and a pause or cancel made by another process stops the
 sender before its next message.
 
-Why this read is synchronous, on its own plain `sqlite3` connection: it is two primary-key
-lookups (a few microseconds) on every message's critical path, and through aiosqlite each
-would be a thread hand-off of several event-loop turns, while the decision it makes must be as
-fresh as possible when the message goes out. The connection is read-only and in WAL mode:
-readers never wait for a writer, so the read cannot stall the event loop behind an import or
-an opt-out, and each read sees every transaction committed before it (an opt-out committed by
-the inbox worker a millisecond earlier is seen).
+On SQLite the read is synchronous, on its own plain `sqlite3` connection: it is two
+primary-key lookups (a few microseconds) on every message's critical path, and through
+aiosqlite each would be a thread hand-off of several event-loop turns, while the decision it
+makes must be as fresh as possible when the message goes out. The connection is read-only and
+in WAL mode: readers never wait for a writer, so the read cannot stall the event loop behind an
+import or an opt-out, and each read sees every transaction committed before it (an opt-out
+committed by the inbox worker a millisecond earlier is seen). On PostgreSQL it is one query on
+the gate's own connection (autocommit: each read sees every commit made before it, on any
+host).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from mailer.errors import StoreError
 from mailer.store.campaigns import Recipient, kind_column
+from mailer.store.engine import DRIVER_ERRORS, OPEN_ERRORS, Connection, Location, connect, where
 
 
 @dataclass(frozen=True)
@@ -37,28 +40,54 @@ class Verdict:
 class ConsentGate:
     """The last word on whether one message of one campaign may go out."""
 
-    def __init__(self, db_path: Path, campaign_id: int, kind: str) -> None:
+    def __init__(self, location: Location, campaign_id: int, kind: str) -> None:
+        self._where = where(location)
         self._campaign_id = campaign_id
         self._kind = kind
         # The kind names a column; checked before it goes into the statement.
         self._sql = (f"SELECT c.email, c.name, c.company, c.{kind_column(kind)}, p.status, "
                      "u.reason FROM customers c JOIN campaigns p ON p.id = ? "
                      "LEFT JOIN undeliverable u ON u.customer_id = c.id WHERE c.id = ?")
-        try:
-            self._conn = sqlite3.connect(str(db_path), isolation_level=None)
-            # A WAL reader only waits in rare recovery cases; keep any such wait short.
-            self._conn.execute("PRAGMA busy_timeout = 2000")
-            self._conn.execute("PRAGMA query_only = 1")
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {db_path}: {exc}") from exc
+        self._sqlite: sqlite3.Connection | None = None
+        self._conn: Connection | None = None
 
-    def read(self, customer_id: int) -> Recipient | None:
-        """The customer as of now, with their consent and the campaign's status. fetchall()
-        runs the statement to completion, so no read transaction stays open and the next
-        call sees every commit made since."""
+    async def __aenter__(self) -> ConsentGate:
         try:
-            rows = self._conn.execute(self._sql, (self._campaign_id, customer_id)).fetchall()
-        except sqlite3.Error as exc:
+            if self._where.path is not None:
+                self._sqlite = sqlite3.connect(str(self._where.path), isolation_level=None)
+                # A WAL reader only waits in rare recovery cases; keep any such wait short.
+                self._sqlite.execute("PRAGMA busy_timeout = 2000")
+                self._sqlite.execute("PRAGMA query_only = 1")
+            else:
+                self._conn = await connect(self._where, application_name="mailer consent gate")
+        except OPEN_ERRORS as exc:
+            raise StoreError(f"cannot open database {self._where}: {exc}") from exc
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()
+            self._sqlite = None
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+
+    async def read(self, customer_id: int) -> Recipient | None:
+        """The customer as of now, with their consent and the campaign's status. On SQLite
+        fetchall() runs the statement to completion, so no read transaction stays open and
+        the next call sees every commit made since."""
+        parameters = (self._campaign_id, customer_id)
+        try:
+            rows: list[Any]
+            if self._sqlite is not None:
+                rows = self._sqlite.execute(self._sql, parameters).fetchall()
+            else:
+                assert self._conn is not None, "the gate is not open"
+                rows = list(await self._conn.execute_fetchall(self._sql, parameters))
+        except DRIVER_ERRORS as exc:
             raise StoreError(f"consent check for customer {customer_id}: {exc}") from exc
         if not rows:
             return None
@@ -68,8 +97,8 @@ class ConsentGate:
                          undeliverable="" if undeliverable is None else
                          str(undeliverable) or "undeliverable")
 
-    def check(self, customer_id: int) -> Verdict:
-        recipient = self.read(customer_id)
+    async def check(self, customer_id: int) -> Verdict:
+        recipient = await self.read(customer_id)
         if recipient is None:
             return Verdict(None, skip_reason="customer no longer exists")
         if recipient.campaign_status != "sending":
@@ -79,15 +108,3 @@ class ConsentGate:
         if recipient.undeliverable:
             return Verdict(None, skip_reason=f"undeliverable: {recipient.undeliverable}")
         return Verdict(recipient)
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def __enter__(self) -> ConsentGate:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

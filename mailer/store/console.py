@@ -12,11 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import aiosqlite
-
 from mailer.categories import CATEGORIES
 from mailer.store.customers import Customer, _customer
 from mailer.store.edge import translated
+from mailer.store.engine import Connection
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ def match_expression(text: str) -> str | None:
 
 @translated("console: search customers")
 async def search_customers(
-    conn: aiosqlite.Connection, text: str, *, after: int = 0, limit: int = 25
+    conn: Connection, text: str, *, after: int = 0, limit: int = 25
 ) -> SearchPage:
     text = text.strip()
     if "@" in text and " " not in text:
@@ -84,14 +83,14 @@ async def search_customers(
 
 
 @translated("console: customer")
-async def customer(conn: aiosqlite.Connection, customer_id: int) -> Customer | None:
+async def customer(conn: Connection, customer_id: int) -> Customer | None:
     async with conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)) as cur:
         row = await cur.fetchone()
     return _customer(row) if row else None
 
 
 @translated("console: deliverability")
-async def deliverability(conn: aiosqlite.Connection, customer_id: int) -> Deliverability:
+async def deliverability(conn: Connection, customer_id: int) -> Deliverability:
     rows = await conn.execute_fetchall(
         "SELECT status, count(*) AS n FROM campaign_recipients WHERE customer_id = ? "
         "GROUP BY status", (customer_id,))
@@ -111,7 +110,7 @@ async def deliverability(conn: aiosqlite.Connection, customer_id: int) -> Delive
 
 
 @translated("console: opted in counts")
-async def opted_in_counts(conn: aiosqlite.Connection) -> dict[str, int]:
+async def opted_in_counts(conn: Connection) -> dict[str, int]:
     """How many customers are opted in to each category now."""
     # The category names are columns of customers; CATEGORIES is the only source of them.
     sums = ", ".join(f"coalesce(sum({c}), 0) AS {c}" for c in CATEGORIES)
@@ -121,7 +120,7 @@ async def opted_in_counts(conn: aiosqlite.Connection) -> dict[str, int]:
 
 
 @translated("console: queue facts")
-async def queue_facts(conn: aiosqlite.Connection) -> QueueFacts:
+async def queue_facts(conn: Connection) -> QueueFacts:
     async with conn.execute(
         "SELECT (SELECT count(*) FROM review_items WHERE status = 'open'), "
         "(SELECT count(*) FROM outbox WHERE status = 'pending'), "
@@ -145,7 +144,7 @@ class Progress:
 
 
 @translated("console: campaign progress")
-async def campaign_progress(conn: aiosqlite.Connection, campaign_id: int) -> Progress:
+async def campaign_progress(conn: Connection, campaign_id: int) -> Progress:
     """A campaign's ledger counts from the running totals (migration 3), not the ledger."""
     rows = await conn.execute_fetchall(
         "SELECT status, n FROM campaign_progress WHERE campaign_id = ?", (campaign_id,))
@@ -158,7 +157,7 @@ async def campaign_progress(conn: aiosqlite.Connection, campaign_id: int) -> Pro
 
 @translated("console: optouts per day")
 async def optouts_per_day(
-    conn: aiosqlite.Connection, since_day: str
+    conn: Connection, since_day: str
 ) -> dict[tuple[str, str], int]:
     """(day, source) -> preferences turned off that day (UTC days, `YYYY-MM-DD`)."""
     rows = await conn.execute_fetchall(
@@ -167,7 +166,7 @@ async def optouts_per_day(
 
 
 @translated("console: sends per day")
-async def sends_per_day(conn: aiosqlite.Connection, since_day: str) -> dict[str, int]:
+async def sends_per_day(conn: Connection, since_day: str) -> dict[str, int]:
     """day -> campaign messages sent that day (UTC)."""
     rows = await conn.execute_fetchall(
         "SELECT day, count FROM sends_daily WHERE day >= ?", (since_day,))
@@ -190,7 +189,7 @@ class AuditPage:
 
 
 @translated("console: audit log")
-async def audit_page(conn: aiosqlite.Connection, *, before: int = 0,
+async def audit_page(conn: Connection, *, before: int = 0,
                      limit: int = 50) -> AuditPage:
     """Who did what and when (`console_audit`, console and CLI alike), newest first, a page
     of `limit` entries older than the entry `before` (0: from the newest); keyset-paged."""

@@ -16,13 +16,12 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import aiosqlite
-
 from mailer.categories import CATEGORIES
 from mailer.categories import check as check_category
 from mailer.errors import StoreError
 from mailer.store.db import utcnow
 from mailer.store.edge import translated
+from mailer.store.engine import Connection, StoredRow
 from mailer.store.evidence import COLUMNS as EVIDENCE_COLUMNS
 from mailer.store.evidence import NO_EVIDENCE, EventEvidence, from_row
 
@@ -56,7 +55,7 @@ _EVENT_COLUMNS = ("customer_id, at, category, old_value, new_value, source, refe
 _EVENT_MARKS = ", ".join("?" * (len(EVIDENCE_COLUMNS) + 3))
 
 
-def _customer(row: aiosqlite.Row) -> Customer:
+def _customer(row: StoredRow) -> Customer:
     return Customer(
         id=row["id"],
         email=row["email"],
@@ -68,14 +67,14 @@ def _customer(row: aiosqlite.Row) -> Customer:
 
 
 @translated("customers: get by email")
-async def get_by_email(conn: aiosqlite.Connection, email: str) -> Customer | None:
+async def get_by_email(conn: Connection, email: str) -> Customer | None:
     async with conn.execute("SELECT * FROM customers WHERE email = ?", (email.strip(),)) as cur:
         row = await cur.fetchone()
     return _customer(row) if row else None
 
 
 @translated("customers: get many")
-async def get_many(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[Customer]:
+async def get_many(conn: Connection, ids: Sequence[int]) -> list[Customer]:
     if not ids:
         return []
     marks = ",".join("?" * len(ids))
@@ -85,7 +84,7 @@ async def get_many(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[Custo
 
 
 @translated("customers: history")
-async def history(conn: aiosqlite.Connection, customer_id: int) -> list[ConsentEvent]:
+async def history(conn: Connection, customer_id: int) -> list[ConsentEvent]:
     async with conn.execute(
         "SELECT * FROM consent_events WHERE customer_id = ? ORDER BY id",
         (customer_id,),
@@ -107,7 +106,7 @@ async def history(conn: aiosqlite.Connection, customer_id: int) -> list[ConsentE
 
 
 @translated("customers: count")
-async def count(conn: aiosqlite.Connection) -> int:
+async def count(conn: Connection) -> int:
     async with conn.execute("SELECT count(*) FROM customers") as cur:
         row = await cur.fetchone()
     return int(row[0]) if row else 0
@@ -117,7 +116,7 @@ async def count(conn: aiosqlite.Connection) -> int:
 
 
 @translated("customers: ids by address")
-async def ids_by_address(conn: aiosqlite.Connection, addresses: Iterable[str]) -> dict[str, int]:
+async def ids_by_address(conn: Connection, addresses: Iterable[str]) -> dict[str, int]:
     wanted = sorted({a.lower() for a in addresses if a})
     if not wanted:
         return {}
@@ -128,7 +127,7 @@ async def ids_by_address(conn: aiosqlite.Connection, addresses: Iterable[str]) -
 
 
 async def _ids_by_key(
-    conn: aiosqlite.Connection, column: str, keys: Iterable[str]
+    conn: Connection, column: str, keys: Iterable[str]
 ) -> dict[str, tuple[int, ...]]:
     wanted = sorted({k for k in keys if k})
     found: dict[str, list[int]] = {}
@@ -146,14 +145,14 @@ async def _ids_by_key(
 
 @translated("customers: ids by name key")
 async def ids_by_name_key(
-    conn: aiosqlite.Connection, keys: Iterable[str]
+    conn: Connection, keys: Iterable[str]
 ) -> dict[str, tuple[int, ...]]:
     return await _ids_by_key(conn, "name_key", keys)
 
 
 @translated("customers: ids by company key")
 async def ids_by_company_key(
-    conn: aiosqlite.Connection, keys: Iterable[str]
+    conn: Connection, keys: Iterable[str]
 ) -> dict[str, tuple[int, ...]]:
     return await _ids_by_key(conn, "company_key", keys)
 
@@ -163,7 +162,7 @@ async def ids_by_company_key(
 
 @translated("customers: turn off")
 async def turn_off(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     requests: Sequence[tuple[int, str]],
     categories: Sequence[str],
     *,
@@ -241,7 +240,7 @@ OPT_IN_SOURCES = frozenset({"preference page", "console", "operator", "email (re
 
 @translated("customers: opt in")
 async def opt_in(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     customer_id: int,
     categories: Sequence[str],
     *,
@@ -282,14 +281,14 @@ async def opt_in(
 
 
 @translated("customers: get")
-async def get(conn: aiosqlite.Connection, customer_id: int) -> Customer | None:
+async def get(conn: Connection, customer_id: int) -> Customer | None:
     """One customer by id, or None (never existed, or erased)."""
     async with conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)) as cur:
         row = await cur.fetchone()
     return _customer(row) if row else None
 
 
-async def check_usable(conn: aiosqlite.Connection) -> None:
+async def check_usable(conn: Connection) -> None:
     """Raise StoreError unless the database answers a read (health checks)."""
     try:
         async with conn.execute("SELECT 1 FROM customers LIMIT 1") as cur:

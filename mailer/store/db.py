@@ -1,11 +1,15 @@
-"""Opening the SQLite database and migrating its schema.
+"""Opening the database (SQLite or PostgreSQL, `store.engine`), migrating its schema, and
+the one way to run a transaction.
 
 The database is both the truth and the queue. Migrations live in `store.migrations`, an ordered
-list of SQL scripts; `PRAGMA user_version` records how many have been applied, and `open_db`
-applies the rest, each in its own transaction, every time a connection is opened.
+list of SQL scripts. On SQLite `PRAGMA user_version` records how many have been applied; on
+PostgreSQL the table `schema_version` does, and a new PostgreSQL database starts from the
+baseline (`schema_postgresql.sql`, the schema at `POSTGRESQL_BASELINE`) with later migrations
+in `POSTGRESQL_MIGRATIONS`. `open_db` applies what is missing, each in its own transaction,
+every time a connection is opened, and refuses a schema newer than the code on both engines.
 
-Connections run in WAL mode (readers never block the writer, a crash never corrupts) with a
-busy timeout, so the daemon and a CLI command can share one file.
+SQLite connections run in WAL mode (readers never block the writer, a crash never corrupts)
+with a busy timeout, so the daemon and a CLI command can share one file.
 """
 
 from __future__ import annotations
@@ -18,10 +22,22 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiosqlite
-
 from mailer.errors import StoreError
+from mailer.store.engine import (
+    DRIVER_ERRORS,
+    OPEN_ERRORS,
+    Connection,
+    Location,
+    PostgresConnection,
+    SqliteConnection,
+    StoredRow,
+    connect,
+    where,
+)
 from mailer.store.migrations import MIGRATIONS as MIGRATIONS
+
+__all__ = ["MIGRATIONS", "Connection", "Location", "StoredRow", "open_db", "transaction", "utcnow"]
+from mailer.store.migrations import POSTGRESQL_BASELINE, POSTGRESQL_MIGRATIONS
 
 # The largest value an INTEGER column (and so any id) can hold: SQLite integers are signed
 # 64-bit, and binding a larger Python int raises OverflowError instead of matching nothing.
@@ -41,14 +57,14 @@ def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-async def _configure(conn: aiosqlite.Connection) -> None:
+async def _configure(conn: SqliteConnection) -> None:
     await conn.execute("PRAGMA busy_timeout = 10000")
     await _use_wal(conn)
     await conn.execute("PRAGMA synchronous = NORMAL")
     await conn.execute("PRAGMA foreign_keys = ON")
 
 
-async def _use_wal(conn: aiosqlite.Connection) -> None:
+async def _use_wal(conn: SqliteConnection) -> None:
     """Switch to write-ahead logging (persistent: once per database file).
 
     Switching takes an exclusive lock, and SQLite answers SQLITE_BUSY at once, without the busy
@@ -69,7 +85,7 @@ _WAL_RETRY_S = 0.05
 _WAL_ATTEMPTS = 200  # 10 s, the busy timeout
 
 
-async def migrate(conn: aiosqlite.Connection) -> None:
+async def migrate(conn: Connection) -> None:
     """Apply the migrations this database lacks, one transaction each.
 
     Several processes (or a daemon's parts, each with its own connection) may open a new
@@ -80,6 +96,9 @@ async def migrate(conn: aiosqlite.Connection) -> None:
     or its own statements, is rolled back, and the version is read again. Without the check
     a migration that can run twice (data only) would set the version back. A failure that is
     not explained that way is raised."""
+    if isinstance(conn, PostgresConnection):
+        await _migrate_postgresql(conn)
+        return
     while True:
         applied = await _schema_version(conn)
         if applied > len(MIGRATIONS):
@@ -107,36 +126,100 @@ async def migrate(conn: aiosqlite.Connection) -> None:
             raise
 
 
-async def _schema_version(conn: aiosqlite.Connection) -> int:
+async def _schema_version(conn: Connection) -> int:
     async with conn.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
     return int(row[0]) if row else 0
 
 
+# Advisory lock keys (any 64-bit numbers, fixed forever): one for migrations, one that
+# `transaction` holds to serialise writers as SQLite's single write lock does.
+_MIGRATION_LOCK = 0x6D61696C65720001
+WRITER_LOCK = 0x6D61696C65720002
+
+
+def latest_version() -> int:
+    return len(MIGRATIONS)
+
+
+async def _migrate_postgresql(conn: PostgresConnection) -> None:
+    """The baseline, then the PostgreSQL migrations after it, under an advisory lock so that
+    several hosts starting at once apply each exactly once."""
+    raw = conn.raw
+    async with raw.transaction():
+        await raw.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        await raw.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        cursor = await raw.execute("SELECT max(version) FROM schema_version")
+        row = await cursor.fetchone()
+        applied = int(row[0]) if row and row[0] is not None else 0
+        if applied > latest_version():
+            raise StoreError(f"database schema version {applied} is newer than this mailer "
+                             f"({latest_version()})")
+        if applied == latest_version():
+            return
+        if applied == 0:
+            await raw.execute(baseline_sql().encode())
+            applied = POSTGRESQL_BASELINE
+        for number in range(applied + 1, latest_version() + 1):
+            await raw.execute(POSTGRESQL_MIGRATIONS[number].encode())
+        await raw.execute("DELETE FROM schema_version")
+        await raw.execute("INSERT INTO schema_version (version) VALUES (%s)",
+                          (latest_version(),))
+
+
+def baseline_sql() -> str:
+    return (Path(__file__).parent / "schema_postgresql.sql").read_text(encoding="utf-8")
+
+
+async def schema_version(conn: Connection) -> int:
+    """The schema version the database records (0 for a new one); the caller says what a
+    driver error means (status: "cannot read database")."""
+    if isinstance(conn, PostgresConnection):
+        rows = list(await conn.execute_fetchall(
+            "SELECT max(version) FROM schema_version"))
+        return int(rows[0][0] or 0) if rows else 0
+    return await _schema_version(conn)
+
+
 @asynccontextmanager
-async def open_db(path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    """Open (creating and migrating as needed) the database at `path`."""
+async def open_db(location: Location, *, migrate_schema: bool = True
+                  ) -> AsyncIterator[Connection]:
+    """Open (creating and migrating as needed) the database at `location`: a Path (SQLite)
+    or a URL (`sqlite:///...`, `postgresql://...`)."""
+    place = where(location)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(str(path), isolation_level=None)
-    except (OSError, sqlite3.Error) as exc:
-        raise StoreError(f"cannot open database {path}: {exc}") from exc
+        conn = await connect(place)
+    except OPEN_ERRORS as exc:
+        raise StoreError(f"cannot open database {place}: {_first_line(exc)}") from exc
     try:
-        conn.row_factory = aiosqlite.Row
         try:
-            await _configure(conn)
-            await migrate(conn)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot prepare database {path}: {exc}") from exc
+            if isinstance(conn, SqliteConnection):
+                await _configure(conn)
+            if migrate_schema:
+                await migrate(conn)
+        except DRIVER_ERRORS as exc:
+            raise StoreError(f"cannot prepare database {place}: {_first_line(exc)}") from exc
         yield conn
     finally:
-        await conn.close()
+        with contextlib.suppress(*DRIVER_ERRORS):
+            await conn.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @asynccontextmanager
-async def transaction(conn: aiosqlite.Connection, what: str = "transaction"
-                      ) -> AsyncIterator[aiosqlite.Connection]:
+async def transaction(conn: Connection, what: str = "transaction", *, exclusive: bool = True
+                      ) -> AsyncIterator[Connection]:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (cancellation included).
+
+    On SQLite every write transaction holds the database's single write lock from its first
+    statement. On PostgreSQL an `exclusive` transaction (the default) takes one advisory lock
+    (`WRITER_LOCK`) for the same effect across every host: the store's read-then-write steps
+    (a lease, a consent change and its audit row) keep SQLite's meaning with no retry loops.
+    The hot paths that several hosts must run side by side (claims with SKIP LOCKED, the
+    ledger) pass `exclusive=False` and rely on row locks and unique keys instead.
 
     Its own statements' failures (a lock held too long, a full disk) are StoreError naming
     `what` the transaction was for. A COMMIT that fails is followed by a ROLLBACK, so the
@@ -144,17 +227,22 @@ async def transaction(conn: aiosqlite.Connection, what: str = "transaction"
     COMMITs); a ROLLBACK that fails gives way to the error that caused it."""
     try:
         await conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as exc:
-        raise StoreError(f"{what}: cannot begin: database error: {exc}") from exc
+        if exclusive and conn.engine == "postgresql":
+            await conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITER_LOCK,))
+    except DRIVER_ERRORS as exc:
+        with contextlib.suppress(*DRIVER_ERRORS):
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+        raise StoreError(f"{what}: cannot begin: database error: {_first_line(exc)}") from exc
     try:
         yield conn
     except BaseException:
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(*DRIVER_ERRORS):
             await conn.execute("ROLLBACK")
         raise
     try:
         await conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        with contextlib.suppress(sqlite3.Error):
+    except DRIVER_ERRORS as exc:
+        with contextlib.suppress(*DRIVER_ERRORS):
             await conn.execute("ROLLBACK")
-        raise StoreError(f"{what}: cannot commit: database error: {exc}") from exc
+        raise StoreError(f"{what}: cannot commit: database error: {_first_line(exc)}") from exc

@@ -16,9 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import aiosqlite
-
 from mailer.store.edge import translated
+from mailer.store.engine import Connection, StoredRow
 
 _CHUNK = 500
 
@@ -74,7 +73,7 @@ class ReportCounts:
 
 @translated("deliverability: campaign message")
 async def campaign_message(
-    conn: aiosqlite.Connection, campaign_id: int, customer_id: int
+    conn: Connection, campaign_id: int, customer_id: int
 ) -> SentMessage | None:
     """The campaign message to this customer, if the ledger says it was handed to SMTP."""
     async with conn.execute(
@@ -87,7 +86,7 @@ async def campaign_message(
 
 
 @translated("deliverability: outbox message")
-async def outbox_message(conn: aiosqlite.Connection, outbox_id: int) -> SentMessage | None:
+async def outbox_message(conn: Connection, outbox_id: int) -> SentMessage | None:
     """The confirmation in outbox row `outbox_id`, if it was sent (or tried)."""
     async with conn.execute(
         "SELECT customer_id FROM outbox WHERE id = ? AND status IN ('sent', 'failed')",
@@ -99,7 +98,7 @@ async def outbox_message(conn: aiosqlite.Connection, outbox_id: int) -> SentMess
 
 @translated("deliverability: message by id")
 async def message_by_id(
-    conn: aiosqlite.Connection, message_ids: Sequence[str]
+    conn: Connection, message_ids: Sequence[str]
 ) -> SentMessage | None:
     """The first message of ours among `message_ids` (campaign ledger, then outbox)."""
     wanted = [m for m in dict.fromkeys(message_ids) if m][:_CHUNK]
@@ -128,7 +127,7 @@ _REPORT_COLUMNS = ("id, report_key, received_at, kind, format, status, diagnosti
                    "campaign_id, outbox_id, tied_by, outcome, reason, moved")
 
 
-def _report(row: aiosqlite.Row) -> StoredReport:
+def _report(row: StoredRow) -> StoredReport:
     return StoredReport(
         id=row["id"], report_key=row["report_key"], received_at=row["received_at"],
         kind=row["kind"], format=row["format"], status=row["status"],
@@ -139,7 +138,7 @@ def _report(row: aiosqlite.Row) -> StoredReport:
 
 
 @translated("deliverability: report by key")
-async def report_by_key(conn: aiosqlite.Connection, report_key: str) -> StoredReport | None:
+async def report_by_key(conn: Connection, report_key: str) -> StoredReport | None:
     async with conn.execute(
         f"SELECT {_REPORT_COLUMNS} FROM delivery_reports WHERE report_key = ?", (report_key,)
     ) as cur:
@@ -149,7 +148,7 @@ async def report_by_key(conn: aiosqlite.Connection, report_key: str) -> StoredRe
 
 @translated("deliverability: insert report")
 async def insert_report(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     *,
     report_key: str,
     now: str,
@@ -176,7 +175,7 @@ async def insert_report(
 
 
 @translated("deliverability: mark moved")
-async def mark_moved(conn: aiosqlite.Connection, report_id: int) -> None:
+async def mark_moved(conn: Connection, report_id: int) -> None:
     """The report message has been moved to the bounces folder (its own transaction is fine)."""
     await conn.execute("UPDATE delivery_reports SET moved = 1 WHERE id = ?", (report_id,))
 
@@ -190,7 +189,7 @@ class ReportMove:
 
 @translated("deliverability: add report moves")
 async def add_report_moves(
-    conn: aiosqlite.Connection, folder: str, uidvalidity: int, moves: Sequence[ReportMove]
+    conn: Connection, folder: str, uidvalidity: int, moves: Sequence[ReportMove]
 ) -> None:
     """Remember report messages to move (in the transaction that recorded the reports)."""
     await conn.executemany(
@@ -201,7 +200,7 @@ async def add_report_moves(
 
 @translated("deliverability: unmoved reports")
 async def unmoved_reports(
-    conn: aiosqlite.Connection, folder: str, uidvalidity: int
+    conn: Connection, folder: str, uidvalidity: int
 ) -> list[ReportMove]:
     rows = await conn.execute_fetchall(
         "SELECT uid, report_id, destination FROM report_moves WHERE folder = ? AND moved = 0 "
@@ -211,7 +210,7 @@ async def unmoved_reports(
 
 @translated("deliverability: mark reports moved")
 async def mark_reports_moved(
-    conn: aiosqlite.Connection, folder: str, uidvalidity: int, uids: Sequence[int]
+    conn: Connection, folder: str, uidvalidity: int, uids: Sequence[int]
 ) -> None:
     await conn.executemany(
         "UPDATE delivery_reports SET moved = 1 WHERE id IN (SELECT report_id FROM report_moves "
@@ -224,7 +223,7 @@ async def mark_reports_moved(
 
 @translated("deliverability: forget stale report moves")
 async def forget_stale_report_moves(
-    conn: aiosqlite.Connection, folder: str, uidvalidity: int
+    conn: Connection, folder: str, uidvalidity: int
 ) -> None:
     """Under a new UIDVALIDITY old UIDs mean nothing: the reports are read again, found to be
     seen before (their key), and moved then."""
@@ -234,7 +233,7 @@ async def forget_stale_report_moves(
 
 @translated("deliverability: recent reports")
 async def recent_reports(
-    conn: aiosqlite.Connection, since: str, *, limit: int = 1000
+    conn: Connection, since: str, *, limit: int = 1000
 ) -> list[StoredReport]:
     """Reports received at or after `since`, newest first (`mailer bounces list`)."""
     rows = await conn.execute_fetchall(
@@ -248,7 +247,7 @@ _MESSAGE_KEY = "coalesce('c' || campaign_id, 'n' || outbox_id)"
 
 @translated("deliverability: soft bounced messages")
 async def soft_bounced_messages(
-    conn: aiosqlite.Connection, customer_id: int, since: str, *,
+    conn: Connection, customer_id: int, since: str, *,
     besides: SentMessage | None = None,
 ) -> int:
     """How many different messages to this customer soft-bounced at or after `since`, not
@@ -271,7 +270,7 @@ async def soft_bounced_messages(
 
 
 @translated("deliverability: campaign report counts")
-async def campaign_report_counts(conn: aiosqlite.Connection, campaign_id: int) -> ReportCounts:
+async def campaign_report_counts(conn: Connection, campaign_id: int) -> ReportCounts:
     """Distinct customers with a hard bounce, a soft bounce, a complaint for this campaign."""
     async with conn.execute(
         "SELECT kind, count(DISTINCT customer_id) FROM delivery_reports "
@@ -287,7 +286,7 @@ async def campaign_report_counts(conn: aiosqlite.Connection, campaign_id: int) -
 
 
 @translated("deliverability: undeliverable ids")
-async def undeliverable_ids(conn: aiosqlite.Connection, customer_ids: Iterable[int]) -> set[int]:
+async def undeliverable_ids(conn: Connection, customer_ids: Iterable[int]) -> set[int]:
     """Which of these customers must not be mailed now (the send-time check, per batch)."""
     wanted = sorted(set(customer_ids))
     found: set[int] = set()
@@ -301,7 +300,7 @@ async def undeliverable_ids(conn: aiosqlite.Connection, customer_ids: Iterable[i
 
 
 @translated("deliverability: undeliverable reason")
-async def undeliverable_reason(conn: aiosqlite.Connection, customer_id: int) -> str | None:
+async def undeliverable_reason(conn: Connection, customer_id: int) -> str | None:
     """Why this customer is not mailed (None: deliverable)."""
     async with conn.execute(
         "SELECT reason FROM undeliverable WHERE customer_id = ?", (customer_id,)
@@ -312,7 +311,7 @@ async def undeliverable_reason(conn: aiosqlite.Connection, customer_id: int) -> 
 
 @translated("deliverability: mark undeliverable")
 async def mark_undeliverable(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     customer_id: int,
     *,
     now: str,
@@ -335,7 +334,7 @@ async def mark_undeliverable(
 
 @translated("deliverability: reactivate")
 async def reactivate(
-    conn: aiosqlite.Connection, customer_id: int, *, now: str, actor: str,
+    conn: Connection, customer_id: int, *, now: str, actor: str,
     source: str = "operator", reason: str = "",
 ) -> bool:
     """Mail this address again, recorded with who did it; False if it was deliverable."""
@@ -349,7 +348,7 @@ async def reactivate(
 
 
 @translated("deliverability: last reactivated")
-async def last_reactivated(conn: aiosqlite.Connection, customer_id: int) -> str | None:
+async def last_reactivated(conn: Connection, customer_id: int) -> str | None:
     """When this customer was last made deliverable again (soft bounces before do not count)."""
     async with conn.execute(
         "SELECT max(at) FROM delivery_events WHERE customer_id = ? AND event = 'reactivated'",
@@ -360,7 +359,7 @@ async def last_reactivated(conn: aiosqlite.Connection, customer_id: int) -> str 
 
 
 @translated("deliverability: delivery history")
-async def delivery_history(conn: aiosqlite.Connection, customer_id: int) -> list[DeliveryEvent]:
+async def delivery_history(conn: Connection, customer_id: int) -> list[DeliveryEvent]:
     rows = await conn.execute_fetchall(
         "SELECT at, event, source, reason, actor, report_id FROM delivery_events "
         "WHERE customer_id = ? ORDER BY id", (customer_id,))
@@ -369,7 +368,7 @@ async def delivery_history(conn: aiosqlite.Connection, customer_id: int) -> list
 
 
 async def _event(
-    conn: aiosqlite.Connection, customer_id: int, *, now: str, event: str, source: str,
+    conn: Connection, customer_id: int, *, now: str, event: str, source: str,
     reason: str, report_id: int | None, actor: str,
 ) -> None:
     await conn.execute(

@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-import aiosqlite
-
 from mailer.store.db import transaction
 from mailer.store.edge import translated
+from mailer.store.engine import Connection
 
 # Runs older than the newest few are pruned as a new one is recorded: only the last is shown.
 _KEEP = 10
@@ -37,7 +36,7 @@ class DoctorRun:
 
 
 @translated("doctor: record a run")
-async def record_run(conn: aiosqlite.Connection, run: DoctorRun) -> None:
+async def record_run(conn: Connection, run: DoctorRun) -> None:
     """Keep `run`, and prune the old ones, in one transaction."""
     async with transaction(conn, "doctor: record a run"):
         await conn.execute(
@@ -51,7 +50,7 @@ async def record_run(conn: aiosqlite.Connection, run: DoctorRun) -> None:
 
 
 @translated("doctor: last run")
-async def last_run(conn: aiosqlite.Connection) -> DoctorRun | None:
+async def last_run(conn: Connection) -> DoctorRun | None:
     async with conn.execute(
         "SELECT ran_at, passed, warned, failed, failures FROM doctor_runs "
         "ORDER BY id DESC LIMIT 1"

@@ -15,10 +15,11 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import Any
 
 from mailer.errors import StoreError
 from mailer.store.db import MIGRATIONS, read_only_uri
+from mailer.store.engine import DRIVER_ERRORS, OPEN_ERRORS, Location, SyncPostgres, where
 from mailer.store.reputation import COMPLAINT_WINDOW_SQL, ComplaintWindow
 
 # Campaigns with a ledger that is not finished: being sent, or paused part way.
@@ -54,24 +55,31 @@ class Gauges:
 COMPLAINT_DAYS = (1, 7, 30)
 
 
-def read_gauges(path: Path, now: datetime | None = None) -> Gauges | None:
+def read_gauges(location: Location, now: datetime | None = None) -> Gauges | None:
     """The numbers now; None while there is no database (or nothing of ours in it yet).
 
     Raises StoreError, one line, when the database cannot be read or is newer than this code."""
-    if not path.exists():
+    place = where(location)
+    if place.path is not None and not place.path.exists():
         return None
     try:
-        conn = sqlite3.connect(read_only_uri(path), uri=True, timeout=_BUSY_TIMEOUT_S)
+        conn: Any
+        if place.path is None:
+            conn = SyncPostgres(place)
+            version_sql = "SELECT coalesce(max(version), 0) FROM schema_version"
+        else:
+            conn = sqlite3.connect(read_only_uri(place.path), uri=True,
+                                   timeout=_BUSY_TIMEOUT_S)
+            version_sql = "PRAGMA user_version"
         try:
-            return _read(conn, now or datetime.now(UTC))
+            return _read(conn, _count(conn, version_sql), now or datetime.now(UTC))
         finally:
             conn.close()
-    except sqlite3.Error as exc:
-        raise StoreError(f"gauges: cannot read database {path}: {exc}") from exc
+    except OPEN_ERRORS + DRIVER_ERRORS as exc:
+        raise StoreError(f"gauges: cannot read database {place}: {exc}") from exc
 
 
-def _read(conn: sqlite3.Connection, now: datetime) -> Gauges | None:
-    version = _count(conn, "PRAGMA user_version")
+def _read(conn: Any, version: int, now: datetime) -> Gauges | None:
     if version > len(MIGRATIONS):
         raise StoreError(f"database schema version {version} is newer than this mailer "
                          f"({len(MIGRATIONS)})")
@@ -104,13 +112,13 @@ def _read(conn: sqlite3.Connection, now: datetime) -> Gauges | None:
     )
 
 
-def _complaints(conn: sqlite3.Connection, since: datetime) -> ComplaintWindow:
+def _complaints(conn: Any, since: datetime) -> ComplaintWindow:
     start = since.astimezone(UTC).isoformat(timespec="microseconds")
     row = conn.execute(COMPLAINT_WINDOW_SQL, (start, start, start)).fetchone()
     sent, complaints = (int(row[0]), int(row[1])) if row else (0, 0)
     return ComplaintWindow(since=start, sent=sent, complaints=complaints)
 
 
-def _count(conn: sqlite3.Connection, sql: str) -> int:
+def _count(conn: Any, sql: str) -> int:
     row = conn.execute(sql).fetchone()
     return int(row[0]) if row else 0

@@ -12,14 +12,14 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from mailer.errors import StoreError
-from mailer.store.db import MIGRATIONS, read_only_uri
+from mailer.store.db import MIGRATIONS, open_db, read_only_uri, schema_version
 from mailer.store.edge import translated
+from mailer.store.engine import DRIVER_ERRORS, Connection, Location, SqliteConnection, where
 
 # Rows of daemons gone for this long are pruned at the next beat.
 _KEEP_STOPPED = timedelta(days=7)
@@ -67,7 +67,7 @@ class Snapshot:
 
 
 @translated("heartbeat: write heartbeat")
-async def write_heartbeat(conn: aiosqlite.Connection, beat: Heartbeat) -> None:
+async def write_heartbeat(conn: Connection, beat: Heartbeat) -> None:
     """Upsert this daemon's row (one statement: its own transaction)."""
     await conn.execute(
         "INSERT INTO daemon_heartbeat (host, pid, started_at, version, beat_at, stopped_at, parts)"
@@ -80,45 +80,55 @@ async def write_heartbeat(conn: aiosqlite.Connection, beat: Heartbeat) -> None:
 
 
 @translated("heartbeat: prune heartbeats")
-async def prune_heartbeats(conn: aiosqlite.Connection, now: datetime) -> None:
+async def prune_heartbeats(conn: Connection, now: datetime) -> None:
     await conn.execute("DELETE FROM daemon_heartbeat WHERE beat_at < ?",
                        ((now - _KEEP_STOPPED).isoformat(timespec="microseconds"),))
 
 
 @translated("heartbeat: outbox depth")
-async def outbox_depth(conn: aiosqlite.Connection) -> int:
+async def outbox_depth(conn: Connection) -> int:
     return await _count(conn, "SELECT count(*) FROM outbox WHERE status = 'pending'")
 
 
-async def _count(conn: aiosqlite.Connection, sql: str) -> int:
+async def _count(conn: Connection, sql: str) -> int:
     async with conn.execute(sql) as cur:
         row = await cur.fetchone()
     return int(row[0]) if row else 0
 
 
-async def read_snapshot(path: Path) -> Snapshot | None:
-    """The latest heartbeat and the queues beside it; None when there is no database file.
+async def read_snapshot(location: Location) -> Snapshot | None:
+    """The latest heartbeat and the queues beside it; None when there is no database (file).
 
-    Raises StoreError for a database that cannot be read or is newer than this code."""
+    Never creates or migrates a database (on SQLite it opens the file read-only). Raises
+    StoreError for a database that cannot be read or is newer than this code."""
+    place = where(location)
+    if place.path is None:
+        async with open_db(location, migrate_schema=False) as conn:
+            try:
+                return await _snapshot(conn)
+            except DRIVER_ERRORS as exc:
+                raise StoreError(f"cannot read database {place}: {exc}") from exc
+    path = place.path
     if not await asyncio.to_thread(path.exists):
         return None
     try:
-        async with aiosqlite.connect(read_only_uri(path), uri=True) as conn:
-            await conn.execute("PRAGMA busy_timeout = 5000")
-            return await _snapshot(conn)
+        async with aiosqlite.connect(read_only_uri(path), uri=True) as raw:
+            await raw.execute("PRAGMA busy_timeout = 5000")
+            raw.row_factory = aiosqlite.Row
+            return await _snapshot(SqliteConnection(raw, place))
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read database {path}: {exc}") from exc
 
 
-async def _snapshot(conn: aiosqlite.Connection) -> Snapshot | None:
-    version = await _count(conn, "PRAGMA user_version")
+async def _snapshot(conn: Connection) -> Snapshot | None:
+    version = await schema_version(conn)
     if version > len(MIGRATIONS):
         raise StoreError(f"database schema version {version} is newer than this mailer "
                          f"({len(MIGRATIONS)})")
     if version == 0:  # created by nothing of ours yet
         return None
-    if not await _count(conn, "SELECT count(*) FROM sqlite_master "
-                              "WHERE name = 'daemon_heartbeat'"):
+    if conn.engine == "sqlite" and not await _count(
+            conn, "SELECT count(*) FROM sqlite_master WHERE name = 'daemon_heartbeat'"):
         return Snapshot(heartbeat=None)  # not yet migrated by a daemon of this version
     async with conn.execute(
         "SELECT host, pid, started_at, version, beat_at, stopped_at, parts "
@@ -144,8 +154,8 @@ async def _snapshot(conn: aiosqlite.Connection) -> Snapshot | None:
     paused: dict[str, list[PausedCampaign]] = {"settings": [], "complaint-rate": []}
     # A database a daemon of this version has not migrated yet has no `paused_by` (read-only
     # here: status never migrates).
-    if await _count(conn, "SELECT count(*) FROM pragma_table_info('campaigns') "
-                          "WHERE name = 'paused_by'"):
+    if conn.engine == "postgresql" or await _count(
+            conn, "SELECT count(*) FROM pragma_table_info('campaigns') WHERE name = 'paused_by'"):
         async with conn.execute(
             "SELECT id, status_reason, paused_by FROM campaigns WHERE status = 'paused' "
             "AND paused_by IN ('settings', 'complaint-rate') ORDER BY id"

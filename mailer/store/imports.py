@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiosqlite
-
 from mailer.categories import CATEGORIES
 from mailer.errors import SettingsError
 from mailer.importer import BadRow, CustomerRow
 from mailer.store.db import transaction, utcnow
 from mailer.store.edge import translated
+from mailer.store.engine import Connection
 from mailer.store.rights import suppression_count, suppression_digest
 
 _BATCH = 5000
@@ -46,7 +45,7 @@ class ImportReport:
 
 @translated("customers: import customers")
 async def import_customers(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     rows: AsyncIterator[CustomerRow | BadRow],
     *,
     reference: str,
@@ -125,7 +124,7 @@ class _Rollback(Exception):
 
 @translated("customers: import customers atomically")
 async def import_customers_atomically(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     rows: AsyncIterator[CustomerRow | BadRow],
     *,
     reference: str,
@@ -144,7 +143,7 @@ def _flag(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
 
-async def _insert_batch(conn: aiosqlite.Connection, batch: list[tuple[Any, ...]]) -> None:
+async def _insert_batch(conn: Connection, batch: list[tuple[Any, ...]]) -> None:
     await conn.executemany(
         "INSERT INTO import_rows (line, email, name, company, phone, name_key, company_key, "
         "announcements, offers, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -153,7 +152,7 @@ async def _insert_batch(conn: aiosqlite.Connection, batch: list[tuple[Any, ...]]
 
 
 async def _apply_import(
-    conn: aiosqlite.Connection, report: ImportReport, now: str, reference: str, actor: str
+    conn: Connection, report: ImportReport, now: str, reference: str, actor: str
 ) -> None:
     await conn.execute(
         "UPDATE import_rows SET suppressed = 1, announcements = 0, offers = 0 "

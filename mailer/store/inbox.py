@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import aiosqlite
-
 from mailer.store.db import utcnow
 from mailer.store.edge import translated
+from mailer.store.engine import Connection, StoredRow
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class ReviewItem:
 
 
 @translated("inbox: mailbox state")
-async def mailbox_state(conn: aiosqlite.Connection, folder: str) -> MailboxState | None:
+async def mailbox_state(conn: Connection, folder: str) -> MailboxState | None:
     rows = list(await conn.execute_fetchall(
         "SELECT uidvalidity, last_uid FROM mailbox_state WHERE folder = ?", (folder,)))
     return MailboxState(rows[0]["uidvalidity"], rows[0]["last_uid"]) if rows else None
@@ -52,7 +51,7 @@ async def mailbox_state(conn: aiosqlite.Connection, folder: str) -> MailboxState
 
 @translated("inbox: set mailbox state")
 async def set_mailbox_state(
-    conn: aiosqlite.Connection, folder: str, uidvalidity: int, last_uid: int
+    conn: Connection, folder: str, uidvalidity: int, last_uid: int
 ) -> None:
     await conn.execute(
         "INSERT INTO mailbox_state (folder, uidvalidity, last_uid) VALUES (?, ?, ?) "
@@ -63,7 +62,7 @@ async def set_mailbox_state(
 
 
 @translated("inbox: existing keys")
-async def existing_keys(conn: aiosqlite.Connection, keys: Sequence[str]) -> set[str]:
+async def existing_keys(conn: Connection, keys: Sequence[str]) -> set[str]:
     """Which of these message keys have been decided already."""
     found: set[str] = set()
     wanted = sorted(set(keys))
@@ -89,7 +88,7 @@ class InboundRow:
 
 @translated("inbox: record inbound many")
 async def record_inbound_many(
-    conn: aiosqlite.Connection, folder: str, uidvalidity: int, rows: Sequence[InboundRow]
+    conn: Connection, folder: str, uidvalidity: int, rows: Sequence[InboundRow]
 ) -> None:
     # A row whose key is there already is left as it is: two passes (cron beside the daemon)
     # that both find one message already decided both record it as the same duplicate.
@@ -104,7 +103,7 @@ async def record_inbound_many(
 
 
 @translated("inbox: unmoved")
-async def unmoved(conn: aiosqlite.Connection, folder: str, uidvalidity: int) -> list[Unmoved]:
+async def unmoved(conn: Connection, folder: str, uidvalidity: int) -> list[Unmoved]:
     async with conn.execute(
         "SELECT id, uid, destination FROM inbound WHERE folder = ? AND moved = 0 "
         "AND uidvalidity = ? ORDER BY uid",
@@ -114,7 +113,7 @@ async def unmoved(conn: aiosqlite.Connection, folder: str, uidvalidity: int) -> 
 
 
 @translated("inbox: forget stale moves")
-async def forget_stale_moves(conn: aiosqlite.Connection, folder: str, uidvalidity: int) -> None:
+async def forget_stale_moves(conn: Connection, folder: str, uidvalidity: int) -> None:
     """Under a new UIDVALIDITY old UIDs mean nothing; those messages are found again by
     Message-ID, recognised as duplicates and moved then."""
     await conn.execute(
@@ -125,7 +124,7 @@ async def forget_stale_moves(conn: aiosqlite.Connection, folder: str, uidvalidit
 
 @translated("inbox: mark moved uids")
 async def mark_moved_uids(
-    conn: aiosqlite.Connection, folder: str, uidvalidity: int, uids: Sequence[int]
+    conn: Connection, folder: str, uidvalidity: int, uids: Sequence[int]
 ) -> None:
     await conn.executemany(
         "UPDATE inbound SET moved = 1 WHERE folder = ? AND uidvalidity = ? AND uid = ?",
@@ -147,7 +146,7 @@ class NewReview:
 
 
 @translated("inbox: add reviews")
-async def add_reviews(conn: aiosqlite.Connection, items: Sequence[NewReview]) -> None:
+async def add_reviews(conn: Connection, items: Sequence[NewReview]) -> None:
     now = utcnow()
     await conn.executemany(
         "INSERT INTO review_items (inbound_id, message_id, sender, subject, reason, marked, "
@@ -157,7 +156,7 @@ async def add_reviews(conn: aiosqlite.Connection, items: Sequence[NewReview]) ->
     )
 
 
-def _review(row: aiosqlite.Row) -> ReviewItem:
+def _review(row: StoredRow) -> ReviewItem:
     return ReviewItem(
         id=row["id"], message_id=row["message_id"], sender=row["sender"],
         subject=row["subject"], reason=row["reason"], status=row["status"],
@@ -166,14 +165,14 @@ def _review(row: aiosqlite.Row) -> ReviewItem:
 
 
 @translated("inbox: review items")
-async def review_items(conn: aiosqlite.Connection, *, include_settled: bool) -> list[ReviewItem]:
+async def review_items(conn: Connection, *, include_settled: bool) -> list[ReviewItem]:
     where = "" if include_settled else "WHERE status = 'open'"
     async with conn.execute(f"SELECT * FROM review_items {where} ORDER BY id") as cur:
         return [_review(r) for r in await cur.fetchall()]
 
 
 @translated("inbox: review item")
-async def review_item(conn: aiosqlite.Connection, item_id: int) -> ReviewItem | None:
+async def review_item(conn: Connection, item_id: int) -> ReviewItem | None:
     async with conn.execute("SELECT * FROM review_items WHERE id = ?", (item_id,)) as cur:
         row = await cur.fetchone()
     return _review(row) if row else None
@@ -181,7 +180,7 @@ async def review_item(conn: aiosqlite.Connection, item_id: int) -> ReviewItem | 
 
 @translated("inbox: settle review")
 async def settle_review(
-    conn: aiosqlite.Connection, item_id: int, *, status: str, settlement: str
+    conn: Connection, item_id: int, *, status: str, settlement: str
 ) -> bool:
     """Close an open item; False when it was not open (settled already, or racing another)."""
     cursor = await conn.execute(

@@ -22,9 +22,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiosqlite
-
 from mailer.store.edge import translated
+from mailer.store.engine import Connection
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ def takeable(lease: Lease | None, holder: Holder, *, now_s: float) -> bool:
 
 
 @translated("lease")
-async def lease_of(conn: aiosqlite.Connection, name: str) -> Lease | None:
+async def lease_of(conn: Connection, name: str) -> Lease | None:
     async with conn.execute(
         "SELECT holder, host, pid, expires_at FROM leases WHERE name = ?", (name,)
     ) as cur:
@@ -95,7 +94,7 @@ async def lease_of(conn: aiosqlite.Connection, name: str) -> Lease | None:
 
 @translated("taking a lease")
 async def acquire(
-    conn: aiosqlite.Connection, name: str, holder: Holder, *, now_s: float, ttl_s: float
+    conn: Connection, name: str, holder: Holder, *, now_s: float, ttl_s: float
 ) -> bool:
     """Take the lease if `takeable`; run inside BEGIN IMMEDIATE. True if we hold it now."""
     current = await lease_of(conn, name)
@@ -118,7 +117,7 @@ async def acquire(
 
 @translated("renewing a lease")
 async def renew(
-    conn: aiosqlite.Connection, name: str, holder: Holder, *, now_s: float, ttl_s: float
+    conn: Connection, name: str, holder: Holder, *, now_s: float, ttl_s: float
 ) -> bool:
     """Extend our lease; False if someone else holds it now (ours expired and was taken)."""
     cur = await conn.execute(
@@ -131,7 +130,7 @@ async def renew(
 
 
 @translated("checking a lease")
-async def holds(conn: aiosqlite.Connection, name: str, holder: Holder) -> bool:
+async def holds(conn: Connection, name: str, holder: Holder) -> bool:
     """True if `holder` still holds the lease: not taken over, even if it has just expired
     (taking it over is the only way another process can act on it)."""
     async with conn.execute(
@@ -141,5 +140,5 @@ async def holds(conn: aiosqlite.Connection, name: str, holder: Holder) -> bool:
 
 
 @translated("releasing a lease")
-async def release(conn: aiosqlite.Connection, name: str, holder: Holder) -> None:
+async def release(conn: Connection, name: str, holder: Holder) -> None:
     await conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder.id))

@@ -15,6 +15,9 @@ difference (bench/campaign_bench.py measures it). If another writer holds the da
 import, the inbox worker) the batch goes through aiosqlite instead, which waits in its own
 thread. Checkpoints are left to the aiosqlite connection (wal_autocheckpoint=0 here), so they
 never run on the loop's thread either.
+
+On PostgreSQL the ledger has a connection of its own, so its commits never wait behind the
+sender's claims and lease renewals; each flush is one round trip.
 """
 
 from __future__ import annotations
@@ -22,14 +25,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Sequence
-from pathlib import Path
-
-import aiosqlite
 
 from mailer.errors import StoreError
 from mailer.store.campaigns import RecipientResult
 from mailer.store.db import utcnow
 from mailer.store.edge import translated
+from mailer.store.engine import OPEN_ERRORS, Connection, Location, connect, where
 
 # SQLite allows 32766 parameters per statement; five per result, and some headroom.
 _RESULTS_PER_STATEMENT = 1000
@@ -64,7 +65,7 @@ def _results_statements(
 
 @translated("ledger: recording results")
 async def record_results(
-    conn: aiosqlite.Connection, campaign_id: int, results: Sequence[RecipientResult]
+    conn: Connection, campaign_id: int, results: Sequence[RecipientResult]
 ) -> None:
     """Settle claimed rows; each statement is atomic on its own (an implicit transaction
     outside an explicit one) and costs one round trip to the database thread."""
@@ -83,7 +84,7 @@ def _record_results_now(
 
 @translated("ledger: looking up a Message-ID")
 async def find_message(
-    conn: aiosqlite.Connection, message_id: str
+    conn: Connection, message_id: str
 ) -> tuple[int, int] | None:
     """The (campaign id, customer id) a Message-ID we sent belongs to, if it is ours."""
     async with conn.execute(
@@ -99,8 +100,8 @@ class Ledger:
     result recorded since the last flush. `lock` serialises the aiosqlite connection with
     its other users in the sender (claims, lease renewals)."""
 
-    def __init__(self, conn: aiosqlite.Connection, lock: asyncio.Lock, campaign_id: int,
-                 db_path: Path) -> None:
+    def __init__(self, conn: Connection, lock: asyncio.Lock, campaign_id: int,
+                 location: Location) -> None:
         self._conn = conn
         self._lock = lock
         self._campaign_id = campaign_id
@@ -108,8 +109,9 @@ class Ledger:
         self._flushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._wake = asyncio.Event()
         self._closing = False
-        self._db_path = db_path
+        self._where = where(location)
         self._writer: sqlite3.Connection | None = None
+        self._own: Connection | None = None
 
     def record(self, result: RecipientResult) -> asyncio.Future[None]:
         """Queue a result; the future resolves once it is committed. The flush happens when
@@ -134,11 +136,15 @@ class Ledger:
 
     async def run(self) -> None:
         try:
-            self._writer = sqlite3.connect(str(self._db_path), isolation_level=None)
-            for pragma in ("busy_timeout = 0", "synchronous = NORMAL", "wal_autocheckpoint = 0"):
-                self._writer.execute(f"PRAGMA {pragma}")
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {self._db_path}: {exc}") from exc
+            if self._where.path is None:
+                self._own = await connect(self._where, application_name="mailer ledger")
+            else:
+                self._writer = sqlite3.connect(str(self._where.path), isolation_level=None)
+                for pragma in ("busy_timeout = 0", "synchronous = NORMAL",
+                               "wal_autocheckpoint = 0"):
+                    self._writer.execute(f"PRAGMA {pragma}")
+        except OPEN_ERRORS as exc:
+            raise StoreError(f"cannot open database {self._where}: {exc}") from exc
         try:
             while True:
                 # Look at the state before sleeping: one wake-up may stand for several
@@ -151,8 +157,12 @@ class Ledger:
                     await self._wake.wait()
                     self._wake.clear()
         finally:
-            self._writer.close()
-            self._writer = None
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            if self._own is not None:
+                own, self._own = self._own, None
+                await own.close()
 
     async def _flush(self) -> None:
         # One more turn of the loop lets the replies that have just arrived on the other
@@ -170,6 +180,9 @@ class Ledger:
         done.set_result(None)
 
     async def _write(self, batch: list[RecipientResult]) -> None:
+        if self._own is not None:
+            await record_results(self._own, self._campaign_id, batch)
+            return
         assert self._writer is not None
         try:
             _record_results_now(self._writer, self._campaign_id, batch)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import aiosqlite
-
 from mailer.store.edge import translated
+from mailer.store.engine import Connection
 
 
 @translated("links: was the message sent")
-async def campaign_message_sent(conn: aiosqlite.Connection, customer_id: int,
+async def campaign_message_sent(conn: Connection, customer_id: int,
                                 campaign_id: int | None) -> bool:
     """Whether campaign `campaign_id`'s message went to this customer (`None`: any campaign's,
     for category tokens, which do not name their campaign)."""
@@ -35,7 +34,7 @@ async def campaign_message_sent(conn: aiosqlite.Connection, customer_id: int,
 
 
 @translated("links: was the confirmation sent")
-async def confirmation_sent(conn: aiosqlite.Connection, customer_id: int,
+async def confirmation_sent(conn: Connection, customer_id: int,
                             outbox_id: int) -> bool:
     """Whether confirmation `outbox_id` was sent, and to this customer."""
     rows = await conn.execute_fetchall(
@@ -45,7 +44,7 @@ async def confirmation_sent(conn: aiosqlite.Connection, customer_id: int,
 
 
 @translated("links: which messages were sent")
-async def sent_campaign_messages(conn: aiosqlite.Connection,
+async def sent_campaign_messages(conn: Connection,
                                  pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
     """Which (campaign id, customer id) pairs the ledger shows sent: one index search per
     campaign and few hundred customers (the one-click group commit checks its whole batch at

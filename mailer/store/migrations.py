@@ -531,3 +531,10 @@ MIGRATIONS: tuple[str, ...] = (
     END;
     """,
 )
+
+# PostgreSQL: a new database is created from `schema_postgresql.sql`, the schema as it stands
+# at migration POSTGRESQL_BASELINE (no PostgreSQL installation predates it). Every migration
+# after it is written for both engines: its SQLite script appended to MIGRATIONS above, and
+# its PostgreSQL script here under the same number (a test holds the two lists level).
+POSTGRESQL_BASELINE = 14
+POSTGRESQL_MIGRATIONS: dict[int, str] = {}

@@ -15,9 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import aiosqlite
-
 from mailer.store.edge import translated
+from mailer.store.engine import Connection
 
 
 def _stamp(when: datetime) -> str:
@@ -57,7 +56,7 @@ class ClaimOwner:
 
 @translated("outbox: enqueue confirmations")
 async def enqueue_confirmations(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     items: Sequence[NewConfirmation],
     *,
     interval_h: float,
@@ -101,7 +100,7 @@ async def enqueue_confirmations(
 
 
 @translated("outbox: claim owners")
-async def claim_owners(conn: aiosqlite.Connection, *, now_s: float) -> list[ClaimOwner]:
+async def claim_owners(conn: Connection, *, now_s: float) -> list[ClaimOwner]:
     """The owners of live (unexpired) claims on pending rows."""
     rows = await conn.execute_fetchall(
         "SELECT DISTINCT claim_host, claim_pid FROM outbox WHERE status = 'pending' "
@@ -112,7 +111,7 @@ async def claim_owners(conn: aiosqlite.Connection, *, now_s: float) -> list[Clai
 
 
 @translated("outbox: release claims")
-async def release_claims(conn: aiosqlite.Connection, owners: Iterable[ClaimOwner]) -> int:
+async def release_claims(conn: Connection, owners: Iterable[ClaimOwner]) -> int:
     """Free every claim these (dead) owners hold, so their rows can be picked at once."""
     released = 0
     for owner in owners:
@@ -127,7 +126,7 @@ async def release_claims(conn: aiosqlite.Connection, owners: Iterable[ClaimOwner
 
 @translated("outbox: claim next")
 async def claim_next(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     owner: ClaimOwner,
     *,
     now: datetime,
@@ -166,7 +165,7 @@ _UNCLAIM = "claim_host = NULL, claim_pid = NULL, claim_expires_at = NULL"
 
 
 @translated("outbox: mark sent")
-async def mark_sent(conn: aiosqlite.Connection, item_id: int, *, now: datetime) -> None:
+async def mark_sent(conn: Connection, item_id: int, *, now: datetime) -> None:
     await conn.execute(
         f"UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, {_UNCLAIM} "
         "WHERE id = ?",
@@ -176,7 +175,7 @@ async def mark_sent(conn: aiosqlite.Connection, item_id: int, *, now: datetime) 
 
 @translated("outbox: mark failed")
 async def mark_failed(
-    conn: aiosqlite.Connection, item_id: int, *, error: str, retry_at: datetime | None
+    conn: Connection, item_id: int, *, error: str, retry_at: datetime | None
 ) -> None:
     """Record a failed attempt: retry at `retry_at`, or give up (status failed) when None."""
     if retry_at is None:
@@ -194,7 +193,7 @@ async def mark_failed(
 
 
 @translated("outbox: confirmation message ids")
-async def confirmation_message_ids(conn: aiosqlite.Connection, ids: Iterable[str]) -> set[str]:
+async def confirmation_message_ids(conn: Connection, ids: Iterable[str]) -> set[str]:
     """Which of these Message-IDs are confirmations we sent (or are sending): a reply threaded
     to one is a customer answering it."""
     wanted = sorted({i for i in ids if i})

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiosqlite
-
 from mailer.store.edge import translated
+from mailer.store.engine import Connection
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ COMPLAINT_WINDOW_SQL = (
 
 
 @translated("reputation: complaint window")
-async def complaint_window(conn: aiosqlite.Connection, since: str) -> ComplaintWindow:
+async def complaint_window(conn: Connection, since: str) -> ComplaintWindow:
     async with conn.execute(COMPLAINT_WINDOW_SQL, (since, since, since)) as cur:
         row = await cur.fetchone()
     sent, complaints = (int(row[0]), int(row[1])) if row else (0, 0)
@@ -49,7 +48,7 @@ async def complaint_window(conn: aiosqlite.Connection, since: str) -> ComplaintW
 
 
 @translated("reputation: campaign bounces")
-async def recent_campaign_bounces(conn: aiosqlite.Connection, *, campaigns: int = 5
+async def recent_campaign_bounces(conn: Connection, *, campaigns: int = 5
                                   ) -> list[CampaignBounces]:
     """Sent and hard-bounced counts of the latest `campaigns` that started, newest first."""
     rows = await conn.execute_fetchall(
@@ -66,7 +65,7 @@ async def recent_campaign_bounces(conn: aiosqlite.Connection, *, campaigns: int 
 
 
 @translated("reputation: oldest open review item")
-async def oldest_open_review(conn: aiosqlite.Connection) -> str | None:
+async def oldest_open_review(conn: Connection) -> str | None:
     """When the oldest request still waiting in review arrived (None: none waits)."""
     async with conn.execute(
         "SELECT min(created_at) FROM review_items WHERE status = 'open'"

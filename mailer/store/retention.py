@@ -8,10 +8,9 @@ column adds it there, and `clear_web_evidence` clears it from then on.
 
 from __future__ import annotations
 
-import aiosqlite
-
 from mailer.store.db import transaction
 from mailer.store.edge import translated
+from mailer.store.engine import Connection
 from mailer.store.evidence import WEB_COLUMNS
 
 # table -> (its time column, the columns of web evidence). consent_events' permanence
@@ -21,7 +20,7 @@ WEB_EVIDENCE_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-async def _existing(conn: aiosqlite.Connection, table: str, columns: tuple[str, ...]
+async def _existing(conn: Connection, table: str, columns: tuple[str, ...]
                     ) -> list[str]:
     info = await conn.execute_fetchall(f"PRAGMA table_info({table})")
     have = {str(r["name"]) for r in info}
@@ -29,7 +28,7 @@ async def _existing(conn: aiosqlite.Connection, table: str, columns: tuple[str, 
 
 
 @translated("retention: web evidence")
-async def clear_web_evidence(conn: aiosqlite.Connection, *, before: str, dry_run: bool
+async def clear_web_evidence(conn: Connection, *, before: str, dry_run: bool
                              ) -> int:
     """Blank the web evidence of rows older than `before` (ISO time); how many rows."""
     total = 0

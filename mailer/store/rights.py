@@ -22,10 +22,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
 from mailer.store.db import transaction, utcnow
 from mailer.store.edge import translated
+from mailer.store.engine import Connection
 from mailer.store.evidence import PERSONAL_COLUMNS
 
 ERASED = "[erased]"
@@ -90,7 +89,7 @@ def is_fts_shadow(table: str) -> bool:
 
 
 @translated("rights: tables")
-async def tables(conn: aiosqlite.Connection) -> list[str]:
+async def tables(conn: Connection) -> list[str]:
     """Every table of the database (not SQLite's own, not FTS5's storage)."""
     rows = await conn.execute_fetchall(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
@@ -99,7 +98,7 @@ async def tables(conn: aiosqlite.Connection) -> list[str]:
 
 
 @translated("rights: rows of one customer")
-async def rows_for(conn: aiosqlite.Connection, customer_id: int, email: str
+async def rows_for(conn: Connection, customer_id: int, email: str
                    ) -> dict[str, list[dict[str, Any]]]:
     """Every table's rows about one person, as plain dicts, by table name."""
     found: dict[str, list[dict[str, Any]]] = {}
@@ -110,7 +109,7 @@ async def rows_for(conn: aiosqlite.Connection, customer_id: int, email: str
 
 
 @translated("rights: suppression look-up")
-async def suppressed_since(conn: aiosqlite.Connection, digest: str) -> str | None:
+async def suppressed_since(conn: Connection, digest: str) -> str | None:
     """When the address of `digest` was erased, or None if it is not suppressed."""
     async with conn.execute("SELECT created_at FROM suppression_entries WHERE digest = ?",
                             (digest,)) as cur:
@@ -119,7 +118,7 @@ async def suppressed_since(conn: aiosqlite.Connection, digest: str) -> str | Non
 
 
 @translated("rights: suppression count")
-async def suppression_count(conn: aiosqlite.Connection) -> int:
+async def suppression_count(conn: Connection) -> int:
     async with conn.execute("SELECT count(*) FROM suppression_entries") as cur:
         row = await cur.fetchone()
     return int(row[0]) if row else 0
@@ -133,7 +132,7 @@ class Erased:
 
 
 @translated("rights: erase")
-async def erase(conn: aiosqlite.Connection, customer_id: int, *, digest: str, reason: str,
+async def erase(conn: Connection, customer_id: int, *, digest: str, reason: str,
                 actor: str, imap_terms: list[str]) -> Erased:
     """Blank one customer's personal data everywhere, in one transaction, and record it.
 
@@ -186,10 +185,11 @@ async def erase(conn: aiosqlite.Connection, customer_id: int, *, digest: str, re
         await conn.execute(
             "INSERT OR IGNORE INTO suppression_entries (digest, created_at) VALUES (?, ?)",
             (digest, now))
-        cursor = await conn.execute(
-            "INSERT INTO erasures (customer_id, erased_at, reason, actor) VALUES (?, ?, ?, ?)",
-            (customer_id, now, reason, actor))
-        erasure_id = int(cursor.lastrowid or 0)
+        async with conn.execute(
+            "INSERT INTO erasures (customer_id, erased_at, reason, actor) VALUES (?, ?, ?, ?) "
+            "RETURNING id", (customer_id, now, reason, actor)) as cursor:
+            inserted = await cursor.fetchone()
+        erasure_id = int(inserted[0])
         await conn.execute(
             "INSERT INTO erasure_imap_pending (erasure_id, terms, next_attempt_at) "
             "VALUES (?, ?, ?)", (erasure_id, json.dumps([t for t in imap_terms if t]), now))
@@ -206,7 +206,7 @@ def _sweep_terms(email: str, name: str) -> list[str]:
     return [email] + ([name] if len(name.strip()) >= 4 else [])
 
 
-async def _sweep(conn: aiosqlite.Connection, term: str) -> None:
+async def _sweep(conn: Connection, term: str) -> None:
     """Blank every text value holding `term` in any table but the permanent ones."""
     pattern = _like(term)
     for table in await tables(conn):
@@ -223,7 +223,7 @@ async def _sweep(conn: aiosqlite.Connection, term: str) -> None:
 
 
 @translated("rights: checkpoint")
-async def checkpoint(conn: aiosqlite.Connection) -> bool:
+async def checkpoint(conn: Connection) -> bool:
     """Copy the WAL into the database and empty it (TRUNCATE); False if a reader held it."""
     async with conn.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
         row = await cur.fetchone()
@@ -238,7 +238,7 @@ class PendingCleanup:
 
 
 @translated("rights: pending IMAP clean-ups")
-async def pending_cleanups(conn: aiosqlite.Connection, *, due_by: str) -> list[PendingCleanup]:
+async def pending_cleanups(conn: Connection, *, due_by: str) -> list[PendingCleanup]:
     rows = await conn.execute_fetchall(
         "SELECT erasure_id, terms, attempts FROM erasure_imap_pending "
         "WHERE next_attempt_at <= ? ORDER BY erasure_id", (due_by,))
@@ -247,7 +247,7 @@ async def pending_cleanups(conn: aiosqlite.Connection, *, due_by: str) -> list[P
 
 
 @translated("rights: IMAP clean-up done")
-async def cleanup_done(conn: aiosqlite.Connection, erasure_id: int) -> None:
+async def cleanup_done(conn: Connection, erasure_id: int) -> None:
     """Forget a finished clean-up's search terms, overwriting them in the file."""
     await conn.execute("PRAGMA secure_delete = ON")
     async with transaction(conn, "finishing an erasure"):
@@ -257,7 +257,7 @@ async def cleanup_done(conn: aiosqlite.Connection, erasure_id: int) -> None:
 
 
 @translated("rights: IMAP clean-up failed")
-async def cleanup_failed(conn: aiosqlite.Connection, erasure_id: int, *, error: str,
+async def cleanup_failed(conn: Connection, erasure_id: int, *, error: str,
                          next_attempt_at: str) -> None:
     async with transaction(conn, "postponing an erasure's IMAP clean-up"):
         await conn.execute(
@@ -275,7 +275,7 @@ class Erasure:
 
 
 @translated("rights: erasures")
-async def erasures(conn: aiosqlite.Connection) -> list[Erasure]:
+async def erasures(conn: Connection) -> list[Erasure]:
     rows = await conn.execute_fetchall(
         "SELECT id, customer_id, erased_at, reason, actor FROM erasures ORDER BY id")
     return [Erasure(int(r["id"]), int(r["customer_id"]), str(r["erased_at"]), str(r["reason"]),
@@ -283,7 +283,7 @@ async def erasures(conn: aiosqlite.Connection) -> list[Erasure]:
 
 
 @translated("rights: erased at")
-async def erased_at(conn: aiosqlite.Connection, customer_id: int) -> str | None:
+async def erased_at(conn: Connection, customer_id: int) -> str | None:
     """When customer `customer_id` was erased, or None (not erased, or no such customer)."""
     async with conn.execute("SELECT erased_at FROM customers WHERE id = ?",
                             (customer_id,)) as cur:

@@ -33,12 +33,12 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-import aiosqlite
 import argon2
 from zxcvbn import zxcvbn
 
 from mailer.store.db import transaction, utcnow
 from mailer.store.edge import translated
+from mailer.store.engine import Connection, StoredRow
 
 ROLES: tuple[str, ...] = ("admin", "marketing", "reviewer")
 
@@ -159,12 +159,12 @@ def _token_hash(token: str) -> str:
 # --- accounts ---------------------------------------------------------------------------
 
 
-def _user(row: aiosqlite.Row) -> User:
+def _user(row: StoredRow) -> User:
     return User(id=row["id"], name=row["name"], role=row["role"], created_at=row["created_at"])
 
 
 @translated("users: add user")
-async def add_user(conn: aiosqlite.Connection, name: str, role: str, password_hash: str) -> bool:
+async def add_user(conn: Connection, name: str, role: str, password_hash: str) -> bool:
     """Create an account; False when the name is taken."""
     async with conn.execute(
         "INSERT INTO console_users (name, role, password_hash, created_at, updated_at) "
@@ -175,20 +175,20 @@ async def add_user(conn: aiosqlite.Connection, name: str, role: str, password_ha
 
 
 @translated("users: list users")
-async def list_users(conn: aiosqlite.Connection) -> list[User]:
+async def list_users(conn: Connection) -> list[User]:
     rows = await conn.execute_fetchall("SELECT * FROM console_users ORDER BY name")
     return [_user(r) for r in rows]
 
 
 @translated("users: user with hash")
-async def user_with_hash(conn: aiosqlite.Connection, name: str) -> tuple[User, str] | None:
+async def user_with_hash(conn: Connection, name: str) -> tuple[User, str] | None:
     async with conn.execute("SELECT * FROM console_users WHERE name = ?", (name,)) as cur:
         row = await cur.fetchone()
     return (_user(row), row["password_hash"]) if row else None
 
 
 @translated("users: set password")
-async def set_password(conn: aiosqlite.Connection, name: str, password_hash: str) -> bool:
+async def set_password(conn: Connection, name: str, password_hash: str) -> bool:
     """Change a password and end the account's sessions; False when there is no such user."""
     async with conn.execute(
         "UPDATE console_users SET password_hash = ?, updated_at = ? WHERE name = ?",
@@ -202,7 +202,7 @@ async def set_password(conn: aiosqlite.Connection, name: str, password_hash: str
 
 
 @translated("users: replace hash")
-async def replace_hash(conn: aiosqlite.Connection, user_id: int, old_hash: str,
+async def replace_hash(conn: Connection, user_id: int, old_hash: str,
                        new_hash: str) -> None:
     """Store a stronger hash of the same password, unless the password changed meanwhile
     (sessions are kept: it is the same password)."""
@@ -212,7 +212,7 @@ async def replace_hash(conn: aiosqlite.Connection, user_id: int, old_hash: str,
 
 
 @translated("users: remove user")
-async def remove_user(conn: aiosqlite.Connection, name: str) -> bool:
+async def remove_user(conn: Connection, name: str) -> bool:
     await conn.execute(
         "DELETE FROM console_sessions WHERE user_id = (SELECT id FROM console_users "
         "WHERE name = ?)", (name,))
@@ -224,7 +224,7 @@ async def remove_user(conn: aiosqlite.Connection, name: str) -> bool:
 
 
 @translated("users: create session")
-async def create_session(conn: aiosqlite.Connection, user_id: int, now: float) -> str:
+async def create_session(conn: Connection, user_id: int, now: float) -> str:
     """A new session for the user; returns the token for the cookie."""
     token = secrets.token_urlsafe(32)
     await conn.execute(
@@ -237,7 +237,7 @@ async def create_session(conn: aiosqlite.Connection, user_id: int, now: float) -
 
 @translated("users: session")
 async def session(
-    conn: aiosqlite.Connection, token: str, now: float, *, idle_s: float, max_s: float
+    conn: Connection, token: str, now: float, *, idle_s: float, max_s: float
 ) -> Session | None:
     """The live session for `token` (touching it), or None when unknown or expired; an
     expired session is deleted."""
@@ -260,12 +260,12 @@ async def session(
 
 
 @translated("users: end session")
-async def end_session(conn: aiosqlite.Connection, token: str) -> None:
+async def end_session(conn: Connection, token: str) -> None:
     await conn.execute("DELETE FROM console_sessions WHERE token_hash = ?", (_token_hash(token),))
 
 
 @translated("users: purge sessions")
-async def purge_sessions(conn: aiosqlite.Connection, now: float, *, idle_s: float,
+async def purge_sessions(conn: Connection, now: float, *, idle_s: float,
                          max_s: float) -> int:
     async with conn.execute(
         "DELETE FROM console_sessions WHERE last_seen < ? OR created_at < ?",
@@ -299,7 +299,7 @@ def throttle_keys(name: str, client: str) -> tuple[str, str]:
 
 
 @translated("users: begin login")
-async def begin_login(conn: aiosqlite.Connection, keys: tuple[str, str], now: float,
+async def begin_login(conn: Connection, keys: tuple[str, str], now: float,
                       throttle: Throttle) -> float:
     """Count an attempt as a failure before its password is checked, or refuse it: 0.0 if it
     may go ahead, else the seconds to wait. One transaction, so attempts arriving together
@@ -337,7 +337,7 @@ async def begin_login(conn: aiosqlite.Connection, keys: tuple[str, str], now: fl
 
 
 @translated("users: login succeeded")
-async def login_succeeded(conn: aiosqlite.Connection, keys: tuple[str, str]) -> None:
+async def login_succeeded(conn: Connection, keys: tuple[str, str]) -> None:
     """The attempt `begin_login` counted was right: clear its name's counter, and take it
     off the client's. Inside the caller's transaction."""
     pair, client = keys
@@ -350,7 +350,7 @@ async def login_succeeded(conn: aiosqlite.Connection, keys: tuple[str, str]) -> 
 
 
 @translated("users: audit")
-async def audit(conn: aiosqlite.Connection, actor: str, action: str, target: str = "") -> None:
+async def audit(conn: Connection, actor: str, action: str, target: str = "") -> None:
     """Record that `actor` did `action` to `target` (every change made from the console)."""
     await conn.execute(
         "INSERT INTO console_audit (at, actor, action, target) VALUES (?, ?, ?, ?)",
@@ -359,7 +359,7 @@ async def audit(conn: aiosqlite.Connection, actor: str, action: str, target: str
 
 
 @translated("users: audit log")
-async def audit_log(conn: aiosqlite.Connection, limit: int = 50) -> list[tuple[str, str, str, str]]:
+async def audit_log(conn: Connection, limit: int = 50) -> list[tuple[str, str, str, str]]:
     rows = await conn.execute_fetchall(
         "SELECT at, actor, action, target FROM console_audit ORDER BY id DESC LIMIT ?", (limit,))
     return [(r["at"], r["actor"], r["action"], r["target"]) for r in rows]

@@ -160,8 +160,8 @@ async def test_an_opt_out_skips_pending_rows_but_leaves_claimed_ones_to_the_cons
     assert [v for k, v in ledger.items() if k != claimed] == ["skipped"]
     campaign = await store.get_campaign(conn, campaign_id)
     assert campaign is not None
-    with ConsentGate(world.db, campaign.id, campaign.kind) as gate:
-        verdict = gate.check(claimed)
+    async with ConsentGate(world.db, campaign.id, campaign.kind) as gate:
+        verdict = await gate.check(claimed)
     assert verdict.recipient is None and "opted out" in verdict.skip_reason
 
 
@@ -172,15 +172,15 @@ async def test_consent_gate_sees_a_commit_made_a_moment_earlier_on_another_conne
     campaign_id = await world.create_campaign()
     campaign = await started(conn, campaign_id)
     [customer_id] = [r[0] for r in world.rows("SELECT id FROM customers")]
-    with ConsentGate(world.db, campaign.id, campaign.kind) as gate:
-        first = gate.check(customer_id)
+    async with ConsentGate(world.db, campaign.id, campaign.kind) as gate:
+        first = await gate.check(customer_id)
         assert first.recipient is not None and first.recipient.email == "c0@example.com"
         with sqlite3.connect(world.db) as other:
             other.execute("UPDATE customers SET offers = 0 WHERE id = ?", (customer_id,))
-        assert gate.check(customer_id).recipient is None
+        assert (await gate.check(customer_id)).recipient is None
         with sqlite3.connect(world.db) as other:
             other.execute("UPDATE campaigns SET status = 'paused' WHERE id = ?", (campaign_id,))
-        assert gate.check(customer_id).stop_reason == "campaign is now paused"
+        assert (await gate.check(customer_id)).stop_reason == "campaign is now paused"
 
 
 # --- why a campaign is paused -----------------------------------------------------------------
