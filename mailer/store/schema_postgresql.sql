@@ -40,10 +40,9 @@ CREATE TABLE customers (
     updated_at    TEXT COLLATE "C" NOT NULL,
     erased_at     TEXT COLLATE "C"
 );
--- NOCASE uniqueness: 'Ann@X.com' and 'ann@x.com' are one customer.
+-- NOCASE uniqueness: 'Ann@X.com' and 'ann@x.com' are one customer. The same index serves the
+-- look-ups by address, written lower(email) = lower(?), IN, and prefix ranges on lower(email).
 CREATE UNIQUE INDEX customers_email ON customers (lower(email));
--- Equality and ranges on the address as written (email = ?, email >= ? AND email < ?).
-CREATE INDEX customers_email_exact ON customers (email);
 CREATE INDEX customers_name_key ON customers (name_key);
 CREATE INDEX customers_company_key ON customers (company_key);
 -- customers_search (FTS5, unicode61): the words of name, company and address; punctuation
