@@ -208,8 +208,9 @@ async def snapshot_audience(conn: Connection, campaign: Campaign) -> int:
     now = utcnow()
     column = kind_column(campaign.kind)
     cur = await conn.execute(
-        "INSERT OR IGNORE INTO campaign_recipients (campaign_id, customer_id, status, "
-        f"updated_at) SELECT ?, id, 'pending', ? FROM customers WHERE {column} = 1 ORDER BY id",
+        "INSERT INTO campaign_recipients (campaign_id, customer_id, status, updated_at) "
+        f"SELECT ?, id, 'pending', ? FROM customers WHERE {column} = 1 ORDER BY id "
+        "ON CONFLICT DO NOTHING",
         (campaign.id, now),
     )
     added = cur.rowcount
@@ -295,7 +296,9 @@ async def take_test_copy(conn: Connection, campaign_id: int, day: str,
     the last one."""
     async with conn.execute(
         "INSERT INTO campaign_test_copies (campaign_id, day, count) VALUES (?, ?, 1) "
-        "ON CONFLICT (campaign_id, day) DO UPDATE SET count = count + 1 WHERE count < ? "
+        # Qualified: PostgreSQL reads a bare `count` here as ambiguous (table or excluded).
+        "ON CONFLICT (campaign_id, day) DO UPDATE SET count = campaign_test_copies.count + 1 "
+        "WHERE campaign_test_copies.count < ? "
         "RETURNING count",
         (campaign_id, day, cap),
     ) as cur:

@@ -322,7 +322,8 @@ async def mark_undeliverable(
 ) -> bool:
     """Stop mailing this address; False (nothing recorded) if it already was undeliverable."""
     cur = await conn.execute(
-        "INSERT OR IGNORE INTO undeliverable (customer_id, since, reason) VALUES (?, ?, ?)",
+        "INSERT INTO undeliverable (customer_id, since, reason) VALUES (?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
         (customer_id, now, reason))
     changed = cur.rowcount == 1
     await cur.close()

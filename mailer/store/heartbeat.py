@@ -142,8 +142,10 @@ async def _snapshot(conn: Connection) -> Snapshot | None:
         timespec="microseconds")
     campaigns = []
     async with conn.execute(
-        "SELECT c.id, c.kind, sum(r.status = 'sent'), count(r.customer_id), "
-        "sum(r.status = 'sent' AND r.updated_at >= ?) FROM campaigns c "
+        "SELECT c.id, c.kind, sum(CASE WHEN r.status = 'sent' THEN 1 ELSE 0 END), "
+        "count(r.customer_id), "
+        "sum(CASE WHEN r.status = 'sent' AND r.updated_at >= ? THEN 1 ELSE 0 END) "
+        "FROM campaigns c "
         "LEFT JOIN campaign_recipients r ON r.campaign_id = c.id "
         "WHERE c.status = 'sending' GROUP BY c.id ORDER BY c.id", (since,)
     ) as cur:

@@ -172,7 +172,7 @@ async def _apply_import(
             f"WHERE c.id = import_rows.customer_id AND import_rows.{category} = 1 "
             f"AND c.{category} = 0 AND (SELECT e.source FROM consent_events e "
             f"WHERE e.customer_id = c.id AND e.category = '{category}' "
-            f"ORDER BY e.id DESC LIMIT 1) IS NOT 'import'"
+            f"ORDER BY e.id DESC LIMIT 1) IS DISTINCT FROM 'import'"
         )
         async with conn.execute(
             f"SELECT line, email FROM import_rows WHERE keep_{category} = 1 ORDER BY line"
@@ -185,7 +185,8 @@ async def _apply_import(
     changed_lines: set[int] = set()
     async with conn.execute(
         "SELECT r.line FROM import_rows r JOIN customers c ON c.id = r.customer_id "
-        "WHERE r.name IS NOT c.name OR r.company IS NOT c.company OR r.phone IS NOT c.phone "
+        "WHERE r.name IS DISTINCT FROM c.name OR r.company IS DISTINCT FROM c.company "
+        "OR r.phone IS DISTINCT FROM c.phone "
         "OR r.email IS NOT c.email COLLATE BINARY "
         "OR (r.announcements IS NOT NULL AND r.announcements != c.announcements "
         "    AND r.keep_announcements = 0) "
@@ -214,8 +215,10 @@ async def _apply_import(
     await conn.execute(
         "UPDATE customers SET name = r.name, company = r.company, phone = r.phone, "
         "email = r.email, name_key = r.name_key, company_key = r.company_key, updated_at = ? "
-        "FROM import_rows r WHERE r.customer_id = customers.id AND (r.name IS NOT customers.name "
-        "OR r.company IS NOT customers.company OR r.phone IS NOT customers.phone "
+        "FROM import_rows r WHERE r.customer_id = customers.id "
+        "AND (r.name IS DISTINCT FROM customers.name "
+        "OR r.company IS DISTINCT FROM customers.company "
+        "OR r.phone IS DISTINCT FROM customers.phone "
         "OR r.email IS NOT customers.email COLLATE BINARY)",
         (now,),
     )

@@ -173,8 +173,10 @@ async def erase(conn: Connection, customer_id: int, *, digest: str, reason: str,
                            (customer_id,))
         for term in _sweep_terms(email, name):
             await _sweep(conn, term)
+            # lower() on both sides: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
             await conn.execute("UPDATE consent_events SET message_from = '' "
-                               "WHERE message_from LIKE ? ESCAPE '\\'", (_like(term),))
+                               "WHERE lower(message_from) LIKE lower(?) ESCAPE '\\'",
+                               (_like(term),))
         # The ledger is the largest table: only this customer's rows (by its index) can hold
         # their address, in a server's reply.
         await conn.execute(
@@ -183,7 +185,8 @@ async def erase(conn: Connection, customer_id: int, *, digest: str, reason: str,
         # An FTS5 delete only marks; merging the segments drops the old terms from the file.
         await conn.execute("INSERT INTO customers_search (customers_search) VALUES ('optimize')")
         await conn.execute(
-            "INSERT OR IGNORE INTO suppression_entries (digest, created_at) VALUES (?, ?)",
+            "INSERT INTO suppression_entries (digest, created_at) VALUES (?, ?) "
+            "ON CONFLICT DO NOTHING",
             (digest, now))
         async with conn.execute(
             "INSERT INTO erasures (customer_id, erased_at, reason, actor) VALUES (?, ?, ?, ?) "
@@ -219,7 +222,7 @@ async def _sweep(conn: Connection, term: str) -> None:
                 continue
             await conn.execute(
                 f"UPDATE {table} SET {column['name']} = ? "
-                f"WHERE {column['name']} LIKE ? ESCAPE '\\'", (ERASED, pattern))
+                f"WHERE lower({column['name']}) LIKE lower(?) ESCAPE '\\'", (ERASED, pattern))
 
 
 @translated("rights: checkpoint")

@@ -342,7 +342,8 @@ async def login_succeeded(conn: Connection, keys: tuple[str, str]) -> None:
     off the client's. Inside the caller's transaction."""
     pair, client = keys
     await conn.execute("DELETE FROM console_login_failures WHERE key = ?", (pair,))
-    await conn.execute("UPDATE console_login_failures SET failures = max(0, failures - 1) "
+    await conn.execute("UPDATE console_login_failures SET failures = "
+                       "CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END "
                        "WHERE key = ?", (client,))
 
 
