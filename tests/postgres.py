@@ -6,6 +6,7 @@
       .url(dbname)         postgresql://mailer@127.0.0.1:PORT/dbname
       .create_database()   a fresh empty database with a unique name; its URL
       .kill_connections(dbname)   end every session on that database (what a restart looks like)
+    stop_orphans(bindir)   stop clusters that killed sessions left running (start() calls it)
 
     with PostgresServer() as server:
         url = server.create_database()
@@ -32,10 +33,13 @@ from types import TracebackType
 
 from tests.ports import HOST, PORT_ATTEMPTS, free_port, port_taken
 
-__all__ = ["SUPERUSER", "PostgresServer", "PostgresStartFailed", "find_bindir",
+__all__ = ["SUPERUSER", "PostgresServer", "PostgresStartFailed", "find_bindir", "stop_orphans",
            "unavailable_reason"]
 
 SUPERUSER = "mailer"
+_PREFIX = "mailer-pg-"
+# The pid of the process that started the cluster, so a later session can tell an orphan.
+_SESSION_FILE = "session.pid"
 # Waiting for the server to accept connections: generous, a loaded two-core CI box is slow.
 _START_TIMEOUT_S = 120
 # Settings for a server nobody relies on after the test: no durability (fsync, the WAL flush at
@@ -92,6 +96,55 @@ def _owner() -> pwd.struct_passwd | None:
     raise PostgresStartFailed("running as root and neither a postgres nor a nobody user exists")
 
 
+def _run(bindir: Path, owner: pwd.struct_passwd | None, cwd: Path | None,
+         *command: str) -> subprocess.CompletedProcess[str]:
+    """Run one of PostgreSQL's programs, as the cluster's owner when we are root."""
+    return subprocess.run(
+        [str(bindir / command[0]), *command[1:]],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        user=owner.pw_uid if owner else None,
+        group=owner.pw_gid if owner else None,
+        extra_groups=[] if owner else None,
+        env={**os.environ, "LC_ALL": "C", "PGTZ": "UTC"},
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_orphans(bindir: Path) -> None:
+    """Stop and remove the clusters of test sessions that died without stopping theirs (killed
+    by a timeout or Ctrl-C twice): pg_ctl detaches the server, so nothing else would end it.
+    A cluster whose session still runs (another worktree's, another user's) is left alone."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*"):
+        try:
+            session = int((folder / _SESSION_FILE).read_text())
+            stat = folder.stat()
+        except (OSError, ValueError):
+            continue  # being set up right now, or not ours to judge
+        if _alive(session):
+            continue
+        owner = None
+        if os.geteuid() == 0 and stat.st_uid != 0:
+            owner = pwd.getpwuid(stat.st_uid)
+        elif stat.st_uid != os.geteuid():
+            continue
+        if (folder / "data" / "postmaster.pid").exists():
+            _run(bindir, owner, folder, "pg_ctl", "stop", "-D", str(folder / "data"),
+                 "-m", "immediate", "-w")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _last_words(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return " / ".join(lines[-3:]) if lines else "(no output)"
@@ -123,24 +176,14 @@ class PostgresServer:
         return self.folder / "server.log"
 
     def _run(self, *command: str) -> subprocess.CompletedProcess[str]:
-        """Run one of PostgreSQL's programs, as the cluster's owner when we are root."""
-        owner = self._owner
-        return subprocess.run(
-            [str(self.bindir / command[0]), *command[1:]],
-            cwd=self.folder,
-            capture_output=True,
-            text=True,
-            check=False,
-            user=owner.pw_uid if owner else None,
-            group=owner.pw_gid if owner else None,
-            extra_groups=[] if owner else None,
-            env={**os.environ, "LC_ALL": "C", "PGTZ": "UTC"},
-        )
+        return _run(self.bindir, self._owner, self.folder, *command)
 
     def start(self) -> None:
         """initdb into a fresh temp folder and start the server; PostgresStartFailed if not."""
-        self.folder = Path(tempfile.mkdtemp(prefix="mailer-pg-"))
+        stop_orphans(self.bindir)
+        self.folder = Path(tempfile.mkdtemp(prefix=_PREFIX))
         try:
+            (self.folder / _SESSION_FILE).write_text(str(os.getpid()))
             if self._owner is not None:
                 # The data dir, and the socket dir beside it, must belong to the server's user.
                 os.chown(self.folder, self._owner.pw_uid, self._owner.pw_gid)
