@@ -166,10 +166,14 @@ def postgres_server(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
     """A fresh empty store location for mailer.store.db.open_db: a SQLite file path, or a
-    postgresql:// URL of a new database (parametrized over both by pytest_generate_tests)."""
+    postgresql:// URL of a new database, dropped afterwards (parametrized over both engines by
+    pytest_generate_tests)."""
     if request.param == "sqlite":
-        return tmp_path / "mailer.db"
+        yield tmp_path / "mailer.db"
+        return
     server: PostgresServer = request.getfixturevalue("postgres_server")
-    return server.create_database()
+    url = server.create_database()
+    yield url
+    server.drop_database(url.rsplit("/", 1)[1])

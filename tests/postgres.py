@@ -5,6 +5,7 @@
     PostgresServer         initdb + pg_ctl into a temp dir, 127.0.0.1 on a free port, trust auth
       .url(dbname)         postgresql://mailer@127.0.0.1:PORT/dbname
       .create_database()   a fresh empty database with a unique name; its URL
+      .drop_database(dbname)      drop it, ending any session still on it
       .kill_connections(dbname)   end every session on that database (what a restart looks like)
     stop_orphans(bindir)   stop clusters that killed sessions left running (start() calls it)
 
@@ -247,6 +248,16 @@ class PostgresServer:
             connection.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                 sql.Identifier(name), sql.Identifier(template)))
         return self.url(name)
+
+    def drop_database(self, dbname: str) -> None:
+        """Drop a test's database, ending any session still on it (a pool the test left open).
+        Each is about 3 MB on disk, so a whole suite's worth would otherwise fill /tmp."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as connection:
+            connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(dbname)))
 
     def kill_connections(self, dbname: str) -> int:
         """End every other session on `dbname` as a server restart or a DBA would; how many."""

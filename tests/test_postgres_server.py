@@ -96,6 +96,20 @@ def test_the_server_listens_on_127_0_0_1_only(postgres_server: PostgresServer) -
     assert row == ("127.0.0.1",)
 
 
+def test_drop_database_removes_it_even_with_a_session_still_open(
+        postgres_server: PostgresServer) -> None:
+    url = postgres_server.create_database()
+    with psycopg.connect(url, autocommit=True) as forgotten:
+        postgres_server.drop_database(_dbname(url))
+
+        with pytest.raises(psycopg.OperationalError):
+            forgotten.execute("SELECT 1")
+    with psycopg.connect(postgres_server.url("postgres")) as connection:
+        row = connection.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
+                                 (_dbname(url),)).fetchone()
+    assert row == (0,)
+
+
 def test_kill_connections_ends_the_sessions_on_that_database_only(
         postgres_server: PostgresServer) -> None:
     victim, bystander = postgres_server.create_database(), postgres_server.create_database()
