@@ -15,7 +15,7 @@
 The system cluster Debian's package may have created is never used. `pg_ctl` and `postgres`
 refuse to run as root, so as root the cluster belongs to the `postgres` system user (else
 `nobody`), and every program touching it runs as that user. Durability is switched off: a test
-database that a power cut loses is no loss, and fsync on a shared CI disk is most of the time.
+database that a power cut loses is no loss, and fsync on a shared CI disk is where the time goes.
 
 No pytest here: bench/ and scripts can use it too.
 """
@@ -198,7 +198,7 @@ class PostgresServer:
                            f"unix_socket_directories = '{self.folder}'\n")
             self._start_on_free_port()
         except BaseException:
-            self._remove()
+            self.stop()  # pg_ctl may give up waiting on a server that then runs on
             raise
 
     def _start_on_free_port(self) -> None:
