@@ -1,6 +1,8 @@
 # The two newcomer commands (README): `make demo` and `make test`. Both set everything up in a
 # virtual environment first. `make demo` needs no root and no external server; `make test` also
-# installs the programs the suite talks to (scripts/setup-system.sh) when run as root.
+# installs the programs the suite talks to (scripts/setup-system.sh) when run as root. Without
+# PostgreSQL the store tests run on SQLite only and pytest says so in one line; .ci/run sets
+# MAILER_TEST_POSTGRES=required so CI never leaves PostgreSQL out (=off leaves it out on purpose).
 # `make playground` runs the whole service on loopback to click through, until Ctrl-C.
 PYTHON ?= python3
 VENV ?= .venv
