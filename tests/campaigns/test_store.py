@@ -6,32 +6,32 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from mailer.consent import change
 from mailer.store import campaigns as store
 from mailer.store.campaigns import Campaign, Counts, RecipientResult
 from mailer.store.consent import ConsentGate
-from mailer.store.db import MIGRATIONS, open_db, transaction
+from mailer.store.db import MIGRATIONS, Connection, open_db, transaction
 from mailer.store.ledger import find_message, record_results
+from tests import dbrows
 from tests.campaigns.world import World
 from tests.servers import SmtpSink
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+def world(tmp_path: Path, database: Path | str) -> Iterator[World]:
     # The store needs no SMTP; a sink that is never started just lends its port.
-    yield World.build(tmp_path, SmtpSink())
+    yield World.build(tmp_path, SmtpSink(), database)
 
 
 @pytest.fixture
-async def conn(world: World) -> AsyncIterator[aiosqlite.Connection]:
+async def conn(world: World) -> AsyncIterator[Connection]:
     async with open_db(world.db) as connection:
         yield connection
 
 
-async def started(conn: aiosqlite.Connection, campaign_id: int) -> Campaign:
+async def started(conn: Connection, campaign_id: int) -> Campaign:
     campaign = await store.get_campaign(conn, campaign_id)
     assert campaign is not None
     async with transaction(conn):
@@ -46,7 +46,7 @@ async def started(conn: aiosqlite.Connection, campaign_id: int) -> Campaign:
 
 
 async def test_audience_is_the_customers_opted_in_to_the_kind_taken_once(
-    world: World, conn: aiosqlite.Connection
+    world: World, conn: Connection
 ) -> None:
     await world.add_customers(10, offers_every=2)
     campaign_id = await world.create_campaign(kind="offers")
@@ -60,7 +60,7 @@ async def test_audience_is_the_customers_opted_in_to_the_kind_taken_once(
 
 
 async def test_counts_report_claimed_rows_as_pending(
-    world: World, conn: aiosqlite.Connection
+    world: World, conn: Connection
 ) -> None:
     await world.add_customers(6)
     campaign_id = await world.create_campaign()
@@ -79,7 +79,7 @@ async def test_counts_report_claimed_rows_as_pending(
 
 
 async def test_claims_take_the_lowest_pending_ids_and_never_the_same_row_twice(
-    world: World, conn: aiosqlite.Connection
+    world: World, conn: Connection
 ) -> None:
     await world.add_customers(7)
     campaign_id = await world.create_campaign()
@@ -94,7 +94,7 @@ async def test_claims_take_the_lowest_pending_ids_and_never_the_same_row_twice(
 
 
 async def test_results_settle_only_claimed_rows_and_keep_the_reply(
-    world: World, conn: aiosqlite.Connection
+    world: World, conn: Connection
 ) -> None:
     await world.add_customers(3)
     campaign_id = await world.create_campaign()
@@ -113,7 +113,7 @@ async def test_results_settle_only_claimed_rows_and_keep_the_reply(
 
 
 async def test_a_settled_row_keeps_its_message_id_so_it_can_be_traced_back(
-    world: World, conn: aiosqlite.Connection
+    world: World, conn: Connection
 ) -> None:
     await world.add_customers(2)
     campaign_id = await world.create_campaign()
@@ -133,7 +133,7 @@ async def test_a_settled_row_keeps_its_message_id_so_it_can_be_traced_back(
 
 
 async def test_requeue_returns_in_flight_rows_to_pending(
-    world: World, conn: aiosqlite.Connection
+    world: World, conn: Connection
 ) -> None:
     await world.add_customers(4)
     campaign_id = await world.create_campaign()
@@ -144,7 +144,7 @@ async def test_requeue_returns_in_flight_rows_to_pending(
 
 
 async def test_an_opt_out_skips_pending_rows_but_leaves_claimed_ones_to_the_consent_check(
-    world: World, conn: aiosqlite.Connection
+    world: World, conn: Connection
 ) -> None:
     await world.add_customers(2)
     campaign_id = await world.create_campaign()
@@ -166,7 +166,7 @@ async def test_an_opt_out_skips_pending_rows_but_leaves_claimed_ones_to_the_cons
 
 
 async def test_consent_gate_sees_a_commit_made_a_moment_earlier_on_another_connection(
-    world: World, conn: aiosqlite.Connection
+    world: World, conn: Connection
 ) -> None:
     await world.add_customers(1)
     campaign_id = await world.create_campaign()
@@ -175,11 +175,10 @@ async def test_consent_gate_sees_a_commit_made_a_moment_earlier_on_another_conne
     async with ConsentGate(world.db, campaign.id, campaign.kind) as gate:
         first = await gate.check(customer_id)
         assert first.recipient is not None and first.recipient.email == "c0@example.com"
-        with sqlite3.connect(world.db) as other:
-            other.execute("UPDATE customers SET offers = 0 WHERE id = ?", (customer_id,))
+        dbrows.execute(world.db, "UPDATE customers SET offers = 0 WHERE id = ?", (customer_id,))
         assert (await gate.check(customer_id)).recipient is None
-        with sqlite3.connect(world.db) as other:
-            other.execute("UPDATE campaigns SET status = 'paused' WHERE id = ?", (campaign_id,))
+        dbrows.execute(world.db, "UPDATE campaigns SET status = 'paused' WHERE id = ?",
+                       (campaign_id,))
         assert (await gate.check(customer_id)).stop_reason == "campaign is now paused"
 
 
@@ -187,7 +186,7 @@ async def test_consent_gate_sees_a_commit_made_a_moment_earlier_on_another_conne
 
 
 async def test_paused_by_is_set_with_a_pause_and_cleared_by_any_other_status(
-    conn: aiosqlite.Connection,
+    conn: Connection,
 ) -> None:
     campaign_id = await store.insert_campaign(conn, kind="offers", template="t", subject="s",
                                               scheduled_at=None)

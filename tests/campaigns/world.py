@@ -13,7 +13,6 @@ import email
 import email.policy
 import io
 import shutil
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from mailer.clock import SYSTEM_CLOCK
 from mailer.consent import imports
 from mailer.settings import Settings, from_mapping
 from mailer.store.db import open_db
+from tests import dbrows
 from tests.campaigns.clock import FakeClock
 from tests.servers import SmtpSink
 
@@ -38,9 +38,12 @@ UNSUBSCRIBE_ADDRESS = "unsubscribe@imperial.test"
 SENDER = "Imperial Telecom <news@imperial.test>"
 
 
-def settings_mapping(tmp_path: Path, port: int, **overrides: dict[str, Any]) -> dict[str, Any]:
+def settings_mapping(tmp_path: Path, port: int, database: Path | str | None = None,
+                     **overrides: dict[str, Any]) -> dict[str, Any]:
+    place = {"url": database} if isinstance(database, str) else {
+        "path": str(database or tmp_path / "mailer.db")}
     sections: dict[str, dict[str, Any]] = {
-        "database": {"path": str(tmp_path / "mailer.db")},
+        "database": place,
         "imap": {"host": "127.0.0.1", "port": 1, "security": "none"},
         "smtp": {"host": "127.0.0.1", "port": port, "security": "none", "sender": SENDER,
                  "timeout_s": 5.0, "max_connections": 4, "max_attempts": 5},
@@ -61,17 +64,20 @@ class World:
     settings: Settings
 
     @classmethod
-    def build(cls, tmp: Path, sink: SmtpSink, **overrides: dict[str, Any]) -> World:
+    def build(cls, tmp: Path, sink: SmtpSink, database: Path | str | None = None,
+              **overrides: dict[str, Any]) -> World:
+        """`database`: a location from the `database` fixture (either engine); None, a
+        SQLite file in `tmp`."""
         templates = tmp / "templates"
         if not templates.exists():
             shutil.copytree(ROOT / "templates", templates)
-        settings = from_mapping(settings_mapping(tmp, sink.port, **overrides), base_dir=tmp,
-                                environ={})
+        settings = from_mapping(settings_mapping(tmp, sink.port, database, **overrides),
+                                base_dir=tmp, environ={})
         return cls(tmp, sink, settings)
 
     @property
-    def db(self) -> Path:
-        return self.settings.database.path
+    def db(self) -> Path | str:
+        return self.settings.database.location
 
     def config(self, **overrides: Any) -> SendConfig:
         """Send settings with fast retries, for tests."""
@@ -113,8 +119,7 @@ class World:
         return created.id
 
     def rows(self, sql: str, parameters: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.db) as conn:
-            return conn.execute(sql, tuple(parameters)).fetchall()
+        return dbrows.rows(self.db, sql, parameters)
 
     def opted_in(self, kind: str = "offers") -> set[str]:
         return {r[0] for r in self.rows(f"SELECT email FROM customers WHERE {kind} = 1")}
