@@ -1,8 +1,11 @@
 """What the handlers share: the database connection, the pages, the secrets and the clock.
 
-One aiosqlite connection serves every request, one request at a time behind an asyncio lock: a
-connection holds one transaction at a time. One-click requests that arrive together share a
-transaction (`choices.OneClickWriter`), so a burst of clicks does not queue one commit each.
+One connection serves every request, one request at a time behind an asyncio lock: a
+connection holds one transaction at a time. On SQLite it runs inline on the loop's thread
+(`store.engine.InlineSqliteConnection`): the listener's statements are small and indexed, and
+its transactions then hold the write lock for microseconds, not loop turns. One-click requests
+that arrive together share a transaction (`choices.OneClickWriter`), so a burst of clicks does
+not queue one commit each.
 The connection is opened when the app starts and closed when it stops.
 """
 

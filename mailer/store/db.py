@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from mailer.store.engine import (
     DRIVER_ERRORS,
     OPEN_ERRORS,
     Connection,
+    InlineSqliteConnection,
     Location,
     PostgresConnection,
     SqliteConnection,
@@ -57,14 +59,16 @@ def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-async def _configure(conn: SqliteConnection) -> None:
-    await conn.execute("PRAGMA busy_timeout = 10000")
+async def _configure(conn: SqliteConnection | InlineSqliteConnection) -> None:
+    # Inline connections never wait inside SQLite (that would block the loop): they retry.
+    timeout = 0 if isinstance(conn, InlineSqliteConnection) else 10000
+    await conn.execute(f"PRAGMA busy_timeout = {timeout}")
     await _use_wal(conn)
     await conn.execute("PRAGMA synchronous = NORMAL")
     await conn.execute("PRAGMA foreign_keys = ON")
 
 
-async def _use_wal(conn: SqliteConnection) -> None:
+async def _use_wal(conn: SqliteConnection | InlineSqliteConnection) -> None:
     """Switch to write-ahead logging (persistent: once per database file).
 
     Switching takes an exclusive lock, and SQLite answers SQLITE_BUSY at once, without the busy
@@ -182,18 +186,19 @@ async def schema_version(conn: Connection) -> int:
 
 
 @asynccontextmanager
-async def open_db(location: Location, *, migrate_schema: bool = True
+async def open_db(location: Location, *, migrate_schema: bool = True, inline: bool = False
                   ) -> AsyncIterator[Connection]:
     """Open (creating and migrating as needed) the database at `location`: a Path (SQLite)
-    or a URL (`sqlite:///...`, `postgresql://...`)."""
+    or a URL (`sqlite:///...`, `postgresql://...`). `inline`: SQLite statements on the loop's
+    own thread, for a listener's short transactions (`engine.InlineSqliteConnection`)."""
     place = where(location)
     try:
-        conn = await connect(place)
+        conn = await connect(place, inline=inline)
     except OPEN_ERRORS as exc:
         raise StoreError(f"cannot open database {place}: {_first_line(exc)}") from exc
     try:
         try:
-            if isinstance(conn, SqliteConnection):
+            if isinstance(conn, SqliteConnection | InlineSqliteConnection):
                 await _configure(conn)
             if migrate_schema:
                 await migrate(conn)
@@ -209,9 +214,41 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+# One FIFO lock per SQLite file per event loop: the process's writers queue for SQLite's
+# single write lock here, in order, instead of in SQLite's busy handler, which sleeps with a
+# growing backoff (up to 100 ms a try) while a busy writer (500 one-click POSTs a second)
+# takes the lock again and again: a campaign's ledger commits starved behind it.
+_WRITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary())
+
+
+def process_writer_lock(path: Path) -> asyncio.Lock:
+    """This process's queue for the write lock of the SQLite file at `path` (on this loop)."""
+    locks = _WRITERS.setdefault(asyncio.get_running_loop(), {})
+    key = str(path.absolute())
+    lock = locks.get(key)
+    if lock is None:
+        lock = locks[key] = asyncio.Lock()
+    return lock
+
+
 @asynccontextmanager
 async def transaction(conn: Connection, what: str = "transaction", *, exclusive: bool = True
                       ) -> AsyncIterator[Connection]:
+    """See `_transaction`; on SQLite the process's writers take their turn in FIFO order
+    (`process_writer_lock`) before asking SQLite for its write lock."""
+    if conn.engine == "sqlite":
+        async with process_writer_lock(conn.sqlite_path), _transaction(conn, what,
+                                                                       exclusive) as inside:
+            yield inside
+    else:
+        async with _transaction(conn, what, exclusive) as inside:
+            yield inside
+
+
+@asynccontextmanager
+async def _transaction(conn: Connection, what: str, exclusive: bool
+                       ) -> AsyncIterator[Connection]:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (cancellation included).
 
     On SQLite every write transaction holds the database's single write lock from its first

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from mailer.errors import StoreError
 from mailer.store.campaigns import RecipientResult
-from mailer.store.db import utcnow
+from mailer.store.db import process_writer_lock, utcnow
 from mailer.store.edge import translated
 from mailer.store.engine import OPEN_ERRORS, Connection, Location, connect, where
 
@@ -183,9 +183,12 @@ class Ledger:
         if self._own is not None:
             await record_results(self._own, self._campaign_id, batch)
             return
-        assert self._writer is not None
+        assert self._writer is not None and self._where.path is not None
         try:
-            _record_results_now(self._writer, self._campaign_id, batch)
+            # Our turn among this process's writers first (an opt-out's transaction holds
+            # SQLite's lock across awaits), then at once: only another process can be busy.
+            async with process_writer_lock(self._where.path):
+                _record_results_now(self._writer, self._campaign_id, batch)
             return
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
