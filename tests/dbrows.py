@@ -36,3 +36,14 @@ def execute(location: Path | str, sql: str, parameters: Iterable[Any] = ()) -> i
             return conn.execute(sql, values).rowcount
     with psycopg.connect(location, autocommit=True) as conn:
         return conn.execute(postgresql_sql(sql), values).rowcount
+
+
+# Either driver's constraint error, for tests that check a trigger or a constraint refuses.
+INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
+
+
+def database_section(location: Path | str) -> dict[str, Any]:
+    """The settings.toml `[database]` section naming `location` (a path, or a url)."""
+    if isinstance(location, Path):
+        return {"path": str(location)}
+    return {"url": location}

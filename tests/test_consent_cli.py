@@ -1,20 +1,21 @@
 """No silent consent (`customers import --consent`) and consent recorded by staff with its
-evidence (`customers consent`), through the real CLI and a real SQLite database."""
+evidence (`customers consent`), through the real CLI and a real database (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
+from tests import dbrows
 from tests.helpers import base_sections, run_cli, write_settings
 
 
 @pytest.fixture
-def settings_file(tmp_path: Path) -> Path:
-    return write_settings(tmp_path / "settings.toml", base_sections(tmp_path))
+def settings_file(tmp_path: Path, database: Path | str) -> Path:
+    return write_settings(tmp_path / "settings.toml",
+                          base_sections(tmp_path, database=dbrows.database_section(database)))
 
 
 def write_csv(tmp_path: Path, text: str) -> Path:
@@ -23,9 +24,8 @@ def write_csv(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def count(tmp_path: Path, table: str) -> int:
-    with sqlite3.connect(tmp_path / "mailer.db") as conn:
-        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+def count(database: Path | str, table: str) -> int:
+    return int(dbrows.rows(database, f"SELECT count(*) FROM {table}")[0][0])
 
 
 def show(settings_file: Path, email: str) -> dict[str, object]:
@@ -45,7 +45,7 @@ def events(settings_file: Path, email: str) -> list[tuple[object, ...]]:
 
 @pytest.mark.parametrize("header", ["name,email", "name,email,offers", "name,email,company"])
 def test_import_without_a_consent_column_is_refused_and_writes_nothing(
-    tmp_path: Path, settings_file: Path, header: str
+    tmp_path: Path, settings_file: Path, header: str, database: Path | str
 ) -> None:
     extra = "," * header.count(",", len("name,email"))
     csv_file = write_csv(tmp_path, f"{header}\nAnn Lee,ann@example.com{extra}\n")
@@ -58,8 +58,8 @@ def test_import_without_a_consent_column_is_refused_and_writes_nothing(
     assert result.stderr.strip() == (
         f"mailer: {csv_file}: line 1: no {missing} column, so the file does not say what "
         "these customers agreed to: name it with --consent opted-in or --consent opted-out")
-    assert count(tmp_path, "customers") == 0
-    assert count(tmp_path, "consent_events") == 0
+    assert count(database, "customers") == 0
+    assert count(database, "consent_events") == 0
 
 
 def test_import_with_consent_opted_out_opts_every_row_out_and_the_history_names_file_and_line(
@@ -119,7 +119,7 @@ def test_an_import_naming_opted_in_still_never_reverses_an_opt_out(
 
 
 def test_customers_consent_opt_in_without_evidence_exits_2_and_changes_nothing(
-    tmp_path: Path, settings_file: Path
+    tmp_path: Path, settings_file: Path, database: Path | str
 ) -> None:
     csv_file = write_csv(tmp_path, "name,email,announcements,offers\n"
                                    "Ann Lee,ann@example.com,no,no\n")
@@ -131,7 +131,7 @@ def test_customers_consent_opt_in_without_evidence_exits_2_and_changes_nothing(
     assert result.stderr.strip() == (
         "mailer: evidence is required to opt anyone in: say how they consented")
     assert show(settings_file, "ann@example.com")["preferences"]["offers"] is False  # type: ignore[index]
-    assert count(tmp_path, "consent_events") == 2
+    assert count(database, "consent_events") == 2
 
 
 def test_customers_consent_records_the_opt_in_with_its_evidence_and_who_recorded_it(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,14 @@ import pytest
 from mailer.consent import change
 from mailer.store import customers
 from mailer.store.db import open_db, transaction
+from tests import dbrows
 from tests.helpers import base_sections, run_cli, write_settings
 
 
 @pytest.fixture
-def settings_file(tmp_path: Path) -> Path:
-    return write_settings(tmp_path / "settings.toml", base_sections(tmp_path))
+def settings_file(tmp_path: Path, database: Path | str) -> Path:
+    return write_settings(tmp_path / "settings.toml",
+                          base_sections(tmp_path, database=dbrows.database_section(database)))
 
 
 def write_csv(tmp_path: Path, text: str, name: str = "customers.csv") -> Path:
@@ -26,9 +27,8 @@ def write_csv(tmp_path: Path, text: str, name: str = "customers.csv") -> Path:
     return path
 
 
-def db_rows(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(tmp_path / "mailer.db") as conn:
-        return conn.execute(sql).fetchall()
+def db_rows(database: Path | str, sql: str) -> list[tuple[object, ...]]:
+    return dbrows.rows(database, sql)
 
 
 def show(settings_file: Path, email: str) -> dict[str, object]:
@@ -62,7 +62,7 @@ def test_import_creates_customers_as_the_file_says_and_an_empty_cell_is_no_conse
 
 
 def test_import_with_bad_rows_lists_each_and_imports_nothing(
-    tmp_path: Path, settings_file: Path
+    tmp_path: Path, settings_file: Path, database: Path | str
 ) -> None:
     csv_file = write_csv(tmp_path, "name,email,offers\n"
                          "Ann Lee,ann@example.com,yes\n"
@@ -83,8 +83,8 @@ def test_import_with_bad_rows_lists_each_and_imports_nothing(
         f"{csv_file}: line 7: expected 3 columns, found 4",
     ]
     assert lines[-1] == f"mailer: {csv_file}: 5 bad row(s); nothing was imported"
-    assert db_rows(tmp_path, "SELECT count(*) FROM customers") == [(0,)]
-    assert db_rows(tmp_path, "SELECT count(*) FROM consent_events") == [(0,)]
+    assert db_rows(database, "SELECT count(*) FROM customers") == [(0,)]
+    assert db_rows(database, "SELECT count(*) FROM consent_events") == [(0,)]
 
 
 def test_import_without_an_email_column_is_refused(tmp_path: Path, settings_file: Path) -> None:
@@ -107,7 +107,7 @@ def test_import_of_a_semicolon_separated_file_says_so_in_one_line(
 
 
 def test_reimport_never_reverses_an_opt_out_made_by_request(
-    tmp_path: Path, settings_file: Path
+    tmp_path: Path, settings_file: Path, database: Path | str
 ) -> None:
     first = write_csv(tmp_path, "name,email,offers\nAnn Lee,ann@example.com,yes\n"
                       "Bob Roe,bob@example.com,no\n")
@@ -115,7 +115,7 @@ def test_reimport_never_reverses_an_opt_out_made_by_request(
                    str(first)).code == 0
 
     async def request_opt_out() -> None:
-        async with open_db(tmp_path / "mailer.db") as conn:
+        async with open_db(database) as conn:
             ann = await customers.get_by_email(conn, "ann@example.com")
             assert ann is not None
             async with transaction(conn):
@@ -141,26 +141,27 @@ def test_reimport_never_reverses_an_opt_out_made_by_request(
     assert history[-1]["old"] is False and history[-1]["new"] is True
 
 
-def test_reimport_of_the_same_file_changes_nothing(tmp_path: Path, settings_file: Path) -> None:
+def test_reimport_of_the_same_file_changes_nothing(
+    tmp_path: Path, settings_file: Path, database: Path | str
+) -> None:
     csv_file = write_csv(tmp_path, "name,email\nAnn Lee,ann@example.com\n")
     imported = ("customers", "import", "--consent", "opted-in", str(csv_file))
     assert run_cli(settings_file, *imported).code == 0
     result = run_cli(settings_file, *imported)
     assert "0 created, 0 updated, 1 unchanged" in result.stdout
-    assert db_rows(tmp_path, "SELECT count(*) FROM consent_events") == [(2,)]
+    assert db_rows(database, "SELECT count(*) FROM consent_events") == [(2,)]
 
 
 def test_consent_events_can_never_be_changed_or_deleted(
-    tmp_path: Path, settings_file: Path
+    tmp_path: Path, settings_file: Path, database: Path | str
 ) -> None:
     csv_file = write_csv(tmp_path, "name,email\nAnn Lee,ann@example.com\n")
     assert run_cli(settings_file, "customers", "import", "--consent", "opted-in",
                    str(csv_file)).code == 0
-    with sqlite3.connect(tmp_path / "mailer.db") as conn:
-        with pytest.raises(sqlite3.IntegrityError, match="consent events are permanent"):
-            conn.execute("UPDATE consent_events SET new_value = 1")
-        with pytest.raises(sqlite3.IntegrityError, match="consent events are permanent"):
-            conn.execute("DELETE FROM consent_events")
+    with pytest.raises(dbrows.INTEGRITY_ERRORS, match="consent events are permanent"):
+        dbrows.execute(database, "UPDATE consent_events SET new_value = 1")
+    with pytest.raises(dbrows.INTEGRITY_ERRORS, match="consent events are permanent"):
+        dbrows.execute(database, "DELETE FROM consent_events")
 
 
 def test_show_of_an_unknown_email_exits_1(settings_file: Path) -> None:
@@ -169,9 +170,11 @@ def test_show_of_an_unknown_email_exits_1(settings_file: Path) -> None:
     assert result.stderr.strip() == "mailer: no customer with email nobody@example.com"
 
 
-def test_import_streams_a_large_file(tmp_path: Path, settings_file: Path) -> None:
+def test_import_streams_a_large_file(
+    tmp_path: Path, settings_file: Path, database: Path | str
+) -> None:
     rows = "".join(f"Customer {i},c{i}@example.com,,,1,{i % 2}\n" for i in range(50_000))
     csv_file = write_csv(tmp_path, "name,email,company,phone,announcements,offers\n" + rows)
     result = run_cli(settings_file, "customers", "import", str(csv_file))
     assert result.code == 0, result.stderr
-    assert db_rows(tmp_path, "SELECT count(*), sum(offers) FROM customers") == [(50_000, 25_000)]
+    assert db_rows(database, "SELECT count(*), sum(offers) FROM customers") == [(50_000, 25_000)]

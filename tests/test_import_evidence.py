@@ -1,16 +1,20 @@
 """An import records, with each consent event it makes, the file and the line it came from, and
-`customers show` displays them (the real CLI on a real SQLite file)."""
+`customers show` displays them (the real CLI on either engine)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from tests import dbrows
 from tests.helpers import base_sections, run_cli, write_settings
 
 
-def test_each_imported_consent_event_names_its_file_and_line(tmp_path: Path) -> None:
-    settings_file = write_settings(tmp_path / "settings.toml", base_sections(tmp_path))
+def test_each_imported_consent_event_names_its_file_and_line(
+    tmp_path: Path, database: Path | str
+) -> None:
+    settings_file = write_settings(tmp_path / "settings.toml", base_sections(
+        tmp_path, database=dbrows.database_section(database)))
     first = tmp_path / "first.csv"
     first.write_text("name,email,announcements,offers\nAnn Lee,ann@example.com,yes,yes\n"
                      "Bob Roe,bob@example.com,yes,no\n")

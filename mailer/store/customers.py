@@ -12,7 +12,6 @@ categories off and on. The streaming CSV import writes them too, from `store.imp
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -21,9 +20,15 @@ from mailer.categories import check as check_category
 from mailer.errors import StoreError
 from mailer.store.db import utcnow
 from mailer.store.edge import translated
-from mailer.store.engine import Connection, StoredRow
+from mailer.store.engine import DRIVER_ERRORS, Connection, StoredRow
 from mailer.store.evidence import COLUMNS as EVIDENCE_COLUMNS
 from mailer.store.evidence import NO_EVIDENCE, EventEvidence, from_row
+
+
+# The column an address is compared on, as each engine's unique index on it is written: SQLite's
+# `email` is COLLATE NOCASE; PostgreSQL's index is on lower(email) (ASCII folding under
+# COLLATE "C", as NOCASE). Comparing lower(email) on SQLite would scan the table.
+EMAIL_KEY = {"sqlite": "email", "postgresql": "lower(email)"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,9 @@ def _customer(row: StoredRow) -> Customer:
 
 @translated("customers: get by email")
 async def get_by_email(conn: Connection, email: str) -> Customer | None:
-    async with conn.execute("SELECT * FROM customers WHERE email = ?", (email.strip(),)) as cur:
+    key = EMAIL_KEY[conn.engine]
+    async with conn.execute(f"SELECT * FROM customers WHERE {key} = lower(?)",
+                            (email.strip(),)) as cur:
         row = await cur.fetchone()
     return _customer(row) if row else None
 
@@ -122,7 +129,8 @@ async def ids_by_address(conn: Connection, addresses: Iterable[str]) -> dict[str
         return {}
     marks = ",".join("?" * len(wanted))
     rows = await conn.execute_fetchall(
-        f"SELECT id, email FROM customers WHERE email IN ({marks})", tuple(wanted))
+        f"SELECT id, email FROM customers WHERE {EMAIL_KEY[conn.engine]} IN ({marks})",
+        tuple(wanted))
     return {r["email"].lower(): r["id"] for r in rows}
 
 
@@ -293,5 +301,5 @@ async def check_usable(conn: Connection) -> None:
     try:
         async with conn.execute("SELECT 1 FROM customers LIMIT 1") as cur:
             await cur.fetchone()
-    except sqlite3.Error as exc:
+    except DRIVER_ERRORS as exc:
         raise StoreError(f"database cannot be read: {exc}") from exc

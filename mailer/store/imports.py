@@ -23,6 +23,31 @@ from mailer.store.rights import suppression_count, suppression_digest
 
 _BATCH = 5000
 
+# What SQLite says with the temp table's `COLLATE NOCASE` email column, PostgreSQL says with
+# lower() (ASCII-only under COLLATE "C", as NOCASE is); joins to `customers` then use each
+# engine's own index on the address (NOCASE on SQLite, lower(email) on PostgreSQL).
+_DIALECT: dict[str, dict[str, str]] = {
+    "sqlite": {
+        "drop": "DROP TABLE IF EXISTS temp.import_rows",
+        "email": "email TEXT NOT NULL COLLATE NOCASE",
+        "index": "CREATE INDEX temp.import_rows_email ON import_rows (email)",
+        "duplicates": "SELECT email, group_concat(line) AS lines FROM import_rows "
+                      "GROUP BY email HAVING count(*) > 1",
+        "same": "c.email = r.email",
+        "recased": "r.email IS NOT c.email COLLATE BINARY",
+    },
+    "postgresql": {
+        "drop": "DROP TABLE IF EXISTS pg_temp.import_rows",
+        "email": 'email TEXT COLLATE "C" NOT NULL',
+        "index": "CREATE INDEX import_rows_email ON import_rows (lower(email))",
+        "duplicates": "SELECT (array_agg(email ORDER BY line))[1] AS email, "
+                      "string_agg(line::text, ',') AS lines FROM import_rows "
+                      "GROUP BY lower(email) HAVING count(*) > 1",
+        "same": "lower(c.email) = lower(r.email)",
+        "recased": "r.email IS DISTINCT FROM c.email",
+    },
+}
+
 
 @dataclass
 class ImportReport:
@@ -70,10 +95,11 @@ async def import_customers(
         raise SettingsError("[privacy] suppression_key: not set (MAILER_SUPPRESSION_KEY); "
                             "the suppression list cannot be checked, so nothing was imported")
     async with transaction(conn):
-        await conn.execute("DROP TABLE IF EXISTS temp.import_rows")
+        sql = _DIALECT[conn.engine]
+        await conn.execute(sql["drop"])
         await conn.execute(
-            "CREATE TEMP TABLE import_rows (line INTEGER PRIMARY KEY, email TEXT NOT NULL "
-            "COLLATE NOCASE, name TEXT, company TEXT, phone TEXT, name_key TEXT, "
+            f"CREATE TEMP TABLE import_rows (line INTEGER PRIMARY KEY, {sql['email']}, "
+            "name TEXT, company TEXT, phone TEXT, name_key TEXT, "
             "company_key TEXT, announcements INTEGER, offers INTEGER, customer_id INTEGER, "
             "keep_announcements INTEGER NOT NULL DEFAULT 0, keep_offers INTEGER NOT NULL "
             "DEFAULT 0, is_new INTEGER NOT NULL DEFAULT 0, digest TEXT, "
@@ -95,11 +121,8 @@ async def import_customers(
                 batch = []
         if batch:
             await _insert_batch(conn, batch)
-        await conn.execute("CREATE INDEX temp.import_rows_email ON import_rows (email)")
-        async with conn.execute(
-            "SELECT email, group_concat(line) AS lines FROM import_rows GROUP BY email "
-            "HAVING count(*) > 1"
-        ) as cur:
+        await conn.execute(sql["index"])
+        async with conn.execute(sql["duplicates"]) as cur:
             for r in await cur.fetchall():
                 lines = [int(x) for x in str(r["lines"]).split(",")]
                 for line in sorted(lines)[1:]:
@@ -109,10 +132,10 @@ async def import_customers(
                     )
         if report.bad_rows:
             report.bad_rows.sort(key=lambda b: b.line)
-            await conn.execute("DROP TABLE temp.import_rows")
+            await conn.execute(sql["drop"])
             raise _Rollback(report)
         await _apply_import(conn, report, now, reference, actor)
-        await conn.execute("DROP TABLE temp.import_rows")
+        await conn.execute(sql["drop"])
     return report
 
 
@@ -154,6 +177,7 @@ async def _insert_batch(conn: Connection, batch: list[tuple[Any, ...]]) -> None:
 async def _apply_import(
     conn: Connection, report: ImportReport, now: str, reference: str, actor: str
 ) -> None:
+    sql = _DIALECT[conn.engine]
     await conn.execute(
         "UPDATE import_rows SET suppressed = 1, announcements = 0, offers = 0 "
         "WHERE digest IN (SELECT digest FROM suppression_entries)")
@@ -162,8 +186,8 @@ async def _apply_import(
     ) as cur:
         report.suppressed = [(r["line"], r["email"]) for r in await cur.fetchall()]
     await conn.execute(
-        "UPDATE import_rows SET customer_id = c.id FROM customers c "
-        "WHERE c.email = import_rows.email"
+        "UPDATE import_rows AS r SET customer_id = c.id FROM customers c "
+        f"WHERE {sql['same']}"
     )
     for category in CATEGORIES:
         # An opt-in in the file never reverses an opt-out whose latest event is a request.
@@ -187,7 +211,7 @@ async def _apply_import(
         "SELECT r.line FROM import_rows r JOIN customers c ON c.id = r.customer_id "
         "WHERE r.name IS DISTINCT FROM c.name OR r.company IS DISTINCT FROM c.company "
         "OR r.phone IS DISTINCT FROM c.phone "
-        "OR r.email IS NOT c.email COLLATE BINARY "
+        f"OR {sql['recased']} "
         "OR (r.announcements IS NOT NULL AND r.announcements != c.announcements "
         "    AND r.keep_announcements = 0) "
         "OR (r.offers IS NOT NULL AND r.offers != c.offers AND r.keep_offers = 0)"
@@ -213,13 +237,13 @@ async def _apply_import(
             (now,),
         )
     await conn.execute(
-        "UPDATE customers SET name = r.name, company = r.company, phone = r.phone, "
+        "UPDATE customers AS c SET name = r.name, company = r.company, phone = r.phone, "
         "email = r.email, name_key = r.name_key, company_key = r.company_key, updated_at = ? "
-        "FROM import_rows r WHERE r.customer_id = customers.id "
-        "AND (r.name IS DISTINCT FROM customers.name "
-        "OR r.company IS DISTINCT FROM customers.company "
-        "OR r.phone IS DISTINCT FROM customers.phone "
-        "OR r.email IS NOT customers.email COLLATE BINARY)",
+        "FROM import_rows r WHERE r.customer_id = c.id "
+        "AND (r.name IS DISTINCT FROM c.name "
+        "OR r.company IS DISTINCT FROM c.company "
+        "OR r.phone IS DISTINCT FROM c.phone "
+        f"OR {sql['recased']})",
         (now,),
     )
     report.updated = len(changed_lines)
@@ -244,8 +268,8 @@ async def _apply_import(
         (now, now),
     )
     await conn.execute(
-        "UPDATE import_rows SET customer_id = c.id FROM customers c "
-        "WHERE import_rows.customer_id IS NULL AND c.email = import_rows.email"
+        "UPDATE import_rows AS r SET customer_id = c.id FROM customers c "
+        f"WHERE r.customer_id IS NULL AND {sql['same']}"
     )
     for category in CATEGORIES:
         await conn.execute(
