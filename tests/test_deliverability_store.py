@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from mailer.bounces import deliverability
@@ -25,6 +23,8 @@ from mailer.store import imports
 from mailer.store import outbox as outbox_store
 from mailer.store.db import open_db, transaction
 from mailer.store.deliverability import ReportCounts
+from mailer.store.engine import Connection
+from tests import dbrows
 from tests.fixtures.reports import CORPUS, load
 
 BOUNCES = BouncesSettings(address="bounces@imperialtelecom.co.uk")
@@ -51,8 +51,8 @@ class MovableClock:
 
 @dataclass
 class World:
-    conn: aiosqlite.Connection
-    path: Path
+    conn: Connection
+    path: Path | str
     ids: dict[str, int]  # customer ids by name
     campaigns: list[int]
     clock: MovableClock
@@ -61,8 +61,7 @@ class World:
         return f"<r{campaign_id}x{self.ids[customer]}.k9f2@imperialtelecom.co.uk>"
 
     def rows(self, sql: str) -> list[tuple[object, ...]]:
-        with sqlite3.connect(self.path) as plain:
-            return plain.execute(sql).fetchall()
+        return dbrows.rows(self.path, sql)
 
     async def apply(self, report: Report) -> deliverability.Applied:
         return await deliverability.apply_report(self.conn, report, BOUNCES, clock=self.clock)
@@ -74,8 +73,8 @@ async def _rows(rows: list[CustomerRow]) -> AsyncIterator[CustomerRow]:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    path = tmp_path / "mailer.db"
+async def world(database: Path | str) -> AsyncIterator[World]:
+    path = database
     async with open_db(path) as conn:
         people = ("ada", "bob", "cat")
         await imports.import_customers(conn, _rows([
@@ -298,7 +297,7 @@ async def test_moved_flag_is_kept_per_report(world: World) -> None:
 
 async def test_delivery_events_are_permanent(world: World) -> None:
     await world.apply(bounce(tag=Tag.campaign(world.campaigns[0], world.ids["ada"])))
-    with pytest.raises(sqlite3.IntegrityError, match="permanent"):
+    with pytest.raises(dbrows.INTEGRITY_ERRORS, match="permanent"):
         world.rows("DELETE FROM delivery_events")
 
 
