@@ -24,7 +24,6 @@ from mailer.store.engine import DRIVER_ERRORS, Connection, StoredRow
 from mailer.store.evidence import COLUMNS as EVIDENCE_COLUMNS
 from mailer.store.evidence import NO_EVIDENCE, EventEvidence, from_row
 
-
 # The column an address is compared on, as each engine's unique index on it is written: SQLite's
 # `email` is COLLATE NOCASE; PostgreSQL's index is on lower(email) (ASCII folding under
 # COLLATE "C", as NOCASE). Comparing lower(email) on SQLite would scan the table.

@@ -8,6 +8,7 @@ column adds it there, and `clear_web_evidence` clears it from then on.
 
 from __future__ import annotations
 
+from mailer.store import rights
 from mailer.store.db import transaction
 from mailer.store.edge import translated
 from mailer.store.engine import Connection
@@ -22,8 +23,7 @@ WEB_EVIDENCE_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 async def _existing(conn: Connection, table: str, columns: tuple[str, ...]
                     ) -> list[str]:
-    info = await conn.execute_fetchall(f"PRAGMA table_info({table})")
-    have = {str(r["name"]) for r in info}
+    have = {column.name for column in await rights.columns(conn, table)}
     return [c for c in columns if c in have]
 
 

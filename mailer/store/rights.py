@@ -3,15 +3,25 @@ portability), the erasure in one transaction, the suppression list, and the IMAP
 still to do.
 
 Every table of the database is in exactly one of `PERSONAL` (how to find one person's rows)
-or `NOT_PERSONAL` (why it holds nothing about a person); a test enumerates `sqlite_master`, so
-a new table fails it until it is placed here and the export and erasure know about it.
+or `NOT_PERSONAL` (why it holds nothing about a person); a test enumerates the database's
+tables (`tables`), so a new table fails it until it is placed here and the export and erasure
+know about it.
 
 An erased customer keeps its row and id (consent events and the ledger point to it, so the
-counts stay true) with every personal field blanked. Erased means gone from the file too: the
-erasing connection turns on `PRAGMA secure_delete` (freed space is overwritten with zeros),
-merges the full-text index (an FTS5 delete only adds a marker until the segments merge) and
-checkpoints the write-ahead log with TRUNCATE afterwards, so older page images holding the
-address are not left in the -wal file.
+counts stay true) with every personal field blanked. Erased means gone from the files too.
+On SQLite the erasing connection turns on `PRAGMA secure_delete` (freed space is overwritten
+with zeros), merges the full-text index (an FTS5 delete only adds a marker until the segments
+merge) and checkpoints the write-ahead log with TRUNCATE afterwards, so older page images
+holding the address are not left in the -wal file.
+
+PostgreSQL never overwrites a row in place: an UPDATE leaves the old version (a dead tuple,
+the address in it) in the table and its index entries (the GIN search index too) until a
+VACUUM removes them, which autovacuum does only when enough of a table has changed. So after
+the erasure commits, `flush` runs VACUUM on each table the erasure wrote, which removes the dead
+versions from tables and indexes. What PostgreSQL still keeps, and we cannot clear from here:
+the freed space is not zeroed until a page is reused, a VACUUM cannot remove versions that an
+older transaction (another host's) may still see (the next autovacuum does), and the WAL
+segments, WAL archives and base backups hold the old values until they are recycled or expire.
 """
 
 from __future__ import annotations
@@ -70,6 +80,7 @@ NOT_PERSONAL: dict[str, str] = {
     "suppression_entries": "keyed digests, no address",
     "erasure_imap_pending": "clean-ups to do (emptied when done)",
     "customers_search": "the index of `customers` (its rows are the customer's)",
+    "schema_version": "the schema's migration number (PostgreSQL)",
 }
 
 # Tables whose rows are never updated (the evidence); the sweep leaves them alone.
@@ -88,13 +99,50 @@ def is_fts_shadow(table: str) -> bool:
     return table.startswith("customers_search_")
 
 
+# Each engine's catalogue: the store's tables, and a table's columns as (name, type, pk).
+_CATALOGUE: dict[str, dict[str, str]] = {
+    "sqlite": {
+        "tables": "SELECT name FROM sqlite_master WHERE type = 'table' "
+                  "AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        "columns": "SELECT name, type, pk FROM pragma_table_info(?) ORDER BY cid",
+    },
+    "postgresql": {
+        "tables": "SELECT table_name AS name FROM information_schema.tables "
+                  "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' "
+                  "ORDER BY table_name",
+        "columns": "SELECT c.column_name AS name, c.data_type AS type, EXISTS (SELECT 1 FROM "
+                   "information_schema.table_constraints t JOIN "
+                   "information_schema.key_column_usage k ON k.constraint_schema = "
+                   "t.constraint_schema AND k.constraint_name = t.constraint_name "
+                   "WHERE t.constraint_type = 'PRIMARY KEY' AND t.table_schema = "
+                   "c.table_schema AND t.table_name = c.table_name AND k.column_name = "
+                   "c.column_name)::int AS pk FROM information_schema.columns c "
+                   "WHERE c.table_schema = current_schema() AND c.table_name = ? "
+                   "ORDER BY c.ordinal_position",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    is_text: bool
+    is_key: bool  # part of the primary key
+
+
 @translated("rights: tables")
 async def tables(conn: Connection) -> list[str]:
     """Every table of the database (not SQLite's own, not FTS5's storage)."""
-    rows = await conn.execute_fetchall(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-        "ORDER BY name")
+    rows = await conn.execute_fetchall(_CATALOGUE[conn.engine]["tables"])
     return [str(r["name"]) for r in rows if not is_fts_shadow(str(r["name"]))]
+
+
+@translated("rights: columns")
+async def columns(conn: Connection, table: str) -> list[Column]:
+    """The columns of `table`, in order (none if there is no such table)."""
+    rows = await conn.execute_fetchall(_CATALOGUE[conn.engine]["columns"], (table,))
+    return [Column(str(r["name"]), "TEXT" in str(r["type"]).upper(), bool(r["pk"]))
+            for r in rows]
 
 
 @translated("rights: rows of one customer")
@@ -128,7 +176,8 @@ async def suppression_count(conn: Connection) -> int:
 class Erased:
     erasure_id: int
     customer_id: int
-    checkpointed: bool  # False: a reader held the WAL; the next checkpoint finishes it
+    # False: a reader held SQLite's WAL; the next checkpoint finishes it.
+    checkpointed: bool
 
 
 @translated("rights: erase")
@@ -138,7 +187,7 @@ async def erase(conn: Connection, customer_id: int, *, digest: str, reason: str,
 
     `imap_terms` (the address and name) are kept in `erasure_imap_pending` until the IMAP
     clean-up has been done (`imap_done`)."""
-    await conn.execute("PRAGMA secure_delete = ON")
+    await _secure_delete(conn)
     async with conn.execute("SELECT email, name FROM customers WHERE id = ?",
                             (customer_id,)) as cur:
         row = await cur.fetchone()
@@ -171,8 +220,10 @@ async def erase(conn: Connection, customer_id: int, *, digest: str, reason: str,
         blank = ", ".join(f"{c} = ''" for c in PERSONAL_COLUMNS)
         await conn.execute(f"UPDATE consent_events SET {blank} WHERE customer_id = ?",
                            (customer_id,))
+        touched = {"customers", "outbox", "campaign_recipients", "delivery_reports",
+                   "review_items", "consent_events"}
         for term in _sweep_terms(email, name):
-            await _sweep(conn, term)
+            touched |= await _sweep(conn, term)
             # lower() on both sides: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
             await conn.execute("UPDATE consent_events SET message_from = '' "
                                "WHERE lower(message_from) LIKE lower(?) ESCAPE '\\'",
@@ -182,8 +233,11 @@ async def erase(conn: Connection, customer_id: int, *, digest: str, reason: str,
         await conn.execute(
             "UPDATE campaign_recipients SET last_reply = ? WHERE customer_id = ? "
             "AND last_reply != ''", (ERASED, customer_id))
-        # An FTS5 delete only marks; merging the segments drops the old terms from the file.
-        await conn.execute("INSERT INTO customers_search (customers_search) VALUES ('optimize')")
+        if conn.engine == "sqlite":
+            # An FTS5 delete only marks; merging the segments drops the old terms from the
+            # file. (PostgreSQL's GIN index loses them in `flush`'s VACUUM of customers.)
+            await conn.execute(
+                "INSERT INTO customers_search (customers_search) VALUES ('optimize')")
         await conn.execute(
             "INSERT INTO suppression_entries (digest, created_at) VALUES (?, ?) "
             "ON CONFLICT DO NOTHING",
@@ -196,7 +250,7 @@ async def erase(conn: Connection, customer_id: int, *, digest: str, reason: str,
         await conn.execute(
             "INSERT INTO erasure_imap_pending (erasure_id, terms, next_attempt_at) "
             "VALUES (?, ?, ?)", (erasure_id, json.dumps([t for t in imap_terms if t]), now))
-    return Erased(erasure_id, customer_id, await checkpoint(conn))
+    return Erased(erasure_id, customer_id, await flush(conn, touched))
 
 
 def _like(term: str) -> str:
@@ -209,28 +263,48 @@ def _sweep_terms(email: str, name: str) -> list[str]:
     return [email] + ([name] if len(name.strip()) >= 4 else [])
 
 
-async def _sweep(conn: Connection, term: str) -> None:
-    """Blank every text value holding `term` in any table but the permanent ones."""
+async def _sweep(conn: Connection, term: str) -> set[str]:
+    """Blank every text value holding `term` in any table but the permanent ones; the tables
+    it changed."""
     pattern = _like(term)
+    changed: set[str] = set()
     for table in await tables(conn):
         if table in _PERMANENT or table in ("customers", "customers_search",
                                              "campaign_recipients"):
             continue
-        columns = await conn.execute_fetchall(f"PRAGMA table_info({table})")
-        for column in columns:
-            if "TEXT" not in str(column["type"]).upper() or column["pk"]:
+        for column in await columns(conn, table):
+            if not column.is_text or column.is_key:
                 continue
-            await conn.execute(
-                f"UPDATE {table} SET {column['name']} = ? "
-                f"WHERE lower({column['name']}) LIKE lower(?) ESCAPE '\\'", (ERASED, pattern))
+            cursor = await conn.execute(
+                f"UPDATE {table} SET {column.name} = ? "
+                f"WHERE lower({column.name}) LIKE lower(?) ESCAPE '\\'", (ERASED, pattern))
+            if cursor.rowcount:
+                changed.add(table)
+    return changed
 
 
-@translated("rights: checkpoint")
-async def checkpoint(conn: Connection) -> bool:
-    """Copy the WAL into the database and empty it (TRUNCATE); False if a reader held it."""
-    async with conn.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
-        row = await cur.fetchone()
-    return row is not None and int(row[0]) == 0
+async def _secure_delete(conn: Connection) -> None:
+    """SQLite: overwrite freed space with zeros. PostgreSQL has no such switch (see `flush`)."""
+    if conn.engine == "sqlite":
+        await conn.execute("PRAGMA secure_delete = ON")
+
+
+@translated("rights: flush")
+async def flush(conn: Connection, touched: set[str]) -> bool:
+    """After a committed erasure, drop the old versions of what it wrote from the files.
+
+    SQLite: copy the WAL into the database and empty it (TRUNCATE); False if a reader held it.
+    PostgreSQL: VACUUM each table in `touched` (outside any transaction, as VACUUM must be),
+    removing the dead row versions and their index entries; True (what VACUUM cannot reach is
+    in the module docstring)."""
+    if conn.engine == "sqlite":
+        async with conn.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+            row = await cur.fetchone()
+        return row is not None and int(row[0]) == 0
+    known = set(await tables(conn))
+    for table in sorted(touched & known):
+        await conn.execute(f"VACUUM {table}")
+    return True
 
 
 @dataclass(frozen=True)
@@ -252,11 +326,11 @@ async def pending_cleanups(conn: Connection, *, due_by: str) -> list[PendingClea
 @translated("rights: IMAP clean-up done")
 async def cleanup_done(conn: Connection, erasure_id: int) -> None:
     """Forget a finished clean-up's search terms, overwriting them in the file."""
-    await conn.execute("PRAGMA secure_delete = ON")
+    await _secure_delete(conn)
     async with transaction(conn, "finishing an erasure"):
         await conn.execute("DELETE FROM erasure_imap_pending WHERE erasure_id = ?",
                            (erasure_id,))
-    await checkpoint(conn)
+    await flush(conn, {"erasure_imap_pending"})
 
 
 @translated("rights: IMAP clean-up failed")

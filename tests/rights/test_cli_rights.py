@@ -1,17 +1,18 @@
-"""`mailer customers export` and `erase`, through the real CLI, a real SQLite file and Dovecot:
-the export holds every table's rows for the person and no one else's; an erasure leaves no
-trace of the address in the database file, its write-ahead log or the IMAP folders, and a
-later import of the address comes back suppressed."""
+"""`mailer customers export` and `erase`, through the real CLI, a real database (SQLite and
+PostgreSQL) and Dovecot: the export holds every table's rows for the person and no one else's;
+an erasure leaves no trace of the address in any table, in the SQLite file and its write-ahead
+log (on PostgreSQL: the touched tables were vacuumed), or the IMAP folders, and a later import
+of the address comes back suppressed."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from mailer.store.rights import NOT_PERSONAL, PERSONAL, is_fts_shadow
+from tests import dbrows
 from tests.helpers import base_sections, run_cli, write_settings
 from tests.servers import ImapTestServer, RawImap, sample_message
 
@@ -22,10 +23,33 @@ CSV = ("name,email,company,phone,announcements,offers\n"
 
 
 @pytest.fixture
-def settings_file(tmp_path: Path, imap_server: ImapTestServer) -> Path:
-    return write_settings(tmp_path / "settings.toml", base_sections(tmp_path, imap={
-        "host": imap_server.host, "port": imap_server.port, "security": "none",
-        "username": imap_server.username, "password": imap_server.password}))
+def settings_file(tmp_path: Path, imap_server: ImapTestServer, database: Path | str) -> Path:
+    return write_settings(tmp_path / "settings.toml", base_sections(
+        tmp_path, database=dbrows.database_section(database), imap={
+            "host": imap_server.host, "port": imap_server.port, "security": "none",
+            "username": imap_server.username, "password": imap_server.password}))
+
+
+def table_names(database: Path | str) -> set[str]:
+    if isinstance(database, Path):
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    else:
+        sql = ("SELECT table_name FROM information_schema.tables "
+               "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'")
+    return {str(name) for (name,) in dbrows.rows(database, sql)}
+
+
+def column_names(database: Path | str, table: str) -> list[str]:
+    if isinstance(database, Path):
+        sql = "SELECT name FROM pragma_table_info(?)"
+    else:
+        sql = ("SELECT column_name FROM information_schema.columns "
+               "WHERE table_schema = current_schema() AND table_name = ?")
+    return [str(name) for (name,) in dbrows.rows(database, sql, (table,))]
+
+
+def one(database: Path | str, sql: str, *parameters: object) -> object:
+    return dbrows.rows(database, sql, parameters)[0][0]
 
 
 def cli(settings_file: Path, *args: str) -> tuple[int, str, str]:
@@ -62,17 +86,15 @@ def world(tmp_path: Path, settings_file: Path, raw_imap: RawImap) -> Path:
     return tmp_path
 
 
-def test_every_table_is_known_to_export_and_erasure(world: Path) -> None:
-    with sqlite3.connect(world / "mailer.db") as conn:
-        names = {name for (name,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+def test_every_table_is_known_to_export_and_erasure(world: Path, database: Path | str) -> None:
+    names = table_names(database)
     unplaced = {n for n in names if not is_fts_shadow(n)} - set(PERSONAL) - set(NOT_PERSONAL)
     assert unplaced == set()
     assert set(PERSONAL) & set(NOT_PERSONAL) == set()
 
 
 def test_export_holds_the_persons_rows_of_every_table_and_no_one_elses(
-    world: Path, settings_file: Path
+    world: Path, settings_file: Path, database: Path | str
 ) -> None:
     out = world / "ann.json"
     code, stdout, err = cli(settings_file, "customers", "export", "ann@example.com",
@@ -85,13 +107,9 @@ def test_export_holds_the_persons_rows_of_every_table_and_no_one_elses(
     assert document["record"]["phone"] == "0123 456"
     assert document["preferences"] == {"announcements": False, "offers": False}
     assert set(document["tables"]) == set(PERSONAL)
-    with sqlite3.connect(world / "mailer.db") as conn:
-        (ann_id,) = conn.execute("SELECT id FROM customers WHERE email = 'ann@example.com'"
-                                 ).fetchone()
-        events = conn.execute("SELECT count(*) FROM consent_events WHERE customer_id = ?",
-                              (ann_id,)).fetchone()[0]
-        outbox = conn.execute("SELECT count(*) FROM outbox WHERE customer_id = ?",
-                              (ann_id,)).fetchone()[0]
+    ann_id = one(database, "SELECT id FROM customers WHERE email = 'ann@example.com'")
+    events = one(database, "SELECT count(*) FROM consent_events WHERE customer_id = ?", ann_id)
+    outbox = one(database, "SELECT count(*) FROM outbox WHERE customer_id = ?", ann_id)
     assert len(document["consent_history"]) == events == 4  # import x2, email x2
     assert len(document["tables"]["outbox"]) == outbox == 1
     assert len(document["tables"]["inbound"]) == 1
@@ -116,41 +134,45 @@ def test_export_to_standard_output_of_an_unknown_address_is_not_found(
 
 
 def test_erase_leaves_no_trace_of_the_address_in_the_files_or_the_folders(
-    world: Path, settings_file: Path, raw_imap: RawImap
+    world: Path, settings_file: Path, raw_imap: RawImap, database: Path | str
 ) -> None:
-    with sqlite3.connect(world / "mailer.db") as conn:
-        (ann_id,) = conn.execute("SELECT id FROM customers WHERE email = 'ann@example.com'"
-                                 ).fetchone()
-        events_before = conn.execute("SELECT count(*) FROM consent_events WHERE customer_id = ?",
-                                     (ann_id,)).fetchone()[0]
+    ann_id = one(database, "SELECT id FROM customers WHERE email = 'ann@example.com'")
+    events_before = one(database, "SELECT count(*) FROM consent_events WHERE customer_id = ?",
+                        ann_id)
     code, stdout, err = cli(settings_file, "customers", "erase", "ann@example.com",
                             "--reason", "asked by phone, identity checked", "--by", "alice")
     assert code == 0, err
     assert "erased ann@example.com" in stdout
     assert "removed the request emails from Processed and Review" in stdout
 
-    for suffix in ("", "-wal"):
-        path = world / f"mailer.db{suffix}"
-        data = path.read_bytes() if path.exists() else b""
-        for secret in (b"ann@example.com", b"Ann Lee", b"Lee Ltd", b"0123 456"):
-            assert secret not in data, (path.name, secret)
-    with sqlite3.connect(world / "mailer.db") as conn:
-        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                     "AND name NOT LIKE 'sqlite_%' AND name NOT LIKE "
-                                     "'customers_search%'").fetchall():
-            for column in conn.execute(f"PRAGMA table_info({table})").fetchall():
-                hits = conn.execute(
-                    f"SELECT count(*) FROM {table} WHERE CAST({column[1]} AS TEXT) LIKE ? "
-                    f"OR CAST({column[1]} AS TEXT) LIKE ?", ("%ann@example.com%", "%Ann Lee%"),
-                ).fetchone()[0]
-                assert hits == 0, (table, column[1])
-        assert conn.execute("SELECT count(*) FROM consent_events WHERE customer_id = ?",
-                            (ann_id,)).fetchone()[0] == events_before
-        assert conn.execute("SELECT customer_id, reason, actor FROM erasures").fetchall() == [
-            (ann_id, "asked by phone, identity checked", "alice")]
-        assert conn.execute("SELECT count(*) FROM erasure_imap_pending").fetchone()[0] == 0
-        assert conn.execute("SELECT name, company FROM customers WHERE email = "
-                            "'bob@example.com'").fetchall() == [("Bob Roe", "Roe plc")]
+    if isinstance(database, Path):
+        for suffix in ("", "-wal"):
+            path = database.with_name(database.name + suffix)
+            data = path.read_bytes() if path.exists() else b""
+            for secret in (b"ann@example.com", b"Ann Lee", b"Lee Ltd", b"0123 456"):
+                assert secret not in data, (path.name, secret)
+    else:
+        # PostgreSQL keeps old row versions until a VACUUM: the erasure ran one on the tables
+        # it wrote, so their dead versions (and GIN entries) are gone.
+        assert dbrows.rows(database, "SELECT relname FROM pg_stat_user_tables WHERE relname "
+                           "IN ('customers', 'consent_events', 'outbox') AND last_vacuum IS "
+                           "NOT NULL ORDER BY relname") == [
+            ("consent_events",), ("customers",), ("outbox",)]
+    for table in sorted(table_names(database)):
+        if table.startswith("customers_search"):
+            continue
+        for column in column_names(database, table):
+            hits = one(database, f"SELECT count(*) FROM {table} WHERE CAST({column} AS TEXT) "
+                       f"LIKE ? OR CAST({column} AS TEXT) LIKE ?", "%ann@example.com%",
+                       "%Ann Lee%")
+            assert hits == 0, (table, column)
+    assert one(database, "SELECT count(*) FROM consent_events WHERE customer_id = ?",
+               ann_id) == events_before
+    assert dbrows.rows(database, "SELECT customer_id, reason, actor FROM erasures") == [
+        (ann_id, "asked by phone, identity checked", "alice")]
+    assert one(database, "SELECT count(*) FROM erasure_imap_pending") == 0
+    assert dbrows.rows(database, "SELECT name, company FROM customers WHERE email = "
+                       "'bob@example.com'") == [("Bob Roe", "Roe plc")]
     processed = "\n".join(folder_texts(raw_imap, "Processed"))
     review = "\n".join(folder_texts(raw_imap, "Review"))
     assert "ann@example.com" not in processed + review
@@ -197,18 +219,18 @@ def test_a_suppression_key_in_the_settings_file_is_refused(tmp_path: Path) -> No
 
 
 def test_an_imap_clean_up_that_fails_is_kept_and_finished_by_a_later_run(
-    world: Path, settings_file: Path, tmp_path: Path, raw_imap: RawImap
+    world: Path, settings_file: Path, tmp_path: Path, raw_imap: RawImap, database: Path | str
 ) -> None:
     unreachable = write_settings(tmp_path / "down.toml", base_sections(
-        tmp_path, imap={"host": "127.0.0.1", "port": 1, "security": "none", "timeout_s": 5.0}))
+        tmp_path, database=dbrows.database_section(database),
+        imap={"host": "127.0.0.1", "port": 1, "security": "none", "timeout_s": 5.0}))
     result = run_cli(unreachable, "customers", "erase", "ann@example.com", "--reason", "asked",
                      env=KEY)
     assert result.code == 3
     assert result.stderr.startswith("mailer: erased from the database; the IMAP clean-up is "
                                     "pending and retried by `mailer retention run`: ")
     assert len(result.stderr.strip().splitlines()) == 1
-    with sqlite3.connect(world / "mailer.db") as conn:
-        assert conn.execute("SELECT count(*) FROM erasure_imap_pending").fetchone() == (1,)
+    assert one(database, "SELECT count(*) FROM erasure_imap_pending") == 1
     assert "ann@example.com" in "\n".join(folder_texts(raw_imap, "Processed"))
 
     code, stdout, err = cli(settings_file, "retention", "run")
@@ -216,8 +238,7 @@ def test_an_imap_clean_up_that_fails_is_kept_and_finished_by_a_later_run(
     assert "erasures: finished 1 pending IMAP clean-up(s)" in stdout
     assert "ann@example.com" not in "\n".join(folder_texts(raw_imap, "Processed"))
     assert "Ann Lee" not in "\n".join(folder_texts(raw_imap, "Review"))
-    with sqlite3.connect(world / "mailer.db") as conn:
-        assert conn.execute("SELECT count(*) FROM erasure_imap_pending").fetchone() == (0,)
+    assert one(database, "SELECT count(*) FROM erasure_imap_pending") == 0
     assert "erasures:" not in cli(settings_file, "retention", "run")[1]
 
 
