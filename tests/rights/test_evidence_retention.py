@@ -1,10 +1,10 @@
 """Web evidence on consent events is cleared after `[retention] web_evidence_days`, leaving the
-rest of every event, and the permanence trigger still refuses any other update (real SQLite)."""
+rest of every event, and the permanence trigger still refuses any other update
+(SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import io
-import sqlite3
 from datetime import date
 from pathlib import Path
 
@@ -16,11 +16,12 @@ from mailer.consent.retention import apply_store, windows
 from mailer.store import customers as customer_store
 from mailer.store.db import open_db, transaction
 from mailer.store.evidence import COLUMNS, EventEvidence
+from tests import dbrows
 
 WEB = EventEvidence(client_address="192.0.2.7", user_agent="Firefox/140", wording="abc123")
 
 
-async def seeded(db: Path) -> int:
+async def seeded(db: Path | str) -> int:
     async with open_db(db) as conn:
         report = await imports.import_csv(
             conn, io.BytesIO(b"name,email\nAnn Lee,ann@example.com\n"), name="t.csv",
@@ -40,16 +41,15 @@ async def seeded(db: Path) -> int:
     return ann
 
 
-def web_columns(db: Path) -> list[tuple[str, str, str, str]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT substr(at, 1, 4), client_address, user_agent, wording "
-                            "FROM consent_events WHERE source != 'import' ORDER BY at").fetchall()
+def web_columns(db: Path | str) -> list[tuple[object, ...]]:
+    return dbrows.rows(db, "SELECT substr(at, 1, 4), client_address, user_agent, wording "
+                           "FROM consent_events WHERE source != 'import' ORDER BY at")
 
 
 async def test_retention_clears_web_evidence_older_than_the_window_and_leaves_the_rest(
-    tmp_path: Path
+    tmp_path: Path, database: Path | str
 ) -> None:
-    db = tmp_path / "mailer.db"
+    db = database
     await seeded(db)
     window = windows(today=date.today(), processed_folder="P", processed_mail_days=1,
                      reports_folder="B", reports_days=1, web_evidence_days=400)[2]
@@ -73,18 +73,19 @@ async def test_retention_clears_web_evidence_older_than_the_window_and_leaves_th
     "SET dkim = 'pass'",
     "SET message_from = 'someone@example.org'",
 ])
-async def test_the_trigger_still_refuses_every_other_update(tmp_path: Path, change: str) -> None:
-    db = tmp_path / "mailer.db"
+async def test_the_trigger_still_refuses_every_other_update(
+    change: str, database: Path | str
+) -> None:
+    db = database
     await seeded(db)
-    with sqlite3.connect(db) as conn:
-        with pytest.raises(sqlite3.IntegrityError, match="consent events are permanent"):
-            conn.execute(f"UPDATE consent_events {change}")
-        with pytest.raises(sqlite3.IntegrityError, match="consent events are permanent"):
-            conn.execute("DELETE FROM consent_events")
+    with pytest.raises(dbrows.INTEGRITY_ERRORS, match="consent events are permanent"):
+        dbrows.execute(db, f"UPDATE consent_events {change}")
+    with pytest.raises(dbrows.INTEGRITY_ERRORS, match="consent events are permanent"):
+        dbrows.execute(db, "DELETE FROM consent_events")
 
 
-async def test_events_read_back_with_their_evidence(tmp_path: Path) -> None:
-    db = tmp_path / "mailer.db"
+async def test_events_read_back_with_their_evidence(tmp_path: Path, database: Path | str) -> None:
+    db = database
     ann = await seeded(db)
     async with open_db(db) as conn:
         events = await customer_store.history(conn, ann)

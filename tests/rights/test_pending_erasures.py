@@ -4,7 +4,6 @@ its error kept; once done it is forgotten, and running it again changes nothing.
 from __future__ import annotations
 
 import io
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from mailer.errors import ImapError
 from mailer.inbox.imap import ImapClient, ImapConfig
 from mailer.store import customers as customer_store
 from mailer.store.db import open_db
+from tests import dbrows
 from tests.servers import RawImap, sample_message
 
 KEY = b"a test key of at least sixteen characters"
@@ -23,7 +23,7 @@ CSV = "name,email\nAnn Lee,ann@example.com\nBob Roe,bob@example.com\n"
 
 
 async def test_a_failed_clean_up_is_postponed_then_finished_once(
-    tmp_path: Path, imap_config: ImapConfig, raw_imap: RawImap
+    tmp_path: Path, imap_config: ImapConfig, raw_imap: RawImap, database: Path | str
 ) -> None:
     raw_imap.command('CREATE "Processed"')
     raw_imap.append_many("Processed", [
@@ -31,7 +31,7 @@ async def test_a_failed_clean_up_is_postponed_then_finished_once(
         sample_message(sender="bob@example.com", body="Ann Lee asked me to write.\n"),
         sample_message(sender="carol@example.net", body="hello\n")])
     now = datetime.now(UTC) + timedelta(hours=1)  # after the erasure: the clean-up is due
-    async with open_db(tmp_path / "mailer.db") as conn:
+    async with open_db(database) as conn:
         await import_csv(conn, io.BytesIO(CSV.encode()), name="c.csv", consent=True,
                          suppression_key=KEY)
         await rights.erase(conn, "ann@example.com", key=KEY, reason="asked", actor="test")
@@ -39,10 +39,8 @@ async def test_a_failed_clean_up_is_postponed_then_finished_once(
         await lost.close()
         with pytest.raises(ImapError):  # the connection is gone
             await rights.run_pending_erasures(conn, lost, ["Processed"], now=now)
-        with sqlite3.connect(tmp_path / "mailer.db") as raw_db:
-            attempts, error, due = raw_db.execute(
-                "SELECT attempts, last_error, next_attempt_at FROM erasure_imap_pending"
-            ).fetchone()
+        ((attempts, error, due),) = dbrows.rows(
+            database, "SELECT attempts, last_error, next_attempt_at FROM erasure_imap_pending")
         assert attempts == 1 and error
         assert due == (now + timedelta(seconds=60)).isoformat()
         async with await ImapClient.connect(imap_config) as mailbox:
@@ -56,8 +54,10 @@ async def test_a_failed_clean_up_is_postponed_then_finished_once(
     assert len(raw_imap.uids("Processed")) == 1
 
 
-async def test_an_erased_customer_cannot_be_opted_back_in_by_an_old_link(tmp_path: Path) -> None:
-    async with open_db(tmp_path / "mailer.db") as conn:
+async def test_an_erased_customer_cannot_be_opted_back_in_by_an_old_link(
+    database: Path | str
+) -> None:
+    async with open_db(database) as conn:
         await import_csv(conn, io.BytesIO(CSV.encode()), name="c.csv", consent=True,
                          suppression_key=KEY)
         ann = await customer_store.get_by_email(conn, "ann@example.com")

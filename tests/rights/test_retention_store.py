@@ -13,11 +13,11 @@ from mailer.store.db import open_db
 
 
 async def test_web_evidence_older_than_the_window_is_cleared_and_nothing_else(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: Path | str
 ) -> None:
     monkeypatch.setattr(retention, "WEB_EVIDENCE_COLUMNS",
                         {"web_seen": ("at", ("client_address", "user_agent"))})
-    async with open_db(tmp_path / "mailer.db") as conn:
+    async with open_db(database) as conn:
         await conn.execute("CREATE TABLE web_seen (at TEXT, client_address TEXT, "
                            "user_agent TEXT, choice TEXT)")
         await conn.executemany("INSERT INTO web_seen VALUES (?, ?, ?, ?)", [
@@ -34,6 +34,6 @@ async def test_web_evidence_older_than_the_window_is_cleared_and_nothing_else(
         assert await retention.clear_web_evidence(conn, before=before, dry_run=False) == 0
 
 
-async def test_a_database_without_consent_events_clears_nothing(tmp_path: Path) -> None:
-    async with open_db(tmp_path / "mailer.db") as conn:
+async def test_a_database_without_consent_events_clears_nothing(database: Path | str) -> None:
+    async with open_db(database) as conn:
         assert await retention.clear_web_evidence(conn, before="9999", dry_run=False) == 0
