@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mailer.inbox.housekeeping import Housekeeping, housekeeping_config
 from mailer.settings import load
+from tests import dbrows
 from tests.campaigns.clock import FakeClock
 from tests.helpers import base_sections, write_settings
 from tests.rights.test_retention import append_on
@@ -17,10 +18,10 @@ from tests.waiting import wait_for
 
 
 async def test_retention_runs_on_the_first_round_of_each_day_and_not_again_that_day(
-    tmp_path: Path, imap_server: ImapTestServer, raw_imap: RawImap
+    tmp_path: Path, imap_server: ImapTestServer, raw_imap: RawImap, database: Path | str
 ) -> None:
     settings = load(write_settings(tmp_path / "settings.toml", base_sections(
-        tmp_path,
+        tmp_path, database=dbrows.database_section(database),
         imap={"host": imap_server.host, "port": imap_server.port, "security": "none",
               "username": imap_server.username, "password": imap_server.password},
         retention={"processed_mail_days": 30, "reports_days": 7})))

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from mailer.consent.retention import imap_date, windows
+from tests import dbrows
 from tests.helpers import base_sections, run_cli, write_settings
 from tests.servers import ImapTestServer, RawImap, sample_message
 
@@ -22,10 +23,10 @@ def append_on(raw: RawImap, folder: str, day: date, subject: str) -> None:
 
 
 def test_retention_deletes_exactly_what_is_older_than_each_window(
-    tmp_path: Path, imap_server: ImapTestServer, raw_imap: RawImap
+    tmp_path: Path, imap_server: ImapTestServer, raw_imap: RawImap, database: Path | str
 ) -> None:
     settings = write_settings(tmp_path / "settings.toml", base_sections(
-        tmp_path,
+        tmp_path, database=dbrows.database_section(database),
         imap={"host": imap_server.host, "port": imap_server.port, "security": "none",
               "username": imap_server.username, "password": imap_server.password},
         retention={"processed_mail_days": 30, "reports_days": 7}))
