@@ -1,7 +1,8 @@
 """The queries the console's pages need and no other caller does.
 
 Customer search runs on the full-text index `customers_search` (FTS5, kept by triggers; see
-migration 3) or, for something that looks like an address, on the unique email index; pages
+migration 3; on PostgreSQL a GIN index on the same words) or, for something that looks like
+an address, on the unique email index (NOCASE; lower(email) on PostgreSQL); pages
 go by id (keyset), never by OFFSET, so page 500 costs what page 1 does. The charts read the
 daily roll-ups (`optouts_daily`, `sends_daily`) the same triggers keep, so 90 days of a
 ten-million-event history is at most a few hundred rows.
@@ -55,27 +56,55 @@ def match_expression(text: str) -> str | None:
     return " AND ".join(f'"{w}"*' for w in words)
 
 
+def tsquery_expression(text: str) -> str | None:
+    """The PostgreSQL form of `match_expression`, for to_tsquery('simple', ...): every word a
+    quoted prefix (`'ann':* & 'lee':*`), so nothing typed is ever read as tsquery syntax."""
+    words = _WORD.findall(text)[:8]
+    if not words:
+        return None
+    return " & ".join("'" + w.replace("\\", "\\\\").replace("'", "''") + "':*" for w in words)
+
+
+# The search index's own expression (schema_postgresql.sql), so the planner uses the index.
+_WORDS = ("to_tsvector('simple', regexp_replace(name || ' ' || company || ' ' || email, "
+          "'[[:punct:][:space:]]+', ' ', 'g'))")
+
+_SEARCH: dict[str, dict[str, str]] = {
+    "sqlite": {
+        # `+id` keeps the planner off the rowid (walking a million rows in id order to find
+        # the few in the range): an address prefix names few customers, sorting them is free.
+        "address": "SELECT * FROM customers WHERE email >= ? AND email < ? AND +id > ? "
+                   "ORDER BY +id LIMIT ?",
+        "words": "SELECT c.* FROM customers_search s JOIN customers c ON c.id = s.rowid "
+                 "WHERE customers_search MATCH ? AND s.rowid > ? ORDER BY s.rowid LIMIT ?",
+    },
+    "postgresql": {
+        "address": "SELECT * FROM customers WHERE lower(email) >= lower(?) "
+                   "AND lower(email) < lower(?) AND id > ? ORDER BY id LIMIT ?",
+        "words": f"SELECT * FROM customers WHERE {_WORDS} @@ to_tsquery('simple', ?) "
+                 "AND id > ? ORDER BY id LIMIT ?",
+    },
+}
+
+
 @translated("console: search customers")
 async def search_customers(
     conn: Connection, text: str, *, after: int = 0, limit: int = 25
 ) -> SearchPage:
     text = text.strip()
+    sql = _SEARCH[conn.engine]
     if "@" in text and " " not in text:
-        # An address (or its start): the email column's NOCASE unique index, as a range.
-        # `+id` keeps the planner off the rowid (walking a million rows in id order to find
-        # the few in the range): an address prefix names few customers, sorting them is free.
+        # An address (or its start): the unique index on the address, as a range.
         rows = await conn.execute_fetchall(
-            "SELECT * FROM customers WHERE email >= ? AND email < ? AND +id > ? "
-            "ORDER BY +id LIMIT ?",
-            (text, text + "\U0010ffff", after, limit + 1))
+            sql["address"], (text, text + "\U0010ffff", after, limit + 1))
     else:
-        expression = match_expression(text)
+        if conn.engine == "postgresql":
+            expression = tsquery_expression(text)
+        else:
+            expression = match_expression(text)
         if expression is None:
             return SearchPage([], None)
-        rows = await conn.execute_fetchall(
-            "SELECT c.* FROM customers_search s JOIN customers c ON c.id = s.rowid "
-            "WHERE customers_search MATCH ? AND s.rowid > ? ORDER BY s.rowid LIMIT ?",
-            (expression, after, limit + 1))
+        rows = await conn.execute_fetchall(sql["words"], (expression, after, limit + 1))
     found = [_customer(r) for r in rows]
     if len(found) > limit:
         return SearchPage(found[:limit], found[limit - 1].id)

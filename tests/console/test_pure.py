@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailer.console import chart, forms
-from mailer.store.console import match_expression
+from mailer.store.console import match_expression, tsquery_expression
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 
@@ -50,6 +50,16 @@ def test_whatever_is_typed_becomes_quoted_prefix_words_or_nothing(text: str) -> 
     for term in expression.split(" AND "):
         assert term.startswith('"') and term.endswith('"*')
         assert '"' not in term[1:-2]
+
+
+@given(st.text(max_size=200))
+def test_whatever_is_typed_becomes_quoted_tsquery_prefixes_or_nothing(text: str) -> None:
+    expression = tsquery_expression(text)
+    if expression is None:
+        return
+    for term in expression.split(" & "):
+        assert term.startswith("'") and term.endswith("':*")
+        assert "'" not in term[1:-3].replace("''", "")
 
 
 def test_the_chart_escapes_its_labels_and_sums_each_series() -> None:

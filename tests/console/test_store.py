@@ -1,12 +1,15 @@
-"""The console's store queries against a real SQLite file and a real send to the SMTP sink:
-running totals agree with the ledger, the daily roll-ups agree with the events."""
+"""The console's store queries on both engines (SQLite and PostgreSQL) and a real send to the
+SMTP sink: running totals agree with the ledger, the daily roll-ups agree with the events, and
+customer search finds by words and by address prefix, a page at a time, whatever is typed."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
 
 from mailer.campaigns import service
+from mailer.consent import imports
 from mailer.consent.change import Refusal, Thread, opt_out
 from mailer.store import campaigns as campaign_store
 from mailer.store import console as console_store
@@ -32,9 +35,9 @@ async def test_the_running_totals_agree_with_the_ledger_after_a_real_send(
 
 
 async def test_opt_outs_are_counted_per_day_and_source_as_they_are_recorded(
-    tmp_path: Path, smtp_sink: SmtpSink
+    tmp_path: Path, smtp_sink: SmtpSink, database: Path | str
 ) -> None:
-    world = World.build(tmp_path, smtp_sink)
+    world = World.build(tmp_path, smtp_sink, database)
     await world.add_customers(3)
     async with open_db(world.db) as conn:
         for refusal, categories, source in [
@@ -49,3 +52,39 @@ async def test_opt_outs_are_counted_per_day_and_source_as_they_are_recorded(
     today = utcnow()[:10]
     assert counted == {(today, "one-click"): 2, (today, "email"): 2}
     assert query(world.db, "SELECT count(*) FROM consent_events WHERE new_value = 0") == [(4,)]
+
+
+async def test_search_finds_every_word_as_a_prefix_a_page_at_a_time(
+    tmp_path: Path, smtp_sink: SmtpSink, database: Path | str
+) -> None:
+    world = World.build(tmp_path, smtp_sink, database)
+    async with open_db(world.db) as conn:
+        report = await imports.import_csv(conn, io.BytesIO(
+            b"name,email,company\n"
+            b"Ann Lee,ann.lee@example.com,Lee Ltd\n"
+            b"Annabel Leeson,bel@example.com,\n"
+            b"Ann Other,other@example.org,Lee-Roe plc\n"
+            b"Bob Roe,bob@example.com,O'Brien & Co\n"), name="c.csv", consent=True)
+        assert report.ok
+
+        async def names(text: str, after: int = 0, limit: int = 25) -> list[str]:
+            page = await console_store.search_customers(conn, text, after=after, limit=limit)
+            return [c.name for c in page.customers]
+
+        assert await names("ann lee") == ["Ann Lee", "Annabel Leeson", "Ann Other"]
+        assert await names("ANN  lee ltd") == ["Ann Lee"]
+        assert await names("roe") == ["Ann Other", "Bob Roe"]
+        assert await names("o'brien") == ["Bob Roe"]
+        # Search syntax of either engine is read as words, never as an operator.
+        assert await names("ann & !lee | (") == ["Ann Lee", "Annabel Leeson", "Ann Other"]
+        assert await names('ann" OR "bob') == []
+        assert await names("'':* | bob") == ["Bob Roe"]
+        assert await names("!!! &") == []
+        # An address, or its start, whatever its case.
+        assert await names("ANN.LEE@example.com") == ["Ann Lee"]
+        assert await names("bo@") == []
+        assert await names("b@") == []
+        first = await console_store.search_customers(conn, "ann", limit=2)
+        assert [c.name for c in first.customers] == ["Ann Lee", "Annabel Leeson"]
+        assert first.next_after is not None
+        assert await names("ann", after=first.next_after, limit=2) == ["Ann Other"]

@@ -4,7 +4,6 @@ under aiohttp's test client, and a clock the test moves (sessions expire without
 from __future__ import annotations
 
 import re
-import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from mailer.console.app import make_app
 from mailer.settings import Settings
 from mailer.store import users
 from mailer.store.db import open_db, transaction
+from tests import dbrows
 from tests.helpers import ROOT, base_sections, write_settings
 from tests.servers import free_port
 
@@ -45,7 +45,7 @@ class FakeClock:
 async def add_users(settings: Settings) -> None:
     """One account per role, each named after its role."""
     digest = users.hash_password(PASSWORD)
-    async with open_db(settings.database.path) as conn, transaction(conn):
+    async with open_db(settings.database.location) as conn, transaction(conn):
         for role in ROLES:
             await users.add_user(conn, role, role, digest)
 
@@ -83,9 +83,8 @@ async def csrf(client: TestClient[object, object], path: str = "/") -> str:
     return token_in(await response.text())
 
 
-def query(db: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql, params).fetchall()
+def query(db: Path | str, sql: str, *params: object) -> list[tuple[object, ...]]:
+    return dbrows.rows(db, sql, params)
 
 
 def console_process(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
