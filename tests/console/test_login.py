@@ -1,5 +1,5 @@
 """Signing in to the console, attacked over HTTP through aiohttp's test client (a real server on
-loopback, a real SQLite file): parallel guessing, lock-outs of someone else, redirects to other
+loopback, a real database: SQLite and PostgreSQL): parallel guessing, lock-outs of someone else, redirects to other
 sites after sign-in, oversized bodies, old password hashes, and the headers of every answer."""
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ OWNER = {"X-Forwarded-For": "198.51.100.7"}
 
 
 @pytest.fixture
-async def world(tmp_path: Path, smtp_sink: SmtpSink) -> World:
+async def world(tmp_path: Path, smtp_sink: SmtpSink, database: Path | str) -> World:
     # The console sits behind a proxy on loopback that names the client in X-Forwarded-For.
-    world = World.build(tmp_path, smtp_sink, http={"trusted_proxies": ["127.0.0.1"]})
+    world = World.build(tmp_path, smtp_sink, database, http={"trusted_proxies": ["127.0.0.1"]})
     await add_users(world.settings)
     return world
 
