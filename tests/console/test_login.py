@@ -1,6 +1,7 @@
 """Signing in to the console, attacked over HTTP through aiohttp's test client (a real server on
-loopback, a real database: SQLite and PostgreSQL): parallel guessing, lock-outs of someone else, redirects to other
-sites after sign-in, oversized bodies, old password hashes, and the headers of every answer."""
+loopback, a real database: SQLite and PostgreSQL): parallel guessing, lock-outs of someone
+else, redirects to other sites after sign-in, oversized bodies, old password hashes, and the
+headers of every answer."""
 
 from __future__ import annotations
 
