@@ -1,6 +1,6 @@
 """A consent change on the web records its evidence, through the real public listener (aiohttp
-on loopback, real SQLite): the client address after `[http] trusted_proxies`, the user agent,
-and on the preference page the version of the wording the page showed."""
+on loopback, SQLite and PostgreSQL): the client address after `[http] trusted_proxies`, the
+user agent, and on the preference page the version of the wording the page showed."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.
 
 
 @contextlib.asynccontextmanager
-async def open_site(tmp_path: Path, **overrides: dict[str, Any]) -> AsyncIterator[Site]:
-    settings = web_settings(tmp_path, **overrides)
+async def open_site(tmp_path: Path, database: Path | str | None = None,
+                    **overrides: dict[str, Any]) -> AsyncIterator[Site]:
+    settings = web_settings(tmp_path, 1, database, **overrides)
     ids, campaign_id = await seed(settings)
     clock = FakeClock()
     async with TestClient(TestServer(make_app(settings, clock=clock))) as client:
@@ -35,8 +36,10 @@ def evidence(site: Site, email: str = "ann@example.com") -> list[tuple[Any, ...]
         (site.ids[email],))
 
 
-async def test_a_one_click_records_the_client_address_and_user_agent(tmp_path: Path) -> None:
-    async with open_site(tmp_path) as site:
+async def test_a_one_click_records_the_client_address_and_user_agent(
+    tmp_path: Path, database: Path | str
+) -> None:
+    async with open_site(tmp_path, database) as site:
         response = await site.client.post(site.url(), data={"List-Unsubscribe": "One-Click"},
                                           headers={"User-Agent": "ExampleMail/2.1"})
         assert response.status == 200
@@ -47,9 +50,9 @@ async def test_a_one_click_records_the_client_address_and_user_agent(tmp_path: P
 
 
 async def test_behind_a_trusted_proxy_the_forwarded_client_is_recorded_and_a_long_agent_cut(
-    tmp_path: Path
+    tmp_path: Path, database: Path | str
 ) -> None:
-    async with open_site(tmp_path, http={"trusted_proxies": ["127.0.0.1"]}) as site:
+    async with open_site(tmp_path, database, http={"trusted_proxies": ["127.0.0.1"]}) as site:
         response = await site.client.post(
             site.url(), data={"List-Unsubscribe": "One-Click"},
             headers={"X-Forwarded-For": "198.51.100.4, 203.0.113.9", "User-Agent": "x" * 5000})
@@ -60,8 +63,10 @@ async def test_behind_a_trusted_proxy_the_forwarded_client_is_recorded_and_a_lon
         assert all(r[4] == "x" * MAX_USER_AGENT_CHARS for r in rows)
 
 
-async def test_the_preference_page_records_the_wording_it_showed(tmp_path: Path) -> None:
-    async with open_site(tmp_path) as site:
+async def test_the_preference_page_records_the_wording_it_showed(
+    tmp_path: Path, database: Path | str
+) -> None:
+    async with open_site(tmp_path, database) as site:
         page = await site.client.get(site.url(), headers={"User-Agent": BROWSER})
         html = await page.text()
         nonce = re.search(r'name="nonce" value="([^"]+)"', html)

@@ -27,8 +27,9 @@ ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
 @contextlib.asynccontextmanager
-async def open_site(tmp_path: Path, **overrides: dict[str, Any]) -> AsyncIterator[Site]:
-    settings = web_settings(tmp_path, **overrides)
+async def open_site(tmp_path: Path, database: Path | str | None = None,
+                    **overrides: dict[str, Any]) -> AsyncIterator[Site]:
+    settings = web_settings(tmp_path, 1, database, **overrides)
     ids, campaign_id = await seed(settings)
     clock = FakeClock()
     async with TestClient(TestServer(make_app(settings, clock=clock))) as client:
@@ -36,7 +37,16 @@ async def open_site(tmp_path: Path, **overrides: dict[str, Any]) -> AsyncIterato
 
 
 @pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[Site]:
+async def site(tmp_path: Path, database: Path | str) -> AsyncIterator[Site]:
+    # Consent recording runs on both engines; tests of HTTP alone open a SQLite site.
+    async with open_site(tmp_path, database) as s:
+        yield s
+
+
+@pytest.fixture
+async def sqlite_site(tmp_path: Path) -> AsyncIterator[Site]:
+    """A site on SQLite, for the tests that break its database underneath it (a row deleted
+    past its foreign keys, a table dropped), which SQLite lets a plain connection do."""
     async with open_site(tmp_path) as s:
         yield s
 
@@ -98,8 +108,10 @@ async def test_one_click_post_twice_changes_nothing_more_and_still_answers_200(
     assert site.snapshot() == after_first
 
 
-async def test_one_click_turns_off_only_the_configured_categories(tmp_path: Path) -> None:
-    async with open_site(tmp_path, unsubscribe={"categories": ["offers"]}) as site:
+async def test_one_click_turns_off_only_the_configured_categories(
+    tmp_path: Path, database: Path | str
+) -> None:
+    async with open_site(tmp_path, database, unsubscribe={"categories": ["offers"]}) as site:
         response = await site.client.post(site.url(), data=ONE_CLICK)
 
         assert response.status == 200
@@ -248,8 +260,9 @@ async def test_a_category_token_from_mail_already_sent_still_works(site: Site) -
 
 
 async def test_the_token_of_an_erased_customer_gets_the_plain_404_and_changes_nothing(
-    site: Site,
+    sqlite_site: Site,
 ) -> None:
+    site = sqlite_site
     ann = site.ids["ann@example.com"]
     site.rows("DELETE FROM campaign_recipients WHERE customer_id = ?", (ann,))
     site.rows("DELETE FROM customers WHERE id = ?", (ann,))
@@ -416,8 +429,9 @@ async def test_the_rate_limit_follows_x_forwarded_for_only_from_a_trusted_proxy(
 
 
 async def test_healthz_answers_200_while_the_database_is_usable_and_503_when_not(
-    site: Site,
+    sqlite_site: Site,
 ) -> None:
+    site = sqlite_site
     assert (await site.client.get("/healthz")).status == 200
     site.rows("DROP TABLE customers")  # no foreign keys on this connection: it goes
     assert (await site.client.get("/healthz")).status == 503
@@ -517,8 +531,9 @@ async def test_one_clicks_arriving_together_each_answer_200_and_opt_out_their_ow
 
 
 async def test_a_one_click_the_database_cannot_take_gets_a_plain_error_and_changes_nothing(
-    site: Site,
+    sqlite_site: Site,
 ) -> None:
+    site = sqlite_site
     site.rows("DROP TABLE campaign_recipients")
     before = site.snapshot()[:2]
     response = await site.client.post(site.url(), data=ONE_CLICK)

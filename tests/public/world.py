@@ -1,5 +1,6 @@
-"""A web test world: settings, a SQLite file with customers, a campaign sent to them and one with
-pending mail, and the app behind aiohttp's test client (a real HTTP server on loopback).
+"""A web test world: settings, a database (a SQLite file, or PostgreSQL from the `database`
+fixture) with customers, a campaign sent to them and one with pending mail, and the app behind
+aiohttp's test client (a real HTTP server on loopback).
 
 Plain helpers; each test module builds its world with one small fixture of its own.
 """
@@ -8,14 +9,12 @@ from __future__ import annotations
 
 import io
 import shutil
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 from aiohttp.test_utils import TestClient
 
 from mailer.campaigns import service
@@ -26,6 +25,8 @@ from mailer.store import campaigns as campaign_store
 from mailer.store import customers as customer_store
 from mailer.store import ledger
 from mailer.store.db import open_db, transaction
+from mailer.store.engine import Connection
+from tests import dbrows
 from tests.campaigns.world import ROOT, SECRET, settings_mapping
 
 OLD_SECRET = "the-secret-before-the-rotation"
@@ -55,11 +56,12 @@ class FakeClock:
         self.at += seconds
 
 
-def web_settings(tmp: Path, smtp_port: int = 1, **overrides: dict[str, Any]) -> Settings:
+def web_settings(tmp: Path, smtp_port: int = 1, database: Path | str | None = None,
+                 **overrides: dict[str, Any]) -> Settings:
     templates = tmp / "templates"
     if not templates.exists():
         shutil.copytree(ROOT / "templates", templates)
-    sections = settings_mapping(tmp, smtp_port, **overrides)
+    sections = settings_mapping(tmp, smtp_port, database, **overrides)
     sections.setdefault("http", {}).setdefault("host", "127.0.0.1")
     sections["campaigns"].setdefault("previous_secrets", [OLD_SECRET])
     return from_mapping(sections, base_dir=tmp, environ={})
@@ -74,7 +76,7 @@ async def seed(settings: Settings, customers: int = 0) -> tuple[dict[str, int], 
                                   for n in range(customers))
     emails = ["ann@example.com", "bob@example.com"] + [f"c{n}@example.com"
                                                        for n in range(customers)]
-    async with open_db(settings.database.path) as conn:
+    async with open_db(settings.database.location) as conn:
         report = await imports.import_csv(conn, io.BytesIO(csv.encode()), name="t")
         assert report.ok
         sent = await add_campaign(settings, conn)
@@ -87,7 +89,7 @@ async def seed(settings: Settings, customers: int = 0) -> tuple[dict[str, int], 
     return ids, sent
 
 
-async def add_campaign(settings: Settings, conn: aiosqlite.Connection) -> int:
+async def add_campaign(settings: Settings, conn: Connection) -> int:
     """A new offers campaign with its audience taken (pending mail, nothing sent)."""
     campaign = await service.create_campaign(
         conn, settings.templates.dir, kind="offers", template="welcome-offer", subject="Offer")
@@ -113,8 +115,7 @@ class Site:
         return f"{self.prefix}/{self.token(email, **kw)}"
 
     def rows(self, sql: str, parameters: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.settings.database.path) as conn:
-            return conn.execute(sql, tuple(parameters)).fetchall()
+        return dbrows.rows(self.settings.database.location, sql, parameters)
 
     def preferences(self, email: str = "ann@example.com") -> dict[str, int]:
         [(announcements, offers)] = self.rows(
@@ -143,5 +144,10 @@ class Site:
             "outbox": "SELECT * FROM outbox ORDER BY id",
             "campaign_recipients": "SELECT * FROM campaign_recipients ORDER BY customer_id",
         }
-        present = {r[0] for r in self.rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if isinstance(self.settings.database.location, Path):
+            listed = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        else:
+            listed = ("SELECT table_name FROM information_schema.tables "
+                      "WHERE table_schema = current_schema()")
+        present = {r[0] for r in self.rows(listed)}
         return [self.rows(sql) for table, sql in queries.items() if table in present]
