@@ -13,6 +13,7 @@ import aiohttp
 
 from mailer import settings as settings_module
 from mailer.console.app import serve
+from tests import dbrows
 from tests.console.world import console_process, query
 from tests.helpers import ROOT, base_sections, write_settings
 from tests.servers import accepts, free_port
@@ -25,9 +26,12 @@ def mailer(settings_path: Path, *args: str, stdin: str = "") -> subprocess.Compl
                           timeout=60, env=dict(os.environ))
 
 
-def test_users_are_added_listed_given_a_new_password_and_removed(tmp_path: Path) -> None:
-    path = write_settings(tmp_path / "settings.toml", base_sections(tmp_path))
-    db = tmp_path / "mailer.db"
+def test_users_are_added_listed_given_a_new_password_and_removed(
+    tmp_path: Path, database: Path | str
+) -> None:
+    path = write_settings(tmp_path / "settings.toml", base_sections(
+        tmp_path, database=dbrows.database_section(database)))
+    db = database
     added = mailer(path, "users", "add", "mo", "--role", "marketing",
                    stdin="a long enough password\n")
     assert (added.returncode, added.stdout) == (0, "user mo added (marketing)\n")

@@ -1,5 +1,5 @@
 """The console's customer page shows each consent event's evidence, inert (aiohttp's test
-client, real SQLite)."""
+client, SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ Client = TestClient[object, object]
 
 
 @pytest.fixture
-async def world(tmp_path: Path, smtp_sink: SmtpSink) -> World:
-    world = World.build(tmp_path, smtp_sink)
+async def world(tmp_path: Path, smtp_sink: SmtpSink, database: Path | str) -> World:
+    world = World.build(tmp_path, smtp_sink, database)
     await world.import_csv("name,email,announcements,offers\nAnn Lee,ann@example.com,yes,yes\n")
     await add_users(world.settings)
     return world
