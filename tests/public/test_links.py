@@ -27,8 +27,8 @@ ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
 @contextlib.asynccontextmanager
-async def open_site(tmp_path: Path) -> AsyncIterator[Site]:
-    settings = web_settings(tmp_path)
+async def open_site(tmp_path: Path, database: Path | str | None = None) -> AsyncIterator[Site]:
+    settings = web_settings(tmp_path, 1, database)
     ids, campaign_id = await seed(settings)
     clock = FakeClock()
     async with TestClient(TestServer(make_app(settings, clock=clock))) as client:
@@ -36,8 +36,8 @@ async def open_site(tmp_path: Path) -> AsyncIterator[Site]:
 
 
 @pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[Site]:
-    async with open_site(tmp_path) as s:
+async def site(tmp_path: Path, database: Path | str) -> AsyncIterator[Site]:
+    async with open_site(tmp_path, database) as s:
         yield s
 
 
@@ -159,7 +159,7 @@ async def test_a_confirmation_link_opens_once_its_outbox_row_was_sent_to_that_cu
 ) -> None:
     ann, bob = site.ids["ann@example.com"], site.ids["bob@example.com"]
     now = datetime.now(UTC)
-    async with open_db(site.settings.database.path) as conn, transaction(conn):
+    async with open_db(site.settings.database.location) as conn, transaction(conn):
         await outbox.enqueue_confirmations(conn, [outbox.NewConfirmation(
             customer_id=ann, to_address="ann@example.com", to_name="Ann",
             categories=("offers",), request_subject="Unsubscribe", in_reply_to="",
@@ -170,7 +170,7 @@ async def test_a_confirmation_link_opens_once_its_outbox_row_was_sent_to_that_cu
     bob_link = f"{site.prefix}/{tokens.confirmation_token(SECRET, bob, outbox_id)}"
 
     while_pending = (await site.client.get(ann_link)).status
-    async with open_db(site.settings.database.path) as conn, transaction(conn):
+    async with open_db(site.settings.database.location) as conn, transaction(conn):
         await outbox.mark_sent(conn, outbox_id, now=now)
     before = site.snapshot()
     refused = [(await site.client.get(bob_link)).status,
@@ -179,7 +179,7 @@ async def test_a_confirmation_link_opens_once_its_outbox_row_was_sent_to_that_cu
     once_sent = (await site.client.get(ann_link)).status
 
     assert (while_pending, refused, unchanged, once_sent) == (404, [404, 404], True, 200)
-    async with open_db(site.settings.database.path) as conn:
+    async with open_db(site.settings.database.location) as conn:
         assert await link_store.confirmation_sent(conn, ann, outbox_id)
         assert not await link_store.confirmation_sent(conn, bob, outbox_id)
 
