@@ -13,6 +13,7 @@ from mailer.consent import imports
 from mailer.consent.change import Refusal, Thread, opt_out
 from mailer.store import campaigns as campaign_store
 from mailer.store import console as console_store
+from mailer.store import users
 from mailer.store.db import open_db, transaction, utcnow
 from tests.campaigns.world import World
 from tests.console.world import query
@@ -88,3 +89,23 @@ async def test_search_finds_every_word_as_a_prefix_a_page_at_a_time(
         assert [c.name for c in first.customers] == ["Ann Lee", "Annabel Leeson"]
         assert first.next_after is not None
         assert await names("ann", after=first.next_after, limit=2) == ["Ann Other"]
+
+
+async def test_the_audit_log_pages_newest_first_and_the_queues_and_counts_read_back(
+    tmp_path: Path, smtp_sink: SmtpSink, database: Path | str
+) -> None:
+    world = World.build(tmp_path, smtp_sink, database)
+    await world.add_customers(3, offers_every=2)
+    async with open_db(world.db) as conn:
+        for n in range(5):
+            await users.audit(conn, "alice", "campaign.create", f"campaign {n}")
+        first = await console_store.audit_page(conn, limit=3)
+        assert [e.target for e in first.entries] == ["campaign 4", "campaign 3", "campaign 2"]
+        assert first.next_before is not None
+        rest = await console_store.audit_page(conn, before=first.next_before, limit=3)
+        assert [e.target for e in rest.entries] == ["campaign 1", "campaign 0"]
+        assert rest.next_before is None
+        assert await console_store.queue_facts(conn) == console_store.QueueFacts(0, 0, 0)
+        assert await console_store.opted_in_counts(conn) == {"announcements": 3, "offers": 2}
+        facts = await console_store.deliverability(conn, 1)
+        assert (facts.sent, facts.failed, facts.last_failure) == (0, 0, "")
