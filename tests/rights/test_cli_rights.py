@@ -14,6 +14,13 @@ import pytest
 from mailer.store.rights import NOT_PERSONAL, PERSONAL, is_fts_shadow
 from tests import dbrows
 from tests.helpers import base_sections, run_cli, write_settings
+from tests.rights.traces import (
+    column_names,
+    index_entries_holding,
+    one,
+    table_names,
+    versions_holding,
+)
 from tests.servers import ImapTestServer, RawImap, sample_message
 
 KEY = {"MAILER_SUPPRESSION_KEY": "a test key of at least sixteen characters"}
@@ -28,45 +35,6 @@ def settings_file(tmp_path: Path, imap_server: ImapTestServer, database: Path | 
         tmp_path, database=dbrows.database_section(database), imap={
             "host": imap_server.host, "port": imap_server.port, "security": "none",
             "username": imap_server.username, "password": imap_server.password}))
-
-
-def table_names(database: Path | str) -> set[str]:
-    if isinstance(database, Path):
-        sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-    else:
-        sql = ("SELECT table_name FROM information_schema.tables "
-               "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'")
-    return {str(name) for (name,) in dbrows.rows(database, sql)}
-
-
-def column_names(database: Path | str, table: str) -> list[str]:
-    if isinstance(database, Path):
-        sql = "SELECT name FROM pragma_table_info(?)"
-    else:
-        sql = ("SELECT column_name FROM information_schema.columns "
-               "WHERE table_schema = current_schema() AND table_name = ?")
-    return [str(name) for (name,) in dbrows.rows(database, sql, (table,))]
-
-
-def versions_holding(url: str, secret: bytes) -> list[str]:
-    """The tables with a row version (live or dead) on disk whose data holds `secret`, read
-    page by page with pageinspect (the test server's user is a superuser)."""
-    dbrows.execute(url, "CREATE EXTENSION IF NOT EXISTS pageinspect")
-    found = []
-    for table in sorted(table_names(url)):
-        pages = one(url, "SELECT pg_relation_size(?) / current_setting('block_size')::int",
-                    table)
-        hits = one(url, "SELECT count(*) FROM generate_series(0, ? - 1) AS page, "
-                   "heap_page_items(get_raw_page(?, page::int)) AS item "
-                   "WHERE item.t_data IS NOT NULL AND position(? IN item.t_data) > 0",
-                   pages, table, secret)
-        if hits:
-            found.append(table)
-    return found
-
-
-def one(database: Path | str, sql: str, *parameters: object) -> object:
-    return dbrows.rows(database, sql, parameters)[0][0]
 
 
 def cli(settings_file: Path, *args: str) -> tuple[int, str, str]:
@@ -177,6 +145,7 @@ def test_erase_leaves_no_trace_of_the_address_in_the_files_or_the_folders(
                            "NOT NULL ORDER BY relname") == [
             ("consent_events",), ("customers",), ("outbox",)]
         assert versions_holding(database, b"ann@example.com") == []
+        assert index_entries_holding(database, b"ann@example.com") == []
     for table in sorted(table_names(database)):
         if table.startswith("customers_search"):
             continue
