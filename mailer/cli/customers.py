@@ -209,7 +209,10 @@ def customers_erase(ctx: click.Context, email: str, reason: str, actor: str | No
             erased = await rights.erase(conn, email, key=settings.privacy.key, reason=reason,
                                         actor=who)
             click.echo(f"erased {email} (erasure {erased.erasure_id}, by {who})")
-            if not erased.checkpointed:
+            if not erased.checkpointed and conn.engine == "postgresql":
+                click.echo("the database role does not own every table, so VACUUM could not "
+                           "remove the old row versions: run VACUUM as their owner", err=True)
+            elif not erased.checkpointed:
                 click.echo("the write-ahead log is in use by another process (the daemon?): "
                            "the old pages leave it at its next checkpoint", err=True)
             try:

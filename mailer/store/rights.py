@@ -177,7 +177,8 @@ async def suppression_count(conn: Connection) -> int:
 class Erased:
     erasure_id: int
     customer_id: int
-    # False: a reader held SQLite's WAL; the next checkpoint finishes it.
+    # False: a reader held SQLite's WAL (the next checkpoint finishes it), or on PostgreSQL
+    # our role does not own a table the erasure wrote, so it could not VACUUM it.
     checkpointed: bool
 
 
@@ -296,18 +297,22 @@ async def flush(conn: Connection, touched: set[str]) -> bool:
 
     SQLite: copy the WAL into the database and empty it (TRUNCATE); False if a reader held it.
     PostgreSQL: VACUUM each table in `touched` (outside any transaction, as VACUUM must be),
-    removing the dead row versions and their index entries; True (what VACUUM cannot reach is
-    in the module docstring)."""
+    removing the dead row versions and their index entries (what VACUUM cannot reach is in the
+    module docstring); False if our role does not own one of them, since VACUUM would only
+    warn and skip it."""
     if conn.engine == "sqlite":
         async with conn.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
             row = await cur.fetchone()
         return row is not None and int(row[0]) == 0
-    known = set(await tables(conn))
-    for table in sorted(touched & known):
+    owned = {str(r["relname"]) for r in await conn.execute_fetchall(
+        "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = "
+        "current_schema()::regnamespace AND pg_has_role(relowner, 'USAGE')")}
+    touched = touched & set(await tables(conn))
+    for table in sorted(touched & owned):
         # INDEX_CLEANUP ON: left to itself (AUTO) VACUUM may skip the indexes when few
         # rows changed, and an index entry holds its key (the address, in customers_email).
         await conn.execute(f"VACUUM (INDEX_CLEANUP ON) {table}")
-    return True
+    return touched <= owned
 
 
 @dataclass(frozen=True)
