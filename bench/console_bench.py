@@ -230,7 +230,7 @@ def generate_postgresql(url: str, customers: int) -> None:
 
 
 async def add_user(settings: Settings) -> None:
-    async with open_db(settings.database.path) as conn, transaction(conn):
+    async with open_db(settings.database.location) as conn, transaction(conn):
         await users.remove_user(conn, "bench")
         await users.add_user(conn, "bench", "admin", users.hash_password(PASSWORD))
 
