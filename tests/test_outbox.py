@@ -59,11 +59,12 @@ def customer(i: int) -> str:
 
 
 @pytest.fixture
-async def world(tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+async def world(tmp_path: Path, database: Path | str, imap_server: ImapTestServer,
+                smtp_sink: SmtpSink
                 ) -> AsyncIterator[World]:
     csv_text = "name,email\n" + "".join(
         f"Customer {i:02d},{customer(i)}\n" for i in range(CUSTOMERS))
-    yield await make_world(tmp_path, imap_server, smtp_sink, csv_text=csv_text)
+    yield await make_world(tmp_path, imap_server, smtp_sink, database=database, csv_text=csv_text)
 
 
 def requests_from(world: World, count: int) -> None:
@@ -247,9 +248,9 @@ def request(sender: str) -> bytes:
 
 
 async def test_confirmation_that_fails_to_send_is_retried_and_never_undoes_the_opt_out(
-    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+    tmp_path: Path, database: Path | str, imap_server: ImapTestServer, smtp_sink: SmtpSink
 ) -> None:
-    world = await make_world(tmp_path, imap_server, smtp_sink)
+    world = await make_world(tmp_path, imap_server, smtp_sink, database=database)
     world.deliver(request("ann@example.com"))
     await world.process()
     world.sink.fail_next(1, code=451)
@@ -264,9 +265,9 @@ async def test_confirmation_that_fails_to_send_is_retried_and_never_undoes_the_o
 
 
 async def test_a_confirmation_that_cannot_be_built_fails_alone_and_the_rest_go_out(
-    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+    tmp_path: Path, database: Path | str, imap_server: ImapTestServer, smtp_sink: SmtpSink
 ) -> None:
-    world = await make_world(tmp_path, imap_server, smtp_sink,
+    world = await make_world(tmp_path, imap_server, smtp_sink, database=database,
                              csv_text="name,email\nZoë Brontë,zoë@example.com\n"
                                       "Ann Lee,ann@example.com\n")
     world.deliver(request("zoë@example.com"), request("ann@example.com"))

@@ -18,7 +18,9 @@ with the server's reply. Time comes from a `Clock`, so tests move it instead of 
 
 `Outbox` is the outbox as a part of the daemon (`mailer.lifecycle.worker`): `run_once` is one
 `send_due_confirmations` round (the burst), `run(stop)` one every `interval_s`, or at once
-when the inbox wakes it after queueing confirmations.
+when the inbox wakes it after queueing confirmations. On PostgreSQL queueing a confirmation
+also notifies `mailer_outbox` (`store.notify`) at commit, which wakes the outbox of every host
+at once: whichever is free sends it, each row still claimed by one of them only.
 
 Deliverability: the claim also records the confirmation's Message-ID (random,
 `outgoing.message_id`, random), so a report quoting it is tied to the row; MAIL FROM is the VERP
@@ -50,6 +52,7 @@ from mailer.mail.tokens import confirmation_token, unsubscribe_link
 from mailer.settings import Settings
 from mailer.store import outbox as outbox_store
 from mailer.store.db import Connection, Location, open_db, transaction
+from mailer.store.notify import OUTBOX_CHANNEL, wake_on
 from mailer.store.outbox import ClaimOwner
 
 __all__ = [
@@ -168,7 +171,9 @@ async def _claim(
     """Take back the claims of dead local owners, then claim the next due row: one
     transaction, so the pick and the claim are one step."""
     now_s = clock.time()
-    async with transaction(conn):
+    # Not exclusive: on PostgreSQL the claim locks its row and skips those other hosts are
+    # claiming (`outbox_store.claim_next`), so outboxes on several hosts never wait in line.
+    async with transaction(conn, "outbox: claiming a confirmation", exclusive=False):
         dead = [o for o in await outbox_store.claim_owners(conn, now_s=now_s)
                 if owner_is_gone(o, owner)]
         if dead:
@@ -213,7 +218,7 @@ async def send_due_confirmations(
             except (TemplateError, ValueError) as exc:
                 # This one cannot be built (e.g. an address on file no header can carry):
                 # record why and go on with the rest, rather than stall the whole outbox.
-                async with transaction(conn):
+                async with transaction(conn, "outbox: settling a confirmation", exclusive=False):
                     await outbox_store.mark_failed(
                         conn, item.id, error=f"cannot build the message: {exc}", retry_at=None)
                 report.failed += 1
@@ -226,7 +231,7 @@ async def send_due_confirmations(
                 await client.send(config.mail_from(item.id), item.to_address, message,
                                   config.smtp.timeout_s)
             except PermanentSmtpError as exc:
-                async with transaction(conn):
+                async with transaction(conn, "outbox: settling a confirmation", exclusive=False):
                     await outbox_store.mark_failed(conn, item.id, error=str(exc), retry_at=None)
                 report.failed += 1
                 log.warning("confirmation %s to customer %s failed: %s",
@@ -234,7 +239,7 @@ async def send_due_confirmations(
                 continue
             except TransientSmtpError as exc:
                 when = backoff.CONFIRMATION.retry_at(item.attempts + 1, clock.now())
-                async with transaction(conn):
+                async with transaction(conn, "outbox: settling a confirmation", exclusive=False):
                     await outbox_store.mark_failed(conn, item.id, error=str(exc), retry_at=when)
                 if when is None:
                     report.failed += 1
@@ -246,7 +251,7 @@ async def send_due_confirmations(
                     await client.close()
                     client = None
                 continue
-            async with transaction(conn):
+            async with transaction(conn, "outbox: settling a confirmation", exclusive=False):
                 await outbox_store.mark_sent(conn, item.id, now=clock.now())
             report.sent += 1
             log.info("confirmation %s sent to customer %s", item.id, item.customer_id)
@@ -280,13 +285,23 @@ class Outbox:
     async def run(self, stop: asyncio.Event) -> None:
         async with open_db(self.db_location) as conn:
             self.part.running()
-            while not stop.is_set():
-                report = await send_due_confirmations(conn, self.config, clock=self.clock)
-                self.on_round(report)
-                self.part.succeeded(
-                    last_round_at=self.clock.now().isoformat(timespec="seconds"))
-                if report.sent or report.failed or report.retrying:
-                    log.info("outbox: %s sent, %s to retry, %s failed",
-                             report.sent, report.retrying, report.failed)
-                await wait_any(stop, self.wake, self.interval_s)
-                self.wake.clear()
+            # Confirmations queued on any host wake us (nothing to listen to on SQLite).
+            listener = asyncio.ensure_future(wake_on(self.db_location, OUTBOX_CHANNEL, self.wake))
+            try:
+                await self._rounds(conn, stop)
+            finally:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+
+    async def _rounds(self, conn: Connection, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            # Cleared before the round, not after the wait: a wake-up that comes while a
+            # round runs must start the next one.
+            self.wake.clear()
+            report = await send_due_confirmations(conn, self.config, clock=self.clock)
+            self.on_round(report)
+            self.part.succeeded(last_round_at=self.clock.now().isoformat(timespec="seconds"))
+            if report.sent or report.failed or report.retrying:
+                log.info("outbox: %s sent, %s to retry, %s failed",
+                         report.sent, report.retrying, report.failed)
+            await wait_any(stop, self.wake, self.interval_s)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from mailer.bounces import deliverability
@@ -101,8 +101,17 @@ async def prepare_folders(client: ImapClient, config: InboxConfig) -> None:
         await client.ensure_folder(config.reports.folder)
 
 
+# Called inside each batch's transaction and before the moves; raises to stop the pass (the
+# inbox lease, `mailer.inbox.lease`: only its holder may decide or move).
+Guard = Callable[[Connection], Awaitable[None]]
+
+
+async def unguarded(conn: Connection) -> None:
+    return None
+
+
 async def run_pass(
-    client: ImapClient, conn: Connection, config: InboxConfig
+    client: ImapClient, conn: Connection, config: InboxConfig, *, guard: Guard = unguarded
 ) -> PassReport:
     """Process every message that arrived since the last pass; return what happened."""
     report = PassReport()
@@ -118,15 +127,15 @@ async def run_pass(
             await inbox_store.forget_stale_moves(conn, config.state_key, uidvalidity)
             await report_store.forget_stale_report_moves(conn, config.state_key, uidvalidity)
 
-    await _finish_moves(client, conn, config, uidvalidity)
+    await _finish_moves(client, conn, config, uidvalidity, guard)
 
     uids = await client.uids_above(last_uid)
     for start in range(0, len(uids), config.fetch_batch):
         batch = uids[start : start + config.fetch_batch]
-        await _process_batch(client, conn, config, uidvalidity, batch, report)
+        await _process_batch(client, conn, config, uidvalidity, batch, report, guard)
     # Moves go last, a few large UID MOVEs for the whole pass: each MOVE makes the server
     # rewrite the folder's index, so one per batch would cost more than all else together.
-    await _finish_moves(client, conn, config, uidvalidity)
+    await _finish_moves(client, conn, config, uidvalidity, guard)
     if report.seen or report.failed:
         log.info("pass over %s: %s", config.state_key, report.as_json())
     return report
@@ -172,6 +181,7 @@ async def _process_batch(
     uidvalidity: int,
     batch: list[int],
     report: PassReport,
+    guard: Guard = unguarded,
 ) -> None:
     """Headers for the batch, bodies of its requests, then one transaction.
 
@@ -228,6 +238,7 @@ async def _process_batch(
     outcomes: list[Outcome] = []
     applied: list[tuple[int, Applied]] = []
     async with transaction(conn, "inbox: recording a batch"):
+        await guard(conn)
         if examined:
             known = await inbox_store.existing_keys(conn, [e.key for e in examined])
             found = await look_up(conn, [e.clues for e in examined if e.clues is not None])
@@ -374,10 +385,12 @@ _MOVE_CHUNK = 1000
 
 
 async def _finish_moves(
-    client: ImapClient, conn: Connection, config: InboxConfig, uidvalidity: int
+    client: ImapClient, conn: Connection, config: InboxConfig, uidvalidity: int,
+    guard: Guard = unguarded,
 ) -> None:
     """Move every decided request and tied report still in the folder to its destination,
     then mark it."""
+    await guard(conn)
     pending = [(item.uid, item.destination)
                for item in await inbox_store.unmoved(conn, config.state_key, uidvalidity)]
     reports = {(m.uid, m.destination)

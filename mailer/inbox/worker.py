@@ -7,10 +7,13 @@ has (`mailer.lifecycle.worker`):
                              reconnects with backoff after any failure
 
 `inbox_worker` builds the `[imap]` mailbox's, `bounces_worker` the `[bounces.imap]` one's (reports
-only). Both lifecycles go through `processor.run_pass`, so a request is handled the same way in
-both. The session re-issues IDLE before RFC 2177's 29-minute limit and polls where the server
-lacks IDLE. A lost connection, a BYE or a server restart only costs a reconnect with backoff;
-nothing is lost because the database, not the connection, knows where the worker got to.
+only). Each mailbox is read by one daemon at a time, the holder of its lease
+(`mailer.inbox.lease`): `run` stands by until it holds it, and a burst finding it held by a
+daemon leaves the mailbox to that daemon. Both lifecycles go through `processor.run_pass`, so a
+request is handled the same way in both. The session re-issues IDLE before RFC 2177's 29-minute
+limit and polls where the server lacks IDLE. A lost connection, a BYE or a server restart only
+costs a reconnect with backoff; nothing is lost because the database, not the connection, knows
+where the worker got to.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from mailer.backoff import SERVER_RECONNECT, Backoff
 from mailer.bounces.config import ReportConfig
 from mailer.inbox.config import InboxConfig
 from mailer.inbox.imap import ImapClient, ImapConfig
-from mailer.inbox.processor import PassReport, prepare_folders, run_pass
+from mailer.inbox.lease import InboxLease, lease_name
+from mailer.inbox.processor import Guard, PassReport, prepare_folders, run_pass, unguarded
 from mailer.lifecycle.supervise import Part, supervise
 from mailer.mail.verp import Verifier
 from mailer.settings import ImapSettings, Settings
@@ -102,7 +106,7 @@ class InboxWorker:
     def __init__(
         self, db_location: Location, imap: ImapConfig, config: InboxConfig, timing: WatchTiming, *,
         part: Part, on_pass: Callable[[PassReport], None] = lambda report: None,
-        on_duration: Callable[[float], None] | None = None,
+        on_duration: Callable[[float], None] | None = None, lease: InboxLease | None = None,
     ) -> None:
         self.db_location = db_location
         self.imap = imap
@@ -111,15 +115,35 @@ class InboxWorker:
         self.part = part
         self.on_pass = on_pass
         self.on_duration = on_duration
+        self.lease = lease or InboxLease(db_location, lease_name(config), clock=part.clock)
 
     async def run_once(self) -> PassReport:
+        """One pass, unless a daemon holds the mailbox's lease (it reads the mailbox then)."""
         async with open_db(self.db_location) as conn:
-            return await process_once(conn, self.imap, self.config)
+            if not await self.lease.try_take(conn):
+                log.info("%s: read by the daemon holding its lease; no pass here",
+                         self.config.state_key)
+                return PassReport()
+            try:
+                return await process_once(conn, self.imap, self.config, guard=self.lease.check)
+            finally:
+                await self.lease.release(conn)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Stand by until this daemon holds the lease, then watch the mailbox until `stop`
+        (or until the lease is lost: StoreError, and the supervisor starts standing by)."""
         async with open_db(self.db_location) as conn:
-            await watch_session(conn, self.imap, self.config, self.timing, stop, self.on_pass,
-                                part=self.part, on_duration=self.on_duration)
+            self.part.state.details["lease"] = "standing by"
+            if not await self.lease.wait_for_turn(conn, stop):
+                return
+            self.part.state.details["lease"] = "held"
+            try:
+                async with self.lease.held(conn, stop) as session_stop:
+                    await watch_session(conn, self.imap, self.config, self.timing, session_stop,
+                                        self.on_pass, part=self.part,
+                                        on_duration=self.on_duration, guard=self.lease.check)
+            finally:
+                self.part.state.details["lease"] = "released"
 
 
 def inbox_worker(
@@ -129,10 +153,13 @@ def inbox_worker(
 ) -> InboxWorker:
     """The `[imap]` mailbox: requests, and reports unless `[bounces.imap]` has them."""
     s = settings.imap
-    return InboxWorker(settings.database.location, imap_config(settings), inbox_config(settings),
+    config = inbox_config(settings)
+    return InboxWorker(settings.database.location, imap_config(settings), config,
                        WatchTiming(idle_timeout_s=s.idle_timeout_s,
                                    poll_interval_s=s.poll_interval_s),
-                       part=part, on_pass=on_pass, on_duration=on_duration)
+                       part=part, on_pass=on_pass, on_duration=on_duration,
+                       lease=InboxLease(settings.database.location, lease_name(config),
+                                        ttl_s=s.lease_ttl_s, clock=part.clock))
 
 
 def bounces_worker(
@@ -147,17 +174,19 @@ def bounces_worker(
     return InboxWorker(settings.database.location, imap, config,
                        WatchTiming(idle_timeout_s=mailbox.idle_timeout_s,
                                    poll_interval_s=mailbox.poll_interval_s),
-                       part=part, on_pass=on_pass)
+                       part=part, on_pass=on_pass,
+                       lease=InboxLease(settings.database.location, lease_name(config),
+                                        ttl_s=mailbox.lease_ttl_s, clock=part.clock))
 
 
 async def process_once(
-    conn: Connection, imap: ImapConfig, config: InboxConfig
+    conn: Connection, imap: ImapConfig, config: InboxConfig, *, guard: Guard = unguarded
 ) -> PassReport:
     """Connect, make one pass, disconnect."""
     client = await ImapClient.connect(imap)
     try:
         await prepare_folders(client, config)
-        return await run_pass(client, conn, config)
+        return await run_pass(client, conn, config, guard=guard)
     finally:
         await client.close()
 
@@ -192,6 +221,7 @@ async def watch_session(
     part: Part | None = None,
     on_duration: Callable[[float], None] | None = None,
     idling: asyncio.Event | None = None,
+    guard: Guard = unguarded,
 ) -> None:
     """One connection's life: connect, pass, IDLE (or poll), pass, ... until `stop` is set.
 
@@ -208,7 +238,7 @@ async def watch_session(
                  "IDLE" if idle else "polling")
         while not stop.is_set():
             started = time.monotonic()
-            report = await run_pass(client, conn, config)
+            report = await run_pass(client, conn, config, guard=guard)
             if on_duration is not None:
                 on_duration(time.monotonic() - started)
             if part is not None:

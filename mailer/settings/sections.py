@@ -55,6 +55,9 @@ class ImapSettings:
     idle_timeout_s: float = 25 * 60.0
     # Used when the server does not advertise IDLE, and as the pause after a failure.
     poll_interval_s: float = 30.0
+    # One daemon reads the mailbox, the holder of its lease; another takes over this long
+    # after the holder died without releasing it (at once on the same host).
+    lease_ttl_s: float = 60.0
     fetch_batch: int = 200
     max_message_bytes: int = 10 * 1024 * 1024
     # The authserv-id (RFC 8601 section 2.5) our receiving server writes in the

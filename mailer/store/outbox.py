@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from mailer.store.edge import translated
 from mailer.store.engine import Connection
+from mailer.store.notify import OUTBOX_CHANNEL, notify
 
 
 def _stamp(when: datetime) -> str:
@@ -96,6 +97,9 @@ async def enqueue_confirmations(
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows_out,
     )
+    if queued:
+        # Delivered when the caller's transaction commits: the outbox of every host looks now.
+        await notify(conn, OUTBOX_CHANNEL)
     return queued
 
 
@@ -124,6 +128,10 @@ async def release_claims(conn: Connection, owners: Iterable[ClaimOwner]) -> int:
     return released
 
 
+# PostgreSQL: lock the picked row; one another transaction holds is passed over, not waited on.
+_SKIP_LOCKED = {"sqlite": "", "postgresql": " FOR UPDATE SKIP LOCKED"}
+
+
 @translated("outbox: claim next")
 async def claim_next(
     conn: Connection,
@@ -135,13 +143,17 @@ async def claim_next(
     message_id: str = "",
 ) -> OutboxItem | None:
     """Claim the oldest due, unclaimed (or expired-claim) pending row for `owner` until
-    `now_s + ttl_s`; None when there is none. Run inside BEGIN IMMEDIATE, so the pick and the
-    claim are one step no other process can come between. `message_id` is recorded with the
-    claim unless the row has one already (a second attempt sends the same message), so a
-    report quoting it is tied to the row before the message can leave."""
+    `now_s + ttl_s`; None when there is none. Run inside a transaction, so the pick and the
+    claim are one step no other process can come between: on SQLite BEGIN IMMEDIATE holds the
+    one write lock; on PostgreSQL the row is locked as it is picked and rows another host is
+    claiming at that moment are skipped, so several hosts claim side by side (a non-exclusive
+    transaction is enough). `message_id` is recorded with the claim unless the row has one
+    already (a second attempt sends the same message), so a report quoting it is tied to the
+    row before the message can leave."""
     async with conn.execute(
         "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? "
-        "AND (claim_host IS NULL OR claim_expires_at <= ?) ORDER BY id LIMIT 1",
+        "AND (claim_host IS NULL OR claim_expires_at <= ?) ORDER BY id LIMIT 1"
+        + _SKIP_LOCKED[conn.engine],
         (_stamp(now), now_s),
     ) as cur:
         row = await cur.fetchone()

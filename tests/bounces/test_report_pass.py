@@ -37,9 +37,10 @@ SECRET = "campaign-secret-for-the-tests-0123456789"
 
 
 @pytest.fixture
-async def world(tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+async def world(tmp_path: Path, database: Path | str, imap_server: ImapTestServer,
+                smtp_sink: SmtpSink
                 ) -> AsyncIterator[World]:
-    yield await make_world(tmp_path, imap_server, smtp_sink,
+    yield await make_world(tmp_path, imap_server, smtp_sink, database=database,
                            bounces={"address": BOUNCE_ADDRESS},
                            campaigns={"secret": SECRET})
 
@@ -119,12 +120,12 @@ async def test_confirmation_goes_out_from_its_own_verp_address_with_a_random_rec
 
 
 async def test_confirmation_is_dkim_signed_and_verifies_when_dkim_is_set(
-    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink,
+    tmp_path: Path, database: Path | str, imap_server: ImapTestServer, smtp_sink: SmtpSink,
 ) -> None:
     key = tmp_path / "dkim.pem"
     subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
                    capture_output=True)
-    world = await make_world(tmp_path, imap_server, smtp_sink,
+    world = await make_world(tmp_path, imap_server, smtp_sink, database=database,
                              bounces={"address": BOUNCE_ADDRESS, "verp": False},
                              campaigns={"secret": SECRET},
                              dkim={"domain": "imperial.test", "selector": "s1",
@@ -150,9 +151,9 @@ async def test_confirmation_is_dkim_signed_and_verifies_when_dkim_is_set(
 
 
 async def test_missing_dkim_key_stops_inbox_process_with_one_line_naming_it(
-    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink,
+    tmp_path: Path, database: Path | str, imap_server: ImapTestServer, smtp_sink: SmtpSink,
 ) -> None:
-    world = await make_world(tmp_path, imap_server, smtp_sink,
+    world = await make_world(tmp_path, imap_server, smtp_sink, database=database,
                              dkim={"domain": "imperial.test", "selector": "s1",
                                    "private_key_file": str(tmp_path / "absent.pem")})
     for command in (("inbox", "process"), ("dkim", "dns")):
@@ -339,13 +340,13 @@ async def test_flufl_bounce_real_world_corpus_changes_nobody_and_stays_in_the_in
 
 
 async def test_reports_in_the_bounces_imap_mailbox_are_read_there_and_requests_are_not(
-    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink,
+    tmp_path: Path, database: Path | str, imap_server: ImapTestServer, smtp_sink: SmtpSink,
 ) -> None:
     mailbox = {"host": imap_server.host, "port": imap_server.port, "security": "none",
                "username": imap_server.username, "password": imap_server.password,
                "folder": "BounceBox", "processed_folder": "BounceDone",
                "review_folder": "BounceReview"}
-    world = await make_world(tmp_path, imap_server, smtp_sink,
+    world = await make_world(tmp_path, imap_server, smtp_sink, database=database,
                              bounces={"address": BOUNCE_ADDRESS},
                              campaigns={"secret": SECRET}, **{"bounces.imap": mailbox})
     sent = await send_confirmation(world, "bob@example.com")
@@ -368,10 +369,10 @@ async def test_reports_in_the_bounces_imap_mailbox_are_read_there_and_requests_a
 
 
 async def test_kill_9_between_commit_and_move_is_finished_by_the_next_pass_counting_nothing(
-    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink,
+    tmp_path: Path, database: Path | str, imap_server: ImapTestServer, smtp_sink: SmtpSink,
 ) -> None:
     # One message per batch: many commits, and the moves only at the end of the pass.
-    world = await make_world(tmp_path, imap_server, smtp_sink,
+    world = await make_world(tmp_path, imap_server, smtp_sink, database=database,
                              bounces={"address": BOUNCE_ADDRESS}, campaigns={"secret": SECRET},
                              imap={"fetch_batch": 1})
     sent = await send_confirmation(world, "ann@example.com")
@@ -410,13 +411,13 @@ async def test_kill_9_between_commit_and_move_is_finished_by_the_next_pass_count
 
 
 async def test_the_daemon_reads_reports_in_its_inbox_and_in_the_bounces_imap_mailbox(
-    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink,
+    tmp_path: Path, database: Path | str, imap_server: ImapTestServer, smtp_sink: SmtpSink,
 ) -> None:
     mailbox = {"host": imap_server.host, "port": imap_server.port, "security": "none",
                "username": imap_server.username, "password": imap_server.password,
                "folder": "BounceBox", "processed_folder": "BounceDone",
                "review_folder": "BounceReview", "poll_interval_s": 0.5}
-    world = await make_world(tmp_path, imap_server, smtp_sink,
+    world = await make_world(tmp_path, imap_server, smtp_sink, database=database,
                              bounces={"address": BOUNCE_ADDRESS},
                              campaigns={"secret": SECRET}, **{"bounces.imap": mailbox})
     to_bob = await send_confirmation(world, "bob@example.com")

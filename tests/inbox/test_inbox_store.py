@@ -1,4 +1,4 @@
-"""mailer.store.inbox on a real SQLite file: what concurrent passes may write twice."""
+"""mailer.store.inbox on either engine: what concurrent passes may write twice."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from mailer.store.db import open_db, transaction
 
 
 async def test_two_passes_recording_the_same_duplicate_keep_one_row_and_both_commit(
-    tmp_path: Path
+    database: Path | str
 ) -> None:
     decided = inbox_store.InboundRow(message_key="<1@example.org>", message_id="<1@example.org>",
                                      uid=7, outcome="unsubscribed", destination="Processed",
@@ -17,7 +17,7 @@ async def test_two_passes_recording_the_same_duplicate_keep_one_row_and_both_com
     duplicate = inbox_store.InboundRow(
         message_key="<1@example.org>#dup:42:7", message_id="<1@example.org>", uid=7,
         outcome="duplicate", destination="Processed", detail="duplicate of <1@example.org>")
-    async with open_db(tmp_path / "mailer.db") as conn:
+    async with open_db(database) as conn:
         async with transaction(conn):
             await inbox_store.record_inbound_many(conn, "INBOX", 42, [decided])
         for _ in range(2):  # a cron pass and the daemon's, each finding it decided

@@ -27,9 +27,10 @@ SUBJECT = "Unsubscribe special offers"
 
 
 @pytest.fixture
-async def world(tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+async def world(tmp_path: Path, database: Path | str, imap_server: ImapTestServer,
+                smtp_sink: SmtpSink
                 ) -> AsyncIterator[World]:
-    yield await make_world(tmp_path, imap_server, smtp_sink)
+    yield await make_world(tmp_path, imap_server, smtp_sink, database=database)
 
 
 def request(sender: str, body: str = "Please stop.\n", subject: str = SUBJECT,
@@ -229,9 +230,9 @@ async def test_malformed_mail_goes_to_review_and_the_next_message_is_processed(
 
 
 async def test_message_over_the_size_cap_goes_to_review_unread(
-    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+    tmp_path: Path, database: Path | str, imap_server: ImapTestServer, smtp_sink: SmtpSink
 ) -> None:
-    world = await make_world(tmp_path, imap_server, smtp_sink,
+    world = await make_world(tmp_path, imap_server, smtp_sink, database=database,
                              imap={"max_message_bytes": 2000})
     world.deliver(request("ann@example.com", body="x" * 5000 + "\n"))
     report = await world.process()
@@ -282,10 +283,10 @@ async def test_a_pass_costs_nothing_for_old_messages_already_seen(world: World) 
 
 @dovecot_only
 async def test_server_without_move_gets_copy_delete_expunge(
-    tmp_path: Path, smtp_sink: SmtpSink
+    tmp_path: Path, database: Path | str, smtp_sink: SmtpSink
 ) -> None:
     with DovecotServer(without_move=True) as server:
-        world = await make_world(tmp_path, server, smtp_sink)
+        world = await make_world(tmp_path, server, smtp_sink, database=database)
         await without_move_pass(world)
 
 
@@ -407,12 +408,12 @@ async def test_filing_a_settled_review_gives_up_on_a_server_that_never_answers(
 
 
 async def test_a_broken_confirmation_template_stops_the_worker_at_start_naming_it(
-    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+    tmp_path: Path, database: Path | str, imap_server: ImapTestServer, smtp_sink: SmtpSink
 ) -> None:
     templates = tmp_path / "templates"
     shutil.copytree(ROOT / "templates", templates)
     (templates / "confirmation.txt").write_text("Dear {{ customer_nmae }},\n")
-    world = await make_world(tmp_path, imap_server, smtp_sink,
+    world = await make_world(tmp_path, imap_server, smtp_sink, database=database,
                              templates={"dir": str(templates)})
     world.deliver(request("ann@example.com"))
 

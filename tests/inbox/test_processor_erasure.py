@@ -16,9 +16,10 @@ SUBJECT = "Unsubscribe special offers"
 
 
 @pytest.fixture
-async def world(tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+async def world(tmp_path: Path, database: Path | str, imap_server: ImapTestServer,
+                smtp_sink: SmtpSink
                 ) -> AsyncIterator[World]:
-    yield await make_world(tmp_path, imap_server, smtp_sink)
+    yield await make_world(tmp_path, imap_server, smtp_sink, database=database)
 
 
 async def test_a_request_asking_for_erasure_opts_out_and_goes_to_review_marked_so(

@@ -19,9 +19,11 @@ OURS = "mx.imperial.test"
 
 
 @pytest.fixture
-async def world(tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+async def world(tmp_path: Path, database: Path | str, imap_server: ImapTestServer,
+                smtp_sink: SmtpSink
                 ) -> AsyncIterator[World]:
-    yield await make_world(tmp_path, imap_server, smtp_sink, imap={"authserv_id": OURS})
+    yield await make_world(tmp_path, imap_server, smtp_sink, database=database,
+                           imap={"authserv_id": OURS})
 
 
 def request(sender: str, authserv_id: str) -> bytes:

@@ -14,9 +14,10 @@ SUBJECT = "Unsubscribe special offers"
 
 
 @pytest.fixture
-async def world(tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+async def world(tmp_path: Path, database: Path | str, imap_server: ImapTestServer,
+                smtp_sink: SmtpSink
                 ) -> AsyncIterator[World]:
-    yield await make_world(tmp_path, imap_server, smtp_sink)
+    yield await make_world(tmp_path, imap_server, smtp_sink, database=database)
 
 
 def request(sender: str, body: str, subject: str = SUBJECT) -> bytes:

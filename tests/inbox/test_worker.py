@@ -26,9 +26,10 @@ SUBJECT = "Unsubscribe special offers"
 
 
 @pytest.fixture
-async def world(tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+async def world(tmp_path: Path, database: Path | str, imap_server: ImapTestServer,
+                smtp_sink: SmtpSink
                 ) -> AsyncIterator[World]:
-    yield await make_world(tmp_path, imap_server, smtp_sink)
+    yield await make_world(tmp_path, imap_server, smtp_sink, database=database)
 
 
 def request(sender: str) -> bytes:
@@ -181,11 +182,11 @@ async def test_mailer_run_stops_cleanly_on_sigterm(world: World) -> None:
 
 @dovecot_only
 async def test_a_server_without_idle_is_polled(
-    tmp_path: Path, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, database: Path | str, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="mailer.inbox.worker")
     with DovecotServer(without_idle=True) as server:
-        world = await make_world(tmp_path, server, smtp_sink)
+        world = await make_world(tmp_path, server, smtp_sink, database=database)
         async with Watcher(world):
             world.deliver(request("eve@example.com"))
             await wait_for(lambda: world.opted_out() == {"eve@example.com"},

@@ -1,10 +1,10 @@
-"""A test world for the inbox worker: a real IMAP server, a real SMTP sink, a SQLite file,
-customers imported the way an operator would, and settings pointing at all of it."""
+"""A test world for the inbox worker: a real IMAP server, a real SMTP sink, a database (a SQLite
+file, or the `database` fixture's location on either engine), customers imported the way an
+operator would, and settings pointing at all of it."""
 
 from __future__ import annotations
 
 import io
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import imap_config, inbox_config, process_once
 from mailer.settings import Settings
 from mailer.store.db import open_db
+from tests.dbrows import rows
 from tests.helpers import base_sections, write_settings
 from tests.servers import ImapTestServer, RawImap, SmtpSink
 
@@ -43,8 +44,9 @@ class World:
     settings: Settings
 
     @property
-    def db_path(self) -> Path:
-        return self.settings.database.path
+    def db_path(self) -> Path | str:
+        """The store's location: a SQLite file, or a PostgreSQL URL."""
+        return self.settings.database.location
 
     @property
     def rules(self) -> InboxConfig:
@@ -77,8 +79,7 @@ class World:
             return await send_due_confirmations(conn, outbox_config(self.settings))
 
     def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
-        with sqlite3.connect(self.db_path) as conn:
-            return conn.execute(sql, params).fetchall()
+        return rows(self.db_path, sql, params)
 
     def preferences(self, email: str) -> tuple[bool, bool]:
         rows = self.query("SELECT announcements, offers FROM customers WHERE email = ?", email)
@@ -91,7 +92,10 @@ class World:
 
 
 async def make_world(tmp_path: Path, server: ImapTestServer, sink: SmtpSink,
-                     csv_text: str = CUSTOMERS_CSV, **extra: dict[str, object]) -> World:
+                     csv_text: str = CUSTOMERS_CSV, *, database: Path | str | None = None,
+                     **extra: dict[str, object]) -> World:
+    """`database`: a location from the `database` fixture (either engine); None, a SQLite file
+    in tmp_path."""
     imap: dict[str, object] = {
         "host": server.host, "port": server.port, "security": "none",
         "username": server.username, "password": server.password,
@@ -99,9 +103,13 @@ async def make_world(tmp_path: Path, server: ImapTestServer, sink: SmtpSink,
     smtp: dict[str, object] = {"host": sink.host, "port": sink.port, "security": "none",
                                **extra.pop("smtp", {})}
     sections = base_sections(tmp_path, imap=imap, smtp=smtp, **extra)
+    if isinstance(database, str):
+        sections["database"] = {"url": database}
+    elif database is not None:
+        sections["database"] = {"path": str(database)}
     path = write_settings(tmp_path / "settings.toml", sections)
     settings = settings_module.load(path)
-    async with open_db(settings.database.path) as conn:
+    async with open_db(settings.database.location) as conn:
         # The tests' customers agreed to mail unless their CSV says otherwise.
         report = await import_csv(conn, io.BytesIO(csv_text.encode()), name="customers.csv",
                                   consent=True)
