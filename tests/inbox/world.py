@@ -92,10 +92,11 @@ class World:
 
 
 async def make_world(tmp_path: Path, server: ImapTestServer, sink: SmtpSink,
-                     csv_text: str = CUSTOMERS_CSV, *, database: Path | str | None = None,
+                     csv_text: str = CUSTOMERS_CSV, *,
+                     database: Path | str | dict[str, object] | None = None,
                      **extra: dict[str, object]) -> World:
-    """`database`: a location from the `database` fixture (either engine); None, a SQLite file
-    in tmp_path."""
+    """`database`: a location from the `database` fixture (either engine), or the `[database]`
+    section itself; None, a SQLite file in tmp_path."""
     imap: dict[str, object] = {
         "host": server.host, "port": server.port, "security": "none",
         "username": server.username, "password": server.password,
@@ -103,7 +104,9 @@ async def make_world(tmp_path: Path, server: ImapTestServer, sink: SmtpSink,
     smtp: dict[str, object] = {"host": sink.host, "port": sink.port, "security": "none",
                                **extra.pop("smtp", {})}
     sections = base_sections(tmp_path, imap=imap, smtp=smtp, **extra)
-    if isinstance(database, str):
+    if isinstance(database, dict):
+        sections["database"] = database  # the section itself (`path` in a folder of its own)
+    elif isinstance(database, str):
         sections["database"] = {"url": database}
     elif database is not None:
         sections["database"] = {"path": str(database)}
