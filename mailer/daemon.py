@@ -164,7 +164,8 @@ class Daemon:
         # The parts `mailer status` shows, in this order; each one's state is on its Part.
         self.inbox = inbox_worker(
             s, part("inbox", on_failure=lambda p: metrics.imap_reconnects.inc()),
-            on_pass=self._after_pass, on_duration=metrics.pass_duration.observe)
+            on_pass=self._after_pass, on_duration=metrics.pass_duration.observe,
+            on_standby=lambda: self._ready("inbox standing by: another daemon reads it"))
         self.outbox = Outbox(
             s.database.location, outbox_config(s), part=part("outbox"),
             interval_s=timing.outbox_interval_s, clock=clock,
@@ -228,10 +229,15 @@ class Daemon:
         if report.confirmations:
             self.outbox.wake.set()
         self._after_reports(report)
+        self._ready("first inbox pass done")
+
+    def _ready(self, why: str) -> None:
+        """READY=1 once: after the first inbox pass, or when another daemon holds the inbox
+        (this one stands by and would otherwise never be ready for systemd)."""
         if not self.ready:
             self.ready = True
             systemd.notify("READY=1")
-            log.info("ready: first inbox pass done")
+            log.info("ready: %s", why)
 
     def _after_reports(self, report: PassReport) -> None:
         """A pass that read a complaint: the reputation part looks at the rate now."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from mailer.clock import SYSTEM_CLOCK, Clock
@@ -60,8 +60,10 @@ class InboxLease:
             return await leases.acquire(conn, self.name, self.holder, now_s=self.clock.time(),
                                         ttl_s=self.ttl_s)
 
-    async def wait_for_turn(self, conn: Connection, stop: asyncio.Event) -> bool:
-        """Stand by until we hold the lease (True) or `stop` is set (False)."""
+    async def wait_for_turn(self, conn: Connection, stop: asyncio.Event,
+                            on_standby: Callable[[], None] = lambda: None) -> bool:
+        """Stand by until we hold the lease (True) or `stop` is set (False); `on_standby` is
+        called once if another daemon holds it now."""
         wake = asyncio.Event()
         listener = asyncio.ensure_future(wake_on(self.db_location, INBOX_CHANNEL, wake))
         try:
@@ -76,6 +78,7 @@ class InboxLease:
                     log.info("%s: standing by; %s holds the lease", self.name,
                              current.holder if current else "nobody")
                     told = True
+                    on_standby()
                 await wait_any(stop, wake, self.ttl_s / 3)
             return False
         finally:

@@ -107,6 +107,7 @@ class InboxWorker:
         self, db_location: Location, imap: ImapConfig, config: InboxConfig, timing: WatchTiming, *,
         part: Part, on_pass: Callable[[PassReport], None] = lambda report: None,
         on_duration: Callable[[float], None] | None = None, lease: InboxLease | None = None,
+        on_standby: Callable[[], None] = lambda: None,
     ) -> None:
         self.db_location = db_location
         self.imap = imap
@@ -116,6 +117,7 @@ class InboxWorker:
         self.on_pass = on_pass
         self.on_duration = on_duration
         self.lease = lease or InboxLease(db_location, lease_name(config), clock=part.clock)
+        self.on_standby = on_standby  # another daemon reads the mailbox: this one is ready too
 
     async def run_once(self) -> PassReport:
         """One pass, unless a daemon holds the mailbox's lease (it reads the mailbox then)."""
@@ -134,7 +136,7 @@ class InboxWorker:
         (or until the lease is lost: StoreError, and the supervisor starts standing by)."""
         async with open_db(self.db_location) as conn:
             self.part.state.details["lease"] = "standing by"
-            if not await self.lease.wait_for_turn(conn, stop):
+            if not await self.lease.wait_for_turn(conn, stop, self.on_standby):
                 return
             self.part.state.details["lease"] = "held"
             try:
@@ -150,6 +152,7 @@ def inbox_worker(
     settings: Settings, part: Part, *,
     on_pass: Callable[[PassReport], None] = lambda report: None,
     on_duration: Callable[[float], None] | None = None,
+    on_standby: Callable[[], None] = lambda: None,
 ) -> InboxWorker:
     """The `[imap]` mailbox: requests, and reports unless `[bounces.imap]` has them."""
     s = settings.imap
@@ -158,6 +161,7 @@ def inbox_worker(
                        WatchTiming(idle_timeout_s=s.idle_timeout_s,
                                    poll_interval_s=s.poll_interval_s),
                        part=part, on_pass=on_pass, on_duration=on_duration,
+                       on_standby=on_standby,
                        lease=InboxLease(settings.database.location, lease_name(config),
                                         ttl_s=s.lease_ttl_s, clock=part.clock))
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -25,8 +27,10 @@ from mailer.inbox.lease import InboxLease
 from mailer.inbox.worker import InboxWorker, WatchTiming
 from mailer.lifecycle.supervise import Part
 from mailer.lifecycle.worker import run_supervised
+from mailer.store.db import open_db
 from mailer.store.leases import Holder
 from tests import dbrows
+from tests.daemon_world import daemon, daemon_log
 from tests.helpers import DAEMON_SECRET, ROOT, dovecot_only
 from tests.inbox.world import World, make_world
 from tests.postgres import PostgresServer
@@ -87,6 +91,13 @@ def message_ids(world: World, folder: str) -> list[str]:
     return [m.group(1).decode() for m in found if m]
 
 
+async def write(world: World, sql: str, parameters: tuple[object, ...] = ()) -> None:
+    """Change the leases as another daemon would: through the store, which waits its turn
+    for SQLite's write lock as long as a daemon does."""
+    async with open_db(world.db_path) as conn:
+        await conn.execute(sql, parameters)
+
+
 def lease_holder(world: World) -> list[tuple[object, ...]]:
     return dbrows.rows(world.db_path, "SELECT holder FROM leases WHERE name = 'inbox'")
 
@@ -134,16 +145,16 @@ async def test_a_daemon_standing_by_takes_over_once_the_holders_lease_expires(
     world: World,
 ) -> None:
     # A daemon of another host holds it and dies there: its lease only expires.
-    dbrows.execute(world.db_path, "INSERT INTO leases (name, holder, host, pid, expires_at) "
-                   "VALUES ('inbox', 'gone', 'host-gone', 1, ?)", (time.time() + 3600,))
+    await write(world, "INSERT INTO leases (name, holder, host, pid, expires_at) "
+                       "VALUES ('inbox', 'gone', 'host-gone', 1, ?)", (time.time() + 3600,))
     daemon = Daemon(world, "host-b", ttl_s=3.0)
     daemon.start()
     try:
         await wait_for(lambda: daemon.lease_state == "standing by", what="standing by")
         world.deliver(request(1))
         # The holder's host went away an hour ago, as far as the lease can tell.
-        dbrows.execute(world.db_path, "UPDATE leases SET expires_at = ? WHERE name = 'inbox'",
-                       (time.time() - 1,))
+        await write(world, "UPDATE leases SET expires_at = ? WHERE name = 'inbox'",
+                           (time.time() - 1,))
         await wait_for(lambda: world.opted_out() == {"c1@example.com"}, what="c1 opted out")
         assert daemon.lease_state == "held"
         assert lease_holder(world) == [("host-b-holder",)]
@@ -191,8 +202,8 @@ async def test_a_holder_that_lost_its_lease_decides_nothing_more(world: World) -
     try:
         await wait_for(lambda: daemon.lease_state == "held", what="the lease held")
         # Another daemon took it over (ours looked expired to it): ours must stop reading.
-        dbrows.execute(world.db_path, "UPDATE leases SET holder = 'other', host = 'host-c', "
-                       "expires_at = ? WHERE name = 'inbox'", (time.time() + 3600,))
+        await write(world, "UPDATE leases SET holder = 'other', host = 'host-c', "
+                           "expires_at = ? WHERE name = 'inbox'", (time.time() + 3600,))
         world.deliver(request(2))
         await wait_for(lambda: daemon.lease_state == "standing by",
                        what="standing by again")
@@ -204,8 +215,8 @@ async def test_a_holder_that_lost_its_lease_decides_nothing_more(world: World) -
 
 
 async def test_a_burst_leaves_the_mailbox_to_the_daemon_holding_it(world: World) -> None:
-    dbrows.execute(world.db_path, "INSERT INTO leases (name, holder, host, pid, expires_at) "
-                   "VALUES ('inbox', 'daemon', 'host-a', 1, ?)", (time.time() + 3600,))
+    await write(world, "INSERT INTO leases (name, holder, host, pid, expires_at) "
+                       "VALUES ('inbox', 'daemon', 'host-a', 1, ?)", (time.time() + 3600,))
     world.deliver(request(3))
     burst = Daemon(world, "host-b")
     report = await burst.worker.run_once()
@@ -213,7 +224,7 @@ async def test_a_burst_leaves_the_mailbox_to_the_daemon_holding_it(world: World)
     assert len(message_ids(world, "INBOX")) == 1
     assert world.opted_out() == set()
     # Free, the burst reads it, and leaves it free again.
-    dbrows.execute(world.db_path, "DELETE FROM leases")
+    await write(world, "DELETE FROM leases")
     assert (await burst.worker.run_once()).unsubscribed == 1
     assert lease_holder(world) == []
 
@@ -240,3 +251,23 @@ async def test_a_daemon_stopping_wakes_the_one_standing_by_on_another_host(
     finally:
         await second.close()
         postgres_server.drop_database(url.rsplit("/", 1)[1])
+
+
+async def test_a_daemon_standing_by_tells_systemd_it_is_ready(world: World) -> None:
+    """Another daemon reads the inbox, so this one's first pass never comes: standing by is
+    its ready state, or systemd would kill it at its start timeout."""
+    await write(world, "INSERT INTO leases (name, holder, host, pid, expires_at) "
+                       "VALUES ('inbox', 'daemon', 'host-a', 1, ?)", (time.time() + 3600,))
+    folder = tempfile.mkdtemp(prefix="notify-")  # AF_UNIX paths are limited to 108 bytes
+    path = os.path.join(folder, "notify.sock")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(path)
+            sock.settimeout(60)
+            with daemon(world, env={"NOTIFY_SOCKET": path}):
+                first = sock.recv(256).decode()
+    finally:
+        shutil.rmtree(folder)
+    assert first == "READY=1"
+    assert "inbox standing by" in daemon_log(world)
+    assert lease_holder(world) == [("daemon",)]
