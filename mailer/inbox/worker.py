@@ -131,12 +131,18 @@ class InboxWorker:
             finally:
                 await self.lease.release(conn)
 
+    def _standing_by(self) -> None:
+        # Healthy: `mailer status` shows it running, with `lease: standing by`.
+        self.part.state.details["lease"] = "standing by"
+        self.part.running()
+        self.on_standby()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Stand by until this daemon holds the lease, then watch the mailbox until `stop`
         (or until the lease is lost: StoreError, and the supervisor starts standing by)."""
         async with open_db(self.db_location) as conn:
-            self.part.state.details["lease"] = "standing by"
-            if not await self.lease.wait_for_turn(conn, stop, self.on_standby):
+            self.part.state.details["lease"] = "taking"
+            if not await self.lease.wait_for_turn(conn, stop, self._standing_by):
                 return
             self.part.state.details["lease"] = "held"
             try:

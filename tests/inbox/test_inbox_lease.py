@@ -151,6 +151,7 @@ async def test_a_daemon_standing_by_takes_over_once_the_holders_lease_expires(
     daemon.start()
     try:
         await wait_for(lambda: daemon.lease_state == "standing by", what="standing by")
+        assert daemon.part.state.state == "running"  # healthy, as `mailer status` shows it
         world.deliver(request(1))
         # The holder's host went away an hour ago, as far as the lease can tell.
         await write(world, "UPDATE leases SET expires_at = ? WHERE name = 'inbox'",
