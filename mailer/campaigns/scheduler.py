@@ -4,9 +4,10 @@
 is one round (`send_due_campaigns`), `run(stop)` a round every `poll_interval_s` until `stop`.
 A round looks for campaigns that are due (scheduled, with `scheduled_at` passed) or left
 'sending' by a process that stopped or crashed, and sends each in turn through
-`sender.send_campaign`. The sending lease decides who sends: a campaign another daemon is
-sending is skipped, and one whose holder died is taken over at once if it ran on this host, or
-once its lease expires if it ran on another.
+`sender.send_campaign`. Every daemon sends every due campaign alongside the others, each
+claiming its own batches (`campaigns.senders`); the rows of a sender that died are sent again
+(after the fresh ones) at once if it ran on this host, or once its lease expires if it ran on
+another.
 
 When `stop` is set the sender finishes the messages in flight, returns the rest to pending and
 releases the lease, leaving the campaign 'sending' so that the next `mailer run` (or
@@ -27,7 +28,6 @@ from mailer.campaigns.sender import (
     Holder,
     SendConfig,
     SendOutcome,
-    lease_name,
     new_holder,
     send_campaign,
     send_config,
@@ -37,7 +37,6 @@ from mailer.errors import CampaignInvalid, CampaignRefused
 from mailer.lifecycle.supervise import Part, sleep_unless_stopped
 from mailer.settings import Settings
 from mailer.store import campaigns as store
-from mailer.store import leases
 from mailer.store.db import Connection, open_db, transaction, utcnow
 
 log = logging.getLogger(__name__)
@@ -104,17 +103,13 @@ async def send_due_campaigns(
     conn: Connection, config: SendConfig, stop: asyncio.Event, *,
     holder: Holder | None = None, clock: Clock = SYSTEM_CLOCK,
 ) -> list[SendOutcome]:
-    """One round: send every campaign due now that no other live process is sending."""
+    """One round: send every campaign due now, alongside any other daemon sending it (each
+    claims its own batches; `campaigns.senders`)."""
     holder = holder or new_holder()
     outcomes = []
     for campaign in await store.due_campaigns(conn, utcnow()):
         if stop.is_set():
             break
-        lease = await leases.lease_of(conn, lease_name(campaign.id))
-        if not leases.takeable(lease, holder, now_s=clock.time()):
-            log.debug("campaign %s is being sent by %s", campaign.id,
-                      lease.holder if lease else "?")
-            continue
         log.info("campaign %s is due: sending", campaign.id)
         try:
             outcomes.append(await send_campaign(conn, config, campaign.id, stop=stop,

@@ -3,13 +3,14 @@ they are read into.
 
 The ledger (`campaign_recipients`) is the truth about who has been mailed. A row moves
 pending -> sending -> sent | failed | skipped: `claim_batch` marks a batch 'sending' before
-any of it goes out, `store.ledger` settles each row after its SMTP transaction ended (with
-the Message-ID it went out with), and `requeue_in_flight` returns 'sending' rows to pending,
-which only the holder of the campaign's lease (`store.leases`) may do.
+any of it goes out, naming the sender that claimed it (`claimed_by`, several may send one
+campaign), `store.ledger` settles each row after its SMTP transaction ended (with the
+Message-ID it went out with), `requeue_own` gives back a sender's unsent claims when it stops,
+and `requeue_claims_of` returns a dead sender's rows to pending, behind the fresh ones.
 
 The records (`Campaign`, `Counts`, `Recipient`, `RecipientResult`) live here, below the
 campaigns package that decides about them, so the store imports nothing above itself. The
-async functions take an aiosqlite connection (the caller owns the transaction where one is
+async functions take the store's connection (the caller owns the transaction where one is
 needed) and raise StoreError, never a sqlite3 exception.
 """
 
@@ -244,30 +245,72 @@ async def opted_in_count(conn: Connection, kind: str) -> int:
     return int(row[0]) if row else 0
 
 
-@translated("campaign store: claim batch")
-async def claim_batch(conn: Connection, campaign_id: int, limit: int) -> list[int]:
-    """Mark up to `limit` pending rows 'sending' (lowest customer id first); their ids.
-
-    One statement, so it is its own transaction when no other is open.
-    """
-    rows = await conn.execute_fetchall(
-        "UPDATE campaign_recipients SET status = 'sending', updated_at = ? "
+# The claim, one statement: the least requeued pending rows first, then by customer id. On
+# PostgreSQL the rows are locked with SKIP LOCKED, so senders on several hosts claiming at the
+# same moment each take different rows and none waits for another; SQLite has one writer.
+_CLAIM = {
+    "sqlite":
+        "UPDATE campaign_recipients SET status = 'sending', claimed_by = ?, updated_at = ? "
         "WHERE campaign_id = ? AND status = 'pending' AND customer_id IN ("
         "  SELECT customer_id FROM campaign_recipients WHERE campaign_id = ? "
-        "  AND status = 'pending' ORDER BY customer_id LIMIT ?) "
-        "RETURNING customer_id",
-        (utcnow(), campaign_id, campaign_id, limit),
+        "  AND status = 'pending' ORDER BY requeued, customer_id LIMIT ?) "
+        "RETURNING customer_id, requeued",
+    "postgresql":
+        "UPDATE campaign_recipients SET status = 'sending', claimed_by = ?, updated_at = ? "
+        "WHERE campaign_id = ? AND status = 'pending' AND (campaign_id, customer_id) IN ("
+        "  SELECT campaign_id, customer_id FROM campaign_recipients WHERE campaign_id = ? "
+        "  AND status = 'pending' ORDER BY requeued, customer_id LIMIT ? "
+        "  FOR UPDATE SKIP LOCKED) "
+        "RETURNING customer_id, requeued",
+}
+
+
+@translated("campaign store: claim batch")
+async def claim_batch(conn: Connection, campaign_id: int, limit: int,
+                      claimed_by: str) -> list[int]:
+    """Mark up to `limit` pending rows 'sending', claimed by the sender `claimed_by`; their
+    ids in sending order (rows requeued after a dead sender last, see `requeue_claims_of`).
+
+    One statement, so it is its own transaction when no other is open."""
+    rows = await conn.execute_fetchall(
+        _CLAIM[conn.engine], (claimed_by, utcnow(), campaign_id, campaign_id, limit))
+    return [int(r[0]) for r in sorted(rows, key=lambda r: (int(r[1]), int(r[0])))]
+
+
+@translated("campaign store: return claims")
+async def requeue_own(conn: Connection, campaign_id: int, claimed_by: str) -> int:
+    """Return the rows `claimed_by` claimed and did not send to pending: the sender's own
+    clean stop (nothing of them was in flight, so they keep their place)."""
+    cur = await conn.execute(
+        "UPDATE campaign_recipients SET status = 'pending', claimed_by = '', updated_at = ? "
+        "WHERE campaign_id = ? AND status = 'sending' AND claimed_by = ?",
+        (utcnow(), campaign_id, claimed_by),
     )
-    return sorted(int(r[0]) for r in rows)
+    count = cur.rowcount
+    await cur.close()
+    return count
+
+
+@translated("campaign store: claimants")
+async def claimants(conn: Connection, campaign_id: int) -> list[str]:
+    """The senders that hold rows of the campaign in 'sending'."""
+    rows = await conn.execute_fetchall(
+        "SELECT DISTINCT claimed_by FROM campaign_recipients "
+        "WHERE campaign_id = ? AND status = 'sending'", (campaign_id,))
+    return sorted(str(r[0]) for r in rows)
 
 
 @translated("campaign store: requeue in flight")
-async def requeue_in_flight(conn: Connection, campaign_id: int) -> int:
-    """Return every 'sending' row to pending; only the lease holder may call this."""
+async def requeue_claims_of(conn: Connection, campaign_id: int, claimed_by: str) -> int:
+    """Return a gone sender's 'sending' rows to pending, one more `requeued` each: some were
+    in flight when it died (delivered, perhaps), so they are claimed after every fresh row
+    and a second kill soon after cannot catch the same people again. Only once that
+    sender's lease is broken (`store.leases.break_lease`) may this be called."""
     cur = await conn.execute(
-        "UPDATE campaign_recipients SET status = 'pending', updated_at = ? "
-        "WHERE campaign_id = ? AND status = 'sending'",
-        (utcnow(), campaign_id),
+        "UPDATE campaign_recipients SET status = 'pending', claimed_by = '', "
+        "requeued = requeued + 1, updated_at = ? "
+        "WHERE campaign_id = ? AND status = 'sending' AND claimed_by = ?",
+        (utcnow(), campaign_id, claimed_by),
     )
     count = cur.rowcount
     await cur.close()

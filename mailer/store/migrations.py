@@ -530,6 +530,18 @@ MIGRATIONS: tuple[str, ...] = (
     BEGIN SELECT RAISE(ABORT, 'consent events are permanent: evidence may only be cleared');
     END;
     """,
+    # 15: several senders on one campaign. Each claimed row names the sender that claimed it
+    # (`claimed_by`, the holder id of its lease `campaign:{id}:{holder}`), so the rows a dead
+    # sender left in 'sending' go back to pending, and only those; `requeued` counts how often
+    # a row came back that way, and claims take the least requeued first, so a recipient whose
+    # message was in flight at a kill is sent after the fresh ones.
+    """
+    ALTER TABLE campaign_recipients ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE campaign_recipients ADD COLUMN requeued INTEGER NOT NULL DEFAULT 0;
+    DROP INDEX campaign_recipients_status;
+    CREATE INDEX campaign_recipients_status
+        ON campaign_recipients (campaign_id, status, requeued, customer_id);
+    """,
 )
 
 # PostgreSQL: a new database is created from `schema_postgresql.sql`, the schema as it stands
@@ -537,4 +549,12 @@ MIGRATIONS: tuple[str, ...] = (
 # after it is written for both engines: its SQLite script appended to MIGRATIONS above, and
 # its PostgreSQL script here under the same number (a test holds the two lists level).
 POSTGRESQL_BASELINE = 14
-POSTGRESQL_MIGRATIONS: dict[int, str] = {}
+POSTGRESQL_MIGRATIONS: dict[int, str] = {
+    15: """
+    ALTER TABLE campaign_recipients ADD COLUMN claimed_by TEXT COLLATE "C" NOT NULL DEFAULT '';
+    ALTER TABLE campaign_recipients ADD COLUMN requeued BIGINT NOT NULL DEFAULT 0;
+    DROP INDEX campaign_recipients_status;
+    CREATE INDEX campaign_recipients_status
+        ON campaign_recipients (campaign_id, status, requeued, customer_id);
+    """,
+}
