@@ -175,7 +175,7 @@ async def set_status(
     cur = await conn.execute(
         f"UPDATE campaigns SET status = ?, status_reason = ?, paused_by = ?, "
         f"scheduled_at = coalesce(?, scheduled_at), "
-        f"finished_at = CASE WHEN ? THEN ? ELSE finished_at END "
+        f"finished_at = CASE WHEN ? = 1 THEN ? ELSE finished_at END "
         f"WHERE id = ? AND status IN ({marks})",
         (status, reason, paused_by if status == "paused" else "", scheduled_at, int(finished),
          now, campaign_id, *expected),
@@ -247,21 +247,27 @@ async def opted_in_count(conn: Connection, kind: str) -> int:
 
 # The claim, one statement: the least requeued pending rows first, then by customer id. On
 # PostgreSQL the rows are locked with SKIP LOCKED, so senders on several hosts claiming at the
-# same moment each take different rows and none waits for another; SQLite has one writer.
+# same moment each take different rows and none waits for another. The pick is a MATERIALIZED
+# CTE there, not `WHERE ... IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`: the planner may
+# run that as a nested-loop semi-join that rescans the subquery for every outer row, and each
+# rescan picks n more (a claim of 3 took 8 rows). SQLite has one writer.
 _CLAIM = {
     "sqlite":
-        "UPDATE campaign_recipients SET status = 'sending', claimed_by = ?, updated_at = ? "
-        "WHERE campaign_id = ? AND status = 'pending' AND customer_id IN ("
-        "  SELECT customer_id FROM campaign_recipients WHERE campaign_id = ? "
-        "  AND status = 'pending' ORDER BY requeued, customer_id LIMIT ?) "
+        "UPDATE campaign_recipients SET status = 'sending', claimed_by = :holder, "
+        "updated_at = :now WHERE campaign_id = :campaign AND status = 'pending' "
+        "AND customer_id IN ("
+        "  SELECT customer_id FROM campaign_recipients WHERE campaign_id = :campaign "
+        "  AND status = 'pending' ORDER BY requeued, customer_id LIMIT :limit) "
         "RETURNING customer_id, requeued",
     "postgresql":
-        "UPDATE campaign_recipients SET status = 'sending', claimed_by = ?, updated_at = ? "
-        "WHERE campaign_id = ? AND status = 'pending' AND (campaign_id, customer_id) IN ("
-        "  SELECT campaign_id, customer_id FROM campaign_recipients WHERE campaign_id = ? "
-        "  AND status = 'pending' ORDER BY requeued, customer_id LIMIT ? "
+        "WITH picked AS MATERIALIZED ("
+        "  SELECT customer_id FROM campaign_recipients WHERE campaign_id = :campaign "
+        "  AND status = 'pending' ORDER BY requeued, customer_id LIMIT :limit "
         "  FOR UPDATE SKIP LOCKED) "
-        "RETURNING customer_id, requeued",
+        "UPDATE campaign_recipients SET status = 'sending', claimed_by = :holder, "
+        "updated_at = :now FROM picked WHERE campaign_recipients.campaign_id = :campaign "
+        "AND campaign_recipients.customer_id = picked.customer_id "
+        "RETURNING campaign_recipients.customer_id, campaign_recipients.requeued",
 }
 
 
@@ -272,8 +278,8 @@ async def claim_batch(conn: Connection, campaign_id: int, limit: int,
     ids in sending order (rows requeued after a dead sender last, see `requeue_claims_of`).
 
     One statement, so it is its own transaction when no other is open."""
-    rows = await conn.execute_fetchall(
-        _CLAIM[conn.engine], (claimed_by, utcnow(), campaign_id, campaign_id, limit))
+    rows = await conn.execute_fetchall(_CLAIM[conn.engine], {
+        "holder": claimed_by, "now": utcnow(), "campaign": campaign_id, "limit": limit})
     return [int(r[0]) for r in sorted(rows, key=lambda r: (int(r[1]), int(r[0])))]
 
 
