@@ -19,8 +19,8 @@ import pytest
 from mailer.campaigns import service
 from mailer.campaigns.pool import rate_share
 from mailer.campaigns.sender import SendOutcome, send_campaign
-from mailer.clock import SYSTEM_CLOCK
 from mailer.campaigns.senders import sender_lease
+from mailer.clock import SYSTEM_CLOCK
 from mailer.store import campaigns as store
 from mailer.store import leases
 from mailer.store.db import open_db, transaction
