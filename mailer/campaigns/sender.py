@@ -76,7 +76,13 @@ from mailer.campaigns.failures import FailureTally
 from mailer.campaigns.messages import CampaignMessages, SendConfig, send_config
 from mailer.campaigns.model import Campaign, Counts, next_status
 from mailer.campaigns.pool import RateLimiter, first, rate_share, sleep_unless
-from mailer.campaigns.senders import requeue_abandoned, sender_lease, senders_prefix
+from mailer.campaigns.senders import (
+    renew,
+    requeue_abandoned,
+    sender_lease,
+    senders_prefix,
+    take_back_abandoned,
+)
 from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.errors import CampaignInvalid, CampaignNotFound, StoreError
 from mailer.mail.dkim_pool import SigningPool, signing
@@ -280,7 +286,8 @@ class _Run:
             started = self.clock.time()
             try:
                 async with self.db_lock:
-                    senders = await self._renew()
+                    senders = await renew(self.conn, self.campaign.id, self.holder,
+                                          ttl_s=self.config.lease_ttl_s, clock=self.clock)
             except StoreError as exc:
                 # A busy database: the workers hold back until a renewal gets through.
                 log.warning("campaign %s: cannot renew the sending lease: %s",
@@ -292,24 +299,6 @@ class _Run:
             else:
                 self.halt("lost", "the sending lease expired and was broken by another sender")
                 return
-
-    async def _renew(self) -> int:
-        """Renew our lease and take back the rows of senders that are gone; how many senders
-        are live (0: our lease is gone)."""
-        cid = self.campaign.id
-        async with transaction(self.conn, f"campaign {cid}", exclusive=False):
-            now = await leases.now_s(self.conn, self.clock)
-            if not await leases.renew(self.conn, self.lease, self.holder, now_s=now,
-                                      ttl_s=self.config.lease_ttl_s):
-                return 0
-            await requeue_abandoned(self.conn, cid, now_s=now, me=self.holder)
-            return await leases.live_count(self.conn, senders_prefix(cid), now_s=now)
-
-    async def _take_back_abandoned(self) -> int:
-        cid = self.campaign.id
-        async with transaction(self.conn, f"campaign {cid}", exclusive=False):
-            now = await leases.now_s(self.conn, self.clock)
-            return await requeue_abandoned(self.conn, cid, now_s=now, me=self.holder)
 
     def lease_short(self) -> bool:
         """True while the lease is close to expiry (a renewal is overdue): no new sends."""
@@ -345,7 +334,8 @@ class _Run:
                         ids = await store.claim_batch(self.conn, self.campaign.id,
                                                       self.config.batch_size, self.holder.id)
                     # Nothing pending: rows a gone sender left are the last to send.
-                    if not ids and await self._take_back_abandoned():
+                    if not ids and await take_back_abandoned(self.conn, self.campaign.id,
+                                                             self.holder, clock=self.clock):
                         continue
                 if not ids:
                     return

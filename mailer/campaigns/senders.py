@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 
+from mailer.clock import Clock
 from mailer.store import campaigns as store
 from mailer.store import leases
+from mailer.store.db import transaction
 from mailer.store.engine import Connection
 from mailer.store.leases import Holder
 
@@ -50,3 +52,24 @@ async def requeue_abandoned(conn: Connection, campaign_id: int, *, now_s: float,
                     "returned to pending after the fresh ones", campaign_id, count,
                     lease.holder if lease else claimant or "of an earlier version")
     return requeued
+
+
+async def renew(conn: Connection, campaign_id: int, me: Holder, *, ttl_s: float,
+                clock: Clock) -> int:
+    """Renew `me`'s lease and take back the rows of senders that are gone; how many senders
+    are live now, `me` included (0: `me`'s lease is gone, broken by another sender)."""
+    async with transaction(conn, f"campaign {campaign_id}", exclusive=False):
+        now = await leases.now_s(conn, clock)
+        if not await leases.renew(conn, sender_lease(campaign_id, me.id), me, now_s=now,
+                                  ttl_s=ttl_s):
+            return 0
+        await requeue_abandoned(conn, campaign_id, now_s=now, me=me)
+        return await leases.live_count(conn, senders_prefix(campaign_id), now_s=now)
+
+
+async def take_back_abandoned(conn: Connection, campaign_id: int, me: Holder, *,
+                              clock: Clock) -> int:
+    """`requeue_abandoned` in a transaction of its own."""
+    async with transaction(conn, f"campaign {campaign_id}", exclusive=False):
+        now = await leases.now_s(conn, clock)
+        return await requeue_abandoned(conn, campaign_id, now_s=now, me=me)

@@ -173,6 +173,26 @@ async def test_the_rows_a_dead_sender_left_in_flight_are_the_last_a_new_sender_s
     assert order[-3:] == in_flight and order[:-3] == sorted(set(order) - set(in_flight))
 
 
+async def test_a_sender_whose_lease_was_broken_stops_and_its_rows_go_to_the_next(
+    world: World,
+) -> None:
+    await world.add_customers(150)
+    campaign_id = await world.create_campaign()
+    world.sink.delay_s = 0.01
+    slow = asyncio.create_task(send(world, campaign_id, lease_ttl_s=0.4, batch_size=10))
+    await wait_for(lambda: len(world.sink.messages) >= 10, what="10 messages sent")
+    # What another sender does once this one's lease has expired (it stalled, say).
+    world.rows("DELETE FROM leases")
+    outcome = await slow
+    assert outcome.status == "sending" and "lease" in outcome.reason
+    stopped_at = len(world.sink.messages)
+    assert stopped_at < 150
+    world.sink.delay_s = 0.0
+    assert (await send(world, campaign_id)).status == "sent"
+    assert set(world.received()) == world.opted_in()
+    assert duplicates(world) <= world.settings.smtp.max_connections
+
+
 async def test_a_pause_from_another_connection_stops_both_senders(world: World) -> None:
     await world.add_customers(200)
     campaign_id = await world.create_campaign()
