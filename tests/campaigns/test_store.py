@@ -14,6 +14,7 @@ from mailer.store import campaigns as store
 from mailer.store.campaigns import Campaign, Counts, RecipientResult
 from mailer.store.consent import ConsentGate
 from mailer.store.db import MIGRATIONS, Connection, open_db, transaction
+from mailer.store.migrations import POSTGRESQL_BASELINE, POSTGRESQL_MIGRATIONS
 from mailer.store.ledger import find_message, record_results
 from tests import dbrows
 from tests.campaigns.world import World
@@ -340,3 +341,8 @@ def claimed_by(world: World) -> list[tuple[str, int]]:
     return [(str(r[0]), int(r[1])) for r in world.rows(
         "SELECT claimed_by, count(*) FROM campaign_recipients WHERE status = 'sending' "
         "GROUP BY claimed_by")]
+
+
+def test_every_migration_after_the_postgresql_baseline_has_its_postgresql_script() -> None:
+    assert sorted(POSTGRESQL_MIGRATIONS) == list(
+        range(POSTGRESQL_BASELINE + 1, len(MIGRATIONS) + 1))
