@@ -14,8 +14,8 @@ from mailer.store import campaigns as store
 from mailer.store.campaigns import Campaign, Counts, RecipientResult
 from mailer.store.consent import ConsentGate
 from mailer.store.db import MIGRATIONS, Connection, open_db, transaction
-from mailer.store.migrations import POSTGRESQL_BASELINE, POSTGRESQL_MIGRATIONS
 from mailer.store.ledger import find_message, record_results
+from mailer.store.migrations import POSTGRESQL_BASELINE, POSTGRESQL_MIGRATIONS
 from tests import dbrows
 from tests.campaigns.world import World
 from tests.postgres import PostgresServer
