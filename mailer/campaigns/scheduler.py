@@ -32,11 +32,13 @@ from mailer.campaigns.sender import (
     send_campaign,
     send_config,
 )
+from mailer.campaigns.senders import has_work
 from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.errors import CampaignInvalid, CampaignRefused
 from mailer.lifecycle.supervise import Part, sleep_unless_stopped
 from mailer.settings import Settings
 from mailer.store import campaigns as store
+from mailer.store import leases
 from mailer.store.db import Connection, open_db, transaction, utcnow
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,10 @@ async def send_due_campaigns(
     for campaign in await store.due_campaigns(conn, utcnow()):
         if stop.is_set():
             break
+        if campaign.status == "sending" and not await has_work(
+                conn, campaign.id, now_s=await leases.now_s(conn, clock), me=holder):
+            log.debug("campaign %s: every recipient left is with a live sender", campaign.id)
+            continue
         log.info("campaign %s is due: sending", campaign.id)
         try:
             outcomes.append(await send_campaign(conn, config, campaign.id, stop=stop,

@@ -33,6 +33,22 @@ def sender_lease(campaign_id: int, holder_id: str) -> str:
     return f"{senders_prefix(campaign_id)}{holder_id}"
 
 
+async def has_work(conn: Connection, campaign_id: int, *, now_s: float, me: Holder) -> bool:
+    """Whether `me` joining the campaign (status 'sending') would do anything: rows pending,
+    rows of a gone sender to take back, or nothing left at all ('sent' is still to be
+    written). False while every row left is in flight with a live sender."""
+    if await store.has_pending(conn, campaign_id):
+        return True
+    claimants = await store.claimants(conn, campaign_id)
+    if not claimants:
+        return True
+    for claimant in claimants:
+        lease = await leases.lease_of(conn, sender_lease(campaign_id, claimant))
+        if leases.takeable(lease, me, now_s=now_s):
+            return True
+    return False
+
+
 async def requeue_abandoned(conn: Connection, campaign_id: int, *, now_s: float,
                             me: Holder) -> int:
     """Return to pending the rows of every sender of the campaign that is gone; how many.

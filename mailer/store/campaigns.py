@@ -297,6 +297,15 @@ async def requeue_own(conn: Connection, campaign_id: int, claimed_by: str) -> in
     return count
 
 
+@translated("campaign store: pending")
+async def has_pending(conn: Connection, campaign_id: int) -> bool:
+    """Whether any row of the campaign waits to be claimed."""
+    rows = await conn.execute_fetchall(
+        "SELECT 1 FROM campaign_recipients WHERE campaign_id = ? AND status = 'pending' "
+        "LIMIT 1", (campaign_id,))
+    return bool(list(rows))
+
+
 @translated("campaign store: claimants")
 async def claimants(conn: Connection, campaign_id: int) -> list[str]:
     """The senders that hold rows of the campaign in 'sending'."""

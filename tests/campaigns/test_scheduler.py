@@ -161,14 +161,32 @@ async def test_a_crashed_senders_rows_on_another_host_are_sent_after_its_lease_e
         [outcome] = await send_due_campaigns(conn, world.config(), stop, clock=clock)
         assert (outcome.status, outcome.sent) == ("sending", 6)
         expire(world, name, clock, 29.0)
-        [outcome] = await send_due_campaigns(conn, world.config(), stop, clock=clock)
-        assert (outcome.status, outcome.sent) == ("sending", 0)
+        # Only their rows are left, and they may still be sending them: nothing to join.
+        assert await send_due_campaigns(conn, world.config(), stop, clock=clock) == []
         expire(world, name, clock, 1.0)
         [outcome] = await send_due_campaigns(conn, world.config(), stop, clock=clock)
     assert (outcome.status, outcome.sent) == ("sent", 4)
     each_once(world, world.opted_in())
     ids = dict(world.rows("SELECT email, id FROM customers"))
     assert {ids[m.rcpt_tos[0]] for m in world.sink.messages[-4:]} == set(theirs)
+
+
+async def test_a_campaign_whose_last_sender_died_before_writing_sent_is_finished(
+    world: World,
+) -> None:
+    await world.add_customers(3)
+    campaign_id = await world.create_campaign(at=iso(-1))
+    async with open_db(world.db) as conn:
+        campaign = await store.get_campaign(conn, campaign_id)
+        assert campaign is not None
+        async with transaction(conn):
+            await store.snapshot_audience(conn, campaign)
+            await store.mark_started(conn, campaign_id)
+        # Every row settled, then the sender was killed before it wrote the campaign's end.
+        world.rows("UPDATE campaign_recipients SET status = 'sent'")
+        [outcome] = await send_due_campaigns(conn, world.config(), asyncio.Event())
+    assert (outcome.status, outcome.sent) == ("sent", 0)
+    assert world.sink.messages == []
 
 
 def expire(world: World, name: str, clock: FakeClock, seconds: float) -> None:
