@@ -59,8 +59,9 @@ anyone:
 
 The parts live apart: `pool` (SMTP connections, rate limiting), `delivery` (one connection's
 loop of messages), `messages` (render and build), `failures` (the auto-pause policy),
-`store.ledger`, `store.consent` and `store.leases`. Lease times are read from a `Clock`, so
-tests move time instead of sleeping.
+`senders` (the per-sender leases, taking back a gone sender's rows), `store.ledger`,
+`store.consent` and `store.leases`. Lease times are the database's clock on PostgreSQL and the
+`Clock` on SQLite, so tests move time instead of sleeping.
 """
 
 from __future__ import annotations
