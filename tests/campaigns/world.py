@@ -103,19 +103,6 @@ class World:
                             start: int = 0) -> None:
         """Customers c{start}..c{start+count-1}@example.com; every `offers_every`-th one
         opted in to offers (the others opted out); all opted in to announcements."""
-        if isinstance(self.db, str):
-            # PostgreSQL: the rows the import writes, written directly until the CSV import
-            # speaks PostgreSQL (its own change); the campaign code reads only these columns.
-            async with open_db(self.db):
-                pass  # creates the schema
-            now = datetime.now(UTC).isoformat()
-            for i in range(start, start + count):
-                dbrows.execute(
-                    self.db, "INSERT INTO customers (email, name, company, announcements, "
-                    "offers, created_at, updated_at) VALUES (?, ?, ?, 1, ?, ?, ?)",
-                    (f"c{i}@example.com", f"Customer {i}", f"Company {i}",
-                     int(i % offers_every == 0), now, now))
-            return
         lines = ["name,email,company,announcements,offers"]
         for i in range(start, start + count):
             offers = "yes" if i % offers_every == 0 else "no"
