@@ -39,6 +39,18 @@ class RateLimiter:
     def limited(self) -> bool:
         return self._rate > 0
 
+    @property
+    def rate_per_s(self) -> float:
+        return self._rate
+
+    def set_rate(self, rate_per_s: float) -> None:
+        """Change the rate from now on (tokens already earned are kept, up to the burst)."""
+        now = self._clock.monotonic()
+        if self._rate > 0:
+            self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        self._rate = rate_per_s
+
     def reserve(self) -> float:
         """Take the next token; how long to wait before using it (0: at once). Tokens taken
         ahead of time are owed, so concurrent callers queue one interval apart."""
@@ -54,6 +66,17 @@ class RateLimiter:
         delay = self.reserve()
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+def rate_share(campaign_rate_per_s: float, live_senders: int) -> float:
+    """One sender's share of a campaign's rate limit when `live_senders` send it (0: no
+    limit). Each sender counts the live sender leases at every renewal, so the whole campaign
+    keeps to its limit; a sender that has just joined or died shifts the shares at the next
+    renewal (a quarter of the lease time): meanwhile a newcomer adds one share too many, and a
+    sender that died leaves the others slower until its lease expires."""
+    if campaign_rate_per_s <= 0:
+        return 0.0
+    return campaign_rate_per_s / max(live_senders, 1)
 
 
 class Connection:

@@ -4,9 +4,10 @@
 is one round (`send_due_campaigns`), `run(stop)` a round every `poll_interval_s` until `stop`.
 A round looks for campaigns that are due (scheduled, with `scheduled_at` passed) or left
 'sending' by a process that stopped or crashed, and sends each in turn through
-`sender.send_campaign`. The sending lease decides who sends: a campaign another daemon is
-sending is skipped, and one whose holder died is taken over at once if it ran on this host, or
-once its lease expires if it ran on another.
+`sender.send_campaign`. Every daemon sends every due campaign alongside the others, each
+claiming its own batches (`campaigns.senders`); the rows of a sender that died are sent again
+(after the fresh ones) at once if it ran on this host, or once its lease expires if it ran on
+another.
 
 When `stop` is set the sender finishes the messages in flight, returns the rest to pending and
 releases the lease, leaving the campaign 'sending' so that the next `mailer run` (or
@@ -27,11 +28,11 @@ from mailer.campaigns.sender import (
     Holder,
     SendConfig,
     SendOutcome,
-    lease_name,
     new_holder,
     send_campaign,
     send_config,
 )
+from mailer.campaigns.senders import has_work
 from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.errors import CampaignInvalid, CampaignRefused
 from mailer.lifecycle.supervise import Part, sleep_unless_stopped
@@ -104,16 +105,16 @@ async def send_due_campaigns(
     conn: Connection, config: SendConfig, stop: asyncio.Event, *,
     holder: Holder | None = None, clock: Clock = SYSTEM_CLOCK,
 ) -> list[SendOutcome]:
-    """One round: send every campaign due now that no other live process is sending."""
+    """One round: send every campaign due now, alongside any other daemon sending it (each
+    claims its own batches; `campaigns.senders`)."""
     holder = holder or new_holder()
     outcomes = []
     for campaign in await store.due_campaigns(conn, utcnow()):
         if stop.is_set():
             break
-        lease = await leases.lease_of(conn, lease_name(campaign.id))
-        if not leases.takeable(lease, holder, now_s=clock.time()):
-            log.debug("campaign %s is being sent by %s", campaign.id,
-                      lease.holder if lease else "?")
+        if campaign.status == "sending" and not await has_work(
+                conn, campaign.id, now_s=await leases.now_s(conn, clock), me=holder):
+            log.debug("campaign %s: every recipient left is with a live sender", campaign.id)
             continue
         log.info("campaign %s is due: sending", campaign.id)
         try:

@@ -4,17 +4,24 @@ The ledger (`campaign_recipients`) is the truth, and every step is ordered so th
 any point neither mails anyone twice (beyond the messages literally in flight) nor misses
 anyone:
 
-1. **Lease.** Inside one BEGIN IMMEDIATE: take the lease `campaign:{id}` (`store.leases`: a
-   conditional upsert that only succeeds if it is free, expired, or held by a process of this
-   host that no longer exists, as after a kill -9), return rows a crashed holder left in
-   'sending' to pending (they were in flight when it died: at most `max_connections` of them
-   were delivered and will be delivered again), snapshot the audience on the first run, and
-   mark the campaign 'sending'. The lease is renewed every `lease_ttl_s / 4`; a worker only
-   starts an SMTP transaction while the lease has more than a quarter of its time left, so a
-   second process can only take over after this one has stopped starting new sends.
+1. **Lease.** Every daemon that is up sends the campaign, each under a lease of its own,
+   `campaign:{id}:{holder}` (`campaigns.senders`). Inside one exclusive transaction: take
+   it, return rows that a gone sender left in 'sending' to pending (its lease expired, or its
+   process is seen dead on this host, as after a kill -9: at most `max_connections` of them
+   were delivered and will be delivered again, so they go behind the fresh ones), snapshot
+   the audience on the first run, and mark the campaign 'sending'. The lease is renewed every
+   `lease_ttl_s / 4` (and gone senders looked for again); a worker only starts an SMTP
+   transaction while the lease has more than a quarter of its time left, so another sender
+   can only take back this one's rows after it has stopped starting new sends. Lease times
+   are the database's clock on PostgreSQL (`store.leases.now_s`).
 2. **Claim.** A feeder claims `batch_size` pending rows at a time with one
-   `UPDATE ... SET status = 'sending' ... RETURNING` and queues their ids; it claims the next
-   batch when the queue runs low, so memory stays flat whatever the audience size.
+   `UPDATE ... SET status = 'sending', claimed_by = holder ... RETURNING` (on PostgreSQL over
+   `SELECT ... FOR UPDATE SKIP LOCKED`, in a non-exclusive transaction: senders on several
+   hosts never wait on each other, and the ledger's primary key keeps each recipient in one
+   claim), least requeued first, and queues their ids; it claims the next batch when the
+   queue runs low, so memory stays flat whatever the audience size. The rate limit is the
+   campaign's: each sender takes `pool.rate_share` of it, counting the live sender leases at
+   every renewal.
 3. **Consent, just before the send.** One asyncio worker per SMTP connection
    (`max_connections` of them, each keeping its connection open for many messages) takes an
    id, waits for its connection and the rate limiter, and only then reads the customer's row,
@@ -45,14 +52,16 @@ anyone:
    campaign is paused or cancelled elsewhere, when failures pass `failure_threshold`, when
    the SMTP server stays unreachable, or when the campaign's hard-bounce or complaint rate
    passes `[bounces]`'s limits (looked at before each batch is claimed: the reports arrive
-   through the inbox pass while it sends). Unsent claimed rows go back to pending and the final
-   status is written in the same transaction that releases the lease; 'sent' only when no
-   pending or sending rows remain.
+   through the inbox pass while it sends). Its unsent claimed rows go back to pending and the
+   final status is written in the same transaction that releases its lease; 'sent' only when
+   no pending or sending rows remain, written by whichever sender sees that last (a sender
+   that ends while others still have rows in flight leaves the campaign 'sending').
 
 The parts live apart: `pool` (SMTP connections, rate limiting), `delivery` (one connection's
 loop of messages), `messages` (render and build), `failures` (the auto-pause policy),
-`store.ledger`, `store.consent` and `store.leases`. Lease times are read from a `Clock`, so
-tests move time instead of sleeping.
+`senders` (the per-sender leases, taking back a gone sender's rows), `store.ledger`,
+`store.consent` and `store.leases`. Lease times are the database's clock on PostgreSQL and the
+`Clock` on SQLite, so tests move time instead of sleeping.
 """
 
 from __future__ import annotations
@@ -60,7 +69,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Literal
 
 from mailer.bounces.deliverability import pause_reason
@@ -68,9 +76,16 @@ from mailer.campaigns.delivery import Worker
 from mailer.campaigns.failures import FailureTally
 from mailer.campaigns.messages import CampaignMessages, SendConfig, send_config
 from mailer.campaigns.model import Campaign, Counts, next_status
-from mailer.campaigns.pool import RateLimiter, first, sleep_unless
+from mailer.campaigns.pool import RateLimiter, first, rate_share, sleep_unless
+from mailer.campaigns.senders import (
+    renew,
+    requeue_abandoned,
+    sender_lease,
+    senders_prefix,
+    take_back_abandoned,
+)
 from mailer.clock import SYSTEM_CLOCK, Clock
-from mailer.errors import CampaignInvalid, CampaignNotFound, CampaignRefused, StoreError
+from mailer.errors import CampaignInvalid, CampaignNotFound, StoreError
 from mailer.mail.dkim_pool import SigningPool, signing
 from mailer.store import campaigns as store
 from mailer.store import deliverability as deliverability_store
@@ -82,8 +97,8 @@ from mailer.store.leases import Holder, new_holder
 from mailer.store.ledger import Ledger
 
 __all__ = [
-    "CampaignInvalid", "Holder", "SendConfig", "SendOutcome", "SendProgress", "lease_name",
-    "new_holder", "send_campaign", "send_config",
+    "CampaignInvalid", "Holder", "SendConfig", "SendOutcome", "SendProgress", "new_holder",
+    "send_campaign", "send_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -120,10 +135,6 @@ class SendOutcome:
     paused_by: PauseCause = ""  # why, when `status` is "paused"
 
 
-def lease_name(campaign_id: int) -> str:
-    return f"campaign:{campaign_id}"
-
-
 async def send_campaign(
     conn: Connection,
     config: SendConfig,
@@ -139,8 +150,9 @@ async def send_campaign(
 
     `stop` ends the run cleanly: in-flight messages finish, the rest go back to pending, and
     the campaign is paused (`on_stop="pause"`, the foreground command) or left 'sending' for
-    the next daemon (`"leave"`). Raises CampaignNotFound, CampaignRefused (wrong status, or
-    another live process holds the lease), CampaignInvalid (template, settings) or
+    the next daemon (`"leave"`). Other senders may send it at the same time (each its own
+    `holder`, never two runs with one). Raises CampaignNotFound, CampaignRefused (wrong
+    status), CampaignInvalid (template, settings) or
     StoreError (the database; the run stops where it is and the next run takes over).
     """
     campaign = await store.get_campaign(conn, campaign_id)
@@ -151,24 +163,23 @@ async def send_campaign(
     # second for a template that does too much; it is then refused).
     messages = await asyncio.to_thread(CampaignMessages, campaign, config, date=clock.now())
     holder = holder or new_holder()
-    name = lease_name(campaign_id)
+    name = sender_lease(campaign_id, holder.id)
+    # The local deadline counts from before the lease is written: never later than the
+    # database's own.
+    lease_expires = clock.time() + config.lease_ttl_s
     async with transaction(conn, f"campaign {campaign_id}"):
-        now_s = clock.time()
-        if not await leases.acquire(conn, name, holder, now_s=now_s, ttl_s=config.lease_ttl_s):
-            lease = await leases.lease_of(conn, name)
-            raise CampaignRefused(
-                f"campaign {campaign_id} is being sent by another process ({_describe(lease)})")
+        now_s = await leases.now_s(conn, clock)
+        await leases.acquire(conn, name, holder, now_s=now_s, ttl_s=config.lease_ttl_s)
         # Re-read under the lock: another process may have finished or cancelled it.
         current = await store.get_campaign(conn, campaign_id)
         assert current is not None
         next_status(current, "send")
-        requeued = await store.requeue_in_flight(conn, campaign_id)
+        # Rows an earlier run of this same holder left (it failed) count as abandoned too.
+        await store.requeue_claims_of(conn, campaign_id, holder.id)
+        await requeue_abandoned(conn, campaign_id, now_s=now_s, me=holder)
         added = await store.snapshot_audience(conn, current)
         await store.mark_started(conn, campaign_id)
-        lease_expires = now_s + config.lease_ttl_s
-    if requeued:
-        log.warning("campaign %s: %s recipient(s) left in flight by an earlier run returned "
-                    "to pending", campaign_id, requeued)
+        senders = await leases.live_count(conn, senders_prefix(campaign_id), now_s=now_s)
     if added:
         log.info("campaign %s: audience of %s taken", campaign_id, added)
     counts = await store.counts(conn, campaign_id)
@@ -176,18 +187,13 @@ async def send_campaign(
         progress = SendProgress()
     progress.audience = counts.audience
     progress.settled_before = counts.audience - counts.pending
-    log.info("campaign %s: sending to %s pending of %s recipient(s) with %s connection(s)",
-             campaign_id, counts.pending, counts.audience, config.max_connections)
+    log.info("campaign %s: sending to %s pending of %s recipient(s) with %s connection(s), "
+             "%s sender(s)", campaign_id, counts.pending, counts.audience,
+             config.max_connections, senders)
     run = _Run(conn, config, current, messages, holder=holder, lease_expires=lease_expires,
                progress=progress, stop=stop, on_stop=on_stop, clock=clock)
+    run.rate.set_rate(rate_share(config.rate_limit, senders))
     return await run.run()
-
-
-def _describe(lease: leases.Lease | None) -> str:
-    if lease is None:
-        return "?"
-    expiry = datetime.fromtimestamp(lease.expires_at, UTC).isoformat(timespec="seconds")
-    return f"{lease.holder}, lease until {expiry}"
 
 
 class _Run:
@@ -203,7 +209,7 @@ class _Run:
         self.campaign = campaign
         self.messages = messages
         self.holder = holder
-        self.lease = lease_name(campaign.id)
+        self.lease = sender_lease(campaign.id, holder.id)
         self.lease_expires = lease_expires
         self.progress = progress
         self.stop = stop
@@ -219,7 +225,8 @@ class _Run:
         self.reason = ""
         self.cause: PauseCause = ""
         self.rate = RateLimiter(config.rate_limit, clock=clock)
-        self.ledger = Ledger(conn, self.db_lock, campaign.id, config.db_location)
+        self.ledger = Ledger(conn, self.db_lock, campaign.id, config.db_location,
+                             claimed_by=holder.id)
         self.tally = FailureTally(config.failure_threshold, config.failure_min_sample)
         self.gate: ConsentGate | None = None
         self.signing: SigningPool | None = None
@@ -277,20 +284,21 @@ class _Run:
             await sleep_unless(self.finished, interval)
             if self.finished.is_set():
                 return
-            now = self.clock.time()
+            started = self.clock.time()
             try:
                 async with self.db_lock:
-                    renewed = await leases.renew(self.conn, self.lease, self.holder,
-                                                 now_s=now, ttl_s=self.config.lease_ttl_s)
+                    senders = await renew(self.conn, self.campaign.id, self.holder,
+                                          ttl_s=self.config.lease_ttl_s, clock=self.clock)
             except StoreError as exc:
                 # A busy database: the workers hold back until a renewal gets through.
                 log.warning("campaign %s: cannot renew the sending lease: %s",
                             self.campaign.id, exc)
                 continue
-            if renewed:
-                self.lease_expires = now + self.config.lease_ttl_s
+            if senders:
+                self.lease_expires = started + self.config.lease_ttl_s
+                self.rate.set_rate(rate_share(self.config.rate_limit, senders))
             else:
-                self.halt("lost", "the sending lease was taken by another process")
+                self.halt("lost", "the sending lease expired and was broken by another sender")
                 return
 
     def lease_short(self) -> bool:
@@ -322,8 +330,14 @@ class _Run:
                     if paused_by_reports is not None:
                         self.halt("pause", f"paused: {paused_by_reports}", "reports")
                         return
-                    ids = await store.claim_batch(self.conn, self.campaign.id,
-                                                  self.config.batch_size)
+                    async with transaction(self.conn, f"campaign {self.campaign.id}",
+                                           exclusive=False):
+                        ids = await store.claim_batch(self.conn, self.campaign.id,
+                                                      self.config.batch_size, self.holder.id)
+                    # Nothing pending: rows a gone sender left are the last to send.
+                    if not ids and await take_back_abandoned(self.conn, self.campaign.id,
+                                                             self.holder, clock=self.clock):
+                        continue
                 if not ids:
                     return
                 for customer_id in ids:
@@ -378,14 +392,18 @@ class _Run:
         cid = self.campaign.id
         async with self.db_lock, transaction(self.conn, f"campaign {cid}"):
             if self.final != "lost" and await leases.holds(self.conn, self.lease, self.holder):
-                await store.requeue_in_flight(self.conn, cid)
+                await store.requeue_own(self.conn, cid, self.holder.id)
                 if self.final == "pause":
                     await store.set_status(self.conn, cid, "paused", reason=self.reason,
                                            paused_by=self.cause,
                                            expected=("sending",))
-                elif self.final == "complete" and await store.unsettled(self.conn, cid) == 0:
-                    await store.set_status(self.conn, cid, "sent", reason="",
-                                           expected=("sending",), finished=True)
+                elif self.final == "complete":
+                    left = await store.unsettled(self.conn, cid)
+                    if left == 0:
+                        await store.set_status(self.conn, cid, "sent", reason="",
+                                               expected=("sending",), finished=True)
+                    else:
+                        self.reason = f"{left} recipient(s) still with other senders"
                 await leases.release(self.conn, self.lease, self.holder)
         campaign = await store.get_campaign(self.conn, cid)
         counts = await store.counts(self.conn, cid)

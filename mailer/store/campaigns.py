@@ -3,13 +3,14 @@ they are read into.
 
 The ledger (`campaign_recipients`) is the truth about who has been mailed. A row moves
 pending -> sending -> sent | failed | skipped: `claim_batch` marks a batch 'sending' before
-any of it goes out, `store.ledger` settles each row after its SMTP transaction ended (with
-the Message-ID it went out with), and `requeue_in_flight` returns 'sending' rows to pending,
-which only the holder of the campaign's lease (`store.leases`) may do.
+any of it goes out, naming the sender that claimed it (`claimed_by`, several may send one
+campaign), `store.ledger` settles each row after its SMTP transaction ended (with the
+Message-ID it went out with), `requeue_own` gives back a sender's unsent claims when it stops,
+and `requeue_claims_of` returns a dead sender's rows to pending, behind the fresh ones.
 
 The records (`Campaign`, `Counts`, `Recipient`, `RecipientResult`) live here, below the
 campaigns package that decides about them, so the store imports nothing above itself. The
-async functions take an aiosqlite connection (the caller owns the transaction where one is
+async functions take the store's connection (the caller owns the transaction where one is
 needed) and raise StoreError, never a sqlite3 exception.
 """
 
@@ -174,7 +175,7 @@ async def set_status(
     cur = await conn.execute(
         f"UPDATE campaigns SET status = ?, status_reason = ?, paused_by = ?, "
         f"scheduled_at = coalesce(?, scheduled_at), "
-        f"finished_at = CASE WHEN ? THEN ? ELSE finished_at END "
+        f"finished_at = CASE WHEN ? = 1 THEN ? ELSE finished_at END "
         f"WHERE id = ? AND status IN ({marks})",
         (status, reason, paused_by if status == "paused" else "", scheduled_at, int(finished),
          now, campaign_id, *expected),
@@ -244,30 +245,87 @@ async def opted_in_count(conn: Connection, kind: str) -> int:
     return int(row[0]) if row else 0
 
 
-@translated("campaign store: claim batch")
-async def claim_batch(conn: Connection, campaign_id: int, limit: int) -> list[int]:
-    """Mark up to `limit` pending rows 'sending' (lowest customer id first); their ids.
+# The claim, one statement: the least requeued pending rows first, then by customer id. On
+# PostgreSQL the rows are locked with SKIP LOCKED, so senders on several hosts claiming at the
+# same moment each take different rows and none waits for another. The pick is a MATERIALIZED
+# CTE there, not `WHERE ... IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`: the planner may
+# run that as a nested-loop semi-join that rescans the subquery for every outer row, and each
+# rescan picks n more (a claim of 3 took 8 rows). SQLite has one writer.
+_CLAIM = {
+    "sqlite":
+        "UPDATE campaign_recipients SET status = 'sending', claimed_by = :holder, "
+        "updated_at = :now WHERE campaign_id = :campaign AND status = 'pending' "
+        "AND customer_id IN ("
+        "  SELECT customer_id FROM campaign_recipients WHERE campaign_id = :campaign "
+        "  AND status = 'pending' ORDER BY requeued, customer_id LIMIT :limit) "
+        "RETURNING customer_id, requeued",
+    "postgresql":
+        "WITH picked AS MATERIALIZED ("
+        "  SELECT customer_id FROM campaign_recipients WHERE campaign_id = :campaign "
+        "  AND status = 'pending' ORDER BY requeued, customer_id LIMIT :limit "
+        "  FOR UPDATE SKIP LOCKED) "
+        "UPDATE campaign_recipients SET status = 'sending', claimed_by = :holder, "
+        "updated_at = :now FROM picked WHERE campaign_recipients.campaign_id = :campaign "
+        "AND campaign_recipients.customer_id = picked.customer_id "
+        "RETURNING campaign_recipients.customer_id, campaign_recipients.requeued",
+}
 
-    One statement, so it is its own transaction when no other is open.
-    """
-    rows = await conn.execute_fetchall(
-        "UPDATE campaign_recipients SET status = 'sending', updated_at = ? "
-        "WHERE campaign_id = ? AND status = 'pending' AND customer_id IN ("
-        "  SELECT customer_id FROM campaign_recipients WHERE campaign_id = ? "
-        "  AND status = 'pending' ORDER BY customer_id LIMIT ?) "
-        "RETURNING customer_id",
-        (utcnow(), campaign_id, campaign_id, limit),
+
+@translated("campaign store: claim batch")
+async def claim_batch(conn: Connection, campaign_id: int, limit: int,
+                      claimed_by: str) -> list[int]:
+    """Mark up to `limit` pending rows 'sending', claimed by the sender `claimed_by`; their
+    ids in sending order (rows requeued after a dead sender last, see `requeue_claims_of`).
+
+    One statement, so it is its own transaction when no other is open."""
+    rows = await conn.execute_fetchall(_CLAIM[conn.engine], {
+        "holder": claimed_by, "now": utcnow(), "campaign": campaign_id, "limit": limit})
+    return [int(r[0]) for r in sorted(rows, key=lambda r: (int(r[1]), int(r[0])))]
+
+
+@translated("campaign store: return claims")
+async def requeue_own(conn: Connection, campaign_id: int, claimed_by: str) -> int:
+    """Return the rows `claimed_by` claimed and did not send to pending: the sender's own
+    clean stop (nothing of them was in flight, so they keep their place)."""
+    cur = await conn.execute(
+        "UPDATE campaign_recipients SET status = 'pending', claimed_by = '', updated_at = ? "
+        "WHERE campaign_id = ? AND status = 'sending' AND claimed_by = ?",
+        (utcnow(), campaign_id, claimed_by),
     )
-    return sorted(int(r[0]) for r in rows)
+    count = cur.rowcount
+    await cur.close()
+    return count
+
+
+@translated("campaign store: pending")
+async def has_pending(conn: Connection, campaign_id: int) -> bool:
+    """Whether any row of the campaign waits to be claimed."""
+    rows = await conn.execute_fetchall(
+        "SELECT 1 FROM campaign_recipients WHERE campaign_id = ? AND status = 'pending' "
+        "LIMIT 1", (campaign_id,))
+    return bool(list(rows))
+
+
+@translated("campaign store: claimants")
+async def claimants(conn: Connection, campaign_id: int) -> list[str]:
+    """The senders that hold rows of the campaign in 'sending'."""
+    rows = await conn.execute_fetchall(
+        "SELECT DISTINCT claimed_by FROM campaign_recipients "
+        "WHERE campaign_id = ? AND status = 'sending'", (campaign_id,))
+    return sorted(str(r[0]) for r in rows)
 
 
 @translated("campaign store: requeue in flight")
-async def requeue_in_flight(conn: Connection, campaign_id: int) -> int:
-    """Return every 'sending' row to pending; only the lease holder may call this."""
+async def requeue_claims_of(conn: Connection, campaign_id: int, claimed_by: str) -> int:
+    """Return a gone sender's 'sending' rows to pending, one more `requeued` each: some were
+    in flight when it died (delivered, perhaps), so they are claimed after every fresh row
+    and a second kill soon after cannot catch the same people again. Only once that
+    sender's lease is broken (`store.leases.break_lease`) may this be called."""
     cur = await conn.execute(
-        "UPDATE campaign_recipients SET status = 'pending', updated_at = ? "
-        "WHERE campaign_id = ? AND status = 'sending'",
-        (utcnow(), campaign_id),
+        "UPDATE campaign_recipients SET status = 'pending', claimed_by = '', "
+        "requeued = requeued + 1, updated_at = ? "
+        "WHERE campaign_id = ? AND status = 'sending' AND claimed_by = ?",
+        (utcnow(), campaign_id, claimed_by),
     )
     count = cur.rowcount
     await cur.close()

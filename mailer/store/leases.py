@@ -11,7 +11,14 @@ the expiry. A lease held from another host waits for its expiry, because we cann
 whether that process lives. A pid reused by an unrelated process only makes us wait for the
 expiry, never take a live holder's lease.
 
-Times come from the caller (a `mailer.clock.Clock`), so tests move time instead of sleeping.
+Times are passed in by the caller, as unix seconds from `now_s`: on PostgreSQL the database's
+own clock, so that hosts whose clocks disagree still agree on when a lease expires; on SQLite
+(one host) the caller's `mailer.clock.Clock`, so tests move time instead of sleeping. (Tests on
+PostgreSQL expire a lease by updating its row.)
+
+Several holders can share one piece of work by each holding a lease of its own under a common
+prefix (`campaign:{id}:{holder}`): `live_count` counts them and `break_lease` removes the lease
+of one that is gone, so that what it had claimed may be taken back.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailer.clock import Clock
 from mailer.store.edge import translated
 from mailer.store.engine import Connection
 
@@ -142,3 +150,43 @@ async def holds(conn: Connection, name: str, holder: Holder) -> bool:
 @translated("releasing a lease")
 async def release(conn: Connection, name: str, holder: Holder) -> None:
     await conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder.id))
+
+
+@translated("reading the database clock")
+async def now_s(conn: Connection, clock: Clock) -> float:
+    """The time leases are judged by, in unix seconds: the database server's clock on
+    PostgreSQL (every host reads the same one), the caller's clock on SQLite."""
+    if conn.engine == "postgresql":
+        rows = list(await conn.execute_fetchall(
+            "SELECT extract(epoch FROM clock_timestamp())"))
+        return float(rows[0][0])
+    return clock.time()
+
+
+def _prefix_range(prefix: str) -> tuple[str, str]:
+    """Names starting with `prefix`, as a range of the primary key (byte order on both
+    engines: COLLATE "C" on PostgreSQL, BINARY on SQLite): prefix <= name < prefix + 1."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+@translated("counting leases")
+async def live_count(conn: Connection, prefix: str, *, now_s: float) -> int:
+    """How many unexpired leases have a name starting with `prefix`."""
+    low, high = _prefix_range(prefix)
+    rows = list(await conn.execute_fetchall(
+        "SELECT count(*) FROM leases WHERE name >= ? AND name < ? AND expires_at > ?",
+        (low, high, now_s)))
+    return int(rows[0][0])
+
+
+@translated("breaking a lease")
+async def break_lease(conn: Connection, lease: Lease, *, now_s: float, host: str) -> bool:
+    """Remove `lease` if its holder is gone (expired, or a dead process of `host`); True if
+    removed. Conditional on the row as read, so a renewal that got in first keeps it."""
+    dead = holder_is_dead(lease.holder, host=host)
+    cur = await conn.execute(
+        "DELETE FROM leases WHERE name = ? AND holder = ? AND (expires_at <= ? OR ? = 1)",
+        (lease.name, lease.holder.id, now_s, int(dead)))
+    removed = cur.rowcount == 1
+    await cur.close()
+    return removed

@@ -39,7 +39,7 @@ _MAX_GROUP = 200
 
 
 def _results_statements(
-    campaign_id: int, results: Sequence[RecipientResult]
+    campaign_id: int, results: Sequence[RecipientResult], claimed_by: str | None
 ) -> list[tuple[str, tuple[object, ...]]]:
     now = utcnow()
     statements = []
@@ -57,28 +57,33 @@ def _results_statements(
             "ELSE campaign_recipients.message_id END, "
             "updated_at = ? FROM r WHERE campaign_recipients.campaign_id = ? "
             "AND campaign_recipients.customer_id = r.customer_id "
-            "AND campaign_recipients.status = 'sending'",
-            (*parameters, now, campaign_id),
+            "AND campaign_recipients.status = 'sending' "
+            # Only rows still ours: a sender judged dead has had its rows taken back.
+            "AND campaign_recipients.claimed_by = coalesce(?, campaign_recipients.claimed_by)",
+            (*parameters, now, campaign_id, claimed_by),
         ))
     return statements
 
 
 @translated("ledger: recording results")
 async def record_results(
-    conn: Connection, campaign_id: int, results: Sequence[RecipientResult]
+    conn: Connection, campaign_id: int, results: Sequence[RecipientResult],
+    claimed_by: str | None = None,
 ) -> None:
-    """Settle claimed rows; each statement is atomic on its own (an implicit transaction
-    outside an explicit one) and costs one round trip to the database thread."""
-    for sql, parameters in _results_statements(campaign_id, results):
+    """Settle claimed rows (only those `claimed_by` claimed, unless None); each statement is
+    atomic on its own (an implicit transaction outside an explicit one) and costs one round
+    trip to the database thread."""
+    for sql, parameters in _results_statements(campaign_id, results, claimed_by):
         await conn.execute_fetchall(sql, parameters)
 
 
 def _record_results_now(
-    conn: sqlite3.Connection, campaign_id: int, results: Sequence[RecipientResult]
+    conn: sqlite3.Connection, campaign_id: int, results: Sequence[RecipientResult],
+    claimed_by: str | None,
 ) -> None:
     """`record_results` on a plain sqlite3 connection; raises sqlite3.OperationalError
     (SQLITE_BUSY) at once if another writer holds the lock (busy timeout 0)."""
-    for sql, parameters in _results_statements(campaign_id, results):
+    for sql, parameters in _results_statements(campaign_id, results, claimed_by):
         conn.execute(sql, parameters).fetchall()
 
 
@@ -101,8 +106,9 @@ class Ledger:
     its other users in the sender (claims, lease renewals)."""
 
     def __init__(self, conn: Connection, lock: asyncio.Lock, campaign_id: int,
-                 location: Location) -> None:
+                 location: Location, claimed_by: str | None = None) -> None:
         self._conn = conn
+        self._claimed_by = claimed_by
         self._lock = lock
         self._campaign_id = campaign_id
         self._buffer: list[RecipientResult] = []
@@ -181,14 +187,14 @@ class Ledger:
 
     async def _write(self, batch: list[RecipientResult]) -> None:
         if self._own is not None:
-            await record_results(self._own, self._campaign_id, batch)
+            await record_results(self._own, self._campaign_id, batch, self._claimed_by)
             return
         assert self._writer is not None and self._where.path is not None
         try:
             # Our turn among this process's writers first (an opt-out's transaction holds
             # SQLite's lock across awaits), then at once: only another process can be busy.
             async with process_writer_lock(self._where.path):
-                _record_results_now(self._writer, self._campaign_id, batch)
+                _record_results_now(self._writer, self._campaign_id, batch, self._claimed_by)
             return
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
@@ -196,4 +202,4 @@ class Ledger:
         except sqlite3.Error as exc:
             raise StoreError(f"campaign {self._campaign_id}: ledger: {exc}") from exc
         async with self._lock:
-            await record_results(self._conn, self._campaign_id, batch)
+            await record_results(self._conn, self._campaign_id, batch, self._claimed_by)

@@ -530,6 +530,18 @@ MIGRATIONS: tuple[str, ...] = (
     BEGIN SELECT RAISE(ABORT, 'consent events are permanent: evidence may only be cleared');
     END;
     """,
+    # 15: several senders on one campaign. Each claimed row names the sender that claimed it
+    # (`claimed_by`, the holder id of its lease `campaign:{id}:{holder}`), so the rows a dead
+    # sender left in 'sending' go back to pending, and only those; `requeued` counts how often
+    # a row came back that way, and claims take the least requeued first, so a recipient whose
+    # message was in flight at a kill is sent after the fresh ones.
+    """
+    ALTER TABLE campaign_recipients ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE campaign_recipients ADD COLUMN requeued INTEGER NOT NULL DEFAULT 0;
+    DROP INDEX campaign_recipients_status;
+    CREATE INDEX campaign_recipients_status
+        ON campaign_recipients (campaign_id, status, requeued, customer_id);
+    """,
 )
 
 # PostgreSQL: a new database is created from `schema_postgresql.sql`, the schema as it stands
@@ -537,4 +549,51 @@ MIGRATIONS: tuple[str, ...] = (
 # after it is written for both engines: its SQLite script appended to MIGRATIONS above, and
 # its PostgreSQL script here under the same number (a test holds the two lists level).
 POSTGRESQL_BASELINE = 14
-POSTGRESQL_MIGRATIONS: dict[int, str] = {}
+POSTGRESQL_MIGRATIONS: dict[int, str] = {
+    15: """
+    ALTER TABLE campaign_recipients ADD COLUMN claimed_by TEXT COLLATE "C" NOT NULL DEFAULT '';
+    ALTER TABLE campaign_recipients ADD COLUMN requeued BIGINT NOT NULL DEFAULT 0;
+    DROP INDEX campaign_recipients_status;
+    CREATE INDEX campaign_recipients_status
+        ON campaign_recipients (campaign_id, status, requeued, customer_id);
+    -- The progress counters, kept once per statement instead of once per row: each claim or
+    -- ledger flush changes each (campaign, status) counter once, taking the counter rows in
+    -- key order, so senders on several hosts wait on each other only for one statement and
+    -- never deadlock (per row, a claim locks 'pending' then 'sending' while a flush that
+    -- returns a row to pending locks 'sending' then 'pending').
+    DROP TRIGGER campaign_progress_insert ON campaign_recipients;
+    DROP TRIGGER campaign_progress_update ON campaign_recipients;
+    DROP TRIGGER campaign_progress_delete ON campaign_recipients;
+    DROP FUNCTION campaign_progress_count();
+    CREATE FUNCTION campaign_progress_count() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO campaign_progress AS p (campaign_id, status, n)
+            SELECT campaign_id, status, count(*) FROM new_rows GROUP BY 1, 2 ORDER BY 1, 2
+            ON CONFLICT (campaign_id, status) DO UPDATE SET n = p.n + excluded.n;
+        ELSIF TG_OP = 'DELETE' THEN
+            UPDATE campaign_progress AS p SET n = p.n - d.n
+            FROM (SELECT campaign_id, status, count(*) AS n FROM old_rows GROUP BY 1, 2
+                  ORDER BY 1, 2) d
+            WHERE p.campaign_id = d.campaign_id AND p.status = d.status;
+        ELSE
+            INSERT INTO campaign_progress AS p (campaign_id, status, n)
+            SELECT campaign_id, status, sum(n) FROM (
+                SELECT campaign_id, status, 1 AS n FROM new_rows
+                UNION ALL SELECT campaign_id, status, -1 FROM old_rows) d
+            GROUP BY 1, 2 HAVING sum(n) <> 0 ORDER BY 1, 2
+            ON CONFLICT (campaign_id, status) DO UPDATE SET n = p.n + excluded.n;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER campaign_progress_insert AFTER INSERT ON campaign_recipients
+        REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION campaign_progress_count();
+    CREATE TRIGGER campaign_progress_update AFTER UPDATE ON campaign_recipients
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION campaign_progress_count();
+    CREATE TRIGGER campaign_progress_delete AFTER DELETE ON campaign_recipients
+        REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION campaign_progress_count();
+    """,
+}

@@ -43,19 +43,20 @@ class Cli:
         return json.loads(result.stdout)
 
 
-def write(tmp_path: Path, port: int, **overrides: dict[str, Any]) -> Path:
-    return write_settings(tmp_path / "settings.toml",
-                          settings_mapping(tmp_path, port, **overrides))
+def write(world: World, port: int, **overrides: dict[str, Any]) -> Path:
+    """The settings file `mailer` is run with: the world's database (either engine)."""
+    return write_settings(world.tmp / "settings.toml",
+                          settings_mapping(world.tmp, port, world.db, **overrides))
 
 
 @pytest.fixture
-def world(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[World]:
-    yield World.build(tmp_path, smtp_sink)
+def world(tmp_path: Path, smtp_sink: SmtpSink, database: Path | str) -> Iterator[World]:
+    yield World.build(tmp_path, smtp_sink, database)
 
 
 @pytest.fixture
 def cli(world: World) -> Cli:
-    return Cli(world, write(world.tmp, world.sink.port))
+    return Cli(world, write(world, world.sink.port))
 
 
 def create(cli: Cli, *extra: str) -> int:
@@ -175,7 +176,7 @@ def test_a_test_send_goes_to_the_given_address_marked_and_kept_off_the_ledger(
 def test_test_copies_stop_at_the_daily_cap_per_campaign_with_one_line(
     world: World,
 ) -> None:
-    cli = Cli(world, write(world.tmp, world.sink.port, campaigns={"test_copies_per_day": 2}))
+    cli = Cli(world, write(world, world.sink.port, campaigns={"test_copies_per_day": 2}))
     first, second = create(cli), create(cli)
     for _ in range(2):
         assert cli("test", str(first), "--to", "marketing@imperial.test").exit_code == 0
@@ -191,7 +192,7 @@ def test_test_copies_stop_at_the_daily_cap_per_campaign_with_one_line(
 
 
 def test_a_test_copy_the_server_refused_does_not_count_against_the_cap(world: World) -> None:
-    cli = Cli(world, write(world.tmp, world.sink.port, campaigns={"test_copies_per_day": 1}))
+    cli = Cli(world, write(world, world.sink.port, campaigns={"test_copies_per_day": 1}))
     campaign_id = create(cli)
     world.sink.fail_next(1)
     failed = cli("test", str(campaign_id), "--to", "marketing@imperial.test")
@@ -223,7 +224,7 @@ def test_a_one_shot_send_logs_warnings_only_unless_asked(cli: Cli, world: World)
 
 
 def test_a_send_the_smtp_server_never_answers_pauses_and_exits_3(world: World) -> None:
-    cli = Cli(world, write(world.tmp, 1, smtp={"max_attempts": 1}))  # nothing on port 1
+    cli = Cli(world, write(world, 1, smtp={"max_attempts": 1}))  # nothing on port 1
     asyncio.run(world.add_customers(2))
     campaign_id = create(cli)
     result = cli("send", str(campaign_id))
@@ -234,7 +235,7 @@ def test_a_send_the_smtp_server_never_answers_pauses_and_exits_3(world: World) -
 
 
 def test_send_without_a_secret_refuses_in_one_line(world: World) -> None:
-    cli = Cli(world, write(world.tmp, world.sink.port, campaigns={"secret": ""}))
+    cli = Cli(world, write(world, world.sink.port, campaigns={"secret": ""}))
     asyncio.run(world.add_customers(2))
     campaign_id = create(cli)
     result = cli("send", str(campaign_id))
@@ -244,7 +245,7 @@ def test_send_without_a_secret_refuses_in_one_line(world: World) -> None:
 
 
 def test_send_and_test_with_a_weak_secret_refuse_as_mailer_run_does(world: World) -> None:
-    cli = Cli(world, write(world.tmp, world.sink.port, campaigns={"secret": "short"}))
+    cli = Cli(world, write(world, world.sink.port, campaigns={"secret": "short"}))
     asyncio.run(world.add_customers(2))
     campaign_id = create(cli)
     for command in (("send", str(campaign_id)), ("test", str(campaign_id), "--to",

@@ -30,6 +30,7 @@ from mailer.mail import verp
 from mailer.mail.dkim import Signer, load_signer
 from mailer.settings import Settings
 from mailer.store.db import open_db
+from tests import dbrows
 from tests.campaigns.world import World as CampaignWorld
 from tests.fixtures.reports import load
 from tests.helpers import run_cli
@@ -63,7 +64,7 @@ def fast(settings: Settings) -> SendConfig:
 
 
 async def create(settings: Settings) -> int:
-    async with open_db(settings.database.path) as conn:
+    async with open_db(settings.database.location) as conn:
         created = await service.create_campaign(
             conn, settings.templates.dir, kind="offers", template="welcome-offer",
             subject="An offer for {{ customer.name }}")
@@ -71,7 +72,7 @@ async def create(settings: Settings) -> int:
 
 
 async def send(settings: Settings, campaign_id: int) -> SendOutcome:
-    async with open_db(settings.database.path) as conn:
+    async with open_db(settings.database.location) as conn:
         return await send_campaign(conn, fast(settings), campaign_id, stop=asyncio.Event())
 
 
@@ -81,11 +82,8 @@ def parse(raw: bytes) -> email.message.EmailMessage:
     return message
 
 
-def customer_ids(db: Path) -> dict[str, int]:
-    import sqlite3
-
-    with sqlite3.connect(db) as conn:
-        return {str(e): int(i) for e, i in conn.execute("SELECT email, id FROM customers")}
+def customer_ids(db: Path | str) -> dict[str, int]:
+    return {str(e): int(i) for e, i in dbrows.rows(db, "SELECT email, id FROM customers")}
 
 
 def hard_bounce(received: Received, number: int) -> bytes:
@@ -127,10 +125,10 @@ def dkim_key(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[st
 
 
 async def test_every_campaign_message_is_dkim_signed_from_its_own_verp_address_with_a_feedback_id(
-    tmp_path: Path, smtp_sink: SmtpSink, dkim_key: dict[str, Any],
+    tmp_path: Path, smtp_sink: SmtpSink, dkim_key: dict[str, Any], database: Path | str,
 ) -> None:
-    world = CampaignWorld.build(tmp_path, smtp_sink, bounces={"address": BOUNCE_ADDRESS},
-                                dkim=dkim_key)
+    world = CampaignWorld.build(tmp_path, smtp_sink, database,
+                                bounces={"address": BOUNCE_ADDRESS}, dkim=dkim_key)
     await world.add_customers(12)
     campaign_id = await world.create_campaign(kind="offers")
     outcome = await send(world.settings, campaign_id)
@@ -164,9 +162,10 @@ async def test_every_campaign_message_is_dkim_signed_from_its_own_verp_address_w
 
 
 async def test_without_verp_the_bare_bounce_address_and_without_one_the_sender_is_mail_from(
-    tmp_path: Path, smtp_sink: SmtpSink,
+    tmp_path: Path, smtp_sink: SmtpSink, database: Path | str,
 ) -> None:
-    bare = CampaignWorld.build(tmp_path / "bare", smtp_sink,
+    # Two worlds: the first on the fixture's engine, the second on a SQLite file of its own.
+    bare = CampaignWorld.build(tmp_path / "bare", smtp_sink, database,
                                bounces={"address": BOUNCE_ADDRESS, "verp": False})
     plain = CampaignWorld.build(tmp_path / "plain", smtp_sink)
     for world in (bare, plain):

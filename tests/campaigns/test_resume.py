@@ -20,8 +20,8 @@ from tests.servers import SmtpSink, free_port
 
 
 @pytest.fixture
-def world(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[World]:
-    yield World.build(tmp_path, smtp_sink)
+def world(tmp_path: Path, smtp_sink: SmtpSink, database: Path | str) -> Iterator[World]:
+    yield World.build(tmp_path, smtp_sink, database)
 
 
 async def paused(world: World, cause: PauseCause) -> int:

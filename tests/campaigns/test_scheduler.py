@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mailer.campaigns.scheduler import CampaignScheduler, send_due_campaigns
-from mailer.campaigns.sender import lease_name
+from mailer.campaigns.senders import sender_lease
 from mailer.lifecycle.supervise import Part
 from mailer.store import campaigns as store
 from mailer.store import leases
@@ -25,8 +25,8 @@ from tests.waiting import wait_for
 
 
 @pytest.fixture
-def world(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[World]:
-    yield World.build(tmp_path, smtp_sink)
+def world(tmp_path: Path, smtp_sink: SmtpSink, database: Path | str) -> Iterator[World]:
+    yield World.build(tmp_path, smtp_sink, database)
 
 
 def scheduling(world: World, stop: asyncio.Event, poll_interval_s: float,
@@ -137,7 +137,7 @@ async def test_two_daemons_on_one_database_send_each_message_once(world: World) 
     assert len(world.sink.messages) == 160
 
 
-async def test_a_crashed_senders_campaign_on_another_host_is_taken_over_after_its_lease_expires(
+async def test_a_crashed_senders_rows_on_another_host_are_sent_after_its_lease_expires(
     world: World,
 ) -> None:
     await world.add_customers(10)
@@ -146,24 +146,56 @@ async def test_a_crashed_senders_campaign_on_another_host_is_taken_over_after_it
     # What a sender killed mid-campaign on another host leaves behind: 'sending' rows and a
     # live lease (whether that process lives, this host cannot see).
     elsewhere = Holder(id="dead-pid1", host="another-host.invalid", pid=1)
+    name = sender_lease(campaign_id, elsewhere.id)
     async with open_db(world.db) as conn:
         campaign = await store.get_campaign(conn, campaign_id)
         assert campaign is not None
         async with transaction(conn):
-            await leases.acquire(conn, lease_name(campaign_id), elsewhere,
-                                 now_s=clock.time(), ttl_s=30.0)
+            await leases.acquire(conn, name, elsewhere,
+                                 now_s=await leases.now_s(conn, clock), ttl_s=30.0)
             await store.snapshot_audience(conn, campaign)
             await store.mark_started(conn, campaign_id)
-        await store.claim_batch(conn, campaign_id, 4)
+        theirs = await store.claim_batch(conn, campaign_id, 4, elsewhere.id)
         stop = asyncio.Event()
-        assert await send_due_campaigns(conn, world.config(), stop, clock=clock) == []
-        assert world.sink.messages == []
-        clock.advance(29.0)
-        assert await send_due_campaigns(conn, world.config(), stop, clock=clock) == []
-        clock.advance(1.0)
+        # This daemon sends the rest alongside, and leaves theirs to them while they may live.
         [outcome] = await send_due_campaigns(conn, world.config(), stop, clock=clock)
-    assert outcome.status == "sent"
+        assert (outcome.status, outcome.sent) == ("sending", 6)
+        expire(world, name, clock, 29.0)
+        # Only their rows are left, and they may still be sending them: nothing to join.
+        assert await send_due_campaigns(conn, world.config(), stop, clock=clock) == []
+        expire(world, name, clock, 1.0)
+        [outcome] = await send_due_campaigns(conn, world.config(), stop, clock=clock)
+    assert (outcome.status, outcome.sent) == ("sent", 4)
     each_once(world, world.opted_in())
+    ids = dict(world.rows("SELECT email, id FROM customers"))
+    assert {ids[m.rcpt_tos[0]] for m in world.sink.messages[-4:]} == set(theirs)
+
+
+async def test_a_campaign_whose_last_sender_died_before_writing_sent_is_finished(
+    world: World,
+) -> None:
+    await world.add_customers(3)
+    campaign_id = await world.create_campaign(at=iso(-1))
+    async with open_db(world.db) as conn:
+        campaign = await store.get_campaign(conn, campaign_id)
+        assert campaign is not None
+        async with transaction(conn):
+            await store.snapshot_audience(conn, campaign)
+            await store.mark_started(conn, campaign_id)
+        # Every row settled, then the sender was killed before it wrote the campaign's end.
+        world.rows("UPDATE campaign_recipients SET status = 'sent'")
+        [outcome] = await send_due_campaigns(conn, world.config(), asyncio.Event())
+    assert (outcome.status, outcome.sent) == ("sent", 0)
+    assert world.sink.messages == []
+
+
+def expire(world: World, name: str, clock: FakeClock, seconds: float) -> None:
+    """Let `seconds` pass for a lease: the clock moves on SQLite (the caller's clock); on
+    PostgreSQL, whose clock is the server's, the lease's expiry moves back instead."""
+    clock.advance(seconds)
+    if isinstance(world.db, str):
+        world.rows("UPDATE leases SET expires_at = expires_at - ? WHERE name = ?",
+                   (seconds, name))
 
 
 async def test_a_due_campaign_whose_template_broke_is_paused_with_the_reason(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,8 +15,10 @@ from mailer.store.campaigns import Campaign, Counts, RecipientResult
 from mailer.store.consent import ConsentGate
 from mailer.store.db import MIGRATIONS, Connection, open_db, transaction
 from mailer.store.ledger import find_message, record_results
+from mailer.store.migrations import POSTGRESQL_BASELINE, POSTGRESQL_MIGRATIONS
 from tests import dbrows
 from tests.campaigns.world import World
+from tests.postgres import PostgresServer
 from tests.servers import SmtpSink
 
 
@@ -65,7 +68,7 @@ async def test_counts_report_claimed_rows_as_pending(
     await world.add_customers(6)
     campaign_id = await world.create_campaign()
     await started(conn, campaign_id)
-    claimed = await store.claim_batch(conn, campaign_id, 4)
+    claimed = await store.claim_batch(conn, campaign_id, 4, "a")
     await record_results(conn, campaign_id, [
         RecipientResult(claimed[0], "sent", 1, "250 OK"),
         RecipientResult(claimed[1], "failed", 1, "550 no"),
@@ -84,12 +87,12 @@ async def test_claims_take_the_lowest_pending_ids_and_never_the_same_row_twice(
     await world.add_customers(7)
     campaign_id = await world.create_campaign()
     await started(conn, campaign_id)
-    first = await store.claim_batch(conn, campaign_id, 3)
-    second = await store.claim_batch(conn, campaign_id, 3)
-    third = await store.claim_batch(conn, campaign_id, 3)
+    first = await store.claim_batch(conn, campaign_id, 3, "a")
+    second = await store.claim_batch(conn, campaign_id, 3, "a")
+    third = await store.claim_batch(conn, campaign_id, 3, "a")
     assert first == sorted(first) and max(first) < min(second)
     assert len(first) == 3 and len(second) == 3 and len(third) == 1
-    assert await store.claim_batch(conn, campaign_id, 3) == []
+    assert await store.claim_batch(conn, campaign_id, 3, "a") == []
     assert set(world.ledger(campaign_id).values()) == {"sending"}
 
 
@@ -99,7 +102,7 @@ async def test_results_settle_only_claimed_rows_and_keep_the_reply(
     await world.add_customers(3)
     campaign_id = await world.create_campaign()
     await started(conn, campaign_id)
-    claimed = await store.claim_batch(conn, campaign_id, 2)
+    claimed = await store.claim_batch(conn, campaign_id, 2, "a")
     pending = [r[0] for r in world.rows(
         "SELECT customer_id FROM campaign_recipients WHERE status = 'pending'")]
     await record_results(conn, campaign_id, [
@@ -118,10 +121,10 @@ async def test_a_settled_row_keeps_its_message_id_so_it_can_be_traced_back(
     await world.add_customers(2)
     campaign_id = await world.create_campaign()
     await started(conn, campaign_id)
-    first, second = await store.claim_batch(conn, campaign_id, 2)
+    first, second = await store.claim_batch(conn, campaign_id, 2, "a")
     await record_results(conn, campaign_id, [
         RecipientResult(first, "pending", 1, "451 later", "<abc@imperial.test>")])
-    assert await store.claim_batch(conn, campaign_id, 1) == [first]
+    assert await store.claim_batch(conn, campaign_id, 1, "a") == [first]
     await record_results(conn, campaign_id, [
         RecipientResult(first, "sent", 1, "250 OK"),  # no id given: the recorded one stays
         RecipientResult(second, "sent", 1, "250 OK", "<def@imperial.test>"),
@@ -132,15 +135,71 @@ async def test_a_settled_row_keeps_its_message_id_so_it_can_be_traced_back(
     assert await find_message(conn, "") is None
 
 
-async def test_requeue_returns_in_flight_rows_to_pending(
+async def test_a_senders_rows_go_back_to_pending_and_only_its_own(
     world: World, conn: Connection
 ) -> None:
-    await world.add_customers(4)
+    await world.add_customers(6)
     campaign_id = await world.create_campaign()
     await started(conn, campaign_id)
-    await store.claim_batch(conn, campaign_id, 3)
-    assert await store.requeue_in_flight(conn, campaign_id) == 3
-    assert set(world.ledger(campaign_id).values()) == {"pending"}
+    await store.claim_batch(conn, campaign_id, 2, "a")
+    await store.claim_batch(conn, campaign_id, 2, "b")
+    await store.claim_batch(conn, campaign_id, 2, "c")
+    assert await store.claimants(conn, campaign_id) == ["a", "b", "c"]
+    assert await store.requeue_own(conn, campaign_id, "a") == 2
+    assert await store.requeue_claims_of(conn, campaign_id, "b") == 2
+    by_status = world.rows("SELECT status, claimed_by, requeued, count(*) FROM "
+                           "campaign_recipients GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
+    # A clean stop keeps the rows' place; a dead sender's rows are marked requeued.
+    assert by_status == [("pending", "", 0, 2), ("pending", "", 1, 2), ("sending", "c", 0, 2)]
+    assert await store.claimants(conn, campaign_id) == ["c"]
+
+
+async def test_rows_requeued_after_a_dead_sender_are_claimed_after_the_fresh_ones(
+    world: World, conn: Connection
+) -> None:
+    await world.add_customers(8)
+    campaign_id = await world.create_campaign()
+    await started(conn, campaign_id)
+    in_flight = await store.claim_batch(conn, campaign_id, 2, "killed")
+    await store.requeue_claims_of(conn, campaign_id, "killed")
+    fresh = sorted(r[0] for r in world.rows(
+        "SELECT customer_id FROM campaign_recipients WHERE requeued = 0"))
+    assert await store.claim_batch(conn, campaign_id, 4, "next") == fresh[:4]
+    # A batch that reaches them takes the fresh rows first, then the requeued ones.
+    assert await store.claim_batch(conn, campaign_id, 4, "next") == fresh[4:] + in_flight
+
+
+async def test_results_of_rows_taken_back_from_a_sender_are_not_recorded_as_its(
+    world: World, conn: Connection
+) -> None:
+    await world.add_customers(1)
+    campaign_id = await world.create_campaign()
+    await started(conn, campaign_id)
+    [row] = await store.claim_batch(conn, campaign_id, 1, "slow")
+    await store.requeue_claims_of(conn, campaign_id, "slow")
+    assert await store.claim_batch(conn, campaign_id, 1, "other") == [row]
+    await record_results(conn, campaign_id, [RecipientResult(row, "failed", 1, "550")],
+                         claimed_by="slow")
+    assert world.rows("SELECT status, claimed_by FROM campaign_recipients") == [
+        ("sending", "other")]
+    await record_results(conn, campaign_id, [RecipientResult(row, "sent", 1, "250")],
+                         claimed_by="other")
+    assert world.rows("SELECT status FROM campaign_recipients") == [("sent",)]
+
+
+async def test_progress_counters_follow_claims_results_and_requeues(
+    world: World, conn: Connection
+) -> None:
+    await world.add_customers(5)
+    campaign_id = await world.create_campaign()
+    await started(conn, campaign_id)
+    claimed = await store.claim_batch(conn, campaign_id, 3, "a")
+    await record_results(conn, campaign_id, [RecipientResult(claimed[0], "sent", 1, "250"),
+                                             RecipientResult(claimed[1], "pending", 1, "451")])
+    assert await store.requeue_claims_of(conn, campaign_id, "a") == 1
+    progress = dict(world.rows("SELECT status, n FROM campaign_progress WHERE campaign_id = ? "
+                               "AND n != 0", (campaign_id,)))
+    assert progress == {"pending": 4, "sent": 1}
 
 
 async def test_an_opt_out_skips_pending_rows_but_leaves_claimed_ones_to_the_consent_check(
@@ -149,7 +208,7 @@ async def test_an_opt_out_skips_pending_rows_but_leaves_claimed_ones_to_the_cons
     await world.add_customers(2)
     campaign_id = await world.create_campaign()
     await started(conn, campaign_id)
-    [claimed] = await store.claim_batch(conn, campaign_id, 1)
+    [claimed] = await store.claim_batch(conn, campaign_id, 1, "a")
     ids = [r[0] for r in world.rows("SELECT id FROM customers ORDER BY id")]
     async with transaction(conn):
         await change.opt_out(conn, [change.Refusal(tuple(ids), reference="<m@x>",
@@ -230,3 +289,60 @@ async def test_campaigns_paused_before_the_cause_was_recorded_get_it_from_their_
     async with open_db(db) as conn:  # the upgrade: the remaining migrations run
         found = {c.status_reason: c.paused_by for c in await store.list_campaigns(conn)}
     assert found == {**reasons, "": ""}
+
+
+async def test_rows_a_sender_of_the_old_single_lease_left_in_flight_go_back_after_upgrade(
+    tmp_path: Path,
+) -> None:
+    # Migration 15: 'sending' rows from before it name no sender; the next sender requeues
+    # them (there is no lease of theirs to wait for) and sends them after the fresh ones.
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as old:
+        for number, script in enumerate(MIGRATIONS[:14], start=1):
+            old.executescript(script)
+            old.execute(f"PRAGMA user_version = {number}")
+        old.execute("INSERT INTO customers (email, name, created_at, updated_at) "
+                    "VALUES ('a@x.test', 'A', '2026', '2026'), ('b@x.test', 'B', '2026', '2026')")
+        old.execute("INSERT INTO campaigns (kind, template, subject, status, created_at) "
+                    "VALUES ('offers', 't', 's', 'sending', '2026')")
+        old.execute("INSERT INTO campaign_recipients (campaign_id, customer_id, status) "
+                    "VALUES (1, 1, 'sending'), (1, 2, 'pending')")
+    async with open_db(db) as conn:
+        assert await store.claimants(conn, 1) == [""]
+        assert await store.requeue_claims_of(conn, 1, "") == 1
+        assert await store.claim_batch(conn, 1, 2, "new") == [2, 1]
+
+
+async def test_claims_on_postgresql_skip_rows_another_claim_has_locked_without_waiting(
+    tmp_path: Path, postgres_server: PostgresServer,
+) -> None:
+    url = postgres_server.create_database()
+    try:
+        world = World.build(tmp_path, SmtpSink(), url)
+        await world.add_customers(6)
+        campaign_id = await world.create_campaign()
+        async with open_db(url) as one, open_db(url) as two:
+            await started(one, campaign_id)
+            async with transaction(one, "claim", exclusive=False):
+                # What a claim on another host holds while its statement runs: row locks on
+                # the rows it picked. A plain FOR UPDATE would wait here until `one` ends.
+                locked = [r[0] for r in await one.execute_fetchall(
+                    "SELECT customer_id FROM campaign_recipients WHERE campaign_id = ? "
+                    "ORDER BY customer_id LIMIT 3 FOR UPDATE", (campaign_id,))]
+                async with asyncio.timeout(10), transaction(two, "claim", exclusive=False):
+                    second = await store.claim_batch(two, campaign_id, 6, "two")
+        assert len(locked) == 3 and len(second) == 3 and not set(locked) & set(second)
+        assert claimed_by(world) == [("two", 3)]
+    finally:
+        postgres_server.drop_database(url.rsplit("/", 1)[1])
+
+
+def claimed_by(world: World) -> list[tuple[str, int]]:
+    return [(str(r[0]), int(r[1])) for r in world.rows(
+        "SELECT claimed_by, count(*) FROM campaign_recipients WHERE status = 'sending' "
+        "GROUP BY claimed_by")]
+
+
+def test_every_migration_after_the_postgresql_baseline_has_its_postgresql_script() -> None:
+    assert sorted(POSTGRESQL_MIGRATIONS) == list(
+        range(POSTGRESQL_BASELINE + 1, len(MIGRATIONS) + 1))

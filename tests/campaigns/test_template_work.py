@@ -28,8 +28,8 @@ SLOW_FOR_SAM = ("{% if customer.name == 'Slow Sam' %}{% for i in range(100000) %
 
 
 @pytest.fixture
-def world(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[World]:
-    yield World.build(tmp_path, smtp_sink)
+def world(tmp_path: Path, smtp_sink: SmtpSink, database: Path | str) -> Iterator[World]:
+    yield World.build(tmp_path, smtp_sink, database)
 
 
 @pytest.mark.parametrize(("subject", "problem"), [
@@ -39,8 +39,9 @@ def world(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[World]:
 def test_campaign_create_refuses_a_subject_that_does_too_much_work_in_one_line(
     world: World, subject: str, problem: str
 ) -> None:
+    world.create_schema()
     settings_path = write_settings(world.tmp / "settings.toml",
-                                   settings_mapping(world.tmp, world.sink.port))
+                                   settings_mapping(world.tmp, world.sink.port, world.db))
     result = CliRunner().invoke(main, [
         "--settings", str(settings_path), "campaign", "create", "--kind", "offers",
         "--template", "welcome-offer", "--subject", subject])

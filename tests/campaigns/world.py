@@ -7,6 +7,7 @@ loopback (tests.servers.SmtpSink).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import email
@@ -84,6 +85,16 @@ class World:
         values: dict[str, Any] = {"retry": Backoff(base_s=0.01, max_s=0.05)}
         values.update(overrides)
         return dataclasses.replace(send_config(self.settings), **values)
+
+    def create_schema(self) -> None:
+        """Create the (empty) schema; for a synchronous test that reads the database before
+        anything has opened it (a new PostgreSQL database starts without tables)."""
+
+        async def create() -> None:
+            async with open_db(self.db):
+                pass
+
+        asyncio.run(create())
 
     def write_template(self, name: str, text: str) -> None:
         (self.settings.templates.dir / "campaigns" / name).write_text(text, encoding="utf-8")
