@@ -57,7 +57,9 @@ class InboxLease:
     async def try_take(self, conn: Connection) -> bool:
         """Take the lease if it is free, expired, ours or its local holder is dead."""
         async with transaction(conn, f"taking the lease {self.name}"):
-            return await leases.acquire(conn, self.name, self.holder, now_s=self.clock.time(),
+            # The database's clock on PostgreSQL: every host judges the lease by one clock.
+            return await leases.acquire(conn, self.name, self.holder,
+                                        now_s=await leases.now_s(conn, self.clock),
                                         ttl_s=self.ttl_s)
 
     async def wait_for_turn(self, conn: Connection, stop: asyncio.Event,
@@ -119,8 +121,9 @@ class InboxLease:
                     if stop.is_set():
                         break
                     async with transaction(conn, f"renewing the lease {self.name}"):
-                        renewed = await leases.renew(conn, self.name, self.holder,
-                                                     now_s=self.clock.time(), ttl_s=self.ttl_s)
+                        renewed = await leases.renew(
+                            conn, self.name, self.holder,
+                            now_s=await leases.now_s(conn, self.clock), ttl_s=self.ttl_s)
                     if not renewed:
                         log.warning("%s: the lease was taken over by another daemon", self.name)
                         lost.set()
