@@ -391,6 +391,57 @@ def one_click_under_campaign(engine: str, location: Location, work: Path,
     return OneClickResult(engine, (before + after) / 2, loaded, clicks)
 
 
+async def seed_opted_in(location: Location, customers: int) -> None:
+    lines = ["name,email,announcements,offers"]
+    lines += [f"Customer {i},c{i}@example.com,yes,yes" for i in range(customers)]
+
+    async def source() -> AsyncIterator[CustomerRow | BadRow]:
+        for row in read_rows(io.StringIO("\n".join(lines) + "\n")):
+            yield row
+
+    async with open_db(location) as conn:
+        report = await import_customers_atomically(conn, source(), reference="bench")
+        if not report.ok:
+            raise MeasurementFailed(f"seeding: {report.bad_rows[:1]}")
+
+
+def daemons_on_one_campaign(count: int, location: Location, work: Path,
+                            args: argparse.Namespace) -> float:
+    """`count` daemons (hosts) send one campaign into the slow sink; its rate once all of
+    them send, over one window."""
+    asyncio.run(seed_opted_in(location, args.scale_recipients))
+    with slow_sink(work, args.sink_delay_ms) as sink, contextlib.ExitStack() as stack:
+        settings = work / f"settings-scale-{count}.toml"
+        settings.write_text(settings_toml(location, sink.port, free_port()).replace(
+            '[http]\nhost = "127.0.0.1"', '[http]\nhost = ""'), encoding="utf-8")
+        running = [stack.enter_context(daemon(work, settings, f"host-{chr(97 + i)}-{count}"))
+                   for i in range(count)]
+        asyncio.run(schedule_campaign(location))
+        wait_sending(sink, running, at_least=50)
+        # Every daemon joins at its scheduler's next look (every 5 s), then the window.
+        time.sleep(6)
+        rate = rate_over(sink, args.window, running)
+        if sink.delivered() >= args.scale_recipients:
+            raise MeasurementFailed("the campaign ended inside the window; raise "
+                                    "--scale-recipients")
+        return rate
+
+
+def console_search(server: PostgresServer, args: argparse.Namespace) -> tuple[float, float]:
+    """The console's customer search over HTTP on `--search-customers` customers (the world
+    and the measurement of bench/console_bench.py, on PostgreSQL): p50 and p95 in ms."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import console_bench
+
+    url = server.create_database()
+    asyncio.run(console_bench.migrate(url))
+    console_bench.generate_postgresql(url, args.search_customers)
+    settings = console_bench.settings_for(url)
+    asyncio.run(console_bench.add_user(settings))
+    times = asyncio.run(console_bench.search_times(settings, args.searches))
+    return console_bench.percentile(times, 0.5), console_bench.percentile(times, 0.95)
+
+
 def engines_available() -> list[str]:
     reason = unavailable_reason()
     if reason:
@@ -451,6 +502,25 @@ def run(args: argparse.Namespace) -> int:
             ratio = results["postgresql"].unloaded / results["sqlite"].unloaded
             print(f"  PostgreSQL/SQLite campaign rate {ratio:>5.2f}     goal >= 0.8      "
                   f"{verdict(ratio >= 0.8)}")
+        if "scale" in only and server is not None:
+            print(f"\n{args.scale_recipients:,}-recipient campaign on PostgreSQL, 1, 2, 3 "
+                  f"daemons, sink {args.sink_delay_ms} ms per transaction, "
+                  f"{CONNECTIONS} connections each")
+            rates = {}
+            for count in (1, 2, 3):
+                rates[count] = daemons_on_one_campaign(count, location("postgresql"), work,
+                                                       args)
+                print(f"  {count} daemon(s): {rates[count]:>7,.0f} msg/s "
+                      f"({rates[count] / rates[1]:.2f}x)")
+            ratio = rates[3] / rates[1]
+            print(f"  3 daemons / 1 daemon            {ratio:>5.2f}     target >= 2.5    "
+                  f"{verdict(ratio >= 2.5)}")
+        if "search" in only and server is not None:
+            print(f"\nconsole customer search, {args.search_customers:,} customers on "
+                  "PostgreSQL")
+            p50, p95 = console_search(server, args)
+            print(f"  search p50 {p50:.1f} ms, p95 {p95:.1f} ms        target p95 < 100 ms "
+                  f"{verdict(p95 < 100)}")
     return 0
 
 
@@ -462,6 +532,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=500.0, help="one-click POSTs per second")
     parser.add_argument("--window", type=float, default=8.0, help="seconds per window")
     parser.add_argument("--sink-delay-ms", type=int, default=20)
+    parser.add_argument("--scale-recipients", type=int, default=20_000)
+    parser.add_argument("--search-customers", type=int, default=1_000_000)
+    parser.add_argument("--searches", type=int, default=200)
     parser.add_argument("--child-sink", type=int, help=argparse.SUPPRESS)
     args: Any = parser.parse_args()
     if args.child_sink:
