@@ -45,7 +45,6 @@ import asyncio
 import importlib.metadata
 import logging
 import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -70,6 +69,7 @@ from mailer.inbox.housekeeping import INTERVAL_S as HOUSEKEEPING_INTERVAL_S
 from mailer.inbox.housekeeping import Housekeeping, housekeeping_config
 from mailer.inbox.processor import PassReport
 from mailer.inbox.worker import bounces_worker, inbox_worker
+from mailer.instance import instance_name
 from mailer.lifecycle import systemd
 from mailer.lifecycle.signals import stop_on_signals
 from mailer.lifecycle.supervise import Part, describe, wait_any
@@ -282,7 +282,7 @@ class Daemon:
     def _beat(self, stopped: bool = False) -> heartbeat_store.Heartbeat:
         now = self.clock.now().isoformat(timespec="microseconds")
         return heartbeat_store.Heartbeat(
-            host=socket.gethostname(), pid=os.getpid(), started_at=self.started_at,
+            host=instance_name(), pid=os.getpid(), started_at=self.started_at,
             version=VERSION, beat_at=now, stopped_at=now if stopped else None,
             parts={name: part.state.as_json() for name, part in self.parts.items()})
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -43,6 +42,7 @@ from mailer import backoff
 from mailer.backoff import Backoff
 from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.errors import PermanentSmtpError, TemplateError, TransientSmtpError
+from mailer.instance import instance_name
 from mailer.lifecycle.supervise import Part, wait_any
 from mailer.mail import smtp, verp
 from mailer.mail.dkim import Signer, load_signer
@@ -148,7 +148,7 @@ def check_templates(config: OutboxConfig) -> None:
 
 
 def this_process() -> ClaimOwner:
-    return ClaimOwner(host=socket.gethostname(), pid=os.getpid())
+    return ClaimOwner(host=instance_name(), pid=os.getpid())
 
 
 def owner_is_gone(owner: ClaimOwner, here: ClaimOwner) -> bool:

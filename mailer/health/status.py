@@ -21,13 +21,13 @@ codes Nagios, Icinga and their kin read from a check):
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from mailer.clock import SYSTEM_CLOCK, Clock
+from mailer.instance import instance_name
 from mailer.store.db import Location
 from mailer.store.heartbeat import Snapshot, read_snapshot
 
@@ -119,7 +119,7 @@ def evaluate(
 async def gather(db_location: Location, clock: Clock = SYSTEM_CLOCK,
                  stale_after_s: float = STALE_AFTER_S) -> Status:
     """Read and evaluate; raises StoreError (exit 3) if the database cannot be read."""
-    return evaluate(await read_snapshot(db_location), now=clock.now(), host=socket.gethostname(),
+    return evaluate(await read_snapshot(db_location), now=clock.now(), host=instance_name(),
                     stale_after_s=stale_after_s)
 
 

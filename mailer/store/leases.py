@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from mailer.clock import Clock
+from mailer.instance import instance_name
 from mailer.store.edge import translated
 from mailer.store.engine import Connection
 
@@ -55,7 +55,7 @@ class Lease:
 
 def new_holder() -> Holder:
     """A holder for this process: a random id, this host and this pid."""
-    return Holder(id=f"{secrets.token_hex(6)}-pid{os.getpid()}", host=socket.gethostname(),
+    return Holder(id=f"{secrets.token_hex(6)}-pid{os.getpid()}", host=instance_name(),
                   pid=os.getpid())
 
 
