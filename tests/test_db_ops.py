@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
 import threading
 from pathlib import Path
 
+import pytest
+
+from mailer.errors import StoreError
+from mailer.store.backup import backup, pg_program
 from mailer.store.db import MIGRATIONS, open_db
+from tests.dbrows import rows
 from tests.helpers import base_sections, run_cli, write_settings
+from tests.postgres import PostgresServer
 
 
 def settings_with_data(tmp_path: Path, rows: int = 2000) -> Path:
@@ -138,3 +145,72 @@ async def test_many_connections_opening_a_new_database_at_once_all_get_the_whole
     await asyncio.wait_for(asyncio.gather(*(one() for _ in range(8))), timeout=60)
     assert versions == [len(MIGRATIONS)] * 8
     assert integrity(database) == "ok"
+
+
+def test_db_migrate_says_from_and_to_which_version_then_that_it_is_up_to_date(
+        tmp_path: Path, database: Path | str) -> None:
+    sections = base_sections(tmp_path, database={"url": database}) if isinstance(
+        database, str) else base_sections(tmp_path)
+    settings = write_settings(tmp_path / "settings.toml", sections)
+    first = run_cli(settings, "db", "migrate")
+    again = run_cli(settings, "db", "migrate")
+    assert (first.code, first.stderr) == (0, "")
+    assert first.stdout.endswith(f": schema version 0 -> {len(MIGRATIONS)}\n")
+    assert again.stdout.endswith(f": schema version {len(MIGRATIONS)}, up to date\n")
+
+
+def pg_settings(tmp_path: Path, url: str) -> Path:
+    return write_settings(tmp_path / "settings.toml",
+                          base_sections(tmp_path, database={"url": url}))
+
+
+def test_db_check_on_postgresql_reads_the_version_and_counts_each_table(
+        tmp_path: Path, postgres_server: PostgresServer) -> None:
+    url = postgres_server.create_database()
+    settings = pg_settings(tmp_path, url)
+    (tmp_path / "customers.csv").write_text("name,email\nAnn Lee,ann@example.com\n")
+    imported = run_cli(settings, "customers", "import", "--consent", "opted-in",
+                       str(tmp_path / "customers.csv"))
+    assert imported.code == 0, imported.stderr
+    result = run_cli(settings, "db", "check")
+    assert (result.code, result.stderr) == (0, "")
+    lines = result.stdout.splitlines()
+    assert lines[0] == (f"{url}: integrity ok; schema version {len(MIGRATIONS)} "
+                        f"(this mailer: {len(MIGRATIONS)})")
+    counts = dict(line.split() for line in lines[1:])
+    assert counts["customers"] == "1"
+    assert counts["review_items"] == "0"
+    assert "consent_events" in counts
+
+
+def test_db_backup_on_postgresql_is_a_pg_dump_archive_that_pg_restore_brings_back(
+        tmp_path: Path, postgres_server: PostgresServer) -> None:
+    url = postgres_server.create_database()
+    settings = pg_settings(tmp_path, url)
+    (tmp_path / "customers.csv").write_text("name,email\nAnn Lee,ann@example.com\n")
+    assert run_cli(settings, "customers", "import", "--consent", "opted-in",
+                   str(tmp_path / "customers.csv")).code == 0
+    dump = tmp_path / "mailer.dump"
+    result = run_cli(settings, "db", "backup", str(dump))
+    assert (result.code, result.stderr) == (0, "")
+    assert result.stdout.startswith(f"backed up {url} to {dump} (")
+    assert dump.read_bytes()[:5] == b"PGDMP"  # pg_dump's custom format
+    restored = postgres_server.create_database()
+    restore = pg_program("pg_restore")
+    assert restore is not None
+    done = subprocess.run([restore, "--no-owner", f"--dbname={restored}", str(dump)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert rows(restored, "SELECT email FROM customers") == [("ann@example.com",)]
+
+
+async def test_db_backup_on_postgresql_without_pg_dump_names_the_command_to_run(
+        tmp_path: Path, postgres_server: PostgresServer) -> None:
+    url = postgres_server.create_database()
+    with pytest.raises(StoreError) as raised:
+        await backup(url, tmp_path / "mailer.dump", find=lambda name: None)
+    message = str(raised.value)
+    assert len(message.splitlines()) == 1
+    assert message.endswith(f"run: pg_dump --format=custom --file={tmp_path / 'mailer.dump'} "
+                            f"{url}")
+    assert not (tmp_path / "mailer.dump").exists()

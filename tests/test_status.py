@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -20,16 +19,18 @@ from mailer.mail import tokens
 from mailer.public.app import route_prefix
 from mailer.store.db import MIGRATIONS
 from tests.daemon_world import daemon, daemon_log, request, status
+from tests.dbrows import execute
 from tests.helpers import DAEMON_SECRET, base_sections, run_cli, write_settings
 from tests.inbox.world import World, make_world
+from tests.postgres import PostgresServer
 from tests.servers import ImapTestServer, SmtpSink, free_port
 from tests.waiting import wait_for
 
 
 @pytest.fixture
-async def world(tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
-                ) -> AsyncIterator[World]:
-    yield await make_world(tmp_path, imap_server, smtp_sink)
+async def world(tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink,
+                database: Path | str) -> AsyncIterator[World]:
+    yield await make_world(tmp_path, imap_server, smtp_sink, database=database)
 
 
 def test_status_where_no_daemon_ever_ran_says_not_running_with_exit_2(tmp_path: Path) -> None:
@@ -86,9 +87,8 @@ async def test_a_stale_heartbeat_is_critical(world: World) -> None:
     with daemon(world):
         await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0")
     # The row a daemon would leave had it hung: its pid alive (ours), its beat long ago.
-    with sqlite3.connect(world.db_path) as conn:
-        conn.execute("UPDATE daemon_heartbeat SET stopped_at = NULL, pid = ?, host = ?, "
-                     "beat_at = '2000-01-01T00:00:00+00:00'", (os.getpid(), socket.gethostname()))
+    execute(world.db_path, "UPDATE daemon_heartbeat SET stopped_at = NULL, pid = ?, host = ?, "
+            "beat_at = '2000-01-01T00:00:00+00:00'", (os.getpid(), socket.gethostname()))
     code, data = status(world)
     assert code == 2
     assert data["status"] == "stalled"
@@ -103,9 +103,8 @@ async def test_a_campaign_paused_by_its_settings_is_a_warning(world: World) -> N
                       "--template", "welcome-offer", "--subject", "An offer")
     assert created.code == 0, created.stderr
     campaign_id = int(created.stdout)
-    with sqlite3.connect(world.db_path) as conn:
-        conn.execute("UPDATE campaigns SET status = 'scheduled', "
-                     "scheduled_at = '2000-01-01T00:00:00+00:00' WHERE id = ?", (campaign_id,))
+    execute(world.db_path, "UPDATE campaigns SET status = 'scheduled', "
+            "scheduled_at = '2000-01-01T00:00:00+00:00' WHERE id = ?", (campaign_id,))
     with daemon(world):
         await wait_for(lambda: status(world)[0] == 1, what="mailer status to exit 1")
         code, data = status(world)
@@ -145,11 +144,11 @@ async def test_a_campaign_in_progress_is_shown_with_sent_of_total(world: World) 
                       "--template", "welcome-offer", "--subject", "An offer", env=env)
     assert created.code == 0, created.stderr
     campaign_id = int(created.stdout)
-    with sqlite3.connect(world.db_path) as conn:
-        conn.execute("UPDATE campaigns SET status = 'sending' WHERE id = ?", (campaign_id,))
-        conn.execute("INSERT INTO campaign_recipients (campaign_id, customer_id, status) "
-                     "SELECT ?, id, CASE WHEN id <= 3 THEN 'sent' ELSE 'pending' END "
-                     "FROM customers", (campaign_id,))
+    execute(world.db_path, "UPDATE campaigns SET status = 'sending' WHERE id = ?",
+            (campaign_id,))
+    execute(world.db_path, "INSERT INTO campaign_recipients (campaign_id, customer_id, status) "
+            "SELECT ?, id, CASE WHEN id <= 3 THEN 'sent' ELSE 'pending' END "
+            "FROM customers", (campaign_id,))
     _, data = status(world)
     assert data["campaigns"] == [{"id": campaign_id, "kind": "offers", "sent": 3,
                                   "total": 10, "rate_per_s": 0}]
@@ -169,11 +168,11 @@ def get(url: str) -> tuple[int, bytes]:
 
 
 async def test_healthz_metrics_and_the_full_health_are_served_when_http_is_configured(
-    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink, database: Path | str
 ) -> None:
     port = free_port()
     world = await make_world(tmp_path, imap_server, smtp_sink,
-                             http={"host": "127.0.0.1", "port": port})
+                             http={"host": "127.0.0.1", "port": port}, database=database)
     base = f"http://127.0.0.1:{port}"
     # A campaign the ledger shows sent to Carol: the link followed below came in it.
     created = run_cli(world.settings_path, "campaign", "create", "--kind", "offers",
@@ -181,10 +180,9 @@ async def test_healthz_metrics_and_the_full_health_are_served_when_http_is_confi
                       env={"MAILER_SECRET": DAEMON_SECRET})
     assert created.code == 0, created.stderr
     campaign_id = int(created.stdout)
-    with sqlite3.connect(world.db_path) as conn:
-        conn.execute("INSERT INTO campaign_recipients (campaign_id, customer_id, status) "
-                     "SELECT ?, id, 'sent' FROM customers WHERE email = 'carol@example.com'",
-                     (campaign_id,))
+    execute(world.db_path, "INSERT INTO campaign_recipients (campaign_id, customer_id, status) "
+            "SELECT ?, id, 'sent' FROM customers WHERE email = 'carol@example.com'",
+            (campaign_id,))
     with daemon(world):
         await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0")
         world.deliver(request("bob@example.com"))
@@ -252,11 +250,65 @@ async def test_log_format_and_level_come_from_the_settings_file(
 
 
 async def test_a_database_newer_than_the_code_is_refused_with_one_line(world: World) -> None:
-    with sqlite3.connect(world.db_path) as conn:
-        conn.execute("PRAGMA user_version = 99")
-    for command in (("status",), ("inbox", "process"), ("db", "check")):
+    execute(world.db_path, "PRAGMA user_version = 99" if isinstance(world.db_path, Path)
+            else "UPDATE schema_version SET version = 99")
+    for command in (("status",), ("inbox", "process"), ("db", "check"), ("db", "migrate")):
         result = run_cli(world.settings_path, *command)
         assert result.code == 3, command
         assert result.stderr.endswith(f"is newer than this mailer ({len(MIGRATIONS)})\n")
         assert "database schema version 99" in result.stderr
         assert len(result.stderr.splitlines()) == 1
+
+
+async def test_two_instances_on_one_database_are_both_shown_and_one_down_is_a_warning(
+        world: World) -> None:
+    with daemon(world, env={"MAILER_INSTANCE": "host-a"}) as a, \
+            daemon(world, env={"MAILER_INSTANCE": "host-b"}) as b:
+        await wait_for(lambda: status(world)[0] == 0
+                       and len(status(world)[1]["instances"]) == 2, what="two healthy daemons")
+        _, data = status(world)
+        assert {(i["host"], i["pid"], i["state"]) for i in data["instances"]} == {
+            ("host-a", a.pid, "running"), ("host-b", b.pid, "running")}
+        text = run_cli(world.settings_path, "status").stdout
+        assert f"daemon: pid {a.pid} on host-a, running" in text
+        assert f"daemon: pid {b.pid} on host-b, running" in text
+        b.send_signal(signal.SIGKILL)
+        b.wait(timeout=30)
+        # Asked on host B, whose pid is gone: host A still runs, so a warning, not critical.
+        seen_on_b = run_cli(world.settings_path, "status", "--json",
+                            env={"MAILER_INSTANCE": "host-b"})
+        assert seen_on_b.code == 1, seen_on_b.stdout
+        assert json.loads(seen_on_b.stdout)["reasons"] == [
+            f"pid {b.pid} is not running on host-b"]
+    # Host A stopped cleanly, host B's pid is gone: nothing runs.
+    seen_on_b = run_cli(world.settings_path, "status", "--json", env={"MAILER_INSTANCE": "host-b"})
+    data = json.loads(seen_on_b.stdout)
+    assert seen_on_b.code == 2
+    assert data["reasons"][0].startswith("stopped at ")
+    assert data["daemon"]["host"] == "host-a"
+
+
+async def test_status_names_the_daemon_holding_the_inbox_lease(world: World) -> None:
+    execute(world.db_path, "INSERT INTO leases (name, holder, host, pid, expires_at) "
+            "VALUES ('inbox', 'f00d-pid42', 'host-a', 42, 4102444800)")
+    code, data = status(world)
+    assert code == 2  # no daemon has run: the lease alone runs nothing
+    assert data["inbox"] == {"holder": "f00d-pid42", "host": "host-a", "pid": 42,
+                             "expires_at": "2100-01-01T00:00:00+00:00",
+                             "expires_in_s": data["inbox"]["expires_in_s"], "expired": False}
+
+
+async def test_status_of_an_empty_postgresql_database_is_not_running(
+        tmp_path: Path, postgres_server: PostgresServer) -> None:
+    url = postgres_server.create_database()
+    settings = write_settings(tmp_path / "settings.toml",
+                              base_sections(tmp_path, database={"url": url}))
+    result = run_cli(settings, "status")
+    assert (result.code, result.stderr) == (2, "")
+    assert result.stdout.splitlines()[:2] == ["mailer: not running", "  ! no database yet"]
+    gone = write_settings(tmp_path / "gone.toml", base_sections(
+        tmp_path, database={"url": postgres_server.url("no_such_database")}))
+    unreadable = run_cli(gone, "status")
+    assert unreadable.code == 3
+    (line,) = unreadable.stderr.splitlines()
+    assert line.startswith("mailer: cannot open database ")

@@ -1,8 +1,10 @@
-"""The daemon's heartbeat and what `mailer status` reads beside it.
+"""The daemons' heartbeats and what `mailer status` reads beside them.
 
-`mailer run` upserts one `daemon_heartbeat` row (its host and pid) every few seconds with each
-part's state; `read_snapshot` opens the database read-only, so `mailer status` works from any
-shell on the host without talking to the daemon and never creates or migrates a database.
+`mailer run` upserts one `daemon_heartbeat` row (its instance name and pid) every few seconds
+with each part's state; several hosts on one database each keep their own row. `read_snapshot`
+reads every row, the holder of the inbox lease and the queues, opening the database read-only
+(SQLite) or without migrating it (PostgreSQL), so `mailer status` works from any shell on any
+host without talking to a daemon and never creates or migrates a database.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from mailer.store.engine import DRIVER_ERRORS, Connection, Location, SqliteConne
 _KEEP_STOPPED = timedelta(days=7)
 # A campaign's rate is measured over this window.
 RATE_WINDOW_S = 60
+_LEASE_HOST_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -57,13 +60,30 @@ class PausedCampaign:
 
 
 @dataclass(frozen=True)
+class InboxLease:
+    """Who holds the lease named `inbox` (one daemon reads the IMAP inbox at a time)."""
+
+    holder: str
+    host: str
+    pid: int
+    expires_at: float  # seconds since the epoch
+
+
+@dataclass(frozen=True)
 class Snapshot:
-    heartbeat: Heartbeat | None
+    # Every daemon's row, the latest beat first.
+    heartbeats: list[Heartbeat] = field(default_factory=list)
+    inbox_lease: InboxLease | None = None
     outbox_depth: int = 0
     review_open: int = 0
     campaigns: list[CampaignProgress] = field(default_factory=list)
     paused_by_settings: list[PausedCampaign] = field(default_factory=list)
     paused_by_complaints: list[PausedCampaign] = field(default_factory=list)
+
+    @property
+    def heartbeat(self) -> Heartbeat | None:
+        """The latest beat of any daemon."""
+        return self.heartbeats[0] if self.heartbeats else None
 
 
 @translated("heartbeat: write heartbeat")
@@ -105,6 +125,9 @@ async def read_snapshot(location: Location) -> Snapshot | None:
     if place.path is None:
         async with open_db(location, migrate_schema=False) as conn:
             try:
+                if not await _count(conn, "SELECT count(*) FROM pg_tables WHERE tablename = "
+                                    "'schema_version' AND schemaname = current_schema()"):
+                    return None  # an empty database no mailer has opened yet
                 return await _snapshot(conn)
             except DRIVER_ERRORS as exc:
                 raise StoreError(f"cannot read database {place}: {exc}") from exc
@@ -129,15 +152,20 @@ async def _snapshot(conn: Connection) -> Snapshot | None:
         return None
     if conn.engine == "sqlite" and not await _count(
             conn, "SELECT count(*) FROM sqlite_master WHERE name = 'daemon_heartbeat'"):
-        return Snapshot(heartbeat=None)  # not yet migrated by a daemon of this version
-    async with conn.execute(
-        "SELECT host, pid, started_at, version, beat_at, stopped_at, parts "
-        "FROM daemon_heartbeat ORDER BY beat_at DESC LIMIT 1"
-    ) as cur:
-        row = await cur.fetchone()
-    heartbeat = None if row is None else Heartbeat(
-        host=row[0], pid=int(row[1]), started_at=row[2], version=row[3], beat_at=row[4],
-        stopped_at=row[5], parts=json.loads(row[6]))
+        return Snapshot()  # not yet migrated by a daemon of this version
+    heartbeats = [Heartbeat(host=str(row[0]), pid=int(row[1]), started_at=str(row[2]),
+                            version=str(row[3]), beat_at=str(row[4]), stopped_at=row[5],
+                            parts=json.loads(row[6]))
+                  for row in await conn.execute_fetchall(
+                      "SELECT host, pid, started_at, version, beat_at, stopped_at, parts "
+                      "FROM daemon_heartbeat ORDER BY beat_at DESC, host, pid")]
+    inbox_lease = None
+    # Leases carry their holder's host and pid from migration 6 on.
+    if conn.engine == "postgresql" or version >= _LEASE_HOST_VERSION:
+        for row in await conn.execute_fetchall(
+                "SELECT holder, host, pid, expires_at FROM leases WHERE name = 'inbox'"):
+            inbox_lease = InboxLease(holder=str(row[0]), host=str(row[1]), pid=int(row[2]),
+                                     expires_at=float(row[3]))
     since = (datetime.now(UTC) - timedelta(seconds=RATE_WINDOW_S)).isoformat(
         timespec="microseconds")
     campaigns = []
@@ -165,7 +193,8 @@ async def _snapshot(conn: Connection) -> Snapshot | None:
             for r in await cur.fetchall():
                 paused[str(r[2])].append(PausedCampaign(id=int(r[0]), reason=str(r[1])))
     return Snapshot(
-        heartbeat=heartbeat,
+        heartbeats=heartbeats,
+        inbox_lease=inbox_lease,
         paused_by_settings=paused["settings"],
         paused_by_complaints=paused["complaint-rate"],
         outbox_depth=await outbox_depth(conn),
