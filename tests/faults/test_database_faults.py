@@ -27,6 +27,7 @@ import pytest
 
 from tests.daemon_world import daemon, daemon_log, request, status
 from tests.inbox.world import make_world
+from tests.postgres import PostgresServer
 from tests.servers import ImapTestServer, SmtpSink
 from tests.waiting import wait_for
 
@@ -75,7 +76,7 @@ async def test_a_read_only_database_folder_loses_no_request_and_recovers(
 ) -> None:
     with switchable_folder(tmp_path / "data") as folder:
         world = await make_world(tmp_path, imap_server, smtp_sink,
-                                 database={"path": str(folder.path / "mailer.db")})
+                                 database=folder.path / "mailer.db")
         folder.read_only()
         world.deliver(*(request(customer) for customer in CUSTOMERS))
         with daemon(world) as process:
@@ -133,7 +134,7 @@ async def test_a_full_disk_loses_no_request_corrupts_nothing_and_recovers_once_s
 ) -> None:
     with switchable_folder(tmp_path / "data", size="4m") as folder:
         world = await make_world(tmp_path, imap_server, smtp_sink,
-                                 database={"path": str(folder.path / "mailer.db")})
+                                 database=folder.path / "mailer.db")
         with daemon(world) as process:
             await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0")
             filler = fill(folder.path)
@@ -169,3 +170,32 @@ async def test_a_full_disk_loses_no_request_corrupts_nothing_and_recovers_once_s
         with sqlite3.connect(world.db_path) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert world.folder_subjects("INBOX") == []
+
+
+async def test_postgresql_ending_every_daemon_connection_loses_no_request(
+    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink,
+    postgres_server: PostgresServer
+) -> None:
+    url = postgres_server.create_database()
+    world = await make_world(tmp_path, imap_server, smtp_sink, database=url)
+    first, *others = CUSTOMERS
+    with daemon(world) as process:
+        await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0")
+        world.deliver(request(first))
+        await wait_for(lambda: world.opted_out() == {first}, what="the first customer opted out")
+        # What a server restart or a failover of a managed PostgreSQL looks like to clients.
+        assert postgres_server.kill_connections(url.rsplit("/", 1)[1]) > 0
+        world.deliver(*(request(customer) for customer in others))
+        await wait_for(lambda: world.opted_out() == set(CUSTOMERS),
+                       what="every customer opted out")
+        await wait_for(lambda: len(smtp_sink.messages) == len(CUSTOMERS),
+                       what="every confirmation sent")
+        await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0 again")
+        assert process.poll() is None
+    assert process.returncode == 0
+    log = daemon_log(world)
+    assert "programming error" not in log
+    assert world.query("SELECT count(*) FROM consent_events WHERE source = 'email'") == [
+        (2 * len(CUSTOMERS),)]
+    assert world.folder_subjects("INBOX") == []
+    assert sorted(r for m in smtp_sink.messages for r in m.rcpt_tos) == sorted(CUSTOMERS)
