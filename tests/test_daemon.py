@@ -43,12 +43,12 @@ def confirmation_recipients(sink: SmtpSink) -> list[str]:
 
 
 async def test_an_opt_out_by_email_during_a_campaign_stops_that_customers_mail_at_once(
-    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink, database: Path | str
 ) -> None:
     csv_text = "name,email\n" + "".join(
         f"Customer {i:04d},c{i:04d}@example.com\n" for i in range(CUSTOMERS))
     world = await make_world(
-        tmp_path, imap_server, smtp_sink, csv_text=csv_text,
+        tmp_path, imap_server, smtp_sink, csv_text=csv_text, database=database,
         campaigns={"unsubscribe_url": "https://imperial.test/unsubscribe", "batch_size": 100},
     )
     env = {"MAILER_SECRET": DAEMON_SECRET}
@@ -94,9 +94,9 @@ async def test_an_opt_out_by_email_during_a_campaign_stops_that_customers_mail_a
 
 
 async def test_systemd_hears_ready_after_the_first_pass_then_watchdog_then_stopping(
-    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink
+    tmp_path: Path, imap_server: ImapTestServer, smtp_sink: SmtpSink, database: Path | str
 ) -> None:
-    world = await make_world(tmp_path, imap_server, smtp_sink)
+    world = await make_world(tmp_path, imap_server, smtp_sink, database=database)
     # A socket path of its own: AF_UNIX paths are limited to 108 bytes.
     folder = tempfile.mkdtemp(prefix="notify-")
     path = os.path.join(folder, "notify.sock")
