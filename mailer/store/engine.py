@@ -402,44 +402,73 @@ class _PgResult:
 
 
 class PostgresConnection(Connection):
-    """psycopg 3's AsyncConnection in autocommit; statements translated by `postgresql_sql`."""
+    """psycopg 3's AsyncConnection in autocommit; statements translated by `postgresql_sql`.
+
+    A connection the server ended (a restart, a failover, an administrator) is opened again
+    before the next statement, so a holder of a long-lived connection (the public listener,
+    a part between rounds) carries on: the statement that met the end failed, as it must. A
+    transaction that was open is lost with its session: until its ROLLBACK, every statement
+    fails, so the rest of it never runs outside a transaction on the new session."""
 
     engine: Engine = "postgresql"
 
-    def __init__(self, raw: psycopg.AsyncConnection[Row], place: Where) -> None:
+    def __init__(self, raw: psycopg.AsyncConnection[Row], place: Where,
+                 application_name: str = "mailer") -> None:
         self.raw = raw
         self.where = place
+        self._application_name = application_name
+        self._was_in_transaction = False  # after the last statement that reached the server
+
+    async def _session(self, sql: str | bytes) -> psycopg.AsyncConnection[Row]:
+        if self.raw.closed:
+            if self._was_in_transaction and not _is_rollback(sql):
+                raise psycopg.OperationalError(
+                    "the connection to the database ended inside a transaction")
+            self._was_in_transaction = False
+            self.raw = await _open_postgres(self.where, self._application_name)
+        return self.raw
+
+    def _seen(self) -> None:
+        self._was_in_transaction = (self.raw.info.transaction_status
+                                    != psycopg.pq.TransactionStatus.IDLE)
 
     def execute(self, sql: str, parameters: Params = ()) -> Result:
         async def run() -> _PgCursor:
-            cursor = self.raw.cursor()
+            cursor = (await self._session(sql)).cursor()
             await cursor.execute(_translate(sql, parameters), parameters)
+            self._seen()
             return _PgCursor(cursor)
 
         return _PgResult(run)
 
     async def execute_fetchall(self, sql: str, parameters: Params = ()) -> list[Row]:
-        async with self.raw.cursor() as cursor:
+        async with (await self._session(sql)).cursor() as cursor:
             await cursor.execute(_translate(sql, parameters), parameters)
+            self._seen()
             return await cursor.fetchall() if cursor.description is not None else []
 
     async def executemany(self, sql: str, parameters: Iterable[Params]) -> None:
         rows = list(parameters)
         if not rows:
             return
-        async with self.raw.cursor() as cursor:
+        async with (await self._session(sql)).cursor() as cursor:
             await cursor.executemany(_translate(sql, rows[0]), rows)
+            self._seen()
 
     async def executescript(self, script: str) -> None:
         # Without parameters psycopg sends the text as it is, several statements at once.
-        await self.raw.execute(script.encode())
+        await (await self._session(script)).execute(script.encode())
+        self._seen()
 
     @property
     def in_transaction(self) -> bool:
+        if self.raw.closed:
+            return self._was_in_transaction
         return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
     async def rollback(self) -> None:
-        await self.raw.execute(b"ROLLBACK")
+        await (await self._session(b"ROLLBACK")).execute(b"ROLLBACK")
+        self._seen()
 
     async def commit(self) -> None:
         if self.in_transaction:
@@ -447,6 +476,11 @@ class PostgresConnection(Connection):
 
     async def close(self) -> None:
         await self.raw.close()
+
+
+def _is_rollback(sql: str | bytes) -> bool:
+    text = sql.decode(errors="replace") if isinstance(sql, bytes) else sql
+    return text.strip().upper().startswith("ROLLBACK")
 
 
 def _translate(sql: str, parameters: Params) -> str:
@@ -467,6 +501,11 @@ async def connect(place: Where, *, application_name: str = "mailer", inline: boo
         raw = await aiosqlite.connect(str(place.path), isolation_level=None)
         raw.row_factory = aiosqlite.Row
         return SqliteConnection(raw, place)
+    return PostgresConnection(await _open_postgres(place, application_name), place,
+                              application_name)
+
+
+async def _open_postgres(place: Where, application_name: str) -> psycopg.AsyncConnection[Row]:
     options: dict[str, Any] = {"autocommit": True, "row_factory": _row_factory,
                                "application_name": application_name}
     password = os.environ.get(PASSWORD_ENV)
@@ -477,7 +516,7 @@ async def connect(place: Where, *, application_name: str = "mailer", inline: boo
     pg = await psycopg.AsyncConnection.connect(_without_mailer_options(place.url), **options)
     pg.adapters.register_dumper(bool, _BoolAsInteger)
     pg.adapters.register_loader("numeric", _NumericLoader)
-    return PostgresConnection(pg, place)
+    return pg
 
 
 class SyncPostgres:

@@ -19,6 +19,8 @@ import re
 import sqlite3
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +30,7 @@ import pytest
 from tests.daemon_world import daemon, daemon_log, request, status
 from tests.inbox.world import make_world
 from tests.postgres import PostgresServer
-from tests.servers import ImapTestServer, SmtpSink
+from tests.servers import ImapTestServer, SmtpSink, free_port
 from tests.waiting import wait_for
 
 CUSTOMERS = ("eve@example.com", "frank@example.com", "grace@example.com")
@@ -107,6 +109,14 @@ async def test_a_read_only_database_folder_loses_no_request_and_recovers(
         assert world.folder_subjects("INBOX") == []
 
 
+def healthz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
 def fill(folder: Path) -> Path:
     """Write a file until the file system has no space left; the file, to delete later."""
     filler = folder / "filler"
@@ -177,7 +187,9 @@ async def test_postgresql_ending_every_daemon_connection_loses_no_request(
     postgres_server: PostgresServer
 ) -> None:
     url = postgres_server.create_database()
-    world = await make_world(tmp_path, imap_server, smtp_sink, database=url)
+    port = free_port()
+    world = await make_world(tmp_path, imap_server, smtp_sink, database=url,
+                             http={"host": "127.0.0.1", "port": port})
     first, *others = CUSTOMERS
     with daemon(world) as process:
         await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0")
@@ -191,6 +203,8 @@ async def test_postgresql_ending_every_daemon_connection_loses_no_request(
         await wait_for(lambda: len(smtp_sink.messages) == len(CUSTOMERS),
                        what="every confirmation sent")
         await wait_for(lambda: status(world)[0] == 0, what="mailer status to exit 0 again")
+        # The public listener's connection was ended too: the unsubscribe link works again.
+        await wait_for(lambda: healthz(port) == 200, what="/healthz to answer 200")
         assert process.poll() is None
     assert process.returncode == 0
     log = daemon_log(world)
