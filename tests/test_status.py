@@ -306,6 +306,11 @@ async def test_status_of_an_empty_postgresql_database_is_not_running(
     result = run_cli(settings, "status")
     assert (result.code, result.stderr) == (2, "")
     assert result.stdout.splitlines()[:2] == ["mailer: not running", "  ! no database yet"]
+    # The URL from the environment instead of the file, as a unit's environment file gives it.
+    plain = write_settings(tmp_path / "plain.toml", base_sections(tmp_path))
+    from_env = run_cli(plain, "status", env={"MAILER_DATABASE_URL": url})
+    assert from_env.stdout == result.stdout
+    assert not (tmp_path / "mailer.db").exists()
     gone = write_settings(tmp_path / "gone.toml", base_sections(
         tmp_path, database={"url": postgres_server.url("no_such_database")}))
     unreadable = run_cli(gone, "status")

@@ -84,9 +84,11 @@ def console(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Is the daemon running, and how are its parts? As a monitoring plugin: exit 0 OK,
-    1 WARNING (a part reconnecting, a campaign paused by its settings), 2 CRITICAL (not
-    running, or a stale heartbeat), 3 UNKNOWN (bad settings, an unreadable database)."""
+    """Is a daemon running, how are its parts, and which holds the inbox? Every daemon on
+    the database is shown (several hosts may share one). As a monitoring plugin: exit 0 OK,
+    1 WARNING (a part reconnecting, a campaign paused by its settings, one of several hosts
+    down), 2 CRITICAL (none running, or only stale heartbeats), 3 UNKNOWN (bad settings, an
+    unreadable database)."""
     settings = command_settings(ctx)
     from mailer.health.status import gather, render_text
 
