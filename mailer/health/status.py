@@ -33,6 +33,7 @@ from mailer.clock import SYSTEM_CLOCK, Clock
 from mailer.instance import instance_name
 from mailer.store.db import Location
 from mailer.store.heartbeat import Heartbeat, InboxLease, Snapshot, read_snapshot
+from mailer.wording import plural
 
 # The monitoring-plugins codes: OK, WARNING, CRITICAL (UNKNOWN, 3, is an error's).
 HEALTHY, DEGRADED, NOT_RUNNING = 0, 1, 2
@@ -191,12 +192,22 @@ def render_text(status: Status) -> str:
     for reason in status.reasons:
         lines.append(f"  ! {reason}")
     instances = status.data.get("instances", [])
+    # Each running daemon, and the latest row of each host that runs none; the rows of
+    # daemons since restarted on their host (kept a week) are only counted.
+    shown, hosts = [], set()
     for i in instances:
-        state = "restarted since" if i.get("replaced") else i["state"]
-        lines.append(f"  daemon: pid {i['pid']} on {i['host']}, {state}, version {i['version']}, "
-                     f"started {i['started_at']}, heartbeat {i['heartbeat_age_s']:g} s ago")
+        if i["state"] == "running" or (not i.get("replaced") and i["host"] not in hosts):
+            shown.append(i)
+            hosts.add(i["host"])
+    for i in shown:
+        lines.append(f"  daemon: pid {i['pid']} on {i['host']}, {i['state']}, version "
+                     f"{i['version']}, started {i['started_at']}, heartbeat "
+                     f"{i['heartbeat_age_s']:g} s ago")
         if i["state"] == "running":
             lines.extend(_parts_text(i["parts"]))
+    if len(instances) > len(shown):
+        hidden = plural(len(instances) - len(shown), "earlier daemon")
+        lines.append(f"  ({hidden} not shown: `mailer status --json` lists every one)")
     inbox = status.data.get("inbox")
     if inbox:
         held = "expired" if inbox["expired"] else f"expires in {inbox['expires_in_s']:g} s"
