@@ -63,6 +63,7 @@ from mailer.consent.confirmations import (
 from mailer.console import app as console_app
 from mailer.doctor.watch import POLL_INTERVAL_S as REPUTATION_POLL_S
 from mailer.doctor.watch import ReputationWatch, doctor_at_start
+from mailer.errors import MailerError, SchemaTooNew
 from mailer.health import status as status_module
 from mailer.health.metrics import Metrics
 from mailer.inbox.housekeeping import INTERVAL_S as HOUSEKEEPING_INTERVAL_S
@@ -204,6 +205,7 @@ class Daemon:
 
     async def run(self) -> None:
         log.info("mailer %s starting (pid %s)", VERSION, os.getpid())
+        await self._refuse_a_newer_schema()
         async with asyncio.TaskGroup() as group:
             group.create_task(self._doctor(), name="doctor")
             for name, worker in self.supervised.items():
@@ -212,6 +214,18 @@ class Daemon:
                     self.tasks.append(task)
         await self._last_beat()
         log.info("mailer stopped")
+
+    async def _refuse_a_newer_schema(self) -> None:
+        """A schema newer than this code (another host upgraded first) does not get older by
+        retrying: refuse to start, in one line, as every command does. Any other failure to
+        open the database is the parts' to retry (a server still starting, a full disk)."""
+        try:
+            async with open_db(self.settings.database.location):
+                pass
+        except SchemaTooNew:
+            raise
+        except MailerError as exc:
+            log.warning("database not usable at start, the parts will retry: %s", exc)
 
     async def burst(self) -> Burst:
         """Each pipeline part's `run_once`, in the order work flows (see `burst`)."""

@@ -23,7 +23,8 @@ and line, the campaign, the server. Every module imports these from here, and on
      │    └── CampaignRefused           wrong status, or another process holds the lease
      ├── Unavailable                 3  a server or the database cannot be used (try later)
      │    ├── CampaignPaused            a send that paused itself (SMTP, failures, reports)
-     │    ├── StoreError                the SQLite database (locked, full, read-only, newer)
+     │    ├── StoreError                the database (locked, full, read-only, unreachable)
+     │    │    └── SchemaTooNew            its schema is newer than this code
      │    ├── ImapError                 the IMAP server
      │    │    └── ConnectionLost           the connection dropped, or the server said BYE
      │    ├── SmtpError                 the SMTP server
@@ -155,6 +156,11 @@ class CampaignRefused(Refused):
 
 class StoreError(Unavailable):
     """The database cannot be opened or used; the message is one line."""
+
+
+class SchemaTooNew(StoreError):
+    """The database's schema is newer than this code (another host was upgraded first):
+    waiting cannot help, so `mailer run` refuses to start instead of retrying."""
 
 
 class ImapError(Unavailable):

@@ -14,7 +14,7 @@ from mailer.errors import StoreError
 from mailer.store.backup import backup, pg_program
 from mailer.store.db import MIGRATIONS, open_db
 from tests.dbrows import execute, rows
-from tests.helpers import base_sections, run_cli, write_settings
+from tests.helpers import DAEMON_SECRET, base_sections, run_cli, write_settings
 from tests.postgres import PostgresServer
 
 
@@ -216,3 +216,24 @@ async def test_db_backup_on_postgresql_without_pg_dump_names_the_command_to_run(
     assert message.endswith(f"run: pg_dump --format=custom --file={tmp_path / 'mailer.dump'} "
                             f"{url}")
     assert not (tmp_path / "mailer.dump").exists()
+
+
+def test_a_daemon_refuses_to_start_on_a_schema_newer_than_the_code_in_one_line(
+        tmp_path: Path, database: Path | str) -> None:
+    sections = base_sections(tmp_path, database={"url": database}) if isinstance(
+        database, str) else base_sections(tmp_path)
+    settings = write_settings(tmp_path / "settings.toml", sections)
+    assert run_cli(settings, "db", "migrate").code == 0
+    execute(database, "PRAGMA user_version = 99" if isinstance(database, Path)
+            else "UPDATE schema_version SET version = 99")
+
+    started = run_cli(settings, "run", timeout=60, env={"MAILER_SECRET": DAEMON_SECRET})
+    migrated = run_cli(settings, "db", "migrate")
+
+    refusal = f"mailer: database schema version 99 is newer than this mailer ({len(MIGRATIONS)})"
+    assert (migrated.code, migrated.stderr) == (3, refusal + "\n")
+    # The daemon's log says it was starting; then the one line, and it never ran a part.
+    assert started.code == 3
+    assert started.stderr.splitlines()[-1] == refusal
+    assert "Traceback" not in started.stderr
+    assert rows(database, "SELECT count(*) FROM daemon_heartbeat") == [(0,)]

@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mailer.errors import StoreError
+from mailer.errors import SchemaTooNew, StoreError
 from mailer.store.engine import (
     DRIVER_ERRORS,
     OPEN_ERRORS,
@@ -106,7 +106,7 @@ async def migrate(conn: Connection) -> None:
     while True:
         applied = await _schema_version(conn)
         if applied > len(MIGRATIONS):
-            raise StoreError(
+            raise SchemaTooNew(
                 f"database schema version {applied} is newer than this mailer ({len(MIGRATIONS)})"
             )
         if applied == len(MIGRATIONS):
@@ -166,7 +166,7 @@ async def _migrate_postgresql(conn: PostgresConnection) -> None:
         row = await cursor.fetchone()
         applied = int(row[0]) if row and row[0] is not None else 0
         if applied > latest_version():
-            raise StoreError(f"database schema version {applied} is newer than this mailer "
+            raise SchemaTooNew(f"database schema version {applied} is newer than this mailer "
                              f"({latest_version()})")
         if applied == latest_version():
             return
