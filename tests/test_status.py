@@ -269,9 +269,16 @@ async def test_two_instances_on_one_database_are_both_shown_and_one_down_is_a_wa
         _, data = status(world)
         assert {(i["host"], i["pid"], i["state"]) for i in data["instances"]} == {
             ("host-a", a.pid, "running"), ("host-b", b.pid, "running")}
+        # One of them reads the inbox; the other stands by.
+        await wait_for(lambda: status(world)[1]["inbox"] is not None, what="an inbox lease")
+        _, data = status(world)
+        holder = (data["inbox"]["host"], data["inbox"]["pid"])
+        assert holder in {("host-a", a.pid), ("host-b", b.pid)}
+        assert data["inbox"]["expired"] is False
         text = run_cli(world.settings_path, "status").stdout
         assert f"daemon: pid {a.pid} on host-a, running" in text
         assert f"daemon: pid {b.pid} on host-b, running" in text
+        assert f"inbox lease: pid {holder[1]} on {holder[0]} (expires in " in text
         b.send_signal(signal.SIGKILL)
         b.wait(timeout=30)
         # Asked on host B, whose pid is gone: host A still runs, so a warning, not critical.
