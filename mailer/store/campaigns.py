@@ -217,6 +217,10 @@ async def snapshot_audience(conn: Connection, campaign: Campaign) -> int:
     added = cur.rowcount
     await cur.close()
     await conn.execute("UPDATE campaigns SET audience_at = ? WHERE id = ?", (now, campaign.id))
+    if conn.engine == "postgresql" and added:
+        # Statistics for the rows just written, so the planner's choices during the send are
+        # made on them (autovacuum would take a minute or more to notice).
+        await conn.execute("ANALYZE campaign_recipients")
     return added
 
 
@@ -245,30 +249,34 @@ async def opted_in_count(conn: Connection, kind: str) -> int:
     return int(row[0]) if row else 0
 
 
-# The claim, one statement: the least requeued pending rows first, then by customer id. On
-# PostgreSQL the rows are locked with SKIP LOCKED, so senders on several hosts claiming at the
-# same moment each take different rows and none waits for another. The pick is a MATERIALIZED
-# CTE there, not `WHERE ... IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`: the planner may
-# run that as a nested-loop semi-join that rescans the subquery for every outer row, and each
-# rescan picks n more (a claim of 3 took 8 rows). SQLite has one writer.
+# A claim: fresh pending rows first, by customer id (an index range: the status index is
+# (campaign_id, status, customer_id, requeued)), then, once none is left, the rows requeued
+# after a dead sender, least requeued first (a handful: a sort costs nothing). On PostgreSQL
+# the rows are locked with SKIP LOCKED, so senders on several hosts claiming at the same moment
+# each take different rows and none waits for another. The pick is a MATERIALIZED CTE there,
+# not `WHERE ... IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`: the planner may run that as a
+# nested-loop semi-join that rescans the subquery for every outer row, and each rescan picks n
+# more (a claim of 3 took 8 rows). SQLite has one writer.
 _CLAIM = {
     "sqlite":
         "UPDATE campaign_recipients SET status = 'sending', claimed_by = :holder, "
         "updated_at = :now WHERE campaign_id = :campaign AND status = 'pending' "
         "AND customer_id IN ("
         "  SELECT customer_id FROM campaign_recipients WHERE campaign_id = :campaign "
-        "  AND status = 'pending' ORDER BY requeued, customer_id LIMIT :limit) "
+        "  AND status = 'pending' {pick} LIMIT :limit) "
         "RETURNING customer_id, requeued",
     "postgresql":
         "WITH picked AS MATERIALIZED ("
         "  SELECT customer_id FROM campaign_recipients WHERE campaign_id = :campaign "
-        "  AND status = 'pending' ORDER BY requeued, customer_id LIMIT :limit "
+        "  AND status = 'pending' {pick} LIMIT :limit "
         "  FOR UPDATE SKIP LOCKED) "
         "UPDATE campaign_recipients SET status = 'sending', claimed_by = :holder, "
         "updated_at = :now FROM picked WHERE campaign_recipients.campaign_id = :campaign "
         "AND campaign_recipients.customer_id = picked.customer_id "
         "RETURNING campaign_recipients.customer_id, campaign_recipients.requeued",
 }
+_FRESH = "AND requeued = 0 ORDER BY customer_id"
+_REQUEUED = "AND requeued > 0 ORDER BY requeued, customer_id"
 
 
 @translated("campaign store: claim batch")
@@ -277,9 +285,14 @@ async def claim_batch(conn: Connection, campaign_id: int, limit: int,
     """Mark up to `limit` pending rows 'sending', claimed by the sender `claimed_by`; their
     ids in sending order (rows requeued after a dead sender last, see `requeue_claims_of`).
 
-    One statement, so it is its own transaction when no other is open."""
-    rows = await conn.execute_fetchall(_CLAIM[conn.engine], {
-        "holder": claimed_by, "now": utcnow(), "campaign": campaign_id, "limit": limit})
+    Each statement is its own transaction when no other is open."""
+    parameters = {"holder": claimed_by, "now": utcnow(), "campaign": campaign_id,
+                  "limit": limit}
+    rows = list(await conn.execute_fetchall(_CLAIM[conn.engine].format(pick=_FRESH),
+                                            parameters))
+    if len(rows) < limit:
+        rows += await conn.execute_fetchall(_CLAIM[conn.engine].format(pick=_REQUEUED),
+                                            {**parameters, "limit": limit - len(rows)})
     return [int(r[0]) for r in sorted(rows, key=lambda r: (int(r[1]), int(r[0])))]
 
 

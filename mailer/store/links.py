@@ -57,9 +57,12 @@ async def sent_campaign_messages(conn: Connection,
         wanted = sorted(customers)
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
+            # By the primary key alone, the status read from the rows: with `status = 'sent'`
+            # in the condition a planner without fresh statistics (a campaign's audience was
+            # just written) walks every sent row of the campaign by the status index.
             rows = await conn.execute_fetchall(
-                "SELECT customer_id FROM campaign_recipients WHERE campaign_id = ? "
-                f"AND status = 'sent' AND customer_id IN ({','.join('?' * len(chunk))})",
+                "SELECT customer_id, status FROM campaign_recipients WHERE campaign_id = ? "
+                f"AND customer_id IN ({','.join('?' * len(chunk))})",
                 (campaign_id, *chunk))
-            found.update((campaign_id, int(r[0])) for r in rows)
+            found.update((campaign_id, int(r[0])) for r in rows if r[1] == "sent")
     return found

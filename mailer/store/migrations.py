@@ -540,7 +540,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE campaign_recipients ADD COLUMN requeued INTEGER NOT NULL DEFAULT 0;
     DROP INDEX campaign_recipients_status;
     CREATE INDEX campaign_recipients_status
-        ON campaign_recipients (campaign_id, status, requeued, customer_id);
+        ON campaign_recipients (campaign_id, status, customer_id, requeued);
     """,
 )
 
@@ -555,7 +555,7 @@ POSTGRESQL_MIGRATIONS: dict[int, str] = {
     ALTER TABLE campaign_recipients ADD COLUMN requeued BIGINT NOT NULL DEFAULT 0;
     DROP INDEX campaign_recipients_status;
     CREATE INDEX campaign_recipients_status
-        ON campaign_recipients (campaign_id, status, requeued, customer_id);
+        ON campaign_recipients (campaign_id, status, customer_id, requeued);
     -- The progress counters, kept once per statement instead of once per row: each claim or
     -- ledger flush changes each (campaign, status) counter once, taking the counter rows in
     -- key order, so senders on several hosts wait on each other only for one statement and

@@ -80,7 +80,7 @@ async def seed(settings: Settings, customers: int = 0) -> tuple[dict[str, int], 
         report = await imports.import_csv(conn, io.BytesIO(csv.encode()), name="t")
         assert report.ok
         sent = await add_campaign(settings, conn)
-        claimed = await campaign_store.claim_batch(conn, sent, len(emails))
+        claimed = await campaign_store.claim_batch(conn, sent, len(emails), "test")
         await ledger.record_results(conn, sent, [
             campaign_store.RecipientResult(customer_id, "sent", 1, "250 OK")
             for customer_id in claimed])
