@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -563,6 +564,7 @@ class Received:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     content: bytes  # raw, exactly as received after DATA
+    received_at: float = field(default_factory=time.time)  # when the sink accepted it
 
 
 @dataclass
