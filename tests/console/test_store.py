@@ -109,3 +109,36 @@ async def test_the_audit_log_pages_newest_first_and_the_queues_and_counts_read_b
         assert await console_store.opted_in_counts(conn) == {"announcements": 3, "offers": 2}
         facts = await console_store.deliverability(conn, 1)
         assert (facts.sent, facts.failed, facts.last_failure) == (0, 0, "")
+
+
+async def test_search_pages_match_the_whole_ordered_list_for_common_and_rare_words(
+    tmp_path: Path, smtp_sink: SmtpSink, database: Path | str
+) -> None:
+    # More customers than a page's id-order walk covers: a common word (every fifth
+    # customer) is paged from the walk, a rare one that only later customers have from the
+    # index; either way the pages are exactly the matches in id order.
+    world = World.build(tmp_path, smtp_sink, database)
+    total = 7000
+    lines = ["name,email,company"]
+    for i in range(total):
+        name = "Common Person" if i % 5 == 0 else "Other Person"
+        company = "Rareword Ltd" if i > 6000 and i % 97 == 0 else ""
+        lines.append(f"{name} {i},p{i}@example.com,{company}")
+    async with open_db(world.db) as conn:
+        report = await imports.import_csv(conn, io.BytesIO("\n".join(lines).encode()),
+                                          name="many.csv", consent=True)
+        assert report.ok
+
+        async def every_page(text: str) -> list[str]:
+            found: list[str] = []
+            after = 0
+            while True:
+                page = await console_store.search_customers(conn, text, after=after, limit=25)
+                found += [c.email for c in page.customers]
+                if page.next_after is None:
+                    return found
+                after = page.next_after
+
+        assert await every_page("common") == [f"p{i}@example.com" for i in range(0, total, 5)]
+        assert await every_page("rareword") == [
+            f"p{i}@example.com" for i in range(6001, total) if i % 97 == 0]
