@@ -111,9 +111,14 @@ def _row_factory(cursor: Any) -> RowMaker[Row]:
     description = cursor.description
     if description is None:
         return tuple  # type: ignore[return-value]
-    index = {column.name: i for i, column in enumerate(description)}
-    cls = type("Row", (Row,), {"_index": index, "__slots__": ()})
-    return cls  # type: ignore[return-value]
+    return _row_class(tuple(column.name for column in description))
+
+
+@functools.lru_cache(maxsize=1024)
+def _row_class(names: tuple[str, ...]) -> type[Row]:
+    """One Row class per column list (a class per statement would cost more than its row)."""
+    index = {name: i for i, name in enumerate(names)}
+    return type("Row", (Row,), {"_index": index, "__slots__": ()})
 
 
 class _BoolAsInteger(Dumper):

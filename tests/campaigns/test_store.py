@@ -346,3 +346,26 @@ def claimed_by(world: World) -> list[tuple[str, int]]:
 def test_every_migration_after_the_postgresql_baseline_has_its_postgresql_script() -> None:
     assert sorted(POSTGRESQL_MIGRATIONS) == list(
         range(POSTGRESQL_BASELINE + 1, len(MIGRATIONS) + 1))
+
+
+async def test_consent_gate_reads_asked_together_each_get_their_own_customer(
+    world: World, conn: Connection
+) -> None:
+    # Many checks at once (one per SMTP connection, and more): on PostgreSQL they share a
+    # query; each must still get its own customer's row and consent.
+    await world.add_customers(12, offers_every=3)
+    campaign_id = await world.create_campaign(kind="announcements")
+    campaign = await started(conn, campaign_id)
+    ids = {str(r[1]): int(r[0]) for r in world.rows("SELECT id, email FROM customers")}
+    dbrows.execute(world.db, "UPDATE customers SET announcements = 0 WHERE email = ?",
+                   ("c4@example.com",))
+    async with ConsentGate(world.db, campaign.id, campaign.kind) as gate:
+        verdicts = await asyncio.gather(*(gate.check(i) for i in ids.values()),
+                                        gate.check(10**9))
+    by_email = dict(zip(ids, verdicts, strict=False))
+    for email, verdict in by_email.items():
+        if email == "c4@example.com":
+            assert verdict.recipient is None and "opted out" in verdict.skip_reason
+        else:
+            assert verdict.recipient is not None and verdict.recipient.email == email
+    assert verdicts[-1].skip_reason == "customer no longer exists"
