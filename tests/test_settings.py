@@ -105,3 +105,37 @@ def test_cli_with_a_bad_settings_file_exits_2_with_one_line(tmp_path: Path) -> N
     assert result.stderr.strip().splitlines() == [
         'mailer: settings: [imap] port: expected an integer, got "imap"'
     ]
+
+
+def test_the_database_is_a_sqlite_file_by_default_or_at_a_url() -> None:
+    assert build({}).database.location == Path("/srv/mailer/mailer.db")
+    # sqlite:/// URLs are files, relative to the settings file as `path` is.
+    assert build({"database": {"url": "sqlite:///data/m.db"}}).database.location == Path(
+        "/srv/mailer/data/m.db")
+    assert build({"database": {"url": "sqlite:////var/lib/m.db"}}).database.location == Path(
+        "/var/lib/m.db")
+    url = "postgresql://mailer@db.internal:5432/mailer?sslmode=verify-full"
+    loaded = build({"database": {"url": url}})
+    assert (loaded.database.location, loaded.database.engine) == (url, "postgresql")
+    service = "postgresql://?service=mailer"
+    assert build({"database": {"url": service}}).database.location == service
+    # The environment wins over the file, as for the other secrets and places.
+    other = "postgresql://mailer@db2.internal/mailer"
+    assert build({"database": {"url": url}},
+                 environ={"MAILER_DATABASE_URL": other}).database.location == other
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("mysql://db/mailer", '[database] url: expected sqlite:///path or '
+                          'postgresql://user@host:port/db, got "mysql://..."'),
+    ("postgresql://mailer:hunter2@db/mailer", "[database] url: holds a password; set "
+     "MAILER_DATABASE_PASSWORD, a .pgpass or a libpq service instead"),
+    ("postgresql:///mailer", "[database] url: names no host (postgresql://user@host:port/db, "
+     "or a libpq service: postgresql://?service=NAME)"),
+])
+def test_a_database_url_that_cannot_be_used_is_one_line_naming_the_key(
+        url: str, message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        build({"database": {"url": url}})
+    assert str(caught.value) == message
+    assert "hunter2" not in str(caught.value)

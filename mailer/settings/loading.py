@@ -117,8 +117,9 @@ def _database(database: DatabaseSettings, base_dir: Path) -> DatabaseSettings:
     if parts.password:
         raise SettingsError("[database] url: holds a password; set MAILER_DATABASE_PASSWORD, "
                             "a .pgpass or a libpq service instead")
-    if not parts.hostname and "host=" not in parts.query:
-        raise SettingsError("[database] url: names no host (postgresql://user@host:port/db)")
+    if not parts.hostname and "host=" not in parts.query and "service=" not in parts.query:
+        raise SettingsError("[database] url: names no host (postgresql://user@host:port/db, "
+                            "or a libpq service: postgresql://?service=NAME)")
     return dataclasses.replace(database, url=url)
 
 

@@ -77,7 +77,8 @@ def where(location: Location) -> Where:
         path = unquote(rest[1:]) or "mailer.db"
         return Where("sqlite", path=Path(path))
     if location.startswith(("postgresql://", "postgres://")):
-        if not urlsplit(location).hostname and "host=" not in location:
+        if (not urlsplit(location).hostname and "host=" not in location
+                and "service=" not in location):
             raise SettingsError(f"[database] url {redact(location)!r}: names no host")
         return Where("postgresql", url=location)
     raise SettingsError(
