@@ -19,7 +19,7 @@ from mailer.store.db import open_db, transaction
 # Public coroutine functions that translate their own errors (they open their own read-only
 # connection, or say "cannot read" in their own words).
 OWN_WORDS = {"backup", "check", "check_usable", "read_snapshot", "migrate", "connect",
-             "schema_version", "copy_to_postgresql"}
+             "open_postgres", "schema_version", "copy_to_postgresql"}
 
 
 def public_store_coroutines() -> list[tuple[str, object]]:

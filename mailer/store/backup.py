@@ -36,9 +36,9 @@ from mailer.store.engine import (
     Connection,
     Location,
     Where,
-    _without_mailer_options,
     where,
 )
+from mailer.store.postgres_engine import without_mailer_options
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def pg_program(name: str) -> str | None:
 
 
 def pg_dump_command(place: Where, target: Path, program: str = "pg_dump") -> list[str]:
-    return [program, "--format=custom", f"--file={target}", _without_mailer_options(place.url)]
+    return [program, "--format=custom", f"--file={target}", without_mailer_options(place.url)]
 
 
 async def _pg_backup(place: Where, target: Path, find: Callable[[str], str | None]) -> int:
