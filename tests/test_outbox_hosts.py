@@ -129,3 +129,24 @@ async def test_notify_is_nothing_on_sqlite_and_listen_ends_at_once(tmp_path: Pat
     async with open_db(tmp_path / "mailer.db") as conn:
         await notify(conn, OUTBOX_CHANNEL)
     assert [_ async for _ in listen(tmp_path / "mailer.db", OUTBOX_CHANNEL)] == []
+
+
+async def test_a_claim_of_a_daemon_gone_silent_on_another_host_is_taken_back_before_it_expires(
+    world: World,
+) -> None:
+    # Host A's daemon claimed a confirmation and its host died: its heartbeat stopped two
+    # minutes ago. Its claim would hold for another five minutes; host B sends it now.
+    await queue_confirmations(world, 2)
+    stale = "2000-01-01T00:00:00.000000+00:00"
+    dbrows.execute(world.db_path, "INSERT INTO daemon_heartbeat (host, pid, started_at, version, "
+                   "beat_at, stopped_at, parts) VALUES ('host-a', 4242, ?, '0.1.0', ?, NULL, "
+                   "'{}')", (stale, stale))
+    # A command run by hand on host C (no heartbeat) holds the other: that one waits.
+    dbrows.execute(world.db_path, "UPDATE outbox SET claim_host = 'host-a', claim_pid = 4242, "
+                   "claim_expires_at = 4102444800 WHERE id = (SELECT min(id) FROM outbox)")
+    dbrows.execute(world.db_path, "UPDATE outbox SET claim_host = 'host-c', claim_pid = 99, "
+                   "claim_expires_at = 4102444800 WHERE id = (SELECT max(id) FROM outbox)")
+    report = await world.send_confirmations()
+    assert report.sent == 1
+    assert world.query("SELECT status, claim_host FROM outbox ORDER BY id") == [
+        ("sent", None), ("pending", "host-c")]

@@ -11,7 +11,8 @@ through `send_due_confirmations`, and each row goes through three steps:
 3. mark it sent (or failed, or due again later), which clears the claim.
 
 A process killed between 2 and 3 leaves a claimed, unmarked row: it is picked again once the
-claim expires, or at once when the owner was a process on this host that no longer exists. So
+claim expires, at once when the owner was a process on this host that no longer exists, or
+once a daemon owner on another host has been silent for `SILENT_DAEMON_S` (its heartbeat). So
 a kill -9 costs at most one duplicate confirmation, never a lost one. A transient SMTP failure
 is retried on the one `backoff.CONFIRMATION` policy; a permanent one (5xx) is marked failed
 with the server's reply. Time comes from a `Clock`, so tests move it instead of sleeping.
@@ -35,6 +36,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
 
@@ -72,6 +74,10 @@ log = logging.getLogger(__name__)
 # Long enough for one connect and one send under the SMTP timeouts; after a crash the row is
 # picked again this long after the claim (at once when the dead owner ran on this host).
 DEFAULT_CLAIM_TTL_S = 300.0
+# A daemon beats every 5 s (its heartbeat part); one silent for this long (as `mailer status`
+# judges a stale heartbeat), on any host, is gone, and the confirmations it had claimed are
+# taken back.
+SILENT_DAEMON_S = 30.0
 # How often the daemon's outbox looks for due rows (retries) when nothing wakes it.
 DEFAULT_INTERVAL_S = 30.0
 
@@ -176,10 +182,16 @@ async def _claim(
     async with transaction(conn, "outbox: claiming a confirmation", exclusive=False):
         dead = [o for o in await outbox_store.claim_owners(conn, now_s=now_s)
                 if owner_is_gone(o, owner)]
+        # A daemon on another host that fell silent (killed, its host lost) is gone too: its
+        # heartbeat says so long before its claims expire.
+        silent_since = (clock.now() - timedelta(seconds=SILENT_DAEMON_S)).isoformat(
+            timespec="microseconds")
+        dead += [o for o in await outbox_store.silent_owners(
+            conn, now_s=now_s, silent_since=silent_since) if o not in dead and o != owner]
         if dead:
             released = await outbox_store.release_claims(conn, dead)
-            log.info("outbox: took back %d claim(s) of %d dead process(es) on this host",
-                     released, len(dead))
+            log.info("outbox: took back %d claim(s) of %d gone process(es)", released,
+                     len(dead))
         return await outbox_store.claim_next(conn, owner, now=clock.now(), now_s=now_s,
                                              ttl_s=ttl_s, message_id=message_id(domain))
 

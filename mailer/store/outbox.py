@@ -114,6 +114,21 @@ async def claim_owners(conn: Connection, *, now_s: float) -> list[ClaimOwner]:
     return [ClaimOwner(r["claim_host"], r["claim_pid"]) for r in rows]
 
 
+@translated("outbox: silent claim owners")
+async def silent_owners(conn: Connection, *, now_s: float, silent_since: str
+                        ) -> list[ClaimOwner]:
+    """Owners of live claims that are daemons (they have a heartbeat row) which stopped, or
+    have not beaten since `silent_since` (ISO 8601): on any host, such a daemon is gone, so
+    its claims need not wait for their expiry. A process without heartbeats (a command run
+    by hand) is never named here: its claims wait for their expiry."""
+    rows = await conn.execute_fetchall(
+        "SELECT DISTINCT o.claim_host, o.claim_pid FROM outbox o JOIN daemon_heartbeat h "
+        "ON h.host = o.claim_host AND h.pid = o.claim_pid WHERE o.status = 'pending' "
+        "AND o.claim_host IS NOT NULL AND o.claim_expires_at > ? "
+        "AND (h.stopped_at IS NOT NULL OR h.beat_at < ?)", (now_s, silent_since))
+    return [ClaimOwner(r[0], int(r[1])) for r in rows]
+
+
 @translated("outbox: release claims")
 async def release_claims(conn: Connection, owners: Iterable[ClaimOwner]) -> int:
     """Free every claim these (dead) owners hold, so their rows can be picked at once."""

@@ -118,7 +118,8 @@ async def test_host_b_finishes_the_campaign_and_takes_the_inbox_when_host_a_dies
                            interval_s=0.5)
             await wait_for(lambda: world.query(
                 "SELECT count(*) FROM outbox WHERE status = 'pending'")[0][0] == 0,
-                what="every confirmation sent", timeout_s=60, interval_s=0.5)
+                what="every confirmation sent (one host A had claimed: once its heartbeat "
+                     "has been silent for 30 s)", timeout_s=90, interval_s=0.5)
             assert b.poll() is None, "host B must still run"
 
     # Every request honoured once: one opt-out event each, one confirmation each, and each
