@@ -52,6 +52,7 @@ from mailer.mail.outgoing import build_confirmation, message_id
 from mailer.mail.templates import render_confirmation
 from mailer.mail.tokens import confirmation_token, unsubscribe_link
 from mailer.settings import Settings
+from mailer.store import leases
 from mailer.store import outbox as outbox_store
 from mailer.store.db import Connection, Location, open_db, transaction
 from mailer.store.notify import OUTBOX_CHANNEL, wake_on
@@ -175,8 +176,9 @@ async def _claim(
     conn: Connection, owner: ClaimOwner, clock: Clock, ttl_s: float, domain: str
 ) -> outbox_store.OutboxItem | None:
     """Take back the claims of dead local owners, then claim the next due row: one
-    transaction, so the pick and the claim are one step."""
-    now_s = clock.time()
+    transaction, so the pick and the claim are one step. Claims expire by the database's
+    clock on PostgreSQL (every host judges them by one clock), by `clock` on SQLite."""
+    now_s = await leases.now_s(conn, clock)
     # Not exclusive: on PostgreSQL the claim locks its row and skips those other hosts are
     # claiming (`outbox_store.claim_next`), so outboxes on several hosts never wait in line.
     async with transaction(conn, "outbox: claiming a confirmation", exclusive=False):
