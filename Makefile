@@ -27,7 +27,7 @@ test: $(VENV)/.installed
 	$(VENV)/bin/ruff check mailer tests bench scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 3
 
 bench: $(VENV)/.installed
 	$(PY) bench/inbox_bench.py

@@ -140,7 +140,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
                             config: pytest.Config) -> None:
     reason = postgres_missing()
-    if reason and config.stash.get(_left_out, 0):
+    # Under pytest-xdist the workers collect (and count); the controller says it once.
+    distributed = bool(getattr(config.option, "numprocesses", None))
+    if reason and (distributed or config.stash.get(_left_out, 0)):
         terminalreporter.write_line(f"PostgreSQL half skipped: {reason}; CI runs it")
 
 
