@@ -21,7 +21,9 @@ Targets missed are reported as MISS with exit code 0 (this is a measurement); 1 
 measurement could not be made (a daemon died, the campaign ended before the windows did).
 
 Run: `python bench/scale_bench.py [--only oneclick,engines,scale,search] [--recipients N]
-[--rate N] [--window S]`.
+[--rate N] [--window S]`. Diagnostics: `SCALE_BENCH_CPU=1` prints each daemon's CPU share per
+window (is it CPU-bound or waiting?); `SCALE_BENCH_STATIC=1` sends the load to a path that
+answers 404 without the database, to tell the listener's own cost from the store's.
 """
 
 from __future__ import annotations
