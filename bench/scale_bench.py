@@ -49,6 +49,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from web_bench import _exchange  # noqa: E402  (one HTTP/1.1 request on a kept-alive connection)
+
 from mailer.campaigns import service  # noqa: E402
 from mailer.importer import BadRow, CustomerRow, read_rows  # noqa: E402
 from mailer.mail import tokens  # noqa: E402
@@ -73,9 +75,8 @@ class MeasurementFailed(Exception):
 # --- the world ------------------------------------------------------------------------------
 
 
-async def seed(location: Location, customers: int) -> tuple[list[int], int]:
-    """`customers` opted in to everything, and a campaign the links came in (sent to them all:
-    a one-click link opens only then). Returns the customer ids and that campaign's id."""
+async def seed_opted_in(location: Location, customers: int) -> None:
+    """`customers` opted in to everything, imported as an operator would."""
     lines = ["name,email,announcements,offers"]
     lines += [f"Customer {i},c{i}@example.com,yes,yes" for i in range(customers)]
 
@@ -87,6 +88,13 @@ async def seed(location: Location, customers: int) -> tuple[list[int], int]:
         report = await import_customers_atomically(conn, source(), reference="bench")
         if not report.ok:
             raise MeasurementFailed(f"seeding: {report.bad_rows[:1]}")
+
+
+async def seed(location: Location, customers: int) -> tuple[list[int], int]:
+    """`seed_opted_in`, and a campaign the links came in (sent to them all: a one-click link
+    opens only then). Returns the customer ids and that campaign's id."""
+    await seed_opted_in(location, customers)
+    async with open_db(location) as conn:
         links = await service.create_campaign(conn, ROOT / "templates", kind="announcements",
                                               template="welcome-offer", subject="News")
         async with transaction(conn):
@@ -263,20 +271,6 @@ class Clicks:
         return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else 0.0
 
 
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    request: bytes) -> int:
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return status
-
-
 async def click_load(port: int, paths: list[str], rate: float, seconds: float) -> Clicks:
     """Open loop: request i is due at start + i/rate and timed from then, on a pool of
     keep-alive connections (a due request waits for a free one: that wait counts)."""
@@ -391,20 +385,6 @@ def one_click_under_campaign(engine: str, location: Location, work: Path,
     if set(clicks.statuses) != {200} and not os.environ.get("SCALE_BENCH_STATIC"):
         raise MeasurementFailed(f"{engine}: one-click answers other than 200: {clicks.statuses}")
     return OneClickResult(engine, (before + after) / 2, loaded, clicks)
-
-
-async def seed_opted_in(location: Location, customers: int) -> None:
-    lines = ["name,email,announcements,offers"]
-    lines += [f"Customer {i},c{i}@example.com,yes,yes" for i in range(customers)]
-
-    async def source() -> AsyncIterator[CustomerRow | BadRow]:
-        for row in read_rows(io.StringIO("\n".join(lines) + "\n")):
-            yield row
-
-    async with open_db(location) as conn:
-        report = await import_customers_atomically(conn, source(), reference="bench")
-        if not report.ok:
-            raise MeasurementFailed(f"seeding: {report.bad_rows[:1]}")
 
 
 def daemons_on_one_campaign(count: int, location: Location, work: Path,
