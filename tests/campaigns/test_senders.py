@@ -181,8 +181,9 @@ async def test_a_sender_whose_lease_was_broken_stops_and_its_rows_go_to_the_next
     world.sink.delay_s = 0.01
     slow = asyncio.create_task(send(world, campaign_id, lease_ttl_s=0.4, batch_size=10))
     await wait_for(lambda: len(world.sink.messages) >= 10, what="10 messages sent")
-    # What another sender does once this one's lease has expired (it stalled, say).
-    world.rows("DELETE FROM leases")
+    # What another sender does once this one's lease has expired (it stalled, say). From a
+    # thread: the sender may be inside a transaction on this loop that holds the lease's row.
+    await asyncio.to_thread(world.rows, "DELETE FROM leases")
     outcome = await slow
     assert outcome.status == "sending" and "lease" in outcome.reason
     stopped_at = len(world.sink.messages)
