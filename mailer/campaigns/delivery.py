@@ -29,13 +29,10 @@ from mailer.errors import (
 )
 from mailer.mail.dkim_pool import SigningPool
 from mailer.store.campaigns import Campaign, PauseCause, Recipient, RecipientResult
-from mailer.store.consent import ConsentGate
+from mailer.store.consent import FRESH_S, ConsentGate
 from mailer.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
-
-# How old a consent decision may be when its message goes out, at most (plus rendering).
-_FRESH_S = 0.005
 
 
 class Run(Protocol):
@@ -101,7 +98,7 @@ class Worker:
             # message (its signature made by a signing process) and (usually) one turn of
             # the event loop for the previous commit.
             verdict = await run.gate.check(customer_id)
-            decided_at = run.clock.monotonic()
+            decided_at = verdict.read_at
             if verdict.stop_reason:
                 run.halt("leave", verdict.stop_reason)
                 return None
@@ -127,7 +124,7 @@ class Worker:
                 # previous one's commit before this one goes out.
                 await run.ledger.wait(self.committed)
                 self.committed = None
-            if run.clock.monotonic() - decided_at <= _FRESH_S:
+            if run.clock.monotonic() - decided_at <= FRESH_S:
                 return built
             # The database was busy or the machine slow, and the decision is old: decide
             # consent again (the message is kept unless the customer's row changed).

@@ -29,11 +29,14 @@ anyone:
    (`store.consent.ConsentGate`: a synchronous primary-key SELECT of a few microseconds on a
    read-only WAL connection, no thread hand-off). Between that read and the SMTP transaction
    there is only the rendering (and DKIM signing) of this one message and, usually, one turn
-   of the event loop for the previous commit (if the decision is more than `_FRESH_S`, 5 ms,
+   of the event loop for the previous commit (if the decision is more than `FRESH_S`, 5 ms,
    old by then, the row is read again; see `delivery`). So an opt-out committed before the
    read is always honoured; only one committed in the fraction of a millisecond after it can
    race a send. A batch-level check would leave the decision tens of milliseconds stale for no
-   measurable gain: the per-message read costs about 1% of a message's CPU. The same read
+   measurable gain: the per-message read costs about 1% of a message's CPU. On PostgreSQL a
+   read is a round trip, so one query also reads the next few queued recipients, and such a
+   read answers their checks only while it is at most `REUSE_S` (half of `FRESH_S`) old:
+   every message still goes out on a decision at most `FRESH_S` old. The same read
    returns the campaign's status, so a pause or cancel by another process stops every worker
    before its next message.
 4. **Send** with `max_attempts` tries: 4xx replies, dropped connections and timeouts are
@@ -240,7 +243,7 @@ class _Run:
 
     async def run(self) -> SendOutcome:
         async with ConsentGate(self.config.db_location, self.campaign.id,
-                               self.campaign.kind) as gate:
+                               self.campaign.kind, monotonic=self.clock.monotonic) as gate:
             self.gate = gate
             try:
                 async with signing(self.config.signer) as self.signing:
@@ -340,6 +343,8 @@ class _Run:
                         continue
                 if not ids:
                     return
+                assert self.gate is not None
+                self.gate.expect(ids)
                 for customer_id in ids:
                     self.queue.put_nowait(customer_id)
         finally:

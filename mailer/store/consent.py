@@ -16,12 +16,22 @@ the gate's own connection (autocommit: each read sees every commit made before i
 host); reads asked while one is on the wire wait for it and then go together, in one query
 started after every one of them was asked: the gate's round trips no longer queue one per
 message behind each other (the campaign's rate was bound by them).
+
+A decision is at most `FRESH_S` old when its message goes out (`Verdict.read_at` says when
+the read started; the sender reads again if it has waited longer). On PostgreSQL each query
+costs a round trip and about a quarter of a sending daemon's CPU when made once per message,
+so a query also reads the next `LOOKAHEAD` recipients the sender has queued (`expect`), and
+such a row answers that recipient's own check if it was read at most `REUSE_S` before: a
+decision at most `FRESH_S` old at the send either way, in about a third of the queries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -30,21 +40,37 @@ from mailer.errors import StoreError
 from mailer.store.campaigns import Recipient, kind_column
 from mailer.store.engine import DRIVER_ERRORS, OPEN_ERRORS, Connection, Location, connect, where
 
+# How old a consent decision may be when its message goes out, at most (plus rendering).
+FRESH_S = 0.005
+# On PostgreSQL: how many queued recipients a query reads beyond those asked, and how old such
+# a read may be to answer a check (the rest of FRESH_S is for building and the last commit).
+LOOKAHEAD = 6
+REUSE_S = FRESH_S / 2
+
 
 @dataclass(frozen=True)
 class Verdict:
-    """The decision for one recipient: send to `recipient`, skip them, or stop the run."""
+    """The decision for one recipient: send to `recipient`, skip them, or stop the run;
+    `read_at` is when the read it rests on started (on the gate's monotonic clock)."""
 
     recipient: Recipient | None
     skip_reason: str = ""
     stop_reason: str = ""
+    read_at: float = 0.0
+
+
+# A customer's row as the gate's query returns it (None: no such customer), and when the
+# read started.
+_Read = tuple[tuple[Any, ...] | None, float]
 
 
 class ConsentGate:
     """The last word on whether one message of one campaign may go out."""
 
-    def __init__(self, location: Location, campaign_id: int, kind: str) -> None:
+    def __init__(self, location: Location, campaign_id: int, kind: str, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._where = where(location)
+        self._monotonic = monotonic
         self._campaign_id = campaign_id
         self._kind = kind
         # The kind names a column; checked before it goes into the statement.
@@ -57,8 +83,11 @@ class ConsentGate:
                           "WHERE c.id = ANY(?)")
         self._sqlite: sqlite3.Connection | None = None
         self._conn: Connection | None = None
-        self._asked: list[tuple[int, asyncio.Future[tuple[Any, ...] | None]]] = []
+        self._asked: list[tuple[int, asyncio.Future[_Read]]] = []
         self._reader: asyncio.Task[None] | None = None
+        # PostgreSQL: ids queued for sending, in order, not yet asked about; rows read ahead.
+        self._upcoming: dict[int, None] = {}
+        self._ahead: dict[int, _Read] = {}
 
     async def __aenter__(self) -> ConsentGate:
         try:
@@ -87,31 +116,40 @@ class ConsentGate:
             conn, self._conn = self._conn, None
             await conn.close()
 
-    async def read(self, customer_id: int) -> Recipient | None:
-        """The customer as of now, with their consent and the campaign's status. On SQLite
-        fetchall() runs the statement to completion, so no read transaction stays open and
-        the next call sees every commit made since."""
-        parameters = (self._campaign_id, customer_id)
+    def expect(self, customer_ids: Iterable[int]) -> None:
+        """The sender queued these recipients, in this order (PostgreSQL reads ahead)."""
+        if self._conn is not None:
+            self._upcoming.update(dict.fromkeys(customer_ids))
+
+    async def read(self, customer_id: int) -> tuple[Recipient | None, float]:
+        """The customer with their consent and the campaign's status, and when that read
+        started. On SQLite fetchall() runs the statement to completion, so no read
+        transaction stays open and the next call sees every commit made since."""
         row: Any
         try:
             if self._sqlite is not None:
-                rows = self._sqlite.execute(self._sql, parameters).fetchall()
+                read_at = self._monotonic()
+                rows = self._sqlite.execute(self._sql, (self._campaign_id, customer_id)
+                                            ).fetchall()
                 row = rows[0] if rows else None
             else:
-                row = await self._read_together(customer_id)
+                row, read_at = await self._read_together(customer_id)
         except DRIVER_ERRORS as exc:
             raise StoreError(f"consent check for customer {customer_id}: {exc}") from exc
         if row is None:
-            return None
+            return None, read_at
         email, name, company, opted_in, status, undeliverable = row
         return Recipient(customer_id=customer_id, email=email, name=name, company=company,
                          opted_in=bool(opted_in), campaign_status=status,
                          undeliverable="" if undeliverable is None else
-                         str(undeliverable) or "undeliverable")
+                         str(undeliverable) or "undeliverable"), read_at
 
-    async def _read_together(self, customer_id: int) -> tuple[Any, ...] | None:
-        asked: asyncio.Future[tuple[Any, ...] | None] = (
-            asyncio.get_running_loop().create_future())
+    async def _read_together(self, customer_id: int) -> _Read:
+        self._upcoming.pop(customer_id, None)
+        ahead = self._ahead.pop(customer_id, None)
+        if ahead is not None and self._monotonic() - ahead[1] <= REUSE_S:
+            return ahead
+        asked: asyncio.Future[_Read] = asyncio.get_running_loop().create_future()
         self._asked.append((customer_id, asked))
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._read_asked(), name="consent gate")
@@ -121,9 +159,12 @@ class ConsentGate:
         assert self._conn is not None, "the gate is not open"
         while self._asked:
             batch, self._asked = self._asked, []
+            ahead = list(itertools.islice(self._upcoming, LOOKAHEAD))
+            read_at = self._monotonic()
             try:
                 rows = await self._conn.execute_fetchall(
-                    self._sql_many, (self._campaign_id, sorted({c for c, _ in batch})))
+                    self._sql_many,
+                    (self._campaign_id, sorted({c for c, _ in batch}.union(ahead))))
             except BaseException as exc:
                 for _, asked in batch:
                     if not asked.done():
@@ -132,18 +173,22 @@ class ConsentGate:
                     raise
                 continue
             found = {int(r[0]): tuple(r[1:]) for r in rows}
+            self._ahead = {c: (found.get(c), read_at) for c in ahead}
             for customer_id, asked in batch:
                 if not asked.done():
-                    asked.set_result(found.get(customer_id))
+                    asked.set_result((found.get(customer_id), read_at))
 
     async def check(self, customer_id: int) -> Verdict:
-        recipient = await self.read(customer_id)
+        recipient, read_at = await self.read(customer_id)
         if recipient is None:
-            return Verdict(None, skip_reason="customer no longer exists")
+            return Verdict(None, skip_reason="customer no longer exists", read_at=read_at)
         if recipient.campaign_status != "sending":
-            return Verdict(None, stop_reason=f"campaign is now {recipient.campaign_status}")
+            return Verdict(None, stop_reason=f"campaign is now {recipient.campaign_status}",
+                           read_at=read_at)
         if not recipient.opted_in:
-            return Verdict(None, skip_reason=f"opted out of {self._kind} before sending")
+            return Verdict(None, skip_reason=f"opted out of {self._kind} before sending",
+                           read_at=read_at)
         if recipient.undeliverable:
-            return Verdict(None, skip_reason=f"undeliverable: {recipient.undeliverable}")
-        return Verdict(recipient)
+            return Verdict(None, skip_reason=f"undeliverable: {recipient.undeliverable}",
+                           read_at=read_at)
+        return Verdict(recipient, read_at=read_at)

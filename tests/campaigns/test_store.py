@@ -12,7 +12,7 @@ import pytest
 from mailer.consent import change
 from mailer.store import campaigns as store
 from mailer.store.campaigns import Campaign, Counts, RecipientResult
-from mailer.store.consent import ConsentGate
+from mailer.store.consent import REUSE_S, ConsentGate
 from mailer.store.db import MIGRATIONS, Connection, open_db, transaction
 from mailer.store.ledger import find_message, record_results
 from mailer.store.migrations import POSTGRESQL_BASELINE, POSTGRESQL_MIGRATIONS
@@ -335,6 +335,35 @@ async def test_claims_on_postgresql_skip_rows_another_claim_has_locked_without_w
         assert claimed_by(world) == [("two", 3)]
     finally:
         postgres_server.drop_database(url.rsplit("/", 1)[1])
+
+
+async def test_consent_gate_decisions_are_never_older_than_reuse_s_when_they_answer(
+    world: World, conn: Connection
+) -> None:
+    # The sender queues a, b and c. On PostgreSQL the query for a also reads b and c ahead;
+    # such a read answers b's check while it is at most REUSE_S old, and c's check, later,
+    # reads again and sees c's opt-out. On SQLite every check reads (microseconds).
+    await world.add_customers(3)
+    campaign_id = await world.create_campaign()
+    campaign = await started(conn, campaign_id)
+    a, b, c = [int(r[0]) for r in world.rows("SELECT id FROM customers ORDER BY id")]
+    now = [100.0]
+    async with ConsentGate(world.db, campaign.id, campaign.kind,
+                           monotonic=lambda: now[0]) as gate:
+        gate.expect([a, b, c])
+        first = await gate.check(a)
+        assert first.recipient is not None and first.read_at == 100.0
+        dbrows.execute(world.db, "UPDATE customers SET offers = 0 WHERE id IN (?, ?)", (b, c))
+        now[0] += REUSE_S / 2
+        second = await gate.check(b)
+        if isinstance(world.db, str):
+            assert second.recipient is not None and second.read_at == 100.0
+        else:
+            assert second.recipient is None and second.read_at == now[0]
+        now[0] += REUSE_S
+        third = await gate.check(c)
+        assert third.recipient is None and "opted out" in third.skip_reason
+        assert third.read_at == now[0]
 
 
 def claimed_by(world: World) -> list[tuple[str, int]]:
