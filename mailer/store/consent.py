@@ -80,7 +80,9 @@ class ConsentGate:
         self._sql_many = (f"SELECT c.id, c.email, c.name, c.company, c.{kind_column(kind)}, "
                           "p.status, u.reason FROM customers c JOIN campaigns p ON p.id = ? "
                           "LEFT JOIN undeliverable u ON u.customer_id = c.id "
-                          "WHERE c.id = ANY(?)")
+                          # The ids as an array literal: a string is dumped in
+                          # C, a list of ints element by element in Python.
+                          "WHERE c.id = ANY(?::bigint[])")
         self._sqlite: sqlite3.Connection | None = None
         self._conn: Connection | None = None
         self._asked: list[tuple[int, asyncio.Future[_Read]]] = []
@@ -160,11 +162,12 @@ class ConsentGate:
         while self._asked:
             batch, self._asked = self._asked, []
             ahead = list(itertools.islice(self._upcoming, LOOKAHEAD))
+            ids = ",".join(str(c) for c in sorted({c for c, _ in batch}.union(ahead)))
             read_at = self._monotonic()
             try:
                 rows = await self._conn.execute_fetchall(
                     self._sql_many,
-                    (self._campaign_id, sorted({c for c, _ in batch}.union(ahead))))
+                    (self._campaign_id, f"{{{ids}}}"))
             except BaseException as exc:
                 for _, asked in batch:
                     if not asked.done():

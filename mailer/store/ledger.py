@@ -2,16 +2,17 @@
 
 `record_results` settles claimed rows ('sent', 'failed', 'skipped', or back to 'pending')
 and keeps each one's Message-ID, in one UPDATE ... FROM (VALUES ...) statement per thousand
-results. `Ledger` is the sender's group committer: every result recorded since its last flush
-goes out in one such statement.
+results (on PostgreSQL one statement whose one JSON parameter carries them all, the same
+text whatever the batch). `Ledger` is the sender's group committer: every result recorded
+since its last flush goes out in one such statement.
 
 Why a synchronous fast path lives here: a worker does not start its next SMTP transaction
 until its previous result is committed (so a kill -9 re-sends at most one message per
 connection), which puts the commit on every message's critical path. Through aiosqlite each
 commit is a hand-off to its thread and back, several event-loop turns; on the loop's own
 thread through a plain sqlite3 connection with no busy wait, a small UPDATE in WAL mode with
-synchronous=NORMAL takes tens of microseconds. `bench/campaign_bench.py` measures the
-difference (bench/campaign_bench.py measures it). If another writer holds the database lock (an
+synchronous=NORMAL takes tens of microseconds (`bench/campaign_bench.py` measures the
+difference). If another writer holds the database lock (an
 import, the inbox worker) the batch goes through aiosqlite instead, which waits in its own
 thread. Checkpoints are left to the aiosqlite connection (wal_autocheckpoint=0 here), so they
 never run on the loop's thread either.
@@ -23,6 +24,7 @@ sender's claims and lease renewals; each flush is one round trip.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Sequence
 
@@ -30,7 +32,7 @@ from mailer.errors import StoreError
 from mailer.store.campaigns import RecipientResult
 from mailer.store.db import process_writer_lock, utcnow
 from mailer.store.edge import translated
-from mailer.store.engine import OPEN_ERRORS, Connection, Location, connect, where
+from mailer.store.engine import OPEN_ERRORS, Connection, Engine, Location, connect, where
 
 # SQLite allows 32766 parameters per statement; five per result, and some headroom.
 _RESULTS_PER_STATEMENT = 1000
@@ -38,10 +40,35 @@ _RESULTS_PER_STATEMENT = 1000
 _MAX_GROUP = 200
 
 
+_SET_RESULTS = (
+    "UPDATE campaign_recipients SET status = r.status, "
+    "attempts = campaign_recipients.attempts + r.attempts, last_reply = r.reply, "
+    "message_id = CASE WHEN r.message_id != '' THEN r.message_id "
+    "ELSE campaign_recipients.message_id END, "
+    "updated_at = ? FROM r WHERE campaign_recipients.campaign_id = ? "
+    "AND campaign_recipients.customer_id = r.customer_id "
+    "AND campaign_recipients.status = 'sending' "
+    # Only rows still ours: a sender judged dead has had its rows taken back.
+    "AND campaign_recipients.claimed_by = coalesce(?, campaign_recipients.claimed_by)")
+
+# PostgreSQL: the results as one JSON parameter, so the statement's text is the same for every
+# batch (prepared and planned once, where VALUES lists would be a text per batch size), and
+# its one string is dumped by the C JSON encoder instead of psycopg's array dumper in Python.
+_RESULTS_POSTGRESQL = (
+    "WITH r AS (SELECT * FROM json_to_recordset(?::json) AS r (customer_id bigint, "
+    "status text, attempts integer, reply text, message_id text)) " + _SET_RESULTS)
+
+
 def _results_statements(
-    campaign_id: int, results: Sequence[RecipientResult], claimed_by: str | None
+    campaign_id: int, results: Sequence[RecipientResult], claimed_by: str | None,
+    engine: Engine = "sqlite",
 ) -> list[tuple[str, tuple[object, ...]]]:
     now = utcnow()
+    if engine == "postgresql":
+        rows = json.dumps([{"customer_id": r.customer_id, "status": r.status,
+                            "attempts": r.attempts, "reply": r.reply,
+                            "message_id": r.message_id} for r in results])
+        return [(_RESULTS_POSTGRESQL, (rows, now, campaign_id, claimed_by))]
     statements = []
     for start in range(0, len(results), _RESULTS_PER_STATEMENT):
         chunk = results[start : start + _RESULTS_PER_STATEMENT]
@@ -51,17 +78,7 @@ def _results_statements(
             parameters += (r.customer_id, r.status, r.attempts, r.reply, r.message_id)
         statements.append((
             f"WITH r (customer_id, status, attempts, reply, message_id) AS (VALUES {values}) "
-            "UPDATE campaign_recipients SET status = r.status, "
-            "attempts = campaign_recipients.attempts + r.attempts, last_reply = r.reply, "
-            "message_id = CASE WHEN r.message_id != '' THEN r.message_id "
-            "ELSE campaign_recipients.message_id END, "
-            "updated_at = ? FROM r WHERE campaign_recipients.campaign_id = ? "
-            "AND campaign_recipients.customer_id = r.customer_id "
-            "AND campaign_recipients.status = 'sending' "
-            # Only rows still ours: a sender judged dead has had its rows taken back.
-            "AND campaign_recipients.claimed_by = coalesce(?, campaign_recipients.claimed_by)",
-            (*parameters, now, campaign_id, claimed_by),
-        ))
+            + _SET_RESULTS, (*parameters, now, campaign_id, claimed_by)))
     return statements
 
 
@@ -73,7 +90,8 @@ async def record_results(
     """Settle claimed rows (only those `claimed_by` claimed, unless None); each statement is
     atomic on its own (an implicit transaction outside an explicit one) and costs one round
     trip to the database thread."""
-    for sql, parameters in _results_statements(campaign_id, results, claimed_by):
+    for sql, parameters in _results_statements(campaign_id, results, claimed_by,
+                                               conn.engine):
         await conn.execute_fetchall(sql, parameters)
 
 
