@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ import pytest
 from mailer.mail import tokens
 from mailer.public.app import route_prefix
 from mailer.store.db import MIGRATIONS
+from mailer.store.heartbeat import read_snapshot
 from tests.daemon_world import daemon, daemon_log, request, status
 from tests.dbrows import execute
 from tests.helpers import DAEMON_SECRET, base_sections, run_cli, write_settings
@@ -303,6 +305,14 @@ async def test_status_names_the_daemon_holding_the_inbox_lease(world: World) -> 
     assert data["inbox"] == {"holder": "f00d-pid42", "host": "host-a", "pid": 42,
                              "expires_at": "2100-01-01T00:00:00+00:00",
                              "expires_in_s": data["inbox"]["expires_in_s"], "expired": False}
+    snapshot = await read_snapshot(world.db_path)
+    assert snapshot is not None and snapshot.inbox_lease is not None
+    # On PostgreSQL the lease is judged by the server's clock (the one its holder set it by).
+    judged_at = snapshot.inbox_lease.judged_at
+    if isinstance(world.db_path, str):
+        assert judged_at is not None and abs(judged_at - time.time()) < 60
+    else:
+        assert judged_at is None
 
 
 async def test_status_of_an_empty_postgresql_database_is_not_running(

@@ -79,3 +79,12 @@ def test_the_inbox_lease_holder_and_its_expiry_are_shown() -> None:
     assert "inbox lease: pid 10 on host-a (expires in 25 s, at 2026-01-05T12:00:25+00:00)" in text
     _, _, unheld = decide(beat("host-a", 10, 2))
     assert "inbox lease: held by no daemon" in unheld
+
+
+def test_a_lease_read_from_postgresql_is_judged_by_the_database_clock_not_this_hosts() -> None:
+    # This host's clock runs 20 s ahead of the database server's: the holder set the expiry
+    # by the server's clock, so 25 s are left, not 5.
+    lease = InboxLease(holder="ab12-pid10", host="host-a", pid=10,
+                       expires_at=NOW.timestamp() + 5, judged_at=NOW.timestamp() - 20)
+    _, _, text = decide(beat("host-a", 10, 2), lease=lease)
+    assert "inbox lease: pid 10 on host-a (expires in 25 s," in text

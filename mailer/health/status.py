@@ -109,7 +109,8 @@ def _down_reason(instance: dict[str, Any], *, named: bool) -> str:
 def _inbox(lease: InboxLease | None, now: datetime) -> dict[str, Any] | None:
     if lease is None:
         return None
-    expires_in_s = lease.expires_at - now.timestamp()
+    judged_at = now.timestamp() if lease.judged_at is None else lease.judged_at
+    expires_in_s = lease.expires_at - judged_at
     return {"holder": lease.holder, "host": lease.host, "pid": lease.pid,
             "expires_at": datetime.fromtimestamp(lease.expires_at, UTC).isoformat(
                 timespec="seconds"),

@@ -18,7 +18,9 @@ from typing import Any
 
 import aiosqlite
 
+from mailer.clock import SYSTEM_CLOCK
 from mailer.errors import StoreError
+from mailer.store import leases
 from mailer.store.db import MIGRATIONS, open_db, read_only_uri, schema_version
 from mailer.store.edge import translated
 from mailer.store.engine import DRIVER_ERRORS, Connection, Location, SqliteConnection, where
@@ -67,6 +69,9 @@ class InboxLease:
     host: str
     pid: int
     expires_at: float  # seconds since the epoch
+    # The time leases are judged by when this was read: the database server's clock on
+    # PostgreSQL (the holder set `expires_at` by it), None on SQLite (the caller's clock).
+    judged_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,12 @@ async def read_snapshot(location: Location) -> Snapshot | None:
         raise StoreError(f"cannot read database {path}: {exc}") from exc
 
 
+async def _lease_clock(conn: Connection) -> float | None:
+    if conn.engine != "postgresql":
+        return None
+    return await leases.now_s(conn, SYSTEM_CLOCK)
+
+
 async def _snapshot(conn: Connection) -> Snapshot | None:
     version = await schema_version(conn)
     if version > len(MIGRATIONS):
@@ -165,7 +176,7 @@ async def _snapshot(conn: Connection) -> Snapshot | None:
         for row in await conn.execute_fetchall(
                 "SELECT holder, host, pid, expires_at FROM leases WHERE name = 'inbox'"):
             inbox_lease = InboxLease(holder=str(row[0]), host=str(row[1]), pid=int(row[2]),
-                                     expires_at=float(row[3]))
+                                     expires_at=float(row[3]), judged_at=await _lease_clock(conn))
     since = (datetime.now(UTC) - timedelta(seconds=RATE_WINDOW_S)).isoformat(
         timespec="microseconds")
     campaigns = []
