@@ -38,7 +38,15 @@ from typing import Any
 
 from mailer.errors import StoreError
 from mailer.store.campaigns import Recipient, kind_column
-from mailer.store.engine import DRIVER_ERRORS, OPEN_ERRORS, Connection, Location, connect, where
+from mailer.store.engine import (
+    DRIVER_ERRORS,
+    OPEN_ERRORS,
+    Connection,
+    Location,
+    connect,
+    int_array,
+    where,
+)
 
 # How old a consent decision may be when its message goes out, at most (plus rendering).
 FRESH_S = 0.005
@@ -80,8 +88,7 @@ class ConsentGate:
         self._sql_many = (f"SELECT c.id, c.email, c.name, c.company, c.{kind_column(kind)}, "
                           "p.status, u.reason FROM customers c JOIN campaigns p ON p.id = ? "
                           "LEFT JOIN undeliverable u ON u.customer_id = c.id "
-                          # The ids as an array literal: a string is dumped in
-                          # C, a list of ints element by element in Python.
+                          # The ids as one array literal (`Connection.one_of`).
                           "WHERE c.id = ANY(?::bigint[])")
         self._sqlite: sqlite3.Connection | None = None
         self._conn: Connection | None = None
@@ -162,12 +169,12 @@ class ConsentGate:
         while self._asked:
             batch, self._asked = self._asked, []
             ahead = list(itertools.islice(self._upcoming, LOOKAHEAD))
-            ids = ",".join(str(c) for c in sorted({c for c, _ in batch}.union(ahead)))
+            ids = int_array(sorted({c for c, _ in batch}.union(ahead)))
             read_at = self._monotonic()
             try:
                 rows = await self._conn.execute_fetchall(
                     self._sql_many,
-                    (self._campaign_id, f"{{{ids}}}"))
+                    (self._campaign_id, ids))
             except BaseException as exc:
                 for _, asked in batch:
                     if not asked.done():

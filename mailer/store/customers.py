@@ -20,7 +20,7 @@ from mailer.categories import check as check_category
 from mailer.errors import StoreError
 from mailer.store.db import utcnow
 from mailer.store.edge import translated
-from mailer.store.engine import DRIVER_ERRORS, Connection, StoredRow
+from mailer.store.engine import DRIVER_ERRORS, Connection, StoredRow, int_array
 from mailer.store.evidence import COLUMNS as EVIDENCE_COLUMNS
 from mailer.store.evidence import NO_EVIDENCE, EventEvidence, from_row
 
@@ -83,9 +83,9 @@ async def get_by_email(conn: Connection, email: str) -> Customer | None:
 async def get_many(conn: Connection, ids: Sequence[int]) -> list[Customer]:
     if not ids:
         return []
-    marks = ",".join("?" * len(ids))
+    condition, parameters = conn.one_of("id", ids)
     rows = await conn.execute_fetchall(
-        f"SELECT * FROM customers WHERE id IN ({marks}) ORDER BY id", tuple(ids))
+        f"SELECT * FROM customers WHERE {condition} ORDER BY id", parameters)
     return [_customer(r) for r in rows]
 
 
@@ -196,11 +196,9 @@ async def turn_off(
     current: dict[int, dict[str, bool]] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
+        condition, parameters = conn.one_of("id", chunk)
         rows = await conn.execute_fetchall(
-            "SELECT id, announcements, offers FROM customers "
-            f"WHERE id IN ({','.join('?' * len(chunk))})",
-            tuple(chunk),
-        )
+            f"SELECT id, announcements, offers FROM customers WHERE {condition}", parameters)
         current.update({r["id"]: {c: bool(r[c]) for c in CATEGORIES} for r in rows})
     changed: dict[int, list[str]] = {}
     events: list[tuple[object, ...]] = []
@@ -238,15 +236,21 @@ async def turn_off(
         targets = [(campaign, cid) for campaign in campaigns for _, cid in for_category]
         for start in range(0, len(targets), 500):
             part = targets[start:start + 500]
+            if conn.engine == "postgresql":
+                pairs = "SELECT * FROM unnest(?::bigint[], ?::bigint[])"
+                values: tuple[object, ...] = (int_array(c for c, _ in part),
+                                              int_array(c for _, c in part))
+            else:
+                pairs = f"VALUES {','.join('(?, ?)' for _ in part)}"
+                values = tuple(v for pair in part for v in pair)
             await conn.execute(
-                "WITH r (campaign_id, customer_id) AS (VALUES "
-                f"{','.join('(?, ?)' for _ in part)}) "
+                f"WITH r (campaign_id, customer_id) AS ({pairs}) "
                 "UPDATE campaign_recipients SET status = 'skipped', updated_at = ?, "
                 "last_reply = 'opted out before sending' FROM r "
                 "WHERE campaign_recipients.campaign_id = r.campaign_id "
                 "AND campaign_recipients.customer_id = r.customer_id "
                 "AND campaign_recipients.status = 'pending'",
-                (*[v for pair in part for v in pair], now))
+                (*values, now))
     return changed
 
 

@@ -23,6 +23,7 @@ from mailer.store.handle import (
     Result,
     StoredRow,
     Where,
+    int_array,
     redact,
     where,
 )
@@ -38,7 +39,8 @@ from mailer.store.sqlite_engine import InlineSqliteConnection, SqliteConnection
 __all__ = [
     "DRIVER_ERRORS", "OPEN_ERRORS", "PASSWORD_ENV", "Connection", "Cursor", "Engine",
     "InlineSqliteConnection", "Location", "Params", "PostgresConnection", "Result", "Row",
-    "SqliteConnection", "StoredRow", "SyncPostgres", "Where", "connect", "postgresql_sql",
+    "SqliteConnection", "StoredRow", "SyncPostgres", "Where", "connect", "int_array",
+    "postgresql_sql",
     "redact", "where",
 ]
 

@@ -144,6 +144,21 @@ class Connection:
         assert self.where.path is not None, "not a SQLite database"
         return self.where.path
 
+    def one_of(self, column: str, ids: Iterable[int]) -> tuple[str, tuple[object, ...]]:
+        """`column` is one of `ids`, as a condition and its parameters. On PostgreSQL one
+        array literal (`= ANY(?::bigint[])`): the statement's text is the same however many
+        ids, so it is prepared and planned once, and one string is dumped instead of a
+        parameter per id. On SQLite `IN (?, ...)`."""
+        values = [int(i) for i in ids]
+        if self.engine == "postgresql":
+            return f"{column} = ANY(?::bigint[])", (int_array(values),)
+        return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
+
+
+def int_array(values: Iterable[int]) -> str:
+    """Integers as a PostgreSQL array literal ('{1,2,3}'), for a `?::bigint[]` parameter."""
+    return "{" + ",".join(str(int(v)) for v in values) + "}"
+
 
 class LazyResult:
     """A statement run when awaited, or entered (its cursor closed on leaving)."""

@@ -60,9 +60,9 @@ async def sent_campaign_messages(conn: Connection,
             # By the primary key alone, the status read from the rows: with `status = 'sent'`
             # in the condition a planner without fresh statistics (a campaign's audience was
             # just written) walks every sent row of the campaign by the status index.
+            condition, parameters = conn.one_of("customer_id", chunk)
             rows = await conn.execute_fetchall(
                 "SELECT customer_id, status FROM campaign_recipients WHERE campaign_id = ? "
-                f"AND customer_id IN ({','.join('?' * len(chunk))})",
-                (campaign_id, *chunk))
+                f"AND {condition}", (campaign_id, *parameters))
             found.update((campaign_id, int(r[0])) for r in rows if r[1] == "sent")
     return found

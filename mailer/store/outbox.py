@@ -73,11 +73,10 @@ async def enqueue_confirmations(
     recent: set[int] = set()
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
+        condition, parameters = conn.one_of("customer_id", chunk)
         rows = await conn.execute_fetchall(
             "SELECT DISTINCT customer_id FROM outbox WHERE status IN ('pending', 'sent') "
-            f"AND created_at > ? AND customer_id IN ({','.join('?' * len(chunk))})",
-            (since, *chunk),
-        )
+            f"AND created_at > ? AND {condition}", (since, *parameters))
         recent.update(r["customer_id"] for r in rows)
     stamp = _stamp(now)
     rows_out = []
