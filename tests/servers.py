@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -659,6 +659,8 @@ class SmtpSink:
     - `delay_s`: seconds the sink waits before replying to the end of DATA.
     - `drop_next(count=1)`: for the next `count` transactions the sink answers DATA with 354
       and then drops the connection, so the client loses it mid-message.
+    - `on_rcpt`: called with each RCPT TO address (on the sink's thread) before the sink
+      answers it: what happens elsewhere while a client waits for its envelope's replies.
 
     `transactions` counts every DATA the sink saw, failed or not. It announces PIPELINING (RFC
     2920) as production servers do, so clients send MAIL, RCPT and DATA in one write; aiosmtpd
@@ -674,6 +676,7 @@ class SmtpSink:
         self.messages: list[Received] = []
         self.reject_recipients: set[str] = set()
         self.delay_s = 0.0
+        self.on_rcpt: Callable[[str], None] | None = None
         self.transactions = 0
         self._faults = _Faults()
         self._controller = _SinkController(self, self._faults, port=self.port)
@@ -717,6 +720,8 @@ class SmtpSink:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if self.on_rcpt is not None:
+            self.on_rcpt(address)
         if address.lower() in {a.lower() for a in self.reject_recipients}:
             return f"550 5.1.1 <{address}>: Recipient address rejected"
         envelope.rcpt_tos.append(address)

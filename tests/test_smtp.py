@@ -4,6 +4,7 @@ or not (one command at a time), against aiosmtpd and against Postfix's smtp-sink
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import tempfile
 from collections.abc import Iterator
@@ -175,6 +176,50 @@ async def test_after_a_refused_recipient_the_same_connection_carries_the_next_me
     assert received.mail_from == "news@imperial.test"
     assert received.rcpt_tos == ("ann@example.com",)
     assert received.content == MESSAGE
+
+
+async def test_a_message_held_for_before_data_goes_out_only_when_it_says_so(
+    smtp_sink: SmtpSink,
+) -> None:
+    # The sender waits there for its previous commit, with the envelope accepted; a message
+    # withdrawn at that point is never delivered, and the next one goes out on a new connection.
+    asked: list[str] = []
+
+    async def hold(answer: bool) -> bool:
+        asked.append("asked")
+        await asyncio.sleep(0.05)
+        return answer
+
+    client = await _connect(smtp_sink)
+    try:
+        assert await client.send_held("news@imperial.test", "ann@example.com", MESSAGE, 10,
+                                      lambda: hold(False)) is None
+    finally:
+        await client.close()
+    client = await _connect(smtp_sink)
+    try:
+        reply = await client.send_held("news@imperial.test", "bob@example.com", MESSAGE, 10,
+                                       lambda: hold(True))
+    finally:
+        await client.close()
+    assert asked == ["asked", "asked"] and reply == "OK"
+    assert [m.rcpt_tos for m in smtp_sink.messages] == [("bob@example.com",)]
+
+
+async def test_a_before_data_that_fails_delivers_nothing_and_its_error_comes_out(
+    smtp_sink: SmtpSink,
+) -> None:
+    async def broken() -> bool:
+        raise RuntimeError("the ledger's commit failed")
+
+    client = await _connect(smtp_sink)
+    try:
+        with pytest.raises(RuntimeError, match="commit failed"):
+            await client.send_held("news@imperial.test", "ann@example.com", MESSAGE, 10, broken)
+    finally:
+        await client.close()
+    await asyncio.sleep(0.1)
+    assert smtp_sink.messages == []
 
 
 @pytest.mark.parametrize("recipient", ["Ann <ann@example.com>", " ann@example.com "])

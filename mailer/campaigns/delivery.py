@@ -1,8 +1,9 @@
 """One pooled connection's loop of deliveries: consent, build, send, retry, result.
 
 For each claimed recipient a `Worker` (one per connection, `max_connections` of them in a
-run) waits for its connection and the rate limiter, asks the consent gate, builds the message,
-waits for its previous result's commit, and only then starts the SMTP transaction; 4xx replies,
+run) waits for its connection and the rate limiter, asks the consent gate, builds the message
+and starts the SMTP transaction; the message itself goes out only once the previous result is
+committed (that commit runs while the server reads the envelope); 4xx replies,
 drops and timeouts are retried after `backoff.CAMPAIGN_SEND` on a fresh connection, deciding
 consent again first. Each message goes out from its own VERP envelope sender
 (`SendConfig.mail_from`), so a bounce names the campaign and customer. See `sender` for why
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from typing import Literal, Protocol
 
@@ -83,51 +85,54 @@ class Worker:
             return False
         return client is not None
 
-    async def _prepare(self, customer_id: int) -> tuple[Recipient, Built] | RecipientResult | None:
-        """Decide consent and build the message, right before the send; a result (skipped,
-        failed) instead, or None if the run is stopping."""
+    async def _prepare(self, customer_id: int
+                       ) -> tuple[Recipient, Built, float] | RecipientResult | None:
+        """Decide consent and build the message, right before the send: the recipient, the
+        message and when the decision's read started; a result (skipped, failed) instead, or
+        None if the run is stopping."""
         run = self.run
         assert run.gate is not None
-        built: tuple[Recipient, Built] | None = None
-        while True:
-            if run.halted.is_set():
-                return None
-            if run.lease_short() and not await run.wait_for_lease():
-                return None
-            # The consent check: from here to the SMTP transaction, only building the
-            # message (its signature made by a signing process) and (usually) one turn of
-            # the event loop for the previous commit.
-            verdict = await run.gate.check(customer_id)
-            decided_at = verdict.read_at
-            if verdict.stop_reason:
-                run.halt("leave", verdict.stop_reason)
-                return None
-            recipient = verdict.recipient
-            if recipient is None:
-                return RecipientResult(customer_id, "skipped", 0, verdict.skip_reason)
-            # Decided again after a long wait: the message is only rebuilt if the customer's
-            # row changed meanwhile.
-            if built is None or built[0] != recipient:
-                try:
-                    built = recipient, await run.messages.build_signed(
-                        customer_id=customer_id, email=recipient.email, name=recipient.name,
-                        company=recipient.company, signing=run.signing)
-                except TemplateTooSlow as exc:
-                    # The same template for everyone: the next recipient would stall the
-                    # process as long again. Stop the campaign and say why.
-                    run.halt("pause", f"paused: {exc}", "failures")
-                    return None
-                except (TemplateError, HeaderInjection) as exc:
-                    return RecipientResult(customer_id, "failed", 0, f"not sent: {exc}")
-            if self.committed is not None:
-                # At most one delivered-but-unrecorded message per connection: wait for the
-                # previous one's commit before this one goes out.
-                await run.ledger.wait(self.committed)
-                self.committed = None
-            if run.clock.monotonic() - decided_at <= FRESH_S:
-                return built
-            # The database was busy or the machine slow, and the decision is old: decide
-            # consent again (the message is kept unless the customer's row changed).
+        if run.halted.is_set():
+            return None
+        if run.lease_short() and not await run.wait_for_lease():
+            return None
+        # The consent check: from here to the message going out, only building it (its
+        # signature made by a signing process), the envelope's round trip to the server and,
+        # meanwhile, the previous result's commit (`_ready`).
+        verdict = await run.gate.check(customer_id)
+        if verdict.stop_reason:
+            run.halt("leave", verdict.stop_reason)
+            return None
+        recipient = verdict.recipient
+        if recipient is None:
+            return RecipientResult(customer_id, "skipped", 0, verdict.skip_reason)
+        try:
+            built = await run.messages.build_signed(
+                customer_id=customer_id, email=recipient.email, name=recipient.name,
+                company=recipient.company, signing=run.signing)
+        except TemplateTooSlow as exc:
+            # The same template for everyone: the next recipient would stall the process as
+            # long again. Stop the campaign and say why.
+            run.halt("pause", f"paused: {exc}", "failures")
+            return None
+        except (TemplateError, HeaderInjection) as exc:
+            return RecipientResult(customer_id, "failed", 0, f"not sent: {exc}")
+        return recipient, built, verdict.read_at
+
+    async def _ready(self, recipient: Recipient, decided_at: float) -> bool:
+        """With the server waiting for the message: may it go out now? First the previous
+        result's commit (at most one delivered-but-unrecorded message per connection), then,
+        if the decision is older than `FRESH_S` by now (a busy database, a slow machine),
+        consent decided again: the message goes out only if nothing about the recipient
+        changed meanwhile; otherwise it is withdrawn and prepared again."""
+        run = self.run
+        if self.committed is not None:
+            await run.ledger.wait(self.committed)
+            self.committed = None
+        if run.clock.monotonic() - decided_at <= FRESH_S:
+            return True
+        assert run.gate is not None
+        return (await run.gate.check(recipient.customer_id)).recipient == recipient
 
     async def deliver(self, customer_id: int) -> RecipientResult | None:
         """Send to one claimed recipient; the result to record, or None to leave the row
@@ -146,16 +151,20 @@ class Worker:
                 return _unsent(customer_id, attempts, last_reply, message_id)
             if isinstance(prepared, RecipientResult):
                 return dataclasses.replace(prepared, attempts=attempts, message_id=message_id)
-            recipient, built = prepared
+            recipient, built, decided_at = prepared
             message_id = built.message_id
-            attempts += 1
+            if self.committed is not None:
+                # The previous result's commit runs while the server reads the envelope.
+                run.ledger.hurry(self.committed)
             try:
                 reply = await self.connection.send(
                     config.mail_from(run.campaign.id, customer_id), recipient.email,
-                    built.data)
+                    built.data, functools.partial(self._ready, recipient, decided_at))
             except PermanentSmtpError as exc:
-                return RecipientResult(customer_id, "failed", attempts, str(exc), message_id)
+                return RecipientResult(customer_id, "failed", attempts + 1, str(exc),
+                                       message_id)
             except TransientSmtpError as exc:
+                attempts += 1
                 last_reply = str(exc)
                 delay = retry_delay_s(config.retry, attempts, config.max_attempts)
                 if delay is None:
@@ -165,7 +174,9 @@ class Worker:
                          customer_id, last_reply, attempts + 1, delay)
                 await sleep_unless(run.halted, delay)
                 continue
-            return RecipientResult(customer_id, "sent", attempts, reply, message_id)
+            if reply is None:
+                continue  # withdrawn before it went out: decided (and built) again
+            return RecipientResult(customer_id, "sent", attempts + 1, reply, message_id)
 
 
 def _unsent(customer_id: int, attempts: int, last_reply: str,

@@ -119,14 +119,20 @@ class Connection:
                 await sleep_unless(halted, delay)
         return self.client
 
-    async def send(self, sender: str, recipient: str, message: bytes) -> str:
-        """One message to one recipient over the open connection; the server's reply.
+    async def send(self, sender: str, recipient: str, message: bytes,
+                   before_data: smtp.BeforeData | None = None) -> str | None:
+        """One message to one recipient over the open connection; the server's reply, or
+        None if `before_data` withdrew it (nothing was delivered).
 
         A transient failure drops the connection before it is raised."""
         assert self.client is not None
         try:
             # Each exchange (the commands, then the message) is timed out on its own.
-            return await self.client.send(sender, recipient, message, self.config.timeout_s)
+            reply = await self.client.send_held(sender, recipient, message,
+                                                self.config.timeout_s, before_data)
+            if reply is None:
+                self.drop()  # withdrawn after the server's 354: the connection is gone
+            return reply
         except TransientSmtpError:
             self.drop()
             raise

@@ -9,6 +9,12 @@ aiosmtplib's per-command regular expressions. aiosmtplib cannot read several rep
 write (its protocol drops a reply that arrives while the previous one waits to be read), hence
 the reader; `bench/campaign_bench.py` measures the difference.
 
+A sender may hold the message back until the server has accepted the envelope (`BeforeData`):
+the campaign sender waits there for the previous message's commit, so that round trip to the
+database overlaps this one to the SMTP server instead of preceding it. A message withdrawn
+there was never delivered: RSET ends the transaction before DATA; after the server's 354 only
+dropping the connection does (RFC 5321 §4.1.1.4: the server discards an unfinished message).
+
 Errors are split the way a sender must act on them (RFC 5321 §4.2.1): `TransientSmtpError`
 (4xx replies, dropped connections, timeouts: try again later) and `PermanentSmtpError`
 (5xx for this recipient or message: do not retry). Both carry the server's reply in one line.
@@ -21,6 +27,7 @@ import logging
 import re
 import ssl
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -32,6 +39,10 @@ from mailer.mail.outgoing import crlf_lines
 from mailer.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Awaited once the server has accepted the envelope, before the message goes out: True sends
+# it, False withdraws it (nothing is delivered; `Session.send` returns None).
+BeforeData = Callable[[], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -220,18 +231,29 @@ class Session:
 
     async def send(self, sender: str, recipient: str, message: bytes, timeout_s: float) -> str:
         """Send one message to one recipient; return the server's reply to the message."""
+        reply = await self.send_held(sender, recipient, message, timeout_s, None)
+        assert reply is not None, "only before_data withdraws a message"
+        return reply
+
+    async def send_held(self, sender: str, recipient: str, message: bytes, timeout_s: float,
+                        before_data: BeforeData | None) -> str | None:
+        """`send`, the message held back until `before_data` says it may go; None if it
+        withdrew it (the connection may have been dropped for that)."""
         if not (_PLAIN_ADDRESS.fullmatch(sender) and _PLAIN_ADDRESS.fullmatch(recipient)):
             # aiosmtplib's sendmail parses and checks both addresses (and SMTPUTF8).
             self._hand_back()
+            if before_data is not None and not await before_data():
+                return None
             return await self._sendmail(sender, recipient, message, timeout_s)
         if self._pipelining:
             replies = self._replies or self._take_over(recipient)
             try:
-                return await self._pipelined(replies, sender, recipient, message, timeout_s)
+                return await self._pipelined(replies, sender, recipient, message, timeout_s,
+                                             before_data)
             except TimeoutError as exc:
                 self.drop()
                 raise TransientSmtpError(f"SMTP to <{recipient}>: timed out") from exc
-        return await self._stepwise(sender, recipient, message, timeout_s)
+        return await self._stepwise(sender, recipient, message, timeout_s, before_data)
 
     def _take_over(self, recipient: str) -> _Replies:
         try:
@@ -254,7 +276,7 @@ class Session:
                 self.drop()
 
     async def _pipelined(self, replies: _Replies, sender: str, recipient: str, message: bytes,
-                         timeout_s: float) -> str:
+                         timeout_s: float, before_data: BeforeData | None) -> str | None:
         what = f"SMTP to <{recipient}>"
         data = data_block(message)
         # RFC 1870: announce the size (the bytes that follow DATA, less the final dot).
@@ -265,6 +287,8 @@ class Session:
                   % (sender.encode("ascii"), size, recipient.encode("ascii")))
             mail, rcpt, go = await replies.read(3, timeout_s)
             accepted = mail[0] == 250 and rcpt[0] in (250, 251) and go[0] == 354
+            if accepted and before_data is not None and not await self._go_ahead(before_data):
+                return None
             if accepted:
                 write(data)
                 code, text = (await replies.read(1, timeout_s))[0]
@@ -281,6 +305,18 @@ class Session:
         await self._abandon(replies, go[0] == 354, timeout_s)
         refused = mail if mail[0] != 250 else rcpt if rcpt[0] not in (250, 251) else go
         raise _error(*refused, what)
+
+    async def _go_ahead(self, before_data: BeforeData) -> bool:
+        """Ask `before_data` with the server waiting for the message; if it withdraws it (or
+        fails), drop the connection: an unfinished message is discarded, never delivered."""
+        try:
+            go = await before_data()
+        except BaseException:
+            self.drop()
+            raise
+        if not go:
+            self.drop()
+        return go
 
     async def _abandon(self, replies: _Replies, started: bool, timeout_s: float) -> None:
         """After a refusal, make the connection ready for the next transaction: end the empty
@@ -300,7 +336,7 @@ class Session:
         return transport
 
     async def _stepwise(self, sender: str, recipient: str, message: bytes,
-                        timeout_s: float) -> str:
+                        timeout_s: float, before_data: BeforeData | None) -> str | None:
         """One command at a time through aiosmtplib, for a server without PIPELINING."""
         client = self._client
         what = f"SMTP to <{recipient}>"
@@ -318,6 +354,9 @@ class Session:
                 await self._reset(timeout_s)
                 raise classify_error(aiosmtplib.SMTPRecipientRefused(
                     reply.code, reply.message, recipient), what)
+            if before_data is not None and not await before_data():
+                await self._reset(timeout_s)
+                return None
             try:
                 reply = await client.data(message, timeout=timeout_s)
             except aiosmtplib.SMTPResponseException:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from mailer.errors import CampaignInvalid, CampaignRefused
 from mailer.mail import tokens
 from mailer.mail.outgoing import message_id
 from mailer.store.db import open_db, transaction
+from tests import dbrows
 from tests.campaigns.world import ROOT, SECRET, UNSUBSCRIBE_ADDRESS, UNSUBSCRIBE_URL, World
 from tests.servers import SmtpSink, free_port
 from tests.waiting import wait_for
@@ -339,6 +341,29 @@ async def test_a_customer_who_opts_out_mid_campaign_receives_nothing_after(
     assert "c39@example.com" not in world.received()
     each_once(world, {f"c{i}@example.com" for i in range(39)})
     assert world.ledger(campaign_id)["c39@example.com"] == "skipped"
+
+
+async def test_an_opt_out_committed_while_the_server_reads_the_envelope_withdraws_the_message(
+    world: World,
+) -> None:
+    """The message goes out once the previous commit is in, with the envelope accepted; if
+    the decision is over FRESH_S old by then, consent is decided again. c5 opts out while the
+    server reads c5's envelope (and takes 20 ms over it): c5's message is withdrawn, never
+    delivered, and c5's row is skipped."""
+    await world.add_customers(10)
+    campaign_id = await world.create_campaign()
+
+    def opt_out_c5(address: str) -> None:
+        if address == "c5@example.com":
+            dbrows.execute(world.db, "UPDATE customers SET offers = 0 "
+                           "WHERE email = 'c5@example.com'")
+            time.sleep(0.02)
+
+    world.sink.on_rcpt = opt_out_c5
+    outcome = await send(world, campaign_id, max_connections=1)
+    assert outcome.status == "sent"
+    each_once(world, {f"c{i}@example.com" for i in range(10)} - {"c5@example.com"})
+    assert world.ledger(campaign_id)["c5@example.com"] == "skipped"
 
 
 async def test_the_audience_is_taken_when_sending_starts_not_when_created(
