@@ -17,8 +17,9 @@ import, the inbox worker) the batch goes through aiosqlite instead, which waits 
 thread. Checkpoints are left to the aiosqlite connection (wal_autocheckpoint=0 here), so they
 never run on the loop's thread either.
 
-On PostgreSQL the ledger has a connection of its own, so its commits never wait behind the
-sender's claims and lease renewals; each flush is one round trip.
+On PostgreSQL the ledger has two connections of its own, so its commits never wait behind the
+sender's claims and lease renewals; each flush is one round trip, and results recorded while
+one flush is on the wire go out at once on the other connection instead of after it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ from mailer.store.engine import (
 _RESULTS_PER_STATEMENT = 1000
 # A flush is forced once this many results wait, whoever waits for them.
 _MAX_GROUP = 200
+# PostgreSQL: connections flushing side by side (a flush is a round trip; one on the wire
+# does not hold back the next).
+_POSTGRESQL_WRITERS = 2
 
 
 _SET_RESULTS = (
@@ -151,7 +155,6 @@ class Ledger:
         self._closing = False
         self._where = where(location)
         self._writer: sqlite3.Connection | None = None
-        self._own: Connection | None = None
 
     def record(self, result: RecipientResult) -> asyncio.Future[None]:
         """Queue a result; the future resolves once it is committed. The flush happens when
@@ -180,36 +183,53 @@ class Ledger:
         self._wake.set()
 
     async def run(self) -> None:
+        owns: list[Connection] = []
         try:
             if self._where.path is None:
-                self._own = await connect(self._where, application_name="mailer ledger")
+                for _ in range(_POSTGRESQL_WRITERS):
+                    owns.append(await connect(self._where, application_name="mailer ledger"))
             else:
                 self._writer = sqlite3.connect(str(self._where.path), isolation_level=None)
                 for pragma in ("busy_timeout = 0", "synchronous = NORMAL",
                                "wal_autocheckpoint = 0"):
                     self._writer.execute(f"PRAGMA {pragma}")
         except OPEN_ERRORS as exc:
+            for own in owns:
+                await own.close()
             raise StoreError(f"cannot open database {self._where}: {exc}") from exc
         try:
-            while True:
-                # Look at the state before sleeping: one wake-up may stand for several
-                # record/close calls.
-                if self._buffer:
-                    await self._flush()
-                elif self._closing:
-                    return
-                else:
-                    await self._wake.wait()
-                    self._wake.clear()
+            if not owns:
+                await self._write_loop(None)
+                return
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for own in owns:
+                        group.create_task(self._write_loop(own))
+            except BaseExceptionGroup as failed:
+                raise failed.exceptions[0] from None
         finally:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
-            if self._own is not None:
-                own, self._own = self._own, None
+            for own in owns:
                 await own.close()
 
-    async def _flush(self) -> None:
+    async def _write_loop(self, own: Connection | None) -> None:
+        """Flush whatever is recorded, on `own` (PostgreSQL) or the SQLite writer, until closed.
+        On PostgreSQL two of these run, each on its own connection: results recorded while
+        one flush is on the wire go out at once on the other, not after it."""
+        while True:
+            # Look at the state before sleeping: one wake-up may stand for several
+            # record/close calls.
+            if self._buffer:
+                await self._flush(own)
+            elif self._closing:
+                return
+            else:
+                await self._wake.wait()
+                self._wake.clear()
+
+    async def _flush(self, own: Connection | None) -> None:
         # One more turn of the loop lets the replies that have just arrived on the other
         # connections be recorded too: commits nearly halve, at ~100 microseconds of latency.
         await asyncio.sleep(0)
@@ -217,16 +237,16 @@ class Ledger:
         self._buffer = []
         self._flushed = asyncio.get_running_loop().create_future()
         try:
-            await self._write(batch)
+            await self._write(batch, own)
         except Exception as exc:
             done.set_exception(exc)
             done.exception()  # retrieved here; workers awaiting it see it too
             raise
         done.set_result(None)
 
-    async def _write(self, batch: list[RecipientResult]) -> None:
-        if self._own is not None:
-            await record_results(self._own, self._campaign_id, batch, self._claimed_by)
+    async def _write(self, batch: list[RecipientResult], own: Connection | None) -> None:
+        if own is not None:
+            await record_results(own, self._campaign_id, batch, self._claimed_by)
             return
         assert self._writer is not None and self._where.path is not None
         try:
