@@ -233,6 +233,8 @@ class Ledger:
         # One more turn of the loop lets the replies that have just arrived on the other
         # connections be recorded too: commits nearly halve, at ~100 microseconds of latency.
         await asyncio.sleep(0)
+        if not self._buffer:
+            return  # the other writer took them during that turn
         batch, done = self._buffer, self._flushed
         self._buffer = []
         self._flushed = asyncio.get_running_loop().create_future()
