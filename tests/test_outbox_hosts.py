@@ -71,7 +71,9 @@ async def test_a_confirmation_queued_on_another_host_wakes_a_waiting_outbox_at_o
         await wait_for(lambda: len(world.sink.messages) == 1, what="the confirmation sent",
                        timeout_s=20.0)
         assert sent_before == 0
-        assert world.query("SELECT status FROM outbox") == [("sent",)]
+        # The sink has the message before the outbox records it sent: wait for the record.
+        await wait_for(lambda: world.query("SELECT status FROM outbox") == [("sent",)],
+                       what="the confirmation recorded sent")
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)
