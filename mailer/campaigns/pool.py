@@ -130,8 +130,8 @@ class Connection:
             # Each exchange (the commands, then the message) is timed out on its own.
             reply = await self.client.send_held(sender, recipient, message,
                                                 self.config.timeout_s, before_data)
-            if reply is None:
-                self.drop()  # withdrawn after the server's 354: the connection is gone
+            if self.client.dropped:
+                self.drop()  # a message withdrawn after the server's 354 ends the connection
             return reply
         except TransientSmtpError:
             self.drop()

@@ -223,6 +223,7 @@ class Session:
                             and isinstance(client.transport, asyncio.Transport))
         self._size = client.supports_extension("size")
         self._replies: _Replies | None = None
+        self._dropped = False
 
     @property
     def pipelining(self) -> bool:
@@ -377,7 +378,7 @@ class Session:
             try:
                 await client.rset(timeout=timeout_s)
             except (aiosmtplib.SMTPException, OSError):
-                client.close()
+                self.drop()
 
     async def _sendmail(self, sender: str, recipient: str, message: bytes,
                         timeout_s: float) -> str:
@@ -397,7 +398,13 @@ class Session:
 
     def drop(self) -> None:
         """Close the connection at once, without QUIT."""
+        self._dropped = True
         self._client.close()
+
+    @property
+    def dropped(self) -> bool:
+        """Whether this session closed its connection (it cannot carry another message)."""
+        return self._dropped
 
     async def close(self) -> None:
         """QUIT politely, or just drop the connection; never raises."""

@@ -44,7 +44,7 @@ from mailer.store.engine import (
     Connection,
     Location,
     connect,
-    int_array,
+    one_of,
     where,
 )
 
@@ -87,9 +87,7 @@ class ConsentGate:
                      "LEFT JOIN undeliverable u ON u.customer_id = c.id WHERE c.id = ?")
         self._sql_many = (f"SELECT c.id, c.email, c.name, c.company, c.{kind_column(kind)}, "
                           "p.status, u.reason FROM customers c JOIN campaigns p ON p.id = ? "
-                          "LEFT JOIN undeliverable u ON u.customer_id = c.id "
-                          # The ids as one array literal (`Connection.one_of`).
-                          "WHERE c.id = ANY(?::bigint[])")
+                          "LEFT JOIN undeliverable u ON u.customer_id = c.id WHERE ")
         self._sqlite: sqlite3.Connection | None = None
         self._conn: Connection | None = None
         self._asked: list[tuple[int, asyncio.Future[_Read]]] = []
@@ -169,12 +167,12 @@ class ConsentGate:
         while self._asked:
             batch, self._asked = self._asked, []
             ahead = list(itertools.islice(self._upcoming, LOOKAHEAD))
-            ids = int_array(sorted({c for c, _ in batch}.union(ahead)))
+            condition, ids = one_of("postgresql", "c.id",
+                                    sorted({c for c, _ in batch}.union(ahead)))
             read_at = self._monotonic()
             try:
                 rows = await self._conn.execute_fetchall(
-                    self._sql_many,
-                    (self._campaign_id, ids))
+                    self._sql_many + condition, (self._campaign_id, *ids))
             except BaseException as exc:
                 for _, asked in batch:
                     if not asked.done():

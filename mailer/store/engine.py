@@ -24,6 +24,7 @@ from mailer.store.handle import (
     StoredRow,
     Where,
     int_array,
+    one_of,
     redact,
     where,
 )
@@ -40,7 +41,7 @@ __all__ = [
     "DRIVER_ERRORS", "OPEN_ERRORS", "PASSWORD_ENV", "Connection", "Cursor", "Engine",
     "InlineSqliteConnection", "Location", "Params", "PostgresConnection", "Result", "Row",
     "SqliteConnection", "StoredRow", "SyncPostgres", "Where", "connect", "int_array",
-    "postgresql_sql",
+    "one_of", "postgresql_sql",
     "redact", "where",
 ]
 

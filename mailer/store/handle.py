@@ -145,14 +145,19 @@ class Connection:
         return self.where.path
 
     def one_of(self, column: str, ids: Iterable[int]) -> tuple[str, tuple[object, ...]]:
-        """`column` is one of `ids`, as a condition and its parameters. On PostgreSQL one
-        array literal (`= ANY(?::bigint[])`): the statement's text is the same however many
-        ids, so it is prepared and planned once, and one string is dumped instead of a
-        parameter per id. On SQLite `IN (?, ...)`."""
-        values = [int(i) for i in ids]
-        if self.engine == "postgresql":
-            return f"{column} = ANY(?::bigint[])", (int_array(values),)
-        return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
+        """`one_of` on this connection's engine."""
+        return one_of(self.engine, column, ids)
+
+
+def one_of(engine: Engine, column: str, ids: Iterable[int]) -> tuple[str, tuple[object, ...]]:
+    """`column` is one of `ids`, as a condition and its parameters. On PostgreSQL one array
+    literal (`= ANY(?::bigint[])`): the statement's text is the same however many ids, so it
+    is prepared and planned once, and one string is dumped instead of a parameter per id. On
+    SQLite `IN (?, ...)`."""
+    values = [int(i) for i in ids]
+    if engine == "postgresql":
+        return f"{column} = ANY(?::bigint[])", (int_array(values),)
+    return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
 
 
 def int_array(values: Iterable[int]) -> str:

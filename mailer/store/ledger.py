@@ -39,7 +39,7 @@ from mailer.store.engine import (
     Engine,
     Location,
     connect,
-    int_array,
+    one_of,
     where,
 )
 
@@ -75,7 +75,7 @@ _RESULTS_POSTGRESQL = (
     "status text, attempts integer, reply text, message_id text)) "
     + _SET_RESULTS.replace("AND campaign_recipients.status = 'sending' ",
                            "AND (campaign_recipients.status = 'sending') IS TRUE ")
-    + " AND campaign_recipients.customer_id = ANY(?::bigint[])")
+    + " AND ")
 
 
 def _results_statements(
@@ -87,8 +87,9 @@ def _results_statements(
         rows = json.dumps([{"customer_id": r.customer_id, "status": r.status,
                             "attempts": r.attempts, "reply": r.reply,
                             "message_id": r.message_id} for r in results])
-        return [(_RESULTS_POSTGRESQL, (rows, now, campaign_id, claimed_by,
-                                        int_array(r.customer_id for r in results)))]
+        condition, ids = one_of(engine, "campaign_recipients.customer_id",
+                                (r.customer_id for r in results))
+        return [(_RESULTS_POSTGRESQL + condition, (rows, now, campaign_id, claimed_by, *ids))]
     statements = []
     for start in range(0, len(results), _RESULTS_PER_STATEMENT):
         chunk = results[start : start + _RESULTS_PER_STATEMENT]
@@ -171,7 +172,7 @@ class Ledger:
 
     async def wait(self, flushed: asyncio.Future[None]) -> None:
         if not flushed.done():
-            self._wake.set()
+            self.hurry(flushed)
             # Shielded: a worker cancelled while waiting must not cancel the flush.
             await asyncio.shield(flushed)
         else:

@@ -45,6 +45,13 @@ async def started(conn: Connection, campaign_id: int) -> Campaign:
     return campaign
 
 
+async def sending_to(world: World, conn: Connection, customers: int) -> tuple[Campaign, list[int]]:
+    """An offers campaign started to `customers` new customers; their ids in order."""
+    await world.add_customers(customers)
+    campaign = await started(conn, await world.create_campaign())
+    return campaign, [int(r[0]) for r in world.rows("SELECT id FROM customers ORDER BY id")]
+
+
 # --- the audience ---------------------------------------------------------------------------
 
 
@@ -227,10 +234,8 @@ async def test_an_opt_out_skips_pending_rows_but_leaves_claimed_ones_to_the_cons
 async def test_consent_gate_sees_a_commit_made_a_moment_earlier_on_another_connection(
     world: World, conn: Connection
 ) -> None:
-    await world.add_customers(1)
-    campaign_id = await world.create_campaign()
-    campaign = await started(conn, campaign_id)
-    [customer_id] = [r[0] for r in world.rows("SELECT id FROM customers")]
+    campaign, [customer_id] = await sending_to(world, conn, 1)
+    campaign_id = campaign.id
     async with ConsentGate(world.db, campaign.id, campaign.kind) as gate:
         first = await gate.check(customer_id)
         assert first.recipient is not None and first.recipient.email == "c0@example.com"
@@ -343,10 +348,7 @@ async def test_consent_gate_decisions_are_never_older_than_reuse_s_when_they_ans
     # The sender queues a, b and c. On PostgreSQL the query for a also reads b and c ahead;
     # such a read answers b's check while it is at most REUSE_S old, and c's check, later,
     # reads again and sees c's opt-out. On SQLite every check reads (microseconds).
-    await world.add_customers(3)
-    campaign_id = await world.create_campaign()
-    campaign = await started(conn, campaign_id)
-    a, b, c = [int(r[0]) for r in world.rows("SELECT id FROM customers ORDER BY id")]
+    campaign, (a, b, c) = await sending_to(world, conn, 3)
     now = [100.0]
     async with ConsentGate(world.db, campaign.id, campaign.kind,
                            monotonic=lambda: now[0]) as gate:
